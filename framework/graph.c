@@ -1,0 +1,250 @@
+/* graph.c: the tape. Op constructors record nodes in creation order; backward
+ * walks them in reverse, so no topological sort is ever needed. Everything a
+ * window creates (tensors, nodes, gradients) lives in one arena. */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "graph_internal.h"
+
+struct bt_graph {
+    bt_arena *arena;
+    bt_node *last; /* newest node; ->prev walks back in time */
+    size_t n_nodes;
+    bool grad_enabled;
+    bt_status status;
+    char error[BT_ERRMSG_LEN];
+};
+
+bt_graph *bt_graph_new(void)
+{
+    bt_graph *g = bt_calloc(1, sizeof *g);
+    if (!g)
+        return NULL;
+    g->arena = bt_arena_new((size_t)1 << 20);
+    if (!g->arena) {
+        bt_free(g);
+        return NULL;
+    }
+    g->grad_enabled = true;
+    return g;
+}
+
+void bt_graph_free(bt_graph *g)
+{
+    if (!g)
+        return;
+    bt_arena_free(g->arena);
+    bt_free(g);
+}
+
+void bt_graph_reset(bt_graph *g)
+{
+    bt_arena_reset(g->arena);
+    g->last = NULL;
+    g->n_nodes = 0;
+    bt_graph_clear_error(g);
+}
+
+void bt_graph_set_grad(bt_graph *g, bool enabled) { g->grad_enabled = enabled; }
+bool bt_graph_grad_enabled(const bt_graph *g) { return g->grad_enabled; }
+size_t bt_graph_node_count(const bt_graph *g) { return g->n_nodes; }
+bt_arena *bt_graph_arena(bt_graph *g) { return g->arena; }
+bt_status bt_graph_status(const bt_graph *g) { return g ? g->status : BT_ERR_ARG; }
+const char *bt_graph_error(const bt_graph *g) { return g ? g->error : "no graph"; }
+
+void bt_graph_clear_error(bt_graph *g)
+{
+    g->status = BT_OK;
+    g->error[0] = '\0';
+}
+
+bt_status bt_graph_fail(bt_graph *g, bt_status s, const char *fmt, ...)
+{
+    if (g->status != BT_OK)
+        return g->status; /* the first error is the one worth reading */
+    g->status = s;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(g->error, sizeof g->error, fmt, ap);
+    va_end(ap);
+    return s;
+}
+
+const char *bt_shp(const bt_tensor *t)
+{
+    static _Thread_local char bufs[4][64];
+    static _Thread_local int next;
+    char *b = bufs[next++ & 3];
+    return bt_shape_str(t, b, 64);
+}
+
+static bt_tensor *tensor_in_arena(bt_graph *g, int ndim, const int *shape, bool zero)
+{
+    if (ndim < 0 || ndim > BT_MAX_DIMS) {
+        bt_graph_fail(g, BT_ERR_SHAPE, "tensor of %d dimensions: at most %d are supported",
+                      ndim, BT_MAX_DIMS);
+        return NULL;
+    }
+    size_t size = 1;
+    for (int i = 0; i < ndim; i++) {
+        if (shape[i] <= 0) {
+            bt_graph_fail(g, BT_ERR_SHAPE, "dimension %d has size %d: sizes must be positive",
+                          i, shape[i]);
+            return NULL;
+        }
+        size *= (size_t)shape[i];
+    }
+    bt_tensor *t = bt_arena_alloc(g->arena, sizeof *t);
+    bt_real *data = t ? (zero ? bt_arena_calloc : bt_arena_alloc)(g->arena, size * sizeof(bt_real)) : NULL;
+    if (!data) {
+        bt_graph_fail(g, BT_ERR_NOMEM, "out of memory for a tensor of %zu values", size);
+        return NULL;
+    }
+    memset(t, 0, sizeof *t);
+    t->ndim = ndim;
+    memcpy(t->shape, shape, sizeof(int) * (size_t)ndim);
+    t->size = size;
+    t->data = data;
+    return t;
+}
+
+bt_tensor *bt_graph_tensor(bt_graph *g, int ndim, const int *shape)
+{
+    return tensor_in_arena(g, ndim, shape, true);
+}
+
+bt_tensor *bt_graph_tensor2(bt_graph *g, int rows, int cols)
+{
+    int shape[2] = {rows, cols};
+    return tensor_in_arena(g, 2, shape, true);
+}
+
+bt_tensor *bt_graph_input(bt_graph *g, int ndim, const int *shape, const bt_real *data)
+{
+    bt_tensor *t = tensor_in_arena(g, ndim, shape, false);
+    if (t)
+        memcpy(t->data, data, t->size * sizeof(bt_real));
+    return t;
+}
+
+bool bt_op_begin(bt_graph *g, bt_tensor *const *in, int n_in)
+{
+    if (!g || g->status != BT_OK)
+        return false;
+    for (int i = 0; i < n_in; i++)
+        if (!in[i]) {
+            bt_graph_fail(g, BT_ERR_ARG, "input %d of an op is NULL", i);
+            return false;
+        }
+    return true;
+}
+
+bt_tensor *bt_op_output(bt_graph *g, int ndim, const int *shape)
+{
+    return tensor_in_arena(g, ndim, shape, false);
+}
+
+void *bt_op_scratch(bt_graph *g, size_t bytes)
+{
+    void *p = bt_arena_alloc(g->arena, bytes);
+    if (!p)
+        bt_graph_fail(g, BT_ERR_NOMEM, "out of memory for %zu bytes of op scratch", bytes);
+    return p;
+}
+
+bt_node *bt_graph_record(bt_graph *g, const bt_op *op, bt_tensor *out, bt_tensor *const *in,
+                         int n_in)
+{
+    bool needs_grad = false;
+    for (int i = 0; i < n_in; i++)
+        needs_grad |= in[i]->requires_grad;
+    bt_node *n = NULL;
+    if (g->grad_enabled && needs_grad) {
+        n = bt_arena_alloc(g->arena, sizeof *n);
+        bt_tensor **ins = n ? bt_arena_alloc(g->arena, sizeof(bt_tensor *) * (size_t)n_in) : NULL;
+        if (!ins) {
+            bt_graph_fail(g, BT_ERR_NOMEM, "out of memory recording op %s", op->name);
+            return NULL;
+        }
+        memcpy(ins, in, sizeof(bt_tensor *) * (size_t)n_in);
+        memset(n, 0, sizeof *n);
+        n->in = ins;
+        n->n_in = n_in;
+        n->prev = g->last;
+        g->last = n;
+        g->n_nodes++;
+        out->requires_grad = true;
+        out->node = n;
+    } else {
+        /* No-grad: a transient node on the stack-like arena tail carries the
+         * arguments to forward; it is not linked into the tape. */
+        n = bt_arena_alloc(g->arena, sizeof *n);
+        if (!n) {
+            bt_graph_fail(g, BT_ERR_NOMEM, "out of memory running op %s", op->name);
+            return NULL;
+        }
+        memset(n, 0, sizeof *n);
+        n->in = (bt_tensor **)in;
+        n->n_in = n_in;
+    }
+    n->op = op;
+    n->out = out;
+    return n;
+}
+
+bt_real *bt_graph_grad_of(bt_graph *g, bt_tensor *t)
+{
+    if (!t->grad) {
+        t->grad = bt_arena_calloc(g->arena, t->size * sizeof(bt_real));
+        if (!t->grad)
+            bt_graph_fail(g, BT_ERR_NOMEM, "out of memory for a gradient of %zu values", t->size);
+    }
+    return t->grad;
+}
+
+bt_status bt_backward_from(bt_graph *g, bt_tensor *out, const bt_real *dout)
+{
+    if (!g)
+        return BT_ERR_ARG;
+    if (g->status != BT_OK)
+        return g->status;
+    if (!out)
+        return bt_graph_fail(g, BT_ERR_ARG, "backward from a NULL tensor");
+    if (!out->requires_grad)
+        return bt_graph_fail(g, BT_ERR_ARG,
+                             "backward from a tensor that does not depend on anything that "
+                             "requires a gradient");
+    /* Intermediate gradients of an earlier sweep are stale: forget them. Leaf
+     * gradients (parameters) are not node outputs and keep accumulating. */
+    for (bt_node *n = g->last; n; n = n->prev)
+        n->out->grad = NULL;
+    bt_real *seed = bt_graph_grad_of(g, out);
+    if (!seed)
+        return g->status;
+    for (size_t i = 0; i < out->size; i++)
+        seed[i] += dout[i];
+    for (bt_node *n = g->last; n; n = n->prev) {
+        if (!n->out->grad)
+            continue; /* nothing flows back through this node */
+        for (int i = 0; i < n->n_in; i++)
+            if (n->in[i]->requires_grad && !bt_graph_grad_of(g, n->in[i]))
+                return g->status;
+        n->op->backward(n);
+    }
+    return g->status;
+}
+
+bt_status bt_backward(bt_graph *g, bt_tensor *loss)
+{
+    if (!g)
+        return BT_ERR_ARG;
+    if (loss && loss->size != 1)
+        return bt_graph_fail(g, BT_ERR_SHAPE,
+                             "backward needs a scalar loss, got shape %s: reduce it with "
+                             "bt_sum or bt_mean first",
+                             bt_shp(loss));
+    bt_real one = 1;
+    return bt_backward_from(g, loss, &one);
+}

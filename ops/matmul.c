@@ -1,0 +1,70 @@
+/* matmul.c: out[M,N] = op(a) op(b), op = optional transpose.
+ * Both operands may need gradients: da = dout op(b)^T, db = op(a)^T dout,
+ * written for the stored (possibly transposed) layouts. */
+#include "graph_internal.h"
+
+static void matmul_forward(bt_node *n)
+{
+    bt_tensor *a = n->in[0], *b = n->in[1], *out = n->out;
+    bool ta = n->iarg[0], tb = n->iarg[1];
+    int m = out->shape[0], nn = out->shape[1], k = ta ? a->shape[0] : a->shape[1];
+    bt_gemm(ta, tb, m, nn, k, 1, a->data, a->shape[1], b->data, b->shape[1], 0, out->data, nn);
+}
+
+static void matmul_backward(bt_node *n)
+{
+    bt_tensor *a = n->in[0], *b = n->in[1], *out = n->out;
+    bool ta = n->iarg[0], tb = n->iarg[1];
+    int m = out->shape[0], nn = out->shape[1], k = ta ? a->shape[0] : a->shape[1];
+    int lda = a->shape[1], ldb = b->shape[1];
+    if (a->requires_grad) {
+        if (!ta) /* da[M,K] += dout[M,N] op(b)^T */
+            bt_gemm(false, !tb, m, k, nn, 1, out->grad, nn, b->data, ldb, 1, a->grad, lda);
+        else /* a stored [K,M]: da += op(b) dout^T */
+            bt_gemm(tb, true, k, m, nn, 1, b->data, ldb, out->grad, nn, 1, a->grad, lda);
+    }
+    if (b->requires_grad) {
+        if (!tb) /* db[K,N] += op(a)^T dout */
+            bt_gemm(!ta, false, k, nn, m, 1, a->data, lda, out->grad, nn, 1, b->grad, ldb);
+        else /* b stored [N,K]: db += dout^T op(a) */
+            bt_gemm(true, ta, nn, k, m, 1, out->grad, nn, a->data, lda, 1, b->grad, ldb);
+    }
+}
+
+static const bt_op op_matmul = {"matmul", 2, matmul_forward, matmul_backward};
+
+bt_tensor *bt_matmul_t(bt_graph *g, bt_tensor *a, bool trans_a, bt_tensor *b, bool trans_b)
+{
+    bt_tensor *in[2] = {a, b};
+    if (!bt_op_begin(g, in, 2))
+        return NULL;
+    if (a->ndim != 2 || b->ndim != 2) {
+        bt_graph_fail(g, BT_ERR_SHAPE, "matmul needs 2-D operands, got %s and %s", bt_shp(a),
+                      bt_shp(b));
+        return NULL;
+    }
+    int m = trans_a ? a->shape[1] : a->shape[0], ka = trans_a ? a->shape[0] : a->shape[1];
+    int kb = trans_b ? b->shape[1] : b->shape[0], nn = trans_b ? b->shape[0] : b->shape[1];
+    if (ka != kb) {
+        bt_graph_fail(g, BT_ERR_SHAPE,
+                      "matmul: inner dimensions differ: %s%s x %s%s (%d vs %d)", bt_shp(a),
+                      trans_a ? "^T" : "", bt_shp(b), trans_b ? "^T" : "", ka, kb);
+        return NULL;
+    }
+    int shape[2] = {m, nn};
+    bt_tensor *out = bt_op_output(g, 2, shape);
+    if (!out)
+        return NULL;
+    bt_node *n = bt_graph_record(g, &op_matmul, out, in, 2);
+    if (!n)
+        return NULL;
+    n->iarg[0] = trans_a;
+    n->iarg[1] = trans_b;
+    op_matmul.forward(n);
+    return out;
+}
+
+bt_tensor *bt_matmul(bt_graph *g, bt_tensor *a, bt_tensor *b)
+{
+    return bt_matmul_t(g, a, false, b, false);
+}

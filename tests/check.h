@@ -1,0 +1,61 @@
+/* check.h: helpers shared by the tests: deterministic fills and a gradient
+ * check assertion that reports the worst element when it fails. */
+#ifndef BPTT_TEST_CHECK_H
+#define BPTT_TEST_CHECK_H
+
+#include <criterion/criterion.h>
+#include <math.h>
+
+#include "bptt.h"
+
+/* Double build: tight central differences; float build: a tolerance that a
+ * wrong sign, factor or index still breaks by orders of magnitude. */
+#if BT_REAL_DOUBLE
+#define GC_EPS 1e-5
+#define GC_FLOOR 1e-3
+#define GC_TOL 1e-6
+#else
+#define GC_EPS 3e-3
+#define GC_FLOOR 1e-1
+#define GC_TOL 3e-2
+#endif
+
+static inline void fill_uniform(bt_tensor *t, bt_rng *r, double lo, double hi)
+{
+    for (size_t i = 0; i < t->size; i++)
+        t->data[i] = (bt_real)(lo + (hi - lo) * bt_rng_uniform(r));
+}
+
+/* A fixed weighting so a scalar loss sees every output element differently. */
+static inline bt_tensor *weighted_sum(bt_graph *g, bt_tensor *t)
+{
+    if (!t)
+        return NULL;
+    bt_tensor *w = bt_graph_tensor(g, t->ndim, t->shape);
+    if (!w)
+        return NULL;
+    for (size_t i = 0; i < w->size; i++)
+        w->data[i] = (bt_real)(0.3 + 0.7 * sin(1.7 * (double)i + 0.4));
+    return bt_sum(g, bt_mul(g, t, w));
+}
+
+static inline void assert_gradcheck(const char *what, bt_loss_fn fn, void *ctx,
+                                    bt_tensor *const *inputs, int n)
+{
+    bt_gradcheck_result res[8];
+    char err[256] = "";
+    cr_assert_leq(n, 8);
+    bt_status st = bt_gradcheck(fn, ctx, inputs, n, GC_EPS, GC_FLOOR, res, err, sizeof err);
+    cr_assert_eq(st, BT_OK, "%s: gradcheck failed to run: %s", what, err);
+    for (int i = 0; i < n; i++) {
+        if (!inputs[i]->requires_grad)
+            continue;
+        cr_expect_leq(res[i].max_rel, GC_TOL,
+                      "%s: input %d: max relative error %.3g (abs %.3g) at element %zu: "
+                      "analytic %.9g vs numeric %.9g",
+                      what, i, res[i].max_rel, res[i].max_abs, res[i].worst, res[i].analytic,
+                      res[i].numeric);
+    }
+}
+
+#endif

@@ -1,0 +1,144 @@
+/* test_grad.c: a central-difference gradient check of every op with a
+ * backward, including broadcasting, transposes and dimensions of size 1. */
+#include "check.h"
+
+typedef struct {
+    int kind;
+    int a[4], b[4];
+    int an, bn;
+    double c;
+} spec;
+
+enum { K_ADD, K_SUB, K_MUL, K_MATMUL, K_MATMUL_TA, K_MATMUL_TB, K_MATMUL_TATB, K_NEG, K_SCALE,
+       K_EXP, K_LOG, K_TANH, K_SIGMOID, K_RELU, K_SUM, K_MEAN, K_SLICE, K_CONCAT, K_EMBED,
+       K_XENT, K_MSE, K_GRAD_SCALE };
+
+static bt_tensor *build(bt_graph *g, bt_tensor *const *in, int n, void *ctx)
+{
+    const spec *s = ctx;
+    bt_tensor *a = in[0], *b = n > 1 ? in[1] : NULL;
+    switch (s->kind) {
+    case K_ADD: return weighted_sum(g, bt_add(g, a, b));
+    case K_SUB: return weighted_sum(g, bt_sub(g, a, b));
+    case K_MUL: return weighted_sum(g, bt_mul(g, a, b));
+    case K_MATMUL: return weighted_sum(g, bt_matmul(g, a, b));
+    case K_MATMUL_TA: return weighted_sum(g, bt_matmul_t(g, a, true, b, false));
+    case K_MATMUL_TB: return weighted_sum(g, bt_matmul_t(g, a, false, b, true));
+    case K_MATMUL_TATB: return weighted_sum(g, bt_matmul_t(g, a, true, b, true));
+    case K_NEG: return weighted_sum(g, bt_neg(g, a));
+    case K_SCALE: return weighted_sum(g, bt_scale(g, a, s->c));
+    case K_EXP: return weighted_sum(g, bt_exp(g, a));
+    case K_LOG: return weighted_sum(g, bt_log(g, a));
+    case K_TANH: return weighted_sum(g, bt_tanh(g, a));
+    case K_SIGMOID: return weighted_sum(g, bt_sigmoid(g, a));
+    case K_RELU: return weighted_sum(g, bt_relu(g, a));
+    /* sum and mean feed a nonlinearity so their gradient is not just a seed */
+    case K_SUM: return bt_tanh(g, bt_sum(g, bt_mul(g, a, a)));
+    case K_MEAN: return bt_tanh(g, bt_mean(g, bt_mul(g, a, a)));
+    case K_SLICE: return weighted_sum(g, bt_slice(g, a, 1, 2));
+    case K_CONCAT: {
+        bt_tensor *parts[3] = {a, b, in[2]};
+        return weighted_sum(g, bt_concat(g, parts, 3));
+    }
+    case K_EMBED: {
+        static const int32_t ids[5] = {2, 0, 2, 3, 2}; /* repeats: rows accumulate */
+        return weighted_sum(g, bt_embedding(g, a, ids, 5));
+    }
+    case K_XENT: {
+        static const int32_t t[4] = {1, 0, 4, 1};
+        return bt_softmax_xent(g, a, t);
+    }
+    case K_MSE: return bt_mse(g, a, b);
+    case K_GRAD_SCALE: return weighted_sum(g, bt_tanh(g, bt_grad_scale(g, a, s->c)));
+    }
+    return NULL;
+}
+
+static void check(const char *what, spec s, int n_in, double lo, double hi)
+{
+    bt_rng r;
+    bt_rng_seed(&r, 42 + (uint64_t)s.kind);
+    bt_tensor *in[3] = {NULL, NULL, NULL};
+    in[0] = bt_tensor_new(s.an, s.a, true);
+    if (n_in > 1)
+        in[1] = bt_tensor_new(s.bn, s.b, true);
+    if (n_in > 2) {
+        int w[2] = {s.a[0], 3};
+        in[2] = bt_tensor_new(2, w, true);
+    }
+    for (int i = 0; i < n_in; i++) {
+        cr_assert_not_null(in[i], "%s: could not make input %d", what, i);
+        fill_uniform(in[i], &r, lo, hi);
+    }
+    assert_gradcheck(what, build, &s, in, n_in);
+    for (int i = 0; i < n_in; i++)
+        bt_tensor_free(in[i]);
+}
+
+#define SHAPE(...) {__VA_ARGS__}
+
+Test(grad, add_same_shape) { check("add", (spec){K_ADD, SHAPE(3, 4), SHAPE(3, 4), 2, 2, 0}, 2, -1, 1); }
+Test(grad, add_row_bias) { check("add [M,N]+[N]", (spec){K_ADD, SHAPE(3, 4), SHAPE(4), 2, 1, 0}, 2, -1, 1); }
+Test(grad, add_column_broadcast) { check("add [M,N]+[M,1]", (spec){K_ADD, SHAPE(3, 4), SHAPE(3, 1), 2, 2, 0}, 2, -1, 1); }
+Test(grad, add_left_broadcast) { check("add [1,N]+[M,N]", (spec){K_ADD, SHAPE(1, 4), SHAPE(3, 4), 2, 2, 0}, 2, -1, 1); }
+Test(grad, add_3d) { check("add [2,3,4]+[3,1]", (spec){K_ADD, SHAPE(2, 3, 4), SHAPE(3, 1), 3, 2, 0}, 2, -1, 1); }
+Test(grad, add_scalar_like) { check("add [M,N]+[1]", (spec){K_ADD, SHAPE(3, 4), SHAPE(1), 2, 1, 0}, 2, -1, 1); }
+Test(grad, sub_row_bias) { check("sub [M,N]-[N]", (spec){K_SUB, SHAPE(3, 4), SHAPE(4), 2, 1, 0}, 2, -1, 1); }
+Test(grad, sub_reverse_broadcast) { check("sub [N]-[M,N]", (spec){K_SUB, SHAPE(4), SHAPE(3, 4), 1, 2, 0}, 2, -1, 1); }
+Test(grad, mul_same_shape) { check("mul", (spec){K_MUL, SHAPE(3, 4), SHAPE(3, 4), 2, 2, 0}, 2, -1, 1); }
+Test(grad, mul_row_bias) { check("mul [M,N]*[1,N]", (spec){K_MUL, SHAPE(3, 4), SHAPE(1, 4), 2, 2, 0}, 2, -1, 1); }
+Test(grad, sum_of_square) { check("sum(a*a), a used twice", (spec){K_SUM, SHAPE(2, 3), SHAPE(0), 2, 0, 0}, 1, -1, 1); }
+Test(grad, matmul) { check("matmul", (spec){K_MATMUL, SHAPE(3, 5), SHAPE(5, 2), 2, 2, 0}, 2, -1, 1); }
+Test(grad, matmul_ta) { check("matmul a^T", (spec){K_MATMUL_TA, SHAPE(5, 3), SHAPE(5, 2), 2, 2, 0}, 2, -1, 1); }
+Test(grad, matmul_tb) { check("matmul b^T", (spec){K_MATMUL_TB, SHAPE(3, 5), SHAPE(2, 5), 2, 2, 0}, 2, -1, 1); }
+Test(grad, matmul_ta_tb) { check("matmul a^T b^T", (spec){K_MATMUL_TATB, SHAPE(5, 3), SHAPE(2, 5), 2, 2, 0}, 2, -1, 1); }
+Test(grad, matmul_size_one) { check("matmul [1,3]x[3,1]", (spec){K_MATMUL, SHAPE(1, 3), SHAPE(3, 1), 2, 2, 0}, 2, -1, 1); }
+Test(grad, matmul_outer) { check("matmul [4,1]x[1,3]", (spec){K_MATMUL, SHAPE(4, 1), SHAPE(1, 3), 2, 2, 0}, 2, -1, 1); }
+Test(grad, neg) { check("neg", (spec){K_NEG, SHAPE(2, 3), SHAPE(0), 2, 0, 0}, 1, -1, 1); }
+Test(grad, scale) { check("scale", (spec){K_SCALE, SHAPE(2, 3), SHAPE(0), 2, 0, -2.5}, 1, -1, 1); }
+Test(grad, exp) { check("exp", (spec){K_EXP, SHAPE(2, 3), SHAPE(0), 2, 0, 0}, 1, -1, 1); }
+Test(grad, log) { check("log", (spec){K_LOG, SHAPE(2, 3), SHAPE(0), 2, 0, 0}, 1, 0.5, 2); }
+Test(grad, tanh) { check("tanh", (spec){K_TANH, SHAPE(2, 3), SHAPE(0), 2, 0, 0}, 1, -2, 2); }
+Test(grad, sigmoid) { check("sigmoid", (spec){K_SIGMOID, SHAPE(2, 3), SHAPE(0), 2, 0, 0}, 1, -3, 3); }
+/* relu: inputs kept away from the kink at 0 */
+Test(grad, relu) { check("relu", (spec){K_RELU, SHAPE(2, 3), SHAPE(0), 2, 0, 0}, 1, 0.2, 1); }
+Test(grad, relu_negative) { check("relu<0", (spec){K_RELU, SHAPE(2, 3), SHAPE(0), 2, 0, 0}, 1, -1, -0.2); }
+Test(grad, mean) { check("mean", (spec){K_MEAN, SHAPE(2, 3, 2), SHAPE(0), 3, 0, 0}, 1, -1, 1); }
+Test(grad, slice) { check("slice", (spec){K_SLICE, SHAPE(3, 5), SHAPE(0), 2, 0, 0}, 1, -1, 1); }
+Test(grad, concat) { check("concat", (spec){K_CONCAT, SHAPE(3, 1), SHAPE(3, 2), 2, 2, 0}, 3, -1, 1); }
+Test(grad, embedding) { check("embedding", (spec){K_EMBED, SHAPE(4, 3), SHAPE(0), 2, 0, 0}, 1, -1, 1); }
+Test(grad, softmax_xent) { check("softmax_xent", (spec){K_XENT, SHAPE(4, 5), SHAPE(0), 2, 0, 0}, 1, -2, 2); }
+Test(grad, softmax_xent_one_row) { check("softmax_xent [1,5]", (spec){K_XENT, SHAPE(1, 5), SHAPE(0), 2, 0, 0}, 1, -2, 2); }
+Test(grad, mse) { check("mse", (spec){K_MSE, SHAPE(3, 2), SHAPE(3, 2), 2, 2, 0}, 2, -1, 1); }
+/* grad_scale is the derivative of its forward only at xi = 1; other xi are
+ * pinned exactly in test_tape.c (grad_scale_multiplies_exactly). */
+Test(grad, grad_scale_identity) { check("grad_scale", (spec){K_GRAD_SCALE, SHAPE(2, 3), SHAPE(0), 2, 0, 1.0}, 1, -1, 1); }
+
+/* A composite: a tiny tanh RNN unrolled 4 steps, so W is used at every step. */
+static bt_tensor *tiny_rnn(bt_graph *g, bt_tensor *const *in, int n, void *ctx)
+{
+    (void)n; (void)ctx;
+    bt_tensor *wx = in[0], *wh = in[1], *b = in[2], *x = in[3];
+    bt_tensor *h = bt_graph_tensor2(g, 2, 3);
+    bt_tensor *loss = NULL;
+    for (int t = 0; t < 4; t++) {
+        bt_tensor *xt = bt_slice(g, x, t * 2, 2);
+        h = bt_tanh(g, bt_add(g, bt_add(g, bt_matmul(g, xt, wx), bt_matmul(g, h, wh)), b));
+        bt_tensor *l = weighted_sum(g, h);
+        loss = loss ? bt_add(g, loss, l) : l;
+    }
+    return loss;
+}
+
+Test(grad, composite_rnn_fan_out)
+{
+    bt_rng r;
+    bt_rng_seed(&r, 7);
+    bt_tensor *in[4] = {bt_tensor_new2(2, 3, true), bt_tensor_new2(3, 3, true),
+                        bt_tensor_new(1, (int[]){3}, true), bt_tensor_new2(2, 8, true)};
+    for (int i = 0; i < 4; i++)
+        fill_uniform(in[i], &r, -1, 1);
+    assert_gradcheck("tiny rnn", tiny_rnn, NULL, in, 4);
+    for (int i = 0; i < 4; i++)
+        bt_tensor_free(in[i]);
+}

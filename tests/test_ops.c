@@ -1,0 +1,106 @@
+/* test_ops.c: forward values on small hand-worked cases, and for every op a
+ * wrong call that must return NULL with a message instead of crashing. */
+#include <string.h>
+
+#include "check.h"
+
+static bt_tensor *T2(bt_graph *g, int r, int c, const bt_real *v)
+{
+    int shape[2] = {r, c};
+    bt_tensor *t = bt_graph_input(g, 2, shape, v);
+    t->requires_grad = true; /* so the op is recorded as in training */
+    return t;
+}
+
+#define EXPECT_FAIL(g, expr, phrase)                                                        \
+    do {                                                                                    \
+        bt_graph_reset(g);                                                                  \
+        cr_assert_null((expr), #expr " should fail");                                       \
+        cr_assert_neq(bt_graph_status(g), BT_OK);                                           \
+        cr_assert(strstr(bt_graph_error(g), phrase) != NULL, #expr ": message '%s' lacks '%s'", \
+                  bt_graph_error(g), phrase);                                               \
+    } while (0)
+
+Test(ops, wrong_shapes_return_errors)
+{
+    bt_graph *g = bt_graph_new();
+    const bt_real v[12] = {0};
+    const int32_t ids[4] = {0, 1, 9, 0};
+    bt_tensor *a, *b;
+#define AB(ra, ca, rb, cb) (bt_graph_reset(g), a = T2(g, ra, ca, v), b = T2(g, rb, cb, v))
+    AB(2, 3, 2, 3); EXPECT_FAIL(g, (AB(2, 3, 2, 3), bt_matmul(g, a, b)), "inner dimensions");
+    EXPECT_FAIL(g, (AB(2, 3, 2, 3), bt_matmul_t(g, a, true, b, true)), "inner dimensions");
+    EXPECT_FAIL(g, (AB(2, 3, 3, 2), bt_add(g, a, b)), "do not broadcast");
+    EXPECT_FAIL(g, (AB(2, 3, 3, 2), bt_sub(g, a, b)), "do not broadcast");
+    EXPECT_FAIL(g, (AB(2, 3, 1, 2), bt_mul(g, a, b)), "do not broadcast");
+    EXPECT_FAIL(g, (AB(2, 3, 3, 2), bt_mse(g, a, b)), "differ in shape");
+    EXPECT_FAIL(g, (AB(2, 3, 2, 3), bt_slice(g, a, 2, 2)), "outside");
+    EXPECT_FAIL(g, (AB(2, 3, 2, 3), bt_slice(g, a, -1, 1)), "outside");
+    EXPECT_FAIL(g, (AB(2, 3, 3, 2), bt_concat(g, (bt_tensor *[]){a, b}, 2)), "same leading");
+    EXPECT_FAIL(g, bt_concat(g, NULL, 0), "at least one");
+    EXPECT_FAIL(g, (AB(4, 3, 1, 1), bt_embedding(g, a, ids, 4)), "outside the table");
+    EXPECT_FAIL(g, (AB(4, 3, 1, 1), bt_softmax_xent(g, a, ids)), "outside");
+    EXPECT_FAIL(g, (AB(4, 3, 1, 1), bt_scale(g, a, INFINITY)), "non-finite");
+    EXPECT_FAIL(g, (AB(4, 3, 1, 1), bt_grad_scale(g, a, NAN)), "non-finite");
+    /* Unary ops and reductions cannot get a wrong shape; they reject NULL. */
+    EXPECT_FAIL(g, bt_tanh(g, NULL), "NULL");
+    EXPECT_FAIL(g, bt_sigmoid(g, NULL), "NULL");
+    EXPECT_FAIL(g, bt_exp(g, NULL), "NULL");
+    EXPECT_FAIL(g, bt_log(g, NULL), "NULL");
+    EXPECT_FAIL(g, bt_relu(g, NULL), "NULL");
+    EXPECT_FAIL(g, bt_neg(g, NULL), "NULL");
+    EXPECT_FAIL(g, bt_sum(g, NULL), "NULL");
+    EXPECT_FAIL(g, bt_mean(g, NULL), "NULL");
+    EXPECT_FAIL(g, bt_detach(g, NULL), "NULL");
+    /* A 1-D table or a 3-D matmul operand. */
+    bt_graph_reset(g);
+    bt_tensor *vec = bt_graph_input(g, 1, (int[]){3}, v);
+    cr_assert_null(bt_embedding(g, vec, ids, 2));
+    cr_assert(strstr(bt_graph_error(g), "2-D") != NULL);
+    bt_graph_reset(g);
+    bt_tensor *cube = bt_graph_input(g, 3, (int[]){1, 2, 2}, v);
+    cr_assert_null(bt_matmul(g, cube, cube));
+    cr_assert(strstr(bt_graph_error(g), "2-D") != NULL);
+    bt_graph_reset(g);
+    cr_assert_null(bt_graph_tensor(g, 2, (int[]){0, 3}));
+    cr_assert(strstr(bt_graph_error(g), "positive") != NULL);
+    bt_graph_free(g);
+}
+
+Test(ops, forward_values)
+{
+    bt_graph *g = bt_graph_new();
+    const bt_real av[6] = {1, 2, 3, 4, 5, 6}, bv[6] = {1, 0, 0, 1, 1, 1};
+    bt_tensor *a = T2(g, 2, 3, av), *b = T2(g, 3, 2, bv);
+    bt_tensor *c = bt_matmul(g, a, b); /* [[1+3, 2+3],[4+6, 5+6]] */
+    cr_assert_eq(c->data[0], 4); cr_assert_eq(c->data[1], 5);
+    cr_assert_eq(c->data[2], 10); cr_assert_eq(c->data[3], 11);
+    bt_tensor *ct = bt_matmul_t(g, a, false, a, true); /* a a^T */
+    cr_assert_eq(ct->data[0], 14); cr_assert_eq(ct->data[1], 32); cr_assert_eq(ct->data[3], 77);
+    bt_tensor *bias = bt_graph_input(g, 1, (int[]){3}, (bt_real[]){10, 20, 30});
+    bt_tensor *s = bt_add(g, a, bias);
+    cr_assert_eq(s->data[4], 25);
+    cr_assert_eq(s->ndim, 2);
+    bt_tensor *cat = bt_concat(g, (bt_tensor *[]){a, c}, 2);
+    cr_assert_eq(cat->shape[1], 5);
+    cr_assert_eq(cat->data[5 + 3], 10, "row 1 = 4 5 6 10 11");
+    bt_tensor *sl = bt_slice(g, cat, 2, 2);
+    cr_assert_eq(sl->data[0], 3); cr_assert_eq(sl->data[3], 10);
+    /* uniform logits: cross-entropy is log V */
+    bt_tensor *z = bt_graph_tensor2(g, 3, 7);
+    bt_tensor *xe = bt_softmax_xent(g, z, (int32_t[]){0, 3, 6});
+    cr_assert_float_eq(xe->data[0], log(7.0), 1e-6);
+    /* stable at huge logits */
+    bt_tensor *huge = bt_graph_input(g, 2, (int[]){1, 2}, (bt_real[]){1000, 0});
+    bt_tensor *xe2 = bt_softmax_xent(g, huge, (int32_t[]){1});
+    cr_assert_float_eq(xe2->data[0], 1000.0, 1e-3);
+    bt_tensor *m = bt_mse(g, a, bt_graph_tensor2(g, 2, 3)); /* 0.5*(1+4+...+36)/2 */
+    cr_assert_float_eq(m->data[0], 0.5 * 91 / 2, 1e-6);
+    bt_tensor *e = bt_embedding(g, b, (int32_t[]){2, 0}, 2);
+    cr_assert_eq(e->data[0], 1); cr_assert_eq(e->data[1], 1); cr_assert_eq(e->data[3], 0);
+    cr_assert_float_eq(bt_mean(g, a)->data[0], 3.5, 1e-6);
+    cr_assert_float_eq(bt_sum(g, a)->data[0], 21, 1e-6);
+    cr_assert_float_eq(bt_sigmoid(g, bt_graph_tensor2(g, 1, 1))->data[0], 0.5, 1e-7);
+    cr_assert_eq(bt_graph_status(g), BT_OK, "%s", bt_graph_error(g));
+    bt_graph_free(g);
+}

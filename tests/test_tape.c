@@ -1,0 +1,226 @@
+/* test_tape.c: the tape's contract: exact detach and grad_scale, fan-out,
+ * no-grad mode, sticky errors, O(1) reset with a flat arena, and no heap
+ * allocation in a steady-state window. */
+#include <string.h>
+
+#include "check.h"
+
+Test(tape, fan_out_accumulates)
+{
+    /* y = x*w + x*w2 + x : dy/dx = w + w2 + 1 (x used three times) */
+    bt_graph *g = bt_graph_new();
+    bt_tensor *x = bt_tensor_new2(1, 1, true);
+    bt_tensor *w = bt_tensor_new2(1, 1, false), *w2 = bt_tensor_new2(1, 1, false);
+    x->data[0] = 2; w->data[0] = 3; w2->data[0] = 5;
+    bt_tensor *y = bt_add(g, bt_add(g, bt_mul(g, x, w), bt_mul(g, x, w2)), x);
+    cr_assert_eq(bt_backward(g, bt_sum(g, y)), BT_OK, "%s", bt_graph_error(g));
+    cr_assert_eq(x->grad[0], 9);
+    /* A second backward on a new window accumulates into the leaf. */
+    bt_graph_reset(g);
+    y = bt_mul(g, x, w);
+    cr_assert_eq(bt_backward(g, bt_sum(g, y)), BT_OK);
+    cr_assert_eq(x->grad[0], 12);
+    bt_tensor_free(x); bt_tensor_free(w); bt_tensor_free(w2);
+    bt_graph_free(g);
+}
+
+Test(tape, detach_stops_gradient_exactly)
+{
+    bt_graph *g = bt_graph_new();
+    bt_tensor *x = bt_tensor_new2(2, 2, true);
+    for (int i = 0; i < 4; i++) x->data[i] = (bt_real)(i + 1);
+    /* loss = sum(x * detach(x)): only the direct path reaches x, so dx = x. */
+    bt_tensor *d = bt_detach(g, x);
+    cr_assert_not_null(d);
+    cr_assert_eq(d->requires_grad, false);
+    cr_assert_eq(memcmp(d->data, x->data, 4 * sizeof(bt_real)), 0, "detach is the identity");
+    cr_assert_eq(bt_backward(g, bt_sum(g, bt_mul(g, x, d))), BT_OK, "%s", bt_graph_error(g));
+    for (int i = 0; i < 4; i++)
+        cr_assert_eq(x->grad[i], x->data[i], "dx[%d] = %g, expected %g", i, x->grad[i], x->data[i]);
+    /* A loss that reaches x only through detach cannot be differentiated. */
+    bt_graph_reset(g);
+    bt_tensor *only = bt_sum(g, bt_detach(g, x));
+    cr_assert_neq(bt_backward(g, only), BT_OK);
+    cr_assert(strstr(bt_graph_error(g), "does not depend") != NULL, "%s", bt_graph_error(g));
+    bt_tensor_free(x);
+    bt_graph_free(g);
+}
+
+Test(tape, grad_scale_multiplies_exactly)
+{
+    const double xis[] = {1.0, 0.5, 2.0, 1.0 / 0.3, -1.25};
+    bt_graph *g = bt_graph_new();
+    bt_tensor *x = bt_tensor_new2(1, 3, true);
+    for (int i = 0; i < 3; i++) x->data[i] = (bt_real)(0.1 * (i + 1));
+    for (size_t k = 0; k < sizeof xis / sizeof *xis; k++) {
+        bt_graph_reset(g);
+        bt_tensor_zero_grad(x);
+        bt_tensor *y = bt_grad_scale(g, x, xis[k]);
+        cr_assert_eq(y->data, x->data, "identity forward shares data");
+        cr_assert_eq(bt_backward(g, weighted_sum(g, y)), BT_OK);
+        for (int i = 0; i < 3; i++) {
+            bt_real w = (bt_real)(0.3 + 0.7 * sin(1.7 * i + 0.4));
+            cr_assert_eq(x->grad[i], (bt_real)xis[k] * w, "xi=%g: dx[%d]=%.17g", xis[k], i,
+                         (double)x->grad[i]);
+        }
+    }
+    bt_tensor_free(x);
+    bt_graph_free(g);
+}
+
+Test(tape, grad_scale_zero_blocks_infinity)
+{
+    /* Upstream gradient is infinite (d exp at a huge value); xi = 0 must give 0, not NaN. */
+    bt_graph *g = bt_graph_new();
+    bt_tensor *x = bt_tensor_new2(1, 2, true);
+    bt_tensor *big = bt_tensor_new2(1, 2, true);
+    x->data[0] = 1; x->data[1] = 2;
+    big->data[0] = 1000; big->data[1] = 1000;
+    bt_tensor *y = bt_mul(g, bt_grad_scale(g, x, 0.0), bt_exp(g, big));
+    cr_assert_eq(bt_backward(g, bt_sum(g, y)), BT_OK);
+    cr_assert_eq(x->grad[0], 0);
+    cr_assert_eq(x->grad[1], 0);
+    cr_assert(isinf(big->grad[0]), "the other path does see the infinity");
+    bt_tensor_free(x); bt_tensor_free(big);
+    bt_graph_free(g);
+}
+
+Test(tape, no_grad_records_nothing)
+{
+    bt_graph *g = bt_graph_new();
+    bt_tensor *x = bt_tensor_new2(2, 2, true);
+    bt_graph_set_grad(g, false);
+    bt_tensor *y = bt_tanh(g, bt_matmul(g, x, x));
+    cr_assert_not_null(y);
+    cr_assert_eq(bt_graph_node_count(g), 0);
+    cr_assert_eq(y->requires_grad, false);
+    bt_graph_set_grad(g, true);
+    y = bt_tanh(g, bt_matmul(g, x, x));
+    cr_assert_eq(bt_graph_node_count(g), 2);
+    bt_tensor_free(x);
+    bt_graph_free(g);
+}
+
+Test(tape, errors_are_sticky_and_named)
+{
+    bt_graph *g = bt_graph_new();
+    bt_tensor *a = bt_tensor_new2(2, 3, true), *b = bt_tensor_new2(2, 3, true);
+    bt_tensor *bad = bt_matmul(g, a, b);
+    cr_assert_null(bad);
+    cr_assert_eq(bt_graph_status(g), BT_ERR_SHAPE);
+    cr_assert(strstr(bt_graph_error(g), "[2,3]") != NULL, "%s", bt_graph_error(g));
+    /* Later ops pass the NULL along and keep the first message. */
+    cr_assert_null(bt_tanh(g, bad));
+    cr_assert(strstr(bt_graph_error(g), "matmul") != NULL, "%s", bt_graph_error(g));
+    cr_assert_neq(bt_backward(g, bad), BT_OK);
+    bt_graph_reset(g);
+    cr_assert_eq(bt_graph_status(g), BT_OK);
+    bt_tensor *s = bt_sum(g, a);
+    bt_tensor *nonscalar = bt_tanh(g, a);
+    cr_assert_eq(bt_backward(g, nonscalar), BT_ERR_SHAPE);
+    cr_assert(strstr(bt_graph_error(g), "scalar") != NULL);
+    (void)s;
+    bt_tensor_free(a); bt_tensor_free(b);
+    bt_graph_free(g);
+}
+
+/* One window of a small RNN: the steady-state shape of training. */
+static bt_tensor *window(bt_graph *g, bt_params *p, const int32_t *ids, int steps)
+{
+    bt_tensor *wx = bt_params_find(p, "W_xh"), *wh = bt_params_find(p, "W_hh"),
+              *b = bt_params_find(p, "b_h"), *wq = bt_params_find(p, "W_hq");
+    bt_tensor *h = bt_graph_tensor2(g, 4, 8), *loss = NULL;
+    for (int t = 0; t < steps; t++) {
+        bt_tensor *x = bt_embedding(g, wx, ids + 4 * t, 4);
+        h = bt_tanh(g, bt_add(g, bt_add(g, x, bt_matmul(g, h, wh)), b));
+        bt_tensor *l = bt_softmax_xent(g, bt_matmul(g, h, wq), ids + 4 * (t + 1));
+        loss = loss ? bt_add(g, loss, l) : l;
+    }
+    return loss;
+}
+
+static bt_params *small_model(void)
+{
+    bt_params *p = bt_params_new();
+    bt_params_add(p, "W_xh", 2, (int[]){5, 8});
+    bt_params_add(p, "W_hh", 2, (int[]){8, 8});
+    bt_params_add(p, "b_h", 1, (int[]){8});
+    bt_params_add(p, "W_hq", 2, (int[]){8, 5});
+    cr_assert_eq(bt_params_finalize(p), BT_OK);
+    bt_rng r;
+    bt_rng_seed(&r, 3);
+    for (size_t i = 0; i < bt_params_total(p); i++)
+        bt_params_data(p)[i] = (bt_real)(0.3 * bt_rng_normal(&r));
+    return p;
+}
+
+Test(tape, reset_keeps_arena_flat_over_1000_windows)
+{
+    bt_graph *g = bt_graph_new();
+    bt_params *p = small_model();
+    int32_t ids[4 * 11];
+    for (int i = 0; i < 44; i++) ids[i] = (i * 7) % 5;
+    size_t hw_after_first = 0, reserved_after_first = 0;
+    for (int k = 0; k < 1000; k++) {
+        bt_graph_reset(g);
+        bt_tensor *loss = window(g, p, ids, 10);
+        cr_assert_eq(bt_backward(g, loss), BT_OK, "%s", bt_graph_error(g));
+        if (k == 0) {
+            hw_after_first = bt_arena_high_water(bt_graph_arena(g));
+            reserved_after_first = bt_arena_reserved(bt_graph_arena(g));
+        }
+    }
+    cr_assert_gt(hw_after_first, 0);
+    cr_assert_eq(bt_arena_high_water(bt_graph_arena(g)), hw_after_first,
+                 "arena high-water grew from %zu to %zu", hw_after_first,
+                 bt_arena_high_water(bt_graph_arena(g)));
+    cr_assert_eq(bt_arena_reserved(bt_graph_arena(g)), reserved_after_first);
+    bt_params_free(p);
+    bt_graph_free(g);
+}
+
+Test(tape, steady_state_window_makes_no_heap_allocation)
+{
+    bt_graph *g = bt_graph_new();
+    bt_params *p = small_model();
+    int32_t ids[4 * 11];
+    for (int i = 0; i < 44; i++) ids[i] = (i * 3) % 5;
+    for (int warm = 0; warm < 2; warm++) {
+        bt_graph_reset(g);
+        bt_backward(g, window(g, p, ids, 10));
+    }
+    uint64_t before = bt_alloc_count();
+    for (int k = 0; k < 50; k++) {
+        bt_graph_reset(g);
+        bt_params_zero_grad(p);
+        cr_assert_eq(bt_backward(g, window(g, p, ids, 10)), BT_OK);
+    }
+    cr_assert_eq(bt_alloc_count(), before, "%llu heap allocations in 50 steady windows",
+                 (unsigned long long)(bt_alloc_count() - before));
+    bt_params_free(p);
+    bt_graph_free(g);
+}
+
+Test(tape, params_share_one_block)
+{
+    bt_params *p = small_model();
+    cr_assert_eq(bt_params_count(p), 4);
+    cr_assert_eq(bt_params_total(p), 5 * 8 + 64 + 8 + 40);
+    cr_assert_eq(bt_params_at(p, 1)->data, bt_params_data(p) + 40);
+    cr_assert_eq(bt_params_at(p, 3)->grad, bt_params_grad(p) + 40 + 64 + 8);
+    cr_assert_null(bt_params_find(p, "nope"));
+    bt_params_free(p);
+}
+
+Test(tape, arena_reuses_chunks)
+{
+    bt_arena *a = bt_arena_new(1024);
+    for (int k = 0; k < 100; k++) {
+        bt_arena_reset(a);
+        for (int i = 0; i < 10; i++)
+            cr_assert_not_null(bt_arena_alloc(a, 700));
+    }
+    cr_assert_eq(bt_arena_reserved(a), 10 * 1024);
+    cr_assert_eq(((uintptr_t)bt_arena_alloc(a, 3)) % 64, 0);
+    bt_arena_free(a);
+}

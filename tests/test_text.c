@@ -1,0 +1,2 @@
+#include <criterion/criterion.h>
+Test(placeholder_text, empty) { cr_assert(1); }
