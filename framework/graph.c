@@ -104,7 +104,8 @@ static bt_tensor *tensor_in_arena(bt_graph *g, int ndim, const int *shape, bool 
     }
     memset(t, 0, sizeof *t);
     t->ndim = ndim;
-    memcpy(t->shape, shape, sizeof(int) * (size_t)ndim);
+    if (ndim)
+        memcpy(t->shape, shape, sizeof(int) * (size_t)ndim);
     t->size = size;
     t->data = data;
     return t;

@@ -63,7 +63,8 @@ bt_tensor *bt_params_add(bt_params *p, const char *name, int ndim, const int *sh
     }
     strcpy(copy, name);
     t->ndim = ndim;
-    memcpy(t->shape, shape, sizeof(int) * (size_t)ndim);
+    if (ndim)
+        memcpy(t->shape, shape, sizeof(int) * (size_t)ndim);
     t->size = size;
     t->requires_grad = true;
     t->name = copy;

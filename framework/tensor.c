@@ -19,7 +19,8 @@ bt_tensor *bt_tensor_new(int ndim, const int *shape, bool requires_grad)
     if (!t)
         return NULL;
     t->ndim = ndim;
-    memcpy(t->shape, shape, sizeof(int) * (size_t)ndim);
+    if (ndim)
+        memcpy(t->shape, shape, sizeof(int) * (size_t)ndim);
     t->size = size;
     t->data = bt_calloc(size, sizeof(bt_real));
     t->requires_grad = requires_grad;

@@ -1,0 +1,207 @@
+/* bptt_plugin.h: the plugin ABI. A plugin is one shared object exporting one
+ * symbol, bt_plugin_entry, which returns a versioned descriptor. Its init
+ * receives a table of host functions (append-only: new entries only ever go
+ * at the end) and registers cells, truncation policies and optimizers by name.
+ * Plugins include this header for types but never link against libbptt.
+ *
+ * Versioning: the host accepts a plugin whose ABI major equals its own and
+ * whose minor is not newer. Append to bt_host -> bump the minor; change or
+ * remove anything -> bump the major.
+ *
+ * Dimension letters: B batch, H hidden, V vocabulary, D input size, Q output size.
+ */
+#ifndef BPTT_PLUGIN_H
+#define BPTT_PLUGIN_H
+
+#include "bptt.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define BT_ABI_MAJOR 1
+#define BT_ABI_MINOR 0
+#define BT_PLUGIN_ENTRY_SYMBOL "bt_plugin_entry"
+#define BT_PLUGIN_EXPORT __attribute__((visibility("default")))
+#define BT_NAME_LEN 32
+
+typedef struct bt_host bt_host;
+typedef struct bt_registrar bt_registrar; /* the host's handle on the plugin being loaded */
+
+/* ---- cells ---------------------------------------------------------------- */
+
+typedef enum { BT_INPUT_TOKENS, BT_INPUT_REAL } bt_input_kind;
+typedef enum { BT_LOSS_XENT, BT_LOSS_MSE } bt_loss_kind;
+
+/* How a parameter starts. `scale` is sigma for NORMAL, the half-width for
+ * UNIFORM, the gain for ORTHOGONAL and IDENTITY, the value for CONSTANT. */
+typedef enum {
+    BT_INIT_ZERO, BT_INIT_NORMAL, BT_INIT_UNIFORM, BT_INIT_ORTHOGONAL, BT_INIT_IDENTITY,
+    BT_INIT_CONSTANT
+} bt_init_kind;
+
+typedef struct bt_param_spec {
+    char name[BT_NAME_LEN];
+    int ndim;
+    int shape[BT_MAX_DIMS];
+    bt_init_kind init;
+    double scale;
+    bool recurrent; /* a hidden-to-hidden matrix: what --init orthogonal/identity/spectral act on */
+} bt_param_spec;
+
+typedef struct bt_cell_dims {
+    int input;  /* V for token cells, D for real inputs */
+    int hidden; /* H */
+    int output; /* V or Q */
+} bt_cell_dims;
+
+/* One step's input: token ids [B] for token cells, x [B,D] for real cells. */
+typedef struct bt_step_input {
+    int batch;
+    const int32_t *ids;
+    bt_tensor *x;
+} bt_step_input;
+
+typedef struct bt_cell_def {
+    const char *name;
+    const char *summary;
+    bt_input_kind input;
+    bt_loss_kind loss; /* XENT: softmax cross-entropy on token targets; MSE: 0.5||o - y||^2 */
+    /* Fills up to max specs for these dims; returns the count, or -1 with a message. */
+    int (*params)(const bt_cell_dims *dims, bt_param_spec *specs, int max, char *err, size_t errlen);
+    /* Widths of the state tensors (each [B, width]); returns the count (1 for h, 2 for LSTM's h, c). */
+    int (*states)(const bt_cell_dims *dims, int *widths, int max);
+    /* One step, built only from host ops: reads state[], writes next_state[] and
+     * returns the output o_t [B, output]. NULL on error (the graph holds the message). */
+    bt_tensor *(*step)(const bt_host *host, bt_graph *g, bt_tensor *const *params,
+                       const bt_step_input *in, bt_tensor *const *state, bt_tensor **next_state);
+    void *reserved[4];
+} bt_cell_def;
+
+/* ---- truncation policies --------------------------------------------------- */
+
+/* What the policy says before step t (0-based within a sequence). */
+typedef struct bt_policy_decision {
+    double xi;   /* factor on the recurrent edge h_{t-1} -> h_t: 1 keep, 0 detach, else grad_scale */
+    bool update; /* after step t: backward over the losses since the last update, then step */
+    int reach;   /* at an update: steps the graph spans back from t (>= steps since the last
+                    update; TBPTT's K2). 0 means exactly the steps since the last update. */
+} bt_policy_decision;
+
+typedef struct bt_policy_def {
+    const char *name;
+    const char *summary;
+    /* Parses options ("35", "0.1,seed=3", "5,35"); returns 0 or -1 with a message. */
+    int (*create)(const bt_host *host, const char *options, void **state, char *err, size_t errlen);
+    void (*destroy)(void *state);
+    /* A new sequence starts; seed comes from the host's RNG so runs replay. */
+    void (*begin)(void *state, uint64_t seed);
+    void (*decide)(void *state, long t, bt_policy_decision *d);
+    /* The largest reach this policy will ask for (0: no more than the steps since the last update). */
+    int (*max_reach)(void *state);
+    /* Canonical option string for logs and checkpoints ("tbptt:5,35"). */
+    const char *(*describe)(void *state, char *buf, size_t len);
+    void *reserved[4];
+} bt_policy_def;
+
+/* ---- optimizers ------------------------------------------------------------- */
+
+typedef struct bt_optimizer_def {
+    const char *name;
+    const char *summary;
+    int n_state; /* state buffers per parameter, each as long as the parameters; owned by the host */
+    int (*create)(const bt_host *host, const char *options, void **cfg, char *err, size_t errlen);
+    void (*destroy)(void *cfg);
+    /* One update of n scalars; step counts from 1 (Adam's bias correction). */
+    void (*step)(void *cfg, uint64_t step, bt_real *param, const bt_real *grad,
+                 bt_real *const *state, size_t n);
+    const char *(*describe)(void *cfg, char *buf, size_t len);
+    void *reserved[4];
+} bt_optimizer_def;
+
+/* ---- options ----------------------------------------------------------------- */
+
+/* "lr=0.1,mu=0.9" or positional "5,35". Positional values fill, in order, the
+ * options marked positional. Unknown names, bad numbers and values outside
+ * [min, max] are errors that name the option. */
+typedef struct bt_option {
+    const char *name;
+    double *value;
+    double min, max;
+    bool integer;
+    bool positional;
+    bool required;
+    bool set; /* out: given by the user */
+} bt_option;
+
+/* ---- the host table ------------------------------------------------------------- */
+
+struct bt_host {
+    uint32_t abi_major, abi_minor;
+    size_t size; /* sizeof(bt_host) of the host: entries beyond it are absent */
+
+    int (*register_cell)(bt_registrar *r, const bt_cell_def *def);
+    int (*register_policy)(bt_registrar *r, const bt_policy_def *def);
+    int (*register_optimizer)(bt_registrar *r, const bt_optimizer_def *def);
+    int (*parse_options)(const char *text, bt_option *opts, int n, const char *what, char *err,
+                         size_t errlen);
+
+    bt_tensor *(*matmul)(bt_graph *g, bt_tensor *a, bt_tensor *b);
+    bt_tensor *(*matmul_t)(bt_graph *g, bt_tensor *a, bool ta, bt_tensor *b, bool tb);
+    bt_tensor *(*add)(bt_graph *g, bt_tensor *a, bt_tensor *b);
+    bt_tensor *(*sub)(bt_graph *g, bt_tensor *a, bt_tensor *b);
+    bt_tensor *(*mul)(bt_graph *g, bt_tensor *a, bt_tensor *b);
+    bt_tensor *(*neg)(bt_graph *g, bt_tensor *a);
+    bt_tensor *(*scale)(bt_graph *g, bt_tensor *a, double c);
+    bt_tensor *(*exp)(bt_graph *g, bt_tensor *a);
+    bt_tensor *(*log)(bt_graph *g, bt_tensor *a);
+    bt_tensor *(*tanh)(bt_graph *g, bt_tensor *a);
+    bt_tensor *(*sigmoid)(bt_graph *g, bt_tensor *a);
+    bt_tensor *(*relu)(bt_graph *g, bt_tensor *a);
+    bt_tensor *(*sum)(bt_graph *g, bt_tensor *a);
+    bt_tensor *(*mean)(bt_graph *g, bt_tensor *a);
+    bt_tensor *(*concat)(bt_graph *g, bt_tensor *const *parts, int n);
+    bt_tensor *(*slice)(bt_graph *g, bt_tensor *a, int start, int len);
+    bt_tensor *(*embedding)(bt_graph *g, bt_tensor *table, const int32_t *ids, int m);
+    bt_tensor *(*softmax_xent)(bt_graph *g, bt_tensor *logits, const int32_t *targets);
+    bt_tensor *(*mse)(bt_graph *g, bt_tensor *o, bt_tensor *y);
+    bt_tensor *(*detach)(bt_graph *g, bt_tensor *x);
+    bt_tensor *(*grad_scale)(bt_graph *g, bt_tensor *x, double xi);
+    bt_tensor *(*graph_tensor)(bt_graph *g, int ndim, const int *shape);
+    bt_status (*graph_fail)(bt_graph *g, bt_status s, const char *fmt, ...);
+
+    void (*rng_seed)(bt_rng *r, uint64_t seed);
+    uint64_t (*rng_next)(bt_rng *r);
+    double (*rng_uniform)(bt_rng *r);
+    double (*rng_normal)(bt_rng *r);
+    /* New entries go here, and only here. */
+};
+
+/* ---- the descriptor a plugin exports -------------------------------------------- */
+
+typedef struct bt_plugin_desc {
+    uint32_t abi_major, abi_minor;
+    uint32_t real_size; /* sizeof(bt_real) the plugin was built with */
+    const char *name;
+    const char *version;
+    /* Registers what the plugin offers; returns 0, or non-zero with a message. */
+    int (*init)(const bt_host *host, bt_registrar *reg, char *err, size_t errlen);
+    void *reserved[4];
+} bt_plugin_desc;
+
+typedef const bt_plugin_desc *(*bt_plugin_entry_fn)(void);
+
+/* In a plugin: BT_PLUGIN("name", "1.0", init_function) */
+#define BT_PLUGIN(NAME, VERSION, INIT)                                                  \
+    BT_PLUGIN_EXPORT const bt_plugin_desc *bt_plugin_entry(void);                       \
+    const bt_plugin_desc *bt_plugin_entry(void)                                         \
+    {                                                                                   \
+        static const bt_plugin_desc desc = {BT_ABI_MAJOR, BT_ABI_MINOR, sizeof(bt_real), \
+                                            NAME, VERSION, INIT, {0}};                  \
+        return &desc;                                                                   \
+    }
+
+#ifdef __cplusplus
+}
+#endif
+#endif
