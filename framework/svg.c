@@ -1,0 +1,1319 @@
+/* svg.c: renders bt_plot panels and segment pictures into one SVG document in
+ * memory, then writes it atomically. Coordinates are pixels (one decimal);
+ * every number that reaches the file has been checked finite first.
+ */
+#include "svg.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <float.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* ---- layout constants (pixels) ------------------------------------------- */
+
+enum {
+    PANEL_W = 600, PANEL_H = 400,
+    MARGIN_L = 72, MARGIN_R = 18, MARGIN_T = 40, MARGIN_B = 56,
+    FIG_TITLE_H = 40,
+    LEGEND_ROW = 18, LEGEND_MAX_CHARS = 28,
+    CELL_W = 13, ROW_H = 26, ROW_GAP = 8,
+    MARKER_MAX_POINTS = 30, /* lines with at most this many points get markers */
+};
+#ifndef M_PI
+#define M_PI 3.14159265358979323846
+#endif
+#define FONT_SANS "DejaVu Sans, Helvetica, Arial, sans-serif"
+#define FONT_MONO "DejaVu Sans Mono, Menlo, Consolas, monospace"
+
+/* Tableau 10, reordered so neighbours differ most and yellow comes late. */
+static const char *const palette[] = {
+    "#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#b07aa1",
+    "#76b7b2", "#9c755f", "#ff9da7", "#edc948", "#7f7f7f",
+};
+#define PALETTE_N ((int)(sizeof palette / sizeof palette[0]))
+
+/* ---- data ------------------------------------------------------------------ */
+
+typedef enum { SERIES_LINE, SERIES_POINTS, SERIES_CIRCLE, SERIES_HLINE } series_kind;
+
+typedef struct series {
+    series_kind kind;
+    char *label;   /* NULL: not in the legend */
+    double *x, *y; /* [n]; circle: x[0] = cx, y[0] = cy, x[1] = r; hline: y[0] */
+    int n;
+    int colour;    /* index into the palette, unbounded (wraps into dashes) */
+} series;
+
+struct bt_plot {
+    char *title, *xlabel, *ylabel;
+    bool logx, logy, equal;
+    series *s;
+    int ns, cap;
+};
+
+typedef struct segments {
+    char *title;
+    char *text;   /* the drawn characters, UTF-8 */
+    int *off;     /* [n + 1] byte offset of each character in text */
+    int n;        /* characters drawn */
+    char **labels;          /* [n_rows] */
+    unsigned char **cuts;   /* [n_rows][n] */
+    int n_rows;
+} segments;
+
+typedef struct item {
+    bt_plot *plot;     /* or */
+    segments *seg;
+} item;
+
+struct bt_figure {
+    char *title;
+    int cols;
+    item *items;
+    int n, cap;
+};
+
+/* ---- small helpers ----------------------------------------------------------- */
+
+static char *str_dup(const char *s)
+{
+    if (!s || !*s)
+        return NULL;
+    size_t n = strlen(s) + 1;
+    char *d = bt_malloc(n);
+    if (d)
+        memcpy(d, s, n);
+    return d;
+}
+
+/* Copies s into *dst; false only when s was non-empty and the copy failed. */
+static bool str_set(char **dst, const char *s)
+{
+    *dst = str_dup(s);
+    return *dst || !s || !*s;
+}
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (!err || errlen == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+/* Decodes one UTF-8 character of s[0..len). Returns its byte length (>= 1 when
+ * len >= 1) and the code point, or U+FFFD for a malformed sequence (consuming
+ * one byte), so any byte string becomes valid XML text. */
+static int utf8_next(const unsigned char *s, size_t len, uint32_t *cp)
+{
+    *cp = 0xFFFD;
+    if (len == 0)
+        return 0;
+    unsigned c = s[0];
+    int n;
+    uint32_t v, min;
+    if (c < 0x80) {
+        *cp = c;
+        return 1;
+    } else if ((c & 0xE0) == 0xC0) {
+        n = 2, v = c & 0x1F, min = 0x80;
+    } else if ((c & 0xF0) == 0xE0) {
+        n = 3, v = c & 0x0F, min = 0x800;
+    } else if ((c & 0xF8) == 0xF0) {
+        n = 4, v = c & 0x07, min = 0x10000;
+    } else {
+        return 1;
+    }
+    if ((size_t)n > len)
+        return 1;
+    for (int i = 1; i < n; i++) {
+        if ((s[i] & 0xC0) != 0x80)
+            return 1;
+        v = (v << 6) | (s[i] & 0x3F);
+    }
+    /* Overlong forms, surrogates and non-characters XML refuses. */
+    if (v < min || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF) || v == 0xFFFE || v == 0xFFFF)
+        return 1;
+    *cp = v;
+    return n;
+}
+
+static int utf8_len(const char *s)
+{
+    int n = 0;
+    size_t len = s ? strlen(s) : 0;
+    uint32_t cp;
+    for (size_t i = 0; i < len; n++)
+        i += (size_t)utf8_next((const unsigned char *)s + i, len - i, &cp);
+    return n;
+}
+
+/* ---- output buffer --------------------------------------------------------- */
+
+/* A growing string; an allocation failure is sticky and checked once at the end. */
+typedef struct sbuf {
+    char *s;
+    size_t len, cap;
+    bool oom;
+} sbuf;
+
+static bool sb_reserve(sbuf *b, size_t extra)
+{
+    if (b->oom)
+        return false;
+    if (b->len + extra + 1 <= b->cap)
+        return true;
+    size_t cap = b->cap ? b->cap : 4096;
+    while (cap < b->len + extra + 1)
+        cap *= 2;
+    char *s = bt_realloc(b->s, cap);
+    if (!s) {
+        b->oom = true;
+        return false;
+    }
+    b->s = s;
+    b->cap = cap;
+    return true;
+}
+
+static void sb_put(sbuf *b, const char *s, size_t n)
+{
+    if (!sb_reserve(b, n))
+        return;
+    memcpy(b->s + b->len, s, n);
+    b->len += n;
+    b->s[b->len] = '\0';
+}
+
+static void sb_puts(sbuf *b, const char *s) { sb_put(b, s, strlen(s)); }
+
+static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sb_printf(sbuf *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char tmp[256];
+    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    if ((size_t)n < sizeof tmp) {
+        sb_put(b, tmp, (size_t)n);
+        return;
+    }
+    if (!sb_reserve(b, (size_t)n))
+        return;
+    va_start(ap, fmt);
+    vsnprintf(b->s + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+}
+
+/* A pixel coordinate with one decimal, written by hand so that neither the
+ * locale's decimal comma nor a stray NaN can reach the file. */
+static void sb_px(sbuf *b, double v)
+{
+    if (!isfinite(v))
+        v = 0;
+    if (v > 1e7)
+        v = 1e7;
+    if (v < -1e7)
+        v = -1e7;
+    long long t = llround(v * 10);
+    char tmp[32];
+    int n = snprintf(tmp, sizeof tmp, "%s%lld.%lld", t < 0 ? "-" : "", llabs(t) / 10, llabs(t) % 10);
+    /* "12.0" -> "12" keeps long polylines short. */
+    if (n >= 2 && tmp[n - 1] == '0' && tmp[n - 2] == '.')
+        n -= 2;
+    sb_put(b, tmp, (size_t)n);
+}
+
+/* XML text or attribute content: escapes markup characters, turns malformed
+ * UTF-8 and control characters XML forbids into U+FFFD. At most max_chars
+ * characters, then an ellipsis (max_chars < 0: no limit). */
+static void sb_esc(sbuf *b, const char *s, int max_chars)
+{
+    if (!s)
+        return;
+    size_t len = strlen(s);
+    int count = 0;
+    for (size_t i = 0; i < len;) {
+        if (max_chars >= 0 && count == max_chars) {
+            sb_puts(b, "\u2026");
+            return;
+        }
+        uint32_t cp;
+        int k = utf8_next((const unsigned char *)s + i, len - i, &cp);
+        switch (cp) {
+        case '&': sb_puts(b, "&amp;"); break;
+        case '<': sb_puts(b, "&lt;"); break;
+        case '>': sb_puts(b, "&gt;"); break;
+        case '"': sb_puts(b, "&quot;"); break;
+        case '\'': sb_puts(b, "&apos;"); break;
+        default:
+            if (cp == 0xFFFD || cp < 0x20 || cp == 0x7F)
+                sb_puts(b, cp == '\t' || cp == '\n' || cp == '\r' ? " " : "\uFFFD");
+            else
+                sb_put(b, s + i, (size_t)k);
+        }
+        i += (size_t)k;
+        count++;
+    }
+}
+
+/* ---- axes ---------------------------------------------------------------- */
+
+typedef struct axis {
+    bool log;
+    double lo, hi;      /* linear: data units; log: decade exponents (integers) */
+    double p0, p1;      /* pixel positions of lo and hi */
+} axis;
+
+static bool axis_ok(const axis *a, double v)
+{
+    return isfinite(v) && (!a->log || v > 0);
+}
+
+/* Data value to pixel. Linear spans use halves so that a range of
+ * -DBL_MAX..DBL_MAX does not overflow to inf. */
+static double axis_px(const axis *a, double v)
+{
+    double t;
+    if (a->log)
+        t = (log10(v) - a->lo) / (a->hi - a->lo);
+    else
+        t = (v * 0.5 - a->lo * 0.5) / (a->hi * 0.5 - a->lo * 0.5);
+    double px = a->p0 + t * (a->p1 - a->p0);
+    return isfinite(px) ? px : a->p0;
+}
+
+static double clamp_real(double v)
+{
+    return v > DBL_MAX ? DBL_MAX : v < -DBL_MAX ? -DBL_MAX : v;
+}
+
+/* Fits the axis to data in [lo, hi] (has = false: no data). Log axes snap to
+ * whole decades; linear axes get a 4% margin like matplotlib. */
+static void axis_fit(axis *a, bool has, double lo, double hi)
+{
+    if (a->log) {
+        if (!has) {
+            a->lo = 0, a->hi = 1;
+            return;
+        }
+        a->lo = floor(log10(lo));
+        a->hi = ceil(log10(hi));
+        if (a->hi - a->lo < 1) { /* all values one exact power of ten */
+            a->lo -= 1;
+            a->hi += 1;
+        }
+        return;
+    }
+    if (!has) {
+        a->lo = 0, a->hi = 1;
+        return;
+    }
+    double half = hi * 0.5 - lo * 0.5;
+    double mag = fmax(fabs(lo), fabs(hi));
+    if (half <= 1e-12 * mag || half == 0) {
+        /* All equal (up to rounding): centre the value in a small span. */
+        double c = lo * 0.5 + hi * 0.5;
+        double d = c == 0 ? 1 : fabs(c) * 0.1;
+        a->lo = clamp_real(c - d);
+        a->hi = clamp_real(c + d);
+        return;
+    }
+    a->lo = clamp_real(lo - 0.08 * half);
+    a->hi = clamp_real(hi + 0.08 * half);
+}
+
+/* A 1-2-5 step giving about target ticks over the axis. */
+static double nice_step(const axis *a, int target)
+{
+    double raw = (a->hi * 0.5 - a->lo * 0.5) / target * 2; /* halves: no overflow */
+    double mag = pow(10, floor(log10(raw)));
+    double f = raw / mag;
+    double m = f < 1.5 ? 1 : f < 3 ? 2 : f < 7 ? 5 : 10;
+    double step = m * mag;
+    return isfinite(step) && step > 0 ? step : 1;
+}
+
+/* Rewrites what snprintf made: a locale comma becomes a point, "e+06" becomes
+ * "e6", a leading '-' becomes a typographic minus. */
+static void tidy_number(const char *in, char *out, size_t len)
+{
+    char tmp[48]; /* room for the "\u2212" prefix in out[64] */
+    size_t j = 0;
+    for (size_t i = 0; in[i] && j + 1 < sizeof tmp; i++) {
+        char c = in[i];
+        if (c == ',')
+            c = '.';
+        if (c == 'e') {
+            tmp[j++] = 'e';
+            i++;
+            if (in[i] == '-')
+                tmp[j++] = '-';
+            else if (in[i] != '+')
+                i--;
+            while (in[i + 1] == '0' && in[i + 2])
+                i++;
+            continue;
+        }
+        tmp[j++] = c;
+    }
+    tmp[j] = '\0';
+    if (tmp[0] == '-' && strcmp(tmp, "-0") != 0)
+        snprintf(out, len, "\u2212%s", tmp + 1);
+    else
+        snprintf(out, len, "%s", tmp[0] == '-' ? tmp + 1 : tmp);
+}
+
+/* A tick label for v on a linear axis with the given step: as many decimals
+ * as the step needs, scientific notation for very large or small values. */
+static void format_tick(double v, double step, double maxabs, char *out, size_t len)
+{
+    char raw[64];
+    if (maxabs >= 1e6 || maxabs < 1e-4) {
+        if (v == 0) {
+            snprintf(out, len, "0");
+            return;
+        }
+        int digits = (int)(floor(log10(maxabs)) - floor(log10(step)));
+        digits = digits < 0 ? 0 : digits > 10 ? 10 : digits;
+        snprintf(raw, sizeof raw, "%.*e", digits, v);
+        /* Drop trailing zeros of the mantissa: 1.50e6 -> 1.5e6. */
+        char *e = strchr(raw, 'e');
+        if (e) {
+            char *z = e;
+            while (z > raw && z[-1] == '0')
+                z--;
+            if (z > raw && z[-1] == '.')
+                z--;
+            memmove(z, e, strlen(e) + 1);
+        }
+    } else {
+        int dec = (int)-floor(log10(step) + 1e-9);
+        dec = dec < 0 ? 0 : dec > 12 ? 12 : dec;
+        snprintf(raw, sizeof raw, "%.*f", dec, v);
+    }
+    tidy_number(raw, out, len);
+}
+
+/* Writes "10" with exponent k as a superscript; a minus sign is typographic. */
+static void sb_decade(sbuf *b, int k)
+{
+    sb_printf(b, "10<tspan dy=\"-0.5em\" font-size=\"75%%\">%s%d</tspan>", k < 0 ? "\u2212" : "",
+              k < 0 ? -k : k);
+}
+
+/* Grid lines, ticks and labels for one axis. x: the horizontal axis. The
+ * other axis spans [q0, q1] in pixels. */
+static void axis_draw(sbuf *b, const axis *a, bool x, double q0, double q1)
+{
+    double lo_px = fmin(a->p0, a->p1), hi_px = fmax(a->p0, a->p1);
+    int target = (int)((hi_px - lo_px) / (x ? 90 : 55));
+    if (target < 3)
+        target = 3;
+
+#define GRID_LINE(cls, pos)                                                             \
+    do {                                                                                \
+        sb_printf(b, "<line class=\"%s\" ", cls);                                       \
+        sb_puts(b, x ? "x1=\"" : "y1=\""); sb_px(b, pos);                               \
+        sb_puts(b, x ? "\" x2=\"" : "\" y2=\""); sb_px(b, pos);                         \
+        sb_puts(b, x ? "\" y1=\"" : "\" x1=\""); sb_px(b, q0);                          \
+        sb_puts(b, x ? "\" y2=\"" : "\" x2=\""); sb_px(b, q1);                          \
+        sb_puts(b, "\"/>\n");                                                           \
+    } while (0)
+#define LABEL_AT(pos)                                                                   \
+    do {                                                                                \
+        if (x) {                                                                        \
+            sb_puts(b, "<text class=\"tick\" text-anchor=\"middle\" x=\""); sb_px(b, pos);\
+            sb_puts(b, "\" y=\""); sb_px(b, q0 + 18); sb_puts(b, "\">");                \
+        } else {                                                                        \
+            sb_puts(b, "<text class=\"tick\" text-anchor=\"end\" x=\""); sb_px(b, q0 - 7);\
+            sb_puts(b, "\" y=\""); sb_px(b, pos); sb_puts(b, "\" dy=\"0.35em\">");        \
+        }                                                                               \
+    } while (0)
+
+    if (a->log) {
+        int k0 = (int)a->lo, k1 = (int)a->hi, ndec = k1 - k0;
+        /* At most about 8 decade labels, every 1, 2, 5, 10, 20, 50... decades. */
+        int stride = 1;
+        for (int m = 1; stride * 8 < ndec; m *= 10)
+            stride = ndec <= 8 * m ? m : ndec <= 16 * m ? 2 * m : ndec <= 40 * m ? 5 * m : 10 * m;
+        bool minor = ndec <= 6;
+        bool minor_labels = ndec <= 1; /* within one decade, label 2 and 5 too */
+        for (int k = k0; k <= k1; k++) {
+            double pos = a->p0 + (double)(k - k0) / ndec * (a->p1 - a->p0);
+            bool labelled = ((k % stride) + stride) % stride == 0;
+            if (labelled || ndec <= 30)
+                GRID_LINE(labelled ? "grid" : "minor", pos);
+            if (labelled) {
+                LABEL_AT(pos);
+                sb_decade(b, k);
+                sb_puts(b, "</text>\n");
+            }
+            if (minor && k < k1) {
+                for (int m = 2; m <= 9; m++) {
+                    double mp = a->p0 + (k - k0 + log10(m)) / ndec * (a->p1 - a->p0);
+                    GRID_LINE("minor", mp);
+                    if (minor_labels && (m == 2 || m == 5)) {
+                        char lab[64], raw[64];
+                        if (k >= -4 && k <= 5)
+                            snprintf(raw, sizeof raw, "%.*f", k < 0 ? -k : 0, m * pow(10, k));
+                        else
+                            snprintf(raw, sizeof raw, "%de%d", m, k);
+                        tidy_number(raw, lab, sizeof lab);
+                        LABEL_AT(mp);
+                        sb_printf(b, "%s</text>\n", lab);
+                    }
+                }
+            }
+        }
+    } else {
+        double step = nice_step(a, target);
+        double maxabs = fmax(fabs(a->lo), fabs(a->hi));
+        double k0 = ceil(a->lo / step), k1 = floor(a->hi / step);
+        for (double k = k0, count = 0; k <= k1 && count < 60; k++, count++) {
+            double v = k * step;
+            if (fabs(v) < step * 1e-9)
+                v = 0; /* no "-0" or 2.7e-17 from rounding */
+            double pos = axis_px(a, v);
+            GRID_LINE(v == 0 ? "zero" : "grid", pos);
+            char lab[64];
+            format_tick(v, step, maxabs, lab, sizeof lab);
+            LABEL_AT(pos);
+            sb_printf(b, "%s</text>\n", lab);
+        }
+    }
+#undef GRID_LINE
+#undef LABEL_AT
+}
+
+/* ---- plots ------------------------------------------------------------------ */
+
+bt_plot *bt_plot_new(const char *title, const char *xlabel, const char *ylabel)
+{
+    bt_plot *p = bt_calloc(1, sizeof *p);
+    if (!p)
+        return NULL;
+    if (!str_set(&p->title, title) || !str_set(&p->xlabel, xlabel) ||
+        !str_set(&p->ylabel, ylabel)) {
+        bt_plot_free(p);
+        return NULL;
+    }
+    return p;
+}
+
+void bt_plot_free(bt_plot *p)
+{
+    if (!p)
+        return;
+    for (int i = 0; i < p->ns; i++) {
+        bt_free(p->s[i].label);
+        bt_free(p->s[i].x);
+        bt_free(p->s[i].y);
+    }
+    bt_free(p->s);
+    bt_free(p->title);
+    bt_free(p->xlabel);
+    bt_free(p->ylabel);
+    bt_free(p);
+}
+
+void bt_plot_set_logx(bt_plot *p, bool on) { if (p) p->logx = on; }
+void bt_plot_set_logy(bt_plot *p, bool on) { if (p) p->logy = on; }
+void bt_plot_set_equal_aspect(bt_plot *p, bool on) { if (p) p->equal = on; }
+
+/* Appends a series with copies of x and y (x NULL: 0, 1, ...). */
+static bt_status plot_add(bt_plot *p, series_kind kind, const char *label, const double *x,
+                          const double *y, int n)
+{
+    if (!p || n < 0 || (n > 0 && !y))
+        return BT_ERR_ARG;
+    if (p->ns == p->cap) {
+        int cap = p->cap ? p->cap * 2 : 8;
+        series *s = bt_realloc(p->s, (size_t)cap * sizeof *s);
+        if (!s)
+            return BT_ERR_NOMEM;
+        p->s = s;
+        p->cap = cap;
+    }
+    series s = {.kind = kind, .n = n, .colour = p->ns};
+    size_t bytes = (size_t)(n > 0 ? n : 1) * sizeof(double);
+    s.x = bt_malloc(bytes);
+    s.y = bt_malloc(bytes);
+    if (!s.x || !s.y || !str_set(&s.label, label)) {
+        bt_free(s.x);
+        bt_free(s.y);
+        bt_free(s.label);
+        return BT_ERR_NOMEM;
+    }
+    for (int i = 0; i < n; i++) {
+        s.x[i] = x ? x[i] : i;
+        s.y[i] = y[i];
+    }
+    p->s[p->ns++] = s;
+    return BT_OK;
+}
+
+bt_status bt_plot_line(bt_plot *p, const char *label, const double *x, const double *y, int n)
+{
+    return plot_add(p, SERIES_LINE, label, x, y, n);
+}
+
+bt_status bt_plot_points(bt_plot *p, const char *label, const double *x, const double *y, int n)
+{
+    return plot_add(p, SERIES_POINTS, label, x, y, n);
+}
+
+bt_status bt_plot_circle(bt_plot *p, const char *label, double cx, double cy, double r)
+{
+    double x[2] = {cx, r}, y[2] = {cy, 0};
+    return plot_add(p, SERIES_CIRCLE, label, x, y, 2);
+}
+
+bt_status bt_plot_hline(bt_plot *p, const char *label, double y)
+{
+    double x = 0;
+    return plot_add(p, SERIES_HLINE, label, &x, &y, 1);
+}
+
+/* The circle as a closed polyline, so log axes and clipping need no special case. */
+#define CIRCLE_STEPS 180
+static void circle_point(const series *s, int i, double *x, double *y)
+{
+    double t = 2 * M_PI * i / CIRCLE_STEPS;
+    *x = s->x[0] + s->x[1] * cos(t);
+    *y = s->y[0] + s->x[1] * sin(t);
+}
+
+static const char *series_dash(const series *s)
+{
+    if (s->kind == SERIES_CIRCLE || s->kind == SERIES_HLINE)
+        return " stroke-dasharray=\"6 4\"";
+    /* Past the palette's end, colours repeat with a dash pattern. */
+    static const char *const dashes[] = {"", " stroke-dasharray=\"8 3\"",
+                                         " stroke-dasharray=\"2 3\"", " stroke-dasharray=\"8 3 2 3\""};
+    return dashes[(s->colour / PALETTE_N) % 4];
+}
+
+/* A small filled circle at (px, py). */
+static void sb_dot(sbuf *b, double px, double py, double r, const char *colour, const char *extra)
+{
+    sb_puts(b, "<circle cx=\"");
+    sb_px(b, px);
+    sb_puts(b, "\" cy=\"");
+    sb_px(b, py);
+    sb_puts(b, "\" r=\"");
+    sb_px(b, r);
+    sb_printf(b, "\" fill=\"%s\"%s/>\n", colour, extra);
+}
+
+/* Polylines through the drawable points of a series; a skipped value breaks
+ * the line rather than joining its neighbours across the gap. */
+static void draw_path(sbuf *b, const series *s, const axis *ax, const axis *ay, const char *colour)
+{
+    int n = s->kind == SERIES_CIRCLE ? CIRCLE_STEPS + 1 : s->n;
+    bool open = false;
+    int run = 0;
+    double first_x = 0, first_y = 0;
+    for (int i = 0; i <= n; i++) {
+        double x = 0, y = 0;
+        bool ok = false;
+        if (i < n) {
+            if (s->kind == SERIES_CIRCLE)
+                circle_point(s, i, &x, &y);
+            else
+                x = s->x[i], y = s->y[i];
+            ok = axis_ok(ax, x) && axis_ok(ay, y);
+        }
+        if (ok) {
+            double px = axis_px(ax, x), py = axis_px(ay, y);
+            if (run == 0) {
+                first_x = px, first_y = py;
+            } else {
+                if (!open) {
+                    sb_printf(b, "<polyline fill=\"none\" stroke=\"%s\"%s points=\"", colour,
+                              series_dash(s));
+                    sb_px(b, first_x);
+                    sb_puts(b, ",");
+                    sb_px(b, first_y);
+                    open = true;
+                }
+                sb_puts(b, " ");
+                sb_px(b, px);
+                sb_puts(b, ",");
+                sb_px(b, py);
+            }
+            run++;
+        } else {
+            if (open)
+                sb_puts(b, "\"/>\n");
+            else if (run == 1) /* a lone point would be invisible as a line */
+                sb_dot(b, first_x, first_y, 3, colour, "");
+            open = false;
+            run = 0;
+        }
+    }
+}
+
+static void draw_series(sbuf *b, const series *s, const axis *ax, const axis *ay, double x0,
+                        double x1)
+{
+    const char *colour = palette[s->colour % PALETTE_N];
+    switch (s->kind) {
+    case SERIES_LINE: {
+        draw_path(b, s, ax, ay, colour);
+        int drawable = 0;
+        for (int i = 0; i < s->n; i++)
+            drawable += axis_ok(ax, s->x[i]) && axis_ok(ay, s->y[i]);
+        if (drawable > 1 && drawable <= MARKER_MAX_POINTS)
+            for (int i = 0; i < s->n; i++)
+                if (axis_ok(ax, s->x[i]) && axis_ok(ay, s->y[i]))
+                    sb_dot(b, axis_px(ax, s->x[i]), axis_px(ay, s->y[i]), 2.5, colour, "");
+        break;
+    }
+    case SERIES_POINTS:
+        for (int i = 0; i < s->n; i++)
+            if (axis_ok(ax, s->x[i]) && axis_ok(ay, s->y[i]))
+                sb_dot(b, axis_px(ax, s->x[i]), axis_px(ay, s->y[i]), 3.5, colour,
+                       " fill-opacity=\"0.8\" stroke=\"#fff\" stroke-width=\"0.6\"");
+        break;
+    case SERIES_CIRCLE:
+        draw_path(b, s, ax, ay, colour);
+        break;
+    case SERIES_HLINE:
+        if (axis_ok(ay, s->y[0])) {
+            double py = axis_px(ay, s->y[0]);
+            sb_printf(b, "<line stroke=\"%s\"%s x1=\"", colour, series_dash(s));
+            sb_px(b, x0);
+            sb_puts(b, "\" x2=\"");
+            sb_px(b, x1);
+            sb_puts(b, "\" y1=\"");
+            sb_px(b, py);
+            sb_puts(b, "\" y2=\"");
+            sb_px(b, py);
+            sb_puts(b, "\"/>\n");
+        }
+        break;
+    }
+}
+
+/* Extends [lo, hi] with v when the axis can draw it. */
+static void extend(const axis *a, double v, bool *has, double *lo, double *hi)
+{
+    if (!axis_ok(a, v))
+        return;
+    if (!*has || v < *lo)
+        *lo = v;
+    if (!*has || v > *hi)
+        *hi = v;
+    *has = true;
+}
+
+/* The data bounds of every drawable point; an hline counts on y only. */
+static void plot_bounds(const bt_plot *p, const axis *ax, const axis *ay, bool *hasx, double *xlo,
+                        double *xhi, bool *hasy, double *ylo, double *yhi)
+{
+    for (int j = 0; j < p->ns; j++) {
+        const series *s = &p->s[j];
+        if (s->kind == SERIES_HLINE) {
+            extend(ay, s->y[0], hasy, ylo, yhi);
+            continue;
+        }
+        int n = s->kind == SERIES_CIRCLE ? CIRCLE_STEPS : s->n;
+        for (int i = 0; i < n; i++) {
+            double x, y;
+            if (s->kind == SERIES_CIRCLE)
+                circle_point(s, i, &x, &y);
+            else
+                x = s->x[i], y = s->y[i];
+            if (axis_ok(ax, x) && axis_ok(ay, y)) {
+                extend(ax, x, hasx, xlo, xhi);
+                extend(ay, y, hasy, ylo, yhi);
+            }
+        }
+    }
+}
+
+static int legend_entries(const bt_plot *p, int *max_chars)
+{
+    int n = 0;
+    *max_chars = 0;
+    for (int i = 0; i < p->ns; i++) {
+        if (!p->s[i].label)
+            continue;
+        int c = utf8_len(p->s[i].label);
+        if (c > LEGEND_MAX_CHARS)
+            c = LEGEND_MAX_CHARS + 1;
+        if (c > *max_chars)
+            *max_chars = c;
+        n++;
+    }
+    return n;
+}
+
+/* Draws one panel with its top-left corner at (ox, oy); id makes its clip path unique. */
+static void render_plot(sbuf *b, const bt_plot *p, double ox, double oy, int id)
+{
+    int max_chars;
+    int n_legend = legend_entries(p, &max_chars);
+    double legend_w = n_legend ? 40 + max_chars * 6.6 : 0;
+
+    double L = MARGIN_L, R = PANEL_W - MARGIN_R - legend_w;
+    double T = MARGIN_T, B = PANEL_H - MARGIN_B;
+    axis ax = {.log = p->logx, .p0 = L, .p1 = R};
+    axis ay = {.log = p->logy, .p0 = B, .p1 = T};
+
+    bool hasx = false, hasy = false;
+    double xlo = 0, xhi = 0, ylo = 0, yhi = 0;
+    plot_bounds(p, &ax, &ay, &hasx, &xlo, &xhi, &hasy, &ylo, &yhi);
+    axis_fit(&ax, hasx, xlo, xhi);
+    axis_fit(&ay, hasy, ylo, yhi);
+
+    if (p->equal && !ax.log && !ay.log) {
+        /* Same data units per pixel on both axes: widen the tighter one. */
+        double hx = ax.hi * 0.5 - ax.lo * 0.5, hy = ay.hi * 0.5 - ay.lo * 0.5;
+        double cx = ax.hi * 0.5 + ax.lo * 0.5, cy = ay.hi * 0.5 + ay.lo * 0.5;
+        double u = fmax(hx / (R - L), hy / (B - T));
+        hx = u * (R - L), hy = u * (B - T);
+        ax.lo = clamp_real(cx - hx), ax.hi = clamp_real(cx + hx);
+        ay.lo = clamp_real(cy - hy), ay.hi = clamp_real(cy + hy);
+    }
+
+    sb_puts(b, "<g transform=\"translate(");
+    sb_px(b, ox);
+    sb_puts(b, ",");
+    sb_px(b, oy);
+    sb_puts(b, ")\">\n");
+    sb_printf(b, "<clipPath id=\"clip%d\"><rect x=\"", id);
+    sb_px(b, L - 6);
+    sb_puts(b, "\" y=\"");
+    sb_px(b, T - 6);
+    sb_puts(b, "\" width=\"");
+    sb_px(b, R - L + 12);
+    sb_puts(b, "\" height=\"");
+    sb_px(b, B - T + 12);
+    sb_puts(b, "\"/></clipPath>\n");
+
+    if (p->title) {
+        sb_puts(b, "<text class=\"title\" text-anchor=\"middle\" x=\"");
+        sb_px(b, (L + R) / 2);
+        sb_puts(b, "\" y=\"24\">");
+        sb_esc(b, p->title, -1);
+        sb_puts(b, "</text>\n");
+    }
+    axis_draw(b, &ax, true, B, T);
+    axis_draw(b, &ay, false, L, R);
+
+    sb_printf(b, "<g clip-path=\"url(#clip%d)\" stroke-width=\"1.8\" stroke-linejoin=\"round\">\n",
+              id);
+    for (int i = 0; i < p->ns; i++)
+        draw_series(b, &p->s[i], &ax, &ay, L, R);
+    sb_puts(b, "</g>\n");
+
+    sb_puts(b, "<rect class=\"frame\" x=\"");
+    sb_px(b, L);
+    sb_puts(b, "\" y=\"");
+    sb_px(b, T);
+    sb_puts(b, "\" width=\"");
+    sb_px(b, R - L);
+    sb_puts(b, "\" height=\"");
+    sb_px(b, B - T);
+    sb_puts(b, "\"/>\n");
+    if (!hasx || !hasy) {
+        sb_puts(b, "<text class=\"label\" fill=\"#999\" text-anchor=\"middle\" x=\"");
+        sb_px(b, (L + R) / 2);
+        sb_puts(b, "\" y=\"");
+        sb_px(b, (T + B) / 2);
+        sb_puts(b, "\">no data to draw</text>\n");
+    }
+    if (p->xlabel) {
+        sb_puts(b, "<text class=\"label\" text-anchor=\"middle\" x=\"");
+        sb_px(b, (L + R) / 2);
+        sb_puts(b, "\" y=\"");
+        sb_px(b, B + 42);
+        sb_puts(b, "\">");
+        sb_esc(b, p->xlabel, -1);
+        sb_puts(b, "</text>\n");
+    }
+    if (p->ylabel) {
+        double cy = (T + B) / 2;
+        sb_puts(b, "<text class=\"label\" text-anchor=\"middle\" transform=\"translate(18,");
+        sb_px(b, cy);
+        sb_puts(b, ") rotate(-90)\">");
+        sb_esc(b, p->ylabel, -1);
+        sb_puts(b, "</text>\n");
+    }
+
+    /* Legend outside the plot area, so it never hides data. */
+    double lx = R + 14, ly = T + 8;
+    int rows_fit = (int)((B - T) / LEGEND_ROW);
+    int shown = 0;
+    for (int i = 0; i < p->ns && n_legend; i++) {
+        const series *s = &p->s[i];
+        if (!s->label)
+            continue;
+        if (shown == rows_fit - 1 && n_legend > rows_fit) {
+            sb_puts(b, "<text class=\"legend\" fill=\"#777\" x=\"");
+            sb_px(b, lx);
+            sb_puts(b, "\" y=\"");
+            sb_px(b, ly);
+            sb_printf(b, "\" dy=\"0.35em\">\u2026 %d more</text>\n", n_legend - shown);
+            break;
+        }
+        const char *colour = palette[s->colour % PALETTE_N];
+        if (s->kind == SERIES_POINTS) {
+            sb_dot(b, lx + 10, ly, 3.5, colour, "");
+        } else {
+            sb_printf(b, "<line stroke=\"%s\" stroke-width=\"2\"%s x1=\"", colour, series_dash(s));
+            sb_px(b, lx);
+            sb_puts(b, "\" x2=\"");
+            sb_px(b, lx + 20);
+            sb_puts(b, "\" y1=\"");
+            sb_px(b, ly);
+            sb_puts(b, "\" y2=\"");
+            sb_px(b, ly);
+            sb_puts(b, "\"/>\n");
+        }
+        sb_puts(b, "<text class=\"legend\" x=\"");
+        sb_px(b, lx + 26);
+        sb_puts(b, "\" y=\"");
+        sb_px(b, ly);
+        sb_puts(b, "\" dy=\"0.35em\">");
+        sb_esc(b, s->label, LEGEND_MAX_CHARS);
+        sb_puts(b, "</text>\n");
+        ly += LEGEND_ROW;
+        shown++;
+    }
+    sb_puts(b, "</g>\n");
+}
+
+/* ---- segments ---------------------------------------------------------------- */
+
+static void segments_free(segments *s)
+{
+    if (!s)
+        return;
+    for (int r = 0; r < s->n_rows; r++) {
+        if (s->labels)
+            bt_free(s->labels[r]);
+        if (s->cuts)
+            bt_free(s->cuts[r]);
+    }
+    bt_free(s->labels);
+    bt_free(s->cuts);
+    bt_free(s->title);
+    bt_free(s->text);
+    bt_free(s->off);
+    bt_free(s);
+}
+
+static int segments_label_chars(const segments *s)
+{
+    int m = 0;
+    for (int r = 0; r < s->n_rows; r++) {
+        int c = s->labels[r] ? utf8_len(s->labels[r]) : 0;
+        c = c > LEGEND_MAX_CHARS ? LEGEND_MAX_CHARS + 1 : c;
+        m = c > m ? c : m;
+    }
+    return m;
+}
+
+static double segments_label_w(const segments *s) { return 24 + segments_label_chars(s) * 7.2; }
+static double segments_width(const segments *s)
+{
+    return segments_label_w(s) + s->n * CELL_W + 110;
+}
+static double segments_height(const segments *s)
+{
+    return 64 + s->n_rows * (ROW_H + ROW_GAP) + 10;
+}
+
+/* One character in a cell: visible stand-ins for white space, so that where a
+ * segment starts and ends can be seen. */
+static void sb_cell_char(sbuf *b, const char *c, int len)
+{
+    uint32_t cp;
+    utf8_next((const unsigned char *)c, (size_t)len, &cp);
+    if (cp == ' ')
+        sb_puts(b, "<tspan class=\"ws\">\u00b7</tspan>");
+    else if (cp == '\n')
+        sb_puts(b, "<tspan class=\"ws\">\u21b5</tspan>");
+    else if (cp == '\t')
+        sb_puts(b, "<tspan class=\"ws\">\u2192</tspan>");
+    else if (cp < 0x20 || cp == 0x7F)
+        sb_puts(b, "<tspan class=\"ws\">\uFFFD</tspan>");
+    else {
+        char tmp[8] = {0};
+        memcpy(tmp, c, (size_t)(len < 7 ? len : 7));
+        sb_esc(b, tmp, 1);
+    }
+}
+
+static void render_segments(sbuf *b, const segments *s, double ox, double oy)
+{
+    double lw = segments_label_w(s);
+    double x0 = lw, top = 56;
+    sb_puts(b, "<g transform=\"translate(");
+    sb_px(b, ox);
+    sb_puts(b, ",");
+    sb_px(b, oy);
+    sb_puts(b, ")\">\n");
+    if (s->title) {
+        sb_puts(b, "<text class=\"title\" x=\"");
+        sb_px(b, x0);
+        sb_puts(b, "\" y=\"24\">");
+        sb_esc(b, s->title, -1);
+        sb_puts(b, "</text>\n");
+    }
+    /* A ruler of character positions every 10 cells. */
+    for (int i = 0; i < s->n; i += 10) {
+        sb_puts(b, "<text class=\"tick\" text-anchor=\"middle\" x=\"");
+        sb_px(b, x0 + (i + 0.5) * CELL_W);
+        sb_puts(b, "\" y=\"");
+        sb_px(b, top - 8);
+        sb_printf(b, "\">%d</text>\n", i);
+    }
+    for (int r = 0; r < s->n_rows; r++) {
+        const char *colour = palette[r % PALETTE_N];
+        const unsigned char *cut = s->cuts[r];
+        double y0 = top + r * (ROW_H + ROW_GAP);
+        if (s->labels[r]) {
+            sb_printf(b, "<text class=\"label\" text-anchor=\"end\" fill=\"%s\" x=\"", colour);
+            sb_px(b, x0 - 10);
+            sb_puts(b, "\" y=\"");
+            sb_px(b, y0 + ROW_H / 2.0);
+            sb_puts(b, "\" dy=\"0.35em\">");
+            sb_esc(b, s->labels[r], LEGEND_MAX_CHARS);
+            sb_puts(b, "</text>\n");
+        }
+        /* Alternate shading per segment, then a bar at each cut. */
+        int seg = 0;
+        for (int i = 0; i < s->n;) {
+            int j = i + 1;
+            while (j < s->n && !cut[j])
+                j++;
+            sb_printf(b, "<rect fill=\"%s\" fill-opacity=\"%s\" x=\"", colour,
+                      seg % 2 ? "0.30" : "0.12");
+            sb_px(b, x0 + i * CELL_W);
+            sb_puts(b, "\" y=\"");
+            sb_px(b, y0);
+            sb_puts(b, "\" width=\"");
+            sb_px(b, (j - i) * CELL_W);
+            sb_printf(b, "\" height=\"%d\"/>\n", ROW_H);
+            if (i > 0) {
+                sb_printf(b, "<line stroke=\"%s\" stroke-width=\"2\" x1=\"", colour);
+                sb_px(b, x0 + i * CELL_W);
+                sb_puts(b, "\" x2=\"");
+                sb_px(b, x0 + i * CELL_W);
+                sb_puts(b, "\" y1=\"");
+                sb_px(b, y0 - 3);
+                sb_puts(b, "\" y2=\"");
+                sb_px(b, y0 + ROW_H + 3);
+                sb_puts(b, "\"/>\n");
+            }
+            seg++;
+            i = j;
+        }
+        for (int i = 0; i < s->n; i++) {
+            sb_puts(b, "<text class=\"cell\" text-anchor=\"middle\" x=\"");
+            sb_px(b, x0 + (i + 0.5) * CELL_W);
+            sb_puts(b, "\" y=\"");
+            sb_px(b, y0 + ROW_H / 2.0);
+            sb_puts(b, "\" dy=\"0.35em\">");
+            sb_cell_char(b, s->text + s->off[i], s->off[i + 1] - s->off[i]);
+            sb_puts(b, "</text>\n");
+        }
+        sb_puts(b, "<text class=\"legend\" fill=\"#777\" x=\"");
+        sb_px(b, x0 + s->n * CELL_W + 10);
+        sb_puts(b, "\" y=\"");
+        sb_px(b, y0 + ROW_H / 2.0);
+        sb_printf(b, "\" dy=\"0.35em\">%d segment%s</text>\n", seg, seg == 1 ? "" : "s");
+    }
+    sb_puts(b, "</g>\n");
+}
+
+/* ---- figures ------------------------------------------------------------------ */
+
+bt_figure *bt_figure_new(const char *title, int cols)
+{
+    bt_figure *f = bt_calloc(1, sizeof *f);
+    if (!f)
+        return NULL;
+    if (!str_set(&f->title, title)) {
+        bt_free(f);
+        return NULL;
+    }
+    f->cols = cols < 1 ? 1 : cols;
+    return f;
+}
+
+void bt_figure_free(bt_figure *f)
+{
+    if (!f)
+        return;
+    for (int i = 0; i < f->n; i++) {
+        bt_plot_free(f->items[i].plot);
+        segments_free(f->items[i].seg);
+    }
+    bt_free(f->items);
+    bt_free(f->title);
+    bt_free(f);
+}
+
+static bt_status figure_push(bt_figure *f, item it)
+{
+    if (f->n == f->cap) {
+        int cap = f->cap ? f->cap * 2 : 8;
+        item *items = bt_realloc(f->items, (size_t)cap * sizeof *items);
+        if (!items)
+            return BT_ERR_NOMEM;
+        f->items = items;
+        f->cap = cap;
+    }
+    f->items[f->n++] = it;
+    return BT_OK;
+}
+
+bt_status bt_figure_add(bt_figure *f, bt_plot *p)
+{
+    if (!f || !p) {
+        bt_plot_free(p);
+        return BT_ERR_ARG;
+    }
+    bt_status st = figure_push(f, (item){.plot = p});
+    if (st != BT_OK)
+        bt_plot_free(p);
+    return st;
+}
+
+bt_status bt_figure_add_segments(bt_figure *f, const char *title, const char *text, int n_chars,
+                                 const bt_segments_row *rows, int n_rows)
+{
+    if (!f || !text || n_chars < 0 || n_rows < 0 || (n_rows > 0 && !rows))
+        return BT_ERR_ARG;
+    segments *s = bt_calloc(1, sizeof *s);
+    if (!s)
+        return BT_ERR_NOMEM;
+    /* Find the byte extent of the first n_chars characters. */
+    size_t len = strlen(text), end = 0;
+    int n = 0;
+    uint32_t cp;
+    while (n < n_chars && end < len) {
+        end += (size_t)utf8_next((const unsigned char *)text + end, len - end, &cp);
+        n++;
+    }
+    s->n = n;
+    s->text = bt_malloc(end + 1);
+    s->off = bt_malloc((size_t)(n + 1) * sizeof *s->off);
+    s->labels = bt_calloc((size_t)(n_rows ? n_rows : 1), sizeof *s->labels);
+    s->cuts = bt_calloc((size_t)(n_rows ? n_rows : 1), sizeof *s->cuts);
+    s->n_rows = n_rows;
+    bool ok = s->text && s->off && s->labels && s->cuts && str_set(&s->title, title);
+    if (ok) {
+        memcpy(s->text, text, end);
+        s->text[end] = '\0';
+        size_t at = 0;
+        for (int i = 0; i < n; i++) {
+            s->off[i] = (int)at;
+            at += (size_t)utf8_next((const unsigned char *)s->text + at, end - at, &cp);
+        }
+        s->off[n] = (int)end;
+    }
+    for (int r = 0; ok && r < n_rows; r++) {
+        s->cuts[r] = bt_calloc((size_t)(n ? n : 1), 1);
+        ok = s->cuts[r] && str_set(&s->labels[r], rows[r].label);
+        for (int i = 0; ok && rows[r].cut_before && i < n; i++)
+            s->cuts[r][i] = rows[r].cut_before[i] != 0;
+    }
+    if (!ok) {
+        segments_free(s);
+        return BT_ERR_NOMEM;
+    }
+    bt_status st = figure_push(f, (item){.seg = s});
+    if (st != BT_OK)
+        segments_free(s);
+    return st;
+}
+
+static const char svg_style[] =
+    "<style>\n"
+    "text{fill:#222}\n"
+    ".title{font-size:15px;font-weight:bold}\n"
+    ".label{font-size:13px}\n"
+    ".tick{font-size:11px;fill:#555}\n"
+    ".legend{font-size:11px}\n"
+    ".cell{font-family:" FONT_MONO ";font-size:15px}\n"
+    ".ws{fill:#b8b8b8}\n"
+    ".grid{stroke:#e3e3e3;stroke-width:1}\n"
+    ".minor{stroke:#f2f2f2;stroke-width:1}\n"
+    ".zero{stroke:#c8c8c8;stroke-width:1}\n"
+    ".frame{fill:none;stroke:#888;stroke-width:1}\n"
+    "</style>\n";
+
+/* Lays the items out on the grid (a segments picture takes a whole row) and
+ * renders the document into b. */
+static void render_figure(sbuf *b, const bt_figure *f)
+{
+    double top = f->title ? FIG_TITLE_H : 0;
+    double width = (double)(f->n < f->cols ? (f->n ? f->n : 1) : f->cols) * PANEL_W;
+    /* First pass: the size; second pass: the drawing. */
+    double height = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        double y = top;
+        int col = 0, clip = 0;
+        for (int i = 0; i < f->n; i++) {
+            const item *it = &f->items[i];
+            if (it->plot) {
+                if (col == f->cols) {
+                    y += PANEL_H;
+                    col = 0;
+                }
+                if (pass)
+                    render_plot(b, it->plot, (double)col * PANEL_W, y, clip++);
+                col++;
+            } else {
+                if (col > 0)
+                    y += PANEL_H;
+                col = 0;
+                if (pass)
+                    render_segments(b, it->seg, 0, y);
+                else if (segments_width(it->seg) > width)
+                    width = segments_width(it->seg);
+                y += segments_height(it->seg);
+            }
+        }
+        if (col > 0)
+            y += PANEL_H;
+        if (pass == 0) {
+            height = y > top ? y : top + 40;
+            sb_puts(b, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+                       "<svg xmlns=\"http://www.w3.org/2000/svg\" version=\"1.1\" width=\"");
+            sb_px(b, width);
+            sb_puts(b, "\" height=\"");
+            sb_px(b, height);
+            sb_puts(b, "\" viewBox=\"0 0 ");
+            sb_px(b, width);
+            sb_puts(b, " ");
+            sb_px(b, height);
+            sb_puts(b, "\" font-family=\"" FONT_SANS "\">\n");
+            sb_puts(b, svg_style);
+            sb_puts(b, "<rect width=\"100%\" height=\"100%\" fill=\"#fff\"/>\n");
+            if (f->title) {
+                sb_puts(b, "<text class=\"title\" style=\"font-size:18px\" text-anchor=\"middle\" x=\"");
+                sb_px(b, width / 2);
+                sb_puts(b, "\" y=\"27\">");
+                sb_esc(b, f->title, -1);
+                sb_puts(b, "</text>\n");
+            }
+        }
+    }
+    sb_puts(b, "</svg>\n");
+}
+
+/* temp file in the same folder, fsync, rename: a reader never sees half a chart. */
+static bt_status write_atomic(const char *path, const char *data, size_t len, char *err,
+                              size_t errlen)
+{
+    size_t plen = strlen(path);
+    char *tmp = bt_malloc(plen + 16);
+    if (!tmp) {
+        set_err(err, errlen, "out of memory writing '%s'", path);
+        return BT_ERR_NOMEM;
+    }
+    memcpy(tmp, path, plen);
+    memcpy(tmp + plen, ".tmp.XXXXXX", 12);
+    int fd = mkstemp(tmp);
+    if (fd < 0) {
+        set_err(err, errlen, "cannot create '%s': %s (does the folder exist and is it writable?)",
+                path, strerror(errno));
+        bt_free(tmp);
+        return BT_ERR_IO;
+    }
+    fchmod(fd, 0644); /* mkstemp makes 0600; a chart is meant to be shared */
+    const char *what = "write";
+    size_t done = 0;
+    bool ok = true;
+    while (ok && done < len) {
+        ssize_t w = write(fd, data + done, len - done);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            if (w == 0)
+                errno = EIO;
+            ok = false;
+        } else {
+            done += (size_t)w;
+        }
+    }
+    if (ok && fsync(fd) != 0)
+        ok = false, what = "fsync";
+    int saved = errno;
+    if (close(fd) != 0 && ok)
+        ok = false, what = "close", saved = errno;
+    if (ok && rename(tmp, path) != 0)
+        ok = false, what = "rename", saved = errno;
+    if (!ok) {
+        unlink(tmp);
+        set_err(err, errlen, "cannot write '%s' (%s): %s", path, what, strerror(saved));
+        bt_free(tmp);
+        return BT_ERR_IO;
+    }
+    bt_free(tmp);
+    /* Make the rename itself durable; a failure here loses nothing already written. */
+    char *dir = str_dup(path);
+    if (dir) {
+        char *slash = strrchr(dir, '/');
+        const char *d = slash ? (slash == dir ? "/" : (*slash = '\0', dir)) : ".";
+        int dfd = open(d, O_RDONLY);
+        if (dfd >= 0) {
+            fsync(dfd);
+            close(dfd);
+        }
+        bt_free(dir);
+    }
+    return BT_OK;
+}
+
+bt_status bt_figure_write(const bt_figure *f, const char *path, char *err, size_t errlen)
+{
+    if (!f || !path || !*path) {
+        set_err(err, errlen, "bt_figure_write: %s is NULL or empty", f ? "path" : "figure");
+        return BT_ERR_ARG;
+    }
+    sbuf b = {0};
+    render_figure(&b, f);
+    if (b.oom) {
+        bt_free(b.s);
+        set_err(err, errlen, "out of memory rendering '%s'", path);
+        return BT_ERR_NOMEM;
+    }
+    bt_status st = write_atomic(path, b.s, b.len, err, errlen);
+    bt_free(b.s);
+    return st;
+}
+
+bt_status bt_plot_write(const bt_plot *p, const char *path, char *err, size_t errlen)
+{
+    if (!p) {
+        set_err(err, errlen, "bt_plot_write: plot is NULL");
+        return BT_ERR_ARG;
+    }
+    /* A borrowed one-panel figure on the stack: nothing to free afterwards. */
+    item it = {.plot = (bt_plot *)p};
+    bt_figure f = {.title = NULL, .cols = 1, .items = &it, .n = 1, .cap = 1};
+    return bt_figure_write(&f, path, err, errlen);
+}
