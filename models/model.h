@@ -1,0 +1,45 @@
+/* model.h: a recurrent cell bound to its parameters. The cell (a plugin)
+ * declares parameter shapes and initialisations; the model owns the one
+ * parameter block and applies --init to the recurrent matrices. */
+#ifndef BPTT_MODEL_H
+#define BPTT_MODEL_H
+
+#include "bptt_plugin.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define BT_MAX_PARAMS 16
+#define BT_MAX_STATES 4
+
+typedef struct bt_model {
+    const bt_cell_def *cell;
+    bt_cell_dims dims;
+    bt_params *params;
+    int n_params;
+    bt_param_spec specs[BT_MAX_PARAMS];
+    bt_tensor *ptab[BT_MAX_PARAMS]; /* in spec order, what cell->step receives */
+    int n_states;
+    int state_width[BT_MAX_STATES];
+} bt_model;
+
+bt_status bt_model_new(const bt_cell_def *cell, bt_cell_dims dims, bt_model **out, char *err,
+                       size_t errlen);
+void bt_model_free(bt_model *m);
+
+/* Initialises every parameter from its spec with rng, then applies spec to
+ * the recurrent matrices: NULL or "" (the cell's defaults), "normal:SIGMA",
+ * "orthogonal", "identity[:SCALE]", "spectral:RHO" (rescale to spectral radius RHO). */
+bt_status bt_model_init(bt_model *m, const char *spec, bt_rng *rng, char *err, size_t errlen);
+/* Checks an --init spec without a model. */
+bt_status bt_init_spec_check(const char *spec, char *err, size_t errlen);
+
+/* Spectral radius of a square row-major matrix (LAPACK dgeev when available).
+ * Eigenvalues (re, im) go to re/im if not NULL, sorted by modulus, largest first. */
+bt_status bt_eigenvalues(const bt_real *a, int n, double *re, double *im, double *radius);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,345 @@
+/* unroll.c: backpropagation through time from ordinary graph nodes.
+ *
+ * The policy decides, before each step t, the factor xi_t on the edge
+ * h_{t-1} -> h_t and whether to update after t. A window is built when an
+ * update is due: from the stored state at g = t - reach + 1 (a detached leaf),
+ * through steps g..t, with losses only for the steps since the last update.
+ * For TBPTT(K1, K2) that is reach = K2 > K1: the loss at step t - j reaches
+ * back K2 - j steps. Every other policy has reach = steps since the update.
+ * States at step starts are kept in a ring of max_reach + 1 entries, so memory
+ * is bounded by the window, never by the length of the stream.
+ *
+ * Dimension letters: B rows, T steps, H (state width), D input, Q output. */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "unroll.h"
+
+struct bt_unroller {
+    bt_model *m;
+    int B;
+    bt_graph *g;
+    size_t state_len;   /* sum over states of B * width */
+    int ring_n;         /* entries in the ring */
+    bt_real *ring;      /* [ring_n][state_len]: state at the start of step s in s % ring_n */
+    int cap_T;          /* capacity of the per-step buffers */
+    double *xi;         /* [cap_T] */
+    bt_tensor **h_of;   /* [cap_T] state-0 tensor after step s in the current window */
+    bt_real *dh;        /* [cap_T][B * width0], only for dh norms */
+};
+
+bt_status bt_unroller_new(bt_model *m, int B, int max_T, bt_unroller **out, char *err,
+                          size_t errlen)
+{
+    *out = NULL;
+    if (B <= 0 || max_T <= 0) {
+        snprintf(err, errlen, "unroll: batch (%d) and steps (%d) must be positive", B, max_T);
+        return BT_ERR_ARG;
+    }
+    bt_unroller *u = bt_calloc(1, sizeof *u);
+    if (!u)
+        return BT_ERR_NOMEM;
+    u->m = m;
+    u->B = B;
+    for (int k = 0; k < m->n_states; k++)
+        u->state_len += (size_t)B * (size_t)m->state_width[k];
+    u->g = bt_graph_new();
+    if (!u->g) {
+        bt_free(u);
+        return BT_ERR_NOMEM;
+    }
+    *out = u;
+    return BT_OK;
+}
+
+void bt_unroller_free(bt_unroller *u)
+{
+    if (!u)
+        return;
+    bt_graph_free(u->g);
+    bt_free(u->ring);
+    bt_free(u->xi);
+    bt_free(u->h_of);
+    bt_free(u->dh);
+    bt_free(u);
+}
+
+bt_graph *bt_unroller_graph(bt_unroller *u) { return u->g; }
+
+/* Buffers grow to the largest sequence and policy seen, then stay: steady
+ * state allocates nothing. */
+static bt_status reserve(bt_unroller *u, int T, int ring_n, bool dh)
+{
+    if (T > u->cap_T) {
+        double *xi = bt_realloc(u->xi, sizeof(double) * (size_t)T);
+        if (!xi)
+            return BT_ERR_NOMEM;
+        u->xi = xi;
+        bt_tensor **h = bt_realloc(u->h_of, sizeof(bt_tensor *) * (size_t)T);
+        if (!h)
+            return BT_ERR_NOMEM;
+        u->h_of = h;
+        bt_free(u->dh);
+        u->dh = NULL;
+        u->cap_T = T;
+    }
+    if (ring_n > u->ring_n) {
+        bt_real *r = bt_realloc(u->ring, sizeof(bt_real) * u->state_len * (size_t)ring_n);
+        if (!r)
+            return BT_ERR_NOMEM;
+        u->ring = r;
+        u->ring_n = ring_n;
+    }
+    if (dh && !u->dh) {
+        u->dh = bt_calloc((size_t)u->cap_T * (size_t)u->B * (size_t)u->m->state_width[0],
+                          sizeof(bt_real));
+        if (!u->dh)
+            return BT_ERR_NOMEM;
+    }
+    return BT_OK;
+}
+
+static bt_real *ring_at(bt_unroller *u, long s) { return u->ring + u->state_len * (size_t)(s % u->ring_n); }
+
+/* Step s of seq: gathers column s of the inputs and targets, runs the cell
+ * and returns the step loss (mean over rows). */
+bt_tensor *bt_unroll_step(bt_graph *g, const bt_model *m, const bt_sequence *seq, long s,
+                          bt_tensor *const *state, bt_tensor **next)
+{
+    int B = seq->B, T = seq->T, D = m->dims.input, Q = m->dims.output;
+    bt_step_input in = {.batch = B};
+    bt_tensor *target = NULL;
+    int32_t *tg = NULL;
+    if (m->cell->input == BT_INPUT_TOKENS) {
+        int32_t *ids = bt_arena_alloc(bt_graph_arena(g), sizeof(int32_t) * (size_t)B * 2);
+        if (!ids) {
+            bt_graph_fail(g, BT_ERR_NOMEM, "out of memory for step inputs");
+            return NULL;
+        }
+        tg = ids + B;
+        for (int b = 0; b < B; b++) {
+            ids[b] = seq->ids[(size_t)b * T + s];
+            tg[b] = seq->targets[(size_t)b * T + s];
+        }
+        in.ids = ids;
+    } else {
+        in.x = bt_graph_tensor2(g, B, D);
+        target = bt_graph_tensor2(g, B, Q);
+        if (!in.x || !target)
+            return NULL;
+        for (int b = 0; b < B; b++) {
+            memcpy(in.x->data + (size_t)b * D, seq->x + ((size_t)b * T + s) * D,
+                   sizeof(bt_real) * D);
+            memcpy(target->data + (size_t)b * Q, seq->y + ((size_t)b * T + s) * Q,
+                   sizeof(bt_real) * Q);
+        }
+    }
+    bt_tensor *o = m->cell->step(bt_host_table(), g, m->ptab, &in, state, next);
+    if (!o)
+        return NULL;
+    return m->cell->loss == BT_LOSS_XENT ? bt_softmax_xent(g, o, tg) : bt_mse(g, o, target);
+}
+
+/* Builds steps g..t from the ring state at g, backpropagates the losses of
+ * steps loss_from..t times weight. */
+static bt_status run_window(bt_unroller *u, const bt_sequence *seq, long g0, long t,
+                            long loss_from, double weight, const bt_unroll_opts *opts,
+                            bt_real *const *dh0, bt_unroll_result *res, char *err, size_t errlen)
+{
+    bt_model *m = u->m;
+    bt_graph *g = u->g;
+    int B = u->B;
+    bt_graph_reset(g);
+
+    bt_tensor *state[BT_MAX_STATES], *next[BT_MAX_STATES];
+    const bt_real *src = ring_at(u, g0);
+    bool leaf_grad = g0 == 0 && opts->accumulate && opts->want_dh0;
+    for (int k = 0; k < m->n_states; k++) {
+        int w = m->state_width[k];
+        state[k] = bt_graph_input(g, 2, (int[]){B, w}, src);
+        if (state[k] && leaf_grad)
+            state[k]->requires_grad = true;
+        src += (size_t)B * w;
+    }
+    bt_tensor *leaves[BT_MAX_STATES];
+    memcpy(leaves, state, sizeof leaves);
+
+    bt_tensor *total = NULL;
+    for (long s = g0; s <= t; s++) {
+        /* The recurrent edge into step s. At a window start the state is
+         * already a leaf: only the sequence's first edge can carry xi. */
+        double xi = u->xi[s];
+        if (s > g0 || s == 0)
+            for (int k = 0; k < m->n_states; k++)
+                state[k] = xi == 1 ? state[k]
+                         : xi == 0 ? bt_detach(g, state[k])
+                                   : bt_grad_scale(g, state[k], xi);
+        bt_tensor *l = bt_unroll_step(g, m, seq, s, state, next);
+        if (!l)
+            break;
+        if (s >= loss_from) {
+            double lv = (double)l->data[0];
+            if (!isfinite(lv)) {
+                snprintf(err, errlen, "the loss became %s at step %ld: lower the learning rate, "
+                         "clip gradients, or check the data", isnan(lv) ? "NaN" : "infinite", s);
+                return BT_ERR_NUMERIC;
+            }
+            res->loss_sum += lv;
+            res->loss_terms++;
+            total = total ? bt_add(g, total, l) : l;
+        }
+        u->h_of[s] = next[0];
+        bt_real *dst = ring_at(u, s + 1);
+        for (int k = 0; k < m->n_states; k++) {
+            memcpy(dst, next[k]->data, sizeof(bt_real) * next[k]->size);
+            dst += next[k]->size;
+            state[k] = next[k];
+        }
+    }
+    if (bt_graph_status(g) != BT_OK) {
+        snprintf(err, errlen, "cell %s: %s", m->cell->name, bt_graph_error(g));
+        return bt_graph_status(g);
+    }
+    size_t used = bt_arena_used(bt_graph_arena(g));
+    if (used > res->peak_arena)
+        res->peak_arena = used;
+    if (!total || !total->requires_grad)
+        return BT_OK; /* nothing to learn from this window */
+    bt_status st = bt_backward(g, bt_scale(g, total, weight));
+    if (st != BT_OK) {
+        snprintf(err, errlen, "backward: %s", bt_graph_error(g));
+        return st;
+    }
+    if (leaf_grad && dh0)
+        for (int k = 0; k < m->n_states; k++)
+            if (leaves[k]->grad)
+                for (size_t i = 0; i < leaves[k]->size; i++)
+                    dh0[k][i] += leaves[k]->grad[i];
+    if (u->dh && opts->want_dh_norms) {
+        size_t w = (size_t)B * (size_t)m->state_width[0];
+        for (long s = g0; s <= t; s++)
+            if (u->h_of[s] && u->h_of[s]->grad)
+                for (size_t i = 0; i < w; i++)
+                    u->dh[(size_t)s * w + i] += u->h_of[s]->grad[i];
+    }
+    return BT_OK;
+}
+
+static bt_status optimizer_update(bt_unroller *u, const bt_unroll_opts *opts,
+                                  bt_unroll_result *res)
+{
+    double norm = 0;
+    bt_params *p = u->m->params;
+    if (bt_clip_grad_norm(p, opts->clip, &norm) != BT_OK)
+        res->skipped++; /* non-finite gradient: no step, as promised by clipping */
+    else {
+        bt_optimizer_step(opts->optimizer);
+        res->grad_norm_sum += norm;
+        if (norm > res->grad_norm_max)
+            res->grad_norm_max = norm;
+    }
+    res->updates++;
+    bt_params_zero_grad(p);
+    return BT_OK;
+}
+
+bt_status bt_unroll_run(bt_unroller *u, const bt_sequence *seq, bt_real *const *state,
+                        const bt_unroll_opts *opts, double *xi_used, bt_real *const *dh0,
+                        double *dh_norms, bt_unroll_result *res, char *err, size_t errlen)
+{
+    memset(res, 0, sizeof *res);
+    int T = seq->T;
+    bt_model *m = u->m;
+    if (seq->B != u->B || T <= 0) {
+        snprintf(err, errlen, "unroll: sequence has %d rows and %d steps; this unroller takes %d rows",
+                 seq->B, T, u->B);
+        return BT_ERR_SHAPE;
+    }
+    if ((m->cell->input == BT_INPUT_TOKENS && (!seq->ids || !seq->targets)) ||
+        (m->cell->input == BT_INPUT_REAL && (!seq->x || !seq->y))) {
+        snprintf(err, errlen, "unroll: cell %s needs %s inputs and targets", m->cell->name,
+                 m->cell->input == BT_INPUT_TOKENS ? "token" : "real");
+        return BT_ERR_ARG;
+    }
+    if (!opts->policy && !opts->xi) {
+        snprintf(err, errlen, "unroll: no truncation policy");
+        return BT_ERR_ARG;
+    }
+    if (!opts->accumulate && !opts->optimizer) {
+        snprintf(err, errlen, "unroll: training needs an optimizer");
+        return BT_ERR_ARG;
+    }
+    int max_reach = opts->policy && opts->policy->max_reach ? opts->policy->max_reach(opts->policy_state) : 0;
+    bool want_dh = opts->accumulate && opts->want_dh_norms && dh_norms;
+    bt_status st = reserve(u, T, (max_reach > 0 ? max_reach : 1) + 1, want_dh);
+    if (st != BT_OK) {
+        snprintf(err, errlen, "unroll: out of memory for %d steps", T);
+        return st;
+    }
+    if (want_dh)
+        memset(u->dh, 0, sizeof(bt_real) * (size_t)T * (size_t)u->B * (size_t)m->state_width[0]);
+    bt_real *r0 = ring_at(u, 0);
+    for (int k = 0; k < m->n_states; k++) {
+        size_t len = (size_t)u->B * (size_t)m->state_width[k];
+        memcpy(r0, state[k], sizeof(bt_real) * len);
+        r0 += len;
+    }
+    if (opts->policy && opts->policy->begin)
+        opts->policy->begin(opts->policy_state, opts->policy_seed);
+
+    long last_update = -1;
+    for (long t = 0; t < T; t++) {
+        bt_policy_decision d = {.xi = 1, .update = false, .reach = 0};
+        if (opts->policy)
+            opts->policy->decide(opts->policy_state, t, &d);
+        if (opts->xi) { /* a replayed xi sequence: cut and update at its zeros */
+            d.xi = opts->xi[t];
+            d.update = t + 1 < T && opts->xi[t + 1] == 0;
+            d.reach = 0;
+        }
+        if (!isfinite(d.xi)) {
+            snprintf(err, errlen, "policy gave a non-finite xi at step %ld", t);
+            return BT_ERR_NUMERIC;
+        }
+        u->xi[t] = d.xi;
+        if (xi_used)
+            xi_used[t] = d.xi;
+        if (!d.update && t != T - 1)
+            continue;
+        long since = t - last_update;
+        long reach = d.reach > since ? d.reach : since;
+        if (reach > t + 1)
+            reach = t + 1;
+        if (max_reach > 0 && reach > max_reach && reach > since)
+            reach = max_reach > since ? max_reach : since;
+        double weight = opts->accumulate ? 1.0 / T : 1.0 / (double)since;
+        if (opts->windows && res->n_windows < opts->windows_cap)
+            opts->windows[res->n_windows] = (bt_window){t - reach + 1, t, last_update + 1};
+        res->n_windows++;
+        st = run_window(u, seq, t - reach + 1, t, last_update + 1, weight, opts, dh0, res, err,
+                        errlen);
+        if (st != BT_OK)
+            return st;
+        if (!opts->accumulate)
+            optimizer_update(u, opts, res);
+        last_update = t;
+    }
+    /* The state carries forward in value. */
+    const bt_real *rT = ring_at(u, T);
+    for (int k = 0; k < m->n_states; k++) {
+        size_t len = (size_t)u->B * (size_t)m->state_width[k];
+        memcpy(state[k], rT, sizeof(bt_real) * len);
+        rT += len;
+    }
+    if (want_dh) {
+        size_t w = (size_t)u->B * (size_t)m->state_width[0];
+        for (int s = 0; s < T; s++) {
+            double n2 = 0;
+            for (size_t i = 0; i < w; i++)
+                n2 += (double)u->dh[(size_t)s * w + i] * (double)u->dh[(size_t)s * w + i];
+            dh_norms[s] = sqrt(n2);
+        }
+    }
+    return BT_OK;
+}

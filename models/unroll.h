@@ -1,0 +1,84 @@
+/* unroll.h: runs a recurrent model over a sequence, building the unrolled
+ * graph from ordinary ops. Before each step the truncation policy gives xi_t,
+ * the factor on the recurrent edge h_{t-1} -> h_t: 1 keeps it, 0 inserts a
+ * detach, anything else a grad_scale. At each update the losses since the last
+ * update are backpropagated through the last `reach` steps (TBPTT's K2), the
+ * optimizer steps, and the window's arena is reset.
+ *
+ * Dimension letters: B batch rows, T steps, H hidden, D input, Q output. */
+#ifndef BPTT_UNROLL_H
+#define BPTT_UNROLL_H
+
+#include "model.h"
+#include "registry.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* One sequence of B rows by T steps. Token cells: ids/targets [B*T] (row b,
+ * step t at b*T + t). Real cells: x [B*T*D], y [B*T*Q] (same order). */
+typedef struct bt_sequence {
+    int B, T;
+    const int32_t *ids, *targets;
+    const bt_real *x, *y;
+} bt_sequence;
+
+/* One backward window: steps start..end, losses of steps loss_from..end. */
+typedef struct bt_window {
+    long start, end, loss_from;
+} bt_window;
+
+typedef struct bt_unroll_opts {
+    const bt_policy_def *policy;
+    void *policy_state;
+    uint64_t policy_seed;    /* handed to policy->begin */
+    const double *xi;        /* [T] replaces the policy's xi draws (updates still follow xi == 0 cuts) */
+    bt_optimizer *optimizer; /* NULL: accumulate gradients only (bptt grad) */
+    double clip;             /* global-norm theta; <= 0 disables */
+    /* Loss weighting. Training (accumulate = false): each update backpropagates
+     * the mean of its own steps' losses. Accumulate: every step weighs 1/T, so
+     * the gradients summed over all windows are those of L = mean_t l_t. */
+    bool accumulate;
+    bool want_dh0;           /* gradient of the initial state (accumulate mode) */
+    bool want_dh_norms;      /* ||dL/dh_t|| per step (accumulate mode) */
+    int checkpoint_every;    /* >0: exact full BPTT keeping one state per this many steps */
+    bt_window *windows;      /* if not NULL, receives up to windows_cap windows */
+    int windows_cap;
+} bt_unroll_opts;
+
+typedef struct bt_unroll_result {
+    double loss_sum;      /* sum over steps of the step loss (mean over rows) */
+    long loss_terms;      /* steps counted in loss_sum */
+    int updates;
+    int skipped;          /* updates skipped for a non-finite gradient norm */
+    double grad_norm_sum, grad_norm_max; /* over the updates (before clipping) */
+    size_t peak_arena;    /* largest window arena, bytes */
+    int n_windows;        /* windows run (entries written: min(n_windows, windows_cap)) */
+} bt_unroll_result;
+
+typedef struct bt_unroller bt_unroller;
+
+bt_status bt_unroller_new(bt_model *m, int B, int max_T, bt_unroller **out, char *err,
+                          size_t errlen);
+void bt_unroller_free(bt_unroller *u);
+
+/* Runs seq from the state in `state` (n_states buffers [B, width], updated in
+ * place to the final state). xi_used [T] (may be NULL) receives the factors
+ * used; dh0 (per state, [B,width]) and dh_norms [T] are filled when asked. */
+bt_status bt_unroll_run(bt_unroller *u, const bt_sequence *seq, bt_real *const *state,
+                        const bt_unroll_opts *opts, double *xi_used, bt_real *const *dh0,
+                        double *dh_norms, bt_unroll_result *res, char *err, size_t errlen);
+
+/* Step s of seq on g from state (n_states tensors): the cell's step and the
+ * step loss (mean over rows); next receives the new state. NULL on error. */
+bt_tensor *bt_unroll_step(bt_graph *g, const bt_model *m, const bt_sequence *seq, long s,
+                          bt_tensor *const *state, bt_tensor **next);
+
+/* The graph's arena (for memory measurements). */
+bt_graph *bt_unroller_graph(bt_unroller *u);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

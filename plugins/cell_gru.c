@@ -1,0 +1,54 @@
+/* cell_gru.c: gated recurrent unit, from ops only (no backward of its own).
+ *   [xz xr xh] = x_t W_x + b          (one lookup for the three gates)
+ *   [z r] = sigmoid([xz xr] + h W_hzr)
+ *   h~ = tanh(xh + (r * h) W_hh),   h_t = z * h + (1 - z) * h~ = h~ + z * (h - h~)
+ *   o_t = h_t W_hq + b_q
+ * Shapes: W_x [V,3H], b [3H], W_hzr [H,2H], W_hh [H,H], W_hq [H,V], b_q [V]. */
+#include "cell_common.h"
+
+static int gru_params(const bt_cell_dims *d, bt_param_spec *s, int max, char *err, size_t errlen)
+{
+    (void)err; (void)errlen;
+    int h = d->hidden;
+    if (max < 6)
+        return -1;
+    cell_param(&s[0], "W_x", d->input, 3 * h, BT_INIT_NORMAL, CELL_SIGMA, false);
+    cell_param(&s[1], "b", 3 * h, 0, BT_INIT_ZERO, 0, false);
+    cell_param(&s[2], "W_hzr", h, 2 * h, BT_INIT_NORMAL, CELL_SIGMA, true);
+    cell_param(&s[3], "W_hh", h, h, BT_INIT_NORMAL, CELL_SIGMA, true);
+    cell_param(&s[4], "W_hq", h, d->output, BT_INIT_NORMAL, CELL_SIGMA, false);
+    cell_param(&s[5], "b_q", d->output, 0, BT_INIT_ZERO, 0, false);
+    return 6;
+}
+
+static bt_tensor *gru_step(const bt_host *H, bt_graph *g, bt_tensor *const *p,
+                           const bt_step_input *in, bt_tensor *const *state, bt_tensor **next)
+{
+    int h = p[3]->shape[0];
+    bt_tensor *hp = state[0];
+    bt_tensor *xg = H->add(g, H->embedding(g, p[0], in->ids, in->batch), p[1]); /* [B,3H] */
+    bt_tensor *zr = H->sigmoid(g, H->add(g, H->slice(g, xg, 0, 2 * h), H->matmul(g, hp, p[2])));
+    bt_tensor *z = H->slice(g, zr, 0, h), *r = H->slice(g, zr, h, h);
+    bt_tensor *cand = H->tanh(g, H->add(g, H->slice(g, xg, 2 * h, h),
+                                        H->matmul(g, H->mul(g, r, hp), p[3])));
+    next[0] = H->add(g, cand, H->mul(g, z, H->sub(g, hp, cand)));
+    return H->add(g, H->matmul(g, next[0], p[4]), p[5]);
+}
+
+static const bt_cell_def gru = {
+    .name = "gru",
+    .summary = "gated recurrent unit with one-hot token input",
+    .input = BT_INPUT_TOKENS,
+    .loss = BT_LOSS_XENT,
+    .params = gru_params,
+    .states = one_state,
+    .step = gru_step,
+};
+
+static int init(const bt_host *host, bt_registrar *reg, char *err, size_t errlen)
+{
+    (void)err; (void)errlen;
+    return host->register_cell(reg, &gru);
+}
+
+BT_PLUGIN("cell_gru", "1.0.0", init)

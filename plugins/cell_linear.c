@@ -1,0 +1,45 @@
+/* cell_linear.c: the linear RNN of the BPTT analysis (no bias, identity
+ * activation), written in its column-vector notation:
+ *   h_t = W_hx x_t + W_hh h_{t-1},  o_t = W_qh h_t
+ * With rows of a batch as row vectors this is h = x W_hx^T + h W_hh^T.
+ * Shapes: W_hx [H,D], W_hh [H,H], W_qh [Q,H]; loss 0.5 ||o_t - y_t||^2. */
+#include "cell_common.h"
+
+static int linear_params(const bt_cell_dims *d, bt_param_spec *s, int max, char *err,
+                         size_t errlen)
+{
+    (void)err; (void)errlen;
+    if (max < 3)
+        return -1;
+    cell_param(&s[0], "W_hx", d->hidden, d->input, BT_INIT_NORMAL, 0.3, false);
+    cell_param(&s[1], "W_hh", d->hidden, d->hidden, BT_INIT_NORMAL, 0.3, true);
+    cell_param(&s[2], "W_qh", d->output, d->hidden, BT_INIT_NORMAL, 0.3, false);
+    return 3;
+}
+
+static bt_tensor *linear_step(const bt_host *H, bt_graph *g, bt_tensor *const *p,
+                              const bt_step_input *in, bt_tensor *const *state, bt_tensor **next)
+{
+    bt_tensor *xh = H->matmul_t(g, in->x, false, p[0], true);        /* [B,H] */
+    bt_tensor *hh = H->matmul_t(g, state[0], false, p[1], true);     /* [B,H] */
+    next[0] = H->add(g, xh, hh);
+    return H->matmul_t(g, next[0], false, p[2], true);               /* [B,Q] */
+}
+
+static const bt_cell_def linear = {
+    .name = "linear",
+    .summary = "linear RNN h = W_hx x + W_hh h, o = W_qh h (the BPTT analysis)",
+    .input = BT_INPUT_REAL,
+    .loss = BT_LOSS_MSE,
+    .params = linear_params,
+    .states = one_state,
+    .step = linear_step,
+};
+
+static int init(const bt_host *host, bt_registrar *reg, char *err, size_t errlen)
+{
+    (void)err; (void)errlen;
+    return host->register_cell(reg, &linear);
+}
+
+BT_PLUGIN("cell_linear", "1.0.0", init)

@@ -1,0 +1,63 @@
+/* cell_lstm.c: long short-term memory, from ops only. Its state is (h, c):
+ * truncation acts on both, since the unroller treats every state alike.
+ *   [i f g o] = x_t W_x + h W_h + b   (sigmoid on i, f, o; tanh on g)
+ *   c_t = sigmoid(f) * c + sigmoid(i) * tanh(g),  h_t = sigmoid(o) * tanh(c_t)
+ *   o_t = h_t W_hq + b_q
+ * Shapes: W_x [V,4H], W_h [H,4H], b [4H], W_hq [H,V], b_q [V]. */
+#include "cell_common.h"
+
+static int lstm_params(const bt_cell_dims *d, bt_param_spec *s, int max, char *err,
+                       size_t errlen)
+{
+    (void)err; (void)errlen;
+    int h = d->hidden;
+    if (max < 5)
+        return -1;
+    cell_param(&s[0], "W_x", d->input, 4 * h, BT_INIT_NORMAL, CELL_SIGMA, false);
+    cell_param(&s[1], "W_h", h, 4 * h, BT_INIT_NORMAL, CELL_SIGMA, true);
+    cell_param(&s[2], "b", 4 * h, 0, BT_INIT_ZERO, 0, false);
+    cell_param(&s[3], "W_hq", h, d->output, BT_INIT_NORMAL, CELL_SIGMA, false);
+    cell_param(&s[4], "b_q", d->output, 0, BT_INIT_ZERO, 0, false);
+    return 5;
+}
+
+static int lstm_states(const bt_cell_dims *d, int *widths, int max)
+{
+    if (max < 2)
+        return -1;
+    widths[0] = widths[1] = d->hidden;
+    return 2;
+}
+
+static bt_tensor *lstm_step(const bt_host *H, bt_graph *g, bt_tensor *const *p,
+                            const bt_step_input *in, bt_tensor *const *state, bt_tensor **next)
+{
+    int h = p[1]->shape[0];
+    bt_tensor *gates = H->add(g, H->add(g, H->embedding(g, p[0], in->ids, in->batch),
+                                        H->matmul(g, state[0], p[1])), p[2]); /* [B,4H] */
+    bt_tensor *ifo = H->sigmoid(g, H->concat(g, (bt_tensor *[]){H->slice(g, gates, 0, 2 * h),
+                                                             H->slice(g, gates, 3 * h, h)}, 2));
+    bt_tensor *i = H->slice(g, ifo, 0, h), *f = H->slice(g, ifo, h, h), *o = H->slice(g, ifo, 2 * h, h);
+    bt_tensor *cand = H->tanh(g, H->slice(g, gates, 2 * h, h));
+    next[1] = H->add(g, H->mul(g, f, state[1]), H->mul(g, i, cand));
+    next[0] = H->mul(g, o, H->tanh(g, next[1]));
+    return H->add(g, H->matmul(g, next[0], p[3]), p[4]);
+}
+
+static const bt_cell_def lstm = {
+    .name = "lstm",
+    .summary = "long short-term memory with one-hot token input; state (h, c)",
+    .input = BT_INPUT_TOKENS,
+    .loss = BT_LOSS_XENT,
+    .params = lstm_params,
+    .states = lstm_states,
+    .step = lstm_step,
+};
+
+static int init(const bt_host *host, bt_registrar *reg, char *err, size_t errlen)
+{
+    (void)err; (void)errlen;
+    return host->register_cell(reg, &lstm);
+}
+
+BT_PLUGIN("cell_lstm", "1.0.0", init)

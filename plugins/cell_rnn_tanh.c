@@ -1,0 +1,45 @@
+/* cell_rnn_tanh.c: the classic char-RNN cell.
+ *   h_t = tanh(x_t W_xh + h_{t-1} W_hh + b_h),  o_t = h_t W_hq + b_q
+ * x_t is one-hot, so x_t W_xh is an embedding lookup of the token's row.
+ * Shapes: W_xh [V,H], W_hh [H,H], b_h [H], W_hq [H,V], b_q [V]. */
+#include "cell_common.h"
+
+static int rnn_params(const bt_cell_dims *d, bt_param_spec *s, int max, char *err, size_t errlen)
+{
+    (void)err; (void)errlen;
+    if (max < 5)
+        return -1;
+    cell_param(&s[0], "W_xh", d->input, d->hidden, BT_INIT_NORMAL, CELL_SIGMA, false);
+    cell_param(&s[1], "W_hh", d->hidden, d->hidden, BT_INIT_NORMAL, CELL_SIGMA, true);
+    cell_param(&s[2], "b_h", d->hidden, 0, BT_INIT_ZERO, 0, false);
+    cell_param(&s[3], "W_hq", d->hidden, d->output, BT_INIT_NORMAL, CELL_SIGMA, false);
+    cell_param(&s[4], "b_q", d->output, 0, BT_INIT_ZERO, 0, false);
+    return 5;
+}
+
+static bt_tensor *rnn_step(const bt_host *H, bt_graph *g, bt_tensor *const *p,
+                           const bt_step_input *in, bt_tensor *const *state, bt_tensor **next)
+{
+    bt_tensor *x = H->embedding(g, p[0], in->ids, in->batch);         /* [B,H] */
+    bt_tensor *a = H->add(g, H->add(g, x, H->matmul(g, state[0], p[1])), p[2]);
+    next[0] = H->tanh(g, a);                                          /* [B,H] */
+    return H->add(g, H->matmul(g, next[0], p[3]), p[4]);              /* [B,V] */
+}
+
+static const bt_cell_def rnn_tanh = {
+    .name = "rnn_tanh",
+    .summary = "tanh RNN with one-hot token input (the classic char-RNN)",
+    .input = BT_INPUT_TOKENS,
+    .loss = BT_LOSS_XENT,
+    .params = rnn_params,
+    .states = one_state,
+    .step = rnn_step,
+};
+
+static int init(const bt_host *host, bt_registrar *reg, char *err, size_t errlen)
+{
+    (void)err; (void)errlen;
+    return host->register_cell(reg, &rnn_tanh);
+}
+
+BT_PLUGIN("cell_rnn_tanh", "1.0.0", init)
