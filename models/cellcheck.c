@@ -55,8 +55,10 @@ static bt_status record_nominal(check *c)
 /* Sum over windows of their losses (weight 1/T), frozen where truncated. */
 static bt_status surrogate(check *c, double *out)
 {
-    double total = 0;
+    double total = 0, wsum = 0;
     int T = c->seq->T;
+    for (int s = 0; s < T; s++)
+        wsum += c->seq->loss_weight ? (double)c->seq->loss_weight[s] : 1.0;
     for (int w = 0; w < c->n_win; w++) {
         const bt_window *win = &c->win[w];
         bt_graph_reset(c->g);
@@ -79,7 +81,7 @@ static bt_status surrogate(check *c, double *out)
             if (!l)
                 return bt_graph_status(c->g);
             if (s >= win->loss_from)
-                total += (double)l->data[0] / T;
+                total += (double)l->data[0] * (c->seq->loss_weight ? (double)c->seq->loss_weight[s] : 1.0) / wsum;
             memcpy(st, next, sizeof st);
         }
     }

@@ -111,34 +111,39 @@ bt_tensor *bt_unroll_step(bt_graph *g, const bt_model *m, const bt_sequence *seq
     bt_step_input in = {.batch = B};
     bt_tensor *target = NULL;
     int32_t *tg = NULL;
-    if (m->cell->input == BT_INPUT_TOKENS) {
+    if (seq->ids || seq->targets) {
         int32_t *ids = bt_arena_alloc(bt_graph_arena(g), sizeof(int32_t) * (size_t)B * 2);
         if (!ids) {
             bt_graph_fail(g, BT_ERR_NOMEM, "out of memory for step inputs");
             return NULL;
         }
         tg = ids + B;
-        for (int b = 0; b < B; b++) {
+        for (int b = 0; seq->ids && b < B; b++)
             ids[b] = seq->ids[(size_t)b * T + s];
+        for (int b = 0; seq->targets && b < B; b++)
             tg[b] = seq->targets[(size_t)b * T + s];
-        }
-        in.ids = ids;
-    } else {
+        in.ids = seq->ids ? ids : NULL;
+    }
+    if (seq->x) {
         in.x = bt_graph_tensor2(g, B, D);
-        target = bt_graph_tensor2(g, B, Q);
-        if (!in.x || !target)
+        if (!in.x)
             return NULL;
-        for (int b = 0; b < B; b++) {
+        for (int b = 0; b < B; b++)
             memcpy(in.x->data + (size_t)b * D, seq->x + ((size_t)b * T + s) * D,
                    sizeof(bt_real) * D);
+    }
+    if (seq->y) {
+        target = bt_graph_tensor2(g, B, Q);
+        if (!target)
+            return NULL;
+        for (int b = 0; b < B; b++)
             memcpy(target->data + (size_t)b * Q, seq->y + ((size_t)b * T + s) * Q,
                    sizeof(bt_real) * Q);
-        }
     }
     bt_tensor *o = m->cell->step(bt_host_table(), g, m->ptab, &in, state, next);
     if (!o)
         return NULL;
-    return m->cell->loss == BT_LOSS_XENT ? bt_softmax_xent(g, o, tg) : bt_mse(g, o, target);
+    return seq->targets ? bt_softmax_xent(g, o, tg) : bt_mse(g, o, target);
 }
 
 /* Builds steps g..t from the ring state at g, backpropagates the losses of
@@ -178,15 +183,18 @@ static bt_status run_window(bt_unroller *u, const bt_sequence *seq, long g0, lon
         bt_tensor *l = bt_unroll_step(g, m, seq, s, state, next);
         if (!l)
             break;
-        if (s >= loss_from) {
+        double lw = seq->loss_weight ? (double)seq->loss_weight[s] : 1.0;
+        if (s >= loss_from && lw != 0) {
             double lv = (double)l->data[0];
             if (!isfinite(lv)) {
                 snprintf(err, errlen, "the loss became %s at step %ld: lower the learning rate, "
                          "clip gradients, or check the data", isnan(lv) ? "NaN" : "infinite", s);
                 return BT_ERR_NUMERIC;
             }
-            res->loss_sum += lv;
+            res->loss_sum += lv * lw;
             res->loss_terms++;
+            if (lw != 1)
+                l = bt_scale(g, l, lw);
             total = total ? bt_add(g, total, l) : l;
         }
         u->h_of[s] = next[0];
@@ -256,10 +264,9 @@ bt_status bt_unroll_run(bt_unroller *u, const bt_sequence *seq, bt_real *const *
                  seq->B, T, u->B);
         return BT_ERR_SHAPE;
     }
-    if ((m->cell->input == BT_INPUT_TOKENS && (!seq->ids || !seq->targets)) ||
-        (m->cell->input == BT_INPUT_REAL && (!seq->x || !seq->y))) {
-        snprintf(err, errlen, "unroll: cell %s needs %s inputs and targets", m->cell->name,
-                 m->cell->input == BT_INPUT_TOKENS ? "token" : "real");
+    if ((!seq->ids && !seq->x) || (!seq->targets && !seq->y)) {
+        snprintf(err, errlen, "unroll: the sequence needs inputs (token ids or x) and targets "
+                 "(token ids or y)");
         return BT_ERR_ARG;
     }
     if (!opts->policy && !opts->xi) {
@@ -313,7 +320,10 @@ bt_status bt_unroll_run(bt_unroller *u, const bt_sequence *seq, bt_real *const *
             reach = t + 1;
         if (max_reach > 0 && reach > max_reach && reach > since)
             reach = max_reach > since ? max_reach : since;
-        double weight = opts->accumulate ? 1.0 / T : 1.0 / (double)since;
+        double wsum = 0;
+        for (long s = opts->accumulate ? 0 : last_update + 1; s <= (opts->accumulate ? T - 1 : t); s++)
+            wsum += seq->loss_weight ? (double)seq->loss_weight[s] : 1.0;
+        double weight = wsum > 0 ? 1.0 / wsum : 0;
         if (opts->windows && res->n_windows < opts->windows_cap)
             opts->windows[res->n_windows] = (bt_window){t - reach + 1, t, last_update + 1};
         res->n_windows++;

@@ -21,6 +21,14 @@ static inline void cell_param(bt_param_spec *s, const char *name, int rows, int 
     s->recurrent = recurrent;
 }
 
+/* x_t W for one step: a row lookup for token ids (one-hot x_t), a matrix
+ * product for real inputs [B,D]. W is [V,N] or [D,N]. */
+static inline bt_tensor *cell_input(const bt_host *H, bt_graph *g, bt_tensor *w,
+                                    const bt_step_input *in)
+{
+    return in->ids ? H->embedding(g, w, in->ids, in->batch) : H->matmul(g, in->x, w);
+}
+
 /* The classic char-RNN initialisation: weights N(0, 0.01^2), biases zero. */
 #define CELL_SIGMA 0.01
 

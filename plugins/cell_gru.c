@@ -26,7 +26,7 @@ static bt_tensor *gru_step(const bt_host *H, bt_graph *g, bt_tensor *const *p,
 {
     int h = p[3]->shape[0];
     bt_tensor *hp = state[0];
-    bt_tensor *xg = H->add(g, H->embedding(g, p[0], in->ids, in->batch), p[1]); /* [B,3H] */
+    bt_tensor *xg = H->add(g, cell_input(H, g, p[0], in), p[1]);     /* [B,3H] */
     bt_tensor *zr = H->sigmoid(g, H->add(g, H->slice(g, xg, 0, 2 * h), H->matmul(g, hp, p[2])));
     bt_tensor *z = H->slice(g, zr, 0, h), *r = H->slice(g, zr, h, h);
     bt_tensor *cand = H->tanh(g, H->add(g, H->slice(g, xg, 2 * h, h),
@@ -37,7 +37,7 @@ static bt_tensor *gru_step(const bt_host *H, bt_graph *g, bt_tensor *const *p,
 
 static const bt_cell_def gru = {
     .name = "gru",
-    .summary = "gated recurrent unit with one-hot token input",
+    .summary = "gated recurrent unit with token (one-hot) or real input",
     .input = BT_INPUT_TOKENS,
     .loss = BT_LOSS_XENT,
     .params = gru_params,

@@ -20,6 +20,10 @@ static int linear_params(const bt_cell_dims *d, bt_param_spec *s, int max, char 
 static bt_tensor *linear_step(const bt_host *H, bt_graph *g, bt_tensor *const *p,
                               const bt_step_input *in, bt_tensor *const *state, bt_tensor **next)
 {
+    if (!in->x) {
+        H->graph_fail(g, BT_ERR_ARG, "cell linear takes real inputs x [B,D], not token ids");
+        return NULL;
+    }
     bt_tensor *xh = H->matmul_t(g, in->x, false, p[0], true);        /* [B,H] */
     bt_tensor *hh = H->matmul_t(g, state[0], false, p[1], true);     /* [B,H] */
     next[0] = H->add(g, xh, hh);

@@ -33,7 +33,7 @@ static bt_tensor *lstm_step(const bt_host *H, bt_graph *g, bt_tensor *const *p,
                             const bt_step_input *in, bt_tensor *const *state, bt_tensor **next)
 {
     int h = p[1]->shape[0];
-    bt_tensor *gates = H->add(g, H->add(g, H->embedding(g, p[0], in->ids, in->batch),
+    bt_tensor *gates = H->add(g, H->add(g, cell_input(H, g, p[0], in),
                                         H->matmul(g, state[0], p[1])), p[2]); /* [B,4H] */
     bt_tensor *ifo = H->sigmoid(g, H->concat(g, (bt_tensor *[]){H->slice(g, gates, 0, 2 * h),
                                                              H->slice(g, gates, 3 * h, h)}, 2));
@@ -46,7 +46,7 @@ static bt_tensor *lstm_step(const bt_host *H, bt_graph *g, bt_tensor *const *p,
 
 static const bt_cell_def lstm = {
     .name = "lstm",
-    .summary = "long short-term memory with one-hot token input; state (h, c)",
+    .summary = "long short-term memory with token (one-hot) or real input; state (h, c)",
     .input = BT_INPUT_TOKENS,
     .loss = BT_LOSS_XENT,
     .params = lstm_params,

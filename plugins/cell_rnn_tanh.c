@@ -1,6 +1,7 @@
 /* cell_rnn_tanh.c: the classic char-RNN cell.
  *   h_t = tanh(x_t W_xh + h_{t-1} W_hh + b_h),  o_t = h_t W_hq + b_q
- * x_t is one-hot, so x_t W_xh is an embedding lookup of the token's row.
+ * For token input x_t is one-hot, so x_t W_xh is a lookup of the token's row;
+ * real inputs [B,D] use a matrix product with W_xh [D,H].
  * Shapes: W_xh [V,H], W_hh [H,H], b_h [H], W_hq [H,V], b_q [V]. */
 #include "cell_common.h"
 
@@ -20,7 +21,7 @@ static int rnn_params(const bt_cell_dims *d, bt_param_spec *s, int max, char *er
 static bt_tensor *rnn_step(const bt_host *H, bt_graph *g, bt_tensor *const *p,
                            const bt_step_input *in, bt_tensor *const *state, bt_tensor **next)
 {
-    bt_tensor *x = H->embedding(g, p[0], in->ids, in->batch);         /* [B,H] */
+    bt_tensor *x = cell_input(H, g, p[0], in);                           /* [B,H] */
     bt_tensor *a = H->add(g, H->add(g, x, H->matmul(g, state[0], p[1])), p[2]);
     next[0] = H->tanh(g, a);                                          /* [B,H] */
     return H->add(g, H->matmul(g, next[0], p[3]), p[4]);              /* [B,V] */
@@ -28,7 +29,7 @@ static bt_tensor *rnn_step(const bt_host *H, bt_graph *g, bt_tensor *const *p,
 
 static const bt_cell_def rnn_tanh = {
     .name = "rnn_tanh",
-    .summary = "tanh RNN with one-hot token input (the classic char-RNN)",
+    .summary = "tanh RNN with token (one-hot) or real input (the classic char-RNN)",
     .input = BT_INPUT_TOKENS,
     .loss = BT_LOSS_XENT,
     .params = rnn_params,

@@ -45,7 +45,10 @@ static void make_fixture(fixture *f, const char *cell, int B, int T, int V, int 
     /* Larger weights than the training default, so gradients through time matter. */
     for (size_t i = 0; i < bt_params_total(f->m->params); i++)
         bt_params_data(f->m->params)[i] = (bt_real)(0.5 * bt_rng_normal(&r));
-    f->seq = (bt_sequence){.B = B, .T = T, .ids = f->ids, .targets = f->targets, .x = f->x, .y = f->y};
+    if (def->input == BT_INPUT_TOKENS)
+        f->seq = (bt_sequence){.B = B, .T = T, .ids = f->ids, .targets = f->targets};
+    else
+        f->seq = (bt_sequence){.B = B, .T = T, .x = f->x, .y = f->y};
     for (int i = 0; i < B * T; i++) {
         f->ids[i] = (int32_t)(bt_rng_next(&r) % (uint64_t)V);
         f->targets[i] = (int32_t)(bt_rng_next(&r) % (uint64_t)V);
