@@ -1,0 +1,49 @@
+/* source.h: where training sequences come from. A text corpus (text.h) and
+ * the generated long-range tasks (tasks.h) both present themselves as a
+ * bt_source, so `train`, `compare` and `analyze` treat them alike.
+ *
+ * Dimension letters: B rows, T steps, V vocabulary, D input size, Q output size. */
+#ifndef BPTT_SOURCE_H
+#define BPTT_SOURCE_H
+
+#include "unroll.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct bt_vocab bt_vocab;
+
+typedef struct bt_source {
+    const char *name;    /* "text:FILE", "adding:50", ... for logs and checkpoints */
+    bool tokens_in;      /* inputs are token ids (else real x [B,T,D]) */
+    bool tokens_out;     /* targets are token ids: cross-entropy, perplexity (else real y, MSE) */
+    int input_size;      /* V or D */
+    int output_size;     /* V or Q */
+    int B, T;
+    bool carry_state;    /* sequential partitioning: the state carries over between batches */
+    const bt_vocab *vocab; /* token sources with text, else NULL */
+
+    /* Starts an epoch (random offset / fresh draws from rng). */
+    void (*epoch)(void *ctx, bt_rng *rng);
+    /* Minibatches in the current epoch. */
+    int (*count)(void *ctx);
+    /* Next training minibatch (pointers into the source's buffers, valid until
+     * the next call); false at the end of the epoch. */
+    bool (*next)(void *ctx, bt_sequence *seq);
+    /* Validation minibatch i (0, 1, ...); false when there are no more (or none). */
+    bool (*validation)(void *ctx, int i, bt_sequence *seq);
+    void (*destroy)(void *ctx);
+    void *ctx;
+} bt_source;
+
+static inline void bt_source_free(bt_source *s)
+{
+    if (s && s->destroy)
+        s->destroy(s->ctx);
+}
+
+#ifdef __cplusplus
+}
+#endif
+#endif
