@@ -1,0 +1,171 @@
+/* optimizer.c: the host's half of an optimizer step. A registered optimizer def
+ * supplies the update rule; this file owns its state buffers (one block, laid
+ * out like the parameters, so checkpoints can save it) and the step counter.
+ * Also global-norm gradient clipping, which runs just before the step. */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "registry.h"
+
+struct bt_optimizer {
+    const bt_optimizer_def *def; /* owned by the registry, which must outlive this */
+    void *cfg;                   /* the plugin's parsed options */
+    bt_params *params;
+    uint64_t steps;
+    bt_real *block;   /* [n_state * total], zeroed at creation */
+    bt_real **state;  /* [n_state] pointers into block */
+    char name[BT_NAME_LEN];
+};
+
+static void bt_errf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void bt_errf(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (!err || !errlen)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+/* "sgd, momentum, adam": what the user could have meant. */
+static void bt_optimizer_known(const bt_registry *r, char *buf, size_t len)
+{
+    size_t used = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < bt_registry_count(r) && used + 1 < len; i++) {
+        const bt_registry_entry *e = bt_registry_at(r, i);
+        if (e->kind == BT_KIND_OPTIMIZER)
+            used += (size_t)snprintf(buf + used, len - used, "%s%s", used ? ", " : "", e->name);
+    }
+    if (!used)
+        snprintf(buf, len, "none: no optimizer plugin is loaded");
+}
+
+bt_status bt_optimizer_new(const bt_registry *r, const char *spec, bt_params *p,
+                           bt_optimizer **out, char *err, size_t errlen)
+{
+    if (out)
+        *out = NULL;
+    if (!r || !spec || !p || !out) {
+        bt_errf(err, errlen, "bt_optimizer_new: registry, spec, parameters and out are required");
+        return BT_ERR_ARG;
+    }
+    char name[BT_NAME_LEN + 1];
+    const char *options;
+    bt_split_spec(spec, name, sizeof name, &options);
+    const bt_optimizer_def *def = bt_registry_optimizer(r, name);
+    if (!def) {
+        char known[256];
+        bt_optimizer_known(r, known, sizeof known);
+        bt_errf(err, errlen, "unknown optimizer '%s' (known: %s)", name, known);
+        return BT_ERR_NOT_FOUND;
+    }
+    size_t total = bt_params_total(p);
+    if (total && !bt_params_data(p)) {
+        bt_errf(err, errlen, "optimizer %s: the parameters are not finalized", name);
+        return BT_ERR_ARG;
+    }
+    bt_optimizer *o = bt_calloc(1, sizeof *o);
+    if (!o) {
+        bt_errf(err, errlen, "optimizer %s: out of memory", name);
+        return BT_ERR_NOMEM;
+    }
+    o->def = def;
+    o->params = p;
+    memcpy(o->name, name, strlen(name) + 1); /* registered names fit BT_NAME_LEN */
+    if (def->n_state > 0) {
+        size_t n = (size_t)def->n_state;
+        o->block = bt_calloc(n * total, sizeof(bt_real));
+        o->state = bt_calloc(n, sizeof(bt_real *));
+        if (!o->block || !o->state) {
+            bt_optimizer_free(o);
+            bt_errf(err, errlen, "optimizer %s: out of memory for %zu state values", name, n * total);
+            return BT_ERR_NOMEM;
+        }
+        for (size_t i = 0; i < n; i++)
+            o->state[i] = o->block + i * total;
+    }
+    char perr[BT_ERRMSG_LEN] = "";
+    if (def->create(bt_host_table(), options, &o->cfg, perr, sizeof perr) != 0) {
+        o->cfg = NULL; /* a failed create owns nothing */
+        bt_optimizer_free(o);
+        perr[sizeof perr - 1] = '\0';
+        bt_errf(err, errlen, "%s", perr[0] ? perr : "optimizer: invalid options");
+        return BT_ERR_ARG;
+    }
+    *out = o;
+    return BT_OK;
+}
+
+void bt_optimizer_free(bt_optimizer *o)
+{
+    if (!o)
+        return;
+    if (o->cfg)
+        o->def->destroy(o->cfg);
+    bt_free(o->block);
+    bt_free(o->state);
+    bt_free(o);
+}
+
+void bt_optimizer_step(bt_optimizer *o)
+{
+    o->steps++;
+    o->def->step(o->cfg, o->steps, bt_params_data(o->params), bt_params_grad(o->params),
+                 o->state, bt_params_total(o->params));
+}
+
+int bt_optimizer_state_count(const bt_optimizer *o) { return o->def->n_state; }
+
+bt_real *bt_optimizer_state(bt_optimizer *o, int i)
+{
+    return (i >= 0 && i < o->def->n_state) ? o->state[i] : NULL;
+}
+
+uint64_t bt_optimizer_steps(const bt_optimizer *o) { return o->steps; }
+void bt_optimizer_set_steps(bt_optimizer *o, uint64_t steps) { o->steps = steps; }
+
+const char *bt_optimizer_describe(const bt_optimizer *o, char *buf, size_t len)
+{
+    return o->def->describe(o->cfg, buf, len);
+}
+
+const char *bt_optimizer_name(const bt_optimizer *o) { return o->name; }
+
+/* ---- clipping ------------------------------------------------------------------- */
+
+bt_status bt_clip_grad_norm(bt_params *p, double theta, double *norm)
+{
+    size_t n = bt_params_total(p);
+    bt_real *g = bt_params_grad(p);
+    double ss = 0;
+    for (size_t i = 0; i < n; i++)
+        ss += (double)g[i] * (double)g[i];
+    double nrm = sqrt(ss);
+    if (isinf(nrm)) {
+        /* Finite gradients whose squares overflow (double reals above ~1e154):
+         * measure again relative to the largest magnitude. */
+        double big = 0;
+        for (size_t i = 0; i < n && isfinite(big); i++)
+            big = fmax(big, fabs((double)g[i]));
+        if (isfinite(big) && big > 0) {
+            ss = 0;
+            for (size_t i = 0; i < n; i++)
+                ss += ((double)g[i] / big) * ((double)g[i] / big);
+            nrm = big * sqrt(ss);
+        }
+    }
+    if (norm)
+        *norm = nrm;
+    if (!isfinite(nrm))
+        return BT_ERR_NUMERIC;
+    if (theta > 0 && nrm > theta) {
+        double c = theta / nrm;
+        for (size_t i = 0; i < n; i++)
+            g[i] = (bt_real)((double)g[i] * c);
+    }
+    return BT_OK;
+}

@@ -1,0 +1,869 @@
+/* registry.c: the host side of plugins. Opens shared objects with libdl, checks
+ * their descriptor, hands them the host table, stages what they register and
+ * commits it only when the whole plugin loaded cleanly; plus the option parser
+ * that plugins call through the host table. */
+#include <dirent.h>
+#include <dlfcn.h>
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "registry.h"
+
+/* uthash allocates through the library's counted heap, and an allocation
+ * failure marks the item instead of calling exit(). */
+#define uthash_malloc(sz) bt_malloc(sz)
+#define uthash_free(ptr, sz) bt_free(ptr)
+#define HASH_NONFATAL_OOM 1
+#define uthash_nonfatal_oom(obj) ((obj)->oom = true)
+#include <uthash.h>
+
+#define BT_OPTION_MAX 64   /* options one parse_options call can describe */
+#define BT_VALUE_LEN 128   /* longest single "key=value" item */
+
+/* ---- the table ------------------------------------------------------------------ */
+
+typedef struct bt_reg_key {
+    int kind;
+    char name[BT_NAME_LEN]; /* zero-padded so the key compares as bytes */
+} bt_reg_key;
+
+/* A loaded plugin: the handle and owned copies of its identity. */
+typedef struct bt_plugin_rec {
+    void *handle;
+    char *name, *version, *file; /* one allocation, name first */
+    struct bt_plugin_rec *next;
+} bt_plugin_rec;
+
+/* One registered def. The def is copied, so a plugin may register from the stack;
+ * the strings inside it stay in the plugin, which is open while the entry lives. */
+typedef struct bt_reg_item {
+    bt_reg_key key;
+    bt_registry_entry entry;
+    union {
+        bt_cell_def cell;
+        bt_policy_def policy;
+        bt_optimizer_def optimizer;
+    } def;
+    bool oom;
+    UT_hash_handle hh;
+} bt_reg_item;
+
+struct bt_registry {
+    bt_reg_item *table;     /* uthash on (kind, name) */
+    bt_reg_item **sorted;   /* [count], by kind then name, rebuilt on each commit */
+    int count;
+    bt_plugin_rec *plugins; /* newest first */
+};
+
+/* The plugin being loaded: registrations wait here until init has returned. */
+struct bt_registrar {
+    bt_registry *reg;
+    const bt_plugin_rec *plugin;
+    bt_reg_item **staged;
+    int n_staged, cap;
+    bt_status status; /* first registration error, reported instead of init's own */
+    char err[2 * BT_ERRMSG_LEN];
+};
+
+const char *bt_plugin_kind_name(bt_plugin_kind k)
+{
+    switch (k) {
+    case BT_KIND_CELL: return "cell";
+    case BT_KIND_POLICY: return "policy";
+    case BT_KIND_OPTIMIZER: return "optimizer";
+    }
+    return "unknown";
+}
+
+static void bt_errf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void bt_errf(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (!err || !errlen)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+bt_registry *bt_registry_new(void) { return bt_calloc(1, sizeof(bt_registry)); }
+
+void bt_registry_free(bt_registry *r)
+{
+    if (!r)
+        return;
+    bt_reg_item *it, *tmp;
+    HASH_ITER(hh, r->table, it, tmp) {
+        HASH_DELETE(hh, r->table, it);
+        bt_free(it);
+    }
+    bt_free(r->sorted);
+    /* Entries point into the plugins, so handles close only after the table is gone. */
+    for (bt_plugin_rec *p = r->plugins, *next; p; p = next) {
+        next = p->next;
+        dlclose(p->handle);
+        bt_free(p->name);
+        bt_free(p);
+    }
+    bt_free(r);
+}
+
+int bt_registry_count(const bt_registry *r) { return r ? r->count : 0; }
+
+const bt_registry_entry *bt_registry_at(const bt_registry *r, int i)
+{
+    return (r && i >= 0 && i < r->count) ? &r->sorted[i]->entry : NULL;
+}
+
+static void bt_reg_key_make(bt_reg_key *k, bt_plugin_kind kind, const char *name)
+{
+    memset(k, 0, sizeof *k);
+    k->kind = (int)kind;
+    snprintf(k->name, sizeof k->name, "%s", name);
+}
+
+const bt_registry_entry *bt_registry_find(const bt_registry *r, bt_plugin_kind k, const char *name)
+{
+    if (!r || !name || strlen(name) >= BT_NAME_LEN)
+        return NULL;
+    bt_reg_key key;
+    bt_reg_key_make(&key, k, name);
+    bt_reg_item *it = NULL;
+    HASH_FIND(hh, r->table, &key, sizeof key, it);
+    return it ? &it->entry : NULL;
+}
+
+const bt_cell_def *bt_registry_cell(const bt_registry *r, const char *name)
+{
+    const bt_registry_entry *e = bt_registry_find(r, BT_KIND_CELL, name);
+    return e ? e->def : NULL;
+}
+
+const bt_policy_def *bt_registry_policy(const bt_registry *r, const char *name)
+{
+    const bt_registry_entry *e = bt_registry_find(r, BT_KIND_POLICY, name);
+    return e ? e->def : NULL;
+}
+
+const bt_optimizer_def *bt_registry_optimizer(const bt_registry *r, const char *name)
+{
+    const bt_registry_entry *e = bt_registry_find(r, BT_KIND_OPTIMIZER, name);
+    return e ? e->def : NULL;
+}
+
+static int bt_reg_item_cmp(const void *a, const void *b)
+{
+    const bt_reg_item *x = *(bt_reg_item *const *)a, *y = *(bt_reg_item *const *)b;
+    if (x->key.kind != y->key.kind)
+        return x->key.kind < y->key.kind ? -1 : 1;
+    return strcmp(x->key.name, y->key.name);
+}
+
+/* ---- registration (called by plugins through the host table) --------------------- */
+
+/* Names are used in specs like "adam:lr=0.1", so ':' ',' '=' and spaces are out. */
+static bool bt_name_valid(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n >= BT_NAME_LEN)
+        return false;
+    if (!((s[0] >= 'a' && s[0] <= 'z') || (s[0] >= 'A' && s[0] <= 'Z')))
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '-' || c == '.'))
+            return false;
+    }
+    return true;
+}
+
+/* Records the first registration error; later ones are dropped. */
+static int bt_registrar_fail(bt_registrar *g, bt_status s, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int bt_registrar_fail(bt_registrar *g, bt_status s, const char *fmt, ...)
+{
+    if (g->status == BT_OK) {
+        char msg[BT_ERRMSG_LEN];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof msg, fmt, ap);
+        va_end(ap);
+        g->status = s;
+        snprintf(g->err, sizeof g->err, "plugin '%s' (%s): %s", g->plugin->name, g->plugin->file, msg);
+    }
+    return -1;
+}
+
+/* The checks every kind shares, then staging; `problem` says what is wrong
+ * with this kind's callbacks or fields (NULL when nothing is). */
+static int bt_registrar_stage(bt_registrar *g, bt_plugin_kind kind, const char *name,
+                              const char *summary, const char *problem, const void *def,
+                              size_t def_size)
+{
+    const char *what = bt_plugin_kind_name(kind);
+    if (!g || !g->reg)
+        return -1; /* called outside init: nothing to report to */
+    if (!def)
+        return bt_registrar_fail(g, BT_ERR_PLUGIN, "registered a NULL %s definition", what);
+    if (!name)
+        return bt_registrar_fail(g, BT_ERR_PLUGIN, "registered a %s with no name", what);
+    if (!bt_name_valid(name))
+        return bt_registrar_fail(g, BT_ERR_PLUGIN,
+                                 "%s name '%.64s%s' is invalid: use 1 to %d letters, digits, "
+                                 "'_', '-' or '.', starting with a letter",
+                                 what, name, strlen(name) > 64 ? "..." : "", BT_NAME_LEN - 1);
+    if (problem)
+        return bt_registrar_fail(g, BT_ERR_PLUGIN, "%s '%s' %s", what, name, problem);
+    bt_reg_key key;
+    bt_reg_key_make(&key, kind, name);
+    bt_reg_item *old = NULL;
+    HASH_FIND(hh, g->reg->table, &key, sizeof key, old);
+    if (old)
+        return bt_registrar_fail(g, BT_ERR_PLUGIN,
+                                 "%s '%s' is already registered by plugin '%s' (%s)", what, name,
+                                 old->entry.plugin, old->entry.file);
+    for (int i = 0; i < g->n_staged; i++)
+        if (memcmp(&g->staged[i]->key, &key, sizeof key) == 0)
+            return bt_registrar_fail(g, BT_ERR_PLUGIN, "registers %s '%s' twice", what, name);
+
+    if (g->n_staged == g->cap) {
+        int cap = g->cap ? 2 * g->cap : 8;
+        bt_reg_item **s = bt_realloc(g->staged, sizeof(*s) * (size_t)cap);
+        if (!s)
+            return bt_registrar_fail(g, BT_ERR_NOMEM, "out of memory registering %s '%s'", what, name);
+        g->staged = s;
+        g->cap = cap;
+    }
+    bt_reg_item *it = bt_calloc(1, sizeof *it);
+    if (!it)
+        return bt_registrar_fail(g, BT_ERR_NOMEM, "out of memory registering %s '%s'", what, name);
+    it->key = key;
+    memcpy(&it->def, def, def_size);
+    it->entry.kind = kind;
+    it->entry.name = it->key.name;
+    it->entry.plugin = g->plugin->name;
+    it->entry.plugin_version = g->plugin->version;
+    it->entry.file = g->plugin->file;
+    it->entry.summary = summary ? summary : "";
+    it->entry.def = &it->def;
+    g->staged[g->n_staged++] = it;
+    return 0;
+}
+
+#define BT_MISSING(fn) "has no " #fn " callback (it is required)"
+
+static int bt_host_register_cell(bt_registrar *g, const bt_cell_def *d)
+{
+    const char *problem = !d ? NULL : !d->params ? BT_MISSING(params)
+                        : !d->states ? BT_MISSING(states) : !d->step ? BT_MISSING(step) : NULL;
+    return bt_registrar_stage(g, BT_KIND_CELL, d ? d->name : NULL, d ? d->summary : NULL,
+                              problem, d, sizeof *d);
+}
+
+static int bt_host_register_policy(bt_registrar *g, const bt_policy_def *d)
+{
+    const char *problem = !d ? NULL : !d->create ? BT_MISSING(create)
+                        : !d->destroy ? BT_MISSING(destroy) : !d->begin ? BT_MISSING(begin)
+                        : !d->decide ? BT_MISSING(decide) : !d->max_reach ? BT_MISSING(max_reach)
+                        : !d->describe ? BT_MISSING(describe) : NULL;
+    return bt_registrar_stage(g, BT_KIND_POLICY, d ? d->name : NULL, d ? d->summary : NULL,
+                              problem, d, sizeof *d);
+}
+
+static int bt_host_register_optimizer(bt_registrar *g, const bt_optimizer_def *d)
+{
+    const char *problem = !d ? NULL : !d->create ? BT_MISSING(create)
+                        : !d->destroy ? BT_MISSING(destroy) : !d->step ? BT_MISSING(step)
+                        : !d->describe ? BT_MISSING(describe)
+                        : (d->n_state < 0 || d->n_state > 16)
+                            ? "asks for a number of state buffers outside 0 to 16" : NULL;
+    return bt_registrar_stage(g, BT_KIND_OPTIMIZER, d ? d->name : NULL, d ? d->summary : NULL,
+                              problem, d, sizeof *d);
+}
+
+/* ---- the host table ------------------------------------------------------------- */
+
+static const bt_host bt_host_v1 = {
+    .abi_major = BT_ABI_MAJOR,
+    .abi_minor = BT_ABI_MINOR,
+    .size = sizeof(bt_host),
+    .register_cell = bt_host_register_cell,
+    .register_policy = bt_host_register_policy,
+    .register_optimizer = bt_host_register_optimizer,
+    .parse_options = bt_parse_options,
+    .matmul = bt_matmul,
+    .matmul_t = bt_matmul_t,
+    .add = bt_add,
+    .sub = bt_sub,
+    .mul = bt_mul,
+    .neg = bt_neg,
+    .scale = bt_scale,
+    .exp = bt_exp,
+    .log = bt_log,
+    .tanh = bt_tanh,
+    .sigmoid = bt_sigmoid,
+    .relu = bt_relu,
+    .sum = bt_sum,
+    .mean = bt_mean,
+    .concat = bt_concat,
+    .slice = bt_slice,
+    .embedding = bt_embedding,
+    .softmax_xent = bt_softmax_xent,
+    .mse = bt_mse,
+    .detach = bt_detach,
+    .grad_scale = bt_grad_scale,
+    .graph_tensor = bt_graph_tensor,
+    .graph_fail = bt_graph_fail,
+    .rng_seed = bt_rng_seed,
+    .rng_next = bt_rng_next,
+    .rng_uniform = bt_rng_uniform,
+    .rng_normal = bt_rng_normal,
+};
+
+const bt_host *bt_host_table(void) { return &bt_host_v1; }
+
+/* ---- the loader ----------------------------------------------------------------- */
+
+static const bt_plugin_rec *bt_registry_plugin_named(const bt_registry *r, const char *name)
+{
+    for (const bt_plugin_rec *p = r->plugins; p; p = p->next)
+        if (strcmp(p->name, name) == 0)
+            return p;
+    return NULL;
+}
+
+static void bt_registrar_drop(bt_registrar *g)
+{
+    for (int i = 0; i < g->n_staged; i++)
+        bt_free(g->staged[i]);
+    bt_free(g->staged);
+    g->staged = NULL;
+    g->n_staged = g->cap = 0;
+}
+
+/* Moves the staged items into the table. Everything that can fail is done first
+ * or undone, so a failure leaves the registry as it was. */
+static bt_status bt_registry_commit(bt_registry *r, bt_registrar *g, bt_plugin_rec *rec)
+{
+    int n = r->count + g->n_staged;
+    bt_reg_item **sorted = bt_malloc(sizeof(*sorted) * (size_t)(n ? n : 1));
+    if (!sorted)
+        return BT_ERR_NOMEM;
+    for (int i = 0; i < g->n_staged; i++) {
+        bt_reg_item *it = g->staged[i];
+        HASH_ADD(hh, r->table, key, sizeof(bt_reg_key), it);
+        if (it->oom) {
+            for (int j = 0; j < i; j++)
+                HASH_DELETE(hh, r->table, g->staged[j]);
+            bt_free(sorted);
+            return BT_ERR_NOMEM;
+        }
+    }
+    if (r->count)
+        memcpy(sorted, r->sorted, sizeof(*sorted) * (size_t)r->count);
+    memcpy(sorted + r->count, g->staged, sizeof(*sorted) * (size_t)g->n_staged);
+    qsort(sorted, (size_t)n, sizeof(*sorted), bt_reg_item_cmp);
+    bt_free(r->sorted);
+    r->sorted = sorted;
+    r->count = n;
+    rec->next = r->plugins;
+    r->plugins = rec;
+    bt_free(g->staged); /* the items now belong to the table */
+    g->staged = NULL;
+    g->n_staged = g->cap = 0;
+    return BT_OK;
+}
+
+static const char *bt_real_name(uint32_t size)
+{
+    return size == sizeof(float) ? "float" : size == sizeof(double) ? "double" : "unknown";
+}
+
+/* Why a file that is not there or not ELF cannot be loaded, before dlopen's
+ * terser wording: BT_OK when it looks like a shared object. */
+static bt_status bt_registry_precheck(const char *path, char *err, size_t errlen)
+{
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        if (errno == ENOENT || errno == ENOTDIR)
+            bt_errf(err, errlen, "cannot open plugin %s: no such file", path);
+        else
+            bt_errf(err, errlen, "cannot open plugin %s: %s", path, strerror(errno));
+        return BT_ERR_IO;
+    }
+    if (S_ISDIR(st.st_mode)) {
+        bt_errf(err, errlen, "cannot open plugin %s: it is a folder (use a plugin folder "
+                "option or bt_registry_load_dir for folders)", path);
+        return BT_ERR_IO;
+    }
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        bt_errf(err, errlen, "cannot open plugin %s: %s", path, strerror(errno));
+        return BT_ERR_IO;
+    }
+    unsigned char magic[4] = {0};
+    size_t got = fread(magic, 1, sizeof magic, f);
+    fclose(f);
+    if (got != 4 || memcmp(magic, "\177ELF", 4) != 0) {
+        bt_errf(err, errlen, "cannot load plugin %s: it is not a shared object (no ELF header; "
+                "a plugin is built with 'cc -shared -fPIC')", path);
+        return BT_ERR_PLUGIN;
+    }
+    return BT_OK;
+}
+
+/* Loads one file. With skip_loaded, a plugin whose name is already loaded is
+ * closed again and *skipped is set; without it that is an error. */
+static bt_status bt_registry_load_one(bt_registry *r, const char *path, bool skip_loaded,
+                                      bool *skipped, char *err, size_t errlen)
+{
+    if (skipped)
+        *skipped = false;
+    if (!r || !path) {
+        bt_errf(err, errlen, "bt_registry_load: no registry or no path");
+        return BT_ERR_ARG;
+    }
+    bt_status st = bt_registry_precheck(path, err, errlen);
+    if (st != BT_OK)
+        return st;
+
+    /* dlopen searches the library path for a name without '/': make it a path. */
+    char *open_path = bt_malloc(strlen(path) + 3);
+    if (!open_path) {
+        bt_errf(err, errlen, "cannot load plugin %s: out of memory", path);
+        return BT_ERR_NOMEM;
+    }
+    sprintf(open_path, "%s%s", strchr(path, '/') ? "" : "./", path);
+    dlerror();
+    void *h = dlopen(open_path, RTLD_NOW | RTLD_LOCAL);
+    bt_free(open_path);
+    if (!h) {
+        const char *why = dlerror();
+        bt_errf(err, errlen, "cannot open plugin %s: %s", path, why ? why : "dlopen failed");
+        return BT_ERR_PLUGIN;
+    }
+
+    bt_plugin_rec *rec = NULL;
+    bt_registrar g = {0};
+    bt_plugin_entry_fn entry;
+    /* POSIX's sanctioned way to turn dlsym's void * into a function pointer. */
+    *(void **)&entry = dlsym(h, BT_PLUGIN_ENTRY_SYMBOL);
+    if (!entry) {
+        bt_errf(err, errlen, "cannot load plugin %s: not a bptt plugin (it has no entry symbol "
+                "'%s'; declare it with BT_PLUGIN(name, version, init))", path,
+                BT_PLUGIN_ENTRY_SYMBOL);
+        st = BT_ERR_PLUGIN;
+        goto fail;
+    }
+    const bt_plugin_desc *d = entry();
+    if (!d) {
+        bt_errf(err, errlen, "cannot load plugin %s: not a bptt plugin (%s returned NULL)", path,
+                BT_PLUGIN_ENTRY_SYMBOL);
+        st = BT_ERR_PLUGIN;
+        goto fail;
+    }
+    /* abi_major, abi_minor, real_size and name open the descriptor in every ABI. */
+    const char *pname = d->name ? d->name : "?";
+    if (d->abi_major != BT_ABI_MAJOR) {
+        bt_errf(err, errlen, "plugin '%s' (%s) was built for bptt ABI %u.%u, this bptt has ABI "
+                "%d.%d: rebuild the plugin against this bptt", pname, path, d->abi_major,
+                d->abi_minor, BT_ABI_MAJOR, BT_ABI_MINOR);
+        st = BT_ERR_PLUGIN;
+        goto fail;
+    }
+    if (d->abi_minor > BT_ABI_MINOR) {
+        bt_errf(err, errlen, "plugin '%s' (%s) was built for bptt ABI %u.%u, this bptt has ABI "
+                "%d.%d: the plugin needs a newer bptt (upgrade bptt, or rebuild the plugin "
+                "against this one)", pname, path, d->abi_major, d->abi_minor, BT_ABI_MAJOR,
+                BT_ABI_MINOR);
+        st = BT_ERR_PLUGIN;
+        goto fail;
+    }
+    if (d->real_size != sizeof(bt_real)) {
+        bt_errf(err, errlen, "plugin '%s' (%s) was built with %s reals (%u bytes), this bptt "
+                "uses %s (%zu bytes): rebuild the plugin against this bptt", pname, path,
+                bt_real_name(d->real_size), d->real_size, bt_real_name(sizeof(bt_real)),
+                sizeof(bt_real));
+        st = BT_ERR_PLUGIN;
+        goto fail;
+    }
+    if (!d->name || !bt_name_valid(d->name)) {
+        bt_errf(err, errlen, "plugin %s has an invalid name '%.64s': use 1 to %d letters, digits, "
+                "'_', '-' or '.', starting with a letter", path, pname, BT_NAME_LEN - 1);
+        st = BT_ERR_PLUGIN;
+        goto fail;
+    }
+    if (!d->init) {
+        bt_errf(err, errlen, "plugin '%s' (%s) has no init function", pname, path);
+        st = BT_ERR_PLUGIN;
+        goto fail;
+    }
+    const bt_plugin_rec *prev = bt_registry_plugin_named(r, d->name);
+    if (prev) {
+        if (skip_loaded) {
+            if (skipped)
+                *skipped = true;
+            dlclose(h);
+            return BT_OK;
+        }
+        bt_errf(err, errlen, "plugin '%s' (%s) is already loaded from %s", pname, path, prev->file);
+        st = BT_ERR_PLUGIN;
+        goto fail;
+    }
+
+    const char *version = d->version ? d->version : "";
+    size_t nl = strlen(d->name) + 1, vl = strlen(version) + 1, fl = strlen(path) + 1;
+    rec = bt_calloc(1, sizeof *rec);
+    char *strings = bt_malloc(nl + vl + fl);
+    if (!rec || !strings) {
+        bt_free(strings);
+        bt_errf(err, errlen, "cannot load plugin %s: out of memory", path);
+        st = BT_ERR_NOMEM;
+        goto fail;
+    }
+    rec->handle = h;
+    rec->name = memcpy(strings, d->name, nl);
+    rec->version = memcpy(strings + nl, version, vl);
+    rec->file = memcpy(strings + nl + vl, path, fl);
+
+    g.reg = r;
+    g.plugin = rec;
+    char perr[BT_ERRMSG_LEN] = "";
+    int rc = d->init(bt_host_table(), &g, perr, sizeof perr);
+    if (g.status != BT_OK) {
+        bt_errf(err, errlen, "%s", g.err);
+        st = g.status;
+        goto fail;
+    }
+    if (rc != 0) {
+        perr[sizeof perr - 1] = '\0';
+        bt_errf(err, errlen, "plugin '%s' (%s): init failed: %s", rec->name, path,
+                perr[0] ? perr : "(the plugin gave no message)");
+        st = BT_ERR_PLUGIN;
+        goto fail;
+    }
+    st = bt_registry_commit(r, &g, rec);
+    if (st != BT_OK) {
+        bt_errf(err, errlen, "cannot load plugin %s: out of memory", path);
+        goto fail;
+    }
+    return BT_OK;
+
+fail:
+    bt_registrar_drop(&g);
+    if (rec) {
+        bt_free(rec->name);
+        bt_free(rec);
+    }
+    dlclose(h);
+    return st;
+}
+
+bt_status bt_registry_load(bt_registry *r, const char *path, char *err, size_t errlen)
+{
+    return bt_registry_load_one(r, path, false, NULL, err, errlen);
+}
+
+static int bt_strcmp_ptr(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static bool bt_ends_with_so(const char *s)
+{
+    size_t n = strlen(s);
+    return n > 3 && strcmp(s + n - 3, ".so") == 0;
+}
+
+/* Appends one message as a new line of err (dropped when err is full). */
+static void bt_err_append(char *err, size_t errlen, const char *msg)
+{
+    if (!err || !errlen)
+        return;
+    size_t used = strnlen(err, errlen);
+    if (used + 1 >= errlen)
+        return;
+    snprintf(err + used, errlen - used, "%s%s", used ? "\n" : "", msg);
+}
+
+/* Every *.so in dir, sorted by name. A file that fails does not stop the others:
+ * the status is the first failure's, and err holds every failure's message, one
+ * per line, in file order (truncated to errlen). */
+bt_status bt_registry_load_dir(bt_registry *r, const char *dir, char *err, size_t errlen)
+{
+    if (err && errlen)
+        err[0] = '\0';
+    if (!r || !dir) {
+        bt_errf(err, errlen, "bt_registry_load_dir: no registry or no folder");
+        return BT_ERR_ARG;
+    }
+    DIR *dh = opendir(dir);
+    if (!dh) {
+        bt_errf(err, errlen, "cannot open plugin folder %s: %s", dir, strerror(errno));
+        return BT_ERR_IO;
+    }
+    char **names = NULL;
+    int n = 0, cap = 0;
+    bt_status first = BT_OK;
+    struct dirent *de;
+    while ((de = readdir(dh))) {
+        if (de->d_name[0] == '.' || !bt_ends_with_so(de->d_name))
+            continue;
+        if (n == cap) {
+            int nc = cap ? 2 * cap : 16;
+            char **nn = bt_realloc(names, sizeof(*nn) * (size_t)nc);
+            if (!nn) {
+                first = BT_ERR_NOMEM;
+                break;
+            }
+            names = nn;
+            cap = nc;
+        }
+        size_t len = strlen(dir) + strlen(de->d_name) + 2;
+        names[n] = bt_malloc(len);
+        if (!names[n]) {
+            first = BT_ERR_NOMEM;
+            break;
+        }
+        snprintf(names[n], len, "%s/%s", dir, de->d_name);
+        n++;
+    }
+    closedir(dh);
+    if (first != BT_OK) {
+        bt_errf(err, errlen, "cannot list plugin folder %s: out of memory", dir);
+    } else {
+        qsort(names, (size_t)n, sizeof(*names), bt_strcmp_ptr);
+        for (int i = 0; i < n; i++) {
+            char msg[BT_ERRMSG_LEN];
+            bool skipped;
+            bt_status st = bt_registry_load_one(r, names[i], true, &skipped, msg, sizeof msg);
+            if (st != BT_OK) {
+                bt_err_append(err, errlen, msg);
+                if (first == BT_OK)
+                    first = st;
+            }
+        }
+    }
+    for (int i = 0; i < n; i++)
+        bt_free(names[i]);
+    bt_free(names);
+    return first;
+}
+
+/* One folder of the default search; a folder that does not exist is skipped. */
+static bt_status bt_registry_load_default_dir(bt_registry *r, const char *dir, bt_status first,
+                                              char *err, size_t errlen)
+{
+    struct stat st;
+    if (!dir[0] || stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
+        return first;
+    char msg[BT_ERRMSG_LEN * 2];
+    bt_status s = bt_registry_load_dir(r, dir, msg, sizeof msg);
+    if (s != BT_OK) {
+        bt_err_append(err, errlen, msg);
+        if (first == BT_OK)
+            first = s;
+    }
+    return first;
+}
+
+bt_status bt_registry_load_default(bt_registry *r, char *err, size_t errlen)
+{
+    if (err && errlen)
+        err[0] = '\0';
+    if (!r) {
+        bt_errf(err, errlen, "bt_registry_load_default: no registry");
+        return BT_ERR_ARG;
+    }
+    bt_status first = BT_OK;
+    const char *path = getenv("BPTT_PLUGIN_PATH");
+    while (path && *path) {
+        const char *colon = strchr(path, ':');
+        size_t len = colon ? (size_t)(colon - path) : strlen(path);
+        char *dir = bt_malloc(len + 1);
+        if (!dir) {
+            bt_errf(err, errlen, "cannot read BPTT_PLUGIN_PATH: out of memory");
+            return BT_ERR_NOMEM;
+        }
+        memcpy(dir, path, len);
+        dir[len] = '\0';
+        first = bt_registry_load_default_dir(r, dir, first, err, errlen);
+        bt_free(dir);
+        path = colon ? colon + 1 : NULL;
+    }
+    first = bt_registry_load_default_dir(r, BT_BUILD_PLUGIN_DIR, first, err, errlen);
+    first = bt_registry_load_default_dir(r, BT_INSTALLED_PLUGIN_DIR, first, err, errlen);
+    return first;
+}
+
+/* ---- options --------------------------------------------------------------------- */
+
+static void bt_options_known(const bt_option *opts, int n, char *buf, size_t len)
+{
+    size_t used = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < n && used + 1 < len; i++)
+        used += (size_t)snprintf(buf + used, len - used, "%s%s", i ? ", " : "", opts[i].name);
+}
+
+/* Copies [s, e) without surrounding blanks into buf; false if it does not fit. */
+static bool bt_trim_copy(const char *s, const char *e, char *buf, size_t len)
+{
+    while (s < e && (*s == ' ' || *s == '\t'))
+        s++;
+    while (e > s && (e[-1] == ' ' || e[-1] == '\t'))
+        e--;
+    if ((size_t)(e - s) >= len)
+        return false;
+    memcpy(buf, s, (size_t)(e - s));
+    buf[e - s] = '\0';
+    return true;
+}
+
+/* A bound as people write it: 1000000 rather than %g's 1e+06. */
+static void bt_fmt_bound(char *buf, size_t len, double v)
+{
+    if (v == floor(v) && fabs(v) < 1e15)
+        snprintf(buf, len, "%.0f", v);
+    else
+        snprintf(buf, len, "%g", v);
+}
+
+/* Parses and checks one value for option o into *out; -1 with a message. */
+static int bt_option_value(const bt_option *o, const char *text, double *out, const char *what,
+                           char *err, size_t errlen)
+{
+    char *end = NULL;
+    errno = 0;
+    double v = strtod(text, &end);
+    if (!text[0] || end == text || *end != '\0') {
+        bt_errf(err, errlen, "%s: %s = '%s' is not a number", what, o->name, text);
+        return -1;
+    }
+    if (!isfinite(v)) {
+        bt_errf(err, errlen, "%s: %s = '%s' is not a finite number", what, o->name, text);
+        return -1;
+    }
+    if (o->integer && v != floor(v)) {
+        bt_errf(err, errlen, "%s: %s = '%s' is not an integer", what, o->name, text);
+        return -1;
+    }
+    /* min == max == 0 (an option declared without bounds) means unbounded. */
+    if (!(o->min == 0 && o->max == 0) && (v < o->min || v > o->max)) {
+        char lo[32], hi[32];
+        bt_fmt_bound(lo, sizeof lo, o->min);
+        bt_fmt_bound(hi, sizeof hi, o->max);
+        bt_errf(err, errlen, "%s: value %s for %s is outside [%s, %s]", what, text, o->name, lo, hi);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* "lr=0.1,mu=0.9" or positional "5,35" (blanks around items are ignored). Values
+ * are written only when the whole text is valid; `set` says which were given. */
+int bt_parse_options(const char *text, bt_option *opts, int n, const char *what, char *err,
+                     size_t errlen)
+{
+    if (!what)
+        what = "options";
+    if (n < 0 || n > BT_OPTION_MAX || (n > 0 && !opts)) {
+        bt_errf(err, errlen, "%s: bad option table (%d entries)", what, n);
+        return -1;
+    }
+    double vals[BT_OPTION_MAX];
+    bool given[BT_OPTION_MAX] = {false};
+    char known[512];
+    bt_options_known(opts, n, known, sizeof known);
+    int next_positional = 0;
+    const char *s = text ? text : "";
+    const char *q = s;
+    while (*q == ' ' || *q == '\t')
+        q++;
+    bool any = *q != '\0'; /* "" and blanks mean no options at all */
+    while (any) {
+        const char *comma = strchr(s, ',');
+        const char *e = comma ? comma : s + strlen(s);
+        char item[BT_VALUE_LEN];
+        if (!bt_trim_copy(s, e, item, sizeof item)) {
+            bt_errf(err, errlen, "%s: option '%.40s...' is too long", what, s);
+            return -1;
+        }
+        if (!item[0]) {
+            bt_errf(err, errlen, "%s: empty option in '%s' (options are separated by single commas)",
+                    what, text);
+            return -1;
+        }
+        char *eq = strchr(item, '=');
+        int k = -1;
+        const char *value = item;
+        if (eq) {
+            char key[BT_VALUE_LEN];
+            bt_trim_copy(item, eq, key, sizeof key);
+            value = eq + 1;
+            while (*value == ' ' || *value == '\t')
+                value++;
+            for (int i = 0; i < n; i++)
+                if (opts[i].name && strcmp(opts[i].name, key) == 0)
+                    k = i;
+            if (k < 0) {
+                bt_errf(err, errlen, "%s: unknown option '%s' (known: %s)", what, key,
+                        n ? known : "none");
+                return -1;
+            }
+        } else {
+            for (int i = next_positional; i < n && k < 0; i++)
+                if (opts[i].positional)
+                    k = i;
+            if (k < 0) {
+                bt_errf(err, errlen, "%s: unexpected value '%s' (no more positional options; "
+                        "give options as key=value, known: %s)", what, item, n ? known : "none");
+                return -1;
+            }
+            next_positional = k + 1;
+        }
+        if (given[k]) {
+            bt_errf(err, errlen, "%s: option %s is given twice", what, opts[k].name);
+            return -1;
+        }
+        if (bt_option_value(&opts[k], value, &vals[k], what, err, errlen) != 0)
+            return -1;
+        given[k] = true;
+        if (!comma)
+            break;
+        s = comma + 1;
+    }
+    for (int i = 0; i < n; i++)
+        if (opts[i].required && !given[i]) {
+            bt_errf(err, errlen, "%s: %s is required", what, opts[i].name);
+            return -1;
+        }
+    for (int i = 0; i < n; i++) {
+        opts[i].set = given[i];
+        if (given[i] && opts[i].value)
+            *opts[i].value = vals[i];
+    }
+    return 0;
+}
+
+void bt_split_spec(const char *spec, char *name, size_t name_len, const char **options)
+{
+    if (!spec)
+        spec = "";
+    const char *colon = strchr(spec, ':');
+    size_t len = colon ? (size_t)(colon - spec) : strlen(spec);
+    if (name && name_len) {
+        if (len >= name_len)
+            len = name_len - 1;
+        memcpy(name, spec, len);
+        name[len] = '\0';
+    }
+    if (options)
+        *options = colon ? colon + 1 : "";
+}

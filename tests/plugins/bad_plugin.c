@@ -1,0 +1,157 @@
+/* bad_plugin.c: one source for the deliberately broken plugins of
+ * tests/test_plugins.c; meson builds it once per VARIANT_* define, each into its
+ * own .so named PLUGIN_NAME, and each variant breaks exactly one rule. */
+#include <stdio.h>
+
+#include "bptt_plugin.h"
+
+/* Each variant uses only some of the stubs below. */
+#define UNUSED __attribute__((unused))
+
+#ifndef PLUGIN_NAME
+#error "define PLUGIN_NAME"
+#endif
+
+UNUSED static int opt_create(const bt_host *h, const char *o, void **cfg, char *e, size_t n)
+{
+    (void)h, (void)o, (void)e, (void)n;
+    *cfg = NULL;
+    return 0;
+}
+UNUSED static void opt_destroy(void *cfg) { (void)cfg; }
+UNUSED static void opt_step(void *cfg, uint64_t t, bt_real *p, const bt_real *g, bt_real *const *s, size_t n)
+{
+    (void)cfg, (void)t, (void)p, (void)g, (void)s, (void)n;
+}
+UNUSED static const char *opt_describe(void *cfg, char *buf, size_t len)
+{
+    (void)cfg;
+    snprintf(buf, len, "%s", PLUGIN_NAME);
+    return buf;
+}
+
+UNUSED static int pol_create(const bt_host *h, const char *o, void **st, char *e, size_t n)
+{
+    return opt_create(h, o, st, e, n);
+}
+UNUSED static void pol_begin(void *st, uint64_t seed) { (void)st, (void)seed; }
+
+UNUSED static void pol_decide(void *st, long t, bt_policy_decision *d)
+{
+    (void)st, (void)t;
+    d->xi = 1, d->update = true, d->reach = 0;
+}
+UNUSED static int pol_reach(void *st) { return (void)st, 0; }
+UNUSED static int cell_params(const bt_cell_dims *d, bt_param_spec *s, int max, char *e, size_t n)
+{
+    (void)d, (void)s, (void)max, (void)e, (void)n;
+    return 0;
+}
+UNUSED static int cell_states(const bt_cell_dims *d, int *w, int max)
+{
+    (void)max;
+    w[0] = d->hidden;
+    return 1;
+}
+UNUSED static bt_tensor *cell_step(const bt_host *h, bt_graph *g, bt_tensor *const *p,
+                                   const bt_step_input *in, bt_tensor *const *s, bt_tensor **ns)
+{
+    (void)h, (void)g, (void)p, (void)in;
+    ns[0] = s[0];
+    return s[0];
+}
+
+/* A complete optimizer def under a given name. */
+#define OPT(NAME) {NAME, "test optimizer", 0, opt_create, opt_destroy, opt_step, opt_describe, {0}}
+
+UNUSED static int test_init(const bt_host *host, bt_registrar *reg, char *err, size_t errlen)
+{
+    (void)err, (void)errlen;
+#if defined(VARIANT_INIT_FAILS)
+    /* Registers first, then fails: the registration must not survive. */
+    static const bt_optimizer_def d = OPT("staged_opt");
+    host->register_optimizer(reg, &d);
+    snprintf(err, errlen, "cannot find the frobnicator");
+    return 1;
+#elif defined(VARIANT_DUP_A)
+    static const bt_optimizer_def d = OPT("dupopt");
+    return host->register_optimizer(reg, &d) != 0;
+#elif defined(VARIANT_DUP_B)
+    static const bt_optimizer_def first = OPT("onlyb"), d = OPT("dupopt");
+    if (host->register_optimizer(reg, &first) != 0)
+        return 1;
+    /* The host reports the duplicate itself; returning failure is what a plugin does. */
+    if (host->register_optimizer(reg, &d) != 0) {
+        snprintf(err, errlen, "registration refused");
+        return 1;
+    }
+    return 0;
+#elif defined(VARIANT_DUP_SELF)
+    static const bt_optimizer_def d = OPT("twice");
+    host->register_optimizer(reg, &d);
+    return host->register_optimizer(reg, &d) != 0;
+#elif defined(VARIANT_NULL_STEP)
+    bt_optimizer_def d = OPT("nostep"); /* from the stack: the host copies defs */
+    d.step = NULL;
+    return host->register_optimizer(reg, &d) != 0;
+#elif defined(VARIANT_POLICY_NO_DECIDE)
+    static const bt_policy_def d = {.name = "nodecide", .summary = "", .create = pol_create,
+                                    .destroy = opt_destroy, .begin = pol_begin};
+    return host->register_policy(reg, &d) != 0;
+#elif defined(VARIANT_CELL_NO_STEP)
+    static const bt_cell_def d = {.name = "nostepcell", .summary = ""};
+    return host->register_cell(reg, &d) != 0;
+#elif defined(VARIANT_EMPTY_NAME)
+    static const bt_optimizer_def d = OPT("");
+    return host->register_optimizer(reg, &d) != 0;
+#elif defined(VARIANT_LONG_NAME)
+    static const bt_optimizer_def d = OPT("a_name_that_is_much_too_long_for_bptt_names");
+    return host->register_optimizer(reg, &d) != 0;
+#elif defined(VARIANT_GOOD_MIXED)
+    /* A valid plugin with one of each kind, to check the listing order. */
+    static const bt_optimizer_def o = OPT("mixed_opt");
+    static const bt_policy_def p = {"zz_policy", "", pol_create, opt_destroy, pol_begin,
+                                    pol_decide, pol_reach, opt_describe, {0}};
+    static const bt_cell_def c = {"aa_cell", "", BT_INPUT_REAL, BT_LOSS_MSE, cell_params,
+                                  cell_states, cell_step, {0}};
+    return host->register_optimizer(reg, &o) || host->register_policy(reg, &p) ||
+           host->register_cell(reg, &c);
+#else
+    (void)host, (void)reg;
+    return 0;
+#endif
+}
+
+#if defined(VARIANT_WRONG_MAJOR) || defined(VARIANT_NEWER_MINOR) || defined(VARIANT_WRONG_REAL) || \
+    defined(VARIANT_NULL_DESC) || defined(VARIANT_NO_INIT)
+#if defined(VARIANT_WRONG_MAJOR)
+#define DESC_VERSION BT_ABI_MAJOR + 1, 0, sizeof(bt_real)
+#elif defined(VARIANT_NEWER_MINOR)
+#define DESC_VERSION BT_ABI_MAJOR, BT_ABI_MINOR + 1, sizeof(bt_real)
+#else
+/* The other precision: what a plugin built with the other -Dreal reports. */
+#define DESC_VERSION BT_ABI_MAJOR, BT_ABI_MINOR, sizeof(bt_real) == 4 ? 8 : 4
+#endif
+BT_PLUGIN_EXPORT const bt_plugin_desc *bt_plugin_entry(void);
+const bt_plugin_desc *bt_plugin_entry(void)
+{
+#if defined(VARIANT_NO_INIT)
+    static const bt_plugin_desc desc = {BT_ABI_MAJOR, BT_ABI_MINOR, sizeof(bt_real), PLUGIN_NAME,
+                                        "0.1", NULL, {0}};
+#else
+    static const bt_plugin_desc desc = {DESC_VERSION, PLUGIN_NAME, "0.1", test_init, {0}};
+#endif
+#if defined(VARIANT_NULL_DESC)
+    (void)desc;
+    return NULL;
+#else
+    return &desc;
+#endif
+}
+#elif defined(VARIANT_NO_ENTRY)
+/* Exports something, just not the entry symbol. */
+BT_PLUGIN_EXPORT int bt_plugin_entry_typo(void);
+int bt_plugin_entry_typo(void) { return test_init(NULL, NULL, NULL, 0); }
+#else
+BT_PLUGIN(PLUGIN_NAME, "0.1", test_init)
+#endif
