@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# install-deps.sh: the Debian/Ubuntu packages bptt builds and tests with.
+# Run as root (CI and a fresh machine are root; elsewhere prefix with sudo).
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+packages=(meson ninja-build gcc libc6-dev pkg-config python3
+          libcriterion-dev uthash-dev libopenblas-dev)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+    echo "install-deps: all packages present"
+    exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+    echo "install-deps: missing ${missing[*]}: run as root (or with sudo)" >&2
+    exit 1
+fi
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}"
