@@ -27,6 +27,9 @@ struct bt_unroller {
     double *xi;         /* [cap_T] */
     bt_tensor **h_of;   /* [cap_T] state-0 tensor after step s in the current window */
     bt_real *dh;        /* [cap_T][B * width0], only for dh norms */
+    bt_real *ckpt;      /* checkpointed states, then two gradient buffers */
+    size_t ckpt_cap;
+    bt_real *dh0_flat;  /* [state_len] gradient of the initial state */
 };
 
 bt_status bt_unroller_new(bt_model *m, int B, int max_T, bt_unroller **out, char *err,
@@ -62,6 +65,8 @@ void bt_unroller_free(bt_unroller *u)
     bt_free(u->xi);
     bt_free(u->h_of);
     bt_free(u->dh);
+    bt_free(u->ckpt);
+    bt_free(u->dh0_flat);
     bt_free(u);
 }
 
@@ -146,36 +151,44 @@ bt_tensor *bt_unroll_step(bt_graph *g, const bt_model *m, const bt_sequence *seq
     return seq->targets ? bt_softmax_xent(g, o, tg) : bt_mse(g, o, target);
 }
 
-/* Builds steps g..t from the ring state at g, backpropagates the losses of
- * steps loss_from..t times weight. */
-static bt_status run_window(bt_unroller *u, const bt_sequence *seq, long g0, long t,
-                            long loss_from, double weight, const bt_unroll_opts *opts,
-                            bt_real *const *dh0, bt_unroll_result *res, char *err, size_t errlen)
+/* One stretch a..b of the window [g0, t], built on a fresh graph from the
+ * flat state `from`. The edge into step s carries xi_s when s > g0 (or at the
+ * sequence start); a window's first step starts from a detached leaf. Losses
+ * of steps >= loss_from, weighted, are backpropagated. When dnext is given,
+ * <final state, dnext> joins the loss, so the gradient of the later stretch
+ * (checkpointing) flows in exactly. With leaf_grad, dL/d(from) is added to dfrom. */
+typedef struct segment {
+    long g0, a, b, loss_from;
+    double weight;
+    const bt_real *from;
+    bool leaf_grad, count_losses;
+    bt_real *dfrom;       /* [state_len] accumulated, or NULL */
+    const bt_real *dnext; /* [state_len] or NULL */
+} segment;
+
+static bt_status run_segment(bt_unroller *u, const bt_sequence *seq, const segment *sg,
+                             const bt_unroll_opts *opts, bt_unroll_result *res, char *err,
+                             size_t errlen)
 {
     bt_model *m = u->m;
     bt_graph *g = u->g;
     int B = u->B;
     bt_graph_reset(g);
 
-    bt_tensor *state[BT_MAX_STATES], *next[BT_MAX_STATES];
-    const bt_real *src = ring_at(u, g0);
-    bool leaf_grad = g0 == 0 && opts->accumulate && opts->want_dh0;
+    bt_tensor *state[BT_MAX_STATES], *next[BT_MAX_STATES], *leaves[BT_MAX_STATES];
+    const bt_real *src = sg->from;
     for (int k = 0; k < m->n_states; k++) {
         int w = m->state_width[k];
-        state[k] = bt_graph_input(g, 2, (int[]){B, w}, src);
-        if (state[k] && leaf_grad)
+        state[k] = leaves[k] = bt_graph_input(g, 2, (int[]){B, w}, src);
+        if (state[k] && sg->leaf_grad)
             state[k]->requires_grad = true;
         src += (size_t)B * w;
     }
-    bt_tensor *leaves[BT_MAX_STATES];
-    memcpy(leaves, state, sizeof leaves);
 
     bt_tensor *total = NULL;
-    for (long s = g0; s <= t; s++) {
-        /* The recurrent edge into step s. At a window start the state is
-         * already a leaf: only the sequence's first edge can carry xi. */
+    for (long s = sg->a; s <= sg->b; s++) {
         double xi = u->xi[s];
-        if (s > g0 || s == 0)
+        if (s > sg->g0 || s == 0)
             for (int k = 0; k < m->n_states; k++)
                 state[k] = xi == 1 ? state[k]
                          : xi == 0 ? bt_detach(g, state[k])
@@ -184,15 +197,17 @@ static bt_status run_window(bt_unroller *u, const bt_sequence *seq, long g0, lon
         if (!l)
             break;
         double lw = seq->loss_weight ? (double)seq->loss_weight[s] : 1.0;
-        if (s >= loss_from && lw != 0) {
+        if (s >= sg->loss_from && lw != 0) {
             double lv = (double)l->data[0];
             if (!isfinite(lv)) {
                 snprintf(err, errlen, "the loss became %s at step %ld: lower the learning rate, "
                          "clip gradients, or check the data", isnan(lv) ? "NaN" : "infinite", s);
                 return BT_ERR_NUMERIC;
             }
-            res->loss_sum += lv * lw;
-            res->loss_terms++;
+            if (sg->count_losses) {
+                res->loss_sum += lv * lw;
+                res->loss_terms++;
+            }
             if (lw != 1)
                 l = bt_scale(g, l, lw);
             total = total ? bt_add(g, total, l) : l;
@@ -205,6 +220,18 @@ static bt_status run_window(bt_unroller *u, const bt_sequence *seq, long g0, lon
             state[k] = next[k];
         }
     }
+    if (total)
+        total = bt_scale(g, total, sg->weight);
+    if (sg->dnext) {
+        const bt_real *d = sg->dnext;
+        for (int k = 0; k < m->n_states; k++) {
+            bt_tensor *dn = bt_graph_input(g, 2, (int[]){B, m->state_width[k]}, d);
+            d += (size_t)B * m->state_width[k];
+            bt_tensor *inner = bt_sum(g, bt_mul(g, state[k], dn));
+            if (inner && inner->requires_grad)
+                total = total ? bt_add(g, total, inner) : inner;
+        }
+    }
     if (bt_graph_status(g) != BT_OK) {
         snprintf(err, errlen, "cell %s: %s", m->cell->name, bt_graph_error(g));
         return bt_graph_status(g);
@@ -213,23 +240,125 @@ static bt_status run_window(bt_unroller *u, const bt_sequence *seq, long g0, lon
     if (used > res->peak_arena)
         res->peak_arena = used;
     if (!total || !total->requires_grad)
-        return BT_OK; /* nothing to learn from this window */
-    bt_status st = bt_backward(g, bt_scale(g, total, weight));
+        return BT_OK; /* nothing to learn from this stretch */
+    bt_status st = bt_backward(g, total);
     if (st != BT_OK) {
         snprintf(err, errlen, "backward: %s", bt_graph_error(g));
         return st;
     }
-    if (leaf_grad && dh0)
-        for (int k = 0; k < m->n_states; k++)
+    if (sg->leaf_grad && sg->dfrom) {
+        bt_real *d = sg->dfrom;
+        for (int k = 0; k < m->n_states; k++) {
             if (leaves[k]->grad)
                 for (size_t i = 0; i < leaves[k]->size; i++)
-                    dh0[k][i] += leaves[k]->grad[i];
+                    d[i] += leaves[k]->grad[i];
+            d += leaves[k]->size;
+        }
+    }
     if (u->dh && opts->want_dh_norms) {
         size_t w = (size_t)B * (size_t)m->state_width[0];
-        for (long s = g0; s <= t; s++)
+        for (long s = sg->a; s <= sg->b; s++)
             if (u->h_of[s] && u->h_of[s]->grad)
                 for (size_t i = 0; i < w; i++)
                     u->dh[(size_t)s * w + i] += u->h_of[s]->grad[i];
+    }
+    return BT_OK;
+}
+
+/* Plain window: one graph over g0..t. */
+static bt_status run_window(bt_unroller *u, const bt_sequence *seq, long g0, long t,
+                            long loss_from, double weight, const bt_unroll_opts *opts,
+                            bt_real *dh0, bt_unroll_result *res, char *err, size_t errlen)
+{
+    segment sg = {.g0 = g0, .a = g0, .b = t, .loss_from = loss_from, .weight = weight,
+                  .from = ring_at(u, g0), .count_losses = true,
+                  .leaf_grad = g0 == 0 && opts->accumulate && opts->want_dh0 && dh0, .dfrom = dh0};
+    return run_segment(u, seq, &sg, opts, res, err, errlen);
+}
+
+/* Checkpointed window: a forward pass without a tape keeps the state every C
+ * steps; backward then rebuilds one stretch of C steps at a time, last first,
+ * handing the gradient of each stretch's start state to the stretch before.
+ * Memory: L/C states plus one stretch's graph; C = sqrt(L) gives O(sqrt L).
+ * The gradients are those of the plain window (the same terms, added in the
+ * same reverse order). */
+static bt_status run_window_checkpointed(bt_unroller *u, const bt_sequence *seq, long g0, long t,
+                                         long loss_from, double weight, int C,
+                                         const bt_unroll_opts *opts, bt_real *dh0,
+                                         bt_unroll_result *res, char *err, size_t errlen)
+{
+    bt_model *m = u->m;
+    bt_graph *g = u->g;
+    long L = t - g0 + 1, nseg = (L + C - 1) / C;
+    size_t need = (size_t)(nseg + 2) * u->state_len;
+    if (need > u->ckpt_cap) {
+        bt_real *c = bt_realloc(u->ckpt, sizeof(bt_real) * need);
+        if (!c) {
+            snprintf(err, errlen, "unroll: out of memory for %ld checkpoints", nseg);
+            return BT_ERR_NOMEM;
+        }
+        u->ckpt = c;
+        u->ckpt_cap = need;
+    }
+    bt_real *dnext = u->ckpt + (size_t)nseg * u->state_len, *dfrom = dnext + u->state_len;
+
+    /* Forward: states at every stretch start, losses for the report. */
+    memcpy(u->ckpt, ring_at(u, g0), sizeof(bt_real) * u->state_len);
+    bt_graph_set_grad(g, false);
+    bt_tensor *state[BT_MAX_STATES], *next[BT_MAX_STATES];
+    for (long s = g0; s <= t; s++) {
+        bt_graph_reset(g);
+        const bt_real *src = ring_at(u, s);
+        if ((s - g0) % C == 0)
+            memcpy(u->ckpt + (size_t)((s - g0) / C) * u->state_len, src, sizeof(bt_real) * u->state_len);
+        for (int k = 0; k < m->n_states; k++) {
+            state[k] = bt_graph_input(g, 2, (int[]){u->B, m->state_width[k]}, src);
+            src += (size_t)u->B * m->state_width[k];
+        }
+        bt_tensor *l = bt_unroll_step(g, m, seq, s, state, next);
+        if (!l) {
+            bt_graph_set_grad(g, true);
+            snprintf(err, errlen, "cell %s: %s", m->cell->name, bt_graph_error(g));
+            return bt_graph_status(g);
+        }
+        double lw = seq->loss_weight ? (double)seq->loss_weight[s] : 1.0;
+        if (s >= loss_from && lw != 0) {
+            double lv = (double)l->data[0];
+            if (!isfinite(lv)) {
+                bt_graph_set_grad(g, true);
+                snprintf(err, errlen, "the loss became %s at step %ld: lower the learning rate, "
+                         "clip gradients, or check the data", isnan(lv) ? "NaN" : "infinite", s);
+                return BT_ERR_NUMERIC;
+            }
+            res->loss_sum += lv * lw;
+            res->loss_terms++;
+        }
+        bt_real *dst = ring_at(u, s + 1);
+        for (int k = 0; k < m->n_states; k++) {
+            memcpy(dst, next[k]->data, sizeof(bt_real) * next[k]->size);
+            dst += next[k]->size;
+        }
+    }
+    bt_graph_set_grad(g, true);
+
+    /* Backward, one stretch at a time from the last. */
+    bool have_next = false;
+    for (long k = nseg - 1; k >= 0; k--) {
+        long a = g0 + k * C, b = a + C - 1 < t ? a + C - 1 : t;
+        bool first = k == 0;
+        bool want_from = !first || (g0 == 0 && opts->accumulate && opts->want_dh0 && dh0);
+        memset(dfrom, 0, sizeof(bt_real) * u->state_len);
+        segment sg = {.g0 = g0, .a = a, .b = b, .loss_from = loss_from, .weight = weight,
+                      .from = u->ckpt + (size_t)k * u->state_len, .leaf_grad = want_from,
+                      .dfrom = dfrom, .dnext = have_next ? dnext : NULL};
+        bt_status st = run_segment(u, seq, &sg, opts, res, err, errlen);
+        if (st != BT_OK)
+            return st;
+        if (first && want_from)
+            for (size_t i = 0; i < u->state_len; i++)
+                dh0[i] += dfrom[i];
+        memcpy(dnext, dfrom, sizeof(bt_real) * u->state_len);
+        have_next = true;
     }
     return BT_OK;
 }
@@ -284,6 +413,11 @@ bt_status bt_unroll_run(bt_unroller *u, const bt_sequence *seq, bt_real *const *
         snprintf(err, errlen, "unroll: out of memory for %d steps", T);
         return st;
     }
+    if (!u->dh0_flat && !(u->dh0_flat = bt_calloc(u->state_len, sizeof(bt_real)))) {
+        snprintf(err, errlen, "unroll: out of memory");
+        return BT_ERR_NOMEM;
+    }
+    memset(u->dh0_flat, 0, sizeof(bt_real) * u->state_len);
     if (want_dh)
         memset(u->dh, 0, sizeof(bt_real) * (size_t)T * (size_t)u->B * (size_t)m->state_width[0]);
     bt_real *r0 = ring_at(u, 0);
@@ -327,13 +461,30 @@ bt_status bt_unroll_run(bt_unroller *u, const bt_sequence *seq, bt_real *const *
         if (opts->windows && res->n_windows < opts->windows_cap)
             opts->windows[res->n_windows] = (bt_window){t - reach + 1, t, last_update + 1};
         res->n_windows++;
-        st = run_window(u, seq, t - reach + 1, t, last_update + 1, weight, opts, dh0, res, err,
-                        errlen);
+        long L = reach;
+        int C = opts->checkpoint_every > 0 ? opts->checkpoint_every
+              : opts->checkpoint_every < 0 ? (int)ceil(sqrt((double)L)) : 0;
+        bt_real *d0 = opts->accumulate && opts->want_dh0 && dh0 ? u->dh0_flat : NULL;
+        if (C > 0 && L > C)
+            st = run_window_checkpointed(u, seq, t - reach + 1, t, last_update + 1, weight, C,
+                                         opts, d0, res, err, errlen);
+        else
+            st = run_window(u, seq, t - reach + 1, t, last_update + 1, weight, opts, d0, res,
+                            err, errlen);
         if (st != BT_OK)
             return st;
         if (!opts->accumulate)
             optimizer_update(u, opts, res);
         last_update = t;
+    }
+    if (opts->accumulate && opts->want_dh0 && dh0) {
+        const bt_real *d = u->dh0_flat;
+        for (int k = 0; k < m->n_states; k++) {
+            size_t len = (size_t)u->B * (size_t)m->state_width[k];
+            for (size_t i = 0; i < len; i++)
+                dh0[k][i] += d[i];
+            d += len;
+        }
     }
     /* The state carries forward in value. */
     const bt_real *rT = ring_at(u, T);

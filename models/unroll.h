@@ -46,7 +46,10 @@ typedef struct bt_unroll_opts {
     bool accumulate;
     bool want_dh0;           /* gradient of the initial state (accumulate mode) */
     bool want_dh_norms;      /* ||dL/dh_t|| per step (accumulate mode) */
-    int checkpoint_every;    /* >0: exact full BPTT keeping one state per this many steps */
+    /* Exact BPTT in bounded memory: > 0 keeps one state every this many steps
+     * of a window and recomputes the stretches between them during backward;
+     * -1 picks sqrt(window length); 0 keeps the whole window's graph. */
+    int checkpoint_every;
     bt_window *windows;      /* if not NULL, receives up to windows_cap windows */
     int windows_cap;
 } bt_unroll_opts;

@@ -5,6 +5,7 @@
  * - fixed, random and tbptt equal hand-built reference graphs;
  * - random truncation is unbiased (mean over 2,000 seeds), fixed is not;
  * - a 10,000-step stream under fixed:35 keeps its memory flat. */
+#include <stdio.h>
 #include <string.h>
 
 #include "cellcheck.h"
@@ -474,4 +475,70 @@ Test(unroll, long_stream_under_fixed_keeps_memory_flat, .timeout = 240)
     pd->destroy(ps);
     bt_unroller_free(u);
     bt_model_free(m);
+}
+
+/* ---- checkpointed full BPTT ------------------------------------------------------------ */
+
+static void full_bptt_grads(const char *cell, int every, bt_real *g_out, bt_real *dh0_out,
+                            double *norms, double *loss)
+{
+    enum { B = 3, T = 50, V = 6, H = 5 };
+    const bt_cell_def *def = bt_registry_cell(reg, cell);
+    bt_model *m;
+    char err[256];
+    cr_assert_eq(bt_model_new(def, (bt_cell_dims){V, H, V}, &m, err, sizeof err), BT_OK);
+    bt_rng r;
+    bt_rng_seed(&r, 77);
+    for (size_t i = 0; i < bt_params_total(m->params); i++)
+        bt_params_data(m->params)[i] = (bt_real)(0.4 * bt_rng_normal(&r));
+    static int32_t ids[B * T], tg[B * T];
+    for (int i = 0; i < B * T; i++) {
+        ids[i] = (int32_t)(bt_rng_next(&r) % V);
+        tg[i] = (int32_t)(bt_rng_next(&r) % V);
+    }
+    bt_real h[2][B * H], d[2][B * H];
+    memset(d, 0, sizeof d);
+    for (int i = 0; i < B * H; i++)
+        h[0][i] = h[1][i] = (bt_real)(0.3 * bt_rng_normal(&r));
+    bt_real *hp[2] = {h[0], h[1]}, *dp[2] = {d[0], d[1]};
+    const bt_policy_def *pd;
+    void *ps = make_policy("full", &pd);
+    bt_unroller *u;
+    cr_assert_eq(bt_unroller_new(m, B, T, &u, err, sizeof err), BT_OK);
+    bt_sequence seq = {.B = B, .T = T, .ids = ids, .targets = tg};
+    bt_unroll_opts o = {.policy = pd, .policy_state = ps, .accumulate = true, .want_dh0 = true,
+                        .want_dh_norms = true, .checkpoint_every = every};
+    bt_unroll_result ur;
+    bt_params_zero_grad(m->params);
+    cr_assert_eq(bt_unroll_run(u, &seq, hp, &o, NULL, dp, norms, &ur, err, sizeof err), BT_OK, "%s", err);
+    memcpy(g_out, bt_params_grad(m->params), sizeof(bt_real) * bt_params_total(m->params));
+    memcpy(dh0_out, d, sizeof d);
+    *loss = ur.loss_sum;
+    pd->destroy(ps);
+    bt_unroller_free(u);
+    bt_model_free(m);
+}
+
+Test(unroll, checkpointed_full_bptt_equals_plain)
+{
+    const char *which[] = {"rnn_tanh", "lstm"};
+    for (int c = 0; c < 2; c++) {
+        bt_real plain[2048], ck[2048], dplain[2 * 15], dck[2 * 15];
+        double nplain[50], nck[50], lplain, lck;
+        full_bptt_grads(which[c], 0, plain, dplain, nplain, &lplain);
+        const int everies[] = {7, -1, 1, 49};
+        for (int e = 0; e < 4; e++) {
+            full_bptt_grads(which[c], everies[e], ck, dck, nck, &lck);
+            size_t P = which[c][0] == 'r' ? 6 * 5 + 25 + 5 + 30 + 6 : 6 * 20 + 5 * 20 + 20 + 30 + 6;
+            char what[64];
+            snprintf(what, sizeof what, "%s checkpoint every %d: params", which[c], everies[e]);
+            expect_same(ck, plain, P, what);
+            snprintf(what, sizeof what, "%s checkpoint every %d: dh0", which[c], everies[e]);
+            expect_same(dck, dplain, 2 * 15, what);
+            cr_expect_float_eq(lck, lplain, 1e-9 * fabs(lplain), "loss");
+            for (int t = 0; t < 50; t++)
+                cr_expect_float_eq(nck[t], nplain[t], (BT_REAL_DOUBLE ? 1e-12 : 1e-5) * (nplain[t] + 1e-30),
+                                   "%s: ||dL/dh_%d||", which[c], t);
+        }
+    }
 }
