@@ -62,6 +62,8 @@ typedef struct bt_tensor {
     bt_real *data;        /* [size] */
     bt_real *grad;        /* [size] or NULL; accumulated by bt_backward */
     bool requires_grad;   /* leaf: wants a gradient; op output: some input does */
+    bool retain_grad;     /* op output: keep grad readable after backward (ops may
+                             otherwise reuse it in place once it has been consumed) */
     struct bt_node *node; /* op that produced it, NULL for a leaf */
     const char *name;     /* optional, for messages */
 } bt_tensor;
@@ -167,6 +169,12 @@ bt_tensor *bt_detach(bt_graph *g, bt_tensor *x);
 /* Identity forward; backward multiplies the gradient by xi (xi = 0 is a detach). */
 bt_tensor *bt_grad_scale(bt_graph *g, bt_tensor *x, double xi);
 
+/* Fused tanh RNN step: tanh(x W_x + h W_hh + b), x given as token ids (a row
+ * lookup in W_x [V,H]) or as a real x [B,D] (ids NULL; W_x [D,H]). Keeps only
+ * its output, so it is the memory- and time-lean form of the classic cell. */
+bt_tensor *bt_rnn_tanh_step(bt_graph *g, bt_tensor *w_x, const int32_t *ids, bt_tensor *x,
+                            bt_tensor *h, bt_tensor *w_hh, bt_tensor *b);
+
 /* ---- op table (for the tape, introspection and plugins) --------------------- */
 
 typedef struct bt_node bt_node;
@@ -180,6 +188,7 @@ typedef struct bt_op {
 
 struct bt_node {
     const bt_op *op;
+    bt_graph *graph; /* the tape it belongs to (backward may defer work to it) */
     bt_tensor *out;
     bt_tensor **in;
     int n_in;

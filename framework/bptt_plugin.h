@@ -20,7 +20,7 @@ extern "C" {
 #endif
 
 #define BT_ABI_MAJOR 1
-#define BT_ABI_MINOR 0
+#define BT_ABI_MINOR 1
 #define BT_PLUGIN_ENTRY_SYMBOL "bt_plugin_entry"
 #define BT_PLUGIN_EXPORT __attribute__((visibility("default")))
 #define BT_NAME_LEN 32
@@ -174,6 +174,9 @@ struct bt_host {
     uint64_t (*rng_next)(bt_rng *r);
     double (*rng_uniform)(bt_rng *r);
     double (*rng_normal)(bt_rng *r);
+    /* ABI 1.1 */
+    bt_tensor *(*rnn_tanh_step)(bt_graph *g, bt_tensor *w_x, const int32_t *ids, bt_tensor *x,
+                                bt_tensor *h, bt_tensor *w_hh, bt_tensor *b);
     /* New entries go here, and only here. */
 };
 

@@ -8,8 +8,17 @@
 
 #include "graph_internal.h"
 
+/* A deferred weight-gradient product, see bt_graph_defer_wgrad. */
+typedef struct deferred {
+    bt_tensor *w;
+    const bt_real *a, *d;
+    int m;
+    struct deferred *next;
+} deferred;
+
 struct bt_graph {
     bt_arena *arena;
+    deferred *deferred; /* newest first */
     bt_node *last; /* newest node; ->prev walks back in time */
     size_t n_nodes;
     bool grad_enabled;
@@ -44,6 +53,7 @@ void bt_graph_reset(bt_graph *g)
     bt_arena_reset(g->arena);
     g->last = NULL;
     g->n_nodes = 0;
+    g->deferred = NULL;
     bt_graph_clear_error(g);
 }
 
@@ -191,6 +201,7 @@ bt_node *bt_graph_record(bt_graph *g, const bt_op *op, bt_tensor *out, bt_tensor
         n->n_in = n_in;
     }
     n->op = op;
+    n->graph = g;
     n->out = out;
     return n;
 }
@@ -203,6 +214,74 @@ bt_real *bt_graph_grad_of(bt_graph *g, bt_tensor *t)
             bt_graph_fail(g, BT_ERR_NOMEM, "out of memory for a gradient of %zu values", t->size);
     }
     return t->grad;
+}
+
+void bt_graph_defer_wgrad(bt_graph *g, bt_tensor *w, const bt_real *a, const bt_real *d, int m)
+{
+    deferred *r = bt_arena_alloc(g->arena, sizeof *r);
+    if (!r) {
+        /* No room to defer: do the product now, which is always correct. */
+        bt_gemm(true, false, w->shape[0], w->shape[1], m, 1, a, w->shape[0], d, w->shape[1], 1,
+                w->grad, w->shape[1]);
+        return;
+    }
+    *r = (deferred){w, a, d, m, g->deferred};
+    g->deferred = r;
+}
+
+/* Runs the deferred products, one GEMM per weight over all its rows. Records
+ * are newest first; stacking them oldest first keeps the order of the terms
+ * that a per-step accumulation would have used. Linear in the records. */
+#define MAX_DEFERRED_WEIGHTS 32
+static void flush_deferred(bt_graph *g)
+{
+    typedef struct group { bt_tensor *w; size_t rows, at; bt_real *a, *d; } group;
+    group grp[MAX_DEFERRED_WEIGHTS];
+    int n_grp = 0;
+    for (deferred *r = g->deferred; r; r = r->next) {
+        int i = 0;
+        while (i < n_grp && grp[i].w != r->w)
+            i++;
+        if (i == n_grp) {
+            if (n_grp == MAX_DEFERRED_WEIGHTS) { /* unusual: more weights than slots */
+                bt_gemm(true, false, r->w->shape[0], r->w->shape[1], r->m, 1, r->a,
+                        r->w->shape[0], r->d, r->w->shape[1], 1, r->w->grad, r->w->shape[1]);
+                r->w = NULL;
+                continue;
+            }
+            grp[n_grp++] = (group){r->w, 0, 0, NULL, NULL};
+        }
+        grp[i].rows += (size_t)r->m;
+    }
+    for (int i = 0; i < n_grp; i++) {
+        size_t k = (size_t)grp[i].w->shape[0], n = (size_t)grp[i].w->shape[1];
+        grp[i].a = bt_arena_alloc(g->arena, sizeof(bt_real) * grp[i].rows * k);
+        grp[i].d = grp[i].a ? bt_arena_alloc(g->arena, sizeof(bt_real) * grp[i].rows * n) : NULL;
+        grp[i].at = grp[i].rows;
+    }
+    for (deferred *r = g->deferred; r; r = r->next) {
+        if (!r->w)
+            continue;
+        int i = 0;
+        while (grp[i].w != r->w)
+            i++;
+        size_t k = (size_t)r->w->shape[0], n = (size_t)r->w->shape[1];
+        if (!grp[i].d) { /* no memory to stack: one product each, still correct */
+            bt_gemm(true, false, (int)k, (int)n, r->m, 1, r->a, (int)k, r->d, (int)n, 1,
+                    r->w->grad, (int)n);
+            continue;
+        }
+        grp[i].at -= (size_t)r->m; /* newest first: fill from the bottom up */
+        memcpy(grp[i].a + grp[i].at * k, r->a, sizeof(bt_real) * (size_t)r->m * k);
+        memcpy(grp[i].d + grp[i].at * n, r->d, sizeof(bt_real) * (size_t)r->m * n);
+    }
+    for (int i = 0; i < n_grp; i++)
+        if (grp[i].d) {
+            int k = grp[i].w->shape[0], n = grp[i].w->shape[1];
+            bt_gemm(true, false, k, n, (int)grp[i].rows, 1, grp[i].a, k, grp[i].d, n, 1,
+                    grp[i].w->grad, n);
+        }
+    g->deferred = NULL;
 }
 
 bt_status bt_backward_from(bt_graph *g, bt_tensor *out, const bt_real *dout)
@@ -234,6 +313,7 @@ bt_status bt_backward_from(bt_graph *g, bt_tensor *out, const bt_real *dout)
                 return g->status;
         n->op->backward(n);
     }
+    flush_deferred(g);
     return g->status;
 }
 

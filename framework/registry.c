@@ -324,6 +324,7 @@ static const bt_host bt_host_v1 = {
     .rng_next = bt_rng_next,
     .rng_uniform = bt_rng_uniform,
     .rng_normal = bt_rng_normal,
+    .rnn_tanh_step = bt_rnn_tanh_step,
 };
 
 const bt_host *bt_host_table(void) { return &bt_host_v1; }

@@ -24,7 +24,9 @@ static void matmul_backward(bt_node *n)
             bt_gemm(tb, true, k, m, nn, 1, b->data, ldb, out->grad, nn, 1, a->grad, lda);
     }
     if (b->requires_grad) {
-        if (!tb) /* db[K,N] += op(a)^T dout */
+        if (!ta && !tb && !b->node) /* a weight: one product with the window's others */
+            bt_graph_defer_wgrad(n->graph, b, a->data, out->grad, m);
+        else if (!tb) /* db[K,N] += op(a)^T dout */
             bt_gemm(!ta, false, k, nn, m, 1, a->data, lda, out->grad, nn, 1, b->grad, ldb);
         else /* b stored [N,K]: db += dout^T op(a) */
             bt_gemm(true, ta, nn, k, m, 1, out->grad, nn, a->data, lda, 1, b->grad, ldb);

@@ -3,16 +3,19 @@
  * relu read their input. */
 #include <math.h>
 
+#include "fastmath.h"
 #include "graph_internal.h"
 
 #if BT_REAL_DOUBLE
 #define R_EXP exp
 #define R_LOG log
 #define R_TANH tanh
+#define R_SIGMOID(x) (1 / (1 + exp(-(x))))
 #else
 #define R_EXP expf
 #define R_LOG logf
-#define R_TANH tanhf
+#define R_TANH bt_fast_tanhf
+#define R_SIGMOID bt_fast_sigmoidf
 #endif
 
 #define UNARY(NAME, FWD, BWD)                                                   \
@@ -41,7 +44,7 @@ UNARY(scale, c * x[i], c)
 UNARY(exp, R_EXP(x[i]), y[i])
 UNARY(log, R_LOG(x[i]), 1 / x[i])
 UNARY(tanh, R_TANH(x[i]), 1 - y[i] * y[i])
-UNARY(sigmoid, 1 / (1 + R_EXP(-x[i])), y[i] * (1 - y[i]))
+UNARY(sigmoid, R_SIGMOID(x[i]), y[i] * (1 - y[i]))
 UNARY(relu, x[i] > 0 ? x[i] : 0, x[i] > 0 ? 1 : 0)
 
 static bt_tensor *unary(bt_graph *g, const bt_op *op, bt_tensor *a, double c)

@@ -21,9 +21,9 @@ static int rnn_params(const bt_cell_dims *d, bt_param_spec *s, int max, char *er
 static bt_tensor *rnn_step(const bt_host *H, bt_graph *g, bt_tensor *const *p,
                            const bt_step_input *in, bt_tensor *const *state, bt_tensor **next)
 {
-    bt_tensor *x = cell_input(H, g, p[0], in);                           /* [B,H] */
-    bt_tensor *a = H->add(g, H->add(g, x, H->matmul(g, state[0], p[1])), p[2]);
-    next[0] = H->tanh(g, a);                                          /* [B,H] */
+    /* One fused op (keeps only h_t); the same as
+     * tanh(add(add(cell_input(W_xh), matmul(h, W_hh)), b_h)). */
+    next[0] = H->rnn_tanh_step(g, p[0], in->ids, in->x, state[0], p[1], p[2]); /* [B,H] */
     return H->add(g, H->matmul(g, next[0], p[3]), p[4]);              /* [B,V] */
 }
 

@@ -1,5 +1,8 @@
 /* test_grad.c: a central-difference gradient check of every op with a
  * backward, including broadcasting, transposes and dimensions of size 1. */
+#include <stdio.h>
+#include <string.h>
+
 #include "check.h"
 
 typedef struct {
@@ -141,4 +144,80 @@ Test(grad, composite_rnn_fan_out)
     assert_gradcheck("tiny rnn", tiny_rnn, NULL, in, 4);
     for (int i = 0; i < 4; i++)
         bt_tensor_free(in[i]);
+}
+
+/* ---- the fused tanh RNN step ---------------------------------------------------- */
+
+typedef struct fused_ctx { bool tokens, retain, composite; } fused_ctx;
+
+/* Two steps, so h enters the op both as a leaf and as the op's own output. */
+static bt_tensor *fused_rnn(bt_graph *g, bt_tensor *const *in, int n, void *vctx)
+{
+    (void)n;
+    const fused_ctx *c = vctx;
+    static const int32_t ids[2][3] = {{2, 0, 2}, {1, 3, 0}};
+    bt_tensor *wx = in[0], *wh = in[1], *b = in[2], *h = in[3], *x = in[4];
+    for (int t = 0; t < 2; t++) {
+        bt_tensor *xt = c->tokens ? NULL : bt_slice(g, x, 2 * t, 2);
+        if (c->composite) {
+            bt_tensor *xw = c->tokens ? bt_embedding(g, wx, ids[t], 3) : bt_matmul(g, xt, wx);
+            h = bt_tanh(g, bt_add(g, bt_add(g, xw, bt_matmul(g, h, wh)), b));
+        } else
+            h = bt_rnn_tanh_step(g, wx, c->tokens ? ids[t] : NULL, xt, h, wh, b);
+        if (h && c->retain)
+            h->retain_grad = true;
+    }
+    return weighted_sum(g, h);
+}
+
+static void check_fused(fused_ctx c)
+{
+    bt_rng r;
+    bt_rng_seed(&r, 99);
+    bt_tensor *in[5] = {bt_tensor_new2(c.tokens ? 4 : 2, 3, true), bt_tensor_new2(3, 3, true),
+                        bt_tensor_new(1, (int[]){3}, true), bt_tensor_new2(3, 3, true),
+                        bt_tensor_new2(3, 4, true)};
+    for (int i = 0; i < 5; i++)
+        fill_uniform(in[i], &r, -1, 1);
+    char what[64];
+    snprintf(what, sizeof what, "rnn_tanh_step (%s%s)", c.tokens ? "tokens" : "real x",
+             c.retain ? ", retain_grad" : "");
+    assert_gradcheck(what, fused_rnn, &c, in, 5);
+    /* and the same gradients as the five primitive ops it replaces */
+    bt_real fused[5][12];
+    for (int i = 0; i < 5; i++)
+        memcpy(fused[i], in[i]->grad, sizeof(bt_real) * in[i]->size);
+    fused_ctx comp = c;
+    comp.composite = true;
+    bt_graph *g = bt_graph_new();
+    for (int i = 0; i < 5; i++)
+        bt_tensor_zero_grad(in[i]);
+    cr_assert_eq(bt_backward(g, fused_rnn(g, in, 5, &comp)), BT_OK);
+    for (int i = 0; i < 5; i++)
+        for (size_t j = 0; j < in[i]->size; j++)
+            cr_expect_float_eq(fused[i][j], in[i]->grad[j], BT_REAL_DOUBLE ? 1e-12 : 2e-6,
+                               "%s: input %d element %zu", what, i, j);
+    bt_graph_free(g);
+    for (int i = 0; i < 5; i++)
+        bt_tensor_free(in[i]);
+}
+
+Test(grad, rnn_tanh_step_tokens) { check_fused((fused_ctx){true, false, false}); }
+Test(grad, rnn_tanh_step_real_input) { check_fused((fused_ctx){false, false, false}); }
+Test(grad, rnn_tanh_step_retain_grad) { check_fused((fused_ctx){true, true, false}); }
+
+Test(grad, rnn_tanh_step_rejects_bad_shapes)
+{
+    bt_graph *g = bt_graph_new();
+    bt_tensor *wx = bt_graph_tensor2(g, 4, 3), *h = bt_graph_tensor2(g, 2, 3),
+              *wh = bt_graph_tensor2(g, 3, 2), *b = bt_graph_tensor(g, 1, (int[]){3});
+    cr_assert_null(bt_rnn_tanh_step(g, wx, (int32_t[]){0, 1}, NULL, h, wh, b));
+    cr_assert(strstr(bt_graph_error(g), "W_hh [2,3]") || strstr(bt_graph_error(g), "W_hh [3,2]"),
+              "%s", bt_graph_error(g));
+    bt_graph_reset(g);
+    wx = bt_graph_tensor2(g, 4, 3); h = bt_graph_tensor2(g, 2, 3);
+    wh = bt_graph_tensor2(g, 3, 3); b = bt_graph_tensor(g, 1, (int[]){3});
+    cr_assert_null(bt_rnn_tanh_step(g, wx, (int32_t[]){0, 7}, NULL, h, wh, b));
+    cr_assert(strstr(bt_graph_error(g), "outside") != NULL, "%s", bt_graph_error(g));
+    bt_graph_free(g);
 }

@@ -104,3 +104,26 @@ Test(ops, forward_values)
     cr_assert_eq(bt_graph_status(g), BT_OK, "%s", bt_graph_error(g));
     bt_graph_free(g);
 }
+
+#include "../ops/fastmath.h"
+
+/* The vectorisable float tanh/sigmoid/exp used by the float build. */
+Test(ops, fast_math_matches_libm)
+{
+    double worst_tanh = 0, worst_sig = 0, worst_exp = 0;
+    for (int i = -200000; i <= 200000; i++) {
+        float x = (float)i * 1e-4f; /* [-20, 20] */
+        worst_tanh = fmax(worst_tanh, fabs((double)bt_fast_tanhf(x) - tanh((double)x)));
+        worst_sig = fmax(worst_sig, fabs((double)bt_fast_sigmoidf(x) - 1 / (1 + exp(-(double)x))));
+        double e = exp((double)x);
+        worst_exp = fmax(worst_exp, fabs((double)bt_fast_expf(x) - e) / e);
+    }
+    cr_expect_leq(worst_tanh, 3e-7, "tanh: max abs error %.3g", worst_tanh);
+    cr_expect_leq(worst_sig, 3e-7, "sigmoid: max abs error %.3g", worst_sig);
+    cr_expect_leq(worst_exp, 3e-7, "exp: max rel error %.3g", worst_exp);
+    /* tiny arguments keep their relative accuracy; saturation is exact */
+    cr_expect_float_eq(bt_fast_tanhf(1e-6f), 1e-6f, 1e-12);
+    cr_expect_eq(bt_fast_tanhf(50.0f), 1.0f);
+    cr_expect_eq(bt_fast_tanhf(-50.0f), -1.0f);
+    cr_expect_eq(bt_fast_sigmoidf(-200.0f) >= 0, 1);
+}

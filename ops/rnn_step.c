@@ -1,0 +1,126 @@
+/* rnn_step.c: the fused tanh RNN step, out[B,H] = tanh(x W_x + h W_hh + b).
+ * The five primitive ops it replaces (lookup or product, product, two adds,
+ * tanh) would keep five [B,H] buffers per step; this op keeps only its output,
+ * which is all its backward needs: dA = dout (1 - out^2). Added because the
+ * benchmark said so (bench/), and gradient-checked like every other op.
+ * x W_x is a row lookup for token ids (W_x [V,H]) or a product for real x [B,D]
+ * (W_x [D,H]). Inputs: W_x, h [B,H], W_hh [H,H], b [H], then x if real. */
+#include <string.h>
+
+#include "fastmath.h"
+#include "graph_internal.h"
+
+#if BT_REAL_DOUBLE
+#include <math.h>
+#define R_TANH tanh
+#else
+#define R_TANH bt_fast_tanhf
+#endif
+
+static void rnn_step_forward(bt_node *n)
+{
+    bt_tensor *wx = n->in[0], *h = n->in[1], *whh = n->in[2], *b = n->in[3], *out = n->out;
+    int B = out->shape[0], H = out->shape[1];
+    bt_real *o = out->data;
+    if (n->ids)
+        for (int r = 0; r < B; r++)
+            memcpy(o + (size_t)r * H, wx->data + (size_t)n->ids[r] * H, sizeof(bt_real) * H);
+    else
+        bt_gemm(false, false, B, H, wx->shape[0], 1, n->in[4]->data, wx->shape[0], wx->data, H, 0, o, H);
+    bt_gemm(false, false, B, H, H, 1, h->data, H, whh->data, H, 1, o, H);
+    for (int r = 0; r < B; r++) {
+        bt_real *row = o + (size_t)r * H;
+        for (int j = 0; j < H; j++)
+            row[j] = R_TANH(row[j] + b->data[j]);
+    }
+}
+
+static void rnn_step_backward(bt_node *n)
+{
+    bt_tensor *wx = n->in[0], *h = n->in[1], *whh = n->in[2], *b = n->in[3], *out = n->out;
+    int B = out->shape[0], H = out->shape[1];
+    /* dA in place of dout: nothing reads this gradient after this node,
+     * unless the caller asked to keep it. */
+    bt_real *da = out->grad;
+    if (out->retain_grad) {
+        da = bt_op_scratch(n->graph, sizeof(bt_real) * out->size);
+        if (!da)
+            return;
+    }
+    for (size_t i = 0; i < out->size; i++)
+        da[i] = out->grad[i] * (1 - out->data[i] * out->data[i]);
+    if (b->requires_grad)
+        for (int r = 0; r < B; r++)
+            for (int j = 0; j < H; j++)
+                b->grad[j] += da[(size_t)r * H + j];
+    if (h->requires_grad) /* dh += dA W_hh^T: the recursion through time */
+        bt_gemm(false, true, B, H, H, 1, da, H, whh->data, H, 1, h->grad, H);
+    if (whh->requires_grad) {
+        if (!whh->node)
+            bt_graph_defer_wgrad(n->graph, whh, h->data, da, B);
+        else
+            bt_gemm(true, false, H, H, B, 1, h->data, H, da, H, 1, whh->grad, H);
+    }
+    if (wx->requires_grad) {
+        if (n->ids)
+            for (int r = 0; r < B; r++) {
+                bt_real *dst = wx->grad + (size_t)n->ids[r] * H;
+                const bt_real *src = da + (size_t)r * H;
+                for (int j = 0; j < H; j++)
+                    dst[j] += src[j];
+            }
+        else if (!wx->node)
+            bt_graph_defer_wgrad(n->graph, wx, n->in[4]->data, da, B);
+        else
+            bt_gemm(true, false, wx->shape[0], H, B, 1, n->in[4]->data, wx->shape[0], da, H, 1,
+                    wx->grad, H);
+    }
+    if (!n->ids && n->in[4]->requires_grad)
+        bt_gemm(false, true, B, wx->shape[0], H, 1, da, H, wx->data, H, 1, n->in[4]->grad,
+                wx->shape[0]);
+}
+
+static const bt_op op_rnn_step = {"rnn_tanh_step", -1, rnn_step_forward, rnn_step_backward};
+
+bt_tensor *bt_rnn_tanh_step(bt_graph *g, bt_tensor *w_x, const int32_t *ids, bt_tensor *x,
+                            bt_tensor *h, bt_tensor *w_hh, bt_tensor *b)
+{
+    bt_tensor *in[5] = {w_x, h, w_hh, b, x};
+    int n_in = ids ? 4 : 5;
+    if (!bt_op_begin(g, in, n_in))
+        return NULL;
+    int B = h->ndim == 2 ? h->shape[0] : 0, H = h->ndim == 2 ? h->shape[1] : 0;
+    bool ok = h->ndim == 2 && w_x->ndim == 2 && w_x->shape[1] == H && w_hh->ndim == 2 &&
+              w_hh->shape[0] == H && w_hh->shape[1] == H && b->size == (size_t)H &&
+              (ids || (x->ndim == 2 && x->shape[0] == B && x->shape[1] == w_x->shape[0]));
+    if (!ok) {
+        bt_graph_fail(g, BT_ERR_SHAPE,
+                      "rnn_tanh_step: needs h [B,H], W_x [V or D,H], W_hh [H,H], b [H]%s; got h %s, "
+                      "W_x %s, W_hh %s, b %s%s%s",
+                      ids ? "" : ", x [B,D]", bt_shp(h), bt_shp(w_x), bt_shp(w_hh), bt_shp(b),
+                      ids ? "" : ", x ", ids ? "" : bt_shp(x));
+        return NULL;
+    }
+    int32_t *copy = NULL;
+    if (ids) {
+        for (int r = 0; r < B; r++)
+            if (ids[r] < 0 || ids[r] >= w_x->shape[0]) {
+                bt_graph_fail(g, BT_ERR_ARG, "rnn_tanh_step: id %d at row %d is outside W_x's %d rows",
+                              (int)ids[r], r, w_x->shape[0]);
+                return NULL;
+            }
+        copy = bt_op_scratch(g, sizeof(int32_t) * (size_t)B);
+        if (!copy)
+            return NULL;
+        memcpy(copy, ids, sizeof(int32_t) * (size_t)B);
+    }
+    bt_tensor *out = bt_op_output(g, 2, (int[]){B, H});
+    if (!out)
+        return NULL;
+    bt_node *n = bt_graph_record(g, &op_rnn_step, out, in, n_in);
+    if (!n)
+        return NULL;
+    n->ids = copy;
+    op_rnn_step.forward(n);
+    return out;
+}
