@@ -80,6 +80,11 @@ int main(int argc, char **argv)
     int warmup = atoi(arg(argc, argv, "--warmup", "10"));
     int steps = atoi(arg(argc, argv, "--steps", "50"));
     int every = atoi(arg(argc, argv, "--checkpoint-every", "0"));
+    if (strcmp(mode, "step") && strcmp(mode, "fullbptt")) {
+        fprintf(stderr, "usage: bench step|fullbptt [--hidden H] [--batch B] [--steps-per-seq T] "
+                        "[--warmup N] [--steps N] [--checkpoint-every C|-1] [--data FILE]\n");
+        return 2;
+    }
     const char *data = arg(argc, argv, "--data", NULL);
     const int V = 28;
     char err[2048] = "";
@@ -100,8 +105,10 @@ int main(int argc, char **argv)
     bt_rng_seed(&rng, 1);
     bt_model_init(m, "normal:0.01", &rng, err, sizeof err);
 
-    /* Tokens: the text when given (letters, as the classic run), else uniform. */
-    long n_tokens = (long)B * T * (warmup + steps + 1) + 1;
+    /* Tokens: the text when given (letters, as the classic run), else uniform.
+     * The long-sequence modes reuse one sequence. */
+    bool step_mode = strcmp(mode, "step") == 0;
+    long n_tokens = (long)B * T * (step_mode ? warmup + steps + 1 : 1) + 1;
     int32_t *stream = malloc(sizeof(int32_t) * (size_t)n_tokens);
     bt_corpus *corpus = NULL;
     if (data && bt_corpus_load(data, BT_TOKENS_LETTERS, 0, &corpus, err, sizeof err) != BT_OK) {
@@ -111,7 +118,6 @@ int main(int argc, char **argv)
     for (long i = 0; i < n_tokens; i++)
         stream[i] = corpus ? corpus->ids[i % corpus->n] : (int32_t)(bt_rng_next(&rng) % V);
 
-    bool step_mode = strcmp(mode, "step") == 0;
     const bt_policy_def *pd;
     void *ps = policy_new(reg, "full", &pd);
     bt_optimizer *opt = NULL;
@@ -133,7 +139,7 @@ int main(int argc, char **argv)
         /* Row b of minibatch `it` continues row b of the previous one. */
         for (int b = 0; b < B; b++)
             for (int t = 0; t < T; t++) {
-                long pos = ((long)b * (warmup + steps) + it) * T + t;
+                long pos = step_mode ? ((long)b * (warmup + steps) + it) * T + t : (long)b * T + t;
                 X[b * T + t] = stream[pos % (n_tokens - 1)];
                 Y[b * T + t] = stream[(pos + 1) % (n_tokens - 1)];
             }

@@ -196,6 +196,7 @@ struct bt_node {
     int iarg[4];     /* slice start/len, matmul transposes */
     int32_t *ids;    /* embedding ids, xent targets (copied into the arena) */
     bt_real *saved;  /* op-owned scratch in the arena (softmax probabilities) */
+    int pins;        /* deferred products still reading out->grad */
     bt_node *prev;   /* tape order: previous node */
 };
 

@@ -8,17 +8,39 @@
 
 #include "graph_internal.h"
 
-/* A deferred weight-gradient product, see bt_graph_defer_wgrad. */
+/* A deferred weight-gradient product dW += A^T D (see bt_graph_defer_wgrad).
+ * D is the gradient buffer of `owner`'s output, which stays pinned until the
+ * product has run. */
 typedef struct deferred {
-    bt_tensor *w;
     const bt_real *a, *d;
     int m;
+    bt_node *owner;
     struct deferred *next;
 } deferred;
 
+/* The deferred products of one weight, newest first. */
+typedef struct wgroup {
+    bt_tensor *w;
+    deferred *head;
+    size_t rows;
+} wgroup;
+
+#define MAX_WGROUPS 32
+#define POOL_CLASSES 16
+/* A group runs once its stacked operands would exceed this many values, so
+ * long windows keep a bounded number of gradients pinned. */
+#define FLUSH_VALUES ((size_t)1 << 21)
+
 struct bt_graph {
     bt_arena *arena;
-    deferred *deferred; /* newest first */
+    wgroup groups[MAX_WGROUPS];
+    int n_groups;
+    bt_node *running;   /* node whose backward is running */
+    bt_real *scratch;   /* stacking buffer for the grouped products (heap, kept) */
+    size_t scratch_cap;
+    /* Gradient buffers already consumed in this sweep, by byte size: backward
+     * reuses them instead of growing the arena. */
+    struct { size_t bytes; void *head; } pool[POOL_CLASSES];
     bt_node *last; /* newest node; ->prev walks back in time */
     size_t n_nodes;
     bool grad_enabled;
@@ -45,6 +67,7 @@ void bt_graph_free(bt_graph *g)
     if (!g)
         return;
     bt_arena_free(g->arena);
+    bt_free(g->scratch);
     bt_free(g);
 }
 
@@ -53,7 +76,8 @@ void bt_graph_reset(bt_graph *g)
     bt_arena_reset(g->arena);
     g->last = NULL;
     g->n_nodes = 0;
-    g->deferred = NULL;
+    g->n_groups = 0;
+    memset(g->pool, 0, sizeof g->pool);
     bt_graph_clear_error(g);
 }
 
@@ -206,82 +230,120 @@ bt_node *bt_graph_record(bt_graph *g, const bt_op *op, bt_tensor *out, bt_tensor
     return n;
 }
 
+static void pool_put(bt_graph *g, void *buf, size_t bytes)
+{
+    for (int i = 0; i < POOL_CLASSES; i++)
+        if (g->pool[i].bytes == bytes || !g->pool[i].head) {
+            g->pool[i].bytes = bytes;
+            *(void **)buf = g->pool[i].head; /* arena blocks hold at least 64 bytes */
+            g->pool[i].head = buf;
+            return;
+        }
+    /* Too many distinct sizes: leave this one to the arena reset. */
+}
+
+static void *pool_get(bt_graph *g, size_t bytes)
+{
+    for (int i = 0; i < POOL_CLASSES; i++)
+        if (g->pool[i].bytes == bytes && g->pool[i].head) {
+            void *buf = g->pool[i].head;
+            g->pool[i].head = *(void **)buf;
+            return buf;
+        }
+    return NULL;
+}
+
 bt_real *bt_graph_grad_of(bt_graph *g, bt_tensor *t)
 {
     if (!t->grad) {
-        t->grad = bt_arena_calloc(g->arena, t->size * sizeof(bt_real));
+        size_t bytes = t->size * sizeof(bt_real);
+        void *buf = pool_get(g, bytes);
+        if (buf)
+            memset(buf, 0, bytes);
+        else
+            buf = bt_arena_calloc(g->arena, bytes);
+        t->grad = buf;
         if (!t->grad)
             bt_graph_fail(g, BT_ERR_NOMEM, "out of memory for a gradient of %zu values", t->size);
     }
     return t->grad;
 }
 
+/* A consumed gradient goes back to the pool, unless the caller keeps it or a
+ * deferred product still reads it. */
+static void release_grad(bt_graph *g, bt_node *n)
+{
+    if (n->pins == 0 && n->out->grad && !n->out->retain_grad) {
+        pool_put(g, n->out->grad, n->out->size * sizeof(bt_real));
+        n->out->grad = NULL;
+    }
+}
+
+/* Runs one group's products as a single GEMM over the stacked rows (oldest
+ * first, the order a per-step accumulation would have used), then unpins. */
+static void flush_group(bt_graph *g, wgroup *grp)
+{
+    bt_tensor *w = grp->w;
+    size_t k = (size_t)w->shape[0], n = (size_t)w->shape[1];
+    size_t need = grp->rows * (k + n);
+    if (grp->head && grp->head->next && need > g->scratch_cap) {
+        bt_real *s = bt_realloc(g->scratch, need * sizeof(bt_real));
+        if (s) {
+            g->scratch = s;
+            g->scratch_cap = need;
+        }
+    }
+    bool stack = grp->head && grp->head->next && need <= g->scratch_cap;
+    bt_real *a = g->scratch, *d = g->scratch + grp->rows * k;
+    size_t at = grp->rows;
+    for (deferred *r = grp->head; r; r = r->next) {
+        if (stack) { /* newest first: fill from the bottom up */
+            at -= (size_t)r->m;
+            memcpy(a + at * k, r->a, sizeof(bt_real) * (size_t)r->m * k);
+            memcpy(d + at * n, r->d, sizeof(bt_real) * (size_t)r->m * n);
+        } else /* one record, or no memory to stack: the product as it is */
+            bt_gemm(true, false, (int)k, (int)n, r->m, 1, r->a, (int)k, r->d, (int)n, 1, w->grad,
+                    (int)n);
+    }
+    if (stack)
+        bt_gemm(true, false, (int)k, (int)n, (int)grp->rows, 1, a, (int)k, d, (int)n, 1, w->grad,
+                (int)n);
+    for (deferred *r = grp->head; r; r = r->next)
+        if (r->owner && --r->owner->pins == 0 && r->owner != g->running)
+            release_grad(g, r->owner);
+    grp->head = NULL;
+    grp->rows = 0;
+}
+
 void bt_graph_defer_wgrad(bt_graph *g, bt_tensor *w, const bt_real *a, const bt_real *d, int m)
 {
-    deferred *r = bt_arena_alloc(g->arena, sizeof *r);
-    if (!r) {
-        /* No room to defer: do the product now, which is always correct. */
+    int i = 0;
+    while (i < g->n_groups && g->groups[i].w != w)
+        i++;
+    deferred *r = i < MAX_WGROUPS ? bt_arena_alloc(g->arena, sizeof *r) : NULL;
+    if (!r) { /* no room to defer: the product now is always correct */
         bt_gemm(true, false, w->shape[0], w->shape[1], m, 1, a, w->shape[0], d, w->shape[1], 1,
                 w->grad, w->shape[1]);
         return;
     }
-    *r = (deferred){w, a, d, m, g->deferred};
-    g->deferred = r;
+    if (i == g->n_groups)
+        g->groups[g->n_groups++] = (wgroup){w, NULL, 0};
+    wgroup *grp = &g->groups[i];
+    *r = (deferred){a, d, m, g->running, grp->head};
+    if (g->running)
+        g->running->pins++;
+    grp->head = r;
+    grp->rows += (size_t)m;
+    if (grp->rows * (size_t)(w->shape[0] + w->shape[1]) >= FLUSH_VALUES)
+        flush_group(g, grp);
 }
 
-/* Runs the deferred products, one GEMM per weight over all its rows. Records
- * are newest first; stacking them oldest first keeps the order of the terms
- * that a per-step accumulation would have used. Linear in the records. */
-#define MAX_DEFERRED_WEIGHTS 32
 static void flush_deferred(bt_graph *g)
 {
-    typedef struct group { bt_tensor *w; size_t rows, at; bt_real *a, *d; } group;
-    group grp[MAX_DEFERRED_WEIGHTS];
-    int n_grp = 0;
-    for (deferred *r = g->deferred; r; r = r->next) {
-        int i = 0;
-        while (i < n_grp && grp[i].w != r->w)
-            i++;
-        if (i == n_grp) {
-            if (n_grp == MAX_DEFERRED_WEIGHTS) { /* unusual: more weights than slots */
-                bt_gemm(true, false, r->w->shape[0], r->w->shape[1], r->m, 1, r->a,
-                        r->w->shape[0], r->d, r->w->shape[1], 1, r->w->grad, r->w->shape[1]);
-                r->w = NULL;
-                continue;
-            }
-            grp[n_grp++] = (group){r->w, 0, 0, NULL, NULL};
-        }
-        grp[i].rows += (size_t)r->m;
-    }
-    for (int i = 0; i < n_grp; i++) {
-        size_t k = (size_t)grp[i].w->shape[0], n = (size_t)grp[i].w->shape[1];
-        grp[i].a = bt_arena_alloc(g->arena, sizeof(bt_real) * grp[i].rows * k);
-        grp[i].d = grp[i].a ? bt_arena_alloc(g->arena, sizeof(bt_real) * grp[i].rows * n) : NULL;
-        grp[i].at = grp[i].rows;
-    }
-    for (deferred *r = g->deferred; r; r = r->next) {
-        if (!r->w)
-            continue;
-        int i = 0;
-        while (grp[i].w != r->w)
-            i++;
-        size_t k = (size_t)r->w->shape[0], n = (size_t)r->w->shape[1];
-        if (!grp[i].d) { /* no memory to stack: one product each, still correct */
-            bt_gemm(true, false, (int)k, (int)n, r->m, 1, r->a, (int)k, r->d, (int)n, 1,
-                    r->w->grad, (int)n);
-            continue;
-        }
-        grp[i].at -= (size_t)r->m; /* newest first: fill from the bottom up */
-        memcpy(grp[i].a + grp[i].at * k, r->a, sizeof(bt_real) * (size_t)r->m * k);
-        memcpy(grp[i].d + grp[i].at * n, r->d, sizeof(bt_real) * (size_t)r->m * n);
-    }
-    for (int i = 0; i < n_grp; i++)
-        if (grp[i].d) {
-            int k = grp[i].w->shape[0], n = grp[i].w->shape[1];
-            bt_gemm(true, false, k, n, (int)grp[i].rows, 1, grp[i].a, k, grp[i].d, n, 1,
-                    grp[i].w->grad, n);
-        }
-    g->deferred = NULL;
+    for (int i = 0; i < g->n_groups; i++)
+        if (g->groups[i].head)
+            flush_group(g, &g->groups[i]);
+    g->n_groups = 0;
 }
 
 bt_status bt_backward_from(bt_graph *g, bt_tensor *out, const bt_real *dout)
@@ -305,13 +367,20 @@ bt_status bt_backward_from(bt_graph *g, bt_tensor *out, const bt_real *dout)
         return g->status;
     for (size_t i = 0; i < out->size; i++)
         seed[i] += dout[i];
+    for (bt_node *n = g->last; n; n = n->prev)
+        n->pins = 0;
     for (bt_node *n = g->last; n; n = n->prev) {
         if (!n->out->grad)
             continue; /* nothing flows back through this node */
         for (int i = 0; i < n->n_in; i++)
-            if (n->in[i]->requires_grad && !bt_graph_grad_of(g, n->in[i]))
+            if (n->in[i]->requires_grad && !bt_graph_grad_of(g, n->in[i])) {
+                flush_deferred(g);
                 return g->status;
+            }
+        g->running = n;
         n->op->backward(n);
+        g->running = NULL;
+        release_grad(g, n); /* its consumers all ran before it: nobody reads it again */
     }
     flush_deferred(g);
     return g->status;

@@ -213,6 +213,8 @@ static bt_status run_segment(bt_unroller *u, const bt_sequence *seq, const segme
             total = total ? bt_add(g, total, l) : l;
         }
         u->h_of[s] = next[0];
+        if (u->dh && opts->want_dh_norms && next[0])
+            next[0]->retain_grad = true; /* read after backward */
         bt_real *dst = ring_at(u, s + 1);
         for (int k = 0; k < m->n_states; k++) {
             memcpy(dst, next[k]->data, sizeof(bt_real) * next[k]->size);
@@ -236,12 +238,12 @@ static bt_status run_segment(bt_unroller *u, const bt_sequence *seq, const segme
         snprintf(err, errlen, "cell %s: %s", m->cell->name, bt_graph_error(g));
         return bt_graph_status(g);
     }
-    size_t used = bt_arena_used(bt_graph_arena(g));
-    if (used > res->peak_arena)
-        res->peak_arena = used;
     if (!total || !total->requires_grad)
         return BT_OK; /* nothing to learn from this stretch */
     bt_status st = bt_backward(g, total);
+    size_t used = bt_arena_used(bt_graph_arena(g)); /* forward and backward of this stretch */
+    if (used > res->peak_arena)
+        res->peak_arena = used;
     if (st != BT_OK) {
         snprintf(err, errlen, "backward: %s", bt_graph_error(g));
         return st;

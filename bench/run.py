@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+"""bench/run.py: bptt against PyTorch on this machine, in one run, alternating.
+
+Workloads (see ../shared/BASELINES.md for the PyTorch figures and setup):
+  step        classic char-RNN training step (vocab 28, batch 32, 35 steps, SGD, clip 1,
+              state carried and detached), hidden 64/256/512/1024, 1 thread (and 2 with --threads 1,2)
+  fullbptt    one sequence of T = 35..2240 steps, hidden 256, batch 32: time per token and memory vs T
+  checkpoint  bptt's exact checkpointed full BPTT (O(sqrt T) memory) up to T = 100,000
+
+Each measurement runs in its own process; bptt and PyTorch alternate so that both see the same
+machine load. PyTorch runs only when `import torch` works for /usr/bin/python3
+(apt-get install python3-torch). Usage:
+  python3 bench/run.py [--build build] [--quick] [--threads 1,2] [--only step,fullbptt,checkpoint]
+"""
+import argparse, json, os, statistics, subprocess, sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+SHARED = os.path.join(os.path.dirname(ROOT), 'shared')
+
+
+def run_json(cmd, env):
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.stderr.write(f"failed: {' '.join(cmd)}\n{out.stderr[-2000:]}\n")
+        return None
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def have_torch():
+    r = subprocess.run(['/usr/bin/python3', '-c', 'import torch'], capture_output=True)
+    return r.returncode == 0
+
+
+def env_threads(n):
+    env = dict(os.environ)
+    env['OPENBLAS_NUM_THREADS'] = str(n)
+    env['OMP_NUM_THREADS'] = str(n)
+    return env
+
+
+def fmt(x, nd=1):
+    return '-' if x is None else f'{x:,.{nd}f}'
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--build', default=os.path.join(ROOT, 'build'))
+    ap.add_argument('--threads', default='1')
+    ap.add_argument('--only', default='step,fullbptt,checkpoint')
+    ap.add_argument('--quick', action='store_true', help='fewer steps, smaller T (a smoke run)')
+    ap.add_argument('--passes', type=int, default=2, help='alternating passes per workload')
+    a = ap.parse_args()
+    bench = os.path.join(a.build, 'bench', 'bench')
+    if not os.path.exists(bench):
+        sys.exit(f'{bench} not found: build first (meson setup build && meson compile -C build)')
+    data = os.path.join(SHARED, 'data', 'timemachine.txt')
+    torch_script = os.path.join(SHARED, 'bench', 'torch_charrnn.py')
+    torch_ok = have_torch() and os.path.exists(torch_script) and os.path.exists(data)
+    only = a.only.split(',')
+    warm, steps = (3, 10) if a.quick else (10, 30)
+    print(f"bptt benchmark: OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '-')}, "
+          f"PyTorch {'yes' if torch_ok else 'not available (apt-get install python3-torch)'}")
+
+    if 'step' in only:
+        targets = {64: 2.0, 256: 1.25, 512: 1.25, 1024: 1.1}
+        for th in [int(x) for x in a.threads.split(',')]:
+            print(f'\n## training step, {th} thread(s): tokens/s (median of {steps} steps after {warm} warm-up; min-max)')
+            print(f"{'hidden':>6} | {'bptt tok/s':>10} {'(min-max)':>17} | {'torch nn.RNN':>12} {'(min-max)':>17} | "
+                  f"{'ratio':>5} {'target':>6} | {'bptt RSS MB':>11} {'torch RSS MB':>12}")
+            for H in (64, 256, 512, 1024):
+                bs, ts = [], []
+                for _ in range(a.passes):
+                    cmd = [bench, 'step', '--hidden', str(H), '--warmup', str(warm), '--steps', str(steps)]
+                    if os.path.exists(data):
+                        cmd += ['--data', data]
+                    r = run_json(cmd, env_threads(th))
+                    if r: bs.append(r)
+                    if torch_ok:
+                        r = run_json(['/usr/bin/python3', torch_script, '--one', '--variant', 'nnrnn',
+                                      '--hidden', str(H), '--threads', str(th), '--warmup', str(warm),
+                                      '--steps', str(steps)], env_threads(th))
+                        if r: ts.append(r)
+                b = max(bs, key=lambda r: r['tokens_per_s']) if bs else None
+                t = max(ts, key=lambda r: r['tokens_per_s']) if ts else None
+                bt = statistics.median([r['tokens_per_s'] for r in bs]) if bs else None
+                tt = statistics.median([r['tokens_per_s'] for r in ts]) if ts else None
+                ratio = bt / tt if bt and tt else None
+                print(f"{H:>6} | {fmt(bt, 0):>10} ({fmt(b and b['tokens_per_s_min'], 0)}-{fmt(b and b['tokens_per_s_max'], 0)}) | "
+                      f"{fmt(tt, 0):>12} ({fmt(t and t.get('tokens_per_s_min', None), 0)}-{fmt(t and t.get('tokens_per_s_max', None), 0)}) | "
+                      f"{fmt(ratio, 2):>5} {('>=' + str(targets[H])) if th == 1 else '':>6} | "
+                      f"{fmt(b and b['peak_rss_mb']):>11} {fmt(t and t['peak_rss_mb']):>12}")
+
+    if 'fullbptt' in only:
+        Ts = (35, 140, 560) if a.quick else (35, 140, 560, 2240)
+        print('\n## full BPTT over one sequence, hidden 256, batch 32, 1 thread')
+        print(f"{'T':>6} | {'bptt us/tok':>11} {'KB/step':>8} {'RSS growth MB':>13} | {'torch us/tok':>12} {'RSS growth MB':>13} | {'speed ratio':>11}")
+        for T in Ts:
+            n = max(3, min(steps, 20000 // T))
+            r = run_json([bench, 'fullbptt', '--hidden', '256', '--steps-per-seq', str(T), '--warmup', '1',
+                          '--steps', str(n)] + (['--data', data] if os.path.exists(data) else []), env_threads(1))
+            t = None
+            if torch_ok:
+                t = run_json(['/usr/bin/python3', torch_script, '--one', '--fullbptt', '--variant', 'scratch',
+                              '--hidden', '256', '--threads', '1', '--num-steps', str(T), '--warmup', '1',
+                              '--steps', str(n)], env_threads(1))
+            tg = (t['peak_rss_mb'] - t['rss_before_train_mb']) if t else None
+            print(f"{T:>6} | {fmt(r and r['us_per_token'], 2):>11} {fmt(r and r['arena_kb_per_step']):>8} "
+                  f"{fmt(r and r['rss_growth_mb']):>13} | {fmt(t and t['us_per_token'], 2):>12} {fmt(tg):>13} | "
+                  f"{fmt(t['us_per_token'] / r['us_per_token'] if r and t else None, 2):>11}")
+
+    if 'checkpoint' in only:
+        Ts = (2240, 10000) if a.quick else (2240, 10000, 100000)
+        print('\n## exact full BPTT, plain vs checkpointed (sqrt T), hidden 256, batch 32, 1 thread')
+        print(f"{'T':>7} | {'plain us/tok':>12} {'plain arena MB':>14} | {'ckpt us/tok':>11} {'ckpt arena MB':>13} | "
+              f"{'memory ratio':>12} {'time ratio':>10}")
+        per_step = None
+        for T in Ts:
+            n = 1 if T > 10000 else 2
+            plain = None
+            if T <= 10000:
+                plain = run_json([bench, 'fullbptt', '--hidden', '256', '--steps-per-seq', str(T), '--warmup', '0',
+                                  '--steps', str(n)], env_threads(1))
+                if plain:
+                    per_step = plain['window_arena_mb'] / T
+            ck = run_json([bench, 'fullbptt', '--hidden', '256', '--steps-per-seq', str(T), '--warmup', '0',
+                           '--steps', str(n), '--checkpoint-every', '-1'], env_threads(1))
+            plain_mb = plain['window_arena_mb'] if plain else (per_step * T if per_step else None)
+            tag = '' if plain else ' (extrapolated)'
+            print(f"{T:>7} | {fmt(plain and plain['us_per_token'], 2):>12} {fmt(plain_mb):>14} | "
+                  f"{fmt(ck and ck['us_per_token'], 2):>11} {fmt(ck and ck['window_arena_mb'], 2):>13} | "
+                  f"{fmt(ck['window_arena_mb'] / plain_mb if ck and plain_mb else None, 3):>12} "
+                  f"{fmt(ck['us_per_token'] / plain['us_per_token'] if ck and plain else None, 2):>10}{tag}")
+
+
+if __name__ == '__main__':
+    main()
