@@ -542,3 +542,49 @@ Test(unroll, checkpointed_full_bptt_equals_plain)
         }
     }
 }
+
+/* A training step in steady state (unroll, backward, clip, optimizer step)
+ * makes no heap allocation at all. */
+Test(unroll, steady_state_training_makes_no_heap_allocation)
+{
+    enum { B = 4, H = 16, V = 7, T = 35 };
+    const bt_cell_def *def = bt_registry_cell(reg, "rnn_tanh");
+    bt_model *m;
+    char err[256];
+    cr_assert_eq(bt_model_new(def, (bt_cell_dims){V, H, V}, &m, err, sizeof err), BT_OK);
+    bt_rng r;
+    bt_rng_seed(&r, 5);
+    cr_assert_eq(bt_model_init(m, NULL, &r, err, sizeof err), BT_OK, "%s", err);
+    bt_optimizer *opt;
+    cr_assert_eq(bt_optimizer_new(reg, "adam:lr=0.01", m->params, &opt, err, sizeof err), BT_OK, "%s", err);
+    const char *policies[] = {"full", "fixed:5", "random:0.3", "tbptt:5,12"};
+    for (int p = 0; p < 4; p++) {
+        const bt_policy_def *pd;
+        void *ps = make_policy(policies[p], &pd);
+        bt_unroller *u;
+        cr_assert_eq(bt_unroller_new(m, B, T, &u, err, sizeof err), BT_OK);
+        static int32_t ids[B * T], tg[B * T];
+        bt_real h[B * H] = {0};
+        bt_real *hp[1] = {h};
+        bt_unroll_result res;
+        uint64_t before = 0;
+        for (int it = 0; it < 30; it++) {
+            for (int i = 0; i < B * T; i++) {
+                ids[i] = (int32_t)(bt_rng_next(&r) % V);
+                tg[i] = (int32_t)((ids[i] + 1) % V);
+            }
+            bt_sequence seq = {.B = B, .T = T, .ids = ids, .targets = tg};
+            bt_unroll_opts o = {.policy = pd, .policy_state = ps, .policy_seed = (uint64_t)it,
+                                .optimizer = opt, .clip = 1};
+            if (it == 10)
+                before = bt_alloc_count(); /* after warm-up: every buffer has its size */
+            cr_assert_eq(bt_unroll_run(u, &seq, hp, &o, NULL, NULL, NULL, &res, err, sizeof err), BT_OK, "%s", err);
+        }
+        cr_expect_eq(bt_alloc_count(), before, "%s: %llu heap allocations in 20 steady training steps",
+                     policies[p], (unsigned long long)(bt_alloc_count() - before));
+        bt_unroller_free(u);
+        pd->destroy(ps);
+    }
+    bt_optimizer_free(opt);
+    bt_model_free(m);
+}
