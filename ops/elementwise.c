@@ -60,6 +60,13 @@ static bool make_plan(const bt_tensor *a, const bt_tensor *b, plan *p)
                 }                                                                       \
             }
 
+/* b is a row [N] (or [1,N]) added to every row of a [M,N]: the bias case. */
+static bool row_bias(const bt_tensor *a, const bt_tensor *b)
+{
+    return a->ndim == 2 && b->size == (size_t)a->shape[1] && b->ndim >= 1 &&
+           b->shape[b->ndim - 1] == a->shape[1] && b->size != a->size;
+}
+
 static void ew_forward(bt_node *n)
 {
     const bt_tensor *a = n->in[0], *b = n->in[1];
@@ -72,6 +79,13 @@ static void ew_forward(bt_node *n)
         case EW_SUB: for (size_t i = 0; i < len; i++) o[i] = x[i] - y[i]; break;
         default: for (size_t i = 0; i < len; i++) o[i] = x[i] * y[i]; break;
         }
+        return;
+    }
+    if (row_bias(a, b) && n->iarg[0] == EW_ADD) {
+        size_t cols = (size_t)a->shape[1];
+        for (size_t r = 0, rows = (size_t)a->shape[0]; r < rows; r++)
+            for (size_t j = 0; j < cols; j++)
+                o[r * cols + j] = x[r * cols + j] + y[j];
         return;
     }
     plan p;
@@ -88,6 +102,17 @@ static void ew_backward(bt_node *n)
     bt_tensor *a = n->in[0], *b = n->in[1];
     const bt_real *go = n->out->grad, *x = a->data, *y = b->data;
     bt_real *ga = a->requires_grad ? a->grad : NULL, *gb = b->requires_grad ? b->grad : NULL;
+    if (n->iarg[0] == EW_ADD && (bt_shape_equal(a, b) || row_bias(a, b))) {
+        size_t cols = b->size, rows = a->size / cols;
+        if (ga)
+            for (size_t i = 0; i < a->size; i++)
+                ga[i] += go[i];
+        if (gb)
+            for (size_t r = 0; r < rows; r++)
+                for (size_t j = 0; j < cols; j++)
+                    gb[j] += go[r * cols + j];
+        return;
+    }
     plan p;
     make_plan(a, b, &p);
     switch (n->iarg[0]) {
