@@ -30,6 +30,7 @@ struct bt_unroller {
     bt_real *ckpt;      /* checkpointed states, then two gradient buffers */
     size_t ckpt_cap;
     bt_real *dh0_flat;  /* [state_len] gradient of the initial state */
+    double bytes_per_step; /* largest measured arena bytes per step of a stretch */
 };
 
 bt_status bt_unroller_new(bt_model *m, int B, int max_T, bt_unroller **out, char *err,
@@ -244,6 +245,9 @@ static bt_status run_segment(bt_unroller *u, const bt_sequence *seq, const segme
     size_t used = bt_arena_used(bt_graph_arena(g)); /* forward and backward of this stretch */
     if (used > res->peak_arena)
         res->peak_arena = used;
+    double per_step = (double)used / (double)(sg->b - sg->a + 1);
+    if (per_step > u->bytes_per_step)
+        u->bytes_per_step = per_step;
     if (st != BT_OK) {
         snprintf(err, errlen, "backward: %s", bt_graph_error(g));
         return st;
@@ -383,6 +387,34 @@ static bt_status optimizer_update(bt_unroller *u, const bt_unroll_opts *opts,
     return BT_OK;
 }
 
+/* The checkpoint spacing for a window of L steps under a memory budget: none
+ * if the plain window fits, else the largest C with
+ * (L/C + 2) states + C steps <= budget (every spacing recomputes each step
+ * once, so a larger C only saves bookkeeping). Before any step has been
+ * measured, sqrt(L) is the safe choice. */
+static bt_status budget_spacing(bt_unroller *u, long L, size_t budget, int *C, char *err,
+                                size_t errlen)
+{
+    double p = u->bytes_per_step, s = (double)u->state_len * sizeof(bt_real), b = (double)budget;
+    *C = 0;
+    if (p <= 0) {
+        *C = (int)ceil(sqrt((double)L));
+        return BT_OK;
+    }
+    if (p * (double)L <= b)
+        return BT_OK;
+    double disc = (b - 2 * s) * (b - 2 * s) - 4 * p * (double)L * s;
+    if (disc < 0 || b <= 2 * s) {
+        double need = 2 * sqrt(p * (double)L * s) + 2 * s;
+        snprintf(err, errlen, "memory budget %.1f MB is too small for a window of %ld steps: "
+                 "checkpointing needs at least %.1f MB here", b / 1048576.0, L, need / 1048576.0);
+        return BT_ERR_ARG;
+    }
+    double c = ((b - 2 * s) + sqrt(disc)) / (2 * p);
+    *C = c >= (double)L ? 0 : (int)(c < 1 ? 1 : c);
+    return BT_OK;
+}
+
 bt_status bt_unroll_run(bt_unroller *u, const bt_sequence *seq, bt_real *const *state,
                         const bt_unroll_opts *opts, double *xi_used, bt_real *const *dh0,
                         double *dh_norms, bt_unroll_result *res, char *err, size_t errlen)
@@ -466,6 +498,8 @@ bt_status bt_unroll_run(bt_unroller *u, const bt_sequence *seq, bt_real *const *
         long L = reach;
         int C = opts->checkpoint_every > 0 ? opts->checkpoint_every
               : opts->checkpoint_every < 0 ? (int)ceil(sqrt((double)L)) : 0;
+        if (!C && opts->memory_budget && (st = budget_spacing(u, L, opts->memory_budget, &C, err, errlen)) != BT_OK)
+            return st;
         bt_real *d0 = opts->accumulate && opts->want_dh0 && dh0 ? u->dh0_flat : NULL;
         if (C > 0 && L > C)
             st = run_window_checkpointed(u, seq, t - reach + 1, t, last_update + 1, weight, C,

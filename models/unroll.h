@@ -50,6 +50,11 @@ typedef struct bt_unroll_opts {
      * of a window and recomputes the stretches between them during backward;
      * -1 picks sqrt(window length); 0 keeps the whole window's graph. */
     int checkpoint_every;
+    /* > 0: a memory budget in bytes for one window. A window that would not fit
+     * (at the measured bytes per step) is checkpointed with the largest
+     * spacing that fits; a budget too small for any spacing is an error that
+     * says the minimum. Ignored when checkpoint_every is set. */
+    size_t memory_budget;
     bt_window *windows;      /* if not NULL, receives up to windows_cap windows */
     int windows_cap;
 } bt_unroll_opts;

@@ -588,3 +588,61 @@ Test(unroll, steady_state_training_makes_no_heap_allocation)
     bt_optimizer_free(opt);
     bt_model_free(m);
 }
+
+/* Under a memory budget, a window that does not fit is checkpointed with the
+ * same gradients; a budget no spacing can meet is refused with its minimum. */
+Test(unroll, memory_budget_checkpoints_only_when_needed)
+{
+    enum { B = 2, H = 16, V = 5, T = 400 };
+    const bt_cell_def *def = bt_registry_cell(reg, "rnn_tanh");
+    bt_model *m;
+    char err[256];
+    cr_assert_eq(bt_model_new(def, (bt_cell_dims){V, H, V}, &m, err, sizeof err), BT_OK);
+    bt_rng r;
+    bt_rng_seed(&r, 8);
+    for (size_t i = 0; i < bt_params_total(m->params); i++)
+        bt_params_data(m->params)[i] = (bt_real)(0.3 * bt_rng_normal(&r));
+    static int32_t ids[B * T], tg[B * T];
+    for (int i = 0; i < B * T; i++) {
+        ids[i] = (int32_t)(bt_rng_next(&r) % V);
+        tg[i] = (int32_t)(bt_rng_next(&r) % V);
+    }
+    bt_sequence seq = {.B = B, .T = T, .ids = ids, .targets = tg};
+    const bt_policy_def *pd;
+    void *ps = make_policy("full", &pd);
+    bt_unroller *u;
+    cr_assert_eq(bt_unroller_new(m, B, T, &u, err, sizeof err), BT_OK);
+    size_t budgets[3] = {0, 0, 0};
+    bt_real grads[3][1024];
+    size_t peaks[3];
+    size_t P = bt_params_total(m->params);
+    cr_assert_leq(P, 1024);
+    for (int k = 0; k < 3; k++) {
+        bt_real h[B * H] = {0};
+        bt_real *hp[1] = {h};
+        bt_unroll_opts o = {.policy = pd, .policy_state = ps, .accumulate = true,
+                            .memory_budget = budgets[k]};
+        bt_unroll_result res;
+        bt_params_zero_grad(m->params);
+        cr_assert_eq(bt_unroll_run(u, &seq, hp, &o, NULL, NULL, NULL, &res, err, sizeof err), BT_OK, "%s", err);
+        memcpy(grads[k], bt_params_grad(m->params), sizeof(bt_real) * P);
+        peaks[k] = res.peak_arena;
+        if (k == 0) { /* plain: measure, then ask for a fifth, and for plenty */
+            budgets[1] = peaks[0] / 5;
+            budgets[2] = peaks[0] * 2;
+        }
+    }
+    cr_expect_leq(peaks[1], budgets[1], "checkpointed window used %zu bytes, budget %zu", peaks[1], budgets[1]);
+    cr_expect_eq(peaks[2], peaks[0], "a budget that fits must not checkpoint");
+    expect_same(grads[1], grads[0], P, "budgeted gradients");
+    expect_same(grads[2], grads[0], P, "roomy budget gradients");
+    bt_real h[B * H] = {0};
+    bt_real *hp[1] = {h};
+    bt_unroll_opts tiny = {.policy = pd, .policy_state = ps, .accumulate = true, .memory_budget = 1000};
+    bt_unroll_result res;
+    cr_expect_eq(bt_unroll_run(u, &seq, hp, &tiny, NULL, NULL, NULL, &res, err, sizeof err), BT_ERR_ARG);
+    cr_expect(strstr(err, "too small") && strstr(err, "at least"), "%s", err);
+    bt_unroller_free(u);
+    pd->destroy(ps);
+    bt_model_free(m);
+}
