@@ -463,6 +463,14 @@ bt_status bt_unroll_run(bt_unroller *u, const bt_sequence *seq, bt_real *const *
     if (opts->policy && opts->policy->begin)
         opts->policy->begin(opts->policy_state, opts->policy_seed);
 
+    /* Every step's loss weighs 1/T of the sequence (1/sum of the loss weights),
+     * whatever the policy: the updates of a sequence then add up to the
+     * gradient that accumulate mode reports, full BPTT is the classic mean,
+     * and random truncation stays unbiased (a per-window mean would give the
+     * long windows, the only ones that see long lags, too little weight). */
+    double seq_weight = 0;
+    for (long s = 0; s < T; s++)
+        seq_weight += seq->loss_weight ? (double)seq->loss_weight[s] : 1.0;
     long last_update = -1;
     for (long t = 0; t < T; t++) {
         bt_policy_decision d = {.xi = 1, .update = false, .reach = 0};
@@ -488,10 +496,7 @@ bt_status bt_unroll_run(bt_unroller *u, const bt_sequence *seq, bt_real *const *
             reach = t + 1;
         if (max_reach > 0 && reach > max_reach && reach > since)
             reach = max_reach > since ? max_reach : since;
-        double wsum = 0;
-        for (long s = opts->accumulate ? 0 : last_update + 1; s <= (opts->accumulate ? T - 1 : t); s++)
-            wsum += seq->loss_weight ? (double)seq->loss_weight[s] : 1.0;
-        double weight = wsum > 0 ? 1.0 / wsum : 0;
+        double weight = seq_weight > 0 ? 1.0 / seq_weight : 0;
         if (opts->windows && res->n_windows < opts->windows_cap)
             opts->windows[res->n_windows] = (bt_window){t - reach + 1, t, last_update + 1};
         res->n_windows++;

@@ -40,9 +40,9 @@ typedef struct bt_unroll_opts {
     const double *xi;        /* [T] replaces the policy's xi draws (updates still follow xi == 0 cuts) */
     bt_optimizer *optimizer; /* NULL: accumulate gradients only (bptt grad) */
     double clip;             /* global-norm theta; <= 0 disables */
-    /* Loss weighting. Training (accumulate = false): each update backpropagates
-     * the mean of its own steps' losses. Accumulate: every step weighs 1/T, so
-     * the gradients summed over all windows are those of L = mean_t l_t. */
+    /* Every step's loss weighs 1/T of the sequence in both modes, so the
+     * gradients of all windows add up to those of L = mean_t l_t, and random
+     * truncation is unbiased. accumulate: sum them (no optimizer step). */
     bool accumulate;
     bool want_dh0;           /* gradient of the initial state (accumulate mode) */
     bool want_dh_norms;      /* ||dL/dh_t|| per step (accumulate mode) */
