@@ -13,6 +13,8 @@
  * coefficients), 2^k assembled in the exponent bits. */
 static inline float bt_fast_expf(float x)
 {
+    float in = x;
+    x = x != x ? 0.0f : x; /* NaN: compute on 0, hand the NaN back at the end */
     x = x > 88.3762626647949f ? 88.3762626647949f : x;
     x = x < -87.3365478515625f ? -87.3365478515625f : x;
     /* round(x / ln2) with the 1.5 * 2^23 trick: SSE2 has no rounding instruction */
@@ -29,7 +31,7 @@ static inline float bt_fast_expf(float x)
     int32_t bits = (k + 127) << 23;
     float scale;
     memcpy(&scale, &bits, sizeof scale);
-    return p * scale;
+    return in != in ? in : p * scale;
 }
 
 /* tanh: an odd polynomial near 0 (where 1 - 2/(e^2x + 1) would cancel),
@@ -44,7 +46,8 @@ static inline float bt_fast_tanhf(float x)
     float big = 1.0f - 2.0f / (e + 1.0f);
     big = ax >= 9.0f ? 1.0f : big;
     big = x < 0 ? -big : big;
-    return ax < 0.625f ? small : big;
+    float y = ax < 0.625f ? small : big;
+    return x != x ? x : y; /* NaN stays NaN: a diverged run must not look finite */
 }
 
 static inline float bt_fast_sigmoidf(float x) { return 1.0f / (1.0f + bt_fast_expf(-x)); }

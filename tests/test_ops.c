@@ -126,4 +126,8 @@ Test(ops, fast_math_matches_libm)
     cr_expect_eq(bt_fast_tanhf(50.0f), 1.0f);
     cr_expect_eq(bt_fast_tanhf(-50.0f), -1.0f);
     cr_expect_eq(bt_fast_sigmoidf(-200.0f) >= 0, 1);
+    /* NaN must propagate, or a diverged run would look finite */
+    cr_expect(isnan(bt_fast_tanhf(NAN)) && isnan(bt_fast_expf(NAN)) && isnan(bt_fast_sigmoidf(NAN)));
+    cr_expect_eq(bt_fast_expf(INFINITY) > 1e38f, 1);
+    cr_expect_leq(bt_fast_expf(-INFINITY), 1.2e-38f); /* the smallest normal, not 0: fine for activations */
 }
