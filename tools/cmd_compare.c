@@ -1,9 +1,337 @@
-/* cmd_compare.c: placeholder until the command lands; says so and fails. */
-#include "cli.h"
+/* cmd_compare.c: `bptt compare`, the same model trained once per truncation
+ * policy from the same initialisation and the same minibatches, then a table
+ * (perplexity, speed, memory, skipped steps, gradient norms) and one SVG with
+ * the perplexity curves and the segments each policy cuts the text into. */
+#include <errno.h>
+#include <math.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "checkpoint.h"
+#include "generate.h"
+#include "lm_cli.h"
+#include "svg.h"
+
+#define CMD "compare"
+#define MAX_POLICIES 16
+#define SEG_CHARS 60
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: bptt compare --data FILE --truncation LIST [options]\n\n"
+               "Trains the same model once per truncation policy (same initialisation, same\n"
+               "minibatches) and compares them.\n\n");
+    lm_cli_usage_common(f);
+    fprintf(f,
+        "  --truncation LIST      policies separated by commas; options may hold commas too:\n"
+        "                         full,fixed:35,random:0.1,seed=3,tbptt:5,35\n"
+        "                         (default full,fixed:10,random:0.1)\n"
+        "  --plot FILE.svg        perplexity curves and segments picture (default compare.svg)\n\n"
+        "The table's memory column is what training holds: parameters, gradients,\n"
+        "optimizer state, carried state and the unroller's state ring, plus the largest\n"
+        "window arena (activations and tape). The process peak RSS is printed below it.\n");
+}
+
+typedef struct result {
+    char spec[256], desc[128];
+    const bt_lm_epoch *hist; /* owned by lm */
+    int n;
+    bt_lm *lm;
+    bt_source src;
+    bool diverged;
+    char why[512];
+    double tok_s, gmean, gmax;
+    long skipped;
+    size_t memory;
+} result;
+
+static void on_progress(void *ctx, const bt_lm_progress *p) { lm_cli_progress(ctx, p); }
+
+typedef struct cmp_ctx {
+    const char *label;
+    bool quiet, tty;
+} cmp_ctx;
+
+static bt_status on_epoch(void *vctx, bt_lm *lm, const bt_lm_epoch *e, char *err, size_t errlen)
+{
+    (void)lm, (void)err, (void)errlen;
+    cmp_ctx *c = vctx;
+    if (c->tty)
+        lm_cli_progress_clear();
+    if (!c->quiet) {
+        char tps[32], val[48] = "";
+        if (!isnan(e->val_ppl))
+            snprintf(val, sizeof val, "  val ppl %.3f", e->val_ppl);
+        printf("[%s] epoch %d  train ppl %.3f%s  %s tok/s  skipped %d\n", c->label, e->epoch,
+               e->train_ppl, val, lm_cli_si(e->tokens_per_s, tps, sizeof tps), e->skipped);
+        fflush(stdout);
+    }
+    return BT_OK;
+}
+
+/* Where policy `spec` cuts the first n tokens when they are trained as
+ * sequences of T steps: at every sequence start, at each xi == 0 edge, and
+ * after each update (TBPTT's K1 boundaries). */
+static bool policy_cuts(const bt_registry *r, const char *spec, int T, uint64_t seed, int *cut,
+                        int n)
+{
+    char name[BT_NAME_LEN + 1], err[256];
+    const char *opts;
+    bt_split_spec(spec, name, sizeof name, &opts);
+    const bt_policy_def *def = bt_registry_policy(r, name);
+    void *st = NULL;
+    if (!def || def->create(bt_host_table(), opts, &st, err, sizeof err) != 0)
+        return false;
+    bt_rng rng;
+    bt_rng_seed(&rng, seed);
+    bool updated = false;
+    for (int i = 0; i < n; i++) {
+        long t = i % T;
+        if (t == 0 && def->begin)
+            def->begin(st, bt_rng_next(&rng));
+        bt_policy_decision d = {.xi = 1, .update = false, .reach = 0};
+        def->decide(st, t, &d);
+        cut[i] = t == 0 || d.xi == 0 || updated;
+        updated = d.update;
+    }
+    def->destroy(st);
+    return true;
+}
+
+static bt_status write_figure(const char *path, const bt_registry *reg, result *res, int n_res,
+                              const bt_corpus *c, const bt_lm_config *cfg, char *err, size_t errlen)
+{
+    char title[512];
+    snprintf(title, sizeof title, "Truncation compared: %s, hidden %d, batch %d x %d steps, %s",
+             cfg->cell, cfg->hidden, cfg->batch, cfg->steps, cfg->optimizer);
+    bt_figure *f = bt_figure_new(title, 2);
+    bt_plot *tr = bt_plot_new("Training perplexity", "epoch", "perplexity");
+    bt_plot *va = bt_plot_new("Validation perplexity", "epoch", "perplexity");
+    if (!f || !tr || !va) {
+        bt_figure_free(f);
+        bt_plot_free(tr);
+        bt_plot_free(va);
+        snprintf(err, errlen, "out of memory for the figure");
+        return BT_ERR_NOMEM;
+    }
+    bt_plot_set_logy(tr, true);
+    bt_plot_set_logy(va, true);
+    bool any_val = false;
+    for (int k = 0; k < n_res; k++) {
+        int n = res[k].n;
+        double *x = bt_malloc(sizeof(double) * 3 * (size_t)(n ? n : 1));
+        if (!x)
+            continue;
+        for (int i = 0; i < n; i++) {
+            x[i] = res[k].hist[i].epoch;
+            x[n + i] = res[k].hist[i].train_ppl;
+            x[2 * n + i] = res[k].hist[i].val_ppl;
+            any_val |= !isnan(res[k].hist[i].val_ppl);
+        }
+        bt_plot_line(tr, res[k].desc, x, x + n, n);
+        bt_plot_line(va, res[k].desc, x, x + 2 * n, n);
+        bt_free(x);
+    }
+    bt_figure_add(f, tr);
+    if (any_val)
+        bt_figure_add(f, va);
+    else
+        bt_plot_free(va);
+    /* The segments picture: the text as the model reads it, cut per policy. */
+    int n = c->n < SEG_CHARS ? (int)c->n : SEG_CHARS;
+    char *text = bt_decode_ids(c->vocab, c->ids, n);
+    int *cuts = bt_calloc((size_t)n * (size_t)n_res, sizeof(int));
+    bt_segments_row rows[MAX_POLICIES];
+    int n_rows = 0;
+    for (int k = 0; text && cuts && k < n_res; k++)
+        if (policy_cuts(reg, res[k].spec, cfg->steps, cfg->seed, cuts + (size_t)k * n, n))
+            rows[n_rows++] = (bt_segments_row){res[k].desc, cuts + (size_t)k * n};
+    char stitle[128];
+    snprintf(stitle, sizeof stitle, "Segments of the first %d tokens (%d-step minibatches)", n,
+             cfg->steps);
+    if (text && n_rows)
+        bt_figure_add_segments(f, stitle, text, n, rows, n_rows);
+    bt_free(text);
+    bt_free(cuts);
+    bt_status st = bt_figure_write(f, path, err, errlen);
+    bt_figure_free(f);
+    return st;
+}
+
+static bt_status write_metrics(const char *path, result *res, int n_res, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        snprintf(err, errlen, "cannot write --metrics %s: %s", path, strerror(errno));
+        return BT_ERR_IO;
+    }
+    fprintf(f, "policy,epoch,train_ppl,val_ppl,tokens_per_s,grad_norm_mean,grad_norm_max,"
+               "skipped,seconds\n");
+    for (int k = 0; k < n_res; k++)
+        for (int i = 0; i < res[k].n; i++) {
+            const bt_lm_epoch *e = &res[k].hist[i];
+            fprintf(f, "\"%s\",%d,%.6f,", res[k].desc, e->epoch, e->train_ppl);
+            if (!isnan(e->val_ppl))
+                fprintf(f, "%.6f", e->val_ppl);
+            fprintf(f, ",%.1f,%.6g,%.6g,%d,%.3f\n", e->tokens_per_s, e->grad_norm_mean,
+                    e->grad_norm_max, e->skipped, e->elapsed);
+        }
+    if (fclose(f) != 0) {
+        snprintf(err, errlen, "cannot write --metrics %s: %s", path, strerror(errno));
+        return BT_ERR_IO;
+    }
+    return BT_OK;
+}
 
 int cmd_compare(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
-    return cli_fail("compare", "not available in this build yet");
+    cli_args a;
+    if (!cli_args_init(&a, argc, argv))
+        return cli_fail(CMD, "out of memory");
+    if (cli_flag(&a, "help") || cli_flag(&a, "h")) {
+        usage(stdout);
+        cli_args_free(&a);
+        return 0;
+    }
+    int rc = 2, n_res = 0;
+    bt_registry *reg = NULL;
+    bt_corpus *corpus = NULL;
+    result *res = NULL;
+    char err[2048] = "";
+    lm_cli_opts o;
+    if (!lm_cli_parse(&a, CMD, &o))
+        goto out;
+    const char *plot = cli_get(&a, "plot");
+    if (!plot)
+        plot = "compare.svg";
+    const char *list = o.given[LO_TRUNCATION] ? o.raw[LO_TRUNCATION] : "full,fixed:10,random:0.1";
+    if (!(reg = cli_load_plugins(&a))) {
+        rc = 1;
+        goto out;
+    }
+    if ((rc = cli_check_unused(&a, CMD)) != 0)
+        goto out;
+    rc = 2;
+    if (!o.data) {
+        cli_fail(CMD, "--data FILE is required (the text to train on)");
+        goto out;
+    }
+    static char specs[MAX_POLICIES][256];
+    _Static_assert(sizeof specs[0] == sizeof ((bt_lm_config *)0)->truncation, "spec sizes");
+    int n_pol = bt_lm_split_policies(reg, list, specs, MAX_POLICIES, err, sizeof err);
+    if (n_pol < 0) {
+        cli_fail(CMD, "--truncation: %s", err);
+        goto out;
+    }
+    rc = 1;
+    for (int k = 0; k < n_pol; k++) {
+        bt_lm_config cfg = o.cfg;
+        memcpy(cfg.truncation, specs[k], sizeof cfg.truncation);
+        if (!lm_cli_validate(CMD, reg, &cfg))
+            goto out;
+    }
+    if (bt_checkpoint_check_writable(plot, err, sizeof err) != BT_OK) {
+        cli_fail(CMD, "--plot: %s", err);
+        goto out;
+    }
+    if (!(corpus = lm_cli_corpus(CMD, o.data, &o.cfg)))
+        goto out;
+    if (!(res = bt_calloc((size_t)n_pol, sizeof *res)))
+        goto out;
+    /* Build every run first: a bad policy option fails before any training. */
+    for (int k = 0; k < n_pol; k++, n_res++) {
+        result *r = &res[k];
+        bt_lm_config cfg = o.cfg;
+        memcpy(r->spec, specs[k], sizeof r->spec); /* both 256 bytes, NUL-terminated */
+        memcpy(cfg.truncation, specs[k], sizeof cfg.truncation);
+        if (bt_text_source_new(corpus, cfg.batch, cfg.steps, cfg.sampling, cfg.val_fraction,
+                               &r->src, err, sizeof err) != BT_OK) {
+            cli_fail(CMD, "%s: %s", o.data, err);
+            goto out;
+        }
+        if (bt_lm_new(reg, &cfg, &r->src, &r->lm, err, sizeof err) != BT_OK) {
+            cli_fail(CMD, "%s", err);
+            bt_source_free(&r->src);
+            goto out;
+        }
+        bt_lm_policy_describe(r->lm, r->desc, sizeof r->desc);
+    }
+    printf("comparing %d policies: %s, hidden %d, %d epochs on %s (%ld tokens, vocabulary %d)\n",
+           n_pol, o.cfg.cell, o.cfg.hidden, o.epochs, o.data, corpus->n,
+           bt_vocab_size(corpus->vocab));
+    fflush(stdout);
+    bool tty = isatty(STDERR_FILENO);
+    for (int k = 0; k < n_res; k++) {
+        result *r = &res[k];
+        cmp_ctx c = {.label = r->desc, .quiet = o.quiet, .tty = tty};
+        bt_lm_hooks hooks = {.progress = tty ? on_progress : NULL, .epoch_done = on_epoch, .ctx = &c};
+        bt_status st = bt_lm_train(r->lm, o.epochs, &hooks, r->why, sizeof r->why);
+        if (tty)
+            lm_cli_progress_clear();
+        if (st == BT_ERR_NUMERIC) {
+            r->diverged = true;
+            fprintf(stderr, "bptt compare: %s diverged: %s\n", r->desc, r->why);
+        } else if (st != BT_OK) {
+            cli_fail(CMD, "%s: %s", r->desc, r->why);
+            goto out;
+        }
+        r->n = bt_lm_history(r->lm, &r->hist);
+        double tok = 0, secs = 0, gsum = 0;
+        long upd = 0;
+        for (int i = 0; i < r->n; i++) {
+            const bt_lm_epoch *e = &r->hist[i];
+            if (e->tokens_per_s > 0)
+                tok += e->tokens_per_s * e->seconds, secs += e->seconds;
+            gsum += e->grad_norm_mean * (e->updates - e->skipped);
+            upd += e->updates - e->skipped;
+            r->skipped += e->skipped;
+            if (e->grad_norm_max > r->gmax)
+                r->gmax = e->grad_norm_max;
+        }
+        r->tok_s = secs > 0 ? tok / secs : 0;
+        r->gmean = upd ? gsum / (double)upd : 0;
+        r->memory = bt_lm_memory(r->lm);
+    }
+
+    printf("\n%-22s %10s %10s %9s %10s %8s %9s %9s\n", "policy", "train ppl", "val ppl", "tok/s",
+           "memory", "skipped", "|g| mean", "|g| max");
+    for (int k = 0; k < n_res; k++) {
+        result *r = &res[k];
+        char tps[32], mem[32], tr[32] = "-", va[32] = "-";
+        if (r->n) {
+            snprintf(tr, sizeof tr, "%.3f", r->hist[r->n - 1].train_ppl);
+            if (!isnan(r->hist[r->n - 1].val_ppl))
+                snprintf(va, sizeof va, "%.3f", r->hist[r->n - 1].val_ppl);
+        }
+        snprintf(mem, sizeof mem, "%.2f MB", (double)r->memory / 1048576.0);
+        printf("%-22s %10s %10s %9s %10s %8ld %9.4f %9.4f%s\n", r->desc, tr, va,
+               lm_cli_si(r->tok_s, tps, sizeof tps), mem, r->skipped, r->gmean, r->gmax,
+               r->diverged ? "  (diverged)" : "");
+    }
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    printf("\nperplexities are at the last epoch; memory is what training holds (parameters,\n"
+           "gradients, optimizer state, state ring, largest window arena); process peak RSS "
+           "%.1f MB\n", (double)ru.ru_maxrss / 1024.0);
+    if (write_figure(plot, reg, res, n_res, corpus, &o.cfg, err, sizeof err) != BT_OK) {
+        cli_fail(CMD, "--plot: %s", err);
+        goto out;
+    }
+    printf("plot: %s\n", plot);
+    if (o.metrics && write_metrics(o.metrics, res, n_res, err, sizeof err) != BT_OK) {
+        cli_fail(CMD, "%s", err);
+        goto out;
+    }
+    rc = 0;
+out:
+    for (int k = 0; k < n_res; k++) {
+        bt_lm_free(res[k].lm);
+        bt_source_free(&res[k].src);
+    }
+    bt_free(res);
+    bt_corpus_free(corpus);
+    bt_registry_free(reg);
+    cli_args_free(&a);
+    return rc;
 }

@@ -1,0 +1,527 @@
+/* checkpoint.c: saving a run to safetensors and loading it back, with every
+ * tensor and setting checked, so a damaged or foreign file gets a message
+ * and never a crash or a silently wrong model. Numbers in the metadata are
+ * written with 17 significant digits, so they read back exactly. */
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "checkpoint.h"
+#include "text_source.h"
+
+#define HIST_COLS 11 /* epoch, train_loss, val_loss, tok/s, gmean, gmax, updates, skipped, s, elapsed, arena */
+
+static bt_status fail(char *err, size_t errlen, bt_status s, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static bt_status fail(char *err, size_t errlen, bt_status s, const char *fmt, ...)
+{
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return s;
+}
+
+static const char *precision_name(void) { return BT_REAL_DOUBLE ? "double" : "float"; }
+static bt_st_dtype real_dtype(void) { return BT_REAL_DOUBLE ? BT_ST_F64 : BT_ST_F32; }
+
+/* ---- writing ------------------------------------------------------------------ */
+
+static bt_status meta_printf(bt_st_file *f, const char *key, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static bt_status meta_printf(bt_st_file *f, const char *key, const char *fmt, ...)
+{
+    char buf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    return bt_st_set_meta(f, key, buf);
+}
+
+static bt_status add_settings(bt_st_file *f, bt_lm *lm, const char *data_path)
+{
+    const bt_lm_config *c = bt_lm_config_of(lm);
+    bt_model *m = bt_lm_model(lm);
+    bt_source *src = bt_lm_source(lm);
+    char buf[512];
+    bt_status st = BT_OK;
+    st |= bt_st_set_meta(f, "format", BT_CHECKPOINT_FORMAT);
+    st |= bt_st_set_meta(f, "bptt_version", bt_version());
+    st |= bt_st_set_meta(f, "precision", precision_name());
+    st |= bt_st_set_meta(f, "cell", c->cell);
+    st |= meta_printf(f, "hidden", "%d", c->hidden);
+    st |= meta_printf(f, "input_size", "%d", m->dims.input);
+    st |= meta_printf(f, "output_size", "%d", m->dims.output);
+    st |= meta_printf(f, "batch", "%d", c->batch);
+    st |= meta_printf(f, "steps", "%d", c->steps);
+    st |= bt_st_set_meta(f, "optimizer", c->optimizer);
+    st |= bt_st_set_meta(f, "optimizer_canonical", bt_lm_optimizer_describe(lm, buf, sizeof buf));
+    st |= meta_printf(f, "clip", "%.17g", c->clip);
+    st |= bt_st_set_meta(f, "truncation", c->truncation);
+    st |= bt_st_set_meta(f, "truncation_canonical", bt_lm_policy_describe(lm, buf, sizeof buf));
+    st |= bt_st_set_meta(f, "init", c->init);
+    st |= meta_printf(f, "seed", "%llu", (unsigned long long)c->seed);
+    st |= bt_st_set_meta(f, "tokens", bt_tokens_kind_name(c->tokens));
+    st |= bt_st_set_meta(f, "sampling", c->sampling == BT_BATCH_RANDOM ? "random" : "sequential");
+    st |= meta_printf(f, "max_tokens", "%ld", c->max_tokens);
+    st |= meta_printf(f, "val_fraction", "%.17g", c->val_fraction);
+    st |= meta_printf(f, "epoch", "%d", bt_lm_epochs_done(lm));
+    st |= meta_printf(f, "updates", "%llu", (unsigned long long)bt_lm_updates(lm));
+    st |= meta_printf(f, "optimizer_steps", "%llu",
+                      (unsigned long long)bt_optimizer_steps(bt_lm_optimizer(lm)));
+    st |= bt_st_set_meta(f, "source", src->name ? src->name : "");
+    st |= bt_st_set_meta(f, "data", data_path ? data_path : "");
+    if (src->vocab) {
+        char *json = bt_vocab_to_json(src->vocab);
+        if (!json)
+            return BT_ERR_NOMEM;
+        st |= bt_st_set_meta(f, "vocab", json);
+        bt_free(json);
+    }
+    return st == BT_OK ? BT_OK : BT_ERR_ARG;
+}
+
+bt_status bt_checkpoint_save(bt_lm *lm, const char *path, const char *data_path, char *err,
+                             size_t errlen)
+{
+    if (!bt_lm_params_finite(lm))
+        return fail(err, errlen, BT_ERR_NUMERIC,
+                    "not saving %s: the parameters are not finite (the previous checkpoint is kept)",
+                    path);
+    bt_st_file *f = bt_st_new();
+    if (!f)
+        return fail(err, errlen, BT_ERR_NOMEM, "out of memory writing %s", path);
+    bt_model *m = bt_lm_model(lm);
+    bt_optimizer *o = bt_lm_optimizer(lm);
+    const bt_lm_config *c = bt_lm_config_of(lm);
+    char name[BT_NAME_LEN + 16], aerr[256] = "";
+    bt_status st = add_settings(f, lm, data_path);
+    if (st != BT_OK) {
+        snprintf(aerr, sizeof aerr, "bad metadata (a setting is not valid UTF-8?)");
+        goto done;
+    }
+    for (int i = 0; i < m->n_params && st == BT_OK; i++) {
+        const bt_tensor *t = m->ptab[i];
+        int64_t shape[BT_MAX_DIMS];
+        for (int d = 0; d < t->ndim; d++)
+            shape[d] = t->shape[d];
+        snprintf(name, sizeof name, "param.%s", m->specs[i].name);
+        st = bt_st_add_real(f, name, t->ndim, shape, t->data, aerr, sizeof aerr);
+    }
+    int64_t total = (int64_t)bt_params_total(m->params);
+    for (int i = 0; i < bt_optimizer_state_count(o) && st == BT_OK; i++) {
+        snprintf(name, sizeof name, "opt.%d", i);
+        st = bt_st_add_real(f, name, 1, &total, bt_optimizer_state(o, i), aerr, sizeof aerr);
+    }
+    if (st == BT_OK) {
+        int64_t four = 4, words[4];
+        memcpy(words, bt_lm_rng(lm)->s, sizeof words); /* bit pattern; I64 is signed */
+        st = bt_st_add(f, "rng", BT_ST_I64, 1, &four, words, aerr, sizeof aerr);
+    }
+    bt_real *const *state = bt_lm_state(lm);
+    for (int k = 0; k < m->n_states && st == BT_OK; k++) {
+        snprintf(name, sizeof name, "state.%d", k);
+        int64_t shape[2] = {c->batch, m->state_width[k]};
+        st = bt_st_add_real(f, name, 2, shape, state[k], aerr, sizeof aerr);
+    }
+    const bt_lm_epoch *h;
+    int n = bt_lm_history(lm, &h);
+    if (st == BT_OK) {
+        double *rows = bt_malloc(sizeof(double) * HIST_COLS * (size_t)(n ? n : 1));
+        if (!rows) {
+            st = BT_ERR_NOMEM;
+            snprintf(aerr, sizeof aerr, "out of memory");
+        } else {
+            for (int i = 0; i < n; i++) {
+                double *r = rows + (size_t)i * HIST_COLS;
+                r[0] = h[i].epoch, r[1] = h[i].train_loss, r[2] = h[i].val_loss;
+                r[3] = h[i].tokens_per_s, r[4] = h[i].grad_norm_mean, r[5] = h[i].grad_norm_max;
+                r[6] = h[i].updates, r[7] = h[i].skipped, r[8] = h[i].seconds;
+                r[9] = h[i].elapsed, r[10] = (double)h[i].peak_arena;
+            }
+            int64_t shape[2] = {n, HIST_COLS};
+            st = bt_st_add(f, "history", BT_ST_F64, 2, shape, rows, aerr, sizeof aerr);
+            bt_free(rows);
+        }
+    }
+    if (st == BT_OK) {
+        bt_status w = bt_st_write(f, path, err, errlen);
+        bt_st_free(f);
+        return w;
+    }
+done:
+    bt_st_free(f);
+    return fail(err, errlen, st, "cannot save %s: %s", path, aerr);
+}
+
+bt_status bt_checkpoint_check_writable(const char *path, char *err, size_t errlen)
+{
+    if (!path || !*path)
+        return fail(err, errlen, BT_ERR_ARG, "--save needs a file name");
+    struct stat sb;
+    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode))
+        return fail(err, errlen, BT_ERR_IO, "cannot save to %s: it is a folder; give a file name",
+                    path);
+    const char *slash = strrchr(path, '/');
+    char dir[1024];
+    if (!slash)
+        snprintf(dir, sizeof dir, ".");
+    else if (slash == path)
+        snprintf(dir, sizeof dir, "/");
+    else
+        snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+    if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
+        return fail(err, errlen, BT_ERR_IO, "cannot save to %s: folder %s does not exist", path,
+                    dir);
+    /* The real write makes a temporary file next to path, then renames it:
+     * check exactly that. */
+    char probe[1100];
+    snprintf(probe, sizeof probe, "%s.tmp.check%ld", path, (long)getpid());
+    int fd = open(probe, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    if (fd < 0)
+        return fail(err, errlen, BT_ERR_IO, "cannot save to %s: cannot create files in %s (%s)",
+                    path, dir, strerror(errno));
+    close(fd);
+    unlink(probe);
+    return BT_OK;
+}
+
+/* ---- reading -------------------------------------------------------------------- */
+
+void bt_checkpoint_free(bt_checkpoint *c)
+{
+    if (!c)
+        return;
+    bt_st_free(c->file);
+    bt_vocab_free(c->vocab);
+    bt_free(c);
+}
+
+static const char *meta_req(const bt_checkpoint *c, const char *key, char *err, size_t errlen)
+{
+    const char *v = bt_st_meta(c->file, key);
+    if (!v)
+        fail(err, errlen, BT_ERR_FORMAT, "checkpoint %s: the setting '%s' is missing from its "
+             "metadata (damaged file, or not written by bptt train)", c->path, key);
+    return v;
+}
+
+static bt_status meta_str(const bt_checkpoint *c, const char *key, char *out, size_t len,
+                          char *err, size_t errlen)
+{
+    const char *v = meta_req(c, key, err, errlen);
+    if (!v)
+        return BT_ERR_FORMAT;
+    if (strlen(v) >= len)
+        return fail(err, errlen, BT_ERR_FORMAT, "checkpoint %s: the setting '%s' is too long",
+                    c->path, key);
+    memcpy(out, v, strlen(v) + 1);
+    return BT_OK;
+}
+
+static bt_status meta_num(const bt_checkpoint *c, const char *key, double min, double max,
+                          double *out, char *err, size_t errlen)
+{
+    const char *v = meta_req(c, key, err, errlen);
+    if (!v)
+        return BT_ERR_FORMAT;
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (errno || end == v || *end || !(x >= min && x <= max))
+        return fail(err, errlen, BT_ERR_FORMAT, "checkpoint %s: the setting '%s' is '%s', "
+                    "expected a number in [%g, %g]", c->path, key, v, min, max);
+    *out = x;
+    return BT_OK;
+}
+
+static bt_status meta_int(const bt_checkpoint *c, const char *key, long min, long max, long *out,
+                          char *err, size_t errlen)
+{
+    const char *v = meta_req(c, key, err, errlen);
+    if (!v)
+        return BT_ERR_FORMAT;
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (errno || end == v || *end || x < min || x > max)
+        return fail(err, errlen, BT_ERR_FORMAT, "checkpoint %s: the setting '%s' is '%s', "
+                    "expected a whole number in [%ld, %ld]", c->path, key, v, min, max);
+    *out = x;
+    return BT_OK;
+}
+
+static bt_status meta_u64(const bt_checkpoint *c, const char *key, uint64_t *out, char *err,
+                          size_t errlen)
+{
+    const char *v = meta_req(c, key, err, errlen);
+    if (!v)
+        return BT_ERR_FORMAT;
+    char *end;
+    errno = 0;
+    unsigned long long x = strtoull(v, &end, 10);
+    if (errno || end == v || *end || v[0] == '-')
+        return fail(err, errlen, BT_ERR_FORMAT, "checkpoint %s: the setting '%s' is '%s', "
+                    "expected a whole number >= 0", c->path, key, v);
+    *out = x;
+    return BT_OK;
+}
+
+bt_status bt_checkpoint_read(const char *path, bt_checkpoint **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    bt_checkpoint *c = bt_calloc(1, sizeof *c);
+    if (!c)
+        return fail(err, errlen, BT_ERR_NOMEM, "out of memory reading %s", path);
+    snprintf(c->path, sizeof c->path, "%s", path);
+    bt_status st = bt_st_read(path, &c->file, err, errlen);
+    if (st != BT_OK) {
+        bt_free(c);
+        return st;
+    }
+    const char *fmt = bt_st_meta(c->file, "format");
+    if (!fmt || strcmp(fmt, BT_CHECKPOINT_FORMAT) != 0) {
+        st = fail(err, errlen, BT_ERR_FORMAT, "%s is a safetensors file but not a bptt model "
+                  "checkpoint (format '%s', expected '%s')", path, fmt ? fmt : "none",
+                  BT_CHECKPOINT_FORMAT);
+        goto bad;
+    }
+    const char *prec = meta_req(c, "precision", err, errlen);
+    if (!prec) {
+        st = BT_ERR_FORMAT;
+        goto bad;
+    }
+    if (strcmp(prec, precision_name()) != 0) {
+        st = fail(err, errlen, BT_ERR_FORMAT, "checkpoint %s holds %s parameters, but this bptt "
+                  "is built with %s (-Dreal=%s): use a bptt built with -Dreal=%s", path, prec,
+                  precision_name(), precision_name(), prec);
+        goto bad;
+    }
+    bt_lm_config *cfg = &c->cfg;
+    bt_lm_config_default(cfg);
+    long l;
+    char tok[32], smp[32];
+    if ((st = meta_str(c, "cell", cfg->cell, sizeof cfg->cell, err, errlen)) ||
+        (st = meta_int(c, "hidden", 1, 1L << 20, &l, err, errlen)))
+        goto bad;
+    cfg->hidden = (int)l;
+    if ((st = meta_int(c, "batch", 1, 1L << 24, &l, err, errlen)))
+        goto bad;
+    cfg->batch = (int)l;
+    if ((st = meta_int(c, "steps", 1, 1L << 24, &l, err, errlen)))
+        goto bad;
+    cfg->steps = (int)l;
+    if ((st = meta_int(c, "input_size", 1, 1L << 24, &l, err, errlen)))
+        goto bad;
+    c->input_size = (int)l;
+    if ((st = meta_int(c, "output_size", 1, 1L << 24, &l, err, errlen)))
+        goto bad;
+    c->output_size = (int)l;
+    if ((st = meta_str(c, "optimizer", cfg->optimizer, sizeof cfg->optimizer, err, errlen)) ||
+        (st = meta_num(c, "clip", 0, INFINITY, &cfg->clip, err, errlen)) ||
+        (st = meta_str(c, "truncation", cfg->truncation, sizeof cfg->truncation, err, errlen)) ||
+        (st = meta_str(c, "init", cfg->init, sizeof cfg->init, err, errlen)) ||
+        (st = meta_u64(c, "seed", &cfg->seed, err, errlen)) ||
+        (st = meta_str(c, "tokens", tok, sizeof tok, err, errlen)) ||
+        (st = meta_str(c, "sampling", smp, sizeof smp, err, errlen)) ||
+        (st = meta_int(c, "max_tokens", 0, 0x7fffffffffffffffL, &cfg->max_tokens, err, errlen)) ||
+        (st = meta_num(c, "val_fraction", 0, 0.5, &cfg->val_fraction, err, errlen)) ||
+        (st = meta_int(c, "epoch", 0, 0x7fffffff, &l, err, errlen)))
+        goto bad;
+    c->epoch = (int)l;
+    if ((st = meta_u64(c, "updates", &c->updates, err, errlen)) ||
+        (st = meta_u64(c, "optimizer_steps", &c->opt_steps, err, errlen)) ||
+        (st = meta_str(c, "bptt_version", c->version, sizeof c->version, err, errlen)))
+        goto bad;
+    if (bt_tokens_kind_parse(tok, &cfg->tokens, NULL, 0) != BT_OK ||
+        (strcmp(smp, "sequential") != 0 && strcmp(smp, "random") != 0)) {
+        st = fail(err, errlen, BT_ERR_FORMAT, "checkpoint %s: unknown tokens '%s' or sampling '%s'",
+                  path, tok, smp);
+        goto bad;
+    }
+    cfg->sampling = strcmp(smp, "random") == 0 ? BT_BATCH_RANDOM : BT_BATCH_SEQUENTIAL;
+    const char *data = bt_st_meta(c->file, "data");
+    snprintf(c->data, sizeof c->data, "%s", data ? data : "");
+    const char *vocab = bt_st_meta(c->file, "vocab");
+    if (vocab) {
+        char verr[256] = "";
+        if (bt_vocab_from_json(vocab, cfg->tokens, &c->vocab, verr, sizeof verr) != BT_OK) {
+            st = fail(err, errlen, BT_ERR_FORMAT, "checkpoint %s: bad vocabulary: %s", path, verr);
+            goto bad;
+        }
+        if (bt_vocab_size(c->vocab) != c->input_size || bt_vocab_size(c->vocab) != c->output_size) {
+            st = fail(err, errlen, BT_ERR_FORMAT, "checkpoint %s: the vocabulary has %d tokens but "
+                      "the model takes %d and predicts %d", path, bt_vocab_size(c->vocab),
+                      c->input_size, c->output_size);
+            goto bad;
+        }
+    }
+    *out = c;
+    return BT_OK;
+bad:
+    bt_checkpoint_free(c);
+    return st;
+}
+
+/* The tensor `name` as bt_real of exactly this shape, into dst. */
+static bt_status load_real(const bt_checkpoint *c, const char *name, int ndim, const int *shape,
+                           bt_real *dst, char *err, size_t errlen)
+{
+    const bt_st_tensor *t = bt_st_find(c->file, name);
+    if (!t)
+        return fail(err, errlen, BT_ERR_FORMAT, "checkpoint %s: tensor '%s' is missing", c->path,
+                    name);
+    if (t->dtype != real_dtype())
+        return fail(err, errlen, BT_ERR_FORMAT, "checkpoint %s: tensor '%s' is %s; this bptt "
+                    "(%s precision) expects %s", c->path, name, bt_st_dtype_name(t->dtype),
+                    precision_name(), bt_st_dtype_name(real_dtype()));
+    bool same = t->ndim == ndim;
+    for (int d = 0; same && d < ndim; d++)
+        same = t->shape[d] == shape[d];
+    if (!same) {
+        char got[128] = "[", want[128] = "[";
+        for (int d = 0; d < t->ndim; d++)
+            snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", d ? "," : "",
+                     (long long)t->shape[d]);
+        for (int d = 0; d < ndim; d++)
+            snprintf(want + strlen(want), sizeof want - strlen(want), "%s%d", d ? "," : "",
+                     shape[d]);
+        strcat(got, "]");
+        strcat(want, "]");
+        return fail(err, errlen, BT_ERR_SHAPE, "checkpoint %s: tensor '%s' has shape %s, the "
+                    "model expects %s", c->path, name, got, want);
+    }
+    char gerr[256] = "";
+    bt_status st = bt_st_get_real(t, dst, t->count, gerr, sizeof gerr);
+    if (st != BT_OK)
+        return fail(err, errlen, st, "checkpoint %s: tensor '%s': %s", c->path, name, gerr);
+    for (size_t i = 0; i < t->count; i++)
+        if (!isfinite((double)dst[i]))
+            return fail(err, errlen, BT_ERR_NUMERIC, "checkpoint %s: tensor '%s' holds a "
+                        "non-finite value at %zu", c->path, name, i);
+    return BT_OK;
+}
+
+/* A count from the history table; a damaged value becomes -1, not undefined behaviour. */
+static int to_int(double x) { return x >= -1 && x <= 2147483647.0 ? (int)x : -1; }
+
+static bt_status load_params(const bt_checkpoint *c, bt_model *m, char *err, size_t errlen)
+{
+    if (m->dims.input != c->input_size || m->dims.output != c->output_size ||
+        m->dims.hidden != c->cfg.hidden)
+        return fail(err, errlen, BT_ERR_SHAPE, "checkpoint %s: sizes %d/%d/%d (input/hidden/"
+                    "output) do not match the model's %d/%d/%d", c->path, c->input_size,
+                    c->cfg.hidden, c->output_size, m->dims.input, m->dims.hidden, m->dims.output);
+    char name[BT_NAME_LEN + 16];
+    for (int i = 0; i < m->n_params; i++) {
+        snprintf(name, sizeof name, "param.%s", m->specs[i].name);
+        bt_tensor *t = m->ptab[i];
+        bt_status st = load_real(c, name, t->ndim, t->shape, t->data, err, errlen);
+        if (st != BT_OK)
+            return st;
+    }
+    return BT_OK;
+}
+
+bt_status bt_checkpoint_model(const bt_checkpoint *c, const bt_registry *reg, bt_model **out,
+                              char *err, size_t errlen)
+{
+    *out = NULL;
+    const bt_cell_def *cell = bt_registry_cell(reg, c->cfg.cell);
+    if (!cell) {
+        char known[512];
+        return fail(err, errlen, BT_ERR_NOT_FOUND, "checkpoint %s uses cell '%s', which is not "
+                    "registered (known: %s): load the plugin that provides it with --plugin PATH",
+                    c->path, c->cfg.cell, bt_lm_known_names(reg, BT_KIND_CELL, known, sizeof known));
+    }
+    bt_cell_dims dims = {c->input_size, c->cfg.hidden, c->output_size};
+    bt_model *m;
+    bt_status st = bt_model_new(cell, dims, &m, err, errlen);
+    if (st != BT_OK)
+        return st;
+    if ((st = load_params(c, m, err, errlen)) != BT_OK) {
+        bt_model_free(m);
+        return st;
+    }
+    *out = m;
+    return BT_OK;
+}
+
+bt_status bt_checkpoint_restore(const bt_checkpoint *c, bt_lm *lm, char *err, size_t errlen)
+{
+    bt_model *m = bt_lm_model(lm);
+    bt_optimizer *o = bt_lm_optimizer(lm);
+    bt_source *src = bt_lm_source(lm);
+    const bt_lm_config *cfg = bt_lm_config_of(lm);
+    if (c->vocab && src->vocab) {
+        char *a = bt_vocab_to_json(c->vocab), *b = bt_vocab_to_json(src->vocab);
+        bool same = a && b && strcmp(a, b) == 0;
+        bt_free(a);
+        bt_free(b);
+        if (!same)
+            return fail(err, errlen, BT_ERR_ARG, "checkpoint %s: its vocabulary (%d tokens) is not "
+                        "the one of this text (%d tokens): resume on the text the model was "
+                        "trained on%s%s", c->path, bt_vocab_size(c->vocab),
+                        bt_vocab_size(src->vocab), c->data[0] ? " (" : "",
+                        c->data[0] ? c->data : "");
+    }
+    bt_status st = load_params(c, m, err, errlen);
+    if (st != BT_OK)
+        return st;
+    char name[32];
+    int total = (int)bt_params_total(m->params);
+    int n_opt = bt_optimizer_state_count(o);
+    for (int i = 0; i < n_opt; i++) {
+        snprintf(name, sizeof name, "opt.%d", i);
+        if ((st = load_real(c, name, 1, &total, bt_optimizer_state(o, i), err, errlen)) != BT_OK)
+            return st;
+    }
+    snprintf(name, sizeof name, "opt.%d", n_opt);
+    if (bt_st_find(c->file, name))
+        return fail(err, errlen, BT_ERR_FORMAT, "checkpoint %s: it has more optimizer state "
+                    "than optimizer %s keeps", c->path, cfg->optimizer);
+    bt_optimizer_set_steps(o, c->opt_steps);
+    const bt_st_tensor *r = bt_st_find(c->file, "rng");
+    if (!r || r->dtype != BT_ST_I64 || r->count != 4)
+        return fail(err, errlen, BT_ERR_FORMAT, "checkpoint %s: tensor 'rng' is missing or is "
+                    "not 4 x I64", c->path);
+    memcpy(bt_lm_rng(lm)->s, r->data, sizeof(uint64_t) * 4);
+    bt_real *const *state = bt_lm_state(lm);
+    for (int k = 0; k < m->n_states; k++) {
+        snprintf(name, sizeof name, "state.%d", k);
+        int shape[2] = {cfg->batch, m->state_width[k]};
+        if ((st = load_real(c, name, 2, shape, state[k], err, errlen)) != BT_OK)
+            return st;
+    }
+    const bt_st_tensor *h = bt_st_find(c->file, "history");
+    if (!h || h->dtype != BT_ST_F64 || h->ndim != 2 || h->shape[1] != HIST_COLS ||
+        h->shape[0] > c->epoch)
+        return fail(err, errlen, BT_ERR_FORMAT, "checkpoint %s: tensor 'history' is missing or "
+                    "is not [epochs <= %d, %d] F64", c->path, c->epoch, HIST_COLS);
+    int n = (int)h->shape[0];
+    bt_lm_epoch *rows = bt_calloc((size_t)(n ? n : 1), sizeof *rows);
+    if (!rows)
+        return fail(err, errlen, BT_ERR_NOMEM, "out of memory");
+    const double *v = h->data;
+    for (int i = 0; i < n; i++, v += HIST_COLS) {
+        bt_lm_epoch *e = &rows[i];
+        e->epoch = to_int(v[0]), e->train_loss = v[1], e->val_loss = v[2];
+        e->train_ppl = src->tokens_out ? exp(v[1]) : NAN;
+        e->val_ppl = src->tokens_out ? exp(v[2]) : NAN;
+        e->tokens_per_s = v[3], e->grad_norm_mean = v[4], e->grad_norm_max = v[5];
+        e->updates = to_int(v[6]), e->skipped = to_int(v[7]), e->seconds = v[8], e->elapsed = v[9];
+        e->peak_arena = v[10] >= 0 && v[10] < 1e18 ? (size_t)v[10] : 0;
+    }
+    st = bt_lm_set_progress(lm, c->epoch, c->updates, rows, n, err, errlen);
+    bt_free(rows);
+    return st;
+}

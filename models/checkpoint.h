@@ -1,0 +1,62 @@
+/* checkpoint.h: a training run in one safetensors file, complete enough to
+ * continue it bit for bit: parameters (param.<name>), optimizer state
+ * (opt.<i>, laid out like the parameters) and step count, the run's RNG
+ * (rng, 4 x I64), the carried state (state.<k> [B, width]), the per-epoch
+ * history, and every setting in __metadata__ (cell, sizes, vocabulary as
+ * JSON, optimizer, truncation, clip, init, seed, precision, version...).
+ *
+ * Writing is atomic (safetensors.h): the previous file stays whole until the
+ * new one is complete. Reading checks the content as well as the structure:
+ * every tensor present with the right dtype and shape, the precision of this
+ * build, a known cell. */
+#ifndef BPTT_CHECKPOINT_H
+#define BPTT_CHECKPOINT_H
+
+#include "lm.h"
+#include "safetensors.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define BT_CHECKPOINT_FORMAT "bptt-lm-1"
+
+/* What a checkpoint file says, before anything is built from it. */
+typedef struct bt_checkpoint {
+    bt_st_file *file;
+    char path[1024];
+    bt_lm_config cfg;
+    char data[1024];        /* the text it was trained on, as given ("" if unknown) */
+    bt_vocab *vocab;        /* NULL for a source without a vocabulary */
+    int input_size, output_size;
+    int epoch;              /* epochs done */
+    uint64_t updates;       /* optimizer updates done (including skipped ones) */
+    uint64_t opt_steps;     /* the optimizer's own step counter */
+    char version[32];       /* bptt version that wrote it */
+} bt_checkpoint;
+
+/* Refuses non-finite parameters (BT_ERR_NUMERIC), so a file on disk is always
+ * a model worth keeping. data_path may be NULL. */
+bt_status bt_checkpoint_save(bt_lm *lm, const char *path, const char *data_path, char *err,
+                             size_t errlen);
+
+/* Reads and checks the metadata; tensors are checked when loaded. */
+bt_status bt_checkpoint_read(const char *path, bt_checkpoint **out, char *err, size_t errlen);
+void bt_checkpoint_free(bt_checkpoint *c);
+
+/* The model alone (generation): cell from reg (an unknown cell suggests
+ * --plugin), parameters loaded and checked. */
+bt_status bt_checkpoint_model(const bt_checkpoint *c, const bt_registry *reg, bt_model **out,
+                              char *err, size_t errlen);
+/* Everything into a run built from c->cfg over the same data: parameters,
+ * optimizer state and steps, RNG, carried state, epoch count and history. */
+bt_status bt_checkpoint_restore(const bt_checkpoint *c, bt_lm *lm, char *err, size_t errlen);
+
+/* Fails now, not after an hour of training, when path cannot be written: a
+ * folder, a missing folder, no permission to create files there. */
+bt_status bt_checkpoint_check_writable(const char *path, char *err, size_t errlen);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

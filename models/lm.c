@@ -1,0 +1,506 @@
+/* lm.c: the training loop. Everything a run needs is allocated in bt_lm_new
+ * (model, optimizer, policy, unroller, state buffers, evaluation graph); an
+ * epoch then only reuses it, so the steady state allocates nothing. One RNG,
+ * seeded from the config, gives the initialisation, each epoch's offset and
+ * order, and each sequence's policy seed: the run replays exactly, and a
+ * checkpoint holding that RNG continues it bit for bit.
+ *
+ * Dimension letters: B rows, T steps, H hidden, V vocabulary. */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "lm.h"
+
+struct bt_lm {
+    bt_lm_config cfg;
+    bt_source *src;
+    bt_model *m;
+    bt_optimizer *opt;
+    const bt_policy_def *pdef;
+    void *pstate;
+    bt_unroller *u;
+    bt_rng rng;
+    bt_real *state_block;            /* [sum_k B * width_k] */
+    bt_real *state[BT_MAX_STATES];   /* views into state_block */
+    size_t state_len;
+    /* Validation: its own graph (no tape) and state, sized on first use. */
+    bt_graph *eval_g;
+    bt_real *eval_block;
+    size_t eval_cap;
+    int epochs_done;
+    uint64_t updates;
+    bt_lm_epoch *hist;
+    int n_hist, cap_hist;
+    size_t peak_arena;
+};
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+void bt_lm_config_default(bt_lm_config *c)
+{
+    memset(c, 0, sizeof *c);
+    snprintf(c->cell, sizeof c->cell, "rnn_tanh");
+    c->hidden = 512;
+    c->batch = 32;
+    c->steps = 35;
+    snprintf(c->optimizer, sizeof c->optimizer, "sgd:lr=1");
+    c->clip = 1;
+    snprintf(c->truncation, sizeof c->truncation, "full");
+    c->seed = 0;
+    c->tokens = BT_TOKENS_CHARS;
+    c->sampling = BT_BATCH_SEQUENTIAL;
+}
+
+const char *bt_lm_known_names(const bt_registry *r, bt_plugin_kind kind, char *buf, size_t len)
+{
+    size_t used = 0;
+    buf[0] = '\0';
+    for (int i = 0; r && i < bt_registry_count(r) && used + 1 < len; i++) {
+        const bt_registry_entry *e = bt_registry_at(r, i);
+        if (e->kind == kind)
+            used += (size_t)snprintf(buf + used, len - used, "%s%s", used ? ", " : "", e->name);
+    }
+    if (!used)
+        snprintf(buf, len, "none: no %s plugin is loaded", bt_plugin_kind_name(kind));
+    return buf;
+}
+
+void bt_lm_free(bt_lm *lm)
+{
+    if (!lm)
+        return;
+    if (lm->pstate && lm->pdef->destroy)
+        lm->pdef->destroy(lm->pstate);
+    bt_unroller_free(lm->u);
+    bt_optimizer_free(lm->opt);
+    bt_model_free(lm->m);
+    bt_graph_free(lm->eval_g);
+    bt_free(lm->state_block);
+    bt_free(lm->eval_block);
+    bt_free(lm->hist);
+    bt_free(lm);
+}
+
+bt_status bt_lm_new(const bt_registry *reg, const bt_lm_config *cfg, bt_source *src, bt_lm **out,
+                    char *err, size_t errlen)
+{
+    *out = NULL;
+    char known[512];
+    if (cfg->hidden < 1 || cfg->batch < 1 || cfg->steps < 1) {
+        snprintf(err, errlen, "hidden (%d), batch (%d) and steps (%d) must be at least 1",
+                 cfg->hidden, cfg->batch, cfg->steps);
+        return BT_ERR_ARG;
+    }
+    if (src->B != cfg->batch || src->T != cfg->steps) {
+        snprintf(err, errlen, "the source gives %d x %d minibatches, the run wants %d x %d",
+                 src->B, src->T, cfg->batch, cfg->steps);
+        return BT_ERR_SHAPE;
+    }
+    if (!(cfg->clip >= 0) || !isfinite(cfg->clip)) {
+        snprintf(err, errlen, "clip %g: expected a number >= 0 (0 disables clipping)", cfg->clip);
+        return BT_ERR_ARG;
+    }
+    const bt_cell_def *cell = bt_registry_cell(reg, cfg->cell);
+    if (!cell) {
+        snprintf(err, errlen, "unknown cell '%s' (known: %s); a cell from your own plugin needs "
+                 "--plugin PATH", cfg->cell, bt_lm_known_names(reg, BT_KIND_CELL, known, sizeof known));
+        return BT_ERR_NOT_FOUND;
+    }
+    if (src->tokens_in && cell->input != BT_INPUT_TOKENS) {
+        snprintf(err, errlen, "cell %s takes real-valued inputs; %s gives token ids", cell->name,
+                 src->name);
+        return BT_ERR_ARG;
+    }
+    if (src->tokens_out != (cell->loss == BT_LOSS_XENT)) {
+        snprintf(err, errlen, "cell %s is trained with %s, but %s has %s targets", cell->name,
+                 cell->loss == BT_LOSS_XENT ? "cross-entropy" : "squared error", src->name,
+                 src->tokens_out ? "token" : "real-valued");
+        return BT_ERR_ARG;
+    }
+    bt_status st = bt_init_spec_check(cfg->init, err, errlen);
+    if (st != BT_OK)
+        return st;
+    char pname[BT_NAME_LEN + 1];
+    const char *popts;
+    bt_split_spec(cfg->truncation, pname, sizeof pname, &popts);
+    const bt_policy_def *pdef = bt_registry_policy(reg, pname);
+    if (!pdef) {
+        snprintf(err, errlen, "unknown truncation policy '%s' (known: %s)", pname,
+                 bt_lm_known_names(reg, BT_KIND_POLICY, known, sizeof known));
+        return BT_ERR_NOT_FOUND;
+    }
+
+    bt_lm *lm = bt_calloc(1, sizeof *lm);
+    if (!lm)
+        return BT_ERR_NOMEM;
+    lm->cfg = *cfg;
+    lm->src = src;
+    lm->pdef = pdef;
+    char perr[BT_ERRMSG_LEN] = "";
+    if (pdef->create(bt_host_table(), popts, &lm->pstate, perr, sizeof perr) != 0) {
+        lm->pstate = NULL;
+        snprintf(err, errlen, "--truncation %s: %s", cfg->truncation,
+                 perr[0] ? perr : "invalid options");
+        bt_lm_free(lm);
+        return BT_ERR_ARG;
+    }
+    bt_cell_dims dims = {src->input_size, cfg->hidden, src->output_size};
+    if ((st = bt_model_new(cell, dims, &lm->m, err, errlen)) != BT_OK)
+        goto fail;
+    bt_rng_seed(&lm->rng, cfg->seed);
+    if ((st = bt_model_init(lm->m, cfg->init, &lm->rng, err, errlen)) != BT_OK)
+        goto fail;
+    if ((st = bt_optimizer_new(reg, cfg->optimizer, lm->m->params, &lm->opt, perr,
+                               sizeof perr)) != BT_OK) {
+        snprintf(err, errlen, "--optimizer %s: %s", cfg->optimizer, perr);
+        goto fail;
+    }
+    if ((st = bt_unroller_new(lm->m, cfg->batch, cfg->steps, &lm->u, err, errlen)) != BT_OK)
+        goto fail;
+    for (int k = 0; k < lm->m->n_states; k++)
+        lm->state_len += (size_t)cfg->batch * (size_t)lm->m->state_width[k];
+    lm->state_block = bt_calloc(lm->state_len, sizeof(bt_real));
+    lm->eval_g = bt_graph_new();
+    if (!lm->state_block || !lm->eval_g) {
+        snprintf(err, errlen, "out of memory for the run");
+        st = BT_ERR_NOMEM;
+        goto fail;
+    }
+    bt_graph_set_grad(lm->eval_g, false); /* validation records no tape */
+    bt_real *p = lm->state_block;
+    for (int k = 0; k < lm->m->n_states; k++) {
+        lm->state[k] = p;
+        p += (size_t)cfg->batch * (size_t)lm->m->state_width[k];
+    }
+    *out = lm;
+    return BT_OK;
+fail:
+    bt_lm_free(lm);
+    return st;
+}
+
+bool bt_lm_params_finite(const bt_lm *lm)
+{
+    const bt_real *p = bt_params_data(lm->m->params);
+    size_t n = bt_params_total(lm->m->params);
+    /* Sum of x * 0: NaN as soon as one x is NaN or infinite, one pass, no branch. */
+    double acc = 0;
+    for (size_t i = 0; i < n; i++)
+        acc += (double)p[i] * 0.0;
+    return acc == 0;
+}
+
+bt_status bt_lm_evaluate(bt_lm *lm, double *loss, char *err, size_t errlen)
+{
+    bt_source *src = lm->src;
+    bt_model *m = lm->m;
+    bt_graph *g = lm->eval_g;
+    *loss = NAN;
+    double sum = 0;
+    long terms = 0;
+    int rows = -1;
+    bt_sequence seq;
+    for (int i = 0; src->validation && src->validation(src->ctx, i, &seq); i++) {
+        size_t need = 0;
+        for (int k = 0; k < m->n_states; k++)
+            need += (size_t)seq.B * (size_t)m->state_width[k];
+        if (need > lm->eval_cap) { /* once per run: validation batches keep their shape */
+            bt_free(lm->eval_block);
+            lm->eval_block = bt_calloc(need, sizeof(bt_real));
+            lm->eval_cap = lm->eval_block ? need : 0;
+            if (!lm->eval_block) {
+                snprintf(err, errlen, "out of memory for validation");
+                return BT_ERR_NOMEM;
+            }
+        }
+        if (seq.B != rows) /* a new layout (or the start): the state starts at zero */
+            memset(lm->eval_block, 0, need * sizeof(bt_real));
+        rows = seq.B;
+        bt_graph_reset(g);
+        bt_tensor *state[BT_MAX_STATES], *next[BT_MAX_STATES];
+        bt_real *src_state = lm->eval_block;
+        for (int k = 0; k < m->n_states; k++) {
+            state[k] = bt_graph_input(g, 2, (int[]){seq.B, m->state_width[k]}, src_state);
+            src_state += (size_t)seq.B * (size_t)m->state_width[k];
+        }
+        for (long s = 0; s < seq.T; s++) {
+            bt_tensor *l = bt_unroll_step(g, m, &seq, s, state, next);
+            if (!l) {
+                snprintf(err, errlen, "validation: cell %s: %s", m->cell->name, bt_graph_error(g));
+                return bt_graph_status(g) != BT_OK ? bt_graph_status(g) : BT_ERR_ARG;
+            }
+            double w = seq.loss_weight ? (double)seq.loss_weight[s] : 1.0;
+            sum += (double)l->data[0] * w * seq.B;
+            terms += w != 0 ? seq.B : 0;
+            memcpy(state, next, sizeof(bt_tensor *) * (size_t)m->n_states);
+        }
+        bt_real *dst = lm->eval_block;
+        for (int k = 0; k < m->n_states; k++) {
+            memcpy(dst, state[k]->data, sizeof(bt_real) * state[k]->size);
+            dst += state[k]->size;
+        }
+    }
+    if (terms == 0) {
+        snprintf(err, errlen, "no validation data (use --val-fraction)");
+        return BT_ERR_NOT_FOUND;
+    }
+    *loss = sum / (double)terms;
+    return BT_OK;
+}
+
+static bt_status history_push(bt_lm *lm, const bt_lm_epoch *e)
+{
+    if (lm->n_hist == lm->cap_hist) { /* once per epoch at most: not on the step path */
+        int cap = lm->cap_hist ? 2 * lm->cap_hist : 64;
+        bt_lm_epoch *h = bt_realloc(lm->hist, sizeof *h * (size_t)cap);
+        if (!h)
+            return BT_ERR_NOMEM;
+        lm->hist = h;
+        lm->cap_hist = cap;
+    }
+    lm->hist[lm->n_hist++] = *e;
+    return BT_OK;
+}
+
+static double ppl_of(const bt_lm *lm, double loss)
+{
+    return lm->src->tokens_out ? exp(loss) : NAN;
+}
+
+bt_status bt_lm_train_epoch(bt_lm *lm, int epochs_target, const bt_lm_hooks *hooks,
+                            bt_lm_epoch *e, char *err, size_t errlen)
+{
+    bt_source *src = lm->src;
+    double t0 = now_s();
+    src->epoch(src->ctx, &lm->rng);
+    int batches = src->count(src->ctx);
+    /* d2l starts every epoch from a zero state; random sampling also zeroes it
+     * before each minibatch, since neighbouring rows are unrelated text. */
+    memset(lm->state_block, 0, lm->state_len * sizeof(bt_real));
+    bt_unroll_opts o = {
+        .policy = lm->pdef,
+        .policy_state = lm->pstate,
+        .optimizer = lm->opt,
+        .clip = lm->cfg.clip,
+    };
+    double loss_sum = 0, gsum = 0, gmax = 0;
+    long terms = 0, tokens = 0;
+    int updates = 0, skipped = 0, done = 0;
+    size_t peak = 0;
+    bt_sequence seq;
+    bt_unroll_result r;
+    while (src->next(src->ctx, &seq)) {
+        if (!src->carry_state && done > 0)
+            memset(lm->state_block, 0, lm->state_len * sizeof(bt_real));
+        o.policy_seed = bt_rng_next(&lm->rng); /* drawn for every policy, so data order agrees */
+        char uerr[BT_ERRMSG_LEN] = "";
+        bt_status st = bt_unroll_run(lm->u, &seq, lm->state, &o, NULL, NULL, NULL, &r, uerr,
+                                     sizeof uerr);
+        if (st != BT_OK) {
+            snprintf(err, errlen, "epoch %d, minibatch %d of %d: %s", lm->epochs_done + 1,
+                     done + 1, batches, uerr);
+            return st;
+        }
+        done++;
+        loss_sum += r.loss_sum;
+        terms += r.loss_terms;
+        tokens += (long)seq.B * seq.T;
+        updates += r.updates;
+        skipped += r.skipped;
+        gsum += r.grad_norm_sum;
+        if (r.grad_norm_max > gmax)
+            gmax = r.grad_norm_max;
+        if (r.peak_arena > peak)
+            peak = r.peak_arena;
+        if (hooks && hooks->progress) {
+            double dt = now_s() - t0;
+            double per_batch = dt / done;
+            int left = batches - done + batches * (epochs_target - lm->epochs_done - 1);
+            bt_lm_progress p = {
+                .epoch = lm->epochs_done + 1,
+                .epochs = epochs_target,
+                .batch = done,
+                .batches = batches,
+                .train_ppl = ppl_of(lm, terms ? loss_sum / (double)terms : NAN),
+                .tokens_per_s = dt > 0 ? (double)tokens / dt : 0,
+                .eta_s = per_batch * (left > 0 ? left : 0),
+            };
+            hooks->progress(hooks->ctx, &p);
+        }
+    }
+    double t_train = now_s() - t0;
+    if (!bt_lm_params_finite(lm)) {
+        snprintf(err, errlen, "epoch %d: the parameters became non-finite: lower the learning "
+                 "rate or clip gradients (--clip)", lm->epochs_done + 1);
+        return BT_ERR_NUMERIC;
+    }
+    memset(e, 0, sizeof *e);
+    e->epoch = lm->epochs_done + 1;
+    e->train_loss = terms ? loss_sum / (double)terms : NAN;
+    e->train_ppl = ppl_of(lm, e->train_loss);
+    e->val_loss = e->val_ppl = NAN;
+    if (src->validation) {
+        double vl;
+        char verr[BT_ERRMSG_LEN] = "";
+        bt_status st = bt_lm_evaluate(lm, &vl, verr, sizeof verr);
+        if (st == BT_OK) {
+            e->val_loss = vl;
+            e->val_ppl = ppl_of(lm, vl);
+        } else if (st != BT_ERR_NOT_FOUND) {
+            snprintf(err, errlen, "epoch %d: %s", e->epoch, verr);
+            return st;
+        }
+    }
+    e->tokens_per_s = t_train > 0 ? (double)tokens / t_train : 0;
+    e->updates = updates;
+    e->skipped = skipped;
+    e->grad_norm_mean = updates - skipped > 0 ? gsum / (updates - skipped) : 0;
+    e->grad_norm_max = gmax;
+    e->seconds = now_s() - t0;
+    e->elapsed = (lm->n_hist ? lm->hist[lm->n_hist - 1].elapsed : 0) + e->seconds;
+    e->peak_arena = peak;
+    if (peak > lm->peak_arena)
+        lm->peak_arena = peak;
+    if (history_push(lm, e) != BT_OK) {
+        snprintf(err, errlen, "out of memory for the epoch history");
+        return BT_ERR_NOMEM;
+    }
+    lm->epochs_done++;
+    lm->updates += (uint64_t)updates;
+    if (hooks && hooks->epoch_done)
+        return hooks->epoch_done(hooks->ctx, lm, e, err, errlen);
+    return BT_OK;
+}
+
+bt_status bt_lm_train(bt_lm *lm, int epochs, const bt_lm_hooks *hooks, char *err, size_t errlen)
+{
+    while (lm->epochs_done < epochs) {
+        bt_lm_epoch e;
+        bt_status st = bt_lm_train_epoch(lm, epochs, hooks, &e, err, errlen);
+        if (st != BT_OK)
+            return st;
+    }
+    return BT_OK;
+}
+
+const bt_lm_config *bt_lm_config_of(const bt_lm *lm) { return &lm->cfg; }
+bt_model *bt_lm_model(bt_lm *lm) { return lm->m; }
+bt_optimizer *bt_lm_optimizer(bt_lm *lm) { return lm->opt; }
+bt_source *bt_lm_source(bt_lm *lm) { return lm->src; }
+bt_rng *bt_lm_rng(bt_lm *lm) { return &lm->rng; }
+bt_real *const *bt_lm_state(bt_lm *lm) { return lm->state; }
+int bt_lm_epochs_done(const bt_lm *lm) { return lm->epochs_done; }
+uint64_t bt_lm_updates(const bt_lm *lm) { return lm->updates; }
+
+const char *bt_lm_policy_describe(const bt_lm *lm, char *buf, size_t len)
+{
+    if (lm->pdef->describe)
+        return lm->pdef->describe(lm->pstate, buf, len);
+    snprintf(buf, len, "%s", lm->cfg.truncation);
+    return buf;
+}
+
+const char *bt_lm_optimizer_describe(const bt_lm *lm, char *buf, size_t len)
+{
+    return bt_optimizer_describe(lm->opt, buf, len);
+}
+
+size_t bt_lm_memory(const bt_lm *lm)
+{
+    size_t total = bt_params_total(lm->m->params);
+    size_t n_opt = (size_t)bt_optimizer_state_count(lm->opt);
+    int reach = lm->pdef->max_reach ? lm->pdef->max_reach(lm->pstate) : 0;
+    /* The unroller's ring keeps max(reach, 1) + 1 states. */
+    size_t ring = lm->state_len * (size_t)((reach > 0 ? reach : 1) + 1);
+    return sizeof(bt_real) * (total * (2 + n_opt) + lm->state_len + ring) + lm->peak_arena;
+}
+
+int bt_lm_history(const bt_lm *lm, const bt_lm_epoch **epochs)
+{
+    *epochs = lm->hist;
+    return lm->n_hist;
+}
+
+bt_status bt_lm_set_progress(bt_lm *lm, int epochs_done, uint64_t updates,
+                             const bt_lm_epoch *history, int n, char *err, size_t errlen)
+{
+    if (epochs_done < 0 || n < 0 || n > epochs_done) {
+        snprintf(err, errlen, "bad progress: epoch %d with %d history rows", epochs_done, n);
+        return BT_ERR_ARG;
+    }
+    lm->n_hist = 0;
+    for (int i = 0; i < n; i++)
+        if (history_push(lm, &history[i]) != BT_OK) {
+            snprintf(err, errlen, "out of memory for the epoch history");
+            return BT_ERR_NOMEM;
+        }
+    lm->epochs_done = epochs_done;
+    lm->updates = updates;
+    return BT_OK;
+}
+
+/* Does a registered policy name start at s, followed by ':', ',' or the end? */
+static bool policy_starts(const bt_registry *r, const char *s)
+{
+    size_t n = strcspn(s, ":,");
+    char name[BT_NAME_LEN + 1];
+    if (n == 0 || n > BT_NAME_LEN)
+        return false;
+    memcpy(name, s, n);
+    name[n] = '\0';
+    return bt_registry_policy(r, name) != NULL;
+}
+
+int bt_lm_split_policies(const bt_registry *r, const char *list, char (*out)[256], int max,
+                         char *err, size_t errlen)
+{
+    char known[512];
+    if (!list || !*list) {
+        snprintf(err, errlen, "no truncation policy given");
+        return -1;
+    }
+    if (!policy_starts(r, list)) {
+        snprintf(err, errlen, "'%.*s' is not a truncation policy (known: %s)",
+                 (int)strcspn(list, ":,"), list, bt_lm_known_names(r, BT_KIND_POLICY, known, sizeof known));
+        return -1;
+    }
+    int n = 0;
+    const char *start = list;
+    for (const char *p = list;; p++) {
+        if (*p != '\0' && !(*p == ',' && (p[1] == '\0' || p[1] == ',' || policy_starts(r, p + 1))))
+            continue;
+        size_t len = (size_t)(p - start);
+        if (len == 0) {
+            snprintf(err, errlen, "empty entry in the policy list '%s'", list);
+            return -1;
+        }
+        if (n == max || len > 255) {
+            snprintf(err, errlen, n == max ? "more than %d policies in '%s'" : "policy %d of '%s' "
+                     "is too long", n == max ? max : n + 1, list);
+            return -1;
+        }
+        memcpy(out[n], start, len);
+        out[n][len] = '\0';
+        /* "full,bogus:3" reads as policy "full,bogus": name the stray word. */
+        size_t name_len = strcspn(out[n], ":");
+        const char *comma = memchr(out[n], ',', name_len);
+        if (comma) {
+            snprintf(err, errlen, "'%.*s' is not a truncation policy (known: %s)",
+                     (int)(name_len - (size_t)(comma + 1 - out[n])), comma + 1,
+                     bt_lm_known_names(r, BT_KIND_POLICY, known, sizeof known));
+            return -1;
+        }
+        n++;
+        if (*p == '\0')
+            break;
+        start = p + 1;
+    }
+    return n;
+}

@@ -1,0 +1,119 @@
+#!/bin/sh
+# test_cli_train.sh: `bptt train`, `generate` and `compare` end to end with the
+# built binary, on a small text this script writes: outputs, resume, and the
+# exit status and message of each kind of bad input.
+# Usage: test_cli_train.sh PATH/TO/bptt   (BPTT_PLUGIN_PATH set by meson)
+set -u
+BPTT=${1:?usage: test_cli_train.sh PATH/TO/bptt}
+case $BPTT in /*) ;; *) BPTT=$(pwd)/$BPTT ;; esac
+DIR=$(mktemp -d /tmp/bptt-cli-XXXXXX)
+trap 'rm -rf "$DIR"' EXIT
+cd "$DIR" || exit 1
+failures=0
+
+fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
+
+# run NAME EXPECTED_STATUS [PATTERN] -- COMMAND...: status must match; stdout+stderr must contain PATTERN.
+run() {
+    name=$1 want=$2 pattern=$3
+    shift 4
+    "$@" >"$DIR/out.txt" 2>&1
+    got=$?
+    if [ "$got" != "$want" ]; then
+        fail "$name: exit status $got, expected $want"
+        sed 's/^/    /' "$DIR/out.txt" | head -20
+    elif [ -n "$pattern" ] && ! grep -q -e "$pattern" "$DIR/out.txt"; then
+        fail "$name: output lacks '$pattern'"
+        sed 's/^/    /' "$DIR/out.txt" | head -20
+    else
+        echo "ok: $name"
+    fi
+}
+
+i=0
+: >text.txt
+while [ $i -lt 60 ]; do
+    printf 'the time traveller sat by the fire. the doctor read the paper.\n' >>text.txt
+    i=$((i + 1))
+done
+SMALL="--data text.txt --hidden 16 --batch 4 --steps 8 --optimizer adam:lr=0.02 --seed 3"
+
+# ---- a run with every output ----
+run "train writes checkpoint, metrics and plot" 0 "sample (greedy): the time" -- \
+    "$BPTT" train $SMALL --epochs 3 --val-fraction 0.1 --save m.safetensors --metrics m.csv --plot m.svg
+[ -s m.safetensors ] || fail "no checkpoint written"
+[ "$(head -1 m.csv)" = "epoch,train_ppl,val_ppl,tokens_per_s,grad_norm_mean,grad_norm_max,skipped,seconds" ] ||
+    fail "metrics header: $(head -1 m.csv)"
+[ "$(wc -l <m.csv)" -eq 4 ] || fail "metrics should have 3 epoch rows: $(cat m.csv)"
+grep -q "<svg" m.svg || fail "plot is not an SVG"
+grep -q "epoch 3/3" out.txt || fail "no per-epoch line when stderr is not a terminal"
+grep -q "val ppl" out.txt || fail "no validation perplexity"
+ls ./*.tmp.* >/dev/null 2>&1 && fail "temporary files left behind"
+
+run "generate greedy" 0 "^the time" -- "$BPTT" generate --model m.safetensors --prefix "the time" --length 30
+g1=$(cat out.txt)
+run "generate greedy again" 0 "" -- "$BPTT" generate --model m.safetensors --prefix "the time" --length 30
+[ "$g1" = "$(cat out.txt)" ] || fail "greedy generation is not deterministic"
+run "generate sampled" 0 "^the" -- "$BPTT" generate --model m.safetensors --prefix "the" --temperature 0.8 --seed 4
+run "generate: unknown character" 1 "Z" -- "$BPTT" generate --model m.safetensors --prefix "the Zebra"
+run "generate: no model" 2 "--model" -- "$BPTT" generate --prefix "the"
+run "generate: missing model file" 1 "nope.safetensors" -- "$BPTT" generate --model nope.safetensors
+head -c 300 m.safetensors >cut.safetensors
+run "generate: truncated checkpoint" 1 "cut.safetensors" -- "$BPTT" generate --model cut.safetensors
+run "generate: not a checkpoint" 1 "text.txt" -- "$BPTT" generate --model text.txt
+
+# ---- resume continues the same run: 2 + 2 epochs give the model 4 epochs give ----
+run "train 2 epochs" 0 "" -- "$BPTT" train $SMALL --epochs 2 --save a.safetensors
+run "resume to epoch 4" 0 "from epoch 2" -- "$BPTT" train --resume a.safetensors --epochs 4 --save b.safetensors
+grep -q "epoch 3/4" out.txt || fail "resume did not continue at epoch 3"
+run "train 4 epochs" 0 "" -- "$BPTT" train $SMALL --epochs 4 --save c.safetensors
+run "generate from resumed" 0 "" -- "$BPTT" generate --model b.safetensors --prefix the --temperature 1 --seed 9 --length 80
+r1=$(cat out.txt)
+run "generate from straight run" 0 "" -- "$BPTT" generate --model c.safetensors --prefix the --temperature 1 --seed 9 --length 80
+[ "$r1" = "$(cat out.txt)" ] || fail "2+2 epochs and 4 epochs give different models"
+run "resume: conflicting --hidden" 1 "--hidden 32 conflicts with the checkpoint's hidden 16" -- \
+    "$BPTT" train --resume a.safetensors --hidden 32 --epochs 3
+run "resume: conflicting --optimizer" 1 "optimizer" -- \
+    "$BPTT" train --resume a.safetensors --optimizer sgd:lr=1 --epochs 3
+run "resume: same settings restated" 0 "" -- \
+    "$BPTT" train --resume a.safetensors --hidden 16 --optimizer adam:lr=0.02 --epochs 3
+run "resume: already there" 0 "nothing to train" -- "$BPTT" train --resume b.safetensors --epochs 4
+
+# ---- compare ----
+run "compare two policies" 0 "fixed:4" -- "$BPTT" compare $SMALL --epochs 2 --val-fraction 0.1 \
+    --truncation full,fixed:4,tbptt:2,4 --plot cmp.svg
+grep -q "tbptt:2,4" out.txt || fail "compare table lacks tbptt:2,4"
+grep -q "memory" out.txt || fail "compare table lacks the memory column"
+grep -q "<svg" cmp.svg || fail "compare plot is not an SVG"
+run "compare: unknown policy" 2 "known:" -- "$BPTT" compare $SMALL --truncation full,bogus:3
+
+# ---- bad input: clear message, non-zero status ----
+run "missing data file" 1 "nosuch.txt" -- "$BPTT" train --data nosuch.txt --epochs 1
+: >empty.txt
+run "empty data file" 1 "empty" -- "$BPTT" train --data empty.txt --epochs 1
+printf '\000\001\002\003binary\000\000\377' >bin.dat
+run "binary data file" 1 "bin.dat" -- "$BPTT" train --data bin.dat --epochs 1
+run "no --data" 2 "--data" -- "$BPTT" train --epochs 1
+run "bad optimizer option" 1 "lr" -- "$BPTT" train $SMALL --optimizer sgd:lr=abc --epochs 1
+run "unknown optimizer option" 1 "momentum" -- "$BPTT" train $SMALL --optimizer sgd:momentum=1 --epochs 1
+run "unknown optimizer" 1 "known" -- "$BPTT" train $SMALL --optimizer rmsprop --epochs 1
+run "unknown cell" 1 "rnn_tanh" -- "$BPTT" train $SMALL --cell transformer --epochs 1
+run "unknown policy" 1 "tbptt" -- "$BPTT" train $SMALL --truncation bogus --epochs 1
+run "bad policy option" 1 "tbptt" -- "$BPTT" train $SMALL --truncation tbptt:5,2 --epochs 1
+run "bad --hidden" 2 "--hidden" -- "$BPTT" train $SMALL --hidden -3 --epochs 1
+run "bad --tokens" 2 "letters" -- "$BPTT" train $SMALL --tokens words --epochs 1
+run "bad --init" 2 "init" -- "$BPTT" train $SMALL --init gaussian --epochs 1
+run "batch too large" 1 "--batch" -- "$BPTT" train $SMALL --batch 5000 --epochs 1
+run "unknown option" 2 "--frobnicate" -- "$BPTT" train $SMALL --frobnicate
+run "unwritable --save, before training" 1 "no/such/dir" -- \
+    "$BPTT" train $SMALL --epochs 1 --save no/such/dir/m.safetensors
+grep -q "epoch 1/1" out.txt && fail "training started although --save cannot be written"
+run "--save onto a folder" 1 "folder" -- "$BPTT" train $SMALL --epochs 1 --save "$DIR"
+run "resume: truncated checkpoint" 1 "cut.safetensors" -- "$BPTT" train --resume cut.safetensors
+run "letters tokens" 0 "sample" -- "$BPTT" train $SMALL --tokens letters --epochs 1 --quiet
+
+if [ "$failures" -ne 0 ]; then
+    echo "$failures check(s) failed"
+    exit 1
+fi
+echo "all checks passed"

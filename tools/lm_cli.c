@@ -1,0 +1,260 @@
+/* lm_cli.c: the run options shared by `bptt train` and `bptt compare`, and
+ * the bits of output both print (progress line, greedy sample). */
+#include <math.h>
+#include <string.h>
+#include <time.h>
+
+#include "generate.h"
+#include "lm_cli.h"
+
+static const char *const opt_names[LO_COUNT] = {
+    "cell", "hidden", "batch", "steps", "optimizer", "clip", "truncation", "init",
+    "seed", "tokens", "sampling", "max-tokens", "val-fraction",
+};
+
+const char *lm_cli_opt_name(lm_opt_id id) { return opt_names[id]; }
+
+void lm_cli_usage_common(FILE *f)
+{
+    fprintf(f,
+        "  --data FILE            UTF-8 text to train on (required unless --resume knows it)\n"
+        "  --tokens chars|letters every character (default), or d2l's a-z + space + <unk>\n"
+        "  --cell NAME            recurrent cell (default rnn_tanh; see bptt plugins)\n"
+        "  --hidden H             state size (default 512)\n"
+        "  --batch B              rows per minibatch (default 32)\n"
+        "  --steps T              steps per minibatch (default 35)\n"
+        "  --epochs N             train until epoch N in all, counting a resumed run's epochs\n"
+        "                         (default 10)\n"
+        "  --optimizer SPEC       sgd:lr=1 (default), momentum:lr=0.1,mu=0.9, adam:lr=0.002...\n"
+        "  --clip THETA           global gradient-norm clipping (default 1; 0 disables)\n"
+        "  --init SPEC            normal:SIGMA, orthogonal, identity[:SCALE], spectral:RHO\n"
+        "                         (default: the cell's own, N(0, 0.01^2) weights, zero biases)\n"
+        "  --seed S               initialisation, data offsets and policy draws (default 0)\n"
+        "  --sampling MODE        sequential (state carried across minibatches, default) or\n"
+        "                         random (shuffled subsequences, fresh state)\n"
+        "  --max-tokens N         use only the first N tokens of the text (0: all, default)\n"
+        "  --val-fraction F       hold out the last F of the tokens for validation perplexity\n"
+        "                         (default 0; 0.1 is a good choice)\n"
+        "  --metrics FILE.csv     per-epoch figures (rewritten after every epoch)\n"
+        "  --plugin PATH          load a plugin (repeatable) besides the default folders\n"
+        "  --quiet                no per-epoch lines\n");
+}
+
+static bool get_str(cli_args *a, lm_cli_opts *o, lm_opt_id id, char *dst, size_t len)
+{
+    const char *v = cli_get(a, opt_names[id]);
+    if (!v)
+        return true;
+    if (strlen(v) >= len) {
+        fprintf(stderr, "bptt: --%s: value too long (at most %zu characters)\n", opt_names[id],
+                len - 1);
+        return false;
+    }
+    memcpy(dst, v, strlen(v) + 1);
+    o->given[id] = true;
+    o->raw[id] = v;
+    return true;
+}
+
+static bool get_long(cli_args *a, lm_cli_opts *o, lm_opt_id id, long def, long min, long max,
+                     long *out)
+{
+    o->raw[id] = cli_get(a, opt_names[id]);
+    o->given[id] = o->raw[id] != NULL;
+    return cli_int(a, opt_names[id], def, min, max, out);
+}
+
+bool lm_cli_parse(cli_args *a, const char *command, lm_cli_opts *o)
+{
+    (void)command;
+    memset(o, 0, sizeof *o);
+    bt_lm_config *c = &o->cfg;
+    bt_lm_config_default(c);
+    long v;
+    o->data = cli_get(a, "data");
+    if (!get_str(a, o, LO_CELL, c->cell, sizeof c->cell) ||
+        !get_str(a, o, LO_OPTIMIZER, c->optimizer, sizeof c->optimizer) ||
+        !get_str(a, o, LO_TRUNCATION, c->truncation, sizeof c->truncation) ||
+        !get_str(a, o, LO_INIT, c->init, sizeof c->init))
+        return false;
+    if (!get_long(a, o, LO_HIDDEN, c->hidden, 1, 1 << 16, &v))
+        return false;
+    c->hidden = (int)v;
+    if (!get_long(a, o, LO_BATCH, c->batch, 1, 1 << 20, &v))
+        return false;
+    c->batch = (int)v;
+    if (!get_long(a, o, LO_STEPS, c->steps, 1, 1 << 20, &v))
+        return false;
+    c->steps = (int)v;
+    if (!get_long(a, o, LO_SEED, 0, 0, 0x7fffffffffffffffL, &v))
+        return false;
+    c->seed = (uint64_t)v;
+    if (!get_long(a, o, LO_MAX_TOKENS, 0, 0, 0x7fffffffffffffffL, &c->max_tokens))
+        return false;
+    long epochs;
+    if (!cli_int(a, "epochs", 10, 1, 100000000, &epochs))
+        return false;
+    o->epochs = (int)epochs;
+    o->raw[LO_CLIP] = cli_get(a, "clip");
+    o->given[LO_CLIP] = o->raw[LO_CLIP] != NULL;
+    if (!cli_double(a, "clip", 1, 0, 1e30, &c->clip))
+        return false;
+    o->raw[LO_VAL_FRACTION] = cli_get(a, "val-fraction");
+    o->given[LO_VAL_FRACTION] = o->raw[LO_VAL_FRACTION] != NULL;
+    if (!cli_double(a, "val-fraction", 0, 0, 0.5, &c->val_fraction))
+        return false;
+    const char *tok = cli_get(a, "tokens");
+    if (tok) {
+        char err[256];
+        if (bt_tokens_kind_parse(tok, &c->tokens, err, sizeof err) != BT_OK) {
+            fprintf(stderr, "bptt: --tokens: %s\n", err);
+            return false;
+        }
+        o->given[LO_TOKENS] = true;
+        o->raw[LO_TOKENS] = tok;
+    }
+    const char *smp = cli_get(a, "sampling");
+    if (smp) {
+        if (strcmp(smp, "sequential") != 0 && strcmp(smp, "random") != 0) {
+            fprintf(stderr, "bptt: --sampling %s: use 'sequential' (state carried between "
+                            "minibatches) or 'random' (shuffled, fresh state)\n", smp);
+            return false;
+        }
+        c->sampling = strcmp(smp, "random") == 0 ? BT_BATCH_RANDOM : BT_BATCH_SEQUENTIAL;
+        o->given[LO_SAMPLING] = true;
+        o->raw[LO_SAMPLING] = smp;
+    }
+    char ierr[256];
+    if (bt_init_spec_check(c->init, ierr, sizeof ierr) != BT_OK) {
+        fprintf(stderr, "bptt: %s\n", ierr);
+        return false;
+    }
+    o->metrics = cli_get(a, "metrics");
+    o->quiet = cli_flag(a, "quiet");
+    return true;
+}
+
+bool lm_cli_validate(const char *command, const bt_registry *r, const bt_lm_config *cfg)
+{
+    char known[512], err[1024] = "";
+    if (!bt_registry_cell(r, cfg->cell)) {
+        cli_fail(command, "unknown cell '%s' (known: %s); a cell from your own plugin needs "
+                 "--plugin PATH", cfg->cell, bt_lm_known_names(r, BT_KIND_CELL, known, sizeof known));
+        return false;
+    }
+    char name[BT_NAME_LEN + 1];
+    const char *opts;
+    bt_split_spec(cfg->truncation, name, sizeof name, &opts);
+    const bt_policy_def *def = bt_registry_policy(r, name);
+    void *state = NULL;
+    if (!def) {
+        cli_fail(command, "unknown truncation policy '%s' (known: %s)", name,
+                 bt_lm_known_names(r, BT_KIND_POLICY, known, sizeof known));
+        return false;
+    }
+    if (def->create(bt_host_table(), opts, &state, err, sizeof err) != 0) {
+        cli_fail(command, "--truncation %s: %s", cfg->truncation, err);
+        return false;
+    }
+    def->destroy(state);
+    /* The optimizer on a one-value block: only its name and options matter here. */
+    bt_params *p = bt_params_new();
+    bt_optimizer *o = NULL;
+    bool ok = p && bt_params_add(p, "x", 1, (int[]){1}) && bt_params_finalize(p) == BT_OK &&
+              bt_optimizer_new(r, cfg->optimizer, p, &o, err, sizeof err) == BT_OK;
+    if (!ok)
+        cli_fail(command, "--optimizer %s: %s", cfg->optimizer, err[0] ? err : "out of memory");
+    bt_optimizer_free(o);
+    bt_params_free(p);
+    return ok;
+}
+
+bt_corpus *lm_cli_corpus(const char *command, const char *path, const bt_lm_config *cfg)
+{
+    char err[1024] = "";
+    bt_corpus *c = NULL;
+    if (bt_corpus_load(path, cfg->tokens, cfg->max_tokens, &c, err, sizeof err) != BT_OK) {
+        cli_fail(command, "%s", err);
+        return NULL;
+    }
+    return c;
+}
+
+const char *lm_cli_si(double x, char *buf, size_t len)
+{
+    if (x >= 1e6)
+        snprintf(buf, len, "%.2fM", x / 1e6);
+    else if (x >= 1e3)
+        snprintf(buf, len, "%.1fk", x / 1e3);
+    else
+        snprintf(buf, len, "%.0f", x);
+    return buf;
+}
+
+const char *lm_cli_duration(double s, char *buf, size_t len)
+{
+    if (!isfinite(s) || s < 0)
+        snprintf(buf, len, "?");
+    else if (s >= 3600)
+        snprintf(buf, len, "%dh%02dm", (int)(s / 3600), (int)fmod(s / 60, 60));
+    else if (s >= 60)
+        snprintf(buf, len, "%dm%02ds", (int)(s / 60), (int)fmod(s, 60));
+    else
+        snprintf(buf, len, "%.1fs", s);
+    return buf;
+}
+
+static bool progress_shown;
+static double progress_last;
+
+void lm_cli_progress(void *ctx, const bt_lm_progress *p)
+{
+    (void)ctx;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    double now = (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+    if (p->batch != p->batches && now - progress_last < 0.1)
+        return; /* a terminal line ten times a second is plenty */
+    progress_last = now;
+    char tps[32], eta[32];
+    fprintf(stderr, "\r\033[Kepoch %d/%d  step %d/%d  train ppl %.3f  %s tok/s  ETA %s", p->epoch,
+            p->epochs, p->batch, p->batches, p->train_ppl, lm_cli_si(p->tokens_per_s, tps, sizeof tps),
+            lm_cli_duration(p->eta_s, eta, sizeof eta));
+    fflush(stderr);
+    progress_shown = true;
+}
+
+void lm_cli_progress_clear(void)
+{
+    if (progress_shown) {
+        fputs("\r\033[K", stderr);
+        fflush(stderr);
+        progress_shown = false;
+    }
+}
+
+char *lm_cli_sample(bt_lm *lm, const bt_corpus *c, int length)
+{
+    const bt_model *m = bt_lm_model(lm);
+    if (!c || c->n < 2 || m->cell->loss != BT_LOSS_XENT)
+        return NULL;
+    /* The text's first words: up to 16 tokens, ending at a line break. */
+    long n = c->n - 1 < 16 ? c->n - 1 : 16;
+    for (long i = 4; i < n; i++) {
+        const char *t = bt_vocab_token(c->vocab, c->ids[i]);
+        if (t && strcmp(t, "\n") == 0) {
+            n = i;
+            break;
+        }
+    }
+    int32_t *ids = bt_malloc(sizeof(int32_t) * (size_t)(n + length));
+    if (!ids)
+        return NULL;
+    memcpy(ids, c->ids, sizeof(int32_t) * (size_t)n);
+    char err[256];
+    char *s = NULL;
+    if (bt_generate(m, ids, n, length, 0, NULL, ids + n, err, sizeof err) == BT_OK)
+        s = bt_decode_ids(c->vocab, ids, n + length);
+    bt_free(ids);
+    return s;
+}

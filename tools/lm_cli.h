@@ -1,0 +1,53 @@
+/* lm_cli.h: what `train` and `compare` share: the run options (parsed into a
+ * bt_lm_config, remembering which were given so a resume can name a
+ * conflict), loading the text, progress output and the metrics file. */
+#ifndef BPTT_LM_CLI_H
+#define BPTT_LM_CLI_H
+
+#include <stdbool.h>
+#include <stdio.h>
+
+#include "cli.h"
+#include "lm.h"
+#include "text_source.h"
+
+/* The options a checkpoint fixes; `given` says which the user typed. */
+typedef enum {
+    LO_CELL, LO_HIDDEN, LO_BATCH, LO_STEPS, LO_OPTIMIZER, LO_CLIP, LO_TRUNCATION, LO_INIT,
+    LO_SEED, LO_TOKENS, LO_SAMPLING, LO_MAX_TOKENS, LO_VAL_FRACTION, LO_COUNT
+} lm_opt_id;
+
+typedef struct lm_cli_opts {
+    bt_lm_config cfg;
+    const char *data;
+    int epochs;
+    bool given[LO_COUNT];
+    const char *raw[LO_COUNT]; /* as typed, for messages */
+    const char *metrics, *plot;
+    bool quiet;
+} lm_cli_opts;
+
+/* The options both commands take; false (message printed) on a bad value. */
+bool lm_cli_parse(cli_args *a, const char *command, lm_cli_opts *o);
+/* The option's name ("hidden") for conflict messages. */
+const char *lm_cli_opt_name(lm_opt_id id);
+/* The help text of the shared options. */
+void lm_cli_usage_common(FILE *f);
+
+/* Checks cell, truncation and optimizer names and options before any data is
+ * read, so a typo is reported first; prints the error and returns false. */
+bool lm_cli_validate(const char *command, const bt_registry *r, const bt_lm_config *cfg);
+/* Loads the text for cfg; prints the error and returns NULL on failure. */
+bt_corpus *lm_cli_corpus(const char *command, const char *path, const bt_lm_config *cfg);
+/* "12.3k", "1.2M" */
+const char *lm_cli_si(double x, char *buf, size_t len);
+/* "1h02m", "3m05s", "12.3s" */
+const char *lm_cli_duration(double s, char *buf, size_t len);
+/* Progress hook: one line on stderr redrawn with \r (for a terminal). */
+void lm_cli_progress(void *ctx, const bt_lm_progress *p);
+/* Clears the progress line if one is shown. */
+void lm_cli_progress_clear(void);
+/* Greedy continuation of the first tokens of the text, or NULL. */
+char *lm_cli_sample(bt_lm *lm, const bt_corpus *c, int length);
+
+#endif
