@@ -1,0 +1,677 @@
+/* analyze.c: the measurements behind `bptt analyze` and the demo: gradient
+ * norm against lag from the tape, Jacobian-product norms, eigenvalues of the
+ * recurrent matrix, and power iteration on its symmetric part; printed as a
+ * table, JSON, or an SVG figure.
+ *
+ * Dimension letters: B rows, T steps, H hidden (state width), K largest lag. */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "analyze.h"
+#include "svg.h"
+
+/* ---- probe data ------------------------------------------------------------ */
+
+bt_status bt_probe_sequence_new(const bt_model *m, int B, int T, bt_rng *rng, bt_sequence *seq)
+{
+    memset(seq, 0, sizeof *seq);
+    if (B <= 0 || T <= 0)
+        return BT_ERR_ARG;
+    size_t bt = (size_t)B * (size_t)T;
+    int D = m->dims.input, Q = m->dims.output;
+    seq->B = B;
+    seq->T = T;
+    if (m->cell->input == BT_INPUT_TOKENS) {
+        int32_t *ids = bt_malloc(sizeof(int32_t) * bt);
+        if (!ids)
+            return BT_ERR_NOMEM;
+        for (size_t i = 0; i < bt; i++)
+            ids[i] = (int32_t)(bt_rng_next(rng) % (uint64_t)D);
+        seq->ids = ids;
+    } else {
+        bt_real *x = bt_malloc(sizeof(bt_real) * bt * (size_t)D);
+        if (!x)
+            return BT_ERR_NOMEM;
+        for (size_t i = 0; i < bt * (size_t)D; i++)
+            x[i] = (bt_real)bt_rng_normal(rng);
+        seq->x = x;
+    }
+    if (m->cell->loss == BT_LOSS_XENT) {
+        int32_t *tg = bt_malloc(sizeof(int32_t) * bt);
+        if (!tg) {
+            bt_probe_sequence_free(seq);
+            return BT_ERR_NOMEM;
+        }
+        for (size_t i = 0; i < bt; i++)
+            tg[i] = (int32_t)(bt_rng_next(rng) % (uint64_t)Q);
+        seq->targets = tg;
+    } else {
+        bt_real *y = bt_malloc(sizeof(bt_real) * bt * (size_t)Q);
+        if (!y) {
+            bt_probe_sequence_free(seq);
+            return BT_ERR_NOMEM;
+        }
+        for (size_t i = 0; i < bt * (size_t)Q; i++)
+            y[i] = (bt_real)bt_rng_normal(rng);
+        seq->y = y;
+    }
+    return BT_OK;
+}
+
+void bt_probe_sequence_free(bt_sequence *seq)
+{
+    bt_free((void *)seq->ids);
+    bt_free((void *)seq->targets);
+    bt_free((void *)seq->x);
+    bt_free((void *)seq->y);
+    bt_free((void *)seq->loss_weight);
+    memset(seq, 0, sizeof *seq);
+}
+
+/* The first L columns of seq, with a loss on the last step only. */
+static bt_status last_loss_columns(const bt_model *m, const bt_sequence *seq, int L,
+                                   bt_sequence *out)
+{
+    memset(out, 0, sizeof *out);
+    int B = seq->B, T = seq->T, D = m->dims.input, Q = m->dims.output;
+    out->B = B;
+    out->T = L;
+    size_t bl = (size_t)B * (size_t)L;
+    int32_t *ids = seq->ids ? bt_malloc(sizeof(int32_t) * bl) : NULL;
+    int32_t *tg = seq->targets ? bt_malloc(sizeof(int32_t) * bl) : NULL;
+    bt_real *x = seq->x ? bt_malloc(sizeof(bt_real) * bl * (size_t)D) : NULL;
+    bt_real *y = seq->y ? bt_malloc(sizeof(bt_real) * bl * (size_t)Q) : NULL;
+    bt_real *w = bt_calloc((size_t)L, sizeof(bt_real));
+    out->ids = ids;
+    out->targets = tg;
+    out->x = x;
+    out->y = y;
+    out->loss_weight = w;
+    if ((seq->ids && !ids) || (seq->targets && !tg) || (seq->x && !x) || (seq->y && !y) || !w) {
+        bt_probe_sequence_free(out);
+        return BT_ERR_NOMEM;
+    }
+    for (int b = 0; b < B; b++) {
+        size_t src = (size_t)b * T, dst = (size_t)b * L;
+        if (ids)
+            memcpy(ids + dst, seq->ids + src, sizeof(int32_t) * L);
+        if (tg)
+            memcpy(tg + dst, seq->targets + src, sizeof(int32_t) * L);
+        if (x)
+            memcpy(x + dst * D, seq->x + src * D, sizeof(bt_real) * (size_t)L * D);
+        if (y)
+            memcpy(y + dst * Q, seq->y + src * Q, sizeof(bt_real) * (size_t)L * Q);
+    }
+    w[L - 1] = 1;
+    return BT_OK;
+}
+
+/* A copy of h0 (or zeros) the unroller may overwrite. */
+static bt_real *state_copy(const bt_model *m, int B, bt_real *const *h0, bt_real **ptrs)
+{
+    size_t len = 0;
+    for (int k = 0; k < m->n_states; k++)
+        len += (size_t)B * (size_t)m->state_width[k];
+    bt_real *buf = bt_calloc(len, sizeof(bt_real));
+    if (!buf)
+        return NULL;
+    bt_real *p = buf;
+    for (int k = 0; k < m->n_states; k++) {
+        size_t n = (size_t)B * (size_t)m->state_width[k];
+        if (h0 && h0[k])
+            memcpy(p, h0[k], sizeof(bt_real) * n);
+        ptrs[k] = p;
+        p += n;
+    }
+    return buf;
+}
+
+/* ---- gradient norm against lag ------------------------------------------------ */
+
+bt_status bt_grad_vs_lag(bt_model *m, const bt_sequence *seq, bt_real *const *h0, int K,
+                         double *norm, char *err, size_t errlen)
+{
+    int L = K + 1;
+    if (K < 0 || seq->T < L) {
+        snprintf(err, errlen, "analyze: %d lags need %d steps; the sequence has %d", K, L, seq->T);
+        return BT_ERR_ARG;
+    }
+    bt_sequence sub;
+    bt_real *sp[BT_MAX_STATES];
+    bt_unroller *u = NULL;
+    double *xi = bt_malloc(sizeof(double) * (size_t)L), *dh = bt_malloc(sizeof(double) * (size_t)L);
+    bt_real *sbuf = state_copy(m, seq->B, h0, sp);
+    bt_status st = last_loss_columns(m, seq, L, &sub);
+    if (!xi || !dh || !sbuf || st != BT_OK) {
+        snprintf(err, errlen, "analyze: out of memory");
+        st = BT_ERR_NOMEM;
+        goto done;
+    }
+    if ((st = bt_unroller_new(m, seq->B, L, &u, err, errlen)) != BT_OK)
+        goto done;
+    for (int t = 0; t < L; t++)
+        xi[t] = 1; /* full BPTT: no cut anywhere */
+    bt_unroll_opts opts = {.xi = xi, .accumulate = true, .want_dh_norms = true};
+    bt_unroll_result res;
+    bt_params_zero_grad(m->params);
+    st = bt_unroll_run(u, &sub, sp, &opts, NULL, NULL, dh, &res, err, errlen);
+    bt_params_zero_grad(m->params);
+    if (st == BT_OK)
+        for (int k = 0; k <= K; k++)
+            norm[k] = dh[K - k]; /* dh[s]: the state after step s; the loss is at step K */
+done:
+    bt_unroller_free(u);
+    bt_probe_sequence_free(&sub);
+    bt_free(xi);
+    bt_free(dh);
+    bt_free(sbuf);
+    return st;
+}
+
+/* ||dh_K/dh_{K-k}||_2 for batch row 0, k = 0..K: one backward sweep per
+ * component of h_K gives one row of every Jacobian product at once. */
+static bt_status jacobian_norms(bt_model *m, const bt_sequence *seq, bt_real *const *h0, int K,
+                                double *out, char *err, size_t errlen)
+{
+    int B = seq->B, H = m->state_width[0], L = K + 1;
+    size_t HH = (size_t)H * H;
+    bt_graph *g = bt_graph_new();
+    bt_tensor **hs = bt_malloc(sizeof(bt_tensor *) * (size_t)L);
+    double *J = bt_calloc((size_t)L * HH, sizeof(double));
+    double *S = bt_malloc(sizeof(double) * HH * 2), *w = bt_malloc(sizeof(double) * (size_t)H);
+    bt_real *dout = bt_calloc((size_t)B * H, sizeof(bt_real));
+    bt_real *sp[BT_MAX_STATES];
+    bt_real *sbuf = state_copy(m, B, h0, sp);
+    bt_status st = BT_OK;
+    if (!g || !hs || !J || !S || !w || !dout || !sbuf) {
+        snprintf(err, errlen, "analyze: out of memory for %d Jacobians of %d x %d", L, H, H);
+        st = BT_ERR_NOMEM;
+        goto done;
+    }
+    bt_tensor *state[BT_MAX_STATES], *next[BT_MAX_STATES];
+    for (int k = 0; k < m->n_states; k++) {
+        state[k] = bt_graph_input(g, 2, (int[]){B, m->state_width[k]}, sp[k]);
+        if (state[k])
+            state[k]->requires_grad = true; /* so every step records, whatever the cell */
+    }
+    for (int s = 0; s < L; s++) {
+        if (!bt_unroll_step(g, m, seq, s, state, next))
+            break;
+        hs[s] = next[0];
+        hs[s]->retain_grad = true; /* fused ops may reuse an output's gradient in place */
+        memcpy(state, next, sizeof(bt_tensor *) * (size_t)m->n_states);
+    }
+    if ((st = bt_graph_status(g)) != BT_OK) {
+        snprintf(err, errlen, "cell %s: %s", m->cell->name, bt_graph_error(g));
+        goto done;
+    }
+    for (int i = 0; i < H; i++) {
+        dout[i] = 1; /* d h_K[row 0, i] */
+        if ((st = bt_backward_from(g, hs[K], dout)) != BT_OK) {
+            snprintf(err, errlen, "analyze: backward: %s", bt_graph_error(g));
+            goto done;
+        }
+        dout[i] = 0;
+        for (int k = 0; k <= K; k++) {
+            const bt_tensor *t = hs[K - k];
+            for (int j = 0; t->grad && j < H; j++)
+                J[(size_t)k * HH + (size_t)i * H + j] = (double)t->grad[j];
+        }
+    }
+    /* ||J||_2 = sqrt of the largest eigenvalue of J^T J. */
+    for (int k = 0; k <= K; k++) {
+        const double *Jk = J + (size_t)k * HH;
+        for (int a = 0; a < H; a++)
+            for (int b = a; b < H; b++) {
+                double s = 0;
+                for (int r = 0; r < H; r++)
+                    s += Jk[(size_t)r * H + a] * Jk[(size_t)r * H + b];
+                S[(size_t)a * H + b] = S[(size_t)b * H + a] = s;
+            }
+        if ((st = bt_sym_eigen(S, H, w, S + HH)) != BT_OK) {
+            snprintf(err, errlen, "analyze: eigenvalues of J^T J failed");
+            goto done;
+        }
+        out[k] = sqrt(w[H - 1] > 0 ? w[H - 1] : 0);
+    }
+done:
+    if (m->params)
+        bt_params_zero_grad(m->params);
+    bt_graph_free(g);
+    bt_free(hs);
+    bt_free(J);
+    bt_free(S);
+    bt_free(w);
+    bt_free(dout);
+    bt_free(sbuf);
+    return st;
+}
+
+double bt_geometric_rate(const double *y, int n)
+{
+    double sx = 0, sy = 0, sxx = 0, sxy = 0;
+    int c = 0;
+    for (int k = 0; k < n; k++)
+        if (isfinite(y[k]) && y[k] > 0) {
+            double l = log(y[k]);
+            sx += k;
+            sy += l;
+            sxx += (double)k * k;
+            sxy += k * l;
+            c++;
+        }
+    double den = c * sxx - sx * sx;
+    if (c < 2 || den == 0)
+        return NAN;
+    return exp((c * sxy - sx * sy) / den);
+}
+
+/* ---- symmetric eigenproblems and power iteration ------------------------------- */
+
+#if BT_HAVE_LAPACK
+extern void dsyev_(const char *jobz, const char *uplo, const int *n, double *a, const int *lda,
+                   double *w, double *work, const int *lwork, int *info);
+#endif
+
+bt_status bt_sym_eigen(const double *M, int n, double *w, double *V)
+{
+    if (n <= 0)
+        return BT_ERR_ARG;
+    size_t nn = (size_t)n * n;
+#if BT_HAVE_LAPACK
+    /* Symmetric: column-major is the same matrix. On return column j of A is
+     * eigenvector j, i.e. A[i + j n] = component i, which is V[i n + j] transposed. */
+    double *A = bt_malloc(sizeof(double) * nn), wq;
+    if (!A)
+        return BT_ERR_NOMEM;
+    memcpy(A, M, sizeof(double) * nn);
+    int info = 0, lwork = -1;
+    dsyev_("V", "U", &n, A, &n, w, &wq, &lwork, &info);
+    lwork = (int)wq;
+    double *work = bt_malloc(sizeof(double) * (size_t)(lwork > 1 ? lwork : 1));
+    if (!work) {
+        bt_free(A);
+        return BT_ERR_NOMEM;
+    }
+    dsyev_("V", "U", &n, A, &n, w, work, &lwork, &info);
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < n; j++)
+            V[(size_t)i * n + j] = A[(size_t)j * n + i];
+    bt_free(work);
+    bt_free(A);
+    return info == 0 ? BT_OK : BT_ERR_NUMERIC;
+#else
+    /* Cyclic Jacobi: rotate away each off-diagonal element until none is left. */
+    double *A = bt_malloc(sizeof(double) * nn);
+    if (!A)
+        return BT_ERR_NOMEM;
+    memcpy(A, M, sizeof(double) * nn);
+    for (size_t i = 0; i < nn; i++)
+        V[i] = i % (size_t)(n + 1) == 0;
+    for (int sweep = 0; sweep < 100; sweep++) {
+        double off = 0;
+        for (int p = 0; p < n; p++)
+            for (int q = p + 1; q < n; q++)
+                off += A[(size_t)p * n + q] * A[(size_t)p * n + q];
+        if (off < 1e-30)
+            break;
+        for (int p = 0; p < n; p++)
+            for (int q = p + 1; q < n; q++) {
+                double apq = A[(size_t)p * n + q];
+                if (apq == 0)
+                    continue;
+                double th = (A[(size_t)q * n + q] - A[(size_t)p * n + p]) / (2 * apq);
+                double t = (th >= 0 ? 1 : -1) / (fabs(th) + sqrt(th * th + 1));
+                double c = 1 / sqrt(t * t + 1), s = t * c;
+                for (int k = 0; k < n; k++) { /* A = A G */
+                    double akp = A[(size_t)k * n + p], akq = A[(size_t)k * n + q];
+                    A[(size_t)k * n + p] = c * akp - s * akq;
+                    A[(size_t)k * n + q] = s * akp + c * akq;
+                }
+                for (int k = 0; k < n; k++) { /* A = G^T A */
+                    double apk = A[(size_t)p * n + k], aqk = A[(size_t)q * n + k];
+                    A[(size_t)p * n + k] = c * apk - s * aqk;
+                    A[(size_t)q * n + k] = s * apk + c * aqk;
+                }
+                for (int k = 0; k < n; k++) { /* V = V G */
+                    double vkp = V[(size_t)k * n + p], vkq = V[(size_t)k * n + q];
+                    V[(size_t)k * n + p] = c * vkp - s * vkq;
+                    V[(size_t)k * n + q] = s * vkp + c * vkq;
+                }
+            }
+    }
+    for (int i = 0; i < n; i++)
+        w[i] = A[(size_t)i * n + i];
+    /* Ascending, like dsyev: a selection sort that swaps V's columns too. */
+    for (int i = 0; i < n; i++) {
+        int best = i;
+        for (int j = i + 1; j < n; j++)
+            if (w[j] < w[best])
+                best = j;
+        if (best != i) {
+            double t = w[i];
+            w[i] = w[best];
+            w[best] = t;
+            for (int k = 0; k < n; k++) {
+                t = V[(size_t)k * n + i];
+                V[(size_t)k * n + i] = V[(size_t)k * n + best];
+                V[(size_t)k * n + best] = t;
+            }
+        }
+    }
+    bt_free(A);
+    return BT_OK;
+#endif
+}
+
+/* Indices of the eigenvalues of largest and second largest modulus. */
+static void top_two(const double *w, int n, int *i1, int *i2)
+{
+    *i1 = 0;
+    for (int i = 1; i < n; i++)
+        if (fabs(w[i]) > fabs(w[*i1]))
+            *i1 = i;
+    *i2 = -1;
+    for (int i = 0; i < n; i++)
+        if (i != *i1 && (*i2 < 0 || fabs(w[i]) > fabs(w[*i2])))
+            *i2 = i;
+}
+
+bt_status bt_power_angles(const double *M, int n, int K, const double *x0, uint64_t seed,
+                          double *tan_angle, double *pred, double *l1, double *l2)
+{
+    if (n <= 0 || K < 0)
+        return BT_ERR_ARG;
+    size_t nn = (size_t)n * n;
+    double *w = bt_malloc(sizeof(double) * (size_t)n), *V = bt_malloc(sizeof(double) * nn);
+    double *x = bt_malloc(sizeof(double) * (size_t)n * 2);
+    if (!w || !V || !x) {
+        bt_free(w);
+        bt_free(V);
+        bt_free(x);
+        return BT_ERR_NOMEM;
+    }
+    bt_status st = bt_sym_eigen(M, n, w, V);
+    if (st == BT_OK) {
+        int i1, i2;
+        top_two(w, n, &i1, &i2);
+        double lam1 = w[i1], lam2 = i2 >= 0 ? w[i2] : 0;
+        if (l1)
+            *l1 = lam1;
+        if (l2)
+            *l2 = lam2;
+        bt_rng r;
+        bt_rng_seed(&r, seed);
+        for (int i = 0; i < n; i++)
+            x[i] = x0 ? x0[i] : bt_rng_normal(&r);
+        double q = lam1 != 0 ? fabs(lam2 / lam1) : NAN;
+        for (int k = 0; k <= K; k++) {
+            /* tan = ||x - (x.v1) v1|| / |x.v1|: the residual is computed as a
+             * vector, so small angles do not drown in cancellation. */
+            double c1 = 0, r2 = 0, nx = 0;
+            for (int i = 0; i < n; i++)
+                c1 += x[i] * V[(size_t)i * n + i1];
+            for (int i = 0; i < n; i++) {
+                double e = x[i] - c1 * V[(size_t)i * n + i1];
+                r2 += e * e;
+            }
+            tan_angle[k] = c1 != 0 ? sqrt(r2) / fabs(c1) : INFINITY;
+            if (pred)
+                pred[k] = tan_angle[0] * pow(q, k);
+            /* x = M x / ||M x||: only the direction matters. */
+            for (int i = 0; i < n; i++) {
+                double s = 0;
+                for (int j = 0; j < n; j++)
+                    s += M[(size_t)i * n + j] * x[j];
+                x[n + i] = s;
+                nx += s * s;
+            }
+            nx = sqrt(nx);
+            for (int i = 0; i < n; i++)
+                x[i] = nx > 0 ? x[n + i] / nx : 0;
+        }
+    }
+    bt_free(w);
+    bt_free(V);
+    bt_free(x);
+    return st;
+}
+
+/* ---- the whole analysis ----------------------------------------------------------- */
+
+void bt_analysis_free(bt_analysis *a)
+{
+    if (!a)
+        return;
+    bt_free(a->grad_norm);
+    bt_free(a->jac_norm);
+    bt_free(a->eig_re);
+    bt_free(a->eig_im);
+    bt_free(a->power_tan);
+    bt_free(a->power_pred);
+    memset(a, 0, sizeof *a);
+}
+
+bt_status bt_analysis_run(bt_model *m, const bt_sequence *seq, bt_real *const *h0, int K,
+                          int power_K, uint64_t seed, bt_analysis *a, char *err, size_t errlen)
+{
+    memset(a, 0, sizeof *a);
+    a->K = K;
+    a->H = m->state_width[0];
+    a->grad_norm = bt_calloc((size_t)K + 1, sizeof(double));
+    a->jac_norm = bt_calloc((size_t)K + 1, sizeof(double));
+    if (!a->grad_norm || !a->jac_norm) {
+        bt_analysis_free(a);
+        return BT_ERR_NOMEM;
+    }
+    bt_status st = bt_grad_vs_lag(m, seq, h0, K, a->grad_norm, err, errlen);
+    if (st == BT_OK)
+        st = jacobian_norms(m, seq, h0, K, a->jac_norm, err, errlen);
+    if (st != BT_OK) {
+        bt_analysis_free(a);
+        return st;
+    }
+    a->grad_rate = bt_geometric_rate(a->grad_norm, K + 1);
+    a->jac_rate = bt_geometric_rate(a->jac_norm, K + 1);
+
+    const bt_tensor *W = NULL;
+    for (int i = 0; i < m->n_params && !W; i++)
+        if (m->specs[i].recurrent && m->ptab[i]->ndim == 2 &&
+            m->ptab[i]->shape[0] == m->ptab[i]->shape[1]) {
+            W = m->ptab[i];
+            snprintf(a->matrix, sizeof a->matrix, "%s", m->specs[i].name);
+        }
+    if (!W)
+        return BT_OK; /* e.g. influence: no recurrent matrix to look at */
+    int n = a->n = W->shape[0];
+    a->eig_re = bt_malloc(sizeof(double) * (size_t)n);
+    a->eig_im = bt_malloc(sizeof(double) * (size_t)n);
+    double *M = bt_malloc(sizeof(double) * (size_t)n * n);
+    double *w = bt_malloc(sizeof(double) * (size_t)n);
+    double *V = bt_malloc(sizeof(double) * (size_t)n * n);
+    if (!a->eig_re || !a->eig_im || !M || !w || !V) {
+        st = BT_ERR_NOMEM;
+        goto done;
+    }
+    if ((st = bt_eigenvalues(W->data, n, a->eig_re, a->eig_im, &a->radius)) != BT_OK) {
+        snprintf(err, errlen, "analyze: eigenvalues of %s failed", a->matrix);
+        goto done;
+    }
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < n; j++)
+            M[(size_t)i * n + j] = 0.5 * ((double)W->data[(size_t)i * n + j] +
+                                          (double)W->data[(size_t)j * n + i]);
+    if ((st = bt_sym_eigen(M, n, w, V)) != BT_OK)
+        goto done;
+    if (power_K <= 0) {
+        /* Long enough for |l2/l1|^k to fall to 1e-12, within 10..200 steps. */
+        int i1, i2;
+        top_two(w, n, &i1, &i2);
+        double q = i2 >= 0 && w[i1] != 0 ? fabs(w[i2] / w[i1]) : 0;
+        power_K = q > 0 && q < 1 ? (int)ceil(log(1e-12) / log(q)) : 50;
+        power_K = power_K < 10 ? 10 : power_K > 200 ? 200 : power_K;
+    }
+    a->power_K = power_K;
+    a->power_tan = bt_malloc(sizeof(double) * ((size_t)power_K + 1));
+    a->power_pred = bt_malloc(sizeof(double) * ((size_t)power_K + 1));
+    if (!a->power_tan || !a->power_pred) {
+        st = BT_ERR_NOMEM;
+        goto done;
+    }
+    st = bt_power_angles(M, n, power_K, NULL, seed, a->power_tan, a->power_pred, &a->lambda1,
+                         &a->lambda2);
+done:
+    bt_free(M);
+    bt_free(w);
+    bt_free(V);
+    if (st != BT_OK) {
+        if (st == BT_ERR_NOMEM)
+            snprintf(err, errlen, "analyze: out of memory");
+        bt_analysis_free(a);
+    }
+    return st;
+}
+
+/* ---- output ------------------------------------------------------------------------ */
+
+/* Lags to show in a table: all up to 20, else about 20 evenly spaced and the last. */
+static int lag_step(int K) { return K <= 20 ? 1 : (K + 19) / 20; }
+
+void bt_analysis_print(const bt_analysis *a, FILE *f)
+{
+    fprintf(f, "gradient that the loss at the last step sends back k steps (full BPTT;\n"
+               "norm of dL_T/dh_{T-k} over the whole batch), and the Jacobian dh_T/dh_{T-k} "
+               "(row 0):\n");
+    fprintf(f, "  %5s  %14s  %12s  %16s\n", "lag k", "||dL/dh||", "ratio to k=0", "||dh_T/dh_T-k||");
+    int step = lag_step(a->K);
+    for (int k = 0; k <= a->K; k++)
+        if (k % step == 0 || k == a->K)
+            fprintf(f, "  %5d  %14.6g  %12.6g  %16.6g\n", k, a->grad_norm[k],
+                    a->grad_norm[0] > 0 ? a->grad_norm[k] / a->grad_norm[0] : NAN, a->jac_norm[k]);
+    fprintf(f, "geometric rate per step (least squares on log norm): gradient %.6g, Jacobian %.6g\n",
+            a->grad_rate, a->jac_rate);
+    if (isfinite(a->grad_rate))
+        fprintf(f, "  -> %s: a factor of %.3g over %d steps\n",
+                a->grad_rate < 0.999 ? "vanishing" : a->grad_rate > 1.001 ? "exploding" : "neutral",
+                pow(a->grad_rate, a->K), a->K);
+    if (a->n == 0) {
+        fprintf(f, "no square recurrent matrix in this cell: no eigenvalues\n");
+        return;
+    }
+    fprintf(f, "%s (%d x %d): spectral radius %.6g; leading eigenvalues:", a->matrix, a->n, a->n,
+            a->radius);
+    for (int i = 0; i < a->n && i < 6; i++)
+        fprintf(f, " %.4g%+.4gi", a->eig_re[i], a->eig_im[i]);
+    fprintf(f, "\npower iteration on (%s + %s^T)/2: lambda1 %.6g, lambda2 %.6g, |lambda2/lambda1| %.6g\n",
+            a->matrix, a->matrix, a->lambda1, a->lambda2,
+            a->lambda1 != 0 ? fabs(a->lambda2 / a->lambda1) : NAN);
+    fprintf(f, "  %5s  %16s  %22s\n", "k", "tan angle(M^k x, v1)", "tan(angle_0)|l2/l1|^k");
+    int ps = lag_step(a->power_K);
+    for (int k = 0; k <= a->power_K; k++)
+        if (k % ps == 0 || k == a->power_K)
+            fprintf(f, "  %5d  %16.6g  %22.6g\n", k, a->power_tan[k], a->power_pred[k]);
+}
+
+static void json_num(FILE *f, double v)
+{
+    if (isfinite(v))
+        fprintf(f, "%.10g", v);
+    else
+        fputs("null", f);
+}
+
+static void json_array(FILE *f, const char *key, const double *v, int n)
+{
+    fprintf(f, ",\"%s\":[", key);
+    for (int i = 0; i < n; i++) {
+        if (i)
+            fputc(',', f);
+        json_num(f, v[i]);
+    }
+    fputc(']', f);
+}
+
+void bt_analysis_json(const bt_analysis *a, const char *extra, FILE *f)
+{
+    fprintf(f, "{%s%s\"lags\":%d,\"hidden\":%d,\"norm\":\"frobenius over the batch\"",
+            extra ? extra : "", extra && *extra ? "," : "", a->K, a->H);
+    json_array(f, "grad_norm", a->grad_norm, a->K + 1);
+    json_array(f, "jac_norm", a->jac_norm, a->K + 1);
+    fputs(",\"grad_rate\":", f);
+    json_num(f, a->grad_rate);
+    fputs(",\"jac_rate\":", f);
+    json_num(f, a->jac_rate);
+    if (a->n > 0) {
+        fprintf(f, ",\"matrix\":\"%s\",\"spectral_radius\":", a->matrix);
+        json_num(f, a->radius);
+        fputs(",\"eigenvalues\":[", f);
+        for (int i = 0; i < a->n; i++) {
+            fputs(i ? ",[" : "[", f);
+            json_num(f, a->eig_re[i]);
+            fputc(',', f);
+            json_num(f, a->eig_im[i]);
+            fputc(']', f);
+        }
+        fputs("],\"power\":{\"lambda1\":", f);
+        json_num(f, a->lambda1);
+        fputs(",\"lambda2\":", f);
+        json_num(f, a->lambda2);
+        fprintf(f, ",\"steps\":%d", a->power_K);
+        json_array(f, "tan_angle", a->power_tan, a->power_K + 1);
+        json_array(f, "predicted", a->power_pred, a->power_K + 1);
+        fputc('}', f);
+    }
+    fputs("}\n", f);
+}
+
+bt_status bt_analysis_svg(const bt_analysis *a, const char *title, const char *path, char *err,
+                          size_t errlen)
+{
+    bt_figure *fig = bt_figure_new(title, a->n > 0 ? 3 : 1);
+    if (!fig)
+        return BT_ERR_NOMEM;
+    int K = a->K;
+    double *ratio = bt_malloc(sizeof(double) * ((size_t)K + 1) * 2), *fit = ratio + K + 1;
+    if (!ratio) {
+        bt_figure_free(fig);
+        return BT_ERR_NOMEM;
+    }
+    for (int k = 0; k <= K; k++) {
+        ratio[k] = a->grad_norm[0] > 0 ? a->grad_norm[k] / a->grad_norm[0] : NAN;
+        fit[k] = pow(a->grad_rate, k);
+    }
+    bt_plot *p = bt_plot_new("gradient sent back k steps", "lag k",
+                             "||dL_T/dh_{T-k}|| / ||dL_T/dh_T||");
+    bt_plot_set_logy(p, true);
+    bt_plot_line(p, "gradient norm ratio", NULL, ratio, K + 1);
+    bt_plot_line(p, "||dh_T/dh_{T-k}||_2", NULL, a->jac_norm, K + 1);
+    char label[64];
+    snprintf(label, sizeof label, "fit: %.3g^k", a->grad_rate);
+    bt_plot_line(p, label, NULL, fit, K + 1);
+    bt_status st = bt_figure_add(fig, p);
+    bt_free(ratio);
+    if (st == BT_OK && a->n > 0) {
+        char t[96];
+        snprintf(t, sizeof t, "eigenvalues of %s (radius %.3g)", a->matrix, a->radius);
+        p = bt_plot_new(t, "Re", "Im");
+        bt_plot_set_equal_aspect(p, true);
+        bt_plot_circle(p, "unit circle", 0, 0, 1);
+        bt_plot_points(p, "eigenvalues", a->eig_re, a->eig_im, a->n);
+        st = bt_figure_add(fig, p);
+        if (st == BT_OK) {
+            snprintf(t, sizeof t, "power iteration on (%s+%s^T)/2", a->matrix, a->matrix);
+            p = bt_plot_new(t, "k", "tan angle(M^k x, v1)");
+            bt_plot_set_logy(p, true);
+            bt_plot_line(p, "measured", NULL, a->power_tan, a->power_K + 1);
+            snprintf(label, sizeof label, "predicted: %.3g^k = |l2/l1|^k",
+                     a->lambda1 != 0 ? fabs(a->lambda2 / a->lambda1) : NAN);
+            bt_plot_line(p, label, NULL, a->power_pred, a->power_K + 1);
+            st = bt_figure_add(fig, p);
+        }
+    }
+    if (st == BT_OK)
+        st = bt_figure_write(fig, path, err, errlen);
+    bt_figure_free(fig);
+    return st;
+}
