@@ -1,9 +1,98 @@
-/* cmd_plugins.c: placeholder until the command lands; says so and fails. */
+/* cmd_plugins.c: `bptt plugins`, every registered cell, truncation policy and
+ * optimizer with the plugin that brought it, as a table or (--json) a JSON
+ * array a script can read. */
+#include <string.h>
+
 #include "cli.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: bptt plugins [--json] [--plugin PATH]...\n\n"
+               "Lists what the default plugin folders (BPTT_PLUGIN_PATH, the build tree, the\n"
+               "install folder) and each --plugin file registered: kind, name, plugin, its\n"
+               "version, file and summary.\n");
+}
+
+/* A JSON string literal: quotes, backslashes and control bytes escaped; other
+ * bytes (UTF-8) pass through unchanged, as JSON allows. */
+static void json_string(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p; p++) {
+        switch (*p) {
+        case '"': fputs("\\\"", f); break;
+        case '\\': fputs("\\\\", f); break;
+        case '\n': fputs("\\n", f); break;
+        case '\r': fputs("\\r", f); break;
+        case '\t': fputs("\\t", f); break;
+        case '\b': fputs("\\b", f); break;
+        case '\f': fputs("\\f", f); break;
+        default:
+            if (*p < 0x20)
+                fprintf(f, "\\u%04x", *p);
+            else
+                fputc(*p, f);
+        }
+    }
+    fputc('"', f);
+}
+
+static void print_json(const bt_registry *r)
+{
+    int n = bt_registry_count(r);
+    fputs("[", stdout);
+    for (int i = 0; i < n; i++) {
+        const bt_registry_entry *e = bt_registry_at(r, i);
+        fputs(i ? ",\n {" : "\n {", stdout);
+        const char *keys[] = {"kind", "name", "plugin", "version", "file", "summary"};
+        const char *vals[] = {bt_plugin_kind_name(e->kind), e->name, e->plugin,
+                              e->plugin_version, e->file, e->summary};
+        for (size_t k = 0; k < sizeof keys / sizeof *keys; k++) {
+            printf("%s\"%s\": ", k ? ", " : "", keys[k]);
+            json_string(stdout, vals[k]);
+        }
+        fputs("}", stdout);
+    }
+    fputs(n ? "\n]\n" : "]\n", stdout);
+}
+
+static void print_table(const bt_registry *r)
+{
+    int n = bt_registry_count(r);
+    if (n == 0) {
+        printf("no plugins registered: set BPTT_PLUGIN_PATH to a folder of plugins, or pass --plugin PATH\n");
+        return;
+    }
+    printf("%-9s  %-12s  %-16s  %-8s  %s\n", "kind", "name", "plugin", "version", "summary");
+    for (int i = 0; i < n; i++) {
+        const bt_registry_entry *e = bt_registry_at(r, i);
+        printf("%-9s  %-12s  %-16s  %-8s  %s\n", bt_plugin_kind_name(e->kind), e->name,
+               e->plugin ? e->plugin : "", e->plugin_version ? e->plugin_version : "",
+               e->summary ? e->summary : "");
+        printf("%-9s  %-12s  file: %s\n", "", "", e->file ? e->file : "(built in)");
+    }
+}
 
 int cmd_plugins(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
-    return cli_fail("plugins", "not available in this build yet");
+    cli_args a;
+    if (!cli_args_init(&a, argc, argv))
+        return cli_fail("plugins", "out of memory");
+    if (cli_flag(&a, "help")) {
+        usage(stdout);
+        cli_args_free(&a);
+        return 0;
+    }
+    bool json = cli_flag(&a, "json");
+    bt_registry *r = cli_load_plugins(&a);
+    int rc = r ? cli_check_unused(&a, "plugins") : 1;
+    if (r && rc == 0) {
+        if (json)
+            print_json(r);
+        else
+            print_table(r);
+    }
+    bt_registry_free(r);
+    cli_args_free(&a);
+    return rc;
 }

@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# test_cli_grad.sh: the gradient commands end to end through the `bptt` binary:
+# plugins (table and JSON), gradcheck for every shipped cell and policy,
+# selfcheck, grad against the committed reference fixtures (full, fixed:2 and
+# a given xi), and the error cases a user meets (each must name the problem).
+#
+#   test_cli_grad.sh BPTT ST_COMPARE FIXTURES_DIR USER_CELL_SO   (BPTT_PLUGIN_PATH set by meson)
+set -u
+
+BPTT=$1
+COMPARE=$2
+FIX=$3
+USER_CELL=$4
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+failures=0
+
+fail() {
+    echo "FAIL: $*"
+    failures=$((failures + 1))
+}
+
+# run NAME CMD...: expects exit 0; prints the output on failure.
+run() {
+    local name=$1
+    shift
+    if "$@" >"$TMP/out" 2>&1; then
+        echo "ok   $name"
+    else
+        fail "$name (exit $?)"
+        cat "$TMP/out"
+    fi
+}
+
+# refuse NAME PATTERN CMD...: expects a non-zero exit and PATTERN (grep -E) in stderr.
+refuse() {
+    local name=$1 pattern=$2
+    shift 2
+    "$@" >"$TMP/out" 2>"$TMP/err"
+    local rc=$?
+    if [ "$rc" -eq 0 ]; then
+        fail "$name: exit 0, expected an error"
+    elif ! grep -Eq -- "$pattern" "$TMP/err"; then
+        fail "$name: message does not match '$pattern':"
+        cat "$TMP/err"
+    else
+        echo "ok   $name: $(head -n 1 "$TMP/err")"
+    fi
+}
+
+# ---- plugins -------------------------------------------------------------------
+run "plugins" "$BPTT" plugins
+for name in rnn_tanh linear gru lstm full fixed random tbptt sgd momentum adam; do
+    grep -Eq "^(cell|policy|optimizer) +$name " "$TMP/out" || fail "plugins: '$name' not listed"
+done
+run "plugins --json" "$BPTT" plugins --json
+for pair in 'cell:rnn_tanh' 'cell:lstm' 'policy:tbptt' 'optimizer:adam'; do
+    grep -q "\"kind\": \"${pair%%:*}\", \"name\": \"${pair#*:}\"" "$TMP/out" ||
+        fail "plugins --json: no object for ${pair}"
+done
+head -c 1 "$TMP/out" | grep -q '\[' || fail "plugins --json: not a JSON array"
+tail -n 1 "$TMP/out" | grep -q '^\]$' || fail "plugins --json: array not closed"
+if command -v python3 >/dev/null; then # optional: a real JSON parser when there is one
+    python3 -c 'import json,sys; a=json.load(open(sys.argv[1])); assert all("summary" in o for o in a)' \
+        "$TMP/out" || fail "plugins --json: python3 cannot parse it"
+fi
+
+# ---- gradcheck: every shipped cell under full, fixed and TBPTT ----------------------
+for cell in rnn_tanh linear gru lstm; do
+    for policy in full fixed:2 tbptt:2,4; do
+        run "gradcheck $cell $policy" "$BPTT" gradcheck --cell "$cell" --truncation "$policy"
+        grep -q "^PASS" "$TMP/out" || fail "gradcheck $cell $policy: no PASS line"
+    done
+done
+run "gradcheck random with options" "$BPTT" gradcheck --cell gru --truncation random:0.5,seed=3 \
+    --steps 8 --batch 3 --hidden 3 --vocab 4
+# A user's own cell from --plugin: listed, and checked like a shipped one.
+run "plugins --plugin" "$BPTT" plugins --plugin "$USER_CELL"
+grep -Eq "^cell +user_gated +cli_user_cell +0\.3\.1" "$TMP/out" || fail "plugins --plugin: user_gated not listed"
+for policy in full fixed:2 tbptt:2,3; do
+    run "gradcheck --plugin user_gated $policy" "$BPTT" gradcheck --plugin "$USER_CELL" \
+        --cell user_gated --truncation "$policy" --hidden 3 --vocab 2
+done
+# An impossible tolerance must fail, and say so.
+"$BPTT" gradcheck --cell rnn_tanh --tolerance 0 >"$TMP/out" 2>&1 &&
+    fail "gradcheck --tolerance 0 passed"
+grep -q "FAIL" "$TMP/out" || fail "gradcheck --tolerance 0: no FAIL line"
+
+# ---- selfcheck ---------------------------------------------------------------------
+run "selfcheck" "$BPTT" selfcheck
+grep -q "^PASS  training" "$TMP/out" || fail "selfcheck: no training PASS line"
+
+# ---- grad against the reference fixtures --------------------------------------------
+# grad_case NAME EXPECTED CMD-ARGS...: run bptt grad, compare every tensor.
+grad_case() {
+    local name=$1 expected=$2
+    shift 2
+    if ! "$BPTT" grad "$@" --out "$TMP/$name.safetensors" >"$TMP/out" 2>&1; then
+        fail "grad $name (exit $?)"
+        cat "$TMP/out"
+        return
+    fi
+    if "$COMPARE" "$TMP/$name.safetensors" "$FIX/$expected" >"$TMP/cmp" 2>&1; then
+        echo "ok   grad $name: $(tail -n 1 "$TMP/cmp")"
+    else
+        fail "grad $name differs from $expected"
+        cat "$TMP/cmp"
+    fi
+}
+grad_case rnn_tanh_full rnn_tanh_full.expected.safetensors \
+    --cell rnn_tanh --params "$FIX/rnn_tanh_params.safetensors"
+grad_case rnn_tanh_fixed2 rnn_tanh_fixed2.expected.safetensors \
+    --cell rnn_tanh --params "$FIX/rnn_tanh_params.safetensors" --truncation fixed:2
+grad_case linear_full linear_full.expected.safetensors \
+    --cell linear --params "$FIX/linear_params.safetensors" --truncation full
+grad_case linear_xi linear_xi.expected.safetensors \
+    --cell linear --params "$FIX/linear_xi_params.safetensors"
+# The truncated case must really differ from full BPTT, or it tests nothing.
+"$COMPARE" "$TMP/rnn_tanh_fixed2.safetensors" "$FIX/rnn_tanh_full.expected.safetensors" \
+    >/dev/null 2>&1 && fail "grad fixed:2 equals full BPTT"
+# Metadata records what was run.
+"$COMPARE" "$TMP/rnn_tanh_fixed2.safetensors" "$FIX/rnn_tanh_fixed2.expected.safetensors" \
+    --meta cell=rnn_tanh --meta policy=fixed:2 --meta B=2 --meta T=5 --meta loss=xent \
+    >"$TMP/cmp" 2>&1 || { fail "grad metadata"; cat "$TMP/cmp"; }
+
+# ---- errors: non-zero exit and a message naming the problem --------------------------
+P="$FIX/rnn_tanh_params.safetensors"
+refuse "missing file" "no_such_file" "$BPTT" grad --cell rnn_tanh --params "$TMP/no_such_file.safetensors" --out "$TMP/x"
+refuse "missing --out" "--out" "$BPTT" grad --cell rnn_tanh --params "$P"
+refuse "unknown cell" "unknown cell 'nope'.*rnn_tanh" "$BPTT" grad --cell nope --params "$P" --out "$TMP/x"
+refuse "unknown policy" "unknown truncation policy 'nope'.*fixed" "$BPTT" grad --cell rnn_tanh --params "$P" --truncation nope --out "$TMP/x"
+refuse "bad policy options" "fixed" "$BPTT" grad --cell rnn_tanh --params "$P" --truncation fixed:0 --out "$TMP/x"
+refuse "missing tensor" "missing tensor 'W_xh'.*F32 or F64 \[V,H\]" "$BPTT" grad --cell rnn_tanh --params "$FIX/linear_params.safetensors" --out "$TMP/x"
+refuse "wrong shape" "'b_q'.*\[5\].*\[4\]" "$BPTT" grad --cell rnn_tanh --params "$FIX/bad_shape_params.safetensors" --out "$TMP/x"
+refuse "id out of range" "X\[1\]\[4\] = 4 is out of range" "$BPTT" grad --cell rnn_tanh --params "$FIX/bad_id_params.safetensors" --out "$TMP/x"
+refuse "wrong dtype" "'Y' is F32.*I32" "$BPTT" grad --cell rnn_tanh --params "$FIX/bad_dtype_params.safetensors" --out "$TMP/x"
+refuse "gradcheck unknown cell" "unknown cell 'nope'" "$BPTT" gradcheck --cell nope
+refuse "gradcheck unknown policy" "unknown truncation policy 'nope'" "$BPTT" gradcheck --cell rnn_tanh --truncation nope
+refuse "unknown option" "unknown option.*--bogus" "$BPTT" gradcheck --cell rnn_tanh --bogus
+refuse "plugin that is not one" "not_a_plugin" "$BPTT" plugins --plugin "$TMP/not_a_plugin.so"
+[ -e "$TMP/x" ] && fail "a failed grad left an output file"
+
+if [ "$failures" -ne 0 ]; then
+    echo "$failures check(s) failed"
+    exit 1
+fi
+echo "all cli grad checks passed"

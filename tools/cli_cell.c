@@ -1,0 +1,200 @@
+/* cli_cell.c: cells and policies by name for the gradient commands, and the
+ * random-data cell gradient check behind `bptt gradcheck` and `bptt selfcheck`.
+ *
+ * Dimension letters: B rows, T steps, H hidden, V vocabulary (D/Q for real cells). */
+#include <math.h>
+#include <string.h>
+
+#include "cellcheck.h"
+#include "cli_cell.h"
+
+/* "gru, linear, lstm" into buf: what the user could have typed instead. */
+static const char *names_of(const bt_registry *r, bt_plugin_kind kind, char *buf, size_t len)
+{
+    size_t used = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < bt_registry_count(r) && used + 1 < len; i++) {
+        const bt_registry_entry *e = bt_registry_at(r, i);
+        if (e->kind == kind)
+            used += (size_t)snprintf(buf + used, len - used, "%s%s", used ? ", " : "", e->name);
+    }
+    if (!buf[0])
+        snprintf(buf, len, "none: is BPTT_PLUGIN_PATH right?");
+    return buf;
+}
+
+const bt_cell_def *cli_cell_find(const bt_registry *r, const char *name, const char *command)
+{
+    char names[512];
+    if (!name || !name[0]) {
+        cli_fail(command, "--cell NAME is required (registered cells: %s)",
+                 names_of(r, BT_KIND_CELL, names, sizeof names));
+        return NULL;
+    }
+    const bt_cell_def *c = bt_registry_cell(r, name);
+    if (!c)
+        cli_fail(command, "unknown cell '%s' (registered cells: %s; load your own with --plugin PATH)",
+                 name, names_of(r, BT_KIND_CELL, names, sizeof names));
+    return c;
+}
+
+bool cli_policy_new(const bt_registry *r, const char *spec, cli_policy *out, const char *command)
+{
+    memset(out, 0, sizeof *out);
+    char name[BT_NAME_LEN + 1], names[512], err[512] = "";
+    const char *opts = "";
+    bt_split_spec(spec, name, sizeof name, &opts);
+    out->def = bt_registry_policy(r, name);
+    if (!out->def) {
+        cli_fail(command, "unknown truncation policy '%s' (registered policies: %s)", spec,
+                 names_of(r, BT_KIND_POLICY, names, sizeof names));
+        return false;
+    }
+    if (out->def->create(bt_host_table(), opts, &out->state, err, sizeof err) != 0) {
+        cli_fail(command, "--truncation %s: %s", spec, err[0] ? err : "the policy refused its options");
+        out->def = NULL;
+        return false;
+    }
+    if (!out->def->describe || !out->def->describe(out->state, out->desc, sizeof out->desc))
+        snprintf(out->desc, sizeof out->desc, "%s", spec);
+    return true;
+}
+
+void cli_policy_free(cli_policy *p)
+{
+    if (p->def && p->def->destroy)
+        p->def->destroy(p->state);
+    memset(p, 0, sizeof *p);
+}
+
+cli_check_tol cli_check_tol_default(void)
+{
+#if BT_REAL_DOUBLE
+    return (cli_check_tol){.eps = 1e-5, .tol = 1e-6, .floor = 1e-3};
+#else
+    return (cli_check_tol){.eps = 3e-3, .tol = 3e-2, .floor = 1e-1};
+#endif
+}
+
+/* Every buffer of one random check, freed together. */
+typedef struct check_data {
+    int32_t *ids, *targets;      /* [B*T] */
+    bt_real *x, *y;              /* [B*T*V] */
+    bt_real *h0[BT_MAX_STATES];  /* [B*width] */
+    double *xi;                  /* [T] */
+} check_data;
+
+static void check_data_free(check_data *d)
+{
+    bt_free(d->ids);
+    bt_free(d->targets);
+    bt_free(d->x);
+    bt_free(d->y);
+    for (int k = 0; k < BT_MAX_STATES; k++)
+        bt_free(d->h0[k]);
+    bt_free(d->xi);
+}
+
+static void print_header(FILE *out, const bt_cell_def *cell, const cli_policy *pol,
+                         cli_check_size s, uint64_t seed, cli_check_tol tol)
+{
+    fprintf(out, "cell %s, truncation %s, B=%d T=%d H=%d %s=%d, seed %llu\n", cell->name,
+            pol->desc, s.B, s.T, s.H, cell->input == BT_INPUT_TOKENS ? "V" : "D=Q", s.V,
+            (unsigned long long)seed);
+    fprintf(out, "precision %s: eps %g, tolerance %g on the relative error (floor %g)%s\n",
+            BT_REAL_DOUBLE ? "double" : "float", tol.eps, tol.tol, tol.floor,
+            BT_REAL_DOUBLE ? "" : "; the double build (-Dreal=double) is the strict check");
+}
+
+int cli_cell_gradcheck(FILE *out, const bt_cell_def *cell, const cli_policy *pol,
+                       cli_check_size s, uint64_t seed, cli_check_tol tol, bool table,
+                       const char *command)
+{
+    bool tokens = cell->input == BT_INPUT_TOKENS, xent = cell->loss == BT_LOSS_XENT;
+    bt_cell_dims dims = {s.V, s.H, s.V};
+    bt_model *m = NULL;
+    char err[1024] = "";
+    if (bt_model_new(cell, dims, &m, err, sizeof err) != BT_OK) {
+        cli_fail(command, "%s", err);
+        return 2;
+    }
+    size_t bt = (size_t)s.B * (size_t)s.T, btv = bt * (size_t)s.V;
+    check_data d = {0};
+    d.ids = bt_calloc(bt, sizeof(int32_t));
+    d.targets = bt_calloc(bt, sizeof(int32_t));
+    d.x = bt_calloc(btv, sizeof(bt_real));
+    d.y = bt_calloc(btv, sizeof(bt_real));
+    d.xi = bt_calloc((size_t)s.T, sizeof(double));
+    bool ok = d.ids && d.targets && d.x && d.y && d.xi;
+    for (int k = 0; k < m->n_states; k++)
+        ok = ok && (d.h0[k] = bt_calloc((size_t)s.B * (size_t)m->state_width[k], sizeof(bt_real)));
+    bt_cellcheck_result *res = bt_calloc(BT_MAX_PARAMS + BT_MAX_STATES, sizeof *res);
+    if (!ok || !res) {
+        bt_free(res);
+        check_data_free(&d);
+        bt_model_free(m);
+        cli_fail(command, "out of memory for B=%d T=%d V=%d", s.B, s.T, s.V);
+        return 2;
+    }
+
+    bt_rng r;
+    bt_rng_seed(&r, seed);
+    for (size_t i = 0; i < bt_params_total(m->params); i++)
+        bt_params_data(m->params)[i] = (bt_real)(0.5 * bt_rng_normal(&r));
+    for (size_t i = 0; i < bt; i++) {
+        d.ids[i] = (int32_t)(bt_rng_next(&r) % (uint64_t)s.V);
+        d.targets[i] = (int32_t)(bt_rng_next(&r) % (uint64_t)s.V);
+    }
+    for (size_t i = 0; i < btv; i++) {
+        d.x[i] = (bt_real)bt_rng_normal(&r);
+        d.y[i] = (bt_real)bt_rng_normal(&r);
+    }
+    for (int k = 0; k < m->n_states; k++)
+        for (int i = 0; i < s.B * m->state_width[k]; i++)
+            d.h0[k][i] = (bt_real)(0.5 * bt_rng_normal(&r));
+    bt_sequence seq = {.B = s.B, .T = s.T};
+    if (tokens)
+        seq.ids = d.ids;
+    else
+        seq.x = d.x;
+    if (xent)
+        seq.targets = d.targets;
+    else
+        seq.y = d.y;
+
+    int n = 0;
+    bt_status st = bt_cell_gradcheck(m, &seq, d.h0, pol->def, pol->state, seed, NULL, tol.eps,
+                                     tol.floor, res, &n, d.xi, err, sizeof err);
+    int rc = 0;
+    if (st != BT_OK) {
+        cli_fail(command, "cell %s under %s: %s", cell->name, pol->desc, err);
+        rc = 2;
+    } else {
+        if (table) {
+            print_header(out, cell, pol, s, seed, tol);
+            fprintf(out, "xi used:");
+            for (int t = 0; t < s.T; t++)
+                fprintf(out, " %g", d.xi[t]);
+            fprintf(out, "\n%-12s %12s %12s %7s %15s %15s  %s\n", "parameter", "max abs err",
+                    "max rel err", "worst", "analytic", "numeric", "result");
+        }
+        for (int i = 0; i < n; i++) {
+            /* A NaN error must fail, so test for "within", not for "beyond". */
+            bool pass = res[i].max_rel <= tol.tol;
+            if (!pass)
+                rc = 1;
+            if (table)
+                fprintf(out, "%-12s %12.3g %12.3g %7zu %15.8g %15.8g  %s\n", res[i].name,
+                        res[i].max_abs, res[i].max_rel, res[i].worst, res[i].analytic,
+                        res[i].numeric, pass ? "PASS" : "FAIL");
+            else if (!pass)
+                fprintf(out, "  %s: max rel error %.3g at element %zu (analytic %.8g, numeric %.8g)\n",
+                        res[i].name, res[i].max_rel, res[i].worst, res[i].analytic,
+                        res[i].numeric);
+        }
+    }
+    bt_free(res);
+    check_data_free(&d);
+    bt_model_free(m);
+    return rc;
+}
