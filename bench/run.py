@@ -27,6 +27,14 @@ def run_json(cmd, env):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def torch_rates(r):
+    """PyTorch's script reports step times; the token-rate range (min, max) from them."""
+    if not r or 'step_ms_min' not in r:
+        return None, None
+    tokens_per_step = r['tokens_per_s'] * r['step_ms_median'] / 1e3
+    return tokens_per_step / r['step_ms_max'] * 1e3, tokens_per_step / r['step_ms_min'] * 1e3
+
+
 def have_torch():
     r = subprocess.run(['/usr/bin/python3', '-c', 'import torch'], capture_output=True)
     return r.returncode == 0
@@ -86,8 +94,9 @@ def main():
                 bt = statistics.median([r['tokens_per_s'] for r in bs]) if bs else None
                 tt = statistics.median([r['tokens_per_s'] for r in ts]) if ts else None
                 ratio = bt / tt if bt and tt else None
+                tlo, thi = torch_rates(t)
                 print(f"{H:>6} | {fmt(bt, 0):>10} ({fmt(b and b['tokens_per_s_min'], 0)}-{fmt(b and b['tokens_per_s_max'], 0)}) | "
-                      f"{fmt(tt, 0):>12} ({fmt(t and t.get('tokens_per_s_min', None), 0)}-{fmt(t and t.get('tokens_per_s_max', None), 0)}) | "
+                      f"{fmt(tt, 0):>12} ({fmt(tlo, 0)}-{fmt(thi, 0)}) | "
                       f"{fmt(ratio, 2):>5} {('>=' + str(targets[H])) if th == 1 else '':>6} | "
                       f"{fmt(b and b['peak_rss_mb']):>11} {fmt(t and t['peak_rss_mb']):>12}")
 
