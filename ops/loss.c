@@ -4,7 +4,14 @@
 #include <math.h>
 #include <string.h>
 
+#include "fastmath.h"
 #include "graph_internal.h"
+
+#if BT_REAL_DOUBLE
+#define R_EXP exp
+#else
+#define R_EXP bt_fast_expf
+#endif
 
 /* logits [M,V], targets [M] -> mean_i (logsumexp(logits_i) - logits_i[t_i]) */
 static void xent_forward(bt_node *n)
@@ -18,11 +25,15 @@ static void xent_forward(bt_node *n)
         double mx = row[0];
         for (int j = 1; j < v; j++)
             mx = row[j] > mx ? row[j] : mx;
+        bt_real m = (bt_real)mx;
+        for (int j = 0; j < v; j++)
+            p[j] = R_EXP(row[j] - m); /* <= 1: no overflow */
         double z = 0;
         for (int j = 0; j < v; j++)
-            z += exp((double)row[j] - mx);
+            z += p[j];
+        bt_real inv = (bt_real)(1 / z);
         for (int j = 0; j < v; j++)
-            p[j] = (bt_real)(exp((double)row[j] - mx) / z);
+            p[j] *= inv;
         total += mx + log(z) - (double)row[n->ids[i]];
     }
     n->out->data[0] = (bt_real)(total / m);
