@@ -48,6 +48,11 @@ typedef enum bt_status {
 } bt_status;
 
 const char *bt_status_name(bt_status s);
+/* Writes a message into err (if err and errlen); bt_error also returns s, so
+ * a failure path is one line: return bt_error(err, errlen, BT_ERR_IO, ...). */
+void bt_errorf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+bt_status bt_error(char *err, size_t errlen, bt_status s, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 const char *bt_version(void);
 
 /* ---- tensors ------------------------------------------------------------ */

@@ -19,17 +19,6 @@ struct bt_optimizer {
     char name[BT_NAME_LEN];
 };
 
-static void bt_errf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void bt_errf(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || !errlen)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 /* "sgd, momentum, adam": what the user could have meant. */
 static void bt_optimizer_known(const bt_registry *r, char *buf, size_t len)
 {
@@ -50,7 +39,7 @@ bt_status bt_optimizer_new(const bt_registry *r, const char *spec, bt_params *p,
     if (out)
         *out = NULL;
     if (!r || !spec || !p || !out) {
-        bt_errf(err, errlen, "bt_optimizer_new: registry, spec, parameters and out are required");
+        bt_errorf(err, errlen, "bt_optimizer_new: registry, spec, parameters and out are required");
         return BT_ERR_ARG;
     }
     char name[BT_NAME_LEN + 1];
@@ -60,17 +49,17 @@ bt_status bt_optimizer_new(const bt_registry *r, const char *spec, bt_params *p,
     if (!def) {
         char known[256];
         bt_optimizer_known(r, known, sizeof known);
-        bt_errf(err, errlen, "unknown optimizer '%s' (known: %s)", name, known);
+        bt_errorf(err, errlen, "unknown optimizer '%s' (known: %s)", name, known);
         return BT_ERR_NOT_FOUND;
     }
     size_t total = bt_params_total(p);
     if (total && !bt_params_data(p)) {
-        bt_errf(err, errlen, "optimizer %s: the parameters are not finalized", name);
+        bt_errorf(err, errlen, "optimizer %s: the parameters are not finalized", name);
         return BT_ERR_ARG;
     }
     bt_optimizer *o = bt_calloc(1, sizeof *o);
     if (!o) {
-        bt_errf(err, errlen, "optimizer %s: out of memory", name);
+        bt_errorf(err, errlen, "optimizer %s: out of memory", name);
         return BT_ERR_NOMEM;
     }
     o->def = def;
@@ -82,7 +71,7 @@ bt_status bt_optimizer_new(const bt_registry *r, const char *spec, bt_params *p,
         o->state = bt_calloc(n, sizeof(bt_real *));
         if (!o->block || !o->state) {
             bt_optimizer_free(o);
-            bt_errf(err, errlen, "optimizer %s: out of memory for %zu state values", name, n * total);
+            bt_errorf(err, errlen, "optimizer %s: out of memory for %zu state values", name, n * total);
             return BT_ERR_NOMEM;
         }
         for (size_t i = 0; i < n; i++)
@@ -93,7 +82,7 @@ bt_status bt_optimizer_new(const bt_registry *r, const char *spec, bt_params *p,
         o->cfg = NULL; /* a failed create owns nothing */
         bt_optimizer_free(o);
         perr[sizeof perr - 1] = '\0';
-        bt_errf(err, errlen, "%s", perr[0] ? perr : "optimizer: invalid options");
+        bt_errorf(err, errlen, "%s", perr[0] ? perr : "optimizer: invalid options");
         return BT_ERR_ARG;
     }
     *out = o;

@@ -80,17 +80,6 @@ const char *bt_plugin_kind_name(bt_plugin_kind k)
     return "unknown";
 }
 
-static void bt_errf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void bt_errf(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || !errlen)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 bt_registry *bt_registry_new(void) { return bt_calloc(1, sizeof(bt_registry)); }
 
 void bt_registry_free(bt_registry *r)
@@ -393,26 +382,26 @@ static bt_status bt_registry_precheck(const char *path, char *err, size_t errlen
     struct stat st;
     if (stat(path, &st) != 0) {
         if (errno == ENOENT || errno == ENOTDIR)
-            bt_errf(err, errlen, "cannot open plugin %s: no such file", path);
+            bt_errorf(err, errlen, "cannot open plugin %s: no such file", path);
         else
-            bt_errf(err, errlen, "cannot open plugin %s: %s", path, strerror(errno));
+            bt_errorf(err, errlen, "cannot open plugin %s: %s", path, strerror(errno));
         return BT_ERR_IO;
     }
     if (S_ISDIR(st.st_mode)) {
-        bt_errf(err, errlen, "cannot open plugin %s: it is a folder (use a plugin folder "
+        bt_errorf(err, errlen, "cannot open plugin %s: it is a folder (use a plugin folder "
                 "option or bt_registry_load_dir for folders)", path);
         return BT_ERR_IO;
     }
     FILE *f = fopen(path, "rb");
     if (!f) {
-        bt_errf(err, errlen, "cannot open plugin %s: %s", path, strerror(errno));
+        bt_errorf(err, errlen, "cannot open plugin %s: %s", path, strerror(errno));
         return BT_ERR_IO;
     }
     unsigned char magic[4] = {0};
     size_t got = fread(magic, 1, sizeof magic, f);
     fclose(f);
     if (got != 4 || memcmp(magic, "\177ELF", 4) != 0) {
-        bt_errf(err, errlen, "cannot load plugin %s: it is not a shared object (no ELF header; "
+        bt_errorf(err, errlen, "cannot load plugin %s: it is not a shared object (no ELF header; "
                 "a plugin is built with 'cc -shared -fPIC')", path);
         return BT_ERR_PLUGIN;
     }
@@ -427,7 +416,7 @@ static bt_status bt_registry_load_one(bt_registry *r, const char *path, bool ski
     if (skipped)
         *skipped = false;
     if (!r || !path) {
-        bt_errf(err, errlen, "bt_registry_load: no registry or no path");
+        bt_errorf(err, errlen, "bt_registry_load: no registry or no path");
         return BT_ERR_ARG;
     }
     bt_status st = bt_registry_precheck(path, err, errlen);
@@ -437,7 +426,7 @@ static bt_status bt_registry_load_one(bt_registry *r, const char *path, bool ski
     /* dlopen searches the library path for a name without '/': make it a path. */
     char *open_path = bt_malloc(strlen(path) + 3);
     if (!open_path) {
-        bt_errf(err, errlen, "cannot load plugin %s: out of memory", path);
+        bt_errorf(err, errlen, "cannot load plugin %s: out of memory", path);
         return BT_ERR_NOMEM;
     }
     sprintf(open_path, "%s%s", strchr(path, '/') ? "" : "./", path);
@@ -446,7 +435,7 @@ static bt_status bt_registry_load_one(bt_registry *r, const char *path, bool ski
     bt_free(open_path);
     if (!h) {
         const char *why = dlerror();
-        bt_errf(err, errlen, "cannot open plugin %s: %s", path, why ? why : "dlopen failed");
+        bt_errorf(err, errlen, "cannot open plugin %s: %s", path, why ? why : "dlopen failed");
         return BT_ERR_PLUGIN;
     }
 
@@ -456,7 +445,7 @@ static bt_status bt_registry_load_one(bt_registry *r, const char *path, bool ski
     /* POSIX's sanctioned way to turn dlsym's void * into a function pointer. */
     *(void **)&entry = dlsym(h, BT_PLUGIN_ENTRY_SYMBOL);
     if (!entry) {
-        bt_errf(err, errlen, "cannot load plugin %s: not a bptt plugin (it has no entry symbol "
+        bt_errorf(err, errlen, "cannot load plugin %s: not a bptt plugin (it has no entry symbol "
                 "'%s'; declare it with BT_PLUGIN(name, version, init))", path,
                 BT_PLUGIN_ENTRY_SYMBOL);
         st = BT_ERR_PLUGIN;
@@ -464,7 +453,7 @@ static bt_status bt_registry_load_one(bt_registry *r, const char *path, bool ski
     }
     const bt_plugin_desc *d = entry();
     if (!d) {
-        bt_errf(err, errlen, "cannot load plugin %s: not a bptt plugin (%s returned NULL)", path,
+        bt_errorf(err, errlen, "cannot load plugin %s: not a bptt plugin (%s returned NULL)", path,
                 BT_PLUGIN_ENTRY_SYMBOL);
         st = BT_ERR_PLUGIN;
         goto fail;
@@ -472,14 +461,14 @@ static bt_status bt_registry_load_one(bt_registry *r, const char *path, bool ski
     /* abi_major, abi_minor, real_size and name open the descriptor in every ABI. */
     const char *pname = d->name ? d->name : "?";
     if (d->abi_major != BT_ABI_MAJOR) {
-        bt_errf(err, errlen, "plugin '%s' (%s) was built for bptt ABI %u.%u, this bptt has ABI "
+        bt_errorf(err, errlen, "plugin '%s' (%s) was built for bptt ABI %u.%u, this bptt has ABI "
                 "%d.%d: rebuild the plugin against this bptt", pname, path, d->abi_major,
                 d->abi_minor, BT_ABI_MAJOR, BT_ABI_MINOR);
         st = BT_ERR_PLUGIN;
         goto fail;
     }
     if (d->abi_minor > BT_ABI_MINOR) {
-        bt_errf(err, errlen, "plugin '%s' (%s) was built for bptt ABI %u.%u, this bptt has ABI "
+        bt_errorf(err, errlen, "plugin '%s' (%s) was built for bptt ABI %u.%u, this bptt has ABI "
                 "%d.%d: the plugin needs a newer bptt (upgrade bptt, or rebuild the plugin "
                 "against this one)", pname, path, d->abi_major, d->abi_minor, BT_ABI_MAJOR,
                 BT_ABI_MINOR);
@@ -487,7 +476,7 @@ static bt_status bt_registry_load_one(bt_registry *r, const char *path, bool ski
         goto fail;
     }
     if (d->real_size != sizeof(bt_real)) {
-        bt_errf(err, errlen, "plugin '%s' (%s) was built with %s reals (%u bytes), this bptt "
+        bt_errorf(err, errlen, "plugin '%s' (%s) was built with %s reals (%u bytes), this bptt "
                 "uses %s (%zu bytes): rebuild the plugin against this bptt", pname, path,
                 bt_real_name(d->real_size), d->real_size, bt_real_name(sizeof(bt_real)),
                 sizeof(bt_real));
@@ -495,13 +484,13 @@ static bt_status bt_registry_load_one(bt_registry *r, const char *path, bool ski
         goto fail;
     }
     if (!d->name || !bt_name_valid(d->name)) {
-        bt_errf(err, errlen, "plugin %s has an invalid name '%.64s': use 1 to %d letters, digits, "
+        bt_errorf(err, errlen, "plugin %s has an invalid name '%.64s': use 1 to %d letters, digits, "
                 "'_', '-' or '.', starting with a letter", path, pname, BT_NAME_LEN - 1);
         st = BT_ERR_PLUGIN;
         goto fail;
     }
     if (!d->init) {
-        bt_errf(err, errlen, "plugin '%s' (%s) has no init function", pname, path);
+        bt_errorf(err, errlen, "plugin '%s' (%s) has no init function", pname, path);
         st = BT_ERR_PLUGIN;
         goto fail;
     }
@@ -513,7 +502,7 @@ static bt_status bt_registry_load_one(bt_registry *r, const char *path, bool ski
             dlclose(h);
             return BT_OK;
         }
-        bt_errf(err, errlen, "plugin '%s' (%s) is already loaded from %s", pname, path, prev->file);
+        bt_errorf(err, errlen, "plugin '%s' (%s) is already loaded from %s", pname, path, prev->file);
         st = BT_ERR_PLUGIN;
         goto fail;
     }
@@ -524,7 +513,7 @@ static bt_status bt_registry_load_one(bt_registry *r, const char *path, bool ski
     char *strings = bt_malloc(nl + vl + fl);
     if (!rec || !strings) {
         bt_free(strings);
-        bt_errf(err, errlen, "cannot load plugin %s: out of memory", path);
+        bt_errorf(err, errlen, "cannot load plugin %s: out of memory", path);
         st = BT_ERR_NOMEM;
         goto fail;
     }
@@ -538,20 +527,20 @@ static bt_status bt_registry_load_one(bt_registry *r, const char *path, bool ski
     char perr[BT_ERRMSG_LEN] = "";
     int rc = d->init(bt_host_table(), &g, perr, sizeof perr);
     if (g.status != BT_OK) {
-        bt_errf(err, errlen, "%s", g.err);
+        bt_errorf(err, errlen, "%s", g.err);
         st = g.status;
         goto fail;
     }
     if (rc != 0) {
         perr[sizeof perr - 1] = '\0';
-        bt_errf(err, errlen, "plugin '%s' (%s): init failed: %s", rec->name, path,
+        bt_errorf(err, errlen, "plugin '%s' (%s): init failed: %s", rec->name, path,
                 perr[0] ? perr : "(the plugin gave no message)");
         st = BT_ERR_PLUGIN;
         goto fail;
     }
     st = bt_registry_commit(r, &g, rec);
     if (st != BT_OK) {
-        bt_errf(err, errlen, "cannot load plugin %s: out of memory", path);
+        bt_errorf(err, errlen, "cannot load plugin %s: out of memory", path);
         goto fail;
     }
     return BT_OK;
@@ -601,12 +590,12 @@ bt_status bt_registry_load_dir(bt_registry *r, const char *dir, char *err, size_
     if (err && errlen)
         err[0] = '\0';
     if (!r || !dir) {
-        bt_errf(err, errlen, "bt_registry_load_dir: no registry or no folder");
+        bt_errorf(err, errlen, "bt_registry_load_dir: no registry or no folder");
         return BT_ERR_ARG;
     }
     DIR *dh = opendir(dir);
     if (!dh) {
-        bt_errf(err, errlen, "cannot open plugin folder %s: %s", dir, strerror(errno));
+        bt_errorf(err, errlen, "cannot open plugin folder %s: %s", dir, strerror(errno));
         return BT_ERR_IO;
     }
     char **names = NULL;
@@ -637,7 +626,7 @@ bt_status bt_registry_load_dir(bt_registry *r, const char *dir, char *err, size_
     }
     closedir(dh);
     if (first != BT_OK) {
-        bt_errf(err, errlen, "cannot list plugin folder %s: out of memory", dir);
+        bt_errorf(err, errlen, "cannot list plugin folder %s: out of memory", dir);
     } else {
         qsort(names, (size_t)n, sizeof(*names), bt_strcmp_ptr);
         for (int i = 0; i < n; i++) {
@@ -679,7 +668,7 @@ bt_status bt_registry_load_default(bt_registry *r, char *err, size_t errlen)
     if (err && errlen)
         err[0] = '\0';
     if (!r) {
-        bt_errf(err, errlen, "bt_registry_load_default: no registry");
+        bt_errorf(err, errlen, "bt_registry_load_default: no registry");
         return BT_ERR_ARG;
     }
     bt_status first = BT_OK;
@@ -689,7 +678,7 @@ bt_status bt_registry_load_default(bt_registry *r, char *err, size_t errlen)
         size_t len = colon ? (size_t)(colon - path) : strlen(path);
         char *dir = bt_malloc(len + 1);
         if (!dir) {
-            bt_errf(err, errlen, "cannot read BPTT_PLUGIN_PATH: out of memory");
+            bt_errorf(err, errlen, "cannot read BPTT_PLUGIN_PATH: out of memory");
             return BT_ERR_NOMEM;
         }
         memcpy(dir, path, len);
@@ -744,15 +733,15 @@ static int bt_option_value(const bt_option *o, const char *text, double *out, co
     errno = 0;
     double v = strtod(text, &end);
     if (!text[0] || end == text || *end != '\0') {
-        bt_errf(err, errlen, "%s: %s = '%s' is not a number", what, o->name, text);
+        bt_errorf(err, errlen, "%s: %s = '%s' is not a number", what, o->name, text);
         return -1;
     }
     if (!isfinite(v)) {
-        bt_errf(err, errlen, "%s: %s = '%s' is not a finite number", what, o->name, text);
+        bt_errorf(err, errlen, "%s: %s = '%s' is not a finite number", what, o->name, text);
         return -1;
     }
     if (o->integer && v != floor(v)) {
-        bt_errf(err, errlen, "%s: %s = '%s' is not an integer", what, o->name, text);
+        bt_errorf(err, errlen, "%s: %s = '%s' is not an integer", what, o->name, text);
         return -1;
     }
     /* min == max == 0 (an option declared without bounds) means unbounded. */
@@ -760,7 +749,7 @@ static int bt_option_value(const bt_option *o, const char *text, double *out, co
         char lo[32], hi[32];
         bt_fmt_bound(lo, sizeof lo, o->min);
         bt_fmt_bound(hi, sizeof hi, o->max);
-        bt_errf(err, errlen, "%s: value %s for %s is outside [%s, %s]", what, text, o->name, lo, hi);
+        bt_errorf(err, errlen, "%s: value %s for %s is outside [%s, %s]", what, text, o->name, lo, hi);
         return -1;
     }
     *out = v;
@@ -775,7 +764,7 @@ int bt_parse_options(const char *text, bt_option *opts, int n, const char *what,
     if (!what)
         what = "options";
     if (n < 0 || n > BT_OPTION_MAX || (n > 0 && !opts)) {
-        bt_errf(err, errlen, "%s: bad option table (%d entries)", what, n);
+        bt_errorf(err, errlen, "%s: bad option table (%d entries)", what, n);
         return -1;
     }
     double vals[BT_OPTION_MAX];
@@ -793,11 +782,11 @@ int bt_parse_options(const char *text, bt_option *opts, int n, const char *what,
         const char *e = comma ? comma : s + strlen(s);
         char item[BT_VALUE_LEN];
         if (!bt_trim_copy(s, e, item, sizeof item)) {
-            bt_errf(err, errlen, "%s: option '%.40s...' is too long", what, s);
+            bt_errorf(err, errlen, "%s: option '%.40s...' is too long", what, s);
             return -1;
         }
         if (!item[0]) {
-            bt_errf(err, errlen, "%s: empty option in '%s' (options are separated by single commas)",
+            bt_errorf(err, errlen, "%s: empty option in '%s' (options are separated by single commas)",
                     what, text);
             return -1;
         }
@@ -814,7 +803,7 @@ int bt_parse_options(const char *text, bt_option *opts, int n, const char *what,
                 if (opts[i].name && strcmp(opts[i].name, key) == 0)
                     k = i;
             if (k < 0) {
-                bt_errf(err, errlen, "%s: unknown option '%s' (known: %s)", what, key,
+                bt_errorf(err, errlen, "%s: unknown option '%s' (known: %s)", what, key,
                         n ? known : "none");
                 return -1;
             }
@@ -823,14 +812,14 @@ int bt_parse_options(const char *text, bt_option *opts, int n, const char *what,
                 if (opts[i].positional)
                     k = i;
             if (k < 0) {
-                bt_errf(err, errlen, "%s: unexpected value '%s' (no more positional options; "
+                bt_errorf(err, errlen, "%s: unexpected value '%s' (no more positional options; "
                         "give options as key=value, known: %s)", what, item, n ? known : "none");
                 return -1;
             }
             next_positional = k + 1;
         }
         if (given[k]) {
-            bt_errf(err, errlen, "%s: option %s is given twice", what, opts[k].name);
+            bt_errorf(err, errlen, "%s: option %s is given twice", what, opts[k].name);
             return -1;
         }
         if (bt_option_value(&opts[k], value, &vals[k], what, err, errlen) != 0)
@@ -842,7 +831,7 @@ int bt_parse_options(const char *text, bt_option *opts, int n, const char *what,
     }
     for (int i = 0; i < n; i++)
         if (opts[i].required && !given[i]) {
-            bt_errf(err, errlen, "%s: %s is required", what, opts[i].name);
+            bt_errorf(err, errlen, "%s: %s is required", what, opts[i].name);
             return -1;
         }
     for (int i = 0; i < n; i++) {

@@ -67,18 +67,6 @@ struct bt_st_file {
     st_meta *meta;     /* uthash head */
 };
 
-__attribute__((format(printf, 4, 5)))
-static bt_status st_fail(char *err, size_t errlen, bt_status s, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return s;
-}
-
 static char *st_strdup(const char *s)
 {
     size_t n = strlen(s) + 1;
@@ -189,30 +177,30 @@ bt_status bt_st_add(bt_st_file *f, const char *name, bt_st_dtype dt, int ndim,
                     const int64_t *shape, const void *data, char *err, size_t errlen)
 {
     if (!f || !name)
-        return st_fail(err, errlen, BT_ERR_ARG, "safetensors: bt_st_add needs a file and a name");
+        return bt_error(err, errlen, BT_ERR_ARG, "safetensors: bt_st_add needs a file and a name");
     if (!st_utf8_valid((const unsigned char *)name, strlen(name)))
-        return st_fail(err, errlen, BT_ERR_ARG, "safetensors: tensor name is not valid UTF-8");
+        return bt_error(err, errlen, BT_ERR_ARG, "safetensors: tensor name is not valid UTF-8");
     if (strcmp(name, "__metadata__") == 0)
-        return st_fail(err, errlen, BT_ERR_ARG,
+        return bt_error(err, errlen, BT_ERR_ARG,
                        "safetensors: '__metadata__' is reserved and cannot name a tensor");
     if ((unsigned)dt >= BT_ST_DTYPE_COUNT)
-        return st_fail(err, errlen, BT_ERR_ARG, "safetensors: tensor '%s': unknown dtype %d",
+        return bt_error(err, errlen, BT_ERR_ARG, "safetensors: tensor '%s': unknown dtype %d",
                        name, (int)dt);
     if (ndim < 0 || ndim > BT_ST_MAX_DIMS || (ndim > 0 && !shape))
-        return st_fail(err, errlen, BT_ERR_ARG,
+        return bt_error(err, errlen, BT_ERR_ARG,
                        "safetensors: tensor '%s': ndim %d is not in 0..%d (or shape is NULL)",
                        name, ndim, BT_ST_MAX_DIMS);
     size_t count;
     if (!st_checked_count(ndim, shape, st_dtypes[dt].size, &count))
-        return st_fail(err, errlen, BT_ERR_ARG,
+        return bt_error(err, errlen, BT_ERR_ARG,
                        "safetensors: tensor '%s': shape has a negative dimension or is too large",
                        name);
     if (count > 0 && !data)
-        return st_fail(err, errlen, BT_ERR_ARG, "safetensors: tensor '%s': data is NULL", name);
+        return bt_error(err, errlen, BT_ERR_ARG, "safetensors: tensor '%s': data is NULL", name);
     st_entry *found;
     HASH_FIND(hh, f->by_name, name, strlen(name), found);
     if (found)
-        return st_fail(err, errlen, BT_ERR_ARG, "safetensors: tensor '%s' already exists", name);
+        return bt_error(err, errlen, BT_ERR_ARG, "safetensors: tensor '%s' already exists", name);
 
     size_t bytes = count * st_dtypes[dt].size;
     st_entry *e = bt_calloc(1, sizeof *e);
@@ -235,7 +223,7 @@ nomem:
     bt_free(e);
     bt_free(nm);
     bt_free(copy);
-    return st_fail(err, errlen, BT_ERR_NOMEM, "safetensors: out of memory adding tensor '%s'",
+    return bt_error(err, errlen, BT_ERR_NOMEM, "safetensors: out of memory adding tensor '%s'",
                    name);
 }
 
@@ -318,9 +306,9 @@ bt_status bt_st_get_real(const bt_st_tensor *t, bt_real *dst, size_t count, char
                          size_t errlen)
 {
     if (!t || (count > 0 && !dst))
-        return st_fail(err, errlen, BT_ERR_ARG, "safetensors: bt_st_get_real needs a tensor and a buffer");
+        return bt_error(err, errlen, BT_ERR_ARG, "safetensors: bt_st_get_real needs a tensor and a buffer");
     if (count != t->count)
-        return st_fail(err, errlen, BT_ERR_SHAPE,
+        return bt_error(err, errlen, BT_ERR_SHAPE,
                        "safetensors: tensor '%s' has %zu elements, the buffer has room for %zu",
                        t->name, t->count, count);
     /* memcpy per element: data is only guaranteed malloc-aligned, which suffices,
@@ -334,7 +322,7 @@ bt_status bt_st_get_real(const bt_st_tensor *t, bt_real *dst, size_t count, char
         case BT_ST_I64: { int64_t v; memcpy(&v, p + 8 * i, 8); dst[i] = (bt_real)v; break; }
         case BT_ST_U8: dst[i] = (bt_real)p[i]; break;
         default:
-            return st_fail(err, errlen, BT_ERR_ARG, "safetensors: tensor '%s': unknown dtype %d",
+            return bt_error(err, errlen, BT_ERR_ARG, "safetensors: tensor '%s': unknown dtype %d",
                            t->name, (int)t->dtype);
         }
     }
@@ -507,16 +495,16 @@ static int st_sync_dir(const char *path, char *dir, size_t dirlen)
 bt_status bt_st_write(const bt_st_file *f, const char *path, char *err, size_t errlen)
 {
     if (!f || !path || !*path)
-        return st_fail(err, errlen, BT_ERR_ARG, "safetensors: bt_st_write needs a file and a path");
+        return bt_error(err, errlen, BT_ERR_ARG, "safetensors: bt_st_write needs a file and a path");
     st_buf hdr = {0};
     st_build_header(f, &hdr);
     if (hdr.oom) {
         bt_free(hdr.p);
-        return st_fail(err, errlen, BT_ERR_NOMEM, "%s: out of memory building the header", path);
+        return bt_error(err, errlen, BT_ERR_NOMEM, "%s: out of memory building the header", path);
     }
     if (hdr.n > ST_MAX_HEADER) {
         bt_free(hdr.p);
-        return st_fail(err, errlen, BT_ERR_ARG,
+        return bt_error(err, errlen, BT_ERR_ARG,
                        "%s: header would be %zu bytes, over the %llu-byte limit readers accept",
                        path, hdr.n, ST_MAX_HEADER);
     }
@@ -525,14 +513,14 @@ bt_status bt_st_write(const bt_st_file *f, const char *path, char *err, size_t e
     char *tmp = bt_malloc(tmplen);
     if (!tmp) {
         bt_free(hdr.p);
-        return st_fail(err, errlen, BT_ERR_NOMEM, "%s: out of memory", path);
+        return bt_error(err, errlen, BT_ERR_NOMEM, "%s: out of memory", path);
     }
     bt_status s = BT_OK;
     const char *step = "write";
     int fd = st_open_temp(path, tmp, tmplen);
     if (fd < 0) {
         int e = errno;
-        s = st_fail(err, errlen, BT_ERR_IO, "%s: cannot create a temporary file in its folder: %s",
+        s = bt_error(err, errlen, BT_ERR_IO, "%s: cannot create a temporary file in its folder: %s",
                     path, strerror(e));
         goto out;
     }
@@ -567,14 +555,14 @@ bt_status bt_st_write(const bt_st_file *f, const char *path, char *err, size_t e
         if (fd >= 0)
             close(fd);
         unlink(tmp);
-        s = st_fail(err, errlen, BT_ERR_IO, "%s: cannot %s (temporary %s): %s; the old file is untouched",
+        s = bt_error(err, errlen, BT_ERR_IO, "%s: cannot %s (temporary %s): %s; the old file is untouched",
                     path, step, tmp, strerror(e));
         goto out;
     }
     char dir[4096];
     if (st_sync_dir(path, dir, sizeof dir) < 0) {
         int e = errno;
-        s = st_fail(err, errlen, BT_ERR_IO,
+        s = bt_error(err, errlen, BT_ERR_IO,
                     "%s: written, but syncing its folder %s failed: %s; it may not survive a crash",
                     path, dir, strerror(e));
     }
@@ -1079,7 +1067,7 @@ static bt_status st_check_layout(bt_st_file *f, uint64_t data_len, const char *p
         if (f->items[i]->end > max_end)
             max_end = f->items[i]->end;
     if (max_end > data_len)
-        return st_fail(err, errlen, BT_ERR_FORMAT,
+        return bt_error(err, errlen, BT_ERR_FORMAT,
                        "%s: truncated: expected %" PRIu64 " data bytes, file has %" PRIu64, path,
                        max_end, data_len);
     if (f->n > 1)
@@ -1089,17 +1077,17 @@ static bt_status st_check_layout(bt_st_file *f, uint64_t data_len, const char *p
         st_entry *e = f->items[i];
         e->order = i;
         if (e->begin > at)
-            return st_fail(err, errlen, BT_ERR_FORMAT,
+            return bt_error(err, errlen, BT_ERR_FORMAT,
                            "%s: hole in the data: no tensor covers bytes [%" PRIu64 ", %" PRIu64
                            ") before '%.80s'", path, at, e->begin, e->t.name);
         if (e->begin < at)
-            return st_fail(err, errlen, BT_ERR_FORMAT,
+            return bt_error(err, errlen, BT_ERR_FORMAT,
                            "%s: tensors '%.80s' and '%.80s' overlap in the data section", path,
                            f->items[i - 1]->t.name, e->t.name);
         at = e->end;
     }
     if (at != data_len)
-        return st_fail(err, errlen, BT_ERR_FORMAT,
+        return bt_error(err, errlen, BT_ERR_FORMAT,
                        "%s: hole in the data: %" PRIu64 " bytes after the last tensor are not "
                        "covered (data section %" PRIu64 " bytes)", path, data_len - at, data_len);
     return BT_OK;
@@ -1109,44 +1097,44 @@ static bt_status st_read_fp(FILE *fp, const char *path, bt_st_file *f, char *err
 {
     struct stat sb;
     if (fstat(fileno(fp), &sb) != 0)
-        return st_fail(err, errlen, BT_ERR_IO, "%s: cannot stat: %s", path, strerror(errno));
+        return bt_error(err, errlen, BT_ERR_IO, "%s: cannot stat: %s", path, strerror(errno));
     if (!S_ISREG(sb.st_mode))
-        return st_fail(err, errlen, BT_ERR_IO, "%s: not a regular file", path);
+        return bt_error(err, errlen, BT_ERR_IO, "%s: not a regular file", path);
     uint64_t size = (uint64_t)sb.st_size;
     if (size < 8)
-        return st_fail(err, errlen, BT_ERR_FORMAT,
+        return bt_error(err, errlen, BT_ERR_FORMAT,
                        "%s: file is %" PRIu64 " bytes, shorter than the 8-byte header length: "
                        "not a safetensors file", path, size);
     unsigned char len8[8];
     if (fread(len8, 1, 8, fp) != 8)
-        return st_fail(err, errlen, BT_ERR_IO, "%s: cannot read: %s", path,
+        return bt_error(err, errlen, BT_ERR_IO, "%s: cannot read: %s", path,
                        ferror(fp) ? strerror(errno) : "unexpected end of file");
     uint64_t hlen = 0;
     for (int i = 7; i >= 0; i--)
         hlen = hlen << 8 | len8[i];
     if (hlen > ST_MAX_HEADER)
-        return st_fail(err, errlen, BT_ERR_FORMAT,
+        return bt_error(err, errlen, BT_ERR_FORMAT,
                        "%s: header length %" PRIu64 " is absurd (limit %llu bytes): not a "
                        "safetensors file?", path, hlen, ST_MAX_HEADER);
     if (hlen > size - 8)
-        return st_fail(err, errlen, BT_ERR_FORMAT,
+        return bt_error(err, errlen, BT_ERR_FORMAT,
                        "%s: header length %" PRIu64 " is larger than the file (%" PRIu64
                        " bytes): truncated or not a safetensors file", path, hlen, size);
 
     char *hdr = bt_malloc(hlen ? (size_t)hlen : 1);
     if (!hdr)
-        return st_fail(err, errlen, BT_ERR_NOMEM, "%s: out of memory for a %" PRIu64 "-byte header",
+        return bt_error(err, errlen, BT_ERR_NOMEM, "%s: out of memory for a %" PRIu64 "-byte header",
                        path, hlen);
     if (fread(hdr, 1, (size_t)hlen, fp) != hlen) {
         bt_free(hdr);
-        return st_fail(err, errlen, BT_ERR_IO, "%s: cannot read the header: %s", path,
+        return bt_error(err, errlen, BT_ERR_IO, "%s: cannot read the header: %s", path,
                        ferror(fp) ? strerror(errno) : "file shrank while reading");
     }
     st_parser ps = {.begin = hdr, .p = hdr, .end = hdr + hlen, .status = BT_ERR_FORMAT};
     bool ok = st_parse_header(&ps, f);
     bt_free(hdr);
     if (!ok)
-        return st_fail(err, errlen, ps.status, "%s: %s", path, ps.msg);
+        return bt_error(err, errlen, ps.status, "%s: %s", path, ps.msg);
 
     bt_status s = st_check_layout(f, size - 8 - hlen, path, err, errlen);
     if (s != BT_OK)
@@ -1157,10 +1145,10 @@ static bt_status st_read_fp(FILE *fp, const char *path, bt_st_file *f, char *err
         size_t bytes = t->count * st_dtypes[t->dtype].size;
         t->data = bt_malloc(bytes ? bytes : 1);
         if (!t->data)
-            return st_fail(err, errlen, BT_ERR_NOMEM, "%s: out of memory for tensor '%.80s' (%zu bytes)",
+            return bt_error(err, errlen, BT_ERR_NOMEM, "%s: out of memory for tensor '%.80s' (%zu bytes)",
                            path, t->name, bytes);
         if (fread(t->data, 1, bytes, fp) != bytes)
-            return st_fail(err, errlen, BT_ERR_IO, "%s: cannot read tensor '%.80s': %s", path,
+            return bt_error(err, errlen, BT_ERR_IO, "%s: cannot read tensor '%.80s': %s", path,
                            t->name, ferror(fp) ? strerror(errno) : "file shrank while reading");
     }
     return BT_OK;
@@ -1169,14 +1157,14 @@ static bt_status st_read_fp(FILE *fp, const char *path, bt_st_file *f, char *err
 bt_status bt_st_read(const char *path, bt_st_file **out, char *err, size_t errlen)
 {
     if (!out || !path)
-        return st_fail(err, errlen, BT_ERR_ARG, "safetensors: bt_st_read needs a path and an out pointer");
+        return bt_error(err, errlen, BT_ERR_ARG, "safetensors: bt_st_read needs a path and an out pointer");
     *out = NULL;
     FILE *fp = fopen(path, "rb");
     if (!fp)
-        return st_fail(err, errlen, BT_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+        return bt_error(err, errlen, BT_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     bt_st_file *f = bt_st_new();
     bt_status s = f ? st_read_fp(fp, path, f, err, errlen)
-                    : st_fail(err, errlen, BT_ERR_NOMEM, "%s: out of memory", path);
+                    : bt_error(err, errlen, BT_ERR_NOMEM, "%s: out of memory", path);
     fclose(fp);
     if (s != BT_OK) {
         bt_st_free(f);

@@ -1,5 +1,31 @@
-/* status.c: names of status codes and the library version. */
+/* status.c: names of status codes, error messages, and the library version. */
+#include <stdarg.h>
+#include <stdio.h>
+
 #include "bptt.h"
+
+static void verrorf(char *err, size_t errlen, const char *fmt, va_list ap)
+{
+    if (err && errlen)
+        vsnprintf(err, errlen, fmt, ap);
+}
+
+void bt_errorf(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    verrorf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+bt_status bt_error(char *err, size_t errlen, bt_status s, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    verrorf(err, errlen, fmt, ap);
+    va_end(ap);
+    return s;
+}
 
 const char *bt_status_name(bt_status s)
 {

@@ -22,20 +22,6 @@
 
 #define UNK_TOKEN "<unk>"
 
-static bt_status fail(char *err, size_t errlen, bt_status s, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static bt_status fail(char *err, size_t errlen, bt_status s, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return s;
-}
-
 /* ---- UTF-8 (by hand, so nothing depends on the locale) ------------------- */
 
 /* Decodes the code point at s[i]; returns its byte length, or 0 when the bytes
@@ -137,7 +123,7 @@ bt_status bt_tokens_kind_parse(const char *s, bt_tokens_kind *out, char *err, si
         *out = BT_TOKENS_LETTERS;
         return BT_OK;
     }
-    return fail(err, errlen, BT_ERR_ARG,
+    return bt_error(err, errlen, BT_ERR_ARG,
                 "unknown tokens kind '%s': use 'chars' (every character) or 'letters' "
                 "(a-z and space, as d2l)", s ? s : "(null)");
 }
@@ -337,10 +323,10 @@ static bt_status json_string(const char *s, size_t *i, json_tok *t, int index, c
             return BT_OK;
         }
         if (c == '\0')
-            return fail(err, errlen, BT_ERR_FORMAT,
+            return bt_error(err, errlen, BT_ERR_FORMAT,
                         "vocabulary JSON: token %d (byte %zu) has no closing quote", index, start);
         if (c < 0x20)
-            return fail(err, errlen, BT_ERR_FORMAT,
+            return bt_error(err, errlen, BT_ERR_FORMAT,
                         "vocabulary JSON: raw control byte 0x%02X at byte %zu (JSON needs \\u%04X)",
                         c, *i, c);
         if (c == '\\') {
@@ -356,29 +342,29 @@ static bt_status json_string(const char *s, size_t *i, json_tok *t, int index, c
             case 't': cp = '\t'; *i += 2; break;
             case 'u':
                 if (!hex4(s + *i + 2, &cp))
-                    return fail(err, errlen, BT_ERR_FORMAT,
+                    return bt_error(err, errlen, BT_ERR_FORMAT,
                                 "vocabulary JSON: bad \\u escape at byte %zu", at);
                 *i += 6;
                 if (cp >= 0xD800 && cp <= 0xDBFF) {
                     uint32_t lo;
                     if (s[*i] != '\\' || s[*i + 1] != 'u' || !hex4(s + *i + 2, &lo) ||
                         lo < 0xDC00 || lo > 0xDFFF)
-                        return fail(err, errlen, BT_ERR_FORMAT,
+                        return bt_error(err, errlen, BT_ERR_FORMAT,
                                     "vocabulary JSON: lone surrogate \\u%04X at byte %zu",
                                     (unsigned)cp, at);
                     cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
                     *i += 6;
                 } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
-                    return fail(err, errlen, BT_ERR_FORMAT,
+                    return bt_error(err, errlen, BT_ERR_FORMAT,
                                 "vocabulary JSON: lone surrogate \\u%04X at byte %zu",
                                 (unsigned)cp, at);
                 }
                 if (cp == 0)
-                    return fail(err, errlen, BT_ERR_FORMAT,
+                    return bt_error(err, errlen, BT_ERR_FORMAT,
                                 "vocabulary JSON: token %d is U+0000, which no text holds", index);
                 break;
             default:
-                return fail(err, errlen, BT_ERR_FORMAT,
+                return bt_error(err, errlen, BT_ERR_FORMAT,
                             "vocabulary JSON: bad escape at byte %zu", at);
             }
             k = utf8_encode(cp, buf);
@@ -386,13 +372,13 @@ static bt_status json_string(const char *s, size_t *i, json_tok *t, int index, c
             uint32_t cp;
             k = utf8_decode((const unsigned char *)s, *i + strnlen(s + *i, 4), *i, &cp);
             if (!k)
-                return fail(err, errlen, BT_ERR_FORMAT,
+                return bt_error(err, errlen, BT_ERR_FORMAT,
                             "vocabulary JSON: invalid UTF-8 at byte %zu", *i);
             memcpy(buf, s + *i, (size_t)k);
             *i += (size_t)k;
         }
         if (t->len + (size_t)k >= sizeof t->tok)
-            return fail(err, errlen, BT_ERR_FORMAT,
+            return bt_error(err, errlen, BT_ERR_FORMAT,
                         "vocabulary JSON: token %d (byte %zu) is longer than one character",
                         index, start);
         memcpy(t->tok + t->len, buf, (size_t)k);
@@ -409,7 +395,7 @@ static bt_status json_tokens(const char *s, json_tok **out, int *count, char *er
     bt_status st = BT_OK;
     json_ws(s, &i);
     if (s[i] != '[')
-        return fail(err, errlen, BT_ERR_FORMAT,
+        return bt_error(err, errlen, BT_ERR_FORMAT,
                     "vocabulary JSON: expected '[' at byte %zu: it must be an array of strings", i);
     i++;
     json_ws(s, &i);
@@ -418,7 +404,7 @@ static bt_status json_tokens(const char *s, json_tok **out, int *count, char *er
     } else {
         for (;;) {
             if (s[i] != '"') {
-                st = fail(err, errlen, BT_ERR_FORMAT,
+                st = bt_error(err, errlen, BT_ERR_FORMAT,
                           "vocabulary JSON: expected a string at byte %zu", i);
                 goto done;
             }
@@ -426,7 +412,7 @@ static bt_status json_tokens(const char *s, json_tok **out, int *count, char *er
                 int ncap = cap ? cap * 2 : 64;
                 json_tok *g = bt_realloc(list, (size_t)ncap * sizeof *g);
                 if (!g) {
-                    st = fail(err, errlen, BT_ERR_NOMEM, "out of memory reading a vocabulary");
+                    st = bt_error(err, errlen, BT_ERR_NOMEM, "out of memory reading a vocabulary");
                     goto done;
                 }
                 list = g, cap = ncap;
@@ -443,7 +429,7 @@ static bt_status json_tokens(const char *s, json_tok **out, int *count, char *er
                 i++;
                 break;
             } else {
-                st = fail(err, errlen, BT_ERR_FORMAT,
+                st = bt_error(err, errlen, BT_ERR_FORMAT,
                           "vocabulary JSON: expected ',' or ']' at byte %zu", i);
                 goto done;
             }
@@ -451,7 +437,7 @@ static bt_status json_tokens(const char *s, json_tok **out, int *count, char *er
     }
     json_ws(s, &i);
     if (s[i] != '\0')
-        st = fail(err, errlen, BT_ERR_FORMAT,
+        st = bt_error(err, errlen, BT_ERR_FORMAT,
                   "vocabulary JSON: unexpected text after the array at byte %zu", i);
 done:
     if (st != BT_OK) {
@@ -470,18 +456,18 @@ bt_status bt_vocab_from_json(const char *json, bt_tokens_kind kind, bt_vocab **o
     int n = 0;
     bt_vocab *v = NULL;
     if (!json || !out)
-        return fail(err, errlen, BT_ERR_ARG, "bt_vocab_from_json: NULL argument");
+        return bt_error(err, errlen, BT_ERR_ARG, "bt_vocab_from_json: NULL argument");
     *out = NULL;
     bt_status st = json_tokens(json, &list, &n, err, errlen);
     if (st != BT_OK)
         return st;
     if (n == 0) {
-        st = fail(err, errlen, BT_ERR_FORMAT, "vocabulary JSON: the array is empty");
+        st = bt_error(err, errlen, BT_ERR_FORMAT, "vocabulary JSON: the array is empty");
         goto done;
     }
     v = vocab_new(kind, n);
     if (!v) {
-        st = fail(err, errlen, BT_ERR_NOMEM, "out of memory building a vocabulary");
+        st = bt_error(err, errlen, BT_ERR_NOMEM, "out of memory building a vocabulary");
         goto done;
     }
     for (int id = 0; id < n; id++) {
@@ -489,29 +475,29 @@ bt_status bt_vocab_from_json(const char *json, bt_tokens_kind kind, bt_vocab **o
         bool is_unk = strcmp(t->tok, UNK_TOKEN) == 0;
         uint32_t cp;
         if (is_unk && kind == BT_TOKENS_CHARS) {
-            st = fail(err, errlen, BT_ERR_FORMAT,
+            st = bt_error(err, errlen, BT_ERR_FORMAT,
                       "vocabulary JSON: token %d is <unk>, which a chars vocabulary does not "
                       "have: was the model trained with letters?", id);
             goto done;
         }
         if (!is_unk && (utf8_decode((const unsigned char *)t->tok, t->len, 0, &cp) != (int)t->len)) {
-            st = fail(err, errlen, BT_ERR_FORMAT,
+            st = bt_error(err, errlen, BT_ERR_FORMAT,
                       "vocabulary JSON: token %d \"%s\" is not one character", id, t->tok);
             goto done;
         }
         st = vocab_add(v, t->tok, t->len);
         if (st == BT_ERR_NOMEM) {
-            fail(err, errlen, st, "out of memory building a vocabulary");
+            bt_error(err, errlen, st, "out of memory building a vocabulary");
             goto done;
         }
         if (st != BT_OK) {
-            st = fail(err, errlen, BT_ERR_FORMAT,
+            st = bt_error(err, errlen, BT_ERR_FORMAT,
                       "vocabulary JSON: token %d \"%s\" appears twice", id, t->tok);
             goto done;
         }
     }
     if (kind == BT_TOKENS_LETTERS && v->unk < 0) {
-        st = fail(err, errlen, BT_ERR_FORMAT,
+        st = bt_error(err, errlen, BT_ERR_FORMAT,
                   "vocabulary JSON: a letters vocabulary needs \"<unk>\": was the model trained "
                   "with chars?");
         goto done;
@@ -532,20 +518,20 @@ bt_status bt_vocab_encode(const bt_vocab *v, bt_tokens_kind kind, const char *te
                           int32_t **ids, long *n, char *err, size_t errlen)
 {
     if (!v || !text || !ids || !n)
-        return fail(err, errlen, BT_ERR_ARG, "bt_vocab_encode: NULL argument");
+        return bt_error(err, errlen, BT_ERR_ARG, "bt_vocab_encode: NULL argument");
     *ids = NULL;
     *n = 0;
     const unsigned char *s = (const unsigned char *)text;
     size_t len = strlen(text);
     size_t bad = utf8_first_invalid(s, len);
     if (bad < len)
-        return fail(err, errlen, BT_ERR_FORMAT,
+        return bt_error(err, errlen, BT_ERR_FORMAT,
                     "the prompt is not valid UTF-8: byte 0x%02X at offset %zu", s[bad], bad);
     if (len == 0)
         return BT_OK;
     int32_t *out = bt_malloc(len * sizeof *out); /* at most one id per byte */
     if (!out)
-        return fail(err, errlen, BT_ERR_NOMEM, "out of memory encoding a prompt");
+        return bt_error(err, errlen, BT_ERR_NOMEM, "out of memory encoding a prompt");
     long k = 0;
     size_t i = 0;
     while (i < len) {
@@ -568,7 +554,7 @@ bt_status bt_vocab_encode(const bt_vocab *v, bt_tokens_kind kind, const char *te
             char d[32];
             describe_cp(cp, d, sizeof d);
             bt_free(out);
-            return fail(err, errlen, BT_ERR_NOT_FOUND,
+            return bt_error(err, errlen, BT_ERR_NOT_FOUND,
                         "the prompt has character %s at byte %zu, which is not among the %d "
                         "characters the model was trained on: remove it from the prompt",
                         d, at, v->n);
@@ -737,18 +723,18 @@ static bt_status corpus_build(const char *name, const unsigned char *s, size_t l
                               size_t errlen)
 {
     if (len == 0)
-        return fail(err, errlen, BT_ERR_FORMAT, "%s is empty: give a text with at least 2 characters",
+        return bt_error(err, errlen, BT_ERR_FORMAT, "%s is empty: give a text with at least 2 characters",
                     name);
     /* NUL first: a binary or UTF-16 file is usually also bad UTF-8, and
      * "binary" says more than a byte offset. */
     const unsigned char *nul = memchr(s, 0, len);
     if (nul)
-        return fail(err, errlen, BT_ERR_FORMAT,
+        return bt_error(err, errlen, BT_ERR_FORMAT,
                     "%s has a NUL byte at offset %zu: it looks like a binary (or UTF-16) file; "
                     "give a UTF-8 text file", name, (size_t)(nul - s));
     size_t bad = utf8_first_invalid(s, len);
     if (bad < len)
-        return fail(err, errlen, BT_ERR_FORMAT,
+        return bt_error(err, errlen, BT_ERR_FORMAT,
                     "%s is not valid UTF-8: byte 0x%02X at byte offset %zu; convert it, e.g. "
                     "iconv -f latin1 -t utf-8", name, s[bad], bad);
     size_t ctrl = 0;
@@ -756,7 +742,7 @@ static bt_status corpus_build(const char *name, const unsigned char *s, size_t l
         if ((s[i] < 0x20 && !(s[i] >= '\t' && s[i] <= '\r') && s[i] != 0x1B) || s[i] == 0x7F)
             ctrl++;
     if (ctrl * 10 > len)
-        return fail(err, errlen, BT_ERR_FORMAT,
+        return bt_error(err, errlen, BT_ERR_FORMAT,
                     "%s looks binary: %zu of its %zu bytes are control characters; give a text file",
                     name, ctrl, len);
     if (len >= 3 && s[0] == 0xEF && s[1] == 0xBB && s[2] == 0xBF) {
@@ -768,10 +754,10 @@ static bt_status corpus_build(const char *name, const unsigned char *s, size_t l
     bt_corpus *c = NULL;
     uint32_t *tok = bt_malloc((len ? len : 1) * sizeof *tok);
     if (!tok)
-        return fail(err, errlen, BT_ERR_NOMEM, "out of memory reading %s", name);
+        return bt_error(err, errlen, BT_ERR_NOMEM, "out of memory reading %s", name);
     long n = kind == BT_TOKENS_LETTERS ? tokenize_letters(s, len, tok) : tokenize_chars(s, len, tok);
     if (n < 2) {
-        st = fail(err, errlen, BT_ERR_FORMAT,
+        st = bt_error(err, errlen, BT_ERR_FORMAT,
                   "%s has %ld token%s after %s tokenization%s: a corpus needs at least 2; give a "
                   "longer text", name, n, n == 1 ? "" : "s", bt_tokens_kind_name(kind),
                   kind == BT_TOKENS_LETTERS ? " (only A-Z letters and spaces between words are kept)"
@@ -780,7 +766,7 @@ static bt_status corpus_build(const char *name, const unsigned char *s, size_t l
     }
     long keep = max_tokens > 0 && max_tokens < n ? max_tokens : n;
     if (keep < 2) {
-        st = fail(err, errlen, BT_ERR_ARG,
+        st = bt_error(err, errlen, BT_ERR_ARG,
                   "a maximum of %ld token keeps too little of %s: a corpus needs at least 2",
                   max_tokens, name);
         goto done;
@@ -799,7 +785,7 @@ static bt_status corpus_build(const char *name, const unsigned char *s, size_t l
         char buf[4];
         int id = vocab_find(c->vocab, buf, (size_t)utf8_encode(tok[i], buf));
         if (id < 0) { /* cannot happen: the vocabulary came from these tokens */
-            st = fail(err, errlen, BT_ERR_FORMAT, "internal error: token %ld of %s has no id", i, name);
+            st = bt_error(err, errlen, BT_ERR_FORMAT, "internal error: token %ld of %s has no id", i, name);
             goto done;
         }
         c->ids[i] = id;
@@ -807,7 +793,7 @@ static bt_status corpus_build(const char *name, const unsigned char *s, size_t l
     c->n = keep;
     goto done;
 nomem:
-    st = fail(err, errlen, BT_ERR_NOMEM, "out of memory reading %s", name);
+    st = bt_error(err, errlen, BT_ERR_NOMEM, "out of memory reading %s", name);
 done:
     bt_free(tok);
     if (st != BT_OK) {
@@ -822,7 +808,7 @@ bt_status bt_corpus_from_string(const char *text, size_t len, bt_tokens_kind kin
                                 bt_corpus **out, char *err, size_t errlen)
 {
     if (!out || (!text && len))
-        return fail(err, errlen, BT_ERR_ARG, "bt_corpus_from_string: NULL argument");
+        return bt_error(err, errlen, BT_ERR_ARG, "bt_corpus_from_string: NULL argument");
     *out = NULL;
     return corpus_build("the text", (const unsigned char *)(text ? text : ""), len, kind,
                         max_tokens, out, err, errlen);
@@ -832,23 +818,23 @@ bt_status bt_corpus_load(const char *path, bt_tokens_kind kind, long max_tokens,
                          char *err, size_t errlen)
 {
     if (!path || !out)
-        return fail(err, errlen, BT_ERR_ARG, "bt_corpus_load: NULL argument");
+        return bt_error(err, errlen, BT_ERR_ARG, "bt_corpus_load: NULL argument");
     *out = NULL;
     FILE *f = fopen(path, "rb"); /* binary: no newline or locale translation */
     if (!f)
-        return fail(err, errlen, BT_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
+        return bt_error(err, errlen, BT_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
     size_t len = 0, cap = 1 << 16;
     unsigned char *buf = bt_malloc(cap);
     bt_status st = BT_OK;
     if (!buf) {
-        st = fail(err, errlen, BT_ERR_NOMEM, "out of memory reading '%s'", path);
+        st = bt_error(err, errlen, BT_ERR_NOMEM, "out of memory reading '%s'", path);
         goto done;
     }
     for (;;) {
         if (len == cap) {
             unsigned char *g = bt_realloc(buf, cap * 2);
             if (!g) {
-                st = fail(err, errlen, BT_ERR_NOMEM, "out of memory reading '%s'", path);
+                st = bt_error(err, errlen, BT_ERR_NOMEM, "out of memory reading '%s'", path);
                 goto done;
             }
             buf = g, cap *= 2;
@@ -857,7 +843,7 @@ bt_status bt_corpus_load(const char *path, bt_tokens_kind kind, long max_tokens,
         len += got;
         if (got == 0) {
             if (ferror(f))
-                st = fail(err, errlen, BT_ERR_IO, "cannot read '%s': %s", path, strerror(errno));
+                st = bt_error(err, errlen, BT_ERR_IO, "cannot read '%s': %s", path, strerror(errno));
             break;
         }
     }
@@ -922,31 +908,31 @@ bt_status bt_batcher_new(const int32_t *ids, long begin, long end, int B, int T,
                          bt_batcher **out, char *err, size_t errlen)
 {
     if (!ids || !out)
-        return fail(err, errlen, BT_ERR_ARG, "bt_batcher_new: NULL argument");
+        return bt_error(err, errlen, BT_ERR_ARG, "bt_batcher_new: NULL argument");
     *out = NULL;
     if (B < 1 || T < 1)
-        return fail(err, errlen, BT_ERR_ARG, "batch %d x %d steps: both must be at least 1", B, T);
+        return bt_error(err, errlen, BT_ERR_ARG, "batch %d x %d steps: both must be at least 1", B, T);
     if (begin < 0 || end < begin)
-        return fail(err, errlen, BT_ERR_ARG, "bad token range [%ld, %ld)", begin, end);
+        return bt_error(err, errlen, BT_ERR_ARG, "bad token range [%ld, %ld)", begin, end);
     if (mode != BT_BATCH_SEQUENTIAL && mode != BT_BATCH_RANDOM)
-        return fail(err, errlen, BT_ERR_ARG, "unknown batch mode %d", (int)mode);
+        return bt_error(err, errlen, BT_ERR_ARG, "unknown batch mode %d", (int)mode);
     long n = end - begin;
     /* Every epoch must yield a minibatch, so size for the largest offset:
      * sequential T, which leaves (n - T - 1) / B >= T per row; random T - 1,
      * which leaves (n - T) / T >= B subsequences. */
     long long need = (long long)(B + 1) * T + (mode == BT_BATCH_SEQUENTIAL ? 1 : 0);
     if ((long long)n < need)
-        return fail(err, errlen, BT_ERR_SHAPE,
+        return bt_error(err, errlen, BT_ERR_SHAPE,
                     "the text has %ld tokens: too few for batch %d x %d steps (%s batching needs "
                     "at least %lld); use --batch/--steps smaller or a longer text",
                     n, B, T, mode == BT_BATCH_SEQUENTIAL ? "sequential" : "random", need);
     if ((n - 1) / ((long long)B * T) > 0x7fffffff)
-        return fail(err, errlen, BT_ERR_ARG,
+        return bt_error(err, errlen, BT_ERR_ARG,
                     "the text has %ld tokens: more than 2^31 minibatches of %d x %d; use larger "
                     "batches or --max-tokens", n, B, T);
     bt_batcher *b = bt_calloc(1, sizeof *b);
     if (!b)
-        return fail(err, errlen, BT_ERR_NOMEM, "out of memory making a batcher");
+        return bt_error(err, errlen, BT_ERR_NOMEM, "out of memory making a batcher");
     b->ids = ids + begin;
     b->n = n;
     b->B = B;
@@ -956,7 +942,7 @@ bt_status bt_batcher_new(const int32_t *ids, long begin, long end, int B, int T,
         b->starts = bt_malloc((size_t)(n / T + 1) * sizeof *b->starts);
         if (!b->starts) {
             bt_free(b);
-            return fail(err, errlen, BT_ERR_NOMEM, "out of memory making a batcher");
+            return bt_error(err, errlen, BT_ERR_NOMEM, "out of memory making a batcher");
         }
     }
     batcher_setup(b, 0, NULL);
@@ -977,7 +963,7 @@ bt_status bt_batcher_epoch_at(bt_batcher *b, int offset, bt_rng *rng, char *err,
 {
     int max = b->mode == BT_BATCH_SEQUENTIAL ? b->T : b->T - 1;
     if (offset < 0 || offset > max)
-        return fail(err, errlen, BT_ERR_ARG, "epoch offset %d is outside [0, %d]", offset, max);
+        return bt_error(err, errlen, BT_ERR_ARG, "epoch offset %d is outside [0, %d]", offset, max);
     batcher_setup(b, offset, rng);
     return BT_OK;
 }
