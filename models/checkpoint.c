@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "checkpoint.h"
+#include "tasks.h"
 #include "text_source.h"
 
 #define HIST_COLS 11 /* epoch, train_loss, val_loss, tok/s, gmean, gmax, updates, skipped, s, elapsed, arena */
@@ -80,6 +81,8 @@ static bt_status add_settings(bt_st_file *f, bt_lm *lm, const char *data_path)
                       (unsigned long long)bt_optimizer_steps(bt_lm_optimizer(lm)));
     st |= bt_st_set_meta(f, "source", src->name ? src->name : "");
     st |= bt_st_set_meta(f, "data", data_path ? data_path : "");
+    if (src->name && bt_task_spec_is_task(src->name)) /* the spec recreates the task */
+        st |= bt_st_set_meta(f, "task", src->name);
     if (src->vocab) {
         char *json = bt_vocab_to_json(src->vocab);
         if (!json)
@@ -351,6 +354,13 @@ bt_status bt_checkpoint_read(const char *path, bt_checkpoint **out, char *err, s
     cfg->sampling = strcmp(smp, "random") == 0 ? BT_BATCH_RANDOM : BT_BATCH_SEQUENTIAL;
     const char *data = bt_st_meta(c->file, "data");
     snprintf(c->data, sizeof c->data, "%s", data ? data : "");
+    const char *task = bt_st_meta(c->file, "task"); /* absent for a text */
+    if (task && (strlen(task) >= sizeof c->task || !bt_task_spec_is_task(task))) {
+        st = fail(err, errlen, BT_ERR_FORMAT, "checkpoint %s: the setting 'task' is '%.64s', not "
+                  "a task spec", path, task);
+        goto bad;
+    }
+    snprintf(c->task, sizeof c->task, "%s", task ? task : "");
     const char *vocab = bt_st_meta(c->file, "vocab");
     if (vocab) {
         char verr[256] = "";
@@ -462,6 +472,12 @@ bt_status bt_checkpoint_restore(const bt_checkpoint *c, bt_lm *lm, char *err, si
     bt_optimizer *o = bt_lm_optimizer(lm);
     bt_source *src = bt_lm_source(lm);
     const bt_lm_config *cfg = bt_lm_config_of(lm);
+    bool src_task = src->name && bt_task_spec_is_task(src->name);
+    if ((c->task[0] || src_task) && strcmp(c->task, src_task ? src->name : "") != 0)
+        return fail(err, errlen, BT_ERR_ARG, "checkpoint %s was trained on %s%s, but this run "
+                    "reads %s%s: resume on the %s it was trained on", c->path,
+                    c->task[0] ? "task " : "a text", c->task, src_task ? "task " : "a text",
+                    src_task ? src->name : "", c->task[0] ? "task" : "text");
     if (c->vocab && src->vocab) {
         char *a = bt_vocab_to_json(c->vocab), *b = bt_vocab_to_json(src->vocab);
         bool same = a && b && strcmp(a, b) == 0;

@@ -3,7 +3,8 @@
  * (opt.<i>, laid out like the parameters) and step count, the run's RNG
  * (rng, 4 x I64), the carried state (state.<k> [B, width]), the per-epoch
  * history, and every setting in __metadata__ (cell, sizes, vocabulary as
- * JSON, optimizer, truncation, clip, init, seed, precision, version...).
+ * JSON or the task spec, optimizer, truncation, clip, init, seed, precision,
+ * version...).
  *
  * Writing is atomic (safetensors.h): the previous file stays whole until the
  * new one is complete. Reading checks the content as well as the structure:
@@ -27,6 +28,7 @@ typedef struct bt_checkpoint {
     char path[1024];
     bt_lm_config cfg;
     char data[1024];        /* the text it was trained on, as given ("" if unknown) */
+    char task[256];         /* the generated task it was trained on ("adding:50"), "" for a text */
     bt_vocab *vocab;        /* NULL for a source without a vocabulary */
     int input_size, output_size;
     int epoch;              /* epochs done */

@@ -113,15 +113,27 @@ bt_status bt_lm_new(const bt_registry *reg, const bt_lm_config *cfg, bt_source *
                  "--plugin PATH", cfg->cell, bt_lm_known_names(reg, BT_KIND_CELL, known, sizeof known));
         return BT_ERR_NOT_FOUND;
     }
-    if (src->tokens_in && cell->input != BT_INPUT_TOKENS) {
-        snprintf(err, errlen, "cell %s takes real-valued inputs; %s gives token ids", cell->name,
-                 src->name);
-        return BT_ERR_ARG;
-    }
-    if (src->tokens_out != (cell->loss == BT_LOSS_XENT)) {
-        snprintf(err, errlen, "cell %s is trained with %s, but %s has %s targets", cell->name,
-                 cell->loss == BT_LOSS_XENT ? "cross-entropy" : "squared error", src->name,
-                 src->tokens_out ? "token" : "real-valued");
+    if ((src->tokens_in && cell->input != BT_INPUT_TOKENS) ||
+        src->tokens_out != (cell->loss == BT_LOSS_XENT)) {
+        /* Name the registered cells that fit the source. */
+        size_t used = 0;
+        known[0] = '\0';
+        for (int i = 0; i < bt_registry_count(reg) && used + 1 < sizeof known; i++) {
+            const bt_registry_entry *e = bt_registry_at(reg, i);
+            const bt_cell_def *c = e->kind == BT_KIND_CELL ? bt_registry_cell(reg, e->name) : NULL;
+            if (c && (c->input == BT_INPUT_TOKENS) == src->tokens_in &&
+                (c->loss == BT_LOSS_XENT) == src->tokens_out)
+                used += (size_t)snprintf(known + used, sizeof known - used, "%s%s",
+                                         used ? ", " : "", e->name);
+        }
+        if (src->tokens_in && cell->input != BT_INPUT_TOKENS)
+            snprintf(err, errlen, "cell %s takes real-valued inputs; %s gives token ids (cells for "
+                     "it: %s)", cell->name, src->name, used ? known : "none registered");
+        else
+            snprintf(err, errlen, "cell %s is trained with %s, but %s has %s targets (cells for "
+                     "it: %s)", cell->name,
+                     cell->loss == BT_LOSS_XENT ? "cross-entropy" : "squared error", src->name,
+                     src->tokens_out ? "token" : "real-valued", used ? known : "none registered");
         return BT_ERR_ARG;
     }
     bt_status st = bt_init_spec_check(cfg->init, err, errlen);
@@ -328,7 +340,9 @@ bt_status bt_lm_train_epoch(bt_lm *lm, int epochs_target, const bt_lm_hooks *hoo
                 .epochs = epochs_target,
                 .batch = done,
                 .batches = batches,
+                .train_loss = terms ? loss_sum / (double)terms : NAN,
                 .train_ppl = ppl_of(lm, terms ? loss_sum / (double)terms : NAN),
+                .batch_loss = r.loss_terms ? r.loss_sum / (double)r.loss_terms : NAN,
                 .tokens_per_s = dt > 0 ? (double)tokens / dt : 0,
                 .eta_s = per_batch * (left > 0 ? left : 0),
             };

@@ -51,11 +51,14 @@ typedef struct bt_lm_epoch {
     size_t peak_arena;          /* largest window arena (bytes) */
 } bt_lm_epoch;
 
-/* Live progress, after each minibatch. */
+/* Live progress, after each minibatch (and so after its updates: a hook may
+ * read the model, e.g. to trace a parameter during training). */
 typedef struct bt_lm_progress {
     int epoch, epochs;          /* epoch under way (1-based) and the target */
     int batch, batches;         /* minibatches done in this epoch, and per epoch */
-    double train_ppl;           /* so far in this epoch */
+    double train_loss;          /* mean step loss so far in this epoch */
+    double train_ppl;           /* so far in this epoch; NAN for real targets */
+    double batch_loss;          /* mean step loss of this minibatch */
     double tokens_per_s;        /* so far in this epoch */
     double eta_s;               /* to the end of the run, from this epoch's speed */
 } bt_lm_progress;

@@ -4,9 +4,9 @@
  *   exactly, for c = 0.5 and 1.5, and ||dh_T/dh_{T-k}||_2 = c^k;
  * - power iteration: tan(angle(M^k x, v1)) = tan(angle_0) |l2/l1|^k exactly when
  *   every other eigenvalue has modulus |l2|, and below that bound otherwise;
- * - influence balancing (influence:23,10, len 200, sgd lr 5e-5, 10,000 steps):
- *   fixed:1 drives theta away from the optimum -1/6, full and random:0.97 reach
- *   a loss below 1e-4;
+ * - influence balancing (influence:23,10, len 200, sgd 5e-5 per step of loss,
+ *   10,000 steps through bt_lm_train): fixed:1 drives theta away from the
+ *   optimum -1/6, full and random:0.97 reach a loss below 1e-4;
  * - the four --init specs and bad specs; the task sources' shapes, markers,
  *   targets and loss weights; the influence cell's step and its gradient check. */
 #include <math.h>
@@ -15,7 +15,7 @@
 #include "analyze.h"
 #include "cellcheck.h"
 #include "check.h"
-#include "online.h"
+#include "lm.h"
 #include "tasks.h"
 
 static bt_registry *reg;
@@ -249,39 +249,43 @@ Test(analysis, power_iteration_angle_follows_eigenvalue_ratio)
 
 /* ---- influence balancing ----------------------------------------------------------- */
 
-typedef struct theta_log { double first, last, min, max; int n; } theta_log;
+/* theta after every sequence and the loss of the last one (progress hook). */
+typedef struct theta_log { bt_lm *lm; double last, loss; int n; } theta_log;
 
-static void log_theta(void *ctx, long step, double loss, const bt_model *m)
+static void log_theta(void *ctx, const bt_lm_progress *p)
 {
-    (void)step;
-    (void)loss;
     theta_log *l = ctx;
-    double th = (double)m->ptab[0]->data[0];
-    if (l->n++ == 0)
-        l->first = l->min = l->max = th;
-    l->last = th;
-    l->min = th < l->min ? th : l->min;
-    l->max = th > l->max ? th : l->max;
+    l->last = (double)bt_lm_model(l->lm)->ptab[0]->data[0];
+    l->loss = p->batch_loss;
+    l->n++;
 }
 
+/* One stream of 10,000 steps (one epoch: 50 sequences of 200, state carried),
+ * sgd 5e-5 per step of loss: lr 1e-2 on the unroller's 1/200 weight per step. */
 static double influence_run(const char *policy, theta_log *log)
 {
     char err[512] = "";
     bt_source src;
-    cr_assert_eq(bt_task_source_new("influence:23,10,len=200", 1, 1, &src, err, sizeof err), BT_OK,
-                 "%s", err);
-    bt_model *m = make_model("influence", src.input_size, 23, src.output_size);
-    init_model(m, NULL, 1);
+    cr_assert_eq(bt_task_source_new("influence:23,10,len=200,batches=50", 1, 1, &src, err,
+                                    sizeof err),
+                 BT_OK, "%s", err);
+    bt_lm_config cfg;
+    bt_lm_config_default(&cfg);
+    snprintf(cfg.cell, sizeof cfg.cell, "influence");
+    snprintf(cfg.optimizer, sizeof cfg.optimizer, "sgd:lr=1e-2");
+    snprintf(cfg.truncation, sizeof cfg.truncation, "%s", policy);
+    cfg.hidden = 23, cfg.batch = 1, cfg.steps = 200, cfg.clip = 0, cfg.seed = 1;
     memset(log, 0, sizeof *log);
-    double loss = NAN;
-    cr_assert_eq(bt_online_train(reg, m, &src, policy, "sgd:lr=5e-5", 10000, 1, log_theta, log,
-                                 &loss, err, sizeof err),
+    cr_assert_eq(bt_lm_new(reg, &cfg, &src, &log->lm, err, sizeof err), BT_OK, "%s", err);
+    cr_assert_eq(bt_lm_train(log->lm, 1, &(bt_lm_hooks){.progress = log_theta, .ctx = log}, err,
+                             sizeof err),
                  BT_OK, "%s: %s", policy, err);
-    cr_log_info("influence:23,10 under %s: theta %.4f after %d updates (optimum -1/6), loss %.3g\n",
-                policy, log->last, log->n, loss);
-    bt_model_free(m);
+    cr_log_info("influence:23,10 under %s: theta %.4f after %llu updates (optimum -1/6), loss %.3g\n",
+                policy, log->last, (unsigned long long)bt_lm_updates(log->lm), log->loss);
+    bt_lm_free(log->lm);
     bt_source_free(&src);
-    return loss;
+    cr_assert_eq(log->n, 50, "one progress call per sequence");
+    return log->loss;
 }
 
 Test(analysis, influence_balancing_truncation_bias, .timeout = 120)

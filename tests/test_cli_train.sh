@@ -1,7 +1,8 @@
 #!/bin/sh
 # test_cli_train.sh: `bptt train`, `generate` and `compare` end to end with the
-# built binary, on a small text this script writes: outputs, resume, and the
-# exit status and message of each kind of bad input.
+# built binary, on a small text this script writes and on generated tasks
+# (--task): outputs, resume, and the exit status and message of each kind of
+# bad input.
 # Usage: test_cli_train.sh PATH/TO/bptt   (BPTT_PLUGIN_PATH set by meson)
 set -u
 BPTT=${1:?usage: test_cli_train.sh PATH/TO/bptt}
@@ -111,6 +112,62 @@ grep -q "epoch 1/1" out.txt && fail "training started although --save cannot be 
 run "--save onto a folder" 1 "folder" -- "$BPTT" train $SMALL --epochs 1 --save "$DIR"
 run "resume: truncated checkpoint" 1 "cut.safetensors" -- "$BPTT" train --resume cut.safetensors
 run "letters tokens" 0 "sample" -- "$BPTT" train $SMALL --tokens letters --epochs 1 --quiet
+
+# ---- generated tasks (--task): loss instead of perplexity, no sample, task checkpoints ----
+ADD="--task adding:20 --cell linear --hidden 8 --batch 4 --optimizer adam:lr=0.01 --seed 5"
+run "train --task adding:20" 0 "done: epoch 3, train loss" -- \
+    "$BPTT" train $ADD --epochs 3 --metrics t.csv --plot t.svg --save t.safetensors
+[ "$(head -1 t.csv)" = "epoch,train_loss,val_loss,tokens_per_s,grad_norm_mean,grad_norm_max,skipped,seconds" ] ||
+    fail "task metrics header: $(head -1 t.csv)"
+[ "$(wc -l <t.csv)" -eq 4 ] || fail "task metrics should have 3 epoch rows: $(cat t.csv)"
+awk -F, 'NR > 1 && ($2 == "" || $3 == "") { bad = 1 } END { exit bad }' t.csv ||
+    fail "task metrics lack train or validation loss: $(cat t.csv)"
+grep -q "ppl\|perplexity\|sample" out.txt && fail "real-valued task printed a perplexity or a sample"
+grep -q "val loss" out.txt || fail "no validation loss for the adding task"
+grep -q ">loss<" t.svg || fail "task plot's axis is not labelled loss"
+grep -q "perplexity" t.svg && fail "task plot mentions perplexity"
+run "train --task copy:5,3" 0 "train ppl" -- "$BPTT" train --task copy:5,3 --cell gru --hidden 8 \
+    --batch 4 --optimizer adam:lr=0.01 --epochs 2
+grep -q "sample" out.txt && fail "a task run printed a text sample"
+run "generate refuses a task model" 1 "trained on task adding:20, not a text" -- \
+    "$BPTT" generate --model t.safetensors
+run "analyze a task model" 0 "adding:20 data" -- "$BPTT" analyze --model t.safetensors --lags 5
+run "analyze a text model" 0 "cell rnn_tanh" -- "$BPTT" analyze --model m.safetensors --lags 5
+# resume: 2 + 2 epochs on the re-created task give what 4 epochs give
+run "task: train 2 epochs" 0 "" -- "$BPTT" train $ADD --epochs 2 --save t2.safetensors
+run "task: resume to epoch 4" 0 "on task adding:20" -- \
+    "$BPTT" train --resume t2.safetensors --epochs 4 --save t4.safetensors
+grep -q "epoch 3/4" out.txt || fail "task resume did not continue at epoch 3"
+resumed=$(grep "^done:" out.txt | sed 's/, saved.*//')
+run "task: train 4 epochs" 0 "" -- "$BPTT" train $ADD --epochs 4
+[ "$resumed" = "$(grep "^done:" out.txt)" ] ||
+    fail "task: 2+2 epochs ($resumed) and 4 epochs ($(grep "^done:" out.txt)) differ"
+run "task resume: other task" 1 "trained on task adding:20" -- \
+    "$BPTT" train --resume t2.safetensors --task adding:30 --epochs 3
+run "task resume: --data" 1 "trained on task adding:20" -- \
+    "$BPTT" train --resume t2.safetensors --data text.txt --epochs 3
+run "text resume: --task" 1 "trained on a text" -- \
+    "$BPTT" train --resume a.safetensors --task adding:20 --epochs 3
+run "compare --task influence" 0 "train loss" -- "$BPTT" compare --task influence:23,10 \
+    --cell influence --hidden 23 --batch 1 --optimizer sgd:lr=0.01 --clip 0 --seed 1 --epochs 1 \
+    --truncation full,fixed:1,random:0.97 --plot ti.svg --metrics ti.csv
+grep -q "ppl\|perplexit" out.txt ti.svg && fail "compare on a real-valued task shows perplexity"
+[ "$(head -1 ti.csv)" = "policy,epoch,train_loss,val_loss,tokens_per_s,grad_norm_mean,grad_norm_max,skipped,seconds" ] ||
+    fail "compare task metrics header: $(head -1 ti.csv)"
+# fixed:1 walks theta away from the optimum; full and random:0.97 converge
+awk -F, 'NR > 1 { l[$1] = $3 } END { exit !(l["\"fixed:1\""] > 1 && l["\"full\""] < 0.1 &&
+         l["\"random:0.97\""] < 0.2) }' ti.csv || fail "influence losses out of line: $(cat ti.csv)"
+run "--task and --data" 2 "not both" -- "$BPTT" train --task adding:20 --data text.txt --cell linear
+run "unknown task" 1 "unknown task 'nosuch:3'" -- "$BPTT" train --task nosuch:3 --cell linear
+run "bad task option" 1 "adding" -- "$BPTT" train --task adding:1 --cell linear
+run "bad task option name" 1 "bogus" -- "$BPTT" train --task copy:5,3,bogus=2 --cell gru
+run "task: conflicting --steps" 1 "--steps 35 conflicts with task adding:20" -- \
+    "$BPTT" train $ADD --steps 35 --epochs 1
+run "task: its own --steps" 0 "" -- "$BPTT" train $ADD --steps 20 --epochs 1 --quiet
+run "task: text-only option" 2 "--val-fraction applies to a text" -- \
+    "$BPTT" train $ADD --val-fraction 0.1 --epochs 1
+run "task: token cell on real task" 1 "cells for it: .*linear" -- "$BPTT" train --task adding:20 --epochs 1
+run "compare: --task and --data" 2 "not both" -- "$BPTT" compare --task adding:20 --data text.txt
 
 if [ "$failures" -ne 0 ]; then
     echo "$failures check(s) failed"

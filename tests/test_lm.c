@@ -1,7 +1,8 @@
 /* test_lm.c: the training loop, checkpoints and generation (suite lm).
  * - a tiny char model learns a repetitive text (perplexity far below V);
  * - N epochs, save, resume, M epochs == N + M epochs, bit for bit (sgd, adam,
- *   a random policy, random sampling);
+ *   a random policy, random sampling, a generated task re-created from the
+ *   checkpoint's `task` setting);
  * - a failed checkpoint write leaves the old file; NaN stops the run and the
  *   previous checkpoint survives; every truncation of a checkpoint and every
  *   bad content (missing tensor, shape, dtype, precision, cell) is refused;
@@ -20,6 +21,7 @@
 #include "checkpoint.h"
 #include "generate.h"
 #include "lm.h"
+#include "tasks.h"
 #include "text_source.h"
 
 static bt_registry *reg;
@@ -295,6 +297,54 @@ Test(lm, resume_is_bitwise_sgd) { check_resume("sgd:lr=1", "full", BT_BATCH_SEQU
 Test(lm, resume_is_bitwise_adam) { check_resume("adam:lr=0.01", "fixed:3", BT_BATCH_SEQUENTIAL); }
 Test(lm, resume_is_bitwise_random_policy) { check_resume("momentum:lr=0.1,mu=0.9", "random:0.6", BT_BATCH_SEQUENTIAL); }
 Test(lm, resume_is_bitwise_random_sampling) { check_resume("adam", "tbptt:2,5", BT_BATCH_RANDOM); }
+
+/* A task run: the checkpoint names the task (no vocabulary), a source
+ * re-created from that spec resumes bit for bit, and another source is refused. */
+Test(lm, task_checkpoint_resumes_on_its_task)
+{
+    const char *spec = "adding:12,batches=6";
+    bt_lm_config cfg = tiny_config("adam:lr=0.01", "random:0.6");
+    snprintf(cfg.cell, sizeof cfg.cell, "linear");
+    cfg.steps = 12;
+    bt_source s_whole, s_first, s_second, s_other;
+    cr_assert_eq(bt_task_source_new(spec, cfg.batch, cfg.seed, &s_whole, err, sizeof err), BT_OK, "%s", err);
+    cr_assert_eq(bt_task_source_new(spec, cfg.batch, cfg.seed, &s_first, err, sizeof err), BT_OK, "%s", err);
+    bt_lm *whole, *first, *second, *other;
+    cr_assert_eq(bt_lm_new(reg, &cfg, &s_whole, &whole, err, sizeof err), BT_OK, "%s", err);
+    cr_assert_eq(bt_lm_train(whole, 4, NULL, err, sizeof err), BT_OK, "%s", err);
+    cr_assert_eq(bt_lm_new(reg, &cfg, &s_first, &first, err, sizeof err), BT_OK, "%s", err);
+    cr_assert_eq(bt_lm_train(first, 2, NULL, err, sizeof err), BT_OK, "%s", err);
+    const char *path = in_dir("task.safetensors");
+    cr_assert_eq(bt_checkpoint_save(first, path, NULL, err, sizeof err), BT_OK, "%s", err);
+    bt_lm_free(first);
+    bt_source_free(&s_first);
+
+    bt_checkpoint *ck;
+    cr_assert_eq(bt_checkpoint_read(path, &ck, err, sizeof err), BT_OK, "%s", err);
+    cr_assert_str_eq(ck->task, spec);
+    cr_assert_null(ck->vocab);
+    cr_assert_str_eq(ck->data, "");
+    cr_assert_eq(bt_task_source_new(ck->task, ck->cfg.batch, ck->cfg.seed, &s_second, err,
+                                    sizeof err), BT_OK, "%s", err);
+    cr_assert_eq(bt_lm_new(reg, &ck->cfg, &s_second, &second, err, sizeof err), BT_OK, "%s", err);
+    cr_assert_eq(bt_checkpoint_restore(ck, second, err, sizeof err), BT_OK, "%s", err);
+    cr_assert_eq(bt_lm_train(second, 4, NULL, err, sizeof err), BT_OK, "%s", err);
+    assert_same_run(whole, second, spec);
+
+    /* Same shapes, another task: refused with both names. */
+    cr_assert_eq(bt_task_source_new("adding:12,batches=7", ck->cfg.batch, ck->cfg.seed, &s_other,
+                                    err, sizeof err), BT_OK, "%s", err);
+    cr_assert_eq(bt_lm_new(reg, &ck->cfg, &s_other, &other, err, sizeof err), BT_OK, "%s", err);
+    cr_assert_neq(bt_checkpoint_restore(ck, other, err, sizeof err), BT_OK);
+    cr_expect(strstr(err, "adding:12,batches=6") && strstr(err, "adding:12,batches=7"), "%s", err);
+    bt_lm_free(other);
+    bt_source_free(&s_other);
+    bt_checkpoint_free(ck);
+    bt_lm_free(whole);
+    bt_lm_free(second);
+    bt_source_free(&s_whole);
+    bt_source_free(&s_second);
+}
 
 /* ---- checkpoint safety ------------------------------------------------------------------ */
 

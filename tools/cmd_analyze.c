@@ -31,7 +31,8 @@ static void usage(FILE *f)
         "  --output N          output size (default: the input size for token cells, 2 for real)\n"
         "  --data FILE         a text: rows start at evenly spaced places in it\n"
         "  --task SPEC         adding:T, copy:T,K or influence:N,P (sizes come from the task)\n"
-        "                      default data: random tokens or N(0,1) inputs and targets\n"
+        "                      default data: a task model's own task, else random tokens\n"
+        "                      or N(0,1) inputs and targets\n"
         "  --lags K            largest lag (default 30)\n"
         "  --batch B           rows (default 4)\n"
         "  --seed S            initialisation and data (default 0)\n"
@@ -209,6 +210,14 @@ int cmd_analyze(int argc, char **argv)
     bt_rng rng;
     bt_rng_seed(&rng, (uint64_t)seed);
     const char *data_desc = "random";
+    if (model_path) {
+        if (bt_checkpoint_read(model_path, &ck, err, sizeof err) != BT_OK) {
+            cli_fail(CMD, "%s", err);
+            goto out;
+        }
+        if (!task && !data && ck->task[0])
+            task = ck->task; /* a task model is analysed on its own task by default */
+    }
     if (task) {
         if (bt_task_source_new(task, B, (uint64_t)seed, &src, err, sizeof err) != BT_OK) {
             cli_fail(CMD, "%s", err);
@@ -227,8 +236,7 @@ int cmd_analyze(int argc, char **argv)
         data_desc = task;
     }
     if (model_path) {
-        if (bt_checkpoint_read(model_path, &ck, err, sizeof err) != BT_OK ||
-            bt_checkpoint_model(ck, reg, &m, err, sizeof err) != BT_OK) {
+        if (bt_checkpoint_model(ck, reg, &m, err, sizeof err) != BT_OK) {
             cli_fail(CMD, "%s", err);
             goto out;
         }

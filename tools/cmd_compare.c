@@ -1,7 +1,8 @@
 /* cmd_compare.c: `bptt compare`, the same model trained once per truncation
- * policy from the same initialisation and the same minibatches, then a table
- * (perplexity, speed, memory, skipped steps, gradient norms) and one SVG with
- * the perplexity curves and the segments each policy cuts the text into. */
+ * policy from the same initialisation and the same minibatches (of a text or
+ * a generated task), then a table (perplexity, or the loss for real targets;
+ * speed, memory, skipped steps, gradient norms) and one SVG with the curves
+ * and the segments each policy cuts the sequences into. */
 #include <errno.h>
 #include <math.h>
 #include <string.h>
@@ -19,15 +20,16 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: bptt compare --data FILE --truncation LIST [options]\n\n"
+    fprintf(f, "usage: bptt compare (--data FILE | --task SPEC) --truncation LIST [options]\n\n"
                "Trains the same model once per truncation policy (same initialisation, same\n"
-               "minibatches) and compares them.\n\n");
+               "minibatches) and compares them. Real-valued tasks report the loss.\n\n");
     lm_cli_usage_common(f);
     fprintf(f,
         "  --truncation LIST      policies separated by commas; options may hold commas too:\n"
         "                         full,fixed:35,random:0.1,seed=3,tbptt:5,35\n"
         "                         (default full,fixed:10,random:0.1)\n"
-        "  --plot FILE.svg        perplexity curves and segments picture (default compare.svg)\n\n"
+        "  --plot FILE.svg        perplexity (or loss) curves and segments picture\n"
+        "                         (default compare.svg)\n\n"
         "The table's memory column is what training holds: parameters, gradients,\n"
         "optimizer state, carried state and the unroller's state ring, plus the largest\n"
         "window arena (activations and tape). The process peak RSS is printed below it.\n");
@@ -50,8 +52,12 @@ static void on_progress(void *ctx, const bt_lm_progress *p) { lm_cli_progress(ct
 
 typedef struct cmp_ctx {
     const char *label;
-    bool quiet, tty;
+    bool quiet, tty, ppl;
 } cmp_ctx;
+
+/* The figure an epoch is judged by: perplexity for token targets, else the loss. */
+static double train_fig(const bt_lm_epoch *e, bool ppl) { return ppl ? e->train_ppl : e->train_loss; }
+static double val_fig(const bt_lm_epoch *e, bool ppl) { return ppl ? e->val_ppl : e->val_loss; }
 
 static bt_status on_epoch(void *vctx, bt_lm *lm, const bt_lm_epoch *e, char *err, size_t errlen)
 {
@@ -61,10 +67,16 @@ static bt_status on_epoch(void *vctx, bt_lm *lm, const bt_lm_epoch *e, char *err
         lm_cli_progress_clear();
     if (!c->quiet) {
         char tps[32], val[48] = "";
-        if (!isnan(e->val_ppl))
-            snprintf(val, sizeof val, "  val ppl %.3f", e->val_ppl);
-        printf("[%s] epoch %d  train ppl %.3f%s  %s tok/s  skipped %d\n", c->label, e->epoch,
-               e->train_ppl, val, lm_cli_si(e->tokens_per_s, tps, sizeof tps), e->skipped);
+        const char *w = c->ppl ? "ppl" : "loss", *fmt = c->ppl ? "%.3f" : "%.5g";
+        char tr[32];
+        snprintf(tr, sizeof tr, fmt, train_fig(e, c->ppl));
+        if (!isnan(val_fig(e, c->ppl))) {
+            char v[32];
+            snprintf(v, sizeof v, fmt, val_fig(e, c->ppl));
+            snprintf(val, sizeof val, "  val %s %s", w, v);
+        }
+        printf("[%s] epoch %d  train %s %s%s  %s tok/s  skipped %d\n", c->label, e->epoch, w, tr,
+               val, lm_cli_si(e->tokens_per_s, tps, sizeof tps), e->skipped);
         fflush(stdout);
     }
     return BT_OK;
@@ -99,15 +111,22 @@ static bool policy_cuts(const bt_registry *r, const char *spec, int T, uint64_t 
     return true;
 }
 
+/* c is the text, or NULL for a task (its steps are drawn as blank cells). */
 static bt_status write_figure(const char *path, const bt_registry *reg, result *res, int n_res,
-                              const bt_corpus *c, const bt_lm_config *cfg, char *err, size_t errlen)
+                              const bt_corpus *c, const char *task, bool ppl,
+                              const bt_lm_config *cfg, char *err, size_t errlen)
 {
     char title[512];
-    snprintf(title, sizeof title, "Truncation compared: %s, hidden %d, batch %d x %d steps, %s",
-             cfg->cell, cfg->hidden, cfg->batch, cfg->steps, cfg->optimizer);
+    snprintf(title, sizeof title, "Truncation compared: %s, hidden %d, batch %d x %d steps, %s%s%s",
+             cfg->cell, cfg->hidden, cfg->batch, cfg->steps, cfg->optimizer, task ? ", task " : "",
+             task ? task : "");
+    const char *what = ppl ? "perplexity" : "loss";
+    char t1[64], t2[64];
+    snprintf(t1, sizeof t1, "Training %s", what);
+    snprintf(t2, sizeof t2, "Validation %s", what);
     bt_figure *f = bt_figure_new(title, 2);
-    bt_plot *tr = bt_plot_new("Training perplexity", "epoch", "perplexity");
-    bt_plot *va = bt_plot_new("Validation perplexity", "epoch", "perplexity");
+    bt_plot *tr = bt_plot_new(t1, "epoch", what);
+    bt_plot *va = bt_plot_new(t2, "epoch", what);
     if (!f || !tr || !va) {
         bt_figure_free(f);
         bt_plot_free(tr);
@@ -125,9 +144,9 @@ static bt_status write_figure(const char *path, const bt_registry *reg, result *
             continue;
         for (int i = 0; i < n; i++) {
             x[i] = res[k].hist[i].epoch;
-            x[n + i] = res[k].hist[i].train_ppl;
-            x[2 * n + i] = res[k].hist[i].val_ppl;
-            any_val |= !isnan(res[k].hist[i].val_ppl);
+            x[n + i] = train_fig(&res[k].hist[i], ppl);
+            x[2 * n + i] = val_fig(&res[k].hist[i], ppl);
+            any_val |= !isnan(x[2 * n + i]);
         }
         bt_plot_line(tr, res[k].desc, x, x + n, n);
         bt_plot_line(va, res[k].desc, x, x + 2 * n, n);
@@ -138,9 +157,12 @@ static bt_status write_figure(const char *path, const bt_registry *reg, result *
         bt_figure_add(f, va);
     else
         bt_plot_free(va);
-    /* The segments picture: the text as the model reads it, cut per policy. */
-    int n = c->n < SEG_CHARS ? (int)c->n : SEG_CHARS;
-    char *text = bt_decode_ids(c->vocab, c->ids, n);
+    /* The segments picture: the text as the model reads it, cut per policy
+     * (a task's steps as blank cells). */
+    int n = !c ? SEG_CHARS : c->n < SEG_CHARS ? (int)c->n : SEG_CHARS;
+    char *text = c ? bt_decode_ids(c->vocab, c->ids, n) : bt_calloc((size_t)n + 1, 1);
+    if (text && !c)
+        memset(text, ' ', (size_t)n);
     int *cuts = bt_calloc((size_t)n * (size_t)n_res, sizeof(int));
     bt_segments_row rows[MAX_POLICIES];
     int n_rows = 0;
@@ -148,8 +170,8 @@ static bt_status write_figure(const char *path, const bt_registry *reg, result *
         if (policy_cuts(reg, res[k].spec, cfg->steps, cfg->seed, cuts + (size_t)k * n, n))
             rows[n_rows++] = (bt_segments_row){res[k].desc, cuts + (size_t)k * n};
     char stitle[128];
-    snprintf(stitle, sizeof stitle, "Segments of the first %d tokens (%d-step minibatches)", n,
-             cfg->steps);
+    snprintf(stitle, sizeof stitle, "Segments of the first %d %s (%d-step minibatches)", n,
+             c ? "tokens" : "steps", cfg->steps);
     if (text && n_rows)
         bt_figure_add_segments(f, stitle, text, n, rows, n_rows);
     bt_free(text);
@@ -159,21 +181,24 @@ static bt_status write_figure(const char *path, const bt_registry *reg, result *
     return st;
 }
 
-static bt_status write_metrics(const char *path, result *res, int n_res, char *err, size_t errlen)
+static bt_status write_metrics(const char *path, result *res, int n_res, bool ppl, char *err,
+                               size_t errlen)
 {
     FILE *f = fopen(path, "w");
     if (!f) {
         snprintf(err, errlen, "cannot write --metrics %s: %s", path, strerror(errno));
         return BT_ERR_IO;
     }
-    fprintf(f, "policy,epoch,train_ppl,val_ppl,tokens_per_s,grad_norm_mean,grad_norm_max,"
-               "skipped,seconds\n");
+    const char *w = ppl ? "ppl" : "loss";
+    fprintf(f, "policy,epoch,train_%s,val_%s,tokens_per_s,grad_norm_mean,grad_norm_max,"
+               "skipped,seconds\n", w, w);
     for (int k = 0; k < n_res; k++)
         for (int i = 0; i < res[k].n; i++) {
             const bt_lm_epoch *e = &res[k].hist[i];
-            fprintf(f, "\"%s\",%d,%.6f,", res[k].desc, e->epoch, e->train_ppl);
-            if (!isnan(e->val_ppl))
-                fprintf(f, "%.6f", e->val_ppl);
+            fprintf(f, "\"%s\",%d,", res[k].desc, e->epoch);
+            fprintf(f, ppl ? "%.6f," : "%.6g,", train_fig(e, ppl));
+            if (!isnan(val_fig(e, ppl)))
+                fprintf(f, ppl ? "%.6f" : "%.6g", val_fig(e, ppl));
             fprintf(f, ",%.1f,%.6g,%.6g,%d,%.3f\n", e->tokens_per_s, e->grad_norm_mean,
                     e->grad_norm_max, e->skipped, e->elapsed);
         }
@@ -213,10 +238,8 @@ int cmd_compare(int argc, char **argv)
     if ((rc = cli_check_unused(&a, CMD)) != 0)
         goto out;
     rc = 2;
-    if (!o.data) {
-        cli_fail(CMD, "--data FILE is required (the text to train on)");
+    if (!lm_cli_check_data(CMD, &o, o.data, o.task))
         goto out;
-    }
     static char specs[MAX_POLICIES][256];
     _Static_assert(sizeof specs[0] == sizeof ((bt_lm_config *)0)->truncation, "spec sizes");
     int n_pol = bt_lm_split_policies(reg, list, specs, MAX_POLICIES, err, sizeof err);
@@ -235,8 +258,6 @@ int cmd_compare(int argc, char **argv)
         cli_fail(CMD, "--plot: %s", err);
         goto out;
     }
-    if (!(corpus = lm_cli_corpus(CMD, o.data, &o.cfg)))
-        goto out;
     if (!(res = bt_calloc((size_t)n_pol, sizeof *res)))
         goto out;
     /* Build every run first: a bad policy option fails before any training. */
@@ -245,11 +266,10 @@ int cmd_compare(int argc, char **argv)
         bt_lm_config cfg = o.cfg;
         memcpy(r->spec, specs[k], sizeof r->spec); /* both 256 bytes, NUL-terminated */
         memcpy(cfg.truncation, specs[k], sizeof cfg.truncation);
-        if (bt_text_source_new(corpus, cfg.batch, cfg.steps, cfg.sampling, cfg.val_fraction,
-                               &r->src, err, sizeof err) != BT_OK) {
-            cli_fail(CMD, "%s: %s", o.data, err);
+        /* One source per run; a task with the same seed gives the same minibatches. */
+        if (!lm_cli_source(CMD, &o, o.data, o.task, &cfg, &corpus, &r->src))
             goto out;
-        }
+        o.cfg.steps = cfg.steps; /* a task's length, for the figure */
         if (bt_lm_new(reg, &cfg, &r->src, &r->lm, err, sizeof err) != BT_OK) {
             cli_fail(CMD, "%s", err);
             bt_source_free(&r->src);
@@ -257,14 +277,20 @@ int cmd_compare(int argc, char **argv)
         }
         bt_lm_policy_describe(r->lm, r->desc, sizeof r->desc);
     }
-    printf("comparing %d policies: %s, hidden %d, %d epochs on %s (%ld tokens, vocabulary %d)\n",
-           n_pol, o.cfg.cell, o.cfg.hidden, o.epochs, o.data, corpus->n,
-           bt_vocab_size(corpus->vocab));
+    bool ppl = res[0].src.tokens_out;
+    if (corpus)
+        printf("comparing %d policies: %s, hidden %d, %d epochs on %s (%ld tokens, vocabulary %d)\n",
+               n_pol, o.cfg.cell, o.cfg.hidden, o.epochs, o.data, corpus->n,
+               bt_vocab_size(corpus->vocab));
+    else
+        printf("comparing %d policies: %s, hidden %d, %d epochs on task %s (batch %d x %d steps; "
+               "%s)\n", n_pol, o.cfg.cell, o.cfg.hidden, o.epochs, o.task, o.cfg.batch,
+               o.cfg.steps, ppl ? "cross-entropy, perplexity" : "squared error, loss");
     fflush(stdout);
     bool tty = isatty(STDERR_FILENO);
     for (int k = 0; k < n_res; k++) {
         result *r = &res[k];
-        cmp_ctx c = {.label = r->desc, .quiet = o.quiet, .tty = tty};
+        cmp_ctx c = {.label = r->desc, .quiet = o.quiet, .tty = tty, .ppl = ppl};
         bt_lm_hooks hooks = {.progress = tty ? on_progress : NULL, .epoch_done = on_epoch, .ctx = &c};
         bt_status st = bt_lm_train(r->lm, o.epochs, &hooks, r->why, sizeof r->why);
         if (tty)
@@ -294,15 +320,16 @@ int cmd_compare(int argc, char **argv)
         r->memory = bt_lm_memory(r->lm);
     }
 
-    printf("\n%-22s %10s %10s %9s %10s %8s %9s %9s\n", "policy", "train ppl", "val ppl", "tok/s",
-           "memory", "skipped", "|g| mean", "|g| max");
+    printf("\n%-22s %10s %10s %9s %10s %8s %9s %9s\n", "policy", ppl ? "train ppl" : "train loss",
+           ppl ? "val ppl" : "val loss", "tok/s", "memory", "skipped", "|g| mean", "|g| max");
     for (int k = 0; k < n_res; k++) {
         result *r = &res[k];
         char tps[32], mem[32], tr[32] = "-", va[32] = "-";
+        const char *fmt = ppl ? "%.3f" : "%.4g";
         if (r->n) {
-            snprintf(tr, sizeof tr, "%.3f", r->hist[r->n - 1].train_ppl);
-            if (!isnan(r->hist[r->n - 1].val_ppl))
-                snprintf(va, sizeof va, "%.3f", r->hist[r->n - 1].val_ppl);
+            snprintf(tr, sizeof tr, fmt, train_fig(&r->hist[r->n - 1], ppl));
+            if (!isnan(val_fig(&r->hist[r->n - 1], ppl)))
+                snprintf(va, sizeof va, fmt, val_fig(&r->hist[r->n - 1], ppl));
         }
         snprintf(mem, sizeof mem, "%.2f MB", (double)r->memory / 1048576.0);
         printf("%-22s %10s %10s %9s %10s %8ld %9.4f %9.4f%s\n", r->desc, tr, va,
@@ -311,15 +338,16 @@ int cmd_compare(int argc, char **argv)
     }
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    printf("\nperplexities are at the last epoch; memory is what training holds (parameters,\n"
+    printf("\n%s at the last epoch; memory is what training holds (parameters,\n"
            "gradients, optimizer state, state ring, largest window arena); process peak RSS "
-           "%.1f MB\n", (double)ru.ru_maxrss / 1024.0);
-    if (write_figure(plot, reg, res, n_res, corpus, &o.cfg, err, sizeof err) != BT_OK) {
+           "%.1f MB\n", ppl ? "perplexities are" : "losses (0.5 ||o - y||^2 per step) are",
+           (double)ru.ru_maxrss / 1024.0);
+    if (write_figure(plot, reg, res, n_res, corpus, o.task, ppl, &o.cfg, err, sizeof err) != BT_OK) {
         cli_fail(CMD, "--plot: %s", err);
         goto out;
     }
     printf("plot: %s\n", plot);
-    if (o.metrics && write_metrics(o.metrics, res, n_res, err, sizeof err) != BT_OK) {
+    if (o.metrics && write_metrics(o.metrics, res, n_res, ppl, err, sizeof err) != BT_OK) {
         cli_fail(CMD, "%s", err);
         goto out;
     }

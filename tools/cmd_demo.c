@@ -12,7 +12,6 @@
 
 #include "analyze.h"
 #include "lm.h"
-#include "online.h"
 #include "svg.h"
 #include "tasks.h"
 #include "text_source.h"
@@ -54,82 +53,81 @@ static const char *path_in(const char *dir, const char *name)
 
 /* ---- 1. influence balancing ------------------------------------------------------ */
 
-enum { INF_N = 23, INF_P = 10, INF_LEN = 200, INF_STEPS = 10000 };
-#define INF_LR "sgd:lr=5e-5"
+enum { INF_N = 23, INF_P = 10, INF_LEN = 200, INF_SEQS = 50 }; /* 10,000 steps of one stream */
+#define INF_LR_STEP 5e-5 /* per step of loss: the unroller weighs each step 1/INF_LEN */
 
+/* theta at the start (0, the cell's init) and after every sequence of the
+ * stream (progress hook); the loss of the last sequence. */
 typedef struct trace {
-    double *step, *theta;
-    int n, cap;
+    bt_lm *lm;
+    double step[INF_SEQS + 1], theta[INF_SEQS + 1], loss;
+    int n;
 } trace;
 
-static void trace_add(void *ctx, long step, double loss, const bt_model *m)
+static void trace_add(void *ctx, const bt_lm_progress *p)
 {
-    (void)loss;
     trace *t = ctx;
-    if (t->n == t->cap) {
-        int cap = t->cap ? 2 * t->cap : 1024;
-        double *s = bt_realloc(t->step, sizeof(double) * (size_t)cap);
-        if (!s)
-            return;
-        t->step = s;
-        double *th = bt_realloc(t->theta, sizeof(double) * (size_t)cap);
-        if (!th)
-            return;
-        t->theta = th;
-        t->cap = cap;
+    if (t->n <= INF_SEQS) {
+        t->step[t->n] = (double)p->batch * INF_LEN;
+        t->theta[t->n++] = (double)bt_lm_model(t->lm)->ptab[0]->data[0];
     }
-    t->step[t->n] = (double)step;
-    t->theta[t->n++] = (double)m->ptab[0]->data[0];
+    t->loss = p->batch_loss;
 }
 
 static bool influence_part(const bt_registry *reg, const char *dir)
 {
     const char *policies[] = {"full", "fixed:1", "random:0.97"};
     enum { NP = 3 };
-    trace tr[NP] = {{0}};
+    trace tr[NP] = {{.n = 1}, {.n = 1}, {.n = 1}};
     double loss[NP], secs[NP];
+    int updates[NP];
     char err[1024] = "", spec[64];
-    snprintf(spec, sizeof spec, "influence:%d,%d,len=%d", INF_N, INF_P, INF_LEN);
+    snprintf(spec, sizeof spec, "influence:%d,%d,len=%d,batches=%d", INF_N, INF_P, INF_LEN,
+             INF_SEQS);
     /* s[0] in the long run is 2 (2P - N) theta: the loss 0.5 (s[0] - 1)^2 wants theta*. */
     double longrun = 2.0 * (2 * INF_P - INF_N), opt = 1.0 / longrun;
     printf("\n== 1. influence balancing (%s; Tallec & Ollivier, UORO paper) ==\n", spec);
     printf("s' = A s + theta*(+1 x %d, -1 x %d): one step of theta moves s[0] by +theta, the long\n"
            "run by %+.0f theta, so the optimum is theta* = %.4f. %d steps of one stream, sequences\n"
-           "of %d, %s per step of loss, theta starts at 0.\n",
-           INF_P, INF_N - INF_P, longrun, opt, INF_STEPS, INF_LEN, INF_LR);
+           "of %d, sgd %g per step of loss (lr %g over a sequence's mean), theta starts at 0.\n",
+           INF_P, INF_N - INF_P, longrun, opt, INF_SEQS * INF_LEN, INF_LEN, INF_LR_STEP,
+           INF_LR_STEP * INF_LEN);
     bool ok = true;
     for (int i = 0; i < NP && ok; i++) {
-        bt_source src;
-        bt_model *m = NULL;
+        /* One epoch of the task is the stream: the state carries between its sequences. */
+        bt_lm_config cfg;
+        bt_lm_config_default(&cfg);
+        snprintf(cfg.cell, sizeof cfg.cell, "influence");
+        cfg.hidden = INF_N;
+        cfg.batch = 1;
+        cfg.steps = INF_LEN;
+        cfg.clip = 0;
+        cfg.seed = 1;
+        snprintf(cfg.optimizer, sizeof cfg.optimizer, "sgd:lr=%g", INF_LR_STEP * INF_LEN);
+        snprintf(cfg.truncation, sizeof cfg.truncation, "%s", policies[i]);
+        bt_source src = {0};
         double t0 = now();
-        ok = bt_task_source_new(spec, 1, 1, &src, err, sizeof err) == BT_OK;
-        if (ok) {
-            const bt_cell_def *cell = bt_registry_cell(reg, "influence");
-            ok = cell && bt_model_new(cell, (bt_cell_dims){src.input_size, INF_N, src.output_size},
-                                      &m, err, sizeof err) == BT_OK;
-            if (ok) {
-                memset(bt_params_data(m->params), 0, sizeof(bt_real) * bt_params_total(m->params));
-                ok = bt_online_train(reg, m, &src, policies[i], INF_LR, INF_STEPS, 1, trace_add,
-                                     &tr[i], &loss[i], err, sizeof err) == BT_OK;
-            } else if (!cell)
-                snprintf(err, sizeof err, "cell 'influence' is not registered: is cell_influence.so "
-                         "in a plugin folder?");
-            bt_source_free(&src);
-        }
-        bt_model_free(m);
+        ok = bt_task_source_new(spec, 1, 1, &src, err, sizeof err) == BT_OK &&
+             bt_lm_new(reg, &cfg, &src, &tr[i].lm, err, sizeof err) == BT_OK &&
+             bt_lm_train(tr[i].lm, 1, &(bt_lm_hooks){.progress = trace_add, .ctx = &tr[i]}, err,
+                         sizeof err) == BT_OK;
         secs[i] = now() - t0;
+        loss[i] = tr[i].loss;
+        updates[i] = tr[i].lm ? (int)bt_lm_updates(tr[i].lm) : 0;
+        bt_lm_free(tr[i].lm);
+        bt_source_free(&src);
         if (!ok)
             cli_fail(CMD, "influence balancing under %s: %s", policies[i], err);
         else
             printf("  [%d/%d] %-12s %5d updates, theta %+.4f, loss %.3g (%.2f s)\n", i + 1, NP,
-                   policies[i], tr[i].n, tr[i].n ? tr[i].theta[tr[i].n - 1] : 0.0, loss[i], secs[i]);
+                   policies[i], updates[i], tr[i].theta[tr[i].n - 1], loss[i], secs[i]);
     }
     if (ok) {
         printf("\n  %-12s %8s %12s %12s %12s\n", "truncation", "updates", "final theta", "|theta-theta*|",
                "final loss");
         for (int i = 0; i < NP; i++) {
             double th = tr[i].n ? tr[i].theta[tr[i].n - 1] : 0;
-            printf("  %-12s %8d %+12.4f %12.4g %12.3g\n", policies[i], tr[i].n, th, fabs(th - opt),
+            printf("  %-12s %8d %+12.4f %12.4g %12.3g\n", policies[i], updates[i], th, fabs(th - opt),
                    loss[i]);
         }
         printf("\n");
@@ -157,10 +155,6 @@ static bool influence_part(const bt_registry *reg, const char *dir)
         } else
             printf("  figure: %s\n", path);
         bt_plot_free(p);
-    }
-    for (int i = 0; i < NP; i++) {
-        bt_free(tr[i].step);
-        bt_free(tr[i].theta);
     }
     return ok;
 }

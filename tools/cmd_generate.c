@@ -62,6 +62,11 @@ int cmd_generate(int argc, char **argv)
         cli_fail(CMD, "%s", err);
         goto out;
     }
+    if (ck->task[0]) {
+        cli_fail(CMD, "%s: this model was trained on task %s, not a text: generate needs a text "
+                 "model (bptt analyze --model takes task models)", model, ck->task);
+        goto out;
+    }
     if (!ck->vocab) {
         cli_fail(CMD, "%s has no vocabulary: it was not trained on text", model);
         goto out;

@@ -1,7 +1,8 @@
-/* cmd_train.c: `bptt train`, a char-level language model on a text file:
- * progress, per-epoch metrics (CSV and SVG), checkpoints every N epochs that
- * --resume continues bit for bit, a stop that keeps the last good checkpoint
- * when the loss diverges, and a greedy sample at the end. */
+/* cmd_train.c: `bptt train`, a char-level language model on a text file or a
+ * model of a generated task (--task): progress, per-epoch metrics (CSV and
+ * SVG), checkpoints every N epochs that --resume continues bit for bit, a stop
+ * that keeps the last good checkpoint when the loss diverges, and a greedy
+ * sample at the end (texts only). */
 #include <errno.h>
 #include <math.h>
 #include <string.h>
@@ -15,9 +16,11 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: bptt train --data FILE [options]\n\n"
+    fprintf(f, "usage: bptt train (--data FILE | --task SPEC) [options]\n\n"
                "Trains a character-level language model (the classic char-RNN by default:\n"
-               "rnn_tanh, hidden 512, batch 32 x 35 steps, sgd lr 1, clip 1, full BPTT).\n\n");
+               "rnn_tanh, hidden 512, batch 32 x 35 steps, sgd lr 1, clip 1, full BPTT), or a\n"
+               "model of a generated task (real-valued tasks report the loss, not perplexity,\n"
+               "and need a cell with real inputs: --cell linear, or influence).\n\n");
     lm_cli_usage_common(f);
     fprintf(f,
         "  --truncation POLICY    full (default), fixed:K, random:PI[,seed=S], tbptt:K1,K2\n"
@@ -25,7 +28,7 @@ static void usage(FILE *f)
         "  --every N              save every N epochs (default 1) and at the end\n"
         "  --resume FILE          continue a checkpoint with its own settings; --epochs is the\n"
         "                         total, so --epochs 20 on an epoch-15 checkpoint trains 5 more\n"
-        "  --plot FILE.svg        train/validation perplexity per epoch\n\n"
+        "  --plot FILE.svg        train/validation perplexity (loss for real targets) per epoch\n\n"
         "Exit status: 0 done, 1 error, 2 bad command line, 3 the loss became NaN/inf (the\n"
         "last good checkpoint is kept).\n");
 }
@@ -45,14 +48,19 @@ static bt_status write_metrics(const char *path, bt_lm *lm, char *err, size_t er
         snprintf(err, errlen, "cannot write --metrics %s: %s", path, strerror(errno));
         return BT_ERR_IO;
     }
-    fprintf(f, "epoch,train_ppl,val_ppl,tokens_per_s,grad_norm_mean,grad_norm_max,skipped,seconds\n");
+    /* Sources with real targets have no perplexity: their columns are the loss. */
+    bool ppl = bt_lm_source(lm)->tokens_out;
+    const char *w = lm_cli_measure(bt_lm_source(lm)), *fmt = ppl ? "%.6f" : "%.6g";
+    fprintf(f, "epoch,train_%s,val_%s,tokens_per_s,grad_norm_mean,grad_norm_max,skipped,seconds\n",
+            w, w);
     for (int i = 0; i < n; i++) {
-        /* Sources with real targets have no perplexity: their loss goes in its place. */
-        double tr = isnan(h[i].train_ppl) ? h[i].train_loss : h[i].train_ppl;
-        double va = isnan(h[i].val_ppl) ? h[i].val_loss : h[i].val_ppl;
-        fprintf(f, "%d,%.6f,", h[i].epoch, tr);
+        double tr = ppl ? h[i].train_ppl : h[i].train_loss;
+        double va = ppl ? h[i].val_ppl : h[i].val_loss;
+        fprintf(f, "%d,", h[i].epoch);
+        fprintf(f, fmt, tr);
+        fputc(',', f);
         if (!isnan(va))
-            fprintf(f, "%.6f", va);
+            fprintf(f, fmt, va);
         fprintf(f, ",%.1f,%.6g,%.6g,%d,%.3f\n", h[i].tokens_per_s, h[i].grad_norm_mean,
                 h[i].grad_norm_max, h[i].skipped, h[i].elapsed);
     }
@@ -104,14 +112,17 @@ static bt_status on_epoch(void *vctx, bt_lm *lm, const bt_lm_epoch *e, char *err
     if (t->tty)
         lm_cli_progress_clear();
     if (!t->quiet) {
-        char tps[32], el[32], val[48] = "";
+        char tps[32], el[32], tr[48], val[48] = "";
+        if (t->tokens_out)
+            snprintf(tr, sizeof tr, "train ppl %.3f", e->train_ppl);
+        else
+            snprintf(tr, sizeof tr, "train loss %.5g", e->train_loss);
         if (!isnan(e->val_ppl))
             snprintf(val, sizeof val, "  val ppl %.3f", e->val_ppl);
         else if (!isnan(e->val_loss))
             snprintf(val, sizeof val, "  val loss %.5g", e->val_loss);
-        printf("epoch %d/%d  train %s %.3f%s  %s tok/s  %.2fs  elapsed %s  skipped %d\n",
-               e->epoch, t->target, t->tokens_out ? "ppl" : "loss",
-               t->tokens_out ? e->train_ppl : e->train_loss, val,
+        printf("epoch %d/%d  %s%s  %s tok/s  %.2fs  elapsed %s  skipped %d\n",
+               e->epoch, t->target, tr, val,
                lm_cli_si(e->tokens_per_s, tps, sizeof tps), e->seconds,
                lm_cli_duration(e->elapsed, el, sizeof el), e->skipped);
         fflush(stdout);
@@ -249,7 +260,7 @@ int cmd_train(int argc, char **argv)
         fprintf(stderr, "bptt train: note: --every has no effect without --save\n");
 
     bt_lm_config cfg = o.cfg;
-    const char *data = o.data;
+    const char *data = o.data, *task = o.task;
     if (resume) {
         if (bt_checkpoint_read(resume, &ck, err, sizeof err) != BT_OK) {
             cli_fail(CMD, "--resume: %s", err);
@@ -264,14 +275,23 @@ int cmd_train(int argc, char **argv)
         }
         if (!check_conflicts(reg, &o, ck))
             goto out;
+        /* A task checkpoint resumes on its task; a text one on a text. */
+        if ((ck->task[0] && data) || (task && strcmp(task, ck->task) != 0)) {
+            cli_fail(CMD, "--%s %s conflicts with the checkpoint, which was trained on %s%s: "
+                     "drop --%s (a resumed run keeps its data)", data ? "data" : "task",
+                     data ? data : task, ck->task[0] ? "task " : "a text",
+                     ck->task[0] ? ck->task : "", data ? "data" : "task");
+            goto out;
+        }
         cfg = ck->cfg;
-        if (!data)
+        if (ck->task[0])
+            task = ck->task;
+        else if (!data)
             data = ck->data[0] ? ck->data : NULL;
     }
     if (!lm_cli_validate(CMD, reg, &cfg))
         goto out;
-    if (!data) {
-        cli_fail(CMD, "--data FILE is required (the text to train on)");
+    if (!lm_cli_check_data(CMD, &o, data, task)) {
         rc = 2;
         goto out;
     }
@@ -292,13 +312,8 @@ int cmd_train(int argc, char **argv)
         }
         fclose(f);
     }
-    if (!(corpus = lm_cli_corpus(CMD, data, &cfg)))
+    if (!lm_cli_source(CMD, &o, data, task, &cfg, &corpus, &src))
         goto out;
-    if (bt_text_source_new(corpus, cfg.batch, cfg.steps, cfg.sampling, cfg.val_fraction, &src, err,
-                           sizeof err) != BT_OK) {
-        cli_fail(CMD, "%s: %s", data, err);
-        goto out;
-    }
     if (bt_lm_new(reg, &cfg, &src, &lm, err, sizeof err) != BT_OK) {
         cli_fail(CMD, "%s", err);
         goto out;
@@ -310,14 +325,28 @@ int cmd_train(int argc, char **argv)
 
     bt_model *m = bt_lm_model(lm);
     char pol[128], opt[256], ntok[32];
-    long n_val = bt_text_source_val_tokens(&src);
-    printf("%s%s: %s, hidden %d (%zu parameters) on %s: %ld tokens (%s), vocabulary %d\n",
-           ck ? "resuming " : "training", ck ? resume : "", cfg.cell, cfg.hidden,
-           bt_params_total(m->params), data, corpus->n, bt_tokens_kind_name(cfg.tokens),
-           bt_vocab_size(corpus->vocab));
-    printf("  batch %d x %d steps (%s), %d minibatches per epoch, %s validation tokens\n",
-           cfg.batch, cfg.steps, cfg.sampling == BT_BATCH_RANDOM ? "random" : "sequential",
-           src.count(src.ctx), n_val ? lm_cli_si((double)n_val, ntok, sizeof ntok) : "no");
+    if (corpus) {
+        long n_val = bt_text_source_val_tokens(&src);
+        printf("%s%s: %s, hidden %d (%zu parameters) on %s: %ld tokens (%s), vocabulary %d\n",
+               ck ? "resuming " : "training", ck ? resume : "", cfg.cell, cfg.hidden,
+               bt_params_total(m->params), data, corpus->n, bt_tokens_kind_name(cfg.tokens),
+               bt_vocab_size(corpus->vocab));
+        printf("  batch %d x %d steps (%s), %d minibatches per epoch, %s validation tokens\n",
+               cfg.batch, cfg.steps, cfg.sampling == BT_BATCH_RANDOM ? "random" : "sequential",
+               src.count(src.ctx), n_val ? lm_cli_si((double)n_val, ntok, sizeof ntok) : "no");
+    } else {
+        bt_sequence vs;
+        bool val = src.validation && src.validation(src.ctx, 0, &vs);
+        printf("%s%s: %s, hidden %d (%zu parameters) on task %s: %s inputs of %d, %s targets "
+               "(%s)\n", ck ? "resuming " : "training", ck ? resume : "", cfg.cell, cfg.hidden,
+               bt_params_total(m->params), task, src.tokens_in ? "token" : "real",
+               src.input_size, src.tokens_out ? "token" : "real",
+               src.tokens_out ? "cross-entropy, perplexity" : "squared error, loss");
+        printf("  batch %d x %d steps (the task's length), %d minibatches per epoch%s, %s\n",
+               cfg.batch, cfg.steps, src.count(src.ctx),
+               src.carry_state ? " (state carried)" : "",
+               val ? "held-out validation minibatches" : "no validation data");
+    }
     printf("  optimizer %s, clip %g, truncation %s, init %s, seed %llu\n",
            bt_lm_optimizer_describe(lm, opt, sizeof opt), cfg.clip,
            bt_lm_policy_describe(lm, pol, sizeof pol), cfg.init[0] ? cfg.init : "cell default",
@@ -361,10 +390,15 @@ int cmd_train(int argc, char **argv)
     }
     const bt_lm_epoch *h;
     int n = bt_lm_history(lm, &h);
-    if (n > 0) {
+    if (n > 0 && src.tokens_out) {
         printf("done: epoch %d, train ppl %.3f", h[n - 1].epoch, h[n - 1].train_ppl);
         if (!isnan(h[n - 1].val_ppl))
             printf(", val ppl %.3f", h[n - 1].val_ppl);
+        printf("%s%s\n", save ? ", saved " : "", save ? save : "");
+    } else if (n > 0) {
+        printf("done: epoch %d, train loss %.5g", h[n - 1].epoch, h[n - 1].train_loss);
+        if (!isnan(h[n - 1].val_loss))
+            printf(", val loss %.5g", h[n - 1].val_loss);
         printf("%s%s\n", save ? ", saved " : "", save ? save : "");
     }
     rc = 0;

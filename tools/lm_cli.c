@@ -6,6 +6,7 @@
 
 #include "generate.h"
 #include "lm_cli.h"
+#include "tasks.h"
 
 static const char *const opt_names[LO_COUNT] = {
     "cell", "hidden", "batch", "steps", "optimizer", "clip", "truncation", "init",
@@ -18,11 +19,14 @@ void lm_cli_usage_common(FILE *f)
 {
     fprintf(f,
         "  --data FILE            UTF-8 text to train on (required unless --resume knows it)\n"
+        "  --task SPEC            a generated task instead of a text: adding:T, copy:T,K or\n"
+        "                         influence:N,P[,len=L] (see docs/analysis.md); the task fixes\n"
+        "                         the steps per sequence, so --steps is not needed\n"
         "  --tokens chars|letters every character (default), or d2l's a-z + space + <unk>\n"
         "  --cell NAME            recurrent cell (default rnn_tanh; see bptt plugins)\n"
         "  --hidden H             state size (default 512)\n"
         "  --batch B              rows per minibatch (default 32)\n"
-        "  --steps T              steps per minibatch (default 35)\n"
+        "  --steps T              steps per minibatch (default 35; a task sets its own)\n"
         "  --epochs N             train until epoch N in all, counting a resumed run's epochs\n"
         "                         (default 10)\n"
         "  --optimizer SPEC       sgd:lr=1 (default), momentum:lr=0.1,mu=0.9, adam:lr=0.002...\n"
@@ -72,6 +76,7 @@ bool lm_cli_parse(cli_args *a, const char *command, lm_cli_opts *o)
     bt_lm_config_default(c);
     long v;
     o->data = cli_get(a, "data");
+    o->task = cli_get(a, "task");
     if (!get_str(a, o, LO_CELL, c->cell, sizeof c->cell) ||
         !get_str(a, o, LO_OPTIMIZER, c->optimizer, sizeof c->optimizer) ||
         !get_str(a, o, LO_TRUNCATION, c->truncation, sizeof c->truncation) ||
@@ -180,6 +185,58 @@ bt_corpus *lm_cli_corpus(const char *command, const char *path, const bt_lm_conf
     return c;
 }
 
+bool lm_cli_check_data(const char *command, const lm_cli_opts *o, const char *data,
+                       const char *task)
+{
+    if (data && task) {
+        cli_fail(command, "give --data FILE (a text) or --task SPEC (a generated task), not both");
+        return false;
+    }
+    if (!data && !task) {
+        cli_fail(command, "--data FILE (the text to train on) or --task SPEC (adding:50, "
+                 "copy:10,3, influence:23,10) is required");
+        return false;
+    }
+    static const lm_opt_id text_only[] = {LO_TOKENS, LO_SAMPLING, LO_MAX_TOKENS, LO_VAL_FRACTION};
+    for (size_t i = 0; task && i < sizeof text_only / sizeof text_only[0]; i++)
+        if (o->given[text_only[i]]) {
+            cli_fail(command, "--%s applies to a text (--data) only: task %s generates its "
+                     "sequences and its validation minibatches", opt_names[text_only[i]], task);
+            return false;
+        }
+    return true;
+}
+
+bool lm_cli_source(const char *command, const lm_cli_opts *o, const char *data, const char *task,
+                   bt_lm_config *cfg, bt_corpus **corpus, bt_source *src)
+{
+    char err[1024] = "";
+    if (task) {
+        if (bt_task_source_new(task, cfg->batch, cfg->seed, src, err, sizeof err) != BT_OK) {
+            cli_fail(command, "--task: %s", err);
+            return false;
+        }
+        if (o->given[LO_STEPS] && o->cfg.steps != src->T) {
+            cli_fail(command, "--steps %d conflicts with task %s, whose sequences have %d steps: "
+                     "a task fixes the length (drop --steps, or change the task's length)",
+                     o->cfg.steps, task, src->T);
+            bt_source_free(src);
+            *src = (bt_source){0};
+            return false;
+        }
+        cfg->steps = src->T;
+        return true;
+    }
+    if (!*corpus && !(*corpus = lm_cli_corpus(command, data, cfg)))
+        return false;
+    if (bt_text_source_new(*corpus, cfg->batch, cfg->steps, cfg->sampling, cfg->val_fraction, src,
+                           err, sizeof err) != BT_OK) {
+        cli_fail(command, "%s: %s", data, err);
+        return false;
+    }
+    return true;
+}
+
 const char *lm_cli_si(double x, char *buf, size_t len)
 {
     if (x >= 1e6)
@@ -216,9 +273,13 @@ void lm_cli_progress(void *ctx, const bt_lm_progress *p)
     if (p->batch != p->batches && now - progress_last < 0.1)
         return; /* a terminal line ten times a second is plenty */
     progress_last = now;
-    char tps[32], eta[32];
-    fprintf(stderr, "\r\033[Kepoch %d/%d  step %d/%d  train ppl %.3f  %s tok/s  ETA %s", p->epoch,
-            p->epochs, p->batch, p->batches, p->train_ppl, lm_cli_si(p->tokens_per_s, tps, sizeof tps),
+    char tps[32], eta[32], fig[48];
+    if (isnan(p->train_ppl)) /* real targets: no perplexity, the loss */
+        snprintf(fig, sizeof fig, "train loss %.5g", p->train_loss);
+    else
+        snprintf(fig, sizeof fig, "train ppl %.3f", p->train_ppl);
+    fprintf(stderr, "\r\033[Kepoch %d/%d  step %d/%d  %s  %s tok/s  ETA %s", p->epoch, p->epochs,
+            p->batch, p->batches, fig, lm_cli_si(p->tokens_per_s, tps, sizeof tps),
             lm_cli_duration(p->eta_s, eta, sizeof eta));
     fflush(stderr);
     progress_shown = true;

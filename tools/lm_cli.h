@@ -1,6 +1,7 @@
 /* lm_cli.h: what `train` and `compare` share: the run options (parsed into a
  * bt_lm_config, remembering which were given so a resume can name a
- * conflict), loading the text, progress output and the metrics file. */
+ * conflict), the training source (a text with --data or a generated task
+ * with --task), progress output and the metrics file. */
 #ifndef BPTT_LM_CLI_H
 #define BPTT_LM_CLI_H
 
@@ -20,6 +21,7 @@ typedef enum {
 typedef struct lm_cli_opts {
     bt_lm_config cfg;
     const char *data;
+    const char *task;          /* --task SPEC (adding:50, copy:10,3, influence:23,10) */
     int epochs;
     bool given[LO_COUNT];
     const char *raw[LO_COUNT]; /* as typed, for messages */
@@ -39,6 +41,21 @@ void lm_cli_usage_common(FILE *f);
 bool lm_cli_validate(const char *command, const bt_registry *r, const bt_lm_config *cfg);
 /* Loads the text for cfg; prints the error and returns NULL on failure. */
 bt_corpus *lm_cli_corpus(const char *command, const char *path, const bt_lm_config *cfg);
+/* Exactly one of data and task, and no text-only option (--tokens, --sampling,
+ * --max-tokens, --val-fraction) with a task; prints the error and returns false. */
+bool lm_cli_check_data(const char *command, const lm_cli_opts *o, const char *data,
+                       const char *task);
+/* The training source of one run: the task (a task fixes the sequence length:
+ * cfg->steps becomes its T, and an explicit --steps that differs is an error),
+ * or the text, loaded into *corpus on the first call and shared after. Prints
+ * the error and returns false. */
+bool lm_cli_source(const char *command, const lm_cli_opts *o, const char *data, const char *task,
+                   bt_lm_config *cfg, bt_corpus **corpus, bt_source *src);
+/* "ppl" or "loss": what a source's runs report (perplexity for token targets). */
+static inline const char *lm_cli_measure(const bt_source *src)
+{
+    return src->tokens_out ? "ppl" : "loss";
+}
 /* "12.3k", "1.2M" */
 const char *lm_cli_si(double x, char *buf, size_t len);
 /* "1h02m", "3m05s", "12.3s" */
