@@ -50,6 +50,8 @@ static inline void assert_gradcheck(const char *what, bt_loss_fn fn, void *ctx,
     for (int i = 0; i < n; i++) {
         if (!inputs[i]->requires_grad)
             continue;
+        cr_log_info("gradcheck %s input %d: max rel %.3g max abs %.3g", what, i, res[i].max_rel,
+                    res[i].max_abs);
         cr_expect_leq(res[i].max_rel, GC_TOL,
                       "%s: input %d: max relative error %.3g (abs %.3g) at element %zu: "
                       "analytic %.9g vs numeric %.9g",
