@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "analyze.h"
+#include "generate.h"
 #include "lm.h"
 #include "svg.h"
 #include "tasks.h"
@@ -242,12 +243,12 @@ static bool lag_part(const bt_registry *reg, const char *dir)
 
 static bool text_part(const bt_registry *reg, const char *dir)
 {
-    enum { NS = 3, EPOCHS = 20 };
+    enum { NS = 3, EPOCHS = 60, HIDDEN = 128 };
     const char *strategies[NS] = {"full", "fixed:4", "random:0.75"};
     printf("\n== 3. char-level RNN on an embedded text (%zu characters of Alice in Wonderland, "
            "chapter I) ==\n", bt_demo_text_len);
-    printf("rnn_tanh, hidden 64, batch 8 x 32 steps, state carried, sgd lr 1, clip 1, %d epochs;\n"
-           "the last 10%% of the text is held out for validation.\n", EPOCHS);
+    printf("rnn_tanh, hidden %d, batch 8 x 32 steps, state carried, sgd lr 1, clip 1, %d epochs;\n"
+           "the last 10%% of the text is held out for validation.\n", HIDDEN, EPOCHS);
     char err[1024] = "";
     bt_corpus *corpus = NULL;
     if (bt_corpus_from_string(bt_demo_text, bt_demo_text_len, BT_TOKENS_CHARS, 0, &corpus, err,
@@ -255,13 +256,14 @@ static bool text_part(const bt_registry *reg, const char *dir)
         return cli_fail(CMD, "%s", err), false;
     double val[NS][EPOCHS], epochs_x[EPOCHS], train_ppl[NS], val_ppl[NS], secs[NS];
     int updates[NS];
+    char *sample[NS] = {NULL};
     bool ok = true;
     for (int e = 0; e < EPOCHS; e++)
         epochs_x[e] = e + 1;
     for (int s = 0; s < NS && ok; s++) {
         bt_lm_config cfg;
         bt_lm_config_default(&cfg);
-        cfg.hidden = 64;
+        cfg.hidden = HIDDEN;
         cfg.batch = 8;
         cfg.steps = 32;
         cfg.val_fraction = 0.1;
@@ -282,6 +284,11 @@ static bool text_part(const bt_registry *reg, const char *dir)
             train_ppl[s] = n ? h[n - 1].train_ppl : NAN;
             val_ppl[s] = n ? h[n - 1].val_ppl : NAN;
             updates[s] = (int)bt_lm_updates(lm);
+            /* What the model writes, greedily, after the text's first words. */
+            char gerr[256];
+            if (bt_generate_text(bt_lm_model(lm), corpus->vocab, "Alice was ", 70, 0, 1, &sample[s],
+                                 gerr, sizeof gerr) != BT_OK)
+                sample[s] = NULL;
             printf("  [%d/%d] %-12s %4d updates, train ppl %.2f, validation ppl %.2f (%.2f s)\n",
                    s + 1, NS, strategies[s], updates[s], train_ppl[s], val_ppl[s], secs[s]);
         } else
@@ -315,6 +322,14 @@ static bool text_part(const bt_registry *reg, const char *dir)
     else if (best == 0)
         printf("  full made the fewest updates (%d) and still reads the held-out text best: its "
                "gradients reach\n  back over the whole %d-step minibatch.\n", updates[0], 32);
+    for (int s = 0; s < NS; s++)
+        if (sample[s]) {
+            for (char *c = sample[s]; *c; c++)
+                if (*c == '\n')
+                    *c = ' ';
+            printf("  %-12s writes: \"%s\"\n", strategies[s], sample[s]);
+            bt_free(sample[s]);
+        }
     bt_plot *p = bt_plot_new("char-level RNN: validation perplexity", "epoch", "perplexity");
     for (int s = 0; s < NS; s++)
         bt_plot_line(p, strategies[s], epochs_x, val[s], EPOCHS);
