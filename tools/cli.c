@@ -18,6 +18,14 @@ bool cli_args_init(cli_args *a, int argc, char **argv)
 
 void cli_args_free(cli_args *a) { bt_free(a->used); }
 
+bool cli_wants_help(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
+            return true;
+    return false;
+}
+
 /* Index of the value of --name at argv[i], or -1; handles --name=value. */
 static const char *match(cli_args *a, int i, const char *name, bool want_value, int *consumed)
 {

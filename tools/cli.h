@@ -17,6 +17,8 @@ typedef struct cli_args {
 } cli_args;
 
 bool cli_args_init(cli_args *a, int argc, char **argv);
+/* True when --help or -h is among the arguments (each command then prints its usage). */
+bool cli_wants_help(int argc, char **argv);
 void cli_args_free(cli_args *a);
 /* The value of --name (NULL if absent). Repeated options: the last wins. */
 const char *cli_get(cli_args *a, const char *name);

@@ -344,11 +344,10 @@ static bool text_part(const bt_registry *reg, const char *dir)
 
 int cmd_demo(int argc, char **argv)
 {
-    for (int i = 1; i < argc; i++)
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            usage(stdout);
-            return 0;
-        }
+    if (cli_wants_help(argc, argv)) {
+        usage(stdout);
+        return 0;
+    }
     cli_args a;
     if (!cli_args_init(&a, argc, argv))
         return cli_fail(CMD, "out of memory");

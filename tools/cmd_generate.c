@@ -23,14 +23,13 @@ static void usage(FILE *f)
 
 int cmd_generate(int argc, char **argv)
 {
+    if (cli_wants_help(argc, argv)) {
+        usage(stdout);
+        return 0;
+    }
     cli_args a;
     if (!cli_args_init(&a, argc, argv))
         return cli_fail(CMD, "out of memory");
-    if (cli_flag(&a, "help") || cli_flag(&a, "h")) {
-        usage(stdout);
-        cli_args_free(&a);
-        return 0;
-    }
     int rc = 2;
     bt_registry *reg = NULL;
     bt_checkpoint *ck = NULL;

@@ -508,14 +508,13 @@ static int write_output(const grad_in *g, const cli_policy *pol, uint64_t seed,
 
 int cmd_grad(int argc, char **argv)
 {
+    if (cli_wants_help(argc, argv)) {
+        usage(stdout);
+        return 0;
+    }
     cli_args a;
     if (!cli_args_init(&a, argc, argv))
         return cli_fail(CMD, "out of memory");
-    if (cli_flag(&a, "help")) {
-        usage(stdout);
-        cli_args_free(&a);
-        return 0;
-    }
     const char *cell_name = cli_get(&a, "cell"), *params = cli_get(&a, "params"),
                *out = cli_get(&a, "out"), *spec = cli_get(&a, "truncation");
     long seed = 1;

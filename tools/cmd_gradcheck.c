@@ -21,14 +21,13 @@ static void usage(FILE *f)
 int cmd_gradcheck(int argc, char **argv)
 {
     const char *cmd = "gradcheck";
+    if (cli_wants_help(argc, argv)) {
+        usage(stdout);
+        return 0;
+    }
     cli_args a;
     if (!cli_args_init(&a, argc, argv))
         return cli_fail(cmd, "out of memory");
-    if (cli_flag(&a, "help")) {
-        usage(stdout);
-        cli_args_free(&a);
-        return 0;
-    }
     cli_check_tol tol = cli_check_tol_default();
     long T, B, H, V, seed;
     const char *cell_name = cli_get(&a, "cell");

@@ -75,14 +75,13 @@ static void print_table(const bt_registry *r)
 
 int cmd_plugins(int argc, char **argv)
 {
+    if (cli_wants_help(argc, argv)) {
+        usage(stdout);
+        return 0;
+    }
     cli_args a;
     if (!cli_args_init(&a, argc, argv))
         return cli_fail("plugins", "out of memory");
-    if (cli_flag(&a, "help")) {
-        usage(stdout);
-        cli_args_free(&a);
-        return 0;
-    }
     bool json = cli_flag(&a, "json");
     bt_registry *r = cli_load_plugins(&a);
     int rc = r ? cli_check_unused(&a, "plugins") : 1;

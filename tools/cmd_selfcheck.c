@@ -162,17 +162,16 @@ static int check_gradients(const bt_registry *reg, const char *spec)
 
 int cmd_selfcheck(int argc, char **argv)
 {
-    cli_args a;
-    if (!cli_args_init(&a, argc, argv))
-        return cli_fail("selfcheck", "out of memory");
-    if (cli_flag(&a, "help")) {
+    if (cli_wants_help(argc, argv)) {
         printf("usage: bptt selfcheck [--plugin PATH]\n\n"
                "Trains a tiny tanh RNN on a built-in text until its perplexity falls below %.1f\n"
                "(at most %.0f s) and gradient-checks it under full and fixed:2 truncation.\n"
                "Exit status 0 when everything passes.\n", PPL_BOUND, TIME_BUDGET);
-        cli_args_free(&a);
         return 0;
     }
+    cli_args a;
+    if (!cli_args_init(&a, argc, argv))
+        return cli_fail("selfcheck", "out of memory");
     bt_registry *reg = cli_load_plugins(&a);
     int rc = reg ? cli_check_unused(&a, "selfcheck") : 1;
     if (rc == 0) {
