@@ -18,19 +18,6 @@
 
 #define HIST_COLS 11 /* epoch, train_loss, val_loss, tok/s, gmean, gmax, updates, skipped, s, elapsed, arena */
 
-static bt_status fail(char *err, size_t errlen, bt_status s, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static bt_status fail(char *err, size_t errlen, bt_status s, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return s;
-}
-
 static const char *precision_name(void) { return BT_REAL_DOUBLE ? "double" : "float"; }
 static bt_st_dtype real_dtype(void) { return BT_REAL_DOUBLE ? BT_ST_F64 : BT_ST_F32; }
 
@@ -97,12 +84,12 @@ bt_status bt_checkpoint_save(bt_lm *lm, const char *path, const char *data_path,
                              size_t errlen)
 {
     if (!bt_lm_params_finite(lm))
-        return fail(err, errlen, BT_ERR_NUMERIC,
+        return bt_error(err, errlen, BT_ERR_NUMERIC,
                     "not saving %s: the parameters are not finite (the previous checkpoint is kept)",
                     path);
     bt_st_file *f = bt_st_new();
     if (!f)
-        return fail(err, errlen, BT_ERR_NOMEM, "out of memory writing %s", path);
+        return bt_error(err, errlen, BT_ERR_NOMEM, "out of memory writing %s", path);
     bt_model *m = bt_lm_model(lm);
     bt_optimizer *o = bt_lm_optimizer(lm);
     const bt_lm_config *c = bt_lm_config_of(lm);
@@ -163,16 +150,16 @@ bt_status bt_checkpoint_save(bt_lm *lm, const char *path, const char *data_path,
     }
 done:
     bt_st_free(f);
-    return fail(err, errlen, st, "cannot save %s: %s", path, aerr);
+    return bt_error(err, errlen, st, "cannot save %s: %s", path, aerr);
 }
 
 bt_status bt_checkpoint_check_writable(const char *path, char *err, size_t errlen)
 {
     if (!path || !*path)
-        return fail(err, errlen, BT_ERR_ARG, "--save needs a file name");
+        return bt_error(err, errlen, BT_ERR_ARG, "--save needs a file name");
     struct stat sb;
     if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode))
-        return fail(err, errlen, BT_ERR_IO, "cannot save to %s: it is a folder; give a file name",
+        return bt_error(err, errlen, BT_ERR_IO, "cannot save to %s: it is a folder; give a file name",
                     path);
     const char *slash = strrchr(path, '/');
     char dir[1024];
@@ -183,7 +170,7 @@ bt_status bt_checkpoint_check_writable(const char *path, char *err, size_t errle
     else
         snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
     if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
-        return fail(err, errlen, BT_ERR_IO, "cannot save to %s: folder %s does not exist", path,
+        return bt_error(err, errlen, BT_ERR_IO, "cannot save to %s: folder %s does not exist", path,
                     dir);
     /* The real write makes a temporary file next to path, then renames it:
      * check exactly that. */
@@ -191,7 +178,7 @@ bt_status bt_checkpoint_check_writable(const char *path, char *err, size_t errle
     snprintf(probe, sizeof probe, "%s.tmp.check%ld", path, (long)getpid());
     int fd = open(probe, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
     if (fd < 0)
-        return fail(err, errlen, BT_ERR_IO, "cannot save to %s: cannot create files in %s (%s)",
+        return bt_error(err, errlen, BT_ERR_IO, "cannot save to %s: cannot create files in %s (%s)",
                     path, dir, strerror(errno));
     close(fd);
     unlink(probe);
@@ -213,7 +200,7 @@ static const char *meta_req(const bt_checkpoint *c, const char *key, char *err, 
 {
     const char *v = bt_st_meta(c->file, key);
     if (!v)
-        fail(err, errlen, BT_ERR_FORMAT, "checkpoint %s: the setting '%s' is missing from its "
+        bt_error(err, errlen, BT_ERR_FORMAT, "checkpoint %s: the setting '%s' is missing from its "
              "metadata (damaged file, or not written by bptt train)", c->path, key);
     return v;
 }
@@ -225,7 +212,7 @@ static bt_status meta_str(const bt_checkpoint *c, const char *key, char *out, si
     if (!v)
         return BT_ERR_FORMAT;
     if (strlen(v) >= len)
-        return fail(err, errlen, BT_ERR_FORMAT, "checkpoint %s: the setting '%s' is too long",
+        return bt_error(err, errlen, BT_ERR_FORMAT, "checkpoint %s: the setting '%s' is too long",
                     c->path, key);
     memcpy(out, v, strlen(v) + 1);
     return BT_OK;
@@ -241,7 +228,7 @@ static bt_status meta_num(const bt_checkpoint *c, const char *key, double min, d
     errno = 0;
     double x = strtod(v, &end);
     if (errno || end == v || *end || !(x >= min && x <= max))
-        return fail(err, errlen, BT_ERR_FORMAT, "checkpoint %s: the setting '%s' is '%s', "
+        return bt_error(err, errlen, BT_ERR_FORMAT, "checkpoint %s: the setting '%s' is '%s', "
                     "expected a number in [%g, %g]", c->path, key, v, min, max);
     *out = x;
     return BT_OK;
@@ -257,7 +244,7 @@ static bt_status meta_int(const bt_checkpoint *c, const char *key, long min, lon
     errno = 0;
     long x = strtol(v, &end, 10);
     if (errno || end == v || *end || x < min || x > max)
-        return fail(err, errlen, BT_ERR_FORMAT, "checkpoint %s: the setting '%s' is '%s', "
+        return bt_error(err, errlen, BT_ERR_FORMAT, "checkpoint %s: the setting '%s' is '%s', "
                     "expected a whole number in [%ld, %ld]", c->path, key, v, min, max);
     *out = x;
     return BT_OK;
@@ -273,7 +260,7 @@ static bt_status meta_u64(const bt_checkpoint *c, const char *key, uint64_t *out
     errno = 0;
     unsigned long long x = strtoull(v, &end, 10);
     if (errno || end == v || *end || v[0] == '-')
-        return fail(err, errlen, BT_ERR_FORMAT, "checkpoint %s: the setting '%s' is '%s', "
+        return bt_error(err, errlen, BT_ERR_FORMAT, "checkpoint %s: the setting '%s' is '%s', "
                     "expected a whole number >= 0", c->path, key, v);
     *out = x;
     return BT_OK;
@@ -284,7 +271,7 @@ bt_status bt_checkpoint_read(const char *path, bt_checkpoint **out, char *err, s
     *out = NULL;
     bt_checkpoint *c = bt_calloc(1, sizeof *c);
     if (!c)
-        return fail(err, errlen, BT_ERR_NOMEM, "out of memory reading %s", path);
+        return bt_error(err, errlen, BT_ERR_NOMEM, "out of memory reading %s", path);
     snprintf(c->path, sizeof c->path, "%s", path);
     bt_status st = bt_st_read(path, &c->file, err, errlen);
     if (st != BT_OK) {
@@ -293,7 +280,7 @@ bt_status bt_checkpoint_read(const char *path, bt_checkpoint **out, char *err, s
     }
     const char *fmt = bt_st_meta(c->file, "format");
     if (!fmt || strcmp(fmt, BT_CHECKPOINT_FORMAT) != 0) {
-        st = fail(err, errlen, BT_ERR_FORMAT, "%s is a safetensors file but not a bptt model "
+        st = bt_error(err, errlen, BT_ERR_FORMAT, "%s is a safetensors file but not a bptt model "
                   "checkpoint (format '%s', expected '%s')", path, fmt ? fmt : "none",
                   BT_CHECKPOINT_FORMAT);
         goto bad;
@@ -304,7 +291,7 @@ bt_status bt_checkpoint_read(const char *path, bt_checkpoint **out, char *err, s
         goto bad;
     }
     if (strcmp(prec, precision_name()) != 0) {
-        st = fail(err, errlen, BT_ERR_FORMAT, "checkpoint %s holds %s parameters, but this bptt "
+        st = bt_error(err, errlen, BT_ERR_FORMAT, "checkpoint %s holds %s parameters, but this bptt "
                   "is built with %s (-Dreal=%s): use a bptt built with -Dreal=%s", path, prec,
                   precision_name(), precision_name(), prec);
         goto bad;
@@ -347,7 +334,7 @@ bt_status bt_checkpoint_read(const char *path, bt_checkpoint **out, char *err, s
         goto bad;
     if (bt_tokens_kind_parse(tok, &cfg->tokens, NULL, 0) != BT_OK ||
         (strcmp(smp, "sequential") != 0 && strcmp(smp, "random") != 0)) {
-        st = fail(err, errlen, BT_ERR_FORMAT, "checkpoint %s: unknown tokens '%s' or sampling '%s'",
+        st = bt_error(err, errlen, BT_ERR_FORMAT, "checkpoint %s: unknown tokens '%s' or sampling '%s'",
                   path, tok, smp);
         goto bad;
     }
@@ -356,7 +343,7 @@ bt_status bt_checkpoint_read(const char *path, bt_checkpoint **out, char *err, s
     snprintf(c->data, sizeof c->data, "%s", data ? data : "");
     const char *task = bt_st_meta(c->file, "task"); /* absent for a text */
     if (task && (strlen(task) >= sizeof c->task || !bt_task_spec_is_task(task))) {
-        st = fail(err, errlen, BT_ERR_FORMAT, "checkpoint %s: the setting 'task' is '%.64s', not "
+        st = bt_error(err, errlen, BT_ERR_FORMAT, "checkpoint %s: the setting 'task' is '%.64s', not "
                   "a task spec", path, task);
         goto bad;
     }
@@ -365,11 +352,11 @@ bt_status bt_checkpoint_read(const char *path, bt_checkpoint **out, char *err, s
     if (vocab) {
         char verr[256] = "";
         if (bt_vocab_from_json(vocab, cfg->tokens, &c->vocab, verr, sizeof verr) != BT_OK) {
-            st = fail(err, errlen, BT_ERR_FORMAT, "checkpoint %s: bad vocabulary: %s", path, verr);
+            st = bt_error(err, errlen, BT_ERR_FORMAT, "checkpoint %s: bad vocabulary: %s", path, verr);
             goto bad;
         }
         if (bt_vocab_size(c->vocab) != c->input_size || bt_vocab_size(c->vocab) != c->output_size) {
-            st = fail(err, errlen, BT_ERR_FORMAT, "checkpoint %s: the vocabulary has %d tokens but "
+            st = bt_error(err, errlen, BT_ERR_FORMAT, "checkpoint %s: the vocabulary has %d tokens but "
                       "the model takes %d and predicts %d", path, bt_vocab_size(c->vocab),
                       c->input_size, c->output_size);
             goto bad;
@@ -388,10 +375,10 @@ static bt_status load_real(const bt_checkpoint *c, const char *name, int ndim, c
 {
     const bt_st_tensor *t = bt_st_find(c->file, name);
     if (!t)
-        return fail(err, errlen, BT_ERR_FORMAT, "checkpoint %s: tensor '%s' is missing", c->path,
+        return bt_error(err, errlen, BT_ERR_FORMAT, "checkpoint %s: tensor '%s' is missing", c->path,
                     name);
     if (t->dtype != real_dtype())
-        return fail(err, errlen, BT_ERR_FORMAT, "checkpoint %s: tensor '%s' is %s; this bptt "
+        return bt_error(err, errlen, BT_ERR_FORMAT, "checkpoint %s: tensor '%s' is %s; this bptt "
                     "(%s precision) expects %s", c->path, name, bt_st_dtype_name(t->dtype),
                     precision_name(), bt_st_dtype_name(real_dtype()));
     bool same = t->ndim == ndim;
@@ -407,16 +394,16 @@ static bt_status load_real(const bt_checkpoint *c, const char *name, int ndim, c
                      shape[d]);
         strcat(got, "]");
         strcat(want, "]");
-        return fail(err, errlen, BT_ERR_SHAPE, "checkpoint %s: tensor '%s' has shape %s, the "
+        return bt_error(err, errlen, BT_ERR_SHAPE, "checkpoint %s: tensor '%s' has shape %s, the "
                     "model expects %s", c->path, name, got, want);
     }
     char gerr[256] = "";
     bt_status st = bt_st_get_real(t, dst, t->count, gerr, sizeof gerr);
     if (st != BT_OK)
-        return fail(err, errlen, st, "checkpoint %s: tensor '%s': %s", c->path, name, gerr);
+        return bt_error(err, errlen, st, "checkpoint %s: tensor '%s': %s", c->path, name, gerr);
     for (size_t i = 0; i < t->count; i++)
         if (!isfinite((double)dst[i]))
-            return fail(err, errlen, BT_ERR_NUMERIC, "checkpoint %s: tensor '%s' holds a "
+            return bt_error(err, errlen, BT_ERR_NUMERIC, "checkpoint %s: tensor '%s' holds a "
                         "non-finite value at %zu", c->path, name, i);
     return BT_OK;
 }
@@ -428,7 +415,7 @@ static bt_status load_params(const bt_checkpoint *c, bt_model *m, char *err, siz
 {
     if (m->dims.input != c->input_size || m->dims.output != c->output_size ||
         m->dims.hidden != c->cfg.hidden)
-        return fail(err, errlen, BT_ERR_SHAPE, "checkpoint %s: sizes %d/%d/%d (input/hidden/"
+        return bt_error(err, errlen, BT_ERR_SHAPE, "checkpoint %s: sizes %d/%d/%d (input/hidden/"
                     "output) do not match the model's %d/%d/%d", c->path, c->input_size,
                     c->cfg.hidden, c->output_size, m->dims.input, m->dims.hidden, m->dims.output);
     char name[BT_NAME_LEN + 16];
@@ -449,7 +436,7 @@ bt_status bt_checkpoint_model(const bt_checkpoint *c, const bt_registry *reg, bt
     const bt_cell_def *cell = bt_registry_cell(reg, c->cfg.cell);
     if (!cell) {
         char known[512];
-        return fail(err, errlen, BT_ERR_NOT_FOUND, "checkpoint %s uses cell '%s', which is not "
+        return bt_error(err, errlen, BT_ERR_NOT_FOUND, "checkpoint %s uses cell '%s', which is not "
                     "registered (known: %s): load the plugin that provides it with --plugin PATH",
                     c->path, c->cfg.cell, bt_lm_known_names(reg, BT_KIND_CELL, known, sizeof known));
     }
@@ -474,7 +461,7 @@ bt_status bt_checkpoint_restore(const bt_checkpoint *c, bt_lm *lm, char *err, si
     const bt_lm_config *cfg = bt_lm_config_of(lm);
     bool src_task = src->name && bt_task_spec_is_task(src->name);
     if ((c->task[0] || src_task) && strcmp(c->task, src_task ? src->name : "") != 0)
-        return fail(err, errlen, BT_ERR_ARG, "checkpoint %s was trained on %s%s, but this run "
+        return bt_error(err, errlen, BT_ERR_ARG, "checkpoint %s was trained on %s%s, but this run "
                     "reads %s%s: resume on the %s it was trained on", c->path,
                     c->task[0] ? "task " : "a text", c->task, src_task ? "task " : "a text",
                     src_task ? src->name : "", c->task[0] ? "task" : "text");
@@ -484,7 +471,7 @@ bt_status bt_checkpoint_restore(const bt_checkpoint *c, bt_lm *lm, char *err, si
         bt_free(a);
         bt_free(b);
         if (!same)
-            return fail(err, errlen, BT_ERR_ARG, "checkpoint %s: its vocabulary (%d tokens) is not "
+            return bt_error(err, errlen, BT_ERR_ARG, "checkpoint %s: its vocabulary (%d tokens) is not "
                         "the one of this text (%d tokens): resume on the text the model was "
                         "trained on%s%s", c->path, bt_vocab_size(c->vocab),
                         bt_vocab_size(src->vocab), c->data[0] ? " (" : "",
@@ -503,12 +490,12 @@ bt_status bt_checkpoint_restore(const bt_checkpoint *c, bt_lm *lm, char *err, si
     }
     snprintf(name, sizeof name, "opt.%d", n_opt);
     if (bt_st_find(c->file, name))
-        return fail(err, errlen, BT_ERR_FORMAT, "checkpoint %s: it has more optimizer state "
+        return bt_error(err, errlen, BT_ERR_FORMAT, "checkpoint %s: it has more optimizer state "
                     "than optimizer %s keeps", c->path, cfg->optimizer);
     bt_optimizer_set_steps(o, c->opt_steps);
     const bt_st_tensor *r = bt_st_find(c->file, "rng");
     if (!r || r->dtype != BT_ST_I64 || r->count != 4)
-        return fail(err, errlen, BT_ERR_FORMAT, "checkpoint %s: tensor 'rng' is missing or is "
+        return bt_error(err, errlen, BT_ERR_FORMAT, "checkpoint %s: tensor 'rng' is missing or is "
                     "not 4 x I64", c->path);
     memcpy(bt_lm_rng(lm)->s, r->data, sizeof(uint64_t) * 4);
     bt_real *const *state = bt_lm_state(lm);
@@ -521,12 +508,12 @@ bt_status bt_checkpoint_restore(const bt_checkpoint *c, bt_lm *lm, char *err, si
     const bt_st_tensor *h = bt_st_find(c->file, "history");
     if (!h || h->dtype != BT_ST_F64 || h->ndim != 2 || h->shape[1] != HIST_COLS ||
         h->shape[0] > c->epoch)
-        return fail(err, errlen, BT_ERR_FORMAT, "checkpoint %s: tensor 'history' is missing or "
+        return bt_error(err, errlen, BT_ERR_FORMAT, "checkpoint %s: tensor 'history' is missing or "
                     "is not [epochs <= %d, %d] F64", c->path, c->epoch, HIST_COLS);
     int n = (int)h->shape[0];
     bt_lm_epoch *rows = bt_calloc((size_t)(n ? n : 1), sizeof *rows);
     if (!rows)
-        return fail(err, errlen, BT_ERR_NOMEM, "out of memory");
+        return bt_error(err, errlen, BT_ERR_NOMEM, "out of memory");
     const double *v = h->data;
     for (int i = 0; i < n; i++, v += HIST_COLS) {
         bt_lm_epoch *e = &rows[i];
