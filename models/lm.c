@@ -301,6 +301,8 @@ bt_status bt_lm_train_epoch(bt_lm *lm, int epochs_target, const bt_lm_hooks *hoo
         .policy_state = lm->pstate,
         .optimizer = lm->opt,
         .clip = lm->cfg.clip,
+        .checkpoint_every = lm->cfg.checkpoint_every,
+        .memory_budget = (size_t)(lm->cfg.memory_budget_mb * 1048576.0),
     };
     double loss_sum = 0, gsum = 0, gmax = 0;
     long terms = 0, tokens = 0;

@@ -31,6 +31,11 @@ typedef struct bt_lm_config {
     bt_batch_mode sampling;
     long max_tokens;        /* 0: the whole text */
     double val_fraction;    /* the end of the text held out for validation */
+    /* How backward runs, not what it computes (a checkpoint does not store them):
+     * exact checkpointed BPTT keeping one state every checkpoint_every steps
+     * (-1: sqrt of the window), or within a window memory budget. */
+    int checkpoint_every;
+    double memory_budget_mb;
 } bt_lm_config;
 
 /* The classic char-RNN setup (d2l): rnn_tanh, hidden 512, batch 32, 35 steps,

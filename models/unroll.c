@@ -406,8 +406,8 @@ static bt_status budget_spacing(bt_unroller *u, long L, size_t budget, int *C, c
     double disc = (b - 2 * s) * (b - 2 * s) - 4 * p * (double)L * s;
     if (disc < 0 || b <= 2 * s) {
         double need = 2 * sqrt(p * (double)L * s) + 2 * s;
-        snprintf(err, errlen, "memory budget %.1f MB is too small for a window of %ld steps: "
-                 "checkpointing needs at least %.1f MB here", b / 1048576.0, L, need / 1048576.0);
+        snprintf(err, errlen, "memory budget %.3g MB is too small for a window of %ld steps: "
+                 "checkpointing needs at least %.3g MB here", b / 1048576.0, L, need / 1048576.0);
         return BT_ERR_ARG;
     }
     double c = ((b - 2 * s) + sqrt(disc)) / (2 * p);

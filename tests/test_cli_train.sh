@@ -169,6 +169,18 @@ run "task: text-only option" 2 "--val-fraction applies to a text" -- \
 run "task: token cell on real task" 1 "cells for it: .*linear" -- "$BPTT" train --task adding:20 --epochs 1
 run "compare: --task and --data" 2 "not both" -- "$BPTT" compare --task adding:20 --data text.txt
 
+# ---- exact BPTT in bounded memory (issue 7): same run, less memory ----
+LONG="--data text.txt --hidden 16 --batch 2 --steps 60 --optimizer sgd:lr=0.5 --seed 5 --epochs 2"
+run "train, plain full BPTT" 0 "done: epoch 2" -- "$BPTT" train $LONG
+plain=$(grep "done:" out.txt)
+run "train --checkpoint sqrt" 0 "done: epoch 2" -- "$BPTT" train $LONG --checkpoint sqrt
+[ "$(grep "done:" out.txt)" = "$plain" ] || fail "--checkpoint sqrt changed the run: $(grep "done:" out.txt) vs $plain"
+run "train --checkpoint 7" 0 "done: epoch 2" -- "$BPTT" train $LONG --checkpoint 7
+[ "$(grep "done:" out.txt)" = "$plain" ] || fail "--checkpoint 7 changed the run"
+run "train --memory-budget" 0 "done: epoch 2" -- "$BPTT" train $LONG --memory-budget 0.05
+run "train: budget too small" 1 "checkpointing needs at least" -- "$BPTT" train $LONG --memory-budget 0.0001
+run "train: bad --checkpoint" 2 "use 'sqrt'" -- "$BPTT" train $LONG --checkpoint often
+
 if [ "$failures" -ne 0 ]; then
     echo "$failures check(s) failed"
     exit 1
