@@ -72,6 +72,11 @@ for cell in rnn_tanh linear gru lstm; do
         grep -q "^PASS" "$TMP/out" || fail "gradcheck $cell $policy: no PASS line"
     done
 done
+for policy in full fixed:2 random:0.5 tbptt:2,4; do # its output is one unit, its input P <= N
+    run "gradcheck influence $policy" "$BPTT" gradcheck --cell influence --hidden 6 --vocab 3 \
+        --output 1 --truncation "$policy"
+    grep -q "^PASS" "$TMP/out" || fail "gradcheck influence $policy: no PASS line"
+done
 run "gradcheck random with options" "$BPTT" gradcheck --cell gru --truncation random:0.5,seed=3 \
     --steps 8 --batch 3 --hidden 3 --vocab 4
 # A user's own cell from --plugin: listed, and checked like a shipped one.

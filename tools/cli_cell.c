@@ -98,9 +98,9 @@ static void check_data_free(check_data *d)
 static void print_header(FILE *out, const bt_cell_def *cell, const cli_policy *pol,
                          cli_check_size s, uint64_t seed, cli_check_tol tol)
 {
-    fprintf(out, "cell %s, truncation %s, B=%d T=%d H=%d %s=%d, seed %llu\n", cell->name,
-            pol->desc, s.B, s.T, s.H, cell->input == BT_INPUT_TOKENS ? "V" : "D=Q", s.V,
-            (unsigned long long)seed);
+    fprintf(out, "cell %s, truncation %s, B=%d T=%d H=%d %s=%d output %d, seed %llu\n",
+            cell->name, pol->desc, s.B, s.T, s.H, cell->input == BT_INPUT_TOKENS ? "V" : "D",
+            s.V, s.Q ? s.Q : s.V, (unsigned long long)seed);
     fprintf(out, "precision %s: eps %g, tolerance %g on the relative error (floor %g)%s\n",
             BT_REAL_DOUBLE ? "double" : "float", tol.eps, tol.tol, tol.floor,
             BT_REAL_DOUBLE ? "" : "; the double build (-Dreal=double) is the strict check");
@@ -111,19 +111,20 @@ int cli_cell_gradcheck(FILE *out, const bt_cell_def *cell, const cli_policy *pol
                        const char *command)
 {
     bool tokens = cell->input == BT_INPUT_TOKENS, xent = cell->loss == BT_LOSS_XENT;
-    bt_cell_dims dims = {s.V, s.H, s.V};
+    int Q = s.Q > 0 ? s.Q : s.V;
+    bt_cell_dims dims = {s.V, s.H, Q};
     bt_model *m = NULL;
     char err[1024] = "";
     if (bt_model_new(cell, dims, &m, err, sizeof err) != BT_OK) {
         cli_fail(command, "%s", err);
         return 2;
     }
-    size_t bt = (size_t)s.B * (size_t)s.T, btv = bt * (size_t)s.V;
+    size_t bt = (size_t)s.B * (size_t)s.T, btv = bt * (size_t)s.V, btq = bt * (size_t)Q;
     check_data d = {0};
     d.ids = bt_calloc(bt, sizeof(int32_t));
     d.targets = bt_calloc(bt, sizeof(int32_t));
     d.x = bt_calloc(btv, sizeof(bt_real));
-    d.y = bt_calloc(btv, sizeof(bt_real));
+    d.y = bt_calloc(btq, sizeof(bt_real));
     d.xi = bt_calloc((size_t)s.T, sizeof(double));
     bool ok = d.ids && d.targets && d.x && d.y && d.xi;
     for (int k = 0; k < m->n_states; k++)
@@ -143,12 +144,12 @@ int cli_cell_gradcheck(FILE *out, const bt_cell_def *cell, const cli_policy *pol
         bt_params_data(m->params)[i] = (bt_real)(0.5 * bt_rng_normal(&r));
     for (size_t i = 0; i < bt; i++) {
         d.ids[i] = (int32_t)(bt_rng_next(&r) % (uint64_t)s.V);
-        d.targets[i] = (int32_t)(bt_rng_next(&r) % (uint64_t)s.V);
+        d.targets[i] = (int32_t)(bt_rng_next(&r) % (uint64_t)Q);
     }
-    for (size_t i = 0; i < btv; i++) {
+    for (size_t i = 0; i < btv; i++)
         d.x[i] = (bt_real)bt_rng_normal(&r);
+    for (size_t i = 0; i < btq; i++)
         d.y[i] = (bt_real)bt_rng_normal(&r);
-    }
     for (int k = 0; k < m->n_states; k++)
         for (int i = 0; i < s.B * m->state_width[k]; i++)
             d.h0[k][i] = (bt_real)(0.5 * bt_rng_normal(&r));

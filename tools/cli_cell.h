@@ -33,7 +33,8 @@ typedef struct cli_check_tol {
 cli_check_tol cli_check_tol_default(void);
 
 typedef struct cli_check_size {
-    int B, T, H, V; /* V: vocabulary for token cells, input and output width for real ones */
+    int B, T, H, V; /* V: vocabulary for token cells, input width for real ones */
+    int Q;          /* output width (0: V) */
 } cli_check_size;
 
 /* Builds random parameters (0.5 N(0,1), large enough that gradients through

@@ -9,11 +9,13 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: bptt gradcheck --cell NAME [--plugin PATH] [--steps T (6)] [--batch B (2)]\n"
-            "                      [--hidden H (4)] [--vocab V (5)] [--truncation POLICY (full)]\n"
+            "                      [--hidden H (4)] [--vocab V (5)] [--output Q (V)]\n"
+            "                      [--truncation POLICY (full)]\n"
             "                      [--seed S (1)] [--eps E] [--tolerance TOL]\n\n"
             "Compares the unroller's gradients with central differences of the truncated\n"
             "surrogate loss (exact for every policy). --vocab is the vocabulary of a token\n"
-            "cell, or the input and output width of a real-valued cell. Defaults: eps 1e-5,\n"
+            "cell, or the input width of a real-valued cell; --output its output width\n"
+            "(e.g. --cell influence --hidden 6 --vocab 3 --output 1). Defaults: eps 1e-5,\n"
             "tolerance 1e-6 in the double build; eps 3e-3, tolerance 3e-2 in the float build.\n"
             "Exit status 1 when a gradient fails.\n");
 }
@@ -29,11 +31,12 @@ int cmd_gradcheck(int argc, char **argv)
     if (!cli_args_init(&a, argc, argv))
         return cli_fail(cmd, "out of memory");
     cli_check_tol tol = cli_check_tol_default();
-    long T, B, H, V, seed;
+    long T, B, H, V, Q, seed;
     const char *cell_name = cli_get(&a, "cell");
     const char *spec = cli_get(&a, "truncation");
     bool ok = cli_int(&a, "steps", 6, 1, 10000, &T) && cli_int(&a, "batch", 2, 1, 10000, &B) &&
               cli_int(&a, "hidden", 4, 1, 10000, &H) && cli_int(&a, "vocab", 5, 1, 100000, &V) &&
+              cli_int(&a, "output", 0, 0, 100000, &Q) &&
               cli_int(&a, "seed", 1, 0, 0x7fffffffffffffffL, &seed) &&
               cli_double(&a, "eps", tol.eps, 1e-12, 1, &tol.eps) &&
               cli_double(&a, "tolerance", tol.tol, 0, 1e9, &tol.tol);
@@ -48,7 +51,7 @@ int cmd_gradcheck(int argc, char **argv)
     cli_policy pol = {0};
     const bt_cell_def *cell = cli_cell_find(reg, cell_name, cmd);
     if (cell && cli_policy_new(reg, spec ? spec : "full", &pol, cmd)) {
-        cli_check_size size = {(int)B, (int)T, (int)H, (int)V};
+        cli_check_size size = {(int)B, (int)T, (int)H, (int)V, (int)Q};
         rc = cli_cell_gradcheck(stdout, cell, &pol, size, (uint64_t)seed, tol, true, cmd);
         if (rc == 0)
             printf("PASS: every gradient of %s under %s matches central differences\n",
