@@ -646,3 +646,74 @@ Test(unroll, memory_budget_checkpoints_only_when_needed)
     pd->destroy(ps);
     bt_model_free(m);
 }
+
+/* ---- a non-finite gradient skips the update (and is counted) ---------------------------- */
+
+/* next = tanh(exp(x W)): with x W beyond exp's range, the forward saturates
+ * to 1 (a finite loss) while backward meets 0 * inf = NaN. Defined here, not
+ * as a plugin: any bt_cell_def works with bt_model_new. */
+static int blowup_params(const bt_cell_dims *d, bt_param_spec *s, int max, char *err, size_t len)
+{
+    (void)max; (void)err; (void)len;
+    *s = (bt_param_spec){.name = "W", .ndim = 2, .shape = {d->input, d->hidden},
+                         .init = BT_INIT_CONSTANT, .scale = 1};
+    return 1;
+}
+
+static int blowup_states(const bt_cell_dims *d, int *w, int max)
+{
+    (void)max;
+    w[0] = d->hidden;
+    return 1;
+}
+
+static bt_tensor *blowup_step(const bt_host *H, bt_graph *g, bt_tensor *const *p,
+                              const bt_step_input *in, bt_tensor *const *state, bt_tensor **next)
+{
+    next[0] = H->tanh(g, H->add(g, H->exp(g, H->matmul(g, in->x, p[0])), state[0]));
+    return next[0];
+}
+
+static const bt_cell_def blowup = {.name = "blowup", .input = BT_INPUT_REAL, .loss = BT_LOSS_MSE,
+                                   .params = blowup_params, .states = blowup_states,
+                                   .step = blowup_step};
+
+Test(unroll, non_finite_gradient_skips_the_update_and_counts_it)
+{
+    enum { B = 2, T = 4, D = 2, H = 3 };
+    bt_model *m;
+    char err[256];
+    cr_assert_eq(bt_model_new(&blowup, (bt_cell_dims){D, H, H}, &m, err, sizeof err), BT_OK, "%s", err);
+    bt_rng r;
+    bt_rng_seed(&r, 1);
+    cr_assert_eq(bt_model_init(m, NULL, &r, err, sizeof err), BT_OK);
+    bt_optimizer *opt;
+    cr_assert_eq(bt_optimizer_new(reg, "sgd:lr=0.1", m->params, &opt, err, sizeof err), BT_OK, "%s", err);
+    const bt_policy_def *pd;
+    void *ps = make_policy("fixed:2", &pd);
+    bt_unroller *u;
+    cr_assert_eq(bt_unroller_new(m, B, T, &u, err, sizeof err), BT_OK);
+    bt_real x[B * T * D], y[B * T * H], h[B * H] = {0};
+    for (int i = 0; i < B * T * D; i++)
+        x[i] = 1000; /* exp(3000): overflows in float and double */
+    for (int i = 0; i < B * T * H; i++)
+        y[i] = (bt_real)0.5;
+    bt_real *hp[1] = {h};
+    bt_real before[D * H];
+    memcpy(before, m->ptab[0]->data, sizeof before);
+    bt_sequence seq = {.B = B, .T = T, .x = x, .y = y};
+    bt_unroll_opts o = {.policy = pd, .policy_state = ps, .optimizer = opt, .clip = 1};
+    bt_unroll_result res;
+    cr_assert_eq(bt_unroll_run(u, &seq, hp, &o, NULL, NULL, NULL, &res, err, sizeof err), BT_OK, "%s", err);
+    cr_expect(isfinite(res.loss_sum), "the loss itself is finite: %g", res.loss_sum);
+    cr_expect_eq(res.updates, 2);
+    cr_expect_eq(res.skipped, 2, "both updates had a NaN gradient: skipped %d", res.skipped);
+    cr_expect_eq(memcmp(before, m->ptab[0]->data, sizeof before), 0, "skipped steps must not move W");
+    for (size_t i = 0; i < bt_params_total(m->params); i++)
+        cr_expect(!isnan(bt_params_data(m->params)[i]), "parameter %zu became NaN", i);
+    cr_expect_eq(bt_params_grad(m->params)[0], 0, "gradients are cleared after a skipped update");
+    bt_unroller_free(u);
+    pd->destroy(ps);
+    bt_optimizer_free(opt);
+    bt_model_free(m);
+}
