@@ -16,7 +16,7 @@ import argparse, json, os, statistics, subprocess, sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-SHARED = os.path.join(os.path.dirname(ROOT), 'shared')
+DEFAULT_SHARED = os.path.join(os.path.dirname(ROOT), 'shared')
 
 
 def run_json(cmd, env):
@@ -58,13 +58,18 @@ def main():
     ap.add_argument('--only', default='step,fullbptt,checkpoint')
     ap.add_argument('--quick', action='store_true', help='fewer steps, smaller T (a smoke run)')
     ap.add_argument('--passes', type=int, default=2, help='alternating passes per workload')
+    ap.add_argument('--shared', default=os.environ.get('BPTT_SHARED', DEFAULT_SHARED),
+                    help='folder with bench/torch_charrnn.py and data/timemachine.txt (default: ../shared)')
     a = ap.parse_args()
+    SHARED = a.shared
     bench = os.path.join(a.build, 'bench', 'bench')
     if not os.path.exists(bench):
         sys.exit(f'{bench} not found: build first (meson setup build && meson compile -C build)')
     data = os.path.join(SHARED, 'data', 'timemachine.txt')
     torch_script = os.path.join(SHARED, 'bench', 'torch_charrnn.py')
     torch_ok = have_torch() and os.path.exists(torch_script) and os.path.exists(data)
+    if have_torch() and not torch_ok:
+        print(f'note: PyTorch is installed but {torch_script} or {data} is missing: pass --shared DIR')
     only = a.only.split(',')
     warm, steps = (3, 10) if a.quick else (10, 30)
     print(f"bptt benchmark: OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '-')}, "
@@ -89,13 +94,20 @@ def main():
                                       '--hidden', str(H), '--threads', str(th), '--warmup', str(warm),
                                       '--steps', str(steps)], env_threads(th))
                         if r: ts.append(r)
-                b = max(bs, key=lambda r: r['tokens_per_s']) if bs else None
-                t = max(ts, key=lambda r: r['tokens_per_s']) if ts else None
+                # Median over passes of each pass's median; the range spans every step of every pass.
                 bt = statistics.median([r['tokens_per_s'] for r in bs]) if bs else None
                 tt = statistics.median([r['tokens_per_s'] for r in ts]) if ts else None
+                blo = min(r['tokens_per_s_min'] for r in bs) if bs else None
+                bhi = max(r['tokens_per_s_max'] for r in bs) if bs else None
+                tr = [torch_rates(r) for r in ts]
+                tlo = min(x[0] for x in tr) if tr and tr[0][0] else None
+                thi = max(x[1] for x in tr) if tr and tr[0][1] else None
+                b = bs[0] if bs else None
+                t = max(ts, key=lambda r: r['peak_rss_mb']) if ts else None
+                if bs:
+                    b = max(bs, key=lambda r: r['peak_rss_mb'])
                 ratio = bt / tt if bt and tt else None
-                tlo, thi = torch_rates(t)
-                print(f"{H:>6} | {fmt(bt, 0):>10} ({fmt(b and b['tokens_per_s_min'], 0)}-{fmt(b and b['tokens_per_s_max'], 0)}) | "
+                print(f"{H:>6} | {fmt(bt, 0):>10} ({fmt(blo, 0)}-{fmt(bhi, 0)}) | "
                       f"{fmt(tt, 0):>12} ({fmt(tlo, 0)}-{fmt(thi, 0)}) | "
                       f"{fmt(ratio, 2):>5} {('>=' + str(targets[H])) if th == 1 else '':>6} | "
                       f"{fmt(b and b['peak_rss_mb']):>11} {fmt(t and t['peak_rss_mb']):>12}")

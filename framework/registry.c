@@ -495,6 +495,14 @@ static bt_status bt_registry_load_one(bt_registry *r, const char *path, bool ski
         goto fail;
     }
     const bt_plugin_rec *prev = bt_registry_plugin_named(r, d->name);
+    if (prev && prev->handle == h) {
+        /* The very file that is already loaded (dlopen handed back its handle):
+         * nothing to do, e.g. --plugin naming a shipped plugin. */
+        if (skipped)
+            *skipped = true;
+        dlclose(h);
+        return BT_OK;
+    }
     if (prev) {
         if (skip_loaded) {
             if (skipped)

@@ -587,3 +587,15 @@ Test(plugins, optimizer_unknown_name_lists_known)
     cr_expect_str_eq(err, "unknown optimizer 'nadam' (known: adam, sgd)");
     bt_params_free(p);
 }
+
+/* Naming a file that is already loaded (say --plugin on a shipped plugin) is a
+ * no-op; a different file with the same plugin name is still refused (above). */
+Test(plugins, loading_the_same_file_again_is_a_no_op)
+{
+    load_baseline();
+    snapshot before, after;
+    snapshot_take(&before);
+    cr_expect_eq(bt_registry_load(reg, shipped("optim_sgd.so"), err, sizeof err), BT_OK, "%s", err);
+    snapshot_take(&after);
+    snapshot_expect_equal(&before, &after, shipped("optim_sgd.so"));
+}
