@@ -4,7 +4,10 @@
  *              tanh RNN, full BPTT inside the minibatch with the state carried
  *              and detached between minibatches, SGD lr 1, clip 1;
  *   fullbptt   one sequence of T steps (fresh zero state), hidden 256, batch 32;
- *   checkpoint the same with the checkpointed unroller (exact, O(sqrt T) memory).
+ *   fullbptt --checkpoint-every C|-1: the same with the checkpointed unroller;
+ *   ckptcheck  the gradients of one T-step sequence, plain and checkpointed
+ *              (sqrt T), and their largest difference relative to the largest
+ *              gradient component.
  * Dimension letters: B batch, T steps, H hidden, V vocabulary. */
 #include <math.h>
 #include <stdio.h>
@@ -80,8 +83,8 @@ int main(int argc, char **argv)
     int warmup = atoi(arg(argc, argv, "--warmup", "10"));
     int steps = atoi(arg(argc, argv, "--steps", "50"));
     int every = atoi(arg(argc, argv, "--checkpoint-every", "0"));
-    if (strcmp(mode, "step") && strcmp(mode, "fullbptt")) {
-        fprintf(stderr, "usage: bench step|fullbptt [--hidden H] [--batch B] [--steps-per-seq T] "
+    if (strcmp(mode, "step") && strcmp(mode, "fullbptt") && strcmp(mode, "ckptcheck")) {
+        fprintf(stderr, "usage: bench step|fullbptt|ckptcheck [--hidden H] [--batch B] [--steps-per-seq T] "
                         "[--warmup N] [--steps N] [--checkpoint-every C|-1] [--data FILE]\n");
         return 2;
     }
@@ -130,6 +133,44 @@ int main(int argc, char **argv)
         return 1;
     bt_real *h = calloc((size_t)B * H, sizeof(bt_real));
     bt_real *hp[1] = {h};
+    if (strcmp(mode, "ckptcheck") == 0) {
+        int32_t *ids = malloc(sizeof(int32_t) * (size_t)B * T), *tg = malloc(sizeof(int32_t) * (size_t)B * T);
+        size_t P = bt_params_total(m->params);
+        bt_real *plain = malloc(sizeof(bt_real) * P);
+        for (long i = 0; i < (long)B * T; i++) {
+            ids[i] = stream[i % (n_tokens - 1)];
+            tg[i] = stream[(i + 1) % (n_tokens - 1)];
+        }
+        bt_sequence seq = {.B = B, .T = T, .ids = ids, .targets = tg};
+        double worst = 0, scale = 0, secs[2];
+        for (int k = 0; k < 2; k++) {
+            memset(h, 0, sizeof(bt_real) * (size_t)B * H);
+            bt_params_zero_grad(m->params);
+            bt_unroll_opts o = {.policy = pd, .policy_state = ps, .accumulate = true,
+                                .checkpoint_every = k ? -1 : 0};
+            bt_unroll_result res;
+            double t0 = now();
+            if (bt_unroll_run(u, &seq, hp, &o, NULL, NULL, NULL, &res, err, sizeof err) != BT_OK) {
+                fprintf(stderr, "bench: %s\n", err);
+                return 1;
+            }
+            secs[k] = now() - t0;
+            const bt_real *g = bt_params_grad(m->params);
+            for (size_t i = 0; i < P; i++) {
+                if (k == 0) {
+                    plain[i] = g[i];
+                    scale = fmax(scale, fabs((double)g[i]));
+                } else
+                    worst = fmax(worst, fabs((double)g[i] - (double)plain[i]));
+            }
+        }
+        printf("{\"impl\": \"bptt\", \"mode\": \"ckptcheck\", \"hidden\": %d, \"T\": %d, "
+               "\"max_abs_diff\": %.3g, \"max_rel_diff\": %.3g, \"plain_s\": %.2f, \"ckpt_s\": %.2f, "
+               "\"precision\": \"%s\"}\n", H, T, worst, scale > 0 ? worst / scale : worst, secs[0],
+               secs[1], BT_REAL_DOUBLE ? "double" : "float");
+        free(ids); free(tg); free(plain);
+        return 0;
+    }
     int32_t *X = malloc(sizeof(int32_t) * (size_t)B * T), *Y = malloc(sizeof(int32_t) * (size_t)B * T);
     double *times = malloc(sizeof(double) * (size_t)(steps > 0 ? steps : 1));
     bt_unroll_result res;

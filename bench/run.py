@@ -156,6 +156,10 @@ def main():
                   f"{fmt(ck and ck['us_per_token'], 2):>11} {fmt(ck and ck['window_arena_mb'], 2):>13} | "
                   f"{fmt(ck['window_arena_mb'] / plain_mb if ck and plain_mb else None, 3):>12} "
                   f"{fmt(ck['us_per_token'] / plain_us if ck and plain_us else None, 2):>10}{tag}")
+        eq = run_json([bench, 'ckptcheck', '--hidden', '256', '--steps-per-seq', '2240'], env_threads(1))
+        if eq:
+            print(f"gradients at T = 2240, checkpointed vs plain: largest difference {eq['max_rel_diff']:.2g} "
+                  f"of the largest component ({eq['precision']}; target <= 1e-6)")
 
 
 if __name__ == '__main__':
