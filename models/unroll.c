@@ -152,6 +152,35 @@ bt_tensor *bt_unroll_step(bt_graph *g, const bt_model *m, const bt_sequence *seq
     return seq->targets ? bt_softmax_xent(g, o, tg) : bt_mse(g, o, target);
 }
 
+/* The step's loss if it counts toward this window (weighted), else NULL;
+ * a non-finite loss is an error that says what to try. */
+static bt_status take_loss(const bt_sequence *seq, long s, long loss_from, const bt_tensor *l,
+                           double *value, double *weight, char *err, size_t errlen)
+{
+    *weight = seq->loss_weight ? (double)seq->loss_weight[s] : 1.0;
+    *value = (double)l->data[0];
+    if (s < loss_from || *weight == 0) {
+        *weight = 0;
+        return BT_OK;
+    }
+    if (!isfinite(*value)) {
+        snprintf(err, errlen, "the loss became %s at step %ld: lower the learning rate, "
+                 "clip gradients, or check the data", isnan(*value) ? "NaN" : "infinite", s);
+        return BT_ERR_NUMERIC;
+    }
+    return BT_OK;
+}
+
+/* The state after step s is the state at the start of step s + 1. */
+static void store_state(bt_unroller *u, long s, bt_tensor *const *next)
+{
+    bt_real *dst = ring_at(u, s + 1);
+    for (int k = 0; k < u->m->n_states; k++) {
+        memcpy(dst, next[k]->data, sizeof(bt_real) * next[k]->size);
+        dst += next[k]->size;
+    }
+}
+
 /* One stretch a..b of the window [g0, t], built on a fresh graph from the
  * flat state `from`. The edge into step s carries xi_s when s > g0 (or at the
  * sequence start); a window's first step starts from a detached leaf. Losses
@@ -197,14 +226,11 @@ static bt_status run_segment(bt_unroller *u, const bt_sequence *seq, const segme
         bt_tensor *l = bt_unroll_step(g, m, seq, s, state, next);
         if (!l)
             break;
-        double lw = seq->loss_weight ? (double)seq->loss_weight[s] : 1.0;
-        if (s >= sg->loss_from && lw != 0) {
-            double lv = (double)l->data[0];
-            if (!isfinite(lv)) {
-                snprintf(err, errlen, "the loss became %s at step %ld: lower the learning rate, "
-                         "clip gradients, or check the data", isnan(lv) ? "NaN" : "infinite", s);
-                return BT_ERR_NUMERIC;
-            }
+        double lv, lw;
+        bt_status lst = take_loss(seq, s, sg->loss_from, l, &lv, &lw, err, errlen);
+        if (lst != BT_OK)
+            return lst;
+        if (lw != 0) {
             if (sg->count_losses) {
                 res->loss_sum += lv * lw;
                 res->loss_terms++;
@@ -216,12 +242,8 @@ static bt_status run_segment(bt_unroller *u, const bt_sequence *seq, const segme
         u->h_of[s] = next[0];
         if (u->dh && opts->want_dh_norms && next[0])
             next[0]->retain_grad = true; /* read after backward */
-        bt_real *dst = ring_at(u, s + 1);
-        for (int k = 0; k < m->n_states; k++) {
-            memcpy(dst, next[k]->data, sizeof(bt_real) * next[k]->size);
-            dst += next[k]->size;
-            state[k] = next[k];
-        }
+        store_state(u, s, next);
+        memcpy(state, next, sizeof state);
     }
     if (total)
         total = bt_scale(g, total, sg->weight);
@@ -327,23 +349,17 @@ static bt_status run_window_checkpointed(bt_unroller *u, const bt_sequence *seq,
             snprintf(err, errlen, "cell %s: %s", m->cell->name, bt_graph_error(g));
             return bt_graph_status(g);
         }
-        double lw = seq->loss_weight ? (double)seq->loss_weight[s] : 1.0;
-        if (s >= loss_from && lw != 0) {
-            double lv = (double)l->data[0];
-            if (!isfinite(lv)) {
-                bt_graph_set_grad(g, true);
-                snprintf(err, errlen, "the loss became %s at step %ld: lower the learning rate, "
-                         "clip gradients, or check the data", isnan(lv) ? "NaN" : "infinite", s);
-                return BT_ERR_NUMERIC;
-            }
+        double lv, lw;
+        bt_status lst = take_loss(seq, s, loss_from, l, &lv, &lw, err, errlen);
+        if (lst != BT_OK) {
+            bt_graph_set_grad(g, true);
+            return lst;
+        }
+        if (lw != 0) {
             res->loss_sum += lv * lw;
             res->loss_terms++;
         }
-        bt_real *dst = ring_at(u, s + 1);
-        for (int k = 0; k < m->n_states; k++) {
-            memcpy(dst, next[k]->data, sizeof(bt_real) * next[k]->size);
-            dst += next[k]->size;
-        }
+        store_state(u, s, next);
     }
     bt_graph_set_grad(g, true);
 
@@ -490,12 +506,13 @@ bt_status bt_unroll_run(bt_unroller *u, const bt_sequence *seq, bt_real *const *
             xi_used[t] = d.xi;
         if (!d.update && t != T - 1)
             continue;
+        /* The window spans the steps since the last update, or the policy's
+         * reach (TBPTT's K2, never beyond its own bound), back to step 0. */
         long since = t - last_update;
-        long reach = d.reach > since ? d.reach : since;
+        long want = max_reach > 0 && d.reach > max_reach ? max_reach : d.reach;
+        long reach = want > since ? want : since;
         if (reach > t + 1)
             reach = t + 1;
-        if (max_reach > 0 && reach > max_reach && reach > since)
-            reach = max_reach > since ? max_reach : since;
         double weight = seq_weight > 0 ? 1.0 / seq_weight : 0;
         if (opts->windows && res->n_windows < opts->windows_cap)
             opts->windows[res->n_windows] = (bt_window){t - reach + 1, t, last_update + 1};
