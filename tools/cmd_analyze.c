@@ -130,23 +130,6 @@ static bool text_sequence(const char *path, const bt_checkpoint *ck, int B, int 
     return ok;
 }
 
-/* s as the inside of a JSON string (paths may hold quotes or backslashes). */
-static const char *json_str(const char *s, char *buf, size_t len)
-{
-    size_t o = 0;
-    for (; *s && o + 7 < len; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\')
-            o += (size_t)snprintf(buf + o, len - o, "\\%c", c);
-        else if (c < 0x20)
-            o += (size_t)snprintf(buf + o, len - o, "\\u%04x", c);
-        else
-            buf[o++] = (char)c;
-    }
-    buf[o] = '\0';
-    return buf;
-}
-
 int cmd_analyze(int argc, char **argv)
 {
     if (cli_wants_help(argc, argv)) {
@@ -295,12 +278,23 @@ int cmd_analyze(int argc, char **argv)
     const char *cell_name = m->cell->name;
     const char *init_desc = model_path ? model_path : init ? init : "cell default";
     if (json) {
-        char extra[3072], e1[1024], e2[1024];
-        snprintf(extra, sizeof extra,
-                 "\"cell\":\"%s\",\"init\":\"%s\",\"data\":\"%s\",\"batch\":%d,\"seed\":%ld",
-                 cell_name, json_str(init_desc, e1, sizeof e1), json_str(data_desc, e2, sizeof e2), B,
-                 seed);
+        char *extra = NULL;
+        size_t extra_len = 0;
+        FILE *ms = open_memstream(&extra, &extra_len);
+        if (!ms) {
+            cli_fail(CMD, "out of memory");
+            goto out;
+        }
+        fputs("\"cell\":", ms);
+        cli_json_string(ms, cell_name);
+        fputs(",\"init\":", ms);
+        cli_json_string(ms, init_desc);
+        fputs(",\"data\":", ms);
+        cli_json_string(ms, data_desc);
+        fprintf(ms, ",\"batch\":%d,\"seed\":%ld", B, seed);
+        fclose(ms);
         bt_analysis_json(&an, extra, stdout);
+        free(extra); /* open_memstream's buffer comes from the C library */
     } else {
         printf("cell %s, hidden %d, init %s, %s data, %d rows, lags 0..%d\n", cell_name,
                m->dims.hidden, init_desc, data_desc, B, K);

@@ -13,30 +13,6 @@ static void usage(FILE *f)
                "version, file and summary.\n");
 }
 
-/* A JSON string literal: quotes, backslashes and control bytes escaped; other
- * bytes (UTF-8) pass through unchanged, as JSON allows. */
-static void json_string(FILE *f, const char *s)
-{
-    fputc('"', f);
-    for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p; p++) {
-        switch (*p) {
-        case '"': fputs("\\\"", f); break;
-        case '\\': fputs("\\\\", f); break;
-        case '\n': fputs("\\n", f); break;
-        case '\r': fputs("\\r", f); break;
-        case '\t': fputs("\\t", f); break;
-        case '\b': fputs("\\b", f); break;
-        case '\f': fputs("\\f", f); break;
-        default:
-            if (*p < 0x20)
-                fprintf(f, "\\u%04x", *p);
-            else
-                fputc(*p, f);
-        }
-    }
-    fputc('"', f);
-}
-
 static void print_json(const bt_registry *r)
 {
     int n = bt_registry_count(r);
@@ -49,7 +25,7 @@ static void print_json(const bt_registry *r)
                               e->plugin_version, e->file, e->summary};
         for (size_t k = 0; k < sizeof keys / sizeof *keys; k++) {
             printf("%s\"%s\": ", k ? ", " : "", keys[k]);
-            json_string(stdout, vals[k]);
+            cli_json_string(stdout, vals[k]);
         }
         fputs("}", stdout);
     }
