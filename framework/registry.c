@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "elf_check.h"
 #include "registry.h"
 
 /* uthash allocates through the library's counted heap, and an allocation
@@ -375,8 +376,9 @@ static const char *bt_real_name(uint32_t size)
     return size == sizeof(float) ? "float" : size == sizeof(double) ? "double" : "unknown";
 }
 
-/* Why a file that is not there or not ELF cannot be loaded, before dlopen's
- * terser wording: BT_OK when it looks like a shared object. */
+/* Why a file that is not there, not ELF, not for this machine or cut short
+ * cannot be loaded, before dlopen (which dies of SIGBUS on a truncated file):
+ * BT_OK when it looks like a whole shared object. */
 static bt_status bt_registry_precheck(const char *path, char *err, size_t errlen)
 {
     struct stat st;
@@ -392,20 +394,7 @@ static bt_status bt_registry_precheck(const char *path, char *err, size_t errlen
                 "option or bt_registry_load_dir for folders)", path);
         return BT_ERR_IO;
     }
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        bt_errorf(err, errlen, "cannot open plugin %s: %s", path, strerror(errno));
-        return BT_ERR_IO;
-    }
-    unsigned char magic[4] = {0};
-    size_t got = fread(magic, 1, sizeof magic, f);
-    fclose(f);
-    if (got != 4 || memcmp(magic, "\177ELF", 4) != 0) {
-        bt_errorf(err, errlen, "cannot load plugin %s: it is not a shared object (no ELF header; "
-                "a plugin is built with 'cc -shared -fPIC')", path);
-        return BT_ERR_PLUGIN;
-    }
-    return BT_OK;
+    return bt_elf_check(path, err, errlen);
 }
 
 /* Loads one file. With skip_loaded, a plugin whose name is already loaded is

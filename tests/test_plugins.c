@@ -5,6 +5,8 @@
 #include <criterion/criterion.h>
 #include <dirent.h>
 #include <dlfcn.h>
+#include <elf.h>
+#include <link.h>
 #include <errno.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -333,6 +335,90 @@ Test(plugins, folder_instead_of_file) { expect_load_fails(tmp, BT_ERR_IO, "folde
 Test(plugins, text_file_named_so)
 {
     expect_load_fails(broken("bad_not_elf.so"), BT_ERR_PLUGIN, "not a shared object", NULL);
+}
+
+/* ---- a file cut short or built for another machine: refused before dlopen ---------- */
+
+/* The first n bytes of a shipped plugin as tmp/NAME, or the whole file with
+ * one header field overwritten (at offset `at`, `len` bytes of `value`). */
+static const char *damaged_copy(const char *name, long n, size_t at, const void *value, size_t len)
+{
+    static char path[256];
+    snprintf(path, sizeof path, "%s/%s", tmp, name);
+    FILE *in = fopen(shipped("optim_sgd.so"), "rb");
+    cr_assert_not_null(in);
+    static unsigned char buf[1 << 20];
+    size_t size = fread(buf, 1, sizeof buf, in);
+    fclose(in);
+    cr_assert(size > 4000 && size < sizeof buf, "optim_sgd.so has %zu bytes", size);
+    if (len)
+        memcpy(buf + at, value, len);
+    FILE *out = fopen(path, "wb");
+    cr_assert_not_null(out);
+    size_t keep = n < 0 ? size : (size_t)n;
+    cr_assert_eq(fwrite(buf, 1, keep, out), keep);
+    cr_assert_eq(fclose(out), 0);
+    return path;
+}
+
+static long shipped_size(void)
+{
+    struct stat sb;
+    cr_assert_eq(stat(shipped("optim_sgd.so"), &sb), 0);
+    return (long)sb.st_size;
+}
+
+/* An interrupted copy used to die of SIGBUS inside dlopen (past the end of a
+ * mapped file); every cut, from inside the ELF header to the last byte, is
+ * refused with the file's name and size, and nothing changes. */
+Test(plugins, truncated_copies_are_refused_before_dlopen)
+{
+    long size = shipped_size();
+    long cuts[] = {0, 2, 16, 64, 3000, size / 2, size - 1};
+    for (size_t i = 0; i < sizeof cuts / sizeof *cuts; i++) {
+        char name[64], has[64];
+        snprintf(name, sizeof name, "cut_%ld.so", cuts[i]);
+        const char *path = damaged_copy(name, cuts[i], 0, NULL, 0);
+        snprintf(has, sizeof has, cuts[i] ? "but the file has %ld bytes" : "the file is empty",
+                 cuts[i]);
+        expect_load_fails(path, BT_ERR_PLUGIN, has, "(an interrupted copy?)");
+        if (cuts[i] > 2)
+            cr_expect(strstr(err, "truncated file: ") != NULL, "%ld bytes: %s", cuts[i], err);
+    }
+    /* The whole file still loads: the check is not refusing everything. */
+    const char *whole = damaged_copy("whole.so", -1, 0, NULL, 0);
+    bt_registry *fresh = bt_registry_new();
+    cr_expect_eq(bt_registry_load(fresh, whole, err, sizeof err), BT_OK, "%s", err);
+    bt_registry_free(fresh);
+}
+
+/* A header for another machine or a damaged one: what is wrong, in words. */
+Test(plugins, foreign_or_damaged_elf_headers)
+{
+    unsigned char c32 = ELFCLASS32, msb = ELFDATA2MSB;
+    uint16_t exec = ET_EXEC, rel = ET_REL, phent = 7;
+#if defined(__x86_64__)
+    uint16_t other = EM_AARCH64;
+#else
+    uint16_t other = EM_X86_64;
+#endif
+    struct {
+        const char *name, *needle;
+        size_t at, len;
+        const void *value;
+    } cases[] = {
+        {"class32.so", "32-bit ELF object", EI_CLASS, 1, &c32},
+        {"bigendian.so", "byte order is big-endian", EI_DATA, 1, &msb},
+        {"exec.so", "it is an executable", offsetof(ElfW(Ehdr), e_type), 2, &exec},
+        {"object.so", "an object file (.o)", offsetof(ElfW(Ehdr), e_type), 2, &rel},
+        {"machine.so", "build the plugin for this machine", offsetof(ElfW(Ehdr), e_machine), 2,
+         &other},
+        {"phentsize.so", "damaged ELF header", offsetof(ElfW(Ehdr), e_phentsize), 2, &phent},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
+        expect_load_fails(damaged_copy(cases[i].name, -1, cases[i].at, cases[i].value,
+                                       cases[i].len),
+                          BT_ERR_PLUGIN, "cannot load plugin", cases[i].needle);
 }
 
 Test(plugins, no_entry_symbol)
