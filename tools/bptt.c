@@ -1,34 +1,47 @@
 /* bptt.c: the `bptt` program. One table of subcommands, each in its own
- * tools/cmd_<name>.c; this file only dispatches. */
+ * tools/cmd_<name>.c with its options in a table (cmd_<name>_spec); this
+ * file only dispatches. */
 #include <stdio.h>
 #include <string.h>
 
 #include "cli.h"
 
 static const struct {
-    const char *name;
     cli_command_fn fn;
-    const char *summary;
+    const cli_command *spec;
 } commands[] = {
-    {"train", cmd_train, "train a character-level language model on a text"},
-    {"generate", cmd_generate, "sample text from a trained model"},
-    {"compare", cmd_compare, "train once per truncation policy and compare them"},
-    {"grad", cmd_grad, "gradients of one batch under a policy, as safetensors"},
-    {"gradcheck", cmd_gradcheck, "finite-difference check of a cell unrolled under a policy"},
-    {"analyze", cmd_analyze, "vanishing and exploding gradients: norms against lag, eigenvalues"},
-    {"demo", cmd_demo, "a one-minute tour: truncation bias, gradient norms, char-level training"},
-    {"plugins", cmd_plugins, "list registered cells, truncation policies and optimizers"},
-    {"selfcheck", cmd_selfcheck, "train a tiny model and check its gradients"},
+    {cmd_train, &cmd_train_spec},
+    {cmd_generate, &cmd_generate_spec},
+    {cmd_compare, &cmd_compare_spec},
+    {cmd_grad, &cmd_grad_spec},
+    {cmd_gradcheck, &cmd_gradcheck_spec},
+    {cmd_analyze, &cmd_analyze_spec},
+    {cmd_demo, &cmd_demo_spec},
+    {cmd_plugins, &cmd_plugins_spec},
+    {cmd_selfcheck, &cmd_selfcheck_spec},
 };
+enum { N_COMMANDS = sizeof commands / sizeof *commands };
 
 static void usage(FILE *f)
 {
     fprintf(f, "bptt %s: backpropagation through time, with truncation as graph nodes\n\n"
                "usage: bptt COMMAND [OPTIONS]   (bptt COMMAND --help for its options)\n\n",
             bt_version());
-    for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
-        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
-    fprintf(f, "\n  --version  print the version\n");
+    for (int i = 0; i < N_COMMANDS; i++)
+        fprintf(f, "  %-10s %s\n", commands[i].spec->name, commands[i].spec->summary);
+    fprintf(f, "\n  --version            print the version\n"
+               "  --options COMMAND    the options COMMAND accepts, one per line (for scripts\n"
+               "                       and shell completion)\n");
+}
+
+static int find(const char *name)
+{
+    for (int i = 0; i < N_COMMANDS; i++)
+        if (strcmp(name, commands[i].spec->name) == 0)
+            return i;
+    fprintf(stderr, "bptt: unknown command '%s'\n\n", name);
+    usage(stderr);
+    return -1;
 }
 
 int main(int argc, char **argv)
@@ -46,10 +59,16 @@ int main(int argc, char **argv)
         usage(stdout);
         return 0;
     }
-    for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
-        if (strcmp(argv[1], commands[i].name) == 0)
-            return commands[i].fn(argc - 1, argv + 1);
-    fprintf(stderr, "bptt: unknown command '%s'\n\n", argv[1]);
-    usage(stderr);
-    return 2;
+    if (strcmp(argv[1], "--options") == 0) {
+        if (argc != 3) {
+            fprintf(stderr, "bptt: --options needs one command name (bptt --options train)\n");
+            return 2;
+        }
+        int i = find(argv[2]);
+        if (i >= 0)
+            cli_print_option_list(stdout, commands[i].spec);
+        return i >= 0 ? 0 : 2;
+    }
+    int i = find(argv[1]);
+    return i >= 0 ? commands[i].fn(argc - 1, argv + 1) : 2;
 }

@@ -1,4 +1,5 @@
-/* cli.c: argument parsing and plugin loading shared by the subcommands. */
+/* cli.c: the table-driven argument parser, --help, and plugin loading shared
+ * by the subcommands. */
 #include <errno.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -6,100 +7,153 @@
 
 #include "cli.h"
 
-bool cli_args_init(cli_args *a, int argc, char **argv)
+static const cli_option *find_option(const cli_command *cmd, const char *name, size_t len)
 {
-    a->argc = argc;
-    a->argv = argv;
-    a->used = bt_calloc((size_t)argc + 1, sizeof(bool));
-    if (a->used && argc > 0)
-        a->used[0] = true; /* the command name */
-    return a->used != NULL;
+    for (int t = 0; t < CLI_MAX_TABLES && cmd->options[t]; t++)
+        for (const cli_option *o = cmd->options[t]; o->name; o++)
+            if (strlen(o->name) == len && strncmp(o->name, name, len) == 0)
+                return o;
+    return NULL;
 }
 
-void cli_args_free(cli_args *a) { bt_free(a->used); }
+static bool is_help(const char *arg) { return !strcmp(arg, "--help") || !strcmp(arg, "-h"); }
 
-bool cli_wants_help(int argc, char **argv)
+/* The declared option arg names ("--name" or "--name=value"), or NULL. */
+static const cli_option *option_of(const cli_command *cmd, const char *arg)
 {
-    for (int i = 1; i < argc; i++)
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
-            return true;
-    return false;
+    if (strncmp(arg, "--", 2) != 0)
+        return NULL;
+    const char *name = arg + 2, *eq = strchr(name, '=');
+    return find_option(cmd, name, eq ? (size_t)(eq - name) : strlen(name));
 }
 
-/* Index of the value of --name at argv[i], or -1; handles --name=value. */
-static const char *match(cli_args *a, int i, const char *name, bool want_value, int *consumed)
+/* argv[*i] is option o: its value, or NULL with the reason in msg. */
+static const char *value_of(const cli_option *o, int argc, char **argv, int *i, char *msg,
+                            size_t len, const cli_command *cmd)
 {
-    const char *arg = a->argv[i];
-    size_t n = strlen(name);
-    if (strncmp(arg, "--", 2) != 0 || strncmp(arg + 2, name, n) != 0)
-        return NULL;
-    const char *rest = arg + 2 + n;
-    if (*rest == '=' && want_value) {
-        *consumed = 1;
-        return rest + 1;
+    const char *eq = strchr(argv[*i], '=');
+    if (!o->arg) {
+        if (eq)
+            snprintf(msg, len, "--%s takes no value (got '%s')", o->name, argv[*i]);
+        return eq ? NULL : "";
     }
-    if (*rest != '\0')
-        return NULL;
-    if (!want_value) {
-        *consumed = 1;
-        return "";
+    if (eq)
+        return eq + 1;
+    /* The next word, unless it is the next option: `--truncation --seed 3` lacks a value. */
+    if (*i + 1 < argc && !is_help(argv[*i + 1]) && !option_of(cmd, argv[*i + 1]))
+        return argv[++*i];
+    if (*i + 1 < argc)
+        snprintf(msg, len, "--%s needs a value (--%s %s), but %s follows it", o->name, o->name,
+                 o->arg, argv[*i + 1]);
+    else
+        snprintf(msg, len, "--%s needs a value (--%s %s) and is last on the line", o->name,
+                 o->name, o->arg);
+    return NULL;
+}
+
+void cli_args_free(cli_args *a)
+{
+    bt_free(a->given);
+    a->given = NULL;
+    a->n = 0;
+}
+
+bool cli_args_begin(cli_args *a, const cli_command *cmd, int argc, char **argv, int *rc)
+{
+    memset(a, 0, sizeof *a);
+    a->cmd = cmd;
+    a->given = bt_calloc(argc > 0 ? (size_t)argc : 1, sizeof *a->given);
+    if (!a->given) {
+        *rc = cli_fail(cmd->name, "out of memory");
+        return false;
     }
-    if (i + 1 >= a->argc) {
-        *consumed = 1;
-        return NULL; /* reported by the caller as missing */
+    /* The first problem is reported, but --help anywhere wins over it. */
+    char msg[512] = "";
+    bool help = false;
+    for (int i = 1; i < argc; i++) {
+        const cli_option *o = option_of(cmd, argv[i]);
+        const char *value = NULL;
+        char why[512] = "";
+        if (is_help(argv[i]))
+            help = true;
+        else if (!o)
+            snprintf(why, sizeof why, strncmp(argv[i], "--", 2) == 0
+                     ? "unknown option %s (see bptt %s --help)"
+                     : "unexpected argument '%s': options start with -- (see bptt %s --help)",
+                     argv[i], cmd->name);
+        else if ((value = value_of(o, argc, argv, &i, why, sizeof why, cmd)))
+            a->given[a->n++] = (cli_given){.opt = o, .value = value};
+        if (why[0] && !msg[0])
+            memcpy(msg, why, sizeof msg);
     }
-    *consumed = 2;
-    return a->argv[i + 1];
+    if (help) {
+        cli_print_help(stdout, cmd);
+        *rc = 0;
+    } else if (msg[0]) {
+        fprintf(stderr, "bptt %s: %s\n", cmd->name, msg);
+        *rc = 2;
+    }
+    if (help || msg[0])
+        cli_args_free(a); /* the command returns *rc at once */
+    return !help && !msg[0];
+}
+
+/* A name the code reads must be in the table, with the right kind: a bug otherwise. */
+static const cli_option *declared(const cli_args *a, const char *name, bool takes_value)
+{
+    const cli_option *o = find_option(a->cmd, name, strlen(name));
+    if (!o || (o->arg != NULL) != takes_value) {
+        fprintf(stderr, "bptt %s: internal error (%s): the code reads --%s as a %s, but the "
+                "command's option table %s\n", a->cmd->name, __FILE__, name,
+                takes_value ? "value" : "flag", o ? "says otherwise" : "does not declare it");
+        abort();
+    }
+    return o;
+}
+
+void cli_args_check_read(const cli_args *a)
+{
+    for (int i = 0; i < a->n; i++)
+        if (!a->given[i].read) {
+            fprintf(stderr, "bptt %s: internal error (%s): --%s is in the command's option "
+                    "table, but the command never read it\n", a->cmd->name, __FILE__,
+                    a->given[i].opt->name);
+            abort();
+        }
 }
 
 const char *cli_get(cli_args *a, const char *name)
 {
+    const cli_option *o = declared(a, name, true);
     const char *found = NULL;
-    for (int i = 1; i < a->argc; i++) {
-        int c = 0;
-        const char *v = match(a, i, name, true, &c);
-        if (c) {
-            for (int k = 0; k < c; k++)
-                a->used[i + k] = true;
-            if (!v) {
-                fprintf(stderr, "bptt: --%s needs a value\n", name);
-                return NULL;
-            }
-            found = v;
-            i += c - 1;
+    for (int i = 0; i < a->n; i++)
+        if (a->given[i].opt == o) {
+            a->given[i].read = true;
+            found = a->given[i].value;
         }
-    }
     return found;
 }
 
 int cli_get_all(cli_args *a, const char *name, const char **out, int max)
 {
+    const cli_option *o = declared(a, name, true);
     int n = 0;
-    for (int i = 1; i < a->argc; i++) {
-        int c = 0;
-        const char *v = match(a, i, name, true, &c);
-        if (c) {
-            for (int k = 0; k < c; k++)
-                a->used[i + k] = true;
-            if (v && n < max)
-                out[n++] = v;
-            i += c - 1;
+    for (int i = 0; i < a->n; i++)
+        if (a->given[i].opt == o) {
+            a->given[i].read = true;
+            if (n < max)
+                out[n++] = a->given[i].value;
         }
-    }
     return n;
 }
 
 bool cli_flag(cli_args *a, const char *name)
 {
+    const cli_option *o = declared(a, name, false);
     bool on = false;
-    for (int i = 1; i < a->argc; i++) {
-        int c = 0;
-        match(a, i, name, false, &c);
-        if (c) {
-            a->used[i] = true;
-            on = true;
-        }
-    }
+    for (int i = 0; i < a->n; i++)
+        if (a->given[i].opt == o)
+            on = a->given[i].read = true;
     return on;
 }
 
@@ -137,15 +191,44 @@ bool cli_double(cli_args *a, const char *name, double def, double min, double ma
     return true;
 }
 
-int cli_check_unused(cli_args *a, const char *command)
+/* "  --name ARG   help", the help wrapped at word boundaries to 80 columns. */
+static void print_option(FILE *f, const char *left, const char *help)
 {
-    for (int i = 1; i < a->argc; i++)
-        if (!a->used[i]) {
-            fprintf(stderr, "bptt %s: unknown option or argument '%s' (see bptt %s --help)\n",
-                    command, a->argv[i], command);
-            return 2;
+    enum { COL = 25, WIDTH = 80 };
+    int at = fprintf(f, "  %s", left);
+    const char *p = help;
+    while (*p) {
+        size_t word = strcspn(p, " ");
+        if (at >= COL && at + 1 + (int)word >= WIDTH) /* the word moves to a new line */
+            at = 0, fputc('\n', f);
+        at += fprintf(f, "%*s%.*s", at < COL ? COL - at : 1, "", (int)word, p);
+        p += word;
+        p += strspn(p, " ");
+    }
+    fputc('\n', f);
+}
+
+void cli_print_help(FILE *f, const cli_command *cmd)
+{
+    fprintf(f, "usage: bptt %s %s\n\n", cmd->name, cmd->usage);
+    if (cmd->about)
+        fprintf(f, "%s\n\n", cmd->about);
+    char left[128];
+    for (int t = 0; t < CLI_MAX_TABLES && cmd->options[t]; t++)
+        for (const cli_option *o = cmd->options[t]; o->name; o++) {
+            snprintf(left, sizeof left, "--%s%s%s", o->name, o->arg ? " " : "", o->arg ? o->arg : "");
+            print_option(f, left, o->help);
         }
-    return 0;
+    print_option(f, "-h, --help", "print this help");
+    if (cmd->notes)
+        fprintf(f, "\n%s\n", cmd->notes);
+}
+
+void cli_print_option_list(FILE *f, const cli_command *cmd)
+{
+    for (int t = 0; t < CLI_MAX_TABLES && cmd->options[t]; t++)
+        for (const cli_option *o = cmd->options[t]; o->name; o++)
+            fprintf(f, "--%s%s%s\n", o->name, o->arg ? " " : "", o->arg ? o->arg : "");
 }
 
 bt_registry *cli_load_plugins(cli_args *a)

@@ -15,32 +15,35 @@
 
 #define CMD "analyze"
 
-static void usage(FILE *f)
-{
-    fprintf(f,
-        "usage: bptt analyze (--model FILE | --cell C --hidden H [--init SPEC]) [options]\n\n"
-        "How much gradient one loss term sends back in time: the loss sits on the last of\n"
-        "K+1 steps alone, full BPTT, and ||dL_T/dh_{T-k}|| is read from the tape for\n"
-        "k = 0..K (the norm of the whole [B,H] gradient). Also ||dh_T/dh_{T-k}||_2, the\n"
-        "eigenvalues of the recurrent matrix, and power iteration on its symmetric part.\n\n"
-        "  --model FILE        a checkpoint written by bptt train\n"
-        "  --cell C            rnn_tanh, linear, gru, lstm, influence, or a plugin's cell\n"
-        "  --hidden H          hidden size\n"
-        "  --init SPEC         normal:SIGMA, orthogonal, identity[:SCALE], spectral:RHO\n"
-        "  --input N           input size (vocabulary for token cells; default 16, real 4)\n"
-        "  --output N          output size (default: the input size for token cells, 2 for real)\n"
-        "  --data FILE         a text: rows start at evenly spaced places in it\n"
-        "  --task SPEC         adding:T, copy:T,K or influence:N,P (sizes come from the task)\n"
-        "                      default data: a task model's own task, else random tokens\n"
-        "                      or N(0,1) inputs and targets\n"
-        "  --lags K            largest lag (default 30)\n"
-        "  --batch B           rows (default 4)\n"
-        "  --seed S            initialisation and data (default 0)\n"
-        "  --json              print JSON instead of the table\n"
-        "  --plot FILE.svg     gradient norm against lag (log), eigenvalues with the unit\n"
-        "                      circle, power-iteration angle against |l2/l1|^k\n"
-        "  --plugin PATH       load another plugin (repeatable)\n");
-}
+static const cli_option options[] = {
+    {"model", "FILE", "a checkpoint written by bptt train"},
+    {"cell", "C", "rnn_tanh, linear, gru, lstm, influence, or a plugin's cell"},
+    {"hidden", "H", "hidden size"},
+    {"init", "SPEC", "normal:SIGMA, orthogonal, identity[:SCALE], spectral:RHO"},
+    {"input", "N", "input size (vocabulary for token cells; default 16, real 4)"},
+    {"output", "N", "output size (default: the input size for token cells, 2 for real)"},
+    {"data", "FILE", "a text: rows start at evenly spaced places in it"},
+    {"task", "SPEC", "adding:T, copy:T,K or influence:N,P (sizes come from the task) default data: a task model's own task, else random tokens or N(0,1) inputs and targets"},
+    {"lags", "K", "largest lag (default 30)"},
+    {"batch", "B", "rows (default 4)"},
+    {"seed", "S", "initialisation and data (default 0)"},
+    {"json", NULL, "print JSON instead of the table"},
+    {"plot", "FILE.svg", "gradient norm against lag (log), eigenvalues with the unit circle, power-iteration angle against |l2/l1|^k"},
+    CLI_PLUGIN_OPTION,
+    {NULL, NULL, NULL},
+};
+
+const cli_command cmd_analyze_spec = {
+    .name = "analyze",
+    .summary = "vanishing and exploding gradients: norms against lag, eigenvalues",
+    .usage = "(--model FILE | --cell C --hidden H [--init SPEC]) [options]",
+    .about = "How much gradient one loss term sends back in time: the loss sits on the last of\n"
+             "K+1 steps alone, full BPTT, and ||dL_T/dh_{T-k}|| is read from the tape for\n"
+             "k = 0..K (the norm of the whole [B,H] gradient). Also ||dh_T/dh_{T-k}||_2, the\n"
+             "eigenvalues of the recurrent matrix, and power iteration on its symmetric part.",
+    .notes = "Exit status: 0 done, 1 error, 2 bad command line.",
+    .options = {options},
+};
 
 static char *read_file(const char *path, size_t *len)
 {
@@ -132,14 +135,11 @@ static bool text_sequence(const char *path, const bt_checkpoint *ck, int B, int 
 
 int cmd_analyze(int argc, char **argv)
 {
-    if (cli_wants_help(argc, argv)) {
-        usage(stdout);
-        return 0;
-    }
     cli_args a;
-    if (!cli_args_init(&a, argc, argv))
-        return cli_fail(CMD, "out of memory");
-    int rc = 1;
+    int rc;
+    if (!cli_args_begin(&a, &cmd_analyze_spec, argc, argv, &rc))
+        return rc;
+    rc = 1;
     bt_registry *reg = NULL;
     bt_checkpoint *ck = NULL;
     bt_model *m = NULL;
@@ -161,8 +161,9 @@ int cmd_analyze(int argc, char **argv)
         rc = 2;
         goto out;
     }
-    if ((rc = cli_check_unused(&a, CMD)) != 0)
+    if (!(reg = cli_load_plugins(&a)))
         goto out;
+    cli_args_check_read(&a);
     rc = 2;
     if (!model_path == !cell) {
         cli_fail(CMD, "give either --model FILE or --cell C --hidden H (see bptt analyze --help)");
@@ -185,8 +186,6 @@ int cmd_analyze(int argc, char **argv)
         goto out;
     }
     rc = 1;
-    if (!(reg = cli_load_plugins(&a)))
-        goto out;
 
     int B = (int)batch, K = (int)lags, vocab = 0;
     bt_rng rng;

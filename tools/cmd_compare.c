@@ -18,22 +18,23 @@
 #define MAX_POLICIES 16
 #define SEG_CHARS 60
 
-static void usage(FILE *f)
-{
-    fprintf(f, "usage: bptt compare (--data FILE | --task SPEC) --truncation LIST [options]\n\n"
-               "Trains the same model once per truncation policy (same initialisation, same\n"
-               "minibatches) and compares them. Real-valued tasks report the loss.\n\n");
-    lm_cli_usage_common(f);
-    fprintf(f,
-        "  --truncation LIST      policies separated by commas; options may hold commas too:\n"
-        "                         full,fixed:35,random:0.1,seed=3,tbptt:5,35\n"
-        "                         (default full,fixed:10,random:0.1)\n"
-        "  --plot FILE.svg        perplexity (or loss) curves and segments picture\n"
-        "                         (default compare.svg)\n\n"
-        "The table's memory column is what training holds: parameters, gradients,\n"
-        "optimizer state, carried state and the unroller's state ring, plus the largest\n"
-        "window arena (activations and tape). The process peak RSS is printed below it.\n");
-}
+static const cli_option options[] = {
+    {"truncation", "LIST", "policies separated by commas; options may hold commas too: full,fixed:35,random:0.1,seed=3,tbptt:5,35 (default full,fixed:10,random:0.1)"},
+    {"plot", "FILE.svg", "perplexity (or loss) curves and segments picture (default compare.svg)"},
+    {NULL, NULL, NULL},
+};
+
+const cli_command cmd_compare_spec = {
+    .name = "compare",
+    .summary = "train once per truncation policy and compare them",
+    .usage = "(--data FILE | --task SPEC) --truncation LIST [options]",
+    .about = "Trains the same model once per truncation policy (same initialisation, same\n"
+             "minibatches) and compares them. Real-valued tasks report the loss.",
+    .notes = "The table's memory column is what training holds: parameters, gradients,\n"
+             "optimizer state, carried state and the unroller's state ring, plus the largest\n"
+             "window arena (activations and tape). The process peak RSS is printed below it.",
+    .options = {lm_cli_options, options},
+};
 
 typedef struct result {
     char spec[256], desc[128];
@@ -211,14 +212,11 @@ static bt_status write_metrics(const char *path, result *res, int n_res, bool pp
 
 int cmd_compare(int argc, char **argv)
 {
-    if (cli_wants_help(argc, argv)) {
-        usage(stdout);
-        return 0;
-    }
     cli_args a;
-    if (!cli_args_init(&a, argc, argv))
-        return cli_fail(CMD, "out of memory");
-    int rc = 2, n_res = 0;
+    int rc, n_res = 0;
+    if (!cli_args_begin(&a, &cmd_compare_spec, argc, argv, &rc))
+        return rc;
+    rc = 2;
     bt_registry *reg = NULL;
     bt_corpus *corpus = NULL;
     result *res = NULL;
@@ -234,9 +232,7 @@ int cmd_compare(int argc, char **argv)
         rc = 1;
         goto out;
     }
-    if ((rc = cli_check_unused(&a, CMD)) != 0)
-        goto out;
-    rc = 2;
+    cli_args_check_read(&a);
     if (!lm_cli_check_data(CMD, &o, o.data, o.task))
         goto out;
     static char specs[MAX_POLICIES][256];

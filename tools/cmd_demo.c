@@ -23,18 +23,24 @@
 extern const char bt_demo_text[];
 extern const size_t bt_demo_text_len;
 
-static void usage(FILE *f)
-{
-    fprintf(f,
-        "usage: bptt demo [--out DIR] [--plugin PATH]\n\n"
-        "Three short experiments (about ten seconds on two cores), with figures in DIR\n"
-        "(default bptt-demo/):\n"
-        "  1. influence balancing (Tallec & Ollivier): truncated BPTT moves the parameter\n"
-        "     the wrong way; full and random (unbiased) truncation converge;\n"
-        "  2. the gradient one loss sends back k steps, for spectral radius 0.8 and 1.2;\n"
-        "  3. a char-level RNN trained on an embedded public-domain text under full, fixed\n"
-        "     and random truncation.\n");
-}
+static const cli_option options[] = {
+    {"out", "DIR", "where the figures go (default bptt-demo)"},
+    CLI_PLUGIN_OPTION,
+    {NULL, NULL, NULL},
+};
+
+const cli_command cmd_demo_spec = {
+    .name = "demo",
+    .summary = "a one-minute tour: truncation bias, gradient norms, char-level training",
+    .usage = "[--out DIR] [--plugin PATH]",
+    .about = "Three short experiments (about ten seconds on two cores), with figures in DIR:\n"
+             "  1. influence balancing (Tallec & Ollivier): truncated BPTT moves the parameter\n"
+             "     the wrong way; full and random (unbiased) truncation converge;\n"
+             "  2. the gradient one loss sends back k steps, for spectral radius 0.8 and 1.2;\n"
+             "  3. a char-level RNN trained on an embedded public-domain text under full,\n"
+             "     fixed and random truncation.",
+    .options = {options},
+};
 
 static double now(void)
 {
@@ -344,27 +350,24 @@ static bool text_part(const bt_registry *reg, const char *dir)
 
 int cmd_demo(int argc, char **argv)
 {
-    if (cli_wants_help(argc, argv)) {
-        usage(stdout);
-        return 0;
-    }
     cli_args a;
-    if (!cli_args_init(&a, argc, argv))
-        return cli_fail(CMD, "out of memory");
+    int rc;
+    if (!cli_args_begin(&a, &cmd_demo_spec, argc, argv, &rc))
+        return rc;
     const char *out = cli_get(&a, "out");
-    int rc = 0;
-    bt_registry *reg = NULL;
     if (!out)
         out = "bptt-demo";
-    if ((rc = cli_check_unused(&a, CMD)) != 0)
-        goto done;
     rc = 1;
-    if (mkdir(out, 0777) != 0 && errno != EEXIST) {
-        cli_fail(CMD, "cannot create --out %s: %s", out, strerror(errno));
+    bt_registry *reg = cli_load_plugins(&a);
+    if (!reg)
+        goto done;
+    cli_args_check_read(&a);
+    struct stat sb;
+    if (mkdir(out, 0777) != 0 && (errno != EEXIST || stat(out, &sb) != 0 || !S_ISDIR(sb.st_mode))) {
+        cli_fail(CMD, "cannot create --out %s: %s", out,
+                 errno == EEXIST ? "a file of that name is in the way" : strerror(errno));
         goto done;
     }
-    if (!(reg = cli_load_plugins(&a)))
-        goto done;
     double t0 = now();
     printf("bptt demo: three short experiments; figures go to %s/\n", out);
     if (!influence_part(reg, out) || !lag_part(reg, out) || !text_part(reg, out))

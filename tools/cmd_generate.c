@@ -9,28 +9,30 @@
 
 #define CMD "generate"
 
-static void usage(FILE *f)
-{
-    fprintf(f, "usage: bptt generate --model FILE [options]\n\n"
-               "  --model FILE        a checkpoint written by bptt train --save\n"
-               "  --prefix TEXT       what the text starts with (default \"time traveller\")\n"
-               "  --length N          tokens to generate (default 100)\n"
-               "  --temperature T     0 picks the most likely token (default); > 0 samples from\n"
-               "                      softmax(logits / T): below 1 safer, above 1 wilder\n"
-               "  --seed S            for sampling (default 0)\n"
-               "  --plugin PATH       load the plugin that provides the model's cell\n");
-}
+static const cli_option options[] = {
+    {"model", "FILE", "a checkpoint written by bptt train --save"},
+    {"prefix", "TEXT", "what the text starts with (default \"time traveller\")"},
+    {"length", "N", "tokens to generate (default 100)"},
+    {"temperature", "T", "0 picks the most likely token (default); > 0 samples from softmax(logits / T): below 1 safer, above 1 wilder"},
+    {"seed", "S", "for sampling (default 0)"},
+    {"plugin", "PATH", "load the plugin that provides the model's cell (repeatable)"},
+    {NULL, NULL, NULL},
+};
+
+const cli_command cmd_generate_spec = {
+    .name = "generate",
+    .summary = "sample text from a trained model",
+    .usage = "--model FILE [options]",
+    .options = {options},
+};
 
 int cmd_generate(int argc, char **argv)
 {
-    if (cli_wants_help(argc, argv)) {
-        usage(stdout);
-        return 0;
-    }
     cli_args a;
-    if (!cli_args_init(&a, argc, argv))
-        return cli_fail(CMD, "out of memory");
-    int rc = 2;
+    int rc;
+    if (!cli_args_begin(&a, &cmd_generate_spec, argc, argv, &rc))
+        return rc;
+    rc = 2;
     bt_registry *reg = NULL;
     bt_checkpoint *ck = NULL;
     bt_model *m = NULL;
@@ -49,9 +51,7 @@ int cmd_generate(int argc, char **argv)
         rc = 1;
         goto out;
     }
-    if ((rc = cli_check_unused(&a, CMD)) != 0)
-        goto out;
-    rc = 2;
+    cli_args_check_read(&a);
     if (!model) {
         cli_fail(CMD, "--model FILE is required (a checkpoint from bptt train --save)");
         goto out;

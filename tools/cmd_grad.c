@@ -14,16 +14,26 @@
 
 static const char *const CMD = "grad";
 
-static void usage(FILE *f)
-{
-    fprintf(f,
-            "usage: bptt grad --cell NAME --params P.safetensors --out G.safetensors\n"
-            "                 [--truncation POLICY (full)] [--seed S (1)] [--plugin PATH]\n\n"
-            "P holds every parameter of the cell by name, X and Y (token ids [B,T] as I32\n"
-            "or I64, or real X [B,T,D] / Y [B,T,Q] as F32 or F64), optionally h0 [B,H] (c0\n"
-            "for lstm) and xi [T], the factors that replace the policy's draws. G receives\n"
-            "loss, grad.<param>, grad.h0, xi and grad_norm_h. See docs/grad-files.md.\n");
-}
+static const cli_option options[] = {
+    {"cell", "NAME", "the cell (see bptt plugins)"},
+    {"params", "P.safetensors", "parameters, batch, optional h0/c0 and xi (docs/grad-files.md)"},
+    {"out", "G.safetensors", "where the loss and gradients go"},
+    {"truncation", "POLICY", "full (default), fixed:K, random:PI[,seed=S], tbptt:K1,K2"},
+    {"seed", "S", "the policy's draws (default 1)"},
+    CLI_PLUGIN_OPTION,
+    {NULL, NULL, NULL},
+};
+
+const cli_command cmd_grad_spec = {
+    .name = "grad",
+    .summary = "gradients of one batch under a policy, as safetensors",
+    .usage = "--cell NAME --params P.safetensors --out G.safetensors ...",
+    .about = "P holds every parameter of the cell by name, X and Y (token ids [B,T] as I32\n"
+             "or I64, or real X [B,T,D] / Y [B,T,Q] as F32 or F64), optionally h0 [B,H] (c0\n"
+             "for lstm) and xi [T], the factors that replace the policy's draws. G receives\n"
+             "loss, grad.<param>, grad.h0, xi and grad_norm_h. See docs/grad-files.md.",
+    .options = {options},
+};
 
 /* ---- which cell dimension each declared parameter dimension is ------------ */
 
@@ -508,26 +518,22 @@ static int write_output(const grad_in *g, const cli_policy *pol, uint64_t seed,
 
 int cmd_grad(int argc, char **argv)
 {
-    if (cli_wants_help(argc, argv)) {
-        usage(stdout);
-        return 0;
-    }
     cli_args a;
-    if (!cli_args_init(&a, argc, argv))
-        return cli_fail(CMD, "out of memory");
+    int rc;
+    if (!cli_args_begin(&a, &cmd_grad_spec, argc, argv, &rc))
+        return rc;
     const char *cell_name = cli_get(&a, "cell"), *params = cli_get(&a, "params"),
                *out = cli_get(&a, "out"), *spec = cli_get(&a, "truncation");
     long seed = 1;
-    int rc = cli_int(&a, "seed", 1, 0, 0x7fffffffffffffffL, &seed) ? 0 : 2;
+    rc = cli_int(&a, "seed", 1, 0, 0x7fffffffffffffffL, &seed) ? 0 : 2;
     bt_registry *reg = rc ? NULL : cli_load_plugins(&a);
     if (!rc && !reg)
         rc = 1;
     if (!rc)
-        rc = cli_check_unused(&a, CMD);
-    if (!rc && (!params || !out)) {
-        rc = cli_fail(CMD, "--params P.safetensors and --out G.safetensors are required");
-        usage(stderr);
-    }
+        cli_args_check_read(&a);
+    if (!rc && (!params || !out))
+        rc = cli_fail(CMD, "--params P.safetensors and --out G.safetensors are required "
+                      "(see bptt grad --help)");
     const bt_cell_def *cell = rc ? NULL : cli_cell_find(reg, cell_name, CMD);
     if (!rc && !cell)
         rc = 1;

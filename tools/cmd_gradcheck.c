@@ -5,31 +5,40 @@
 
 #include "cli_cell.h"
 
-static void usage(FILE *f)
-{
-    fprintf(f,
-            "usage: bptt gradcheck --cell NAME [--plugin PATH] [--steps T (6)] [--batch B (2)]\n"
-            "                      [--hidden H (4)] [--vocab V (5)] [--output Q (V)]\n"
-            "                      [--truncation POLICY (full)]\n"
-            "                      [--seed S (1)] [--eps E] [--tolerance TOL]\n\n"
-            "Compares the unroller's gradients with central differences of the truncated\n"
-            "surrogate loss (exact for every policy). --vocab is the vocabulary of a token\n"
-            "cell, or the input width of a real-valued cell; --output its output width\n"
-            "(e.g. --cell influence --hidden 6 --vocab 3 --output 1). Defaults: eps 1e-5,\n"
-            "tolerance 1e-6 in the double build; eps 3e-3, tolerance 3e-2 in the float build.\n"
-            "Exit status 1 when a gradient fails.\n");
-}
+static const cli_option options[] = {
+    {"cell", "NAME", "the cell to check (see bptt plugins)"},
+    CLI_PLUGIN_OPTION,
+    {"steps", "T", "steps (default 6)"},
+    {"batch", "B", "rows (default 2)"},
+    {"hidden", "H", "state size (default 4)"},
+    {"vocab", "V", "vocabulary of a token cell, or input width of a real one (default 5)"},
+    {"output", "Q", "output width (default: V)"},
+    {"truncation", "POLICY", "full (default), fixed:K, random:PI[,seed=S], tbptt:K1,K2..."},
+    {"seed", "S", "parameters, batch, initial state and policy draws (default 1)"},
+    {"eps", "E", "central-difference step (default 1e-5 double build, 3e-3 float build)"},
+    {"tolerance", "TOL", "largest relative error that passes (default 1e-6 double build, 3e-2 float build)"},
+    {NULL, NULL, NULL},
+};
+
+const cli_command cmd_gradcheck_spec = {
+    .name = "gradcheck",
+    .summary = "finite-difference check of a cell unrolled under a policy",
+    .usage = "--cell NAME [options]",
+    .about = "Compares the unroller's gradients with central differences of the truncated\n"
+             "surrogate loss (exact for every policy), on random parameters, a random batch\n"
+             "and a random initial state. A real-valued cell: --cell influence --hidden 6\n"
+             "--vocab 3 --output 1.",
+    .notes = "Exit status 1 when a gradient fails, 2 when the check cannot run.",
+    .options = {options},
+};
 
 int cmd_gradcheck(int argc, char **argv)
 {
     const char *cmd = "gradcheck";
-    if (cli_wants_help(argc, argv)) {
-        usage(stdout);
-        return 0;
-    }
     cli_args a;
-    if (!cli_args_init(&a, argc, argv))
-        return cli_fail(cmd, "out of memory");
+    int rc;
+    if (!cli_args_begin(&a, &cmd_gradcheck_spec, argc, argv, &rc))
+        return rc;
     cli_check_tol tol = cli_check_tol_default();
     long T, B, H, V, Q, seed;
     const char *cell_name = cli_get(&a, "cell");
@@ -40,14 +49,13 @@ int cmd_gradcheck(int argc, char **argv)
               cli_int(&a, "seed", 1, 0, 0x7fffffffffffffffL, &seed) &&
               cli_double(&a, "eps", tol.eps, 1e-12, 1, &tol.eps) &&
               cli_double(&a, "tolerance", tol.tol, 0, 1e9, &tol.tol);
-    /* --plugin is consumed by cli_load_plugins, so check for strays after it. */
     bt_registry *reg = ok ? cli_load_plugins(&a) : NULL;
-    if (!reg || cli_check_unused(&a, cmd) != 0) {
-        bt_registry_free(reg);
+    if (!reg) {
         cli_args_free(&a);
         return 2;
     }
-    int rc = 2;
+    cli_args_check_read(&a);
+    rc = 2;
     cli_policy pol = {0};
     const bt_cell_def *cell = cli_cell_find(reg, cell_name, cmd);
     if (cell && cli_policy_new(reg, spec ? spec : "full", &pol, cmd)) {

@@ -5,13 +5,21 @@
 
 #include "cli.h"
 
-static void usage(FILE *f)
-{
-    fprintf(f, "usage: bptt plugins [--json] [--plugin PATH]...\n\n"
-               "Lists what the default plugin folders (BPTT_PLUGIN_PATH, the build tree, the\n"
-               "install folder) and each --plugin file registered: kind, name, plugin, its\n"
-               "version, file and summary.\n");
-}
+static const cli_option options[] = {
+    {"json", NULL, "print a JSON array (kind, name, plugin, version, file, summary)"},
+    CLI_PLUGIN_OPTION,
+    {NULL, NULL, NULL},
+};
+
+const cli_command cmd_plugins_spec = {
+    .name = "plugins",
+    .summary = "list registered cells, truncation policies and optimizers",
+    .usage = "[--json] [--plugin PATH]...",
+    .about = "Lists what the default plugin folders (BPTT_PLUGIN_PATH, the build tree, the\n"
+             "install folder) and each --plugin file registered: kind, name, plugin, its\n"
+             "version, file and summary.",
+    .options = {options},
+};
 
 static void print_json(const bt_registry *r)
 {
@@ -51,17 +59,14 @@ static void print_table(const bt_registry *r)
 
 int cmd_plugins(int argc, char **argv)
 {
-    if (cli_wants_help(argc, argv)) {
-        usage(stdout);
-        return 0;
-    }
     cli_args a;
-    if (!cli_args_init(&a, argc, argv))
-        return cli_fail("plugins", "out of memory");
+    int rc;
+    if (!cli_args_begin(&a, &cmd_plugins_spec, argc, argv, &rc))
+        return rc;
     bool json = cli_flag(&a, "json");
     bt_registry *r = cli_load_plugins(&a);
-    int rc = r ? cli_check_unused(&a, "plugins") : 1;
-    if (r && rc == 0) {
+    cli_args_check_read(&a);
+    if (r) {
         if (json)
             print_json(r);
         else
@@ -69,5 +74,5 @@ int cmd_plugins(int argc, char **argv)
     }
     bt_registry_free(r);
     cli_args_free(&a);
-    return rc;
+    return r ? 0 : 1;
 }

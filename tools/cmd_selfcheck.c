@@ -24,7 +24,7 @@ static const char *const SENTENCES[] = {
 #define BATCH 8
 #define STEPS 16
 #define PPL_BOUND 1.5
-#define TIME_BUDGET 20.0 /* seconds: a slow sanitizer build still finishes */
+#define TIME_BUDGET 20 /* seconds: a slow sanitizer build still finishes */
 #define MAX_EPOCHS 400
 
 static double now(void)
@@ -160,21 +160,33 @@ static int check_gradients(const bt_registry *reg, const char *spec)
     return rc;
 }
 
+static const cli_option options[] = {
+    CLI_PLUGIN_OPTION,
+    {NULL, NULL, NULL},
+};
+
+#define STR_(x) #x
+#define STR(x) STR_(x)
+const cli_command cmd_selfcheck_spec = {
+    .name = "selfcheck",
+    .summary = "train a tiny model and check its gradients",
+    .usage = "[--plugin PATH]",
+    .about = "Trains a tiny tanh RNN on a built-in text until its perplexity falls below "
+             STR(PPL_BOUND) "\n(at most " STR(TIME_BUDGET) " s) and gradient-checks it under "
+             "full and fixed:2 truncation.\nExit status 0 when everything passes.",
+    .options = {options},
+};
+
 int cmd_selfcheck(int argc, char **argv)
 {
-    if (cli_wants_help(argc, argv)) {
-        printf("usage: bptt selfcheck [--plugin PATH]\n\n"
-               "Trains a tiny tanh RNN on a built-in text until its perplexity falls below %.1f\n"
-               "(at most %.0f s) and gradient-checks it under full and fixed:2 truncation.\n"
-               "Exit status 0 when everything passes.\n", PPL_BOUND, TIME_BUDGET);
-        return 0;
-    }
     cli_args a;
-    if (!cli_args_init(&a, argc, argv))
-        return cli_fail("selfcheck", "out of memory");
+    int rc;
+    if (!cli_args_begin(&a, &cmd_selfcheck_spec, argc, argv, &rc))
+        return rc;
     bt_registry *reg = cli_load_plugins(&a);
-    int rc = reg ? cli_check_unused(&a, "selfcheck") : 1;
-    if (rc == 0) {
+    cli_args_check_read(&a);
+    rc = reg ? 0 : 1;
+    if (reg) {
         printf("bptt selfcheck: bptt %s, %s precision%s\n", bt_version(),
                BT_REAL_DOUBLE ? "double" : "float",
                BT_REAL_DOUBLE ? "" : " (gradient checks use float tolerances; the double build is strict)");

@@ -14,24 +14,27 @@
 
 #define CMD "train"
 
-static void usage(FILE *f)
-{
-    fprintf(f, "usage: bptt train (--data FILE | --task SPEC) [options]\n\n"
-               "Trains a character-level language model (the classic char-RNN by default:\n"
-               "rnn_tanh, hidden 512, batch 32 x 35 steps, sgd lr 1, clip 1, full BPTT), or a\n"
-               "model of a generated task (real-valued tasks report the loss, not perplexity,\n"
-               "and need a cell with real inputs: --cell linear, or influence).\n\n");
-    lm_cli_usage_common(f);
-    fprintf(f,
-        "  --truncation POLICY    full (default), fixed:K, random:PI[,seed=S], tbptt:K1,K2\n"
-        "  --save FILE            checkpoint (safetensors), written atomically\n"
-        "  --every N              save every N epochs (default 1) and at the end\n"
-        "  --resume FILE          continue a checkpoint with its own settings; --epochs is the\n"
-        "                         total, so --epochs 20 on an epoch-15 checkpoint trains 5 more\n"
-        "  --plot FILE.svg        train/validation perplexity (loss for real targets) per epoch\n\n"
-        "Exit status: 0 done, 1 error, 2 bad command line, 3 the loss became NaN/inf (the\n"
-        "last good checkpoint is kept).\n");
-}
+static const cli_option options[] = {
+    {"truncation", "POLICY", "full (default), fixed:K, random:PI[,seed=S], tbptt:K1,K2"},
+    {"save", "FILE", "checkpoint (safetensors), written atomically"},
+    {"every", "N", "save every N epochs (default 1) and at the end"},
+    {"resume", "FILE", "continue a checkpoint with its own settings and text; --epochs is the total, so --epochs 20 on an epoch-15 checkpoint trains 5 more"},
+    {"plot", "FILE.svg", "train/validation perplexity (loss for real targets) per epoch"},
+    {NULL, NULL, NULL},
+};
+
+const cli_command cmd_train_spec = {
+    .name = "train",
+    .summary = "train a character-level language model on a text",
+    .usage = "(--data FILE | --task SPEC | --resume FILE) [options]",
+    .about = "Trains a character-level language model (the classic char-RNN by default:\n"
+             "rnn_tanh, hidden 512, batch 32 x 35 steps, sgd lr 1, clip 1, full BPTT), or a\n"
+             "model of a generated task (real-valued tasks report the loss, not perplexity,\n"
+             "and need a cell with real inputs: --cell linear, or influence).",
+    .notes = "Exit status: 0 done, 1 error, 2 bad command line, 3 the loss became NaN/inf (the\n"
+             "last good checkpoint is kept).",
+    .options = {lm_cli_options, options},
+};
 
 typedef struct train_ctx {
     const char *save, *metrics, *data;
@@ -227,14 +230,11 @@ static bool check_conflicts(const bt_registry *r, const lm_cli_opts *o, const bt
 
 int cmd_train(int argc, char **argv)
 {
-    if (cli_wants_help(argc, argv)) {
-        usage(stdout);
-        return 0;
-    }
     cli_args a;
-    if (!cli_args_init(&a, argc, argv))
-        return cli_fail(CMD, "out of memory");
-    int rc = 1;
+    int rc;
+    if (!cli_args_begin(&a, &cmd_train_spec, argc, argv, &rc))
+        return rc;
+    rc = 1;
     bt_registry *reg = NULL;
     bt_checkpoint *ck = NULL;
     bt_corpus *corpus = NULL;
@@ -252,9 +252,7 @@ int cmd_train(int argc, char **argv)
     bool every_given = cli_get(&a, "every") != NULL;
     if (!(reg = cli_load_plugins(&a)))
         goto out;
-    if ((rc = cli_check_unused(&a, CMD)) != 0)
-        goto out;
-    rc = 1;
+    cli_args_check_read(&a);
     if (every_given && !save)
         fprintf(stderr, "bptt train: note: --every has no effect without --save\n");
 

@@ -33,8 +33,9 @@ typedef struct lm_cli_opts {
 bool lm_cli_parse(cli_args *a, const char *command, lm_cli_opts *o);
 /* The option's name ("hidden") for conflict messages. */
 const char *lm_cli_opt_name(lm_opt_id id);
-/* The help text of the shared options. */
-void lm_cli_usage_common(FILE *f);
+/* The table of the options lm_cli_parse reads (all but --truncation, whose
+ * help differs between the commands: each command declares it). */
+extern const cli_option lm_cli_options[];
 
 /* Checks cell, truncation and optimizer names and options before any data is
  * read, so a typo is reported first; prints the error and returns false. */
