@@ -191,7 +191,8 @@ static bt_status elf_check_sections(const elf_file *f, const elf_ehdr *h)
         st = elf_read(f, &s0, sizeof s0, h->e_shoff);
         n = s0.sh_size;
         if (st == BT_OK)
-            st = elf_inside(f, elf_end(h->e_shoff, n, sizeof(elf_shdr)), "the section header table");
+            st = elf_inside(f, elf_end(h->e_shoff, n, sizeof(elf_shdr)),
+                            "the section header table");
     }
     for (uint64_t i = 0; st == BT_OK && i < n; i++) {
         elf_shdr s;

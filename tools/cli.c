@@ -216,7 +216,8 @@ void cli_print_help(FILE *f, const cli_command *cmd)
     char left[128];
     for (int t = 0; t < CLI_MAX_TABLES && cmd->options[t]; t++)
         for (const cli_option *o = cmd->options[t]; o->name; o++) {
-            snprintf(left, sizeof left, "--%s%s%s", o->name, o->arg ? " " : "", o->arg ? o->arg : "");
+            snprintf(left, sizeof left, "--%s%s%s", o->name, o->arg ? " " : "",
+                     o->arg ? o->arg : "");
             print_option(f, left, o->help);
         }
     print_option(f, "-h, --help", "print this help");

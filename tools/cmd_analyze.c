@@ -23,12 +23,15 @@ static const cli_option options[] = {
     {"input", "N", "input size (vocabulary for token cells; default 16, real 4)"},
     {"output", "N", "output size (default: the input size for token cells, 2 for real)"},
     {"data", "FILE", "a text: rows start at evenly spaced places in it"},
-    {"task", "SPEC", "adding:T, copy:T,K or influence:N,P (sizes come from the task) default data: a task model's own task, else random tokens or N(0,1) inputs and targets"},
+    {"task", "SPEC", "adding:T, copy:T,K or influence:N,P (sizes come from the task); with "
+                     "neither --data nor --task: a task model's own task, else random tokens or "
+                     "N(0,1) inputs and targets"},
     {"lags", "K", "largest lag (default 30)"},
     {"batch", "B", "rows (default 4)"},
     {"seed", "S", "initialisation and data (default 0)"},
     {"json", NULL, "print JSON instead of the table"},
-    {"plot", "FILE.svg", "gradient norm against lag (log), eigenvalues with the unit circle, power-iteration angle against |l2/l1|^k"},
+    {"plot", "FILE.svg", "gradient norm against lag (log), eigenvalues with the unit circle, "
+                         "power-iteration angle against |l2/l1|^k"},
     CLI_PLUGIN_OPTION,
     {NULL, NULL, NULL},
 };

@@ -19,7 +19,9 @@
 #define SEG_CHARS 60
 
 static const cli_option options[] = {
-    {"truncation", "LIST", "policies separated by commas; options may hold commas too: full,fixed:35,random:0.1,seed=3,tbptt:5,35 (default full,fixed:10,random:0.1)"},
+    {"truncation", "LIST", "policies separated by commas; options may hold commas too: "
+                           "full,fixed:35,random:0.1,seed=3,tbptt:5,35 (default "
+                           "full,fixed:10,random:0.1)"},
     {"plot", "FILE.svg", "perplexity (or loss) curves and segments picture (default compare.svg)"},
     {NULL, NULL, NULL},
 };

@@ -13,7 +13,8 @@ static const cli_option options[] = {
     {"model", "FILE", "a checkpoint written by bptt train --save"},
     {"prefix", "TEXT", "what the text starts with (default \"time traveller\")"},
     {"length", "N", "tokens to generate (default 100)"},
-    {"temperature", "T", "0 picks the most likely token (default); > 0 samples from softmax(logits / T): below 1 safer, above 1 wilder"},
+    {"temperature", "T", "0 picks the most likely token (default); > 0 samples from "
+                         "softmax(logits / T): below 1 safer, above 1 wilder"},
     {"seed", "S", "for sampling (default 0)"},
     {"plugin", "PATH", "load the plugin that provides the model's cell (repeatable)"},
     {NULL, NULL, NULL},

@@ -16,7 +16,8 @@ static const cli_option options[] = {
     {"truncation", "POLICY", "full (default), fixed:K, random:PI[,seed=S], tbptt:K1,K2..."},
     {"seed", "S", "parameters, batch, initial state and policy draws (default 1)"},
     {"eps", "E", "central-difference step (default 1e-5 double build, 3e-3 float build)"},
-    {"tolerance", "TOL", "largest relative error that passes (default 1e-6 double build, 3e-2 float build)"},
+    {"tolerance", "TOL", "largest relative error that passes (default 1e-6 double build, 3e-2 "
+                         "float build)"},
     {NULL, NULL, NULL},
 };
 

@@ -18,7 +18,8 @@ static const cli_option options[] = {
     {"truncation", "POLICY", "full (default), fixed:K, random:PI[,seed=S], tbptt:K1,K2"},
     {"save", "FILE", "checkpoint (safetensors), written atomically"},
     {"every", "N", "save every N epochs (default 1) and at the end"},
-    {"resume", "FILE", "continue a checkpoint with its own settings and text; --epochs is the total, so --epochs 20 on an epoch-15 checkpoint trains 5 more"},
+    {"resume", "FILE", "continue a checkpoint with its own settings and text; --epochs is the "
+                       "total, so --epochs 20 on an epoch-15 checkpoint trains 5 more"},
     {"plot", "FILE.svg", "train/validation perplexity (loss for real targets) per epoch"},
     {NULL, NULL, NULL},
 };

@@ -18,7 +18,9 @@ const char *lm_cli_opt_name(lm_opt_id id) { return opt_names[id]; }
 
 const cli_option lm_cli_options[] = {
     {"data", "FILE", "UTF-8 text to train on"},
-    {"task", "SPEC", "a generated task instead of a text: adding:T, copy:T,K or influence:N,P[,len=L] (see docs/analysis.md); the task fixes the steps per sequence, so --steps is not needed"},
+    {"task", "SPEC", "a generated task instead of a text: adding:T, copy:T,K or "
+                     "influence:N,P[,len=L] (see docs/analysis.md); the task fixes the steps per "
+                     "sequence, so --steps is not needed"},
     {"tokens", "chars|letters", "every character (default), or d2l's a-z + space + <unk>"},
     {"cell", "NAME", "recurrent cell (default rnn_tanh; see bptt plugins)"},
     {"hidden", "H", "state size (default 512)"},
@@ -27,13 +29,19 @@ const cli_option lm_cli_options[] = {
     {"epochs", "N", "epochs to train (default 10)"},
     {"optimizer", "SPEC", "sgd:lr=1 (default), momentum:lr=0.1,mu=0.9, adam:lr=0.002..."},
     {"clip", "THETA", "global gradient-norm clipping (default 1; 0 disables)"},
-    {"init", "SPEC", "normal:SIGMA, orthogonal, identity[:SCALE], spectral:RHO (default: the cell's own, N(0, 0.01^2) weights, zero biases)"},
+    {"init", "SPEC", "normal:SIGMA, orthogonal, identity[:SCALE], spectral:RHO (default: the "
+                     "cell's own, N(0, 0.01^2) weights, zero biases)"},
     {"seed", "S", "initialisation, data offsets and policy draws (default 0)"},
-    {"sampling", "MODE", "sequential (state carried across minibatches, default) or random (shuffled subsequences, fresh state)"},
+    {"sampling", "MODE", "sequential (state carried across minibatches, default) or random "
+                         "(shuffled subsequences, fresh state)"},
     {"max-tokens", "N", "use only the first N tokens of the text (0: all, default)"},
-    {"val-fraction", "F", "hold out the last F of the tokens for validation perplexity (default 0; 0.1 is a good choice)"},
-    {"checkpoint", "sqrt|N", "exact BPTT in less memory: keep one state every sqrt(window) (or N) steps and recompute the rest during backward (off, the default: keep every step)"},
-    {"memory-budget", "MB", "checkpoint only windows that would not fit in MB, with the largest spacing that fits (an error says the minimum)"},
+    {"val-fraction", "F", "hold out the last F of the tokens for validation perplexity (default "
+                          "0; 0.1 is a good choice)"},
+    {"checkpoint", "sqrt|N", "exact BPTT in less memory: keep one state every sqrt(window) (or "
+                             "N) steps and recompute the rest during backward (off, the default: "
+                             "keep every step)"},
+    {"memory-budget", "MB", "checkpoint only windows that would not fit in MB, with the largest "
+                            "spacing that fits (an error says the minimum)"},
     {"metrics", "FILE.csv", "per-epoch figures as CSV (compare: with a policy column)"},
     CLI_PLUGIN_OPTION,
     {"quiet", NULL, "no per-epoch lines"},
