@@ -137,6 +137,36 @@ bool cli_double(cli_args *a, const char *name, double def, double min, double ma
     return true;
 }
 
+bool cli_checkpoint(cli_args *a, int *every, double *budget_mb)
+{
+    const char *ck = cli_get(a, "checkpoint");
+    if (ck) {
+        char *end;
+        errno = 0;
+        long n = strtol(ck, &end, 10);
+        if (strcmp(ck, "sqrt") == 0)
+            *every = -1;
+        else if (strcmp(ck, "off") == 0)
+            *every = 0;
+        else if (*ck && !*end && !errno && n >= 1 && n <= 100000000)
+            *every = (int)n;
+        else {
+            fprintf(stderr, "bptt: --checkpoint %s: use 'sqrt', 'off' or a number of steps >= 1\n", ck);
+            return false;
+        }
+    }
+    return cli_double(a, "memory-budget", 0, 0, 1e9, budget_mb);
+}
+
+void cli_checkpoint_usage(FILE *f)
+{
+    fprintf(f,
+        "  --checkpoint sqrt|N    exact BPTT in less memory: keep one state every sqrt(window)\n"
+        "                         (or N) steps and recompute the rest during backward\n"
+        "  --memory-budget MB     checkpoint only windows that would not fit in MB, with the\n"
+        "                         largest spacing that fits (an error says the minimum)\n");
+}
+
 int cli_check_unused(cli_args *a, const char *command)
 {
     for (int i = 1; i < a->argc; i++)

@@ -28,6 +28,12 @@ bool cli_flag(cli_args *a, const char *name);
 /* Typed getters: false (with a message on stderr) on a bad value. */
 bool cli_int(cli_args *a, const char *name, long def, long min, long max, long *out);
 bool cli_double(cli_args *a, const char *name, double def, double min, double max, double *out);
+/* --checkpoint sqrt|N|off and --memory-budget MB, as bt_unroll_opts and
+ * bt_lm_config take them: every = -1 (sqrt), 0 (off, the default) or N;
+ * budget_mb 0 when absent. False (with a message on stderr) on a bad value.
+ * cli_checkpoint_usage prints their help lines (train, compare, grad). */
+bool cli_checkpoint(cli_args *a, int *every, double *budget_mb);
+void cli_checkpoint_usage(FILE *f);
 /* Non-zero if something was not consumed: prints "unknown option --x" and the usage hint. */
 int cli_check_unused(cli_args *a, const char *command);
 

@@ -18,11 +18,15 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: bptt grad --cell NAME --params P.safetensors --out G.safetensors\n"
-            "                 [--truncation POLICY (full)] [--seed S (1)] [--plugin PATH]\n\n"
+            "                 [--truncation POLICY (full)] [--seed S (1)] [--plugin PATH]\n"
+            "                 [--checkpoint sqrt|N] [--memory-budget MB]\n\n"
             "P holds every parameter of the cell by name, X and Y (token ids [B,T] as I32\n"
             "or I64, or real X [B,T,D] / Y [B,T,Q] as F32 or F64), optionally h0 [B,H] (c0\n"
             "for lstm) and xi [T], the factors that replace the policy's draws. G receives\n"
-            "loss, grad.<param>, grad.h0, xi and grad_norm_h. See docs/grad-files.md.\n");
+            "loss, grad.<param>, grad.h0, xi and grad_norm_h. See docs/grad-files.md.\n"
+            "The options below store each window as bptt train does; the gradients are\n"
+            "the same as without them (only memory and time change).\n\n");
+    cli_checkpoint_usage(f);
 }
 
 /* ---- which cell dimension each declared parameter dimension is ------------ */
@@ -406,7 +410,14 @@ static void grad_out_free(grad_out *o)
     bt_free(o->dh_norms);
 }
 
-static int run(grad_in *g, const cli_policy *pol, uint64_t seed, grad_out *o)
+/* How the windows are stored: checkpoint spacing (-1 sqrt, 0 none) and budget. */
+typedef struct grad_memory {
+    int checkpoint_every;
+    double budget_mb;
+} grad_memory;
+
+static int run(grad_in *g, const cli_policy *pol, uint64_t seed, const grad_memory *mem,
+               grad_out *o)
 {
     char err[1024];
     bt_model *m = g->m;
@@ -424,7 +435,8 @@ static int run(grad_in *g, const cli_policy *pol, uint64_t seed, grad_out *o)
                        .y = g->y};
     bt_unroll_opts opts = {.policy = pol->def, .policy_state = pol->state, .policy_seed = seed,
                            .xi = g->xi, .accumulate = true, .want_dh0 = true,
-                           .want_dh_norms = true};
+                           .want_dh_norms = true, .checkpoint_every = mem->checkpoint_every,
+                           .memory_budget = (size_t)(mem->budget_mb * 1048576.0)};
     bt_unroll_result res;
     bt_params_zero_grad(m->params);
     /* The unroller advances g->state in place to the final state; h0 is not needed again. */
@@ -518,7 +530,9 @@ int cmd_grad(int argc, char **argv)
     const char *cell_name = cli_get(&a, "cell"), *params = cli_get(&a, "params"),
                *out = cli_get(&a, "out"), *spec = cli_get(&a, "truncation");
     long seed = 1;
-    int rc = cli_int(&a, "seed", 1, 0, 0x7fffffffffffffffL, &seed) ? 0 : 2;
+    grad_memory mem = {0};
+    int rc = cli_int(&a, "seed", 1, 0, 0x7fffffffffffffffL, &seed) &&
+                     cli_checkpoint(&a, &mem.checkpoint_every, &mem.budget_mb) ? 0 : 2;
     bt_registry *reg = rc ? NULL : cli_load_plugins(&a);
     if (!rc && !reg)
         rc = 1;
@@ -539,7 +553,7 @@ int cmd_grad(int argc, char **argv)
     if (!rc)
         rc = load_input(cell, params, &g);
     if (!rc)
-        rc = run(&g, &pol, (uint64_t)seed, &o);
+        rc = run(&g, &pol, (uint64_t)seed, &mem, &o);
     if (!rc)
         rc = write_output(&g, &pol, (uint64_t)seed, &o, out);
     if (!rc)

@@ -39,11 +39,9 @@ void lm_cli_usage_common(FILE *f)
         "                         random (shuffled subsequences, fresh state)\n"
         "  --max-tokens N         use only the first N tokens of the text (0: all, default)\n"
         "  --val-fraction F       hold out the last F of the tokens for validation perplexity\n"
-        "                         (default 0; 0.1 is a good choice)\n"
-        "  --checkpoint sqrt|N    exact BPTT in less memory: keep one state every sqrt(window)\n"
-        "                         (or N) steps and recompute the rest during backward\n"
-        "  --memory-budget MB     checkpoint only windows that would not fit in MB, with the\n"
-        "                         largest spacing that fits (an error says the minimum)\n"
+        "                         (default 0; 0.1 is a good choice)\n");
+    cli_checkpoint_usage(f);
+    fprintf(f,
         "  --metrics FILE.csv     per-epoch figures (rewritten after every epoch)\n"
         "  --plugin PATH          load a plugin (repeatable) besides the default folders\n"
         "  --quiet                no per-epoch lines\n");
@@ -109,22 +107,7 @@ bool lm_cli_parse(cli_args *a, const char *command, lm_cli_opts *o)
     o->given[LO_CLIP] = o->raw[LO_CLIP] != NULL;
     if (!cli_double(a, "clip", 1, 0, 1e30, &c->clip))
         return false;
-    const char *ck = cli_get(a, "checkpoint");
-    if (ck) {
-        char *end;
-        long every = strtol(ck, &end, 10);
-        if (strcmp(ck, "sqrt") == 0)
-            c->checkpoint_every = -1;
-        else if (strcmp(ck, "off") == 0)
-            c->checkpoint_every = 0;
-        else if (*ck && !*end && every >= 1 && every <= 100000000)
-            c->checkpoint_every = (int)every;
-        else {
-            fprintf(stderr, "bptt: --checkpoint %s: use 'sqrt', 'off' or a number of steps >= 1\n", ck);
-            return false;
-        }
-    }
-    if (!cli_double(a, "memory-budget", 0, 0, 1e9, &c->memory_budget_mb))
+    if (!cli_checkpoint(a, &c->checkpoint_every, &c->memory_budget_mb))
         return false;
     o->raw[LO_VAL_FRACTION] = cli_get(a, "val-fraction");
     o->given[LO_VAL_FRACTION] = o->raw[LO_VAL_FRACTION] != NULL;
