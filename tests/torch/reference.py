@@ -271,95 +271,106 @@ def _leaves(arrs, dtype):
             for k, v in arrs.items()}
 
 
+class Unroll:
+    """One batch of P under one cell: parameters and h0/c0 as leaves, and the
+    steps a..b of a window run from given states, with dL/dh_t summed over
+    windows (h_t: the state after step t, before the next edge)."""
+
+    def __init__(self, cell, P, dtype, step):
+        self.names, n_states, self.kind, self.step = CELLS[cell]
+        self.step = step or self.step
+        self.p = _leaves({k: P[k] for k in self.names}, dtype)
+        self.X = torch.tensor(P["X"]).long() if P["X"].dtype.kind == "i" else \
+            torch.tensor(np.asarray(P["X"], np.float64), dtype=dtype)
+        self.Y = torch.tensor(P["Y"]).long() if self.kind == "xent" else \
+            torch.tensor(np.asarray(P["Y"], np.float64), dtype=dtype)
+        self.T = self.X.shape[1]
+        s0 = _leaves({k: P[k] for k in ["h0", "c0"][:n_states]}, dtype)
+        self.s0 = tuple(s0[k] for k in ["h0", "c0"][:n_states])
+        self.dh = [None] * self.T
+
+    def window(self, states, a, b, loss_from, xi):
+        """Steps a..b from `states`; the edge into step t carries xi[t], except
+        into step a when xi[a] is None (a detached leaf starts the window).
+        Returns the counted losses (steps >= loss_from) weighted 1/T, and the h_t."""
+        total, hs = 0.0, []
+        for t in range(a, b + 1):
+            if xi[t] is not None:
+                states = tuple(edge(s, xi[t]) for s in states)
+            states, o = self.step(self.p, self.X[:, t], states)
+            states[0].retain_grad()
+            hs.append(states[0])
+            if t >= loss_from:
+                total = total + step_loss(self.kind, o, self.Y[:, t]) / self.T
+        return total, hs
+
+    def backward(self, total, hs, a):
+        total.backward()
+        for j, h in enumerate(hs):
+            if h.grad is not None:
+                d = self.dh[a + j]
+                self.dh[a + j] = h.grad.clone() if d is None else d + h.grad
+
+    def forward_states(self):
+        """The state at the start of every step, by a plain forward pass."""
+        with torch.no_grad():
+            starts, st = [], tuple(s.detach() for s in self.s0)
+            for t in range(self.T):
+                starts.append(st)
+                st, _ = self.step(self.p, self.X[:, t], st)
+        return starts
+
+
 def unrolled_grads(cell, P, policy, dtype=torch.float64, nn_cell=None, nn_sequence=False,
                    step_fn=None):
     """What `bptt grad` should write for cell under policy, from P (numpy arrays).
 
-    policy: ("edges", xi list) for full / fixed / random / a given xi, where every
-    step's loss weighs 1/T and the edge into step t carries xi[t]; or
-    ("tbptt", K1, K2). nn_cell: "module" delegates the step to torch.nn;
-    nn_sequence runs the module over the whole sequence in one call (full only);
-    step_fn replaces the cell's step (another form of the same equations).
-    Returns {loss, grad.<param>, grad.h0, grad.c0, xi, grad_norm_h} as float64
-    numpy (grad_norm_h missing for nn_sequence, whose h_t are internal)."""
-    names, n_states, kind, step = CELLS[cell]
-    step = step_fn or step
-    p = _leaves({k: P[k] for k in names}, dtype)
-    X = torch.tensor(P["X"]).long() if P["X"].dtype.kind == "i" else \
-        torch.tensor(np.asarray(P["X"], np.float64), dtype=dtype)
-    Y = torch.tensor(P["Y"]).long() if kind == "xent" else \
-        torch.tensor(np.asarray(P["Y"], np.float64), dtype=dtype)
-    B, T = X.shape[0], X.shape[1]
-    s0 = _leaves({k: P[k] for k in ["h0", "c0"][:n_states]}, dtype)
-    s0 = tuple(s0[k] for k in ["h0", "c0"][:n_states])
+    policy: ("edges", xi list) for full / fixed / random / a given xi: one graph
+    over all steps, every step's loss weighs 1/T, the edge into step t carries
+    xi[t]; or ("tbptt", K1, K2): overlapping windows (tbptt_windows), each from
+    the forward pass's detached state, or from h0 itself when it starts at step
+    0. nn_cell delegates the step to torch.nn; nn_sequence runs the module over
+    the whole sequence in one call (full only); step_fn replaces the cell's step
+    (another form of the same equations). Returns {loss, grad.<param>,
+    grad.h0, grad.c0, xi, grad_norm_h} as float64 numpy (no grad_norm_h for
+    nn_sequence, whose h_t stay inside the module)."""
+    u = Unroll(cell, P, dtype, step_fn)
     mod = None
     if nn_cell:
-        mod = NNCell(cell, p, P["W_xh" if cell == "rnn_tanh" else "W_x"].shape[0], dtype)
-        step = mod.step
-    dh = [None] * T  # summed dL/dh_t over windows
-
-    def run(states, a, b, loss_from, leaf_edge):
-        """Steps a..b from states; returns (sum of counted losses / T, [h_t])."""
-        total, hs = 0.0, []
-        for t in range(a, b + 1):
-            if t > a or leaf_edge is not None:
-                xi = leaf_edge if t == a else xi_of[t]
-                states = tuple(edge(s, xi) for s in states)
-            states, o = step(p, X[:, t], states)
-            states[0].retain_grad()
-            hs.append(states[0])
-            if t >= loss_from:
-                total = total + step_loss(kind, o, Y[:, t]) / T
-        return total, hs, states
-
-    def collect(hs, a):
-        for j, h in enumerate(hs):
-            if h.grad is not None:
-                dh[a + j] = h.grad.clone() if dh[a + j] is None else dh[a + j] + h.grad
-
+        mod = NNCell(cell, u.p, P["W_xh" if cell == "rnn_tanh" else "W_x"].shape[0], dtype)
+        u.step = mod.step
+    T = u.T
     if nn_sequence:
         assert policy[0] == "edges" and all(x == 1 for x in policy[1])
-        o = mod.sequence(X, s0)
-        loss = sum(step_loss(kind, o[:, t], Y[:, t]) for t in range(T)) / T
+        o = mod.sequence(u.X, u.s0)
+        loss = sum(step_loss(u.kind, o[:, t], u.Y[:, t]) for t in range(T)) / T
         loss.backward()
-        lossv = float(loss)
-        xi_of = policy[1]
+        lossv, xi = float(loss), policy[1]
     elif policy[0] == "edges":
-        xi_of = list(policy[1])
-        loss, hs, _ = run(s0, 0, T - 1, 0, xi_of[0])
-        loss.backward()
-        collect(hs, 0)
+        xi = list(policy[1])
+        loss, hs = u.window(u.s0, 0, T - 1, 0, xi)
+        u.backward(loss, hs, 0)
         lossv = float(loss)
     else:
-        _, k1, k2 = policy
-        xi_of = [1.0] * T
-        with torch.no_grad():  # the forward pass: the state at every step start
-            starts, st = [], tuple(s.detach() for s in s0)
-            for t in range(T):
-                starts.append(st)
-                st, _ = step(p, X[:, t], st)
-        lossv = 0.0
-        for a, b, lf in tbptt_windows(T, k1, k2):
-            # A window from step 0 starts at h0 itself (dL/dh0 is reported);
-            # any later one at the stored value, a detached leaf.
-            start = s0 if a == 0 else tuple(s.detach() for s in starts[a])
-            total, hs, _ = run(start, a, b, lf, 1.0 if a == 0 else None)
-            total.backward()
-            collect(hs, a)
+        xi, lossv, starts = [1.0] * T, 0.0, u.forward_states()
+        for a, b, lf in tbptt_windows(T, policy[1], policy[2]):
+            # Edges all kept inside the window; one starting later than step 0
+            # has no edge into its first step: its state is a detached leaf.
+            start = u.s0 if a == 0 else tuple(s.detach() for s in starts[a])
+            total, hs = u.window(start, a, b, lf, [None if t == a > 0 else 1.0 for t in range(T)])
+            u.backward(total, hs, a)
             lossv += float(total)
-    out = {"loss": np.array(lossv), "xi": np.array(xi_of, np.float64)}
+    out = {"loss": np.array(lossv), "xi": np.array(xi, np.float64)}
+    g = {k: u.p[k].grad for k in u.names}
     if mod is not None:
-        g, bias_gap = mod.grads()
-        out["nn_bias_gap"] = bias_gap
-    else:
-        g = {k: p[k].grad for k in names}
-    for k in names:
-        out["grad." + k] = _np(g[k], p[k].shape)
-    for k, s in zip(["h0", "c0"], s0):
+        g, out["nn_bias_gap"] = mod.grads()
+    for k in u.names:
+        out["grad." + k] = _np(g[k], u.p[k].shape)
+    for k, s in zip(["h0", "c0"], u.s0):
         out["grad." + k] = _np(s.grad, s.shape)
     if not nn_sequence:
         out["grad_norm_h"] = np.array([0.0 if d is None else float(torch.linalg.norm(d.double()))
-                                       for d in dh])
+                                       for d in u.dh])
     return out
 
 

@@ -34,6 +34,7 @@ except ImportError as e:  # meson: exit 77 is a skipped test
           "install python3-torch python3-numpy (tools/install-deps.sh)")
     sys.exit(77)
 
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import reference as ref  # noqa: E402
 
@@ -198,17 +199,9 @@ def policy_spec(policy, T, G):
     raise ValueError(policy)
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("bptt")
-    ap.add_argument("--only", help="one cell")
-    ap.add_argument("--verbose", action="store_true")
-    args = ap.parse_args()
-    torch.set_num_threads(1)
-    t_start = time.time()
-    cells = [args.only] if args.only else CELLS
+def build_runs(cells, tmp):
+    """Writes every case's P files and lists the runs: ([Run], {(cell, idx): dims})."""
     rng = np.random.default_rng(SEED)
-    tmp = tempfile.TemporaryDirectory(prefix="bptt-torch-")
     runs, cases = [], {}
     for cell in CELLS:  # every cell's cases are drawn, so --only gives the same cases
         for idx in range(N_CASES):
@@ -217,145 +210,171 @@ def main():
             if cell not in cells:
                 continue
             cases[cell, idx] = dims
-            base = os.path.join(tmp.name, f"{cell}{idx}")
-            ref.st_write(base + ".P.st", P)
+            base = os.path.join(tmp, f"{cell}{idx}")
             Pxi = dict(P, xi=xi.astype(P["h0"].dtype))
+            ref.st_write(base + ".P.st", P)
             ref.st_write(base + ".Pxi.st", Pxi)
             T = P["X"].shape[1]
             for j, pol in enumerate(POLICIES):
-                pol = pol.format(s=100 * idx + j)
-                pf = base + (".Pxi.st" if pol == "xi" else ".P.st")
-                PP = Pxi if pol == "xi" else P
-                runs.append(Run(cell, idx, pol, [], PP, pf, f"{base}.{j}.G.st"))
-                if T >= 5 and POLICIES[j] in CKPT_POLICIES:
-                    for c, o in enumerate(CKPT_OPTIONS):
-                        runs.append(Run(cell, idx, pol, o, PP, pf, f"{base}.{j}.c{c}.G.st"))
+                spec = pol.format(s=100 * idx + j)
+                PP, pf = (Pxi, base + ".Pxi.st") if pol == "xi" else (P, base + ".P.st")
+                opts = [[]]
+                if T >= 5 and pol in CKPT_POLICIES:
+                    opts += CKPT_OPTIONS
                 if T >= 5 and pol == "full":
-                    runs.append(Run(cell, idx, pol, BUDGET_OPTION, PP, pf, f"{base}.{j}.mb.G.st"))
+                    opts.append(BUDGET_OPTION)
+                for c, o in enumerate(opts):
+                    runs.append(Run(cell, idx, spec, o, PP, pf, f"{base}.{j}.{c}.G.st"))
+    return runs, cases
 
-    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as ex:
+
+class Tally:
+    """Failures and the figures of the summary."""
+
+    def __init__(self, cells):
+        self.failures = []  # (run label, problem)
+        self.worst = {c: {"plain": 0.0, "ckpt": 0.0} for c in cells}  # bptt vs reference
+        self.ratio = {c: {"plain": 0.0, "ckpt": 0.0} for c in cells}  # float: err / allowed
+        self.worst_nn = 0.0   # torch.nn vs the equations, both float64
+        self.worst_ckpt = 0.0  # checkpointed vs plain bptt
+        self.tensors = 0
+        self.edges = {"cut": 0, "scaled": 0}  # xi values other than 1 exercised
+
+    def fail(self, label, what):
+        self.failures.append((label, what))
+
+
+def references(r, spec, prec):
+    """The float64 reference, PyTorch float32's own errors (float build), and
+    the torch.nn evaluations where the convention matches."""
+    R64 = ref.unrolled_grads(r.cell, r.P, spec, torch.float64)
+    E32 = float32_errors(r.cell, r.P, spec, R64) if prec == "float" else None
+    extra = []
+    if r.cell in ("rnn_tanh", "lstm"):
+        extra.append(("nn-step", ref.unrolled_grads(r.cell, r.P, spec, nn_cell=True)))
+        if r.policy == "full":
+            extra.append(("nn-seq", ref.unrolled_grads(r.cell, r.P, spec, nn_cell=True,
+                                                       nn_sequence=True)))
+    return R64, E32, extra
+
+
+def compare_run(r, G, meta, refs, label, tally, verbose):
+    """Every tensor of one bptt output against the references."""
+    R64, E32, extra = refs
+    prec = meta.get("precision")
+    expected = set(R64) - {"nn_bias_gap"}
+    missing = expected - set(G)
+    if missing:
+        tally.fail(label, f"bptt wrote no {sorted(missing)}")
+    if r.policy == "xi" and meta.get("xi_source") != "given":
+        tally.fail(label, f"xi_source is {meta.get('xi_source')!r}, not 'given'")
+    kind = "ckpt" if r.opts else "plain"
+    for name in sorted(expected & set(G)):
+        e = rel_err(G[name], R64[name])
+        allowed = DOUBLE_TOL if prec == "double" else FLOAT_FACTOR * E32[name] + FLOAT_FLOOR
+        tally.tensors += 1
+        tally.worst[r.cell][kind] = max(tally.worst[r.cell][kind], e)
+        tally.ratio[r.cell][kind] = max(tally.ratio[r.cell][kind], e / allowed)
+        if verbose:
+            print(f"  {label} {name}: {e:.3g} (allowed {allowed:.3g})")
+        if not e <= allowed:
+            tally.fail(label, f"{name} differs from the float64 reference by {e:.3g} (relative "
+                       f"to its max {np.abs(R64[name]).max():.4g}; allowed {allowed:.3g})")
+        for what, Rn in extra:  # the same tensor from torch.nn's cell
+            if name not in Rn or name == "xi":
+                continue
+            en, e_nn = rel_err(G[name], Rn[name]), rel_err(Rn[name], R64[name])
+            tally.worst_nn = max(tally.worst_nn, e_nn)
+            if e <= allowed and not en <= allowed + e_nn:
+                tally.fail(label, f"{name} differs from torch.nn ({what}) by {en:.3g} "
+                           f"(allowed {allowed:.3g})")
+            if e_nn > 1e-10:
+                tally.fail(label, f"reference check: torch.nn ({what}) and the equations "
+                           f"disagree on {name} by {e_nn:.3g}")
+    for what, Rn in extra:
+        if Rn.get("nn_bias_gap", 0) > 1e-12:
+            tally.fail(label, f"reference check: torch.nn's ({what}) two bias gradients differ")
+
+
+def summary(args, cells, cases, done, tally, precision, seconds):
+    n_plain = sum(1 for r in done if not r.opts)
+    print(f"bptt grad vs PyTorch float64 ({precision} build, {args.bptt}):")
+    print(f"  {len(cases) // len(cells)} cases x {len(POLICIES)} policies x {len(cells)} cells = "
+          f"{n_plain} runs, plus {len(done) - n_plain} checkpointed runs "
+          f"({', '.join(map(' '.join, CKPT_OPTIONS))} on {len(CKPT_POLICIES)} policies, "
+          f"{' '.join(BUDGET_OPTION)} on full; cases with T >= 5)")
+    print(f"  {tally.tensors} tensors compared; tolerance: "
+          + ("1e-9 relative to each tensor's largest magnitude" if precision == "double" else
+             f"{FLOAT_FACTOR:g} x PyTorch float32's own error + {FLOAT_FLOOR:.3g}"))
+    print(f"  coverage: {tally.edges['cut']} cut and {tally.edges['scaled']} scaled recurrent "
+          f"edges; largest |tanh pre-activation| in rnn_tanh cases {ref.STATS['max_preact']:.3g}")
+    print("  worst relative error against the float64 reference, plain | checkpointed runs:")
+    for c in cells:
+        w, q = tally.worst[c], tally.ratio[c]
+        print(f"    {c:10s} {w['plain']:.3g} | {w['ckpt']:.3g}"
+              + (f"  (worst error / allowed {q['plain']:.3g} | {q['ckpt']:.3g})"
+                 if precision == "float" else ""))
+    print(f"  checkpointed vs plain bptt: worst relative difference {tally.worst_ckpt:.3g}")
+    print(f"  torch.nn.RNN/LSTM vs the float64 equations: worst {tally.worst_nn:.3g} "
+          "(GRU: not comparable, d2l/Cho reset gate)")
+    print(f"  {seconds:.1f} s")
+    if not tally.failures:
+        print("PASS")
+        return 0
+    by_run = {}  # one line per run that disagrees (its first problem), then the count
+    for label, what in tally.failures:
+        by_run.setdefault(label, []).append(what)
+    print(f"FAIL: {len(tally.failures)} disagreements in {len(by_run)} runs:")
+    for i, (label, whats) in enumerate(by_run.items()):
+        if i == 30 and not args.verbose:
+            print(f"  ... and {len(by_run) - 30} more runs (--verbose lists all)")
+            break
+        more = f" (+{len(whats) - 1} more tensors)" if len(whats) > 1 else ""
+        print(f"  {label}: {whats[0]}{more}")
+    return 1
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("bptt")
+    ap.add_argument("--only", choices=CELLS, help="one cell")
+    ap.add_argument("--verbose", action="store_true")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    t_start = time.time()
+    cells = [args.only] if args.only else CELLS
+    tmp = tempfile.TemporaryDirectory(prefix="bptt-torch-")
+    runs, cases = build_runs(cells, tmp.name)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as ex:  # 2 cores at most
         done = list(ex.map(lambda r: run_bptt(args.bptt, r), runs))
 
-    failures = []
-    worst = {c: {"plain": 0.0, "ckpt": 0.0} for c in cells}  # per cell: bptt vs reference
-    worst_ratio = {c: {"plain": 0.0, "ckpt": 0.0} for c in cells}  # float: err / allowed
-    worst_ckpt = 0.0                                 # checkpointed vs plain bptt
-    worst_nn = 0.0                                   # nn module vs equations, both float64
-    precision = None
-    plain = {}
-    n_tensors = 0
-    refs = {}
+    tally, refs, plain, precision = Tally(cells), {}, {}, None
     for r in done:
+        label = f"{r.cell} case {r.idx} ({cases[r.cell, r.idx]}) {r.policy} {' '.join(r.opts)}"
         if r.rc != 0:
-            failures.append((f"{r.cell} case {r.idx} {r.policy} {' '.join(r.opts)}",
-                             f"exit {r.rc}: {r.stderr} ({r.cmd})"))
+            tally.fail(label, f"exit {r.rc}: {r.stderr} ({r.cmd})")
             continue
         G, meta = ref.st_read(r.out)
-        prec = meta.get("precision")
-        if precision is None:
-            precision = prec
-        T = r.P["X"].shape[1]
+        precision = precision or meta.get("precision")
         if r.policy == "xi":
             spec, bad = ("edges", [float(v) for v in r.P["xi"]]), None
         else:
-            spec, bad = policy_spec(r.policy, T, G)
+            spec, bad = policy_spec(r.policy, r.P["X"].shape[1], G)
         if bad:
-            failures.append((f"{r.cell} case {r.idx} {r.policy}", bad))
+            tally.fail(label, bad)
+        if spec[0] == "edges" and not r.opts:
+            tally.edges["cut"] += sum(1 for v in spec[1] if v == 0)
+            tally.edges["scaled"] += sum(1 for v in spec[1] if v not in (0, 1))
         key = (r.cell, r.idx, r.policy)
         if key not in refs:
-            R64 = ref.unrolled_grads(r.cell, r.P, spec, torch.float64)
-            R32 = float32_errors(r.cell, r.P, spec, R64) if prec == "float" else None
-            extra = []
-            if r.cell in ("rnn_tanh", "lstm"):
-                extra.append(("nn-step", ref.unrolled_grads(r.cell, r.P, spec, nn_cell=True)))
-                if r.policy == "full":
-                    extra.append(("nn-seq", ref.unrolled_grads(r.cell, r.P, spec, nn_cell=True,
-                                                               nn_sequence=True)))
-            refs[key] = (R64, R32, extra)
-        R64, R32, extra = refs[key]
-        label = f"{r.cell} case {r.idx} ({cases[r.cell, r.idx]}) {r.policy} {' '.join(r.opts)}"
-        expected = set(R64) - {"nn_bias_gap"}
-        missing = expected - set(G)
-        if missing:
-            failures.append((label, f"bptt wrote no {sorted(missing)}"))
-        if r.policy == "xi" and meta.get("xi_source") != "given":
-            failures.append((label, f"xi_source is {meta.get('xi_source')!r}, not 'given'"))
-        for name in sorted(expected & set(G)):
-            e = rel_err(G[name], R64[name])
-            if prec == "double":
-                allowed = DOUBLE_TOL
-            else:
-                allowed = FLOAT_FACTOR * R32[name] + FLOAT_FLOOR
-            n_tensors += 1
-            kind = "ckpt" if r.opts else "plain"
-            worst[r.cell][kind] = max(worst[r.cell][kind], e)
-            worst_ratio[r.cell][kind] = max(worst_ratio[r.cell][kind], e / allowed)
-            if args.verbose:
-                print(f"  {label} {name}: {e:.3g} (allowed {allowed:.3g})")
-            if not e <= allowed:
-                failures.append((label, f"{name} differs from the float64 reference by {e:.3g} "
-                                 f"(relative to its max {np.abs(R64[name]).max():.4g}; "
-                                 f"allowed {allowed:.3g})"))
-            for what, Rn in extra:  # the same tensor from torch.nn's cell
-                if name not in Rn or name == "xi":
-                    continue
-                en, e_nn = rel_err(G[name], Rn[name]), rel_err(Rn[name], R64[name])
-                worst_nn = max(worst_nn, e_nn)
-                if e <= allowed and not en <= allowed + e_nn:
-                    failures.append((label, f"{name} differs from torch.nn ({what}) by {en:.3g} "
-                                     f"(allowed {allowed:.3g})"))
-                if e_nn > 1e-10:
-                    failures.append((label, f"reference check: torch.nn ({what}) and the "
-                                     f"equations disagree on {name} by {e_nn:.3g}"))
-        for what, Rn in extra:
-            if Rn.get("nn_bias_gap", 0) > 1e-12:
-                failures.append((label, "torch.nn's two bias gradients differ"))
+            refs[key] = references(r, spec, meta.get("precision"))
+        compare_run(r, G, meta, refs[key], label, tally, args.verbose)
         if not r.opts:
             plain[key] = G
-    for r in done:  # checkpointed against the plain run of the same case
-        if r.opts and r.rc == 0 and (r.cell, r.idx, r.policy) in plain:
-            G, _ = ref.st_read(r.out)
-            Gp = plain[r.cell, r.idx, r.policy]
-            for name in Gp:
-                worst_ckpt = max(worst_ckpt, rel_err(G[name], Gp[name]))
-
-    # ---- summary ------------------------------------------------------------------------
-    n_cases = len(cases)
-    n_plain = sum(1 for r in done if not r.opts)
-    n_ckpt = len(done) - n_plain
-    print(f"bptt grad vs PyTorch float64 ({precision} build, {args.bptt}):")
-    print(f"  {n_cases // len(cells)} cases x {len(POLICIES)} policies x {len(cells)} cells = "
-          f"{n_plain} runs, plus {n_ckpt} checkpointed runs ({', '.join(map(' '.join, CKPT_OPTIONS))}"
-          f" on {len(CKPT_POLICIES)} policies, {' '.join(BUDGET_OPTION)} on full; cases with T >= 5)")
-    print(f"  {n_tensors} tensors compared; tolerance: "
-          + ("1e-9 relative to each tensor's largest magnitude" if precision == "double" else
-             f"{FLOAT_FACTOR:g} x PyTorch float32's own error + {FLOAT_FLOOR:.3g}"))
-    print(f"  saturation: largest |tanh pre-activation| in rnn_tanh cases "
-          f"{ref.STATS['max_preact']:.3g}")
-    print("  worst relative error against the float64 reference, plain | checkpointed runs:")
-    for c in cells:
-        print(f"    {c:10s} {worst[c]['plain']:.3g} | {worst[c]['ckpt']:.3g}"
-              + (f"  (worst error / allowed {worst_ratio[c]['plain']:.3g} | "
-                 f"{worst_ratio[c]['ckpt']:.3g})" if precision == "float" else ""))
-    print(f"  checkpointed vs plain bptt: worst relative difference {worst_ckpt:.3g}")
-    print(f"  torch.nn.RNN/LSTM vs the float64 equations: worst {worst_nn:.3g} "
-          "(GRU: not comparable, d2l/Cho reset gate)")
-    print(f"  {time.time() - t_start:.1f} s")
-    if failures:
-        # One line per run that disagrees (its first problem), then the count.
-        runs_bad = {}
-        for label, what in failures:
-            runs_bad.setdefault(label, []).append(what)
-        print(f"FAIL: {len(failures)} disagreements in {len(runs_bad)} runs:")
-        for i, (label, whats) in enumerate(runs_bad.items()):
-            if i == 30 and not args.verbose:
-                print(f"  ... and {len(runs_bad) - 30} more runs (--verbose lists all)")
-                break
-            more = f" (+{len(whats) - 1} more tensors)" if len(whats) > 1 else ""
-            print(f"  {label}: {whats[0]}{more}")
-        return 1
-    print("PASS")
-    return 0
+        elif key in plain:  # plain runs come first in the list
+            tally.worst_ckpt = max([tally.worst_ckpt] + [rel_err(G[k], v)
+                                                         for k, v in plain[key].items()])
+    return summary(args, cells, cases, done, tally, precision, time.time() - t_start)
 
 
 if __name__ == "__main__":
