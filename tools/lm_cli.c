@@ -242,6 +242,27 @@ bool lm_cli_source(const char *command, const lm_cli_opts *o, const char *data, 
     return true;
 }
 
+const char *lm_cli_ppl(double loss, int digits, char *buf, size_t len)
+{
+    double p = exp(loss);
+    if (!isfinite(loss) || (isfinite(p) && p < 1e15)) {
+        snprintf(buf, len, "%.*f", digits, p);
+        return buf;
+    }
+    double e10 = loss / log(10.0), ex = floor(e10);
+    snprintf(buf, len, "%.*fe+%.0f", digits, pow(10.0, e10 - ex), ex);
+    return buf;
+}
+
+const char *lm_cli_num(double x, char *buf, size_t len)
+{
+    if (isnan(x))
+        buf[0] = '\0';
+    else
+        snprintf(buf, len, "%.17g", x);
+    return buf;
+}
+
 const char *lm_cli_si(double x, char *buf, size_t len)
 {
     if (x >= 1e6)
@@ -278,11 +299,11 @@ void lm_cli_progress(void *ctx, const bt_lm_progress *p)
     if (p->batch != p->batches && now - progress_last < 0.1)
         return; /* a terminal line ten times a second is plenty */
     progress_last = now;
-    char tps[32], eta[32], fig[48];
+    char tps[32], eta[32], fig[48], ppl[32];
     if (isnan(p->train_ppl)) /* real targets: no perplexity, the loss */
         snprintf(fig, sizeof fig, "train loss %.5g", p->train_loss);
     else
-        snprintf(fig, sizeof fig, "train ppl %.3f", p->train_ppl);
+        snprintf(fig, sizeof fig, "train ppl %s", lm_cli_ppl(p->train_loss, 3, ppl, sizeof ppl));
     fprintf(stderr, "\r\033[Kepoch %d/%d  step %d/%d  %s  %s tok/s  ETA %s", p->epoch, p->epochs,
             p->batch, p->batches, fig, lm_cli_si(p->tokens_per_s, tps, sizeof tps),
             lm_cli_duration(p->eta_s, eta, sizeof eta));
