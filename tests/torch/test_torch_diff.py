@@ -125,8 +125,7 @@ class Run:
     def __init__(self, cell, idx, policy, opts, P, pfile, out):
         self.cell, self.idx, self.policy, self.opts = cell, idx, policy, opts
         self.P, self.pfile, self.out = P, pfile, out
-        self.rc = None
-        self.stderr = ""
+        self.rc, self.stderr, self.cmd = None, "", ""
 
 
 def run_bptt(bptt, r):
