@@ -232,7 +232,9 @@ bt_status bt_lm_evaluate(bt_lm *lm, double *loss, char *err, size_t errlen)
                 return BT_ERR_NOMEM;
             }
         }
-        if (seq.B != rows) /* a new layout (or the start): the state starts at zero */
+        /* The state starts at zero for every independent minibatch, and for a
+         * new row layout (or the start) of a text read from start to end. */
+        if (!src->val_carry_state || seq.B != rows)
             memset(lm->eval_block, 0, need * sizeof(bt_real));
         rows = seq.B;
         bt_graph_reset(g);

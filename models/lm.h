@@ -92,8 +92,9 @@ bt_status bt_lm_train(bt_lm *lm, int epochs, const bt_lm_hooks *hooks, char *err
 /* One epoch; fills *e and appends it to the history. */
 bt_status bt_lm_train_epoch(bt_lm *lm, int epochs_target, const bt_lm_hooks *hooks,
                             bt_lm_epoch *e, char *err, size_t errlen);
-/* Mean loss per token over the source's validation data (state carried);
- * BT_ERR_NOT_FOUND when the source has none. */
+/* Mean loss per scored token over the source's validation data, from a zero
+ * state that carries between minibatches only when the source says they
+ * continue each other (val_carry_state); BT_ERR_NOT_FOUND when there is none. */
 bt_status bt_lm_evaluate(bt_lm *lm, double *loss, char *err, size_t errlen);
 
 /* Parts, for checkpoints and reports. */

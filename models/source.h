@@ -22,6 +22,10 @@ typedef struct bt_source {
     int output_size;     /* V or Q */
     int B, T;
     bool carry_state;    /* sequential partitioning: the state carries over between batches */
+    /* Validation minibatch i + 1 continues the rows of minibatch i (a text read
+     * once from start to end), so its state carries over; otherwise every
+     * validation minibatch is independent and starts from a zero state. */
+    bool val_carry_state;
     const bt_vocab *vocab; /* token sources with text, else NULL */
 
     /* Starts an epoch (random offset / fresh draws from rng). */

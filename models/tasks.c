@@ -249,6 +249,7 @@ bt_status bt_task_source_new(const char *spec, int B, uint64_t seed, bt_source *
         .B = B,
         .T = k->T,
         .carry_state = k->kind == TASK_INFLUENCE,
+        .val_carry_state = false, /* held-out draws are independent sequences */
         .vocab = NULL,
         .epoch = task_epoch,
         .count = task_count,

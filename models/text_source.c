@@ -139,6 +139,7 @@ bt_status bt_text_source_new(const bt_corpus *c, int B, int T, bt_batch_mode mod
         .B = B,
         .T = T,
         .carry_state = mode == BT_BATCH_SEQUENTIAL,
+        .val_carry_state = true, /* the held-out text is read once, whatever the sampling */
         .vocab = c->vocab,
         .epoch = ts_epoch,
         .count = ts_count,

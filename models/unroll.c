@@ -192,6 +192,11 @@ typedef struct segment {
     double weight;
     const bt_real *from;
     bool leaf_grad, count_losses;
+    /* Store each step's state in the ring. A checkpointed window's forward
+     * pass already stored them; its rebuilt stretches run last-first and
+     * must not overwrite the ring (the slot of h_T would end up holding the
+     * state of an earlier stretch). */
+    bool store_states;
     bt_real *dfrom;       /* [state_len] accumulated, or NULL */
     const bt_real *dnext; /* [state_len] or NULL */
 } segment;
@@ -242,7 +247,8 @@ static bt_status run_segment(bt_unroller *u, const bt_sequence *seq, const segme
         u->h_of[s] = next[0];
         if (u->dh && opts->want_dh_norms && next[0])
             next[0]->retain_grad = true; /* read after backward */
-        store_state(u, s, next);
+        if (sg->store_states)
+            store_state(u, s, next);
         memcpy(state, next, sizeof state);
     }
     if (total)
@@ -299,7 +305,7 @@ static bt_status run_window(bt_unroller *u, const bt_sequence *seq, long g0, lon
                             bt_real *dh0, bt_unroll_result *res, char *err, size_t errlen)
 {
     segment sg = {.g0 = g0, .a = g0, .b = t, .loss_from = loss_from, .weight = weight,
-                  .from = ring_at(u, g0), .count_losses = true,
+                  .from = ring_at(u, g0), .count_losses = true, .store_states = true,
                   .leaf_grad = g0 == 0 && opts->accumulate && opts->want_dh0 && dh0, .dfrom = dh0};
     return run_segment(u, seq, &sg, opts, res, err, errlen);
 }

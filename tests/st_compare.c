@@ -3,7 +3,10 @@
  * the same shape, ACTUAL may hold nothing else, and every element must satisfy
  * |a - e| <= atol + rtol |e|. Prints the largest difference of each tensor.
  *
- *   st_compare ACTUAL EXPECTED [--atol A] [--rtol R] [--meta KEY=VALUE]...
+ *   st_compare ACTUAL EXPECTED [--atol A] [--rtol R] [--meta KEY=VALUE]... [--skip NAME]...
+ *
+ * --skip leaves a tensor out of the comparison (a checkpoint's `history`
+ * holds timings, which no two runs share).
  *
  * Tolerances default to the build's precision (tight in double). Exit 0 when
  * everything matches, 1 on a difference, 2 on a usage or read error. */
@@ -37,12 +40,23 @@ static bool same_shape(const bt_st_tensor *a, const bt_st_tensor *b)
     return true;
 }
 
-static int compare(const bt_st_file *act, const bt_st_file *exp, double atol, double rtol)
+static bool skipped(const char *name, const char *const *skip, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (!strcmp(name, skip[i]))
+            return true;
+    return false;
+}
+
+static int compare(const bt_st_file *act, const bt_st_file *exp, double atol, double rtol,
+                   const char *const *skip, int n_skip)
 {
     int bad = 0;
     double worst = 0;
     for (int i = 0; i < bt_st_count(exp); i++) {
         const bt_st_tensor *e = bt_st_at(exp, i), *a = bt_st_find(act, e->name);
+        if (skipped(e->name, skip, n_skip))
+            continue;
         if (!a) {
             printf("FAIL %-14s missing from the output\n", e->name);
             bad++;
@@ -91,8 +105,8 @@ int main(int argc, char **argv)
 #else
     double atol = 1e-5, rtol = 1e-4;
 #endif
-    const char *files[2] = {0}, *meta[16];
-    int nf = 0, nm = 0;
+    const char *files[2] = {0}, *meta[16], *skip[16];
+    int nf = 0, nm = 0, ns = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--atol") && i + 1 < argc)
             atol = atof(argv[++i]);
@@ -100,6 +114,8 @@ int main(int argc, char **argv)
             rtol = atof(argv[++i]);
         else if (!strcmp(argv[i], "--meta") && i + 1 < argc && nm < 16)
             meta[nm++] = argv[++i];
+        else if (!strcmp(argv[i], "--skip") && i + 1 < argc && ns < 16)
+            skip[ns++] = argv[++i];
         else if (nf < 2 && argv[i][0] != '-')
             files[nf++] = argv[i];
         else {
@@ -108,7 +124,7 @@ int main(int argc, char **argv)
         }
     }
     if (nf != 2) {
-        fprintf(stderr, "usage: st_compare ACTUAL EXPECTED [--atol A] [--rtol R] [--meta KEY=VALUE]...\n");
+        fprintf(stderr, "usage: st_compare ACTUAL EXPECTED [--atol A] [--rtol R] [--meta KEY=VALUE]... [--skip NAME]...\n");
         return 2;
     }
     bt_st_file *f[2] = {0};
@@ -119,7 +135,7 @@ int main(int argc, char **argv)
             bt_st_free(f[0]);
             return 2;
         }
-    int rc = compare(f[0], f[1], atol, rtol);
+    int rc = compare(f[0], f[1], atol, rtol, skip, ns);
     for (int i = 0; i < nm; i++) {
         const char *eq = strchr(meta[i], '=');
         size_t klen = eq ? (size_t)(eq - meta[i]) : strlen(meta[i]);

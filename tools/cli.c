@@ -191,6 +191,27 @@ bool cli_double(cli_args *a, const char *name, double def, double min, double ma
     return true;
 }
 
+bool cli_checkpoint(cli_args *a, int *every, double *budget_mb)
+{
+    const char *ck = cli_get(a, "checkpoint");
+    if (ck) {
+        char *end;
+        errno = 0;
+        long n = strtol(ck, &end, 10);
+        if (strcmp(ck, "sqrt") == 0)
+            *every = -1;
+        else if (strcmp(ck, "off") == 0)
+            *every = 0;
+        else if (*ck && !*end && !errno && n >= 1 && n <= 100000000)
+            *every = (int)n;
+        else {
+            fprintf(stderr, "bptt: --checkpoint %s: use 'sqrt', 'off' or a number of steps >= 1\n", ck);
+            return false;
+        }
+    }
+    return cli_double(a, "memory-budget", 0, 0, 1e9, budget_mb);
+}
+
 /* "  --name ARG   help", the help wrapped at word boundaries to 80 columns. */
 static void print_option(FILE *f, const char *left, const char *help)
 {

@@ -71,6 +71,11 @@ bool cli_double(cli_args *a, const char *name, double def, double min, double ma
 void cli_print_help(FILE *f, const cli_command *cmd);
 /* One line per option ("--hidden H", "--json"): `bptt --options NAME`. */
 void cli_print_option_list(FILE *f, const cli_command *cmd);
+/* --checkpoint sqrt|N|off and --memory-budget MB, as bt_unroll_opts and
+ * bt_lm_config take them: every = -1 (sqrt), 0 (off, the default) or N;
+ * budget_mb 0 when absent. False (with a message on stderr) on a bad value.
+ * Their table entries: CLI_CHECKPOINT_OPTIONS (train, compare, grad). */
+bool cli_checkpoint(cli_args *a, int *every, double *budget_mb);
 
 /* Default plugin folders, then each --plugin PATH. Prints the error and returns NULL. */
 bt_registry *cli_load_plugins(cli_args *a);
@@ -96,6 +101,15 @@ int cmd_analyze(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
 extern const cli_command cmd_plugins_spec, cmd_selfcheck_spec, cmd_grad_spec, cmd_gradcheck_spec,
     cmd_train_spec, cmd_generate_spec, cmd_compare_spec, cmd_analyze_spec, cmd_demo_spec;
+
+/* The entries of --checkpoint and --memory-budget, for the tables of the
+ * commands that unroll with bt_unroll_opts (cli_checkpoint reads them). */
+#define CLI_CHECKPOINT_OPTIONS \
+    {"checkpoint", "sqrt|N", "exact BPTT in less memory: keep one state every sqrt(window) " \
+                             "(or N) steps and recompute the rest during backward (off, the " \
+                             "default: keep every step)"}, \
+    {"memory-budget", "MB", "checkpoint only windows that would not fit in MB, with the " \
+                            "largest spacing that fits (an error says the minimum)"}
 
 /* The --plugin option every command takes, for its table (cli_load_plugins reads it). */
 #define CLI_PLUGIN_OPTION \

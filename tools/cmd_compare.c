@@ -62,6 +62,19 @@ typedef struct cmp_ctx {
 static double train_fig(const bt_lm_epoch *e, bool ppl) { return ppl ? e->train_ppl : e->train_loss; }
 static double val_fig(const bt_lm_epoch *e, bool ppl) { return ppl ? e->val_ppl : e->val_loss; }
 
+/* A loss as printed: the perplexity it gives (never inf for a finite loss),
+ * or the loss itself for real targets; "" when absent. */
+static const char *fig_text(double loss, bool ppl, int digits, char *buf, size_t len)
+{
+    if (isnan(loss))
+        buf[0] = '\0';
+    else if (ppl)
+        lm_cli_ppl(loss, digits, buf, len);
+    else
+        snprintf(buf, len, "%.*g", digits + 2, loss);
+    return buf;
+}
+
 static bt_status on_epoch(void *vctx, bt_lm *lm, const bt_lm_epoch *e, char *err, size_t errlen)
 {
     (void)lm, (void)err, (void)errlen;
@@ -69,15 +82,11 @@ static bt_status on_epoch(void *vctx, bt_lm *lm, const bt_lm_epoch *e, char *err
     if (c->tty)
         lm_cli_progress_clear();
     if (!c->quiet) {
-        char tps[32], val[48] = "";
-        const char *w = c->ppl ? "ppl" : "loss", *fmt = c->ppl ? "%.3f" : "%.5g";
-        char tr[32];
-        snprintf(tr, sizeof tr, fmt, train_fig(e, c->ppl));
-        if (!isnan(val_fig(e, c->ppl))) {
-            char v[32];
-            snprintf(v, sizeof v, fmt, val_fig(e, c->ppl));
-            snprintf(val, sizeof val, "  val %s %s", w, v);
-        }
+        char tps[32], val[64] = "", tr[32], v[32];
+        const char *w = c->ppl ? "ppl" : "loss";
+        fig_text(e->train_loss, c->ppl, 3, tr, sizeof tr);
+        if (!isnan(e->val_loss))
+            snprintf(val, sizeof val, "  val %s %s", w, fig_text(e->val_loss, c->ppl, 3, v, sizeof v));
         printf("[%s] epoch %d  train %s %s%s  %s tok/s  skipped %d\n", c->label, e->epoch, w, tr,
                val, lm_cli_si(e->tokens_per_s, tps, sizeof tps), e->skipped);
         fflush(stdout);
@@ -194,16 +203,18 @@ static bt_status write_metrics(const char *path, result *res, int n_res, bool pp
     }
     const char *w = ppl ? "ppl" : "loss";
     fprintf(f, "policy,epoch,train_%s,val_%s,tokens_per_s,grad_norm_mean,grad_norm_max,"
-               "skipped,seconds\n", w, w);
+               "skipped,seconds%s\n", w, w, ppl ? ",train_loss,val_loss" : "");
     for (int k = 0; k < n_res; k++)
         for (int i = 0; i < res[k].n; i++) {
             const bt_lm_epoch *e = &res[k].hist[i];
-            fprintf(f, "\"%s\",%d,", res[k].desc, e->epoch);
-            fprintf(f, ppl ? "%.6f," : "%.6g,", train_fig(e, ppl));
-            if (!isnan(val_fig(e, ppl)))
-                fprintf(f, ppl ? "%.6f" : "%.6g", val_fig(e, ppl));
-            fprintf(f, ",%.1f,%.6g,%.6g,%d,%.3f\n", e->tokens_per_s, e->grad_norm_mean,
-                    e->grad_norm_max, e->skipped, e->elapsed);
+            char tr[48], va[48];
+            fprintf(f, "\"%s\",%d,%s,%s,%.1f,%.6g,%.6g,%d,%.3f", res[k].desc, e->epoch,
+                    fig_text(e->train_loss, ppl, ppl ? 6 : 4, tr, sizeof tr),
+                    fig_text(e->val_loss, ppl, ppl ? 6 : 4, va, sizeof va), e->tokens_per_s,
+                    e->grad_norm_mean, e->grad_norm_max, e->skipped, e->elapsed);
+            if (ppl) /* the losses behind the perplexities, in full precision */
+                fprintf(f, ",%.17g,%s", e->train_loss, lm_cli_num(e->val_loss, va, sizeof va));
+            fputc('\n', f);
         }
     if (fclose(f) != 0) {
         snprintf(err, errlen, "cannot write --metrics %s: %s", path, strerror(errno));
@@ -322,11 +333,10 @@ int cmd_compare(int argc, char **argv)
     for (int k = 0; k < n_res; k++) {
         result *r = &res[k];
         char tps[32], mem[32], tr[32] = "-", va[32] = "-";
-        const char *fmt = ppl ? "%.3f" : "%.4g";
         if (r->n) {
-            snprintf(tr, sizeof tr, fmt, train_fig(&r->hist[r->n - 1], ppl));
-            if (!isnan(val_fig(&r->hist[r->n - 1], ppl)))
-                snprintf(va, sizeof va, fmt, val_fig(&r->hist[r->n - 1], ppl));
+            fig_text(r->hist[r->n - 1].train_loss, ppl, ppl ? 3 : 2, tr, sizeof tr);
+            if (!isnan(r->hist[r->n - 1].val_loss))
+                fig_text(r->hist[r->n - 1].val_loss, ppl, ppl ? 3 : 2, va, sizeof va);
         }
         snprintf(mem, sizeof mem, "%.2f MB", (double)r->memory / 1048576.0);
         printf("%-22s %10s %10s %9s %10s %8ld %9.4f %9.4f%s\n", r->desc, tr, va,

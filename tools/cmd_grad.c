@@ -20,6 +20,7 @@ static const cli_option options[] = {
     {"out", "G.safetensors", "where the loss and gradients go"},
     {"truncation", "POLICY", "full (default), fixed:K, random:PI[,seed=S], tbptt:K1,K2"},
     {"seed", "S", "the policy's draws (default 1)"},
+    CLI_CHECKPOINT_OPTIONS,
     CLI_PLUGIN_OPTION,
     {NULL, NULL, NULL},
 };
@@ -31,7 +32,9 @@ const cli_command cmd_grad_spec = {
     .about = "P holds every parameter of the cell by name, X and Y (token ids [B,T] as I32\n"
              "or I64, or real X [B,T,D] / Y [B,T,Q] as F32 or F64), optionally h0 [B,H] (c0\n"
              "for lstm) and xi [T], the factors that replace the policy's draws. G receives\n"
-             "loss, grad.<param>, grad.h0, xi and grad_norm_h. See docs/grad-files.md.",
+             "loss, grad.<param>, grad.h0, xi and grad_norm_h. See docs/grad-files.md.\n"
+             "--checkpoint and --memory-budget store each window as bptt train does; the\n"
+             "gradients are the same as without them (only memory and time change).",
     .options = {options},
 };
 
@@ -416,7 +419,14 @@ static void grad_out_free(grad_out *o)
     bt_free(o->dh_norms);
 }
 
-static int run(grad_in *g, const cli_policy *pol, uint64_t seed, grad_out *o)
+/* How the windows are stored: checkpoint spacing (-1 sqrt, 0 none) and budget. */
+typedef struct grad_memory {
+    int checkpoint_every;
+    double budget_mb;
+} grad_memory;
+
+static int run(grad_in *g, const cli_policy *pol, uint64_t seed, const grad_memory *mem,
+               grad_out *o)
 {
     char err[1024];
     bt_model *m = g->m;
@@ -434,7 +444,8 @@ static int run(grad_in *g, const cli_policy *pol, uint64_t seed, grad_out *o)
                        .y = g->y};
     bt_unroll_opts opts = {.policy = pol->def, .policy_state = pol->state, .policy_seed = seed,
                            .xi = g->xi, .accumulate = true, .want_dh0 = true,
-                           .want_dh_norms = true};
+                           .want_dh_norms = true, .checkpoint_every = mem->checkpoint_every,
+                           .memory_budget = (size_t)(mem->budget_mb * 1048576.0)};
     bt_unroll_result res;
     bt_params_zero_grad(m->params);
     /* The unroller advances g->state in place to the final state; h0 is not needed again. */
@@ -525,7 +536,9 @@ int cmd_grad(int argc, char **argv)
     const char *cell_name = cli_get(&a, "cell"), *params = cli_get(&a, "params"),
                *out = cli_get(&a, "out"), *spec = cli_get(&a, "truncation");
     long seed = 1;
-    rc = cli_int(&a, "seed", 1, 0, 0x7fffffffffffffffL, &seed) ? 0 : 2;
+    grad_memory mem = {0};
+    rc = cli_int(&a, "seed", 1, 0, 0x7fffffffffffffffL, &seed) &&
+         cli_checkpoint(&a, &mem.checkpoint_every, &mem.budget_mb) ? 0 : 2;
     bt_registry *reg = rc ? NULL : cli_load_plugins(&a);
     if (!rc && !reg)
         rc = 1;
@@ -545,7 +558,7 @@ int cmd_grad(int argc, char **argv)
     if (!rc)
         rc = load_input(cell, params, &g);
     if (!rc)
-        rc = run(&g, &pol, (uint64_t)seed, &o);
+        rc = run(&g, &pol, (uint64_t)seed, &mem, &o);
     if (!rc)
         rc = write_output(&g, &pol, (uint64_t)seed, &o, out);
     if (!rc)

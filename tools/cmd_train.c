@@ -54,19 +54,25 @@ static bt_status write_metrics(const char *path, bt_lm *lm, char *err, size_t er
     }
     /* Sources with real targets have no perplexity: their columns are the loss. */
     bool ppl = bt_lm_source(lm)->tokens_out;
-    const char *w = lm_cli_measure(bt_lm_source(lm)), *fmt = ppl ? "%.6f" : "%.6g";
-    fprintf(f, "epoch,train_%s,val_%s,tokens_per_s,grad_norm_mean,grad_norm_max,skipped,seconds\n",
-            w, w);
+    const char *w = lm_cli_measure(bt_lm_source(lm));
+    fprintf(f, "epoch,train_%s,val_%s,tokens_per_s,grad_norm_mean,grad_norm_max,skipped,seconds%s\n",
+            w, w, ppl ? ",train_loss,val_loss" : "");
     for (int i = 0; i < n; i++) {
-        double tr = ppl ? h[i].train_ppl : h[i].train_loss;
-        double va = ppl ? h[i].val_ppl : h[i].val_loss;
-        fprintf(f, "%d,", h[i].epoch);
-        fprintf(f, fmt, tr);
-        fputc(',', f);
-        if (!isnan(va))
-            fprintf(f, fmt, va);
-        fprintf(f, ",%.1f,%.6g,%.6g,%d,%.3f\n", h[i].tokens_per_s, h[i].grad_norm_mean,
-                h[i].grad_norm_max, h[i].skipped, h[i].elapsed);
+        char tr[48], va[48] = "";
+        if (ppl) {
+            lm_cli_ppl(h[i].train_loss, 6, tr, sizeof tr);
+            if (!isnan(h[i].val_loss))
+                lm_cli_ppl(h[i].val_loss, 6, va, sizeof va);
+        } else {
+            snprintf(tr, sizeof tr, "%.6g", h[i].train_loss);
+            if (!isnan(h[i].val_loss))
+                snprintf(va, sizeof va, "%.6g", h[i].val_loss);
+        }
+        fprintf(f, "%d,%s,%s,%.1f,%.6g,%.6g,%d,%.3f", h[i].epoch, tr, va, h[i].tokens_per_s,
+                h[i].grad_norm_mean, h[i].grad_norm_max, h[i].skipped, h[i].elapsed);
+        if (ppl) /* the losses behind the perplexities, in full precision */
+            fprintf(f, ",%.17g,%s", h[i].train_loss, lm_cli_num(h[i].val_loss, va, sizeof va));
+        fputc('\n', f);
     }
     if (fclose(f) != 0) {
         snprintf(err, errlen, "cannot write --metrics %s: %s", path, strerror(errno));
@@ -116,13 +122,13 @@ static bt_status on_epoch(void *vctx, bt_lm *lm, const bt_lm_epoch *e, char *err
     if (t->tty)
         lm_cli_progress_clear();
     if (!t->quiet) {
-        char tps[32], el[32], tr[48], val[48] = "";
+        char tps[32], el[32], tr[64], val[64] = "", p[32];
         if (t->tokens_out)
-            snprintf(tr, sizeof tr, "train ppl %.3f", e->train_ppl);
+            snprintf(tr, sizeof tr, "train ppl %s", lm_cli_ppl(e->train_loss, 3, p, sizeof p));
         else
             snprintf(tr, sizeof tr, "train loss %.5g", e->train_loss);
         if (!isnan(e->val_ppl))
-            snprintf(val, sizeof val, "  val ppl %.3f", e->val_ppl);
+            snprintf(val, sizeof val, "  val ppl %s", lm_cli_ppl(e->val_loss, 3, p, sizeof p));
         else if (!isnan(e->val_loss))
             snprintf(val, sizeof val, "  val loss %.5g", e->val_loss);
         printf("epoch %d/%d  %s%s  %s tok/s  %.2fs  elapsed %s  skipped %d\n",
@@ -389,9 +395,11 @@ int cmd_train(int argc, char **argv)
     const bt_lm_epoch *h;
     int n = bt_lm_history(lm, &h);
     if (n > 0 && src.tokens_out) {
-        printf("done: epoch %d, train ppl %.3f", h[n - 1].epoch, h[n - 1].train_ppl);
+        char p[32];
+        printf("done: epoch %d, train ppl %s", h[n - 1].epoch,
+               lm_cli_ppl(h[n - 1].train_loss, 3, p, sizeof p));
         if (!isnan(h[n - 1].val_ppl))
-            printf(", val ppl %.3f", h[n - 1].val_ppl);
+            printf(", val ppl %s", lm_cli_ppl(h[n - 1].val_loss, 3, p, sizeof p));
         printf("%s%s\n", save ? ", saved " : "", save ? save : "");
     } else if (n > 0) {
         printf("done: epoch %d, train loss %.5g", h[n - 1].epoch, h[n - 1].train_loss);

@@ -37,11 +37,7 @@ const cli_option lm_cli_options[] = {
     {"max-tokens", "N", "use only the first N tokens of the text (0: all, default)"},
     {"val-fraction", "F", "hold out the last F of the tokens for validation perplexity (default "
                           "0; 0.1 is a good choice)"},
-    {"checkpoint", "sqrt|N", "exact BPTT in less memory: keep one state every sqrt(window) (or "
-                             "N) steps and recompute the rest during backward (off, the default: "
-                             "keep every step)"},
-    {"memory-budget", "MB", "checkpoint only windows that would not fit in MB, with the largest "
-                            "spacing that fits (an error says the minimum)"},
+    CLI_CHECKPOINT_OPTIONS,
     {"metrics", "FILE.csv", "per-epoch figures as CSV (compare: with a policy column)"},
     CLI_PLUGIN_OPTION,
     {"quiet", NULL, "no per-epoch lines"},
@@ -108,22 +104,7 @@ bool lm_cli_parse(cli_args *a, const char *command, lm_cli_opts *o)
     o->given[LO_CLIP] = o->raw[LO_CLIP] != NULL;
     if (!cli_double(a, "clip", 1, 0, 1e30, &c->clip))
         return false;
-    const char *ck = cli_get(a, "checkpoint");
-    if (ck) {
-        char *end;
-        long every = strtol(ck, &end, 10);
-        if (strcmp(ck, "sqrt") == 0)
-            c->checkpoint_every = -1;
-        else if (strcmp(ck, "off") == 0)
-            c->checkpoint_every = 0;
-        else if (*ck && !*end && every >= 1 && every <= 100000000)
-            c->checkpoint_every = (int)every;
-        else {
-            fprintf(stderr, "bptt: --checkpoint %s: use 'sqrt', 'off' or a number of steps >= 1\n", ck);
-            return false;
-        }
-    }
-    if (!cli_double(a, "memory-budget", 0, 0, 1e9, &c->memory_budget_mb))
+    if (!cli_checkpoint(a, &c->checkpoint_every, &c->memory_budget_mb))
         return false;
     o->raw[LO_VAL_FRACTION] = cli_get(a, "val-fraction");
     o->given[LO_VAL_FRACTION] = o->raw[LO_VAL_FRACTION] != NULL;
@@ -258,6 +239,27 @@ bool lm_cli_source(const char *command, const lm_cli_opts *o, const char *data, 
     return true;
 }
 
+const char *lm_cli_ppl(double loss, int digits, char *buf, size_t len)
+{
+    double p = exp(loss);
+    if (!isfinite(loss) || (isfinite(p) && p < 1e15)) {
+        snprintf(buf, len, "%.*f", digits, p);
+        return buf;
+    }
+    double e10 = loss / log(10.0), ex = floor(e10);
+    snprintf(buf, len, "%.*fe+%.0f", digits, pow(10.0, e10 - ex), ex);
+    return buf;
+}
+
+const char *lm_cli_num(double x, char *buf, size_t len)
+{
+    if (isnan(x))
+        buf[0] = '\0';
+    else
+        snprintf(buf, len, "%.17g", x);
+    return buf;
+}
+
 const char *lm_cli_si(double x, char *buf, size_t len)
 {
     if (x >= 1e6)
@@ -294,11 +296,11 @@ void lm_cli_progress(void *ctx, const bt_lm_progress *p)
     if (p->batch != p->batches && now - progress_last < 0.1)
         return; /* a terminal line ten times a second is plenty */
     progress_last = now;
-    char tps[32], eta[32], fig[48];
+    char tps[32], eta[32], fig[48], ppl[32];
     if (isnan(p->train_ppl)) /* real targets: no perplexity, the loss */
         snprintf(fig, sizeof fig, "train loss %.5g", p->train_loss);
     else
-        snprintf(fig, sizeof fig, "train ppl %.3f", p->train_ppl);
+        snprintf(fig, sizeof fig, "train ppl %s", lm_cli_ppl(p->train_loss, 3, ppl, sizeof ppl));
     fprintf(stderr, "\r\033[Kepoch %d/%d  step %d/%d  %s  %s tok/s  ETA %s", p->epoch, p->epochs,
             p->batch, p->batches, fig, lm_cli_si(p->tokens_per_s, tps, sizeof tps),
             lm_cli_duration(p->eta_s, eta, sizeof eta));

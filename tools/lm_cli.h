@@ -57,6 +57,13 @@ static inline const char *lm_cli_measure(const bt_source *src)
 {
     return src->tokens_out ? "ppl" : "loss";
 }
+/* Perplexity exp(loss) as text with `digits` decimals, computed from the
+ * mean cross-entropy in double. A loss above ~709 gives a perplexity beyond
+ * double's range: it is written as mantissa and decimal exponent
+ * ("3.142e+1234"), never as inf while the loss is finite. */
+const char *lm_cli_ppl(double loss, int digits, char *buf, size_t len);
+/* x with 17 significant digits (a double read back exactly), "" for NaN. */
+const char *lm_cli_num(double x, char *buf, size_t len);
 /* "12.3k", "1.2M" */
 const char *lm_cli_si(double x, char *buf, size_t len);
 /* "1h02m", "3m05s", "12.3s" */

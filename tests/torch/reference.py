@@ -1,0 +1,378 @@
+"""reference.py: an independent PyTorch implementation of what `bptt grad`
+computes, written from the documented equations (docs/grad-files.md, README
+"Truncation, exactly", the step formulas in the plugins/cell_*.c headers), with
+torch autograd doing every derivative. Nothing here follows bptt's C code path:
+the truncation is a detach or a custom gradient-scale node on the recurrent
+edge, TBPTT rebuilds each window from the forward pass's detached state.
+
+Also the safetensors reader and writer (the format is 8 bytes little-endian
+header length, a JSON header, raw little-endian bytes; torch 1.13 on Debian has
+no safetensors package), and step functions that delegate the cell to
+torch.nn.RNN / torch.nn.LSTM where their conventions match bptt's.
+
+Dimension letters: B rows, T steps, H hidden, V vocabulary, D input width,
+Q output width. Batches are row vectors: a product reads h W."""
+import json
+import struct
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+# ---- safetensors -------------------------------------------------------------------
+
+ST_DTYPES = {"F32": np.float32, "F64": np.float64, "I32": np.int32, "I64": np.int64}
+ST_NAMES = {np.dtype(v).name: k for k, v in ST_DTYPES.items()}
+
+
+def st_write(path, tensors):
+    """Writes {name: numpy array} as safetensors (little-endian, 8-aligned header)."""
+    head, off, blobs = {}, 0, []
+    for name, a in tensors.items():
+        a = np.ascontiguousarray(a)
+        a = a.astype(a.dtype.newbyteorder("<"), copy=False)
+        head[name] = {"dtype": ST_NAMES[a.dtype.name], "shape": list(a.shape),
+                      "data_offsets": [off, off + a.nbytes]}
+        off += a.nbytes
+        blobs.append(a.tobytes())
+    h = json.dumps(head).encode()
+    h += b" " * (-len(h) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+
+
+def st_read(path):
+    """({name: numpy array}, metadata dict)."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    n = struct.unpack("<Q", raw[:8])[0]
+    head = json.loads(raw[8:8 + n])
+    meta = head.pop("__metadata__", {})
+    data = raw[8 + n:]
+    out = {}
+    for name, v in head.items():
+        a, b = v["data_offsets"]
+        dt = np.dtype(ST_DTYPES[v["dtype"]]).newbyteorder("<")
+        out[name] = np.frombuffer(data[a:b], dt).reshape(v["shape"])
+    return out, meta
+
+# ---- truncation nodes --------------------------------------------------------------
+
+
+class GradScale(torch.autograd.Function):
+    """Identity forward; the gradient times xi backward."""
+
+    @staticmethod
+    def forward(ctx, x, xi):
+        ctx.xi = xi
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * ctx.xi, None
+
+
+def edge(x, xi):
+    """The recurrent edge with factor xi: kept (1), cut (0) or gradient-scaled."""
+    if xi == 1:
+        return x
+    if xi == 0:
+        return x.detach()
+    return GradScale.apply(x, xi)
+
+# ---- cells from their equations ------------------------------------------------------
+# A cell: (parameter names, number of states, loss kind, step), where
+# step(p, x_t, states) -> (new states tuple, output o_t). x_t is either token ids
+# [B] (LongTensor) or real rows [B,D]; `inp(W, x)` is x_t W for both.
+
+
+def inp(w, x):
+    """x_t W: the row lookup of one-hot ids, or a product for real rows."""
+    return w[x] if x.dtype == torch.long else x @ w
+
+
+STATS = {"max_preact": 0.0}  # largest |tanh pre-activation| seen by rnn_tanh (saturation)
+
+
+def rnn_tanh_step(p, x, s):
+    a = inp(p["W_xh"], x) + s[0] @ p["W_hh"] + p["b_h"]
+    STATS["max_preact"] = max(STATS["max_preact"], float(a.detach().abs().max()))
+    h = torch.tanh(a)
+    return (h,), h @ p["W_hq"] + p["b_q"]
+
+
+def gru_step(p, x, s):
+    # plugins/cell_gru.c (the d2l/Cho form): the reset gate multiplies h
+    # *before* W_hh, and h_t = z h + (1 - z) h~.
+    h = s[0]
+    H = h.shape[1]
+    xg = inp(p["W_x"], x) + p["b"]                    # [B,3H]: z, r, candidate
+    zr = torch.sigmoid(xg[:, :2 * H] + h @ p["W_hzr"])
+    z, r = zr[:, :H], zr[:, H:]
+    cand = torch.tanh(xg[:, 2 * H:] + (r * h) @ p["W_hh"])
+    hn = z * h + (1 - z) * cand
+    return (hn,), hn @ p["W_hq"] + p["b_q"]
+
+
+def gru_step_interp(p, x, s):
+    """GRU with the update in its other documented form, h~ + z (h - h~).
+    The same function; in float32 its rounding differs (on saturated cases
+    either form can be several times worse than the other), so the float
+    build's yardstick evaluates both (see FLOAT_FORMS)."""
+    h = s[0]
+    H = h.shape[1]
+    xg = inp(p["W_x"], x) + p["b"]
+    zr = torch.sigmoid(xg[:, :2 * H] + h @ p["W_hzr"])
+    z, r = zr[:, :H], zr[:, H:]
+    cand = torch.tanh(xg[:, 2 * H:] + (r * h) @ p["W_hh"])
+    hn = cand + z * (h - cand)
+    return (hn,), hn @ p["W_hq"] + p["b_q"]
+
+
+def lstm_step(p, x, s):
+    h, c = s
+    H = h.shape[1]
+    gates = inp(p["W_x"], x) + h @ p["W_h"] + p["b"]  # [B,4H], order i f g o
+    i = torch.sigmoid(gates[:, :H])
+    f = torch.sigmoid(gates[:, H:2 * H])
+    g = torch.tanh(gates[:, 2 * H:3 * H])
+    o = torch.sigmoid(gates[:, 3 * H:])
+    cn = f * c + i * g
+    hn = o * torch.tanh(cn)
+    return (hn, cn), hn @ p["W_hq"] + p["b_q"]
+
+
+def linear_step(p, x, s):
+    # Column-vector notation h_t = W_hx x_t + W_hh h_{t-1}, o_t = W_qh h_t.
+    h = x @ p["W_hx"].T + s[0] @ p["W_hh"].T
+    return (h,), h @ p["W_qh"].T
+
+
+def influence_step(p, x, s):
+    # s' = A s + theta * signs; A: 1/2 on the diagonal and just above it;
+    # signs: +1 on the first P units (P = input width), -1 on the rest; o = s'[0].
+    st = s[0]
+    N, P = st.shape[1], x.shape[1]
+    A = 0.5 * (torch.eye(N, dtype=st.dtype) + torch.diag(torch.ones(N - 1, dtype=st.dtype), 1))
+    signs = torch.cat([torch.ones(P, dtype=st.dtype), -torch.ones(N - P, dtype=st.dtype)])
+    sn = st @ A.T + p["theta"] * signs
+    return (sn,), sn[:, :1]
+
+
+CELLS = {
+    "rnn_tanh": (["W_xh", "W_hh", "b_h", "W_hq", "b_q"], 1, "xent", rnn_tanh_step),
+    "gru": (["W_x", "b", "W_hzr", "W_hh", "W_hq", "b_q"], 1, "xent", gru_step),
+    "lstm": (["W_x", "W_h", "b", "W_hq", "b_q"], 2, "xent", lstm_step),
+    "linear": (["W_hx", "W_hh", "W_qh"], 1, "mse", linear_step),
+    "influence": (["theta"], 1, "mse", influence_step),
+}
+
+# Every algebraic form a cell's documentation gives for its step (the float
+# build's yardstick is PyTorch float32's worst error over them).
+FLOAT_FORMS = {"gru": [gru_step, gru_step_interp]}
+
+# ---- the same cells through torch.nn modules -----------------------------------------
+# nn.RNN(tanh) and nn.LSTM compute h W^T with weight_ih [H,V] / [4H,V] and two
+# biases; LSTM's gate order is i f g o as in bptt. Mapping: weight_ih = W^T,
+# weight_hh = W_hh^T, bias_ih = b, bias_hh = 0 (bptt has one bias). nn.GRU is
+# not comparable: it applies the reset gate after the product,
+# r * (h W_hn^T + b_hn), where bptt's GRU (d2l/Cho) has (r * h) W_hh; so GRU is
+# checked only against the float64 equations above.
+
+
+class NNCell:
+    """One of nn.RNN / nn.LSTM loaded with bptt's parameters p (float64 leaves)."""
+
+    def __init__(self, cell, p, vocab_in, dtype):
+        H = p["W_hq"].shape[0]
+        if cell == "rnn_tanh":
+            self.mod = torch.nn.RNN(vocab_in, H, nonlinearity="tanh", batch_first=True)
+            w_ih, w_hh, b = p["W_xh"], p["W_hh"], p["b_h"]
+        else:
+            self.mod = torch.nn.LSTM(vocab_in, H, batch_first=True)
+            w_ih, w_hh, b = p["W_x"], p["W_h"], p["b"]
+        self.mod = self.mod.to(dtype)
+        self.cell, self.vocab_in, self.p = cell, vocab_in, p
+        with torch.no_grad():
+            self.mod.weight_ih_l0.copy_(w_ih.T)
+            self.mod.weight_hh_l0.copy_(w_hh.T)
+            self.mod.bias_ih_l0.copy_(b)
+            self.mod.bias_hh_l0.zero_()
+        self.mod.zero_grad()
+
+    def _x(self, x):
+        if x.dtype == torch.long:  # one-hot rows: x W_ih^T is the lookup bptt does
+            return F.one_hot(x, self.vocab_in).to(self.p["W_hq"].dtype)
+        return x
+
+    def _head(self, h):
+        return h @ self.p["W_hq"] + self.p["b_q"]
+
+    def step(self, p, x, s):
+        """A step function like the equation cells (p is ignored: the module holds it)."""
+        xs = self._x(x).unsqueeze(1)  # [B,1,V]
+        if self.cell == "rnn_tanh":
+            out, hn = self.mod(xs, s[0].unsqueeze(0))
+            new = (hn[0],)
+        else:
+            out, (hn, cn) = self.mod(xs, (s[0].unsqueeze(0), s[1].unsqueeze(0)))
+            new = (hn[0], cn[0])
+        return new, self._head(new[0])
+
+    def sequence(self, X, states):
+        """The whole sequence in one module call (its own unroll): outputs [B,T,·]."""
+        xs = self._x(X)  # [B,T] ids -> [B,T,V]; real stays [B,T,D]
+        if self.cell == "rnn_tanh":
+            out, _ = self.mod(xs, states[0].unsqueeze(0))
+        else:
+            out, _ = self.mod(xs, (states[0].unsqueeze(0), states[1].unsqueeze(0)))
+        return self._head(out)
+
+    def grads(self):
+        """The module's gradients under bptt's names (the two biases must agree)."""
+        m = self.mod
+        g = {"W_hq": self.p["W_hq"].grad, "b_q": self.p["b_q"].grad}
+        ih, hh = m.weight_ih_l0.grad.T, m.weight_hh_l0.grad.T
+        if self.cell == "rnn_tanh":
+            g.update({"W_xh": ih, "W_hh": hh, "b_h": m.bias_ih_l0.grad})
+        else:
+            g.update({"W_x": ih, "W_h": hh, "b": m.bias_ih_l0.grad})
+        return g, float((m.bias_ih_l0.grad - m.bias_hh_l0.grad).abs().max())
+
+# ---- losses and the unrolled gradient -------------------------------------------------
+
+
+def step_loss(kind, o, y):
+    """Step t's loss with the 1/(T B) of L left to the caller's 1/T: the mean over rows."""
+    if kind == "xent":
+        return F.cross_entropy(o, y)                 # mean over rows of -log softmax[y]
+    return 0.5 * ((o - y) ** 2).sum() / o.shape[0]   # 1/2 ||o - y||^2, mean over rows
+
+
+def fixed_xi(T, tau):
+    """fixed:TAU cuts the edges into t = TAU, 2 TAU, ... (docs/grad-files.md)."""
+    return [0.0 if t > 0 and t % tau == 0 else 1.0 for t in range(T)]
+
+
+def tbptt_windows(T, k1, k2):
+    """(first step, last step, first loss step) of each TBPTT(K1,K2) window: an
+    update every K1 steps and at the last step; the losses since the previous
+    update reach back through the last K2 steps (README "Truncation, exactly")."""
+    out, prev = [], -1
+    for t in range(T):
+        if (t + 1) % k1 == 0 or t == T - 1:
+            out.append((max(0, t - k2 + 1), t, prev + 1))
+            prev = t
+    return out
+
+
+def _leaves(arrs, dtype):
+    return {k: torch.tensor(np.asarray(v, dtype=np.float64), dtype=dtype, requires_grad=True)
+            for k, v in arrs.items()}
+
+
+class Unroll:
+    """One batch of P under one cell: parameters and h0/c0 as leaves, and the
+    steps a..b of a window run from given states, with dL/dh_t summed over
+    windows (h_t: the state after step t, before the next edge)."""
+
+    def __init__(self, cell, P, dtype, step):
+        self.names, n_states, self.kind, self.step = CELLS[cell]
+        self.step = step or self.step
+        self.p = _leaves({k: P[k] for k in self.names}, dtype)
+        self.X = torch.tensor(P["X"]).long() if P["X"].dtype.kind == "i" else \
+            torch.tensor(np.asarray(P["X"], np.float64), dtype=dtype)
+        self.Y = torch.tensor(P["Y"]).long() if self.kind == "xent" else \
+            torch.tensor(np.asarray(P["Y"], np.float64), dtype=dtype)
+        self.T = self.X.shape[1]
+        s0 = _leaves({k: P[k] for k in ["h0", "c0"][:n_states]}, dtype)
+        self.s0 = tuple(s0[k] for k in ["h0", "c0"][:n_states])
+        self.dh = [None] * self.T
+
+    def window(self, states, a, b, loss_from, xi):
+        """Steps a..b from `states`; the edge into step t carries xi[t], except
+        into step a when xi[a] is None (a detached leaf starts the window).
+        Returns the counted losses (steps >= loss_from) weighted 1/T, and the h_t."""
+        total, hs = 0.0, []
+        for t in range(a, b + 1):
+            if xi[t] is not None:
+                states = tuple(edge(s, xi[t]) for s in states)
+            states, o = self.step(self.p, self.X[:, t], states)
+            states[0].retain_grad()
+            hs.append(states[0])
+            if t >= loss_from:
+                total = total + step_loss(self.kind, o, self.Y[:, t]) / self.T
+        return total, hs
+
+    def backward(self, total, hs, a):
+        total.backward()
+        for j, h in enumerate(hs):
+            if h.grad is not None:
+                d = self.dh[a + j]
+                self.dh[a + j] = h.grad.clone() if d is None else d + h.grad
+
+    def forward_states(self):
+        """The state at the start of every step, by a plain forward pass."""
+        with torch.no_grad():
+            starts, st = [], tuple(s.detach() for s in self.s0)
+            for t in range(self.T):
+                starts.append(st)
+                st, _ = self.step(self.p, self.X[:, t], st)
+        return starts
+
+
+def unrolled_grads(cell, P, policy, dtype=torch.float64, nn_cell=None, nn_sequence=False,
+                   step_fn=None):
+    """What `bptt grad` should write for cell under policy, from P (numpy arrays).
+
+    policy: ("edges", xi list) for full / fixed / random / a given xi: one graph
+    over all steps, every step's loss weighs 1/T, the edge into step t carries
+    xi[t]; or ("tbptt", K1, K2): overlapping windows (tbptt_windows), each from
+    the forward pass's detached state, or from h0 itself when it starts at step
+    0. nn_cell delegates the step to torch.nn; nn_sequence runs the module over
+    the whole sequence in one call (full only); step_fn replaces the cell's step
+    (another form of the same equations). Returns {loss, grad.<param>,
+    grad.h0, grad.c0, xi, grad_norm_h} as float64 numpy (no grad_norm_h for
+    nn_sequence, whose h_t stay inside the module)."""
+    u = Unroll(cell, P, dtype, step_fn)
+    mod = None
+    if nn_cell:
+        mod = NNCell(cell, u.p, P["W_xh" if cell == "rnn_tanh" else "W_x"].shape[0], dtype)
+        u.step = mod.step
+    T = u.T
+    if nn_sequence:
+        assert policy[0] == "edges" and all(x == 1 for x in policy[1])
+        o = mod.sequence(u.X, u.s0)
+        loss = sum(step_loss(u.kind, o[:, t], u.Y[:, t]) for t in range(T)) / T
+        loss.backward()
+        lossv, xi = float(loss), policy[1]
+    elif policy[0] == "edges":
+        xi = list(policy[1])
+        loss, hs = u.window(u.s0, 0, T - 1, 0, xi)
+        u.backward(loss, hs, 0)
+        lossv = float(loss)
+    else:
+        xi, lossv, starts = [1.0] * T, 0.0, u.forward_states()
+        for a, b, lf in tbptt_windows(T, policy[1], policy[2]):
+            # Edges all kept inside the window; one starting later than step 0
+            # has no edge into its first step: its state is a detached leaf.
+            start = u.s0 if a == 0 else tuple(s.detach() for s in starts[a])
+            total, hs = u.window(start, a, b, lf, [None if t == a > 0 else 1.0 for t in range(T)])
+            u.backward(total, hs, a)
+            lossv += float(total)
+    out = {"loss": np.array(lossv), "xi": np.array(xi, np.float64)}
+    g = {k: u.p[k].grad for k in u.names}
+    if mod is not None:
+        g, out["nn_bias_gap"] = mod.grads()
+    for k in u.names:
+        out["grad." + k] = _np(g[k], u.p[k].shape)
+    for k, s in zip(["h0", "c0"], u.s0):
+        out["grad." + k] = _np(s.grad, s.shape)
+    if not nn_sequence:
+        out["grad_norm_h"] = np.array([0.0 if d is None else float(torch.linalg.norm(d.double()))
+                                       for d in u.dh])
+    return out
+
+
+def _np(t, shape):
+    return np.zeros(tuple(shape)) if t is None else t.detach().double().numpy().copy()
