@@ -26,6 +26,12 @@
 extern "C" {
 #endif
 
+/* Marks a public function: with hidden visibility by default, the functions
+ * declared with BT_API in installed headers are all a library exports. */
+#ifndef BT_API
+#define BT_API __attribute__((visibility("default")))
+#endif
+
 #if BT_REAL_DOUBLE
 typedef double bt_real;
 #else
