@@ -70,6 +70,13 @@ def seq_data_iter_sequential(ids, batch, steps, rng=random):
         yield Xs[:, i:i + steps], Ys[:, i:i + steps]
 
 
+def require_minibatches(ids, batch, steps):
+    """Raises ValueError unless every offset leaves at least one minibatch."""
+    if (len(ids) - steps - 1) // batch < steps:
+        raise ValueError(f'{len(ids)} tokens leave no minibatch of {batch} x {steps} at some offsets: '
+                         f'use a longer text or a smaller batch or number of steps')
+
+
 def one_sequence(ids, batch, steps):
     """The text cut into `batch` rows; the first `steps` columns of each, as one
     long sequence (X, Y), int64 [B, T] (the full-BPTT workload)."""

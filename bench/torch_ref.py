@@ -199,6 +199,7 @@ def run_timed(a):
     if a.mode == 'fullbptt':
         batches = [torch_data.one_sequence(ids, B, T)] * n
     else:
+        torch_data.require_minibatches(ids, B, T)
         rng, batches = random.Random(a.seed), []
         while len(batches) < n:
             batches.extend(torch_data.seq_data_iter_sequential(ids, B, T, rng))
@@ -243,6 +244,7 @@ def greedy(model, vocab, prefix, n):
 
 def run_converge(a):
     ids, vocab = torch_data.load_corpus(a.data, a.max_tokens)
+    torch_data.require_minibatches(ids, a.batch, a.num_steps)
     rng = random.Random(a.seed)
     model = make_model(a, len(vocab))
     print(json.dumps(dict(mode='converge', variant=a.variant, layers=a.layers, hidden=a.hidden,
@@ -266,8 +268,14 @@ def run_converge(a):
                           peak_rss_mb=peak_rss_mb())), flush=True)
 
 
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line and status 2, as the bptt commands do
+        sys.stderr.write(f'torch_ref: {message} (--help for usage)\n')
+        sys.exit(2)
+
+
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+    ap = Parser(description=__doc__.split('\n\n')[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('mode', choices=('step', 'fullbptt', 'converge'))
     ap.add_argument('--variant', choices=VARIANTS, default=None,
@@ -305,10 +313,10 @@ def main():
         sys.exit(f'torch_ref: PyTorch is not installed for {sys.executable} (apt-get install python3-torch)')
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
-    if a.mode == 'converge':
-        run_converge(a)
-    else:
-        run_timed(a)
+    try:
+        run_converge(a) if a.mode == 'converge' else run_timed(a)
+    except ValueError as e:  # a text too short for the minibatches asked for
+        sys.exit(f'torch_ref: {e}')
 
 
 if __name__ == '__main__':
