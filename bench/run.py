@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """bench/run.py: bptt against PyTorch on this machine, in one run, alternating.
 
-Workloads (all on data/timemachine.txt with d2l's letters tokens, vocabulary 28):
+Workloads (step and fullbptt read data/timemachine.txt as d2l's letters tokens, vocabulary 28):
   step        classic char-RNN training step (vocab 28, batch 32, 35 steps, SGD, clip 1,
               state carried and detached), hidden 64/256/512/1024, 1 thread (and 2 with --threads 1,2)
   fullbptt    one sequence of T = 35..2240 steps, hidden 256, batch 32: time per token and memory vs T
