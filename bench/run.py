@@ -1,22 +1,26 @@
 #!/usr/bin/env python3
 """bench/run.py: bptt against PyTorch on this machine, in one run, alternating.
 
-Workloads (see ../shared/BASELINES.md for the PyTorch figures and setup):
+Workloads (step and fullbptt read data/timemachine.txt as d2l's letters tokens, vocabulary 28):
   step        classic char-RNN training step (vocab 28, batch 32, 35 steps, SGD, clip 1,
               state carried and detached), hidden 64/256/512/1024, 1 thread (and 2 with --threads 1,2)
   fullbptt    one sequence of T = 35..2240 steps, hidden 256, batch 32: time per token and memory vs T
   checkpoint  bptt's exact checkpointed full BPTT (O(sqrt T) memory) up to T = 100,000
 
-Each measurement runs in its own process; bptt and PyTorch alternate so that both see the same
-machine load. PyTorch runs only when `import torch` works for /usr/bin/python3
-(apt-get install python3-torch). Usage:
+Each measurement runs in its own process; bptt (build/bench/bench) and PyTorch alternate so that
+both see the same machine load. The PyTorch side is the repository's own reference,
+bench/torch_ref.py (nn.RNN for the step, d2l's per-step loop for full BPTT; it also trains d2l's
+run with `converge`), run by the first of this Python and /usr/bin/python3 that can import torch
+(--python PATH picks one). Without PyTorch (apt-get install python3-torch) one line says so and
+only bptt runs. The machine may be shared: compare the ratios of one run. Usage:
   python3 bench/run.py [--build build] [--quick] [--threads 1,2] [--only step,fullbptt,checkpoint]
+                       [--python PATH] [--data FILE]
 """
 import argparse, json, os, statistics, subprocess, sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-DEFAULT_SHARED = os.path.join(os.path.dirname(ROOT), 'shared')
+TORCH_REF = os.path.join(HERE, 'torch_ref.py')
 
 
 def run_json(cmd, env):
@@ -35,9 +39,18 @@ def torch_rates(r):
     return tokens_per_step / r['step_ms_max'] * 1e3, tokens_per_step / r['step_ms_min'] * 1e3
 
 
-def have_torch():
-    r = subprocess.run(['/usr/bin/python3', '-c', 'import torch'], capture_output=True)
-    return r.returncode == 0
+def find_torch(python):
+    """(interpreter, torch version) for the PyTorch side, or (None, the interpreters tried)."""
+    tried = [python] if python else list(dict.fromkeys([sys.executable, '/usr/bin/python3']))
+    for py in tried:
+        try:
+            r = subprocess.run([py, '-c', 'import torch; print(torch.__version__)'],
+                               capture_output=True, text=True)
+        except OSError:
+            continue
+        if r.returncode == 0:
+            return py, r.stdout.strip()
+    return None, ' or '.join(tried)
 
 
 def env_threads(n):
@@ -58,22 +71,25 @@ def main():
     ap.add_argument('--only', default='step,fullbptt,checkpoint')
     ap.add_argument('--quick', action='store_true', help='fewer steps, smaller T (a smoke run)')
     ap.add_argument('--passes', type=int, default=2, help='alternating passes per workload')
-    ap.add_argument('--shared', default=os.environ.get('BPTT_SHARED', DEFAULT_SHARED),
-                    help='folder with bench/torch_charrnn.py and data/timemachine.txt (default: ../shared)')
+    ap.add_argument('--python', default=None,
+                    help='interpreter for the PyTorch side (default: this one, else /usr/bin/python3)')
+    ap.add_argument('--data', default=os.path.join(ROOT, 'data', 'timemachine.txt'),
+                    help='the text both sides read (default: data/timemachine.txt)')
     a = ap.parse_args()
-    SHARED = a.shared
     bench = os.path.join(a.build, 'bench', 'bench')
     if not os.path.exists(bench):
         sys.exit(f'{bench} not found: build first (meson setup build && meson compile -C build)')
-    data = os.path.join(SHARED, 'data', 'timemachine.txt')
-    torch_script = os.path.join(SHARED, 'bench', 'torch_charrnn.py')
-    torch_ok = have_torch() and os.path.exists(torch_script) and os.path.exists(data)
-    if have_torch() and not torch_ok:
-        print(f'note: PyTorch is installed but {torch_script} or {data} is missing: pass --shared DIR')
+    data = a.data
+    if not os.path.isfile(data):
+        sys.exit(f'{data} not found (the repository ships data/timemachine.txt)')
+    py, torch_version = find_torch(a.python)
+    torch_ok = py is not None
     only = a.only.split(',')
     warm, steps = (3, 10) if a.quick else (10, 30)
-    print(f"bptt benchmark: OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '-')}, "
-          f"PyTorch {'yes' if torch_ok else 'not available (apt-get install python3-torch)'}")
+    print(f"bptt benchmark: OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '-')}")
+    print(f'PyTorch {torch_version} ({py}, bench/torch_ref.py)' if torch_ok else
+          f'PyTorch: not available ({torch_version} cannot import torch: apt-get install python3-torch, '
+          f'or --python PATH); running the bptt side only')
 
     if 'step' in only:
         targets = {64: 2.0, 256: 1.25, 512: 1.25, 1024: 1.1}
@@ -84,13 +100,12 @@ def main():
             for H in (64, 256, 512, 1024):
                 bs, ts = [], []
                 for _ in range(a.passes):
-                    cmd = [bench, 'step', '--hidden', str(H), '--warmup', str(warm), '--steps', str(steps)]
-                    if os.path.exists(data):
-                        cmd += ['--data', data]
+                    cmd = [bench, 'step', '--hidden', str(H), '--warmup', str(warm), '--steps', str(steps),
+                           '--data', data]
                     r = run_json(cmd, env_threads(th))
                     if r: bs.append(r)
                     if torch_ok:
-                        r = run_json(['/usr/bin/python3', torch_script, '--one', '--variant', 'nnrnn',
+                        r = run_json([py, TORCH_REF, 'step', '--variant', 'nnrnn', '--data', data,
                                       '--hidden', str(H), '--threads', str(th), '--warmup', str(warm),
                                       '--steps', str(steps)], env_threads(th))
                         if r: ts.append(r)
@@ -119,10 +134,10 @@ def main():
         for T in Ts:
             n = max(3, min(steps, 20000 // T))
             r = run_json([bench, 'fullbptt', '--hidden', '256', '--steps-per-seq', str(T), '--warmup', '1',
-                          '--steps', str(n)] + (['--data', data] if os.path.exists(data) else []), env_threads(1))
+                          '--steps', str(n), '--data', data], env_threads(1))
             t = None
             if torch_ok:
-                t = run_json(['/usr/bin/python3', torch_script, '--one', '--fullbptt', '--variant', 'scratch',
+                t = run_json([py, TORCH_REF, 'fullbptt', '--variant', 'loop', '--data', data,
                               '--hidden', '256', '--threads', '1', '--num-steps', str(T), '--warmup', '1',
                               '--steps', str(n)], env_threads(1))
             tg = (t['peak_rss_mb'] - t['rss_before_train_mb']) if t else None
