@@ -265,6 +265,23 @@ void bt_gemm(bool trans_a, bool trans_b, int m, int n, int k, bt_real alpha,
              const bt_real *a, int lda, const bt_real *b, int ldb, bt_real beta,
              bt_real *c, int ldc);
 
+/* The BLAS behind bt_gemm: library ("OpenBLAS" or "portable"), the kernel it
+ * runs ("SkylakeX", "Haswell", "Prescott", ...) and its thread count. */
+typedef struct bt_blas_info {
+    const char *library, *kernel;
+    int threads;
+} bt_blas_info;
+BT_API void bt_blas_info_get(bt_blas_info *out);
+BT_API void bt_blas_set_threads(int n);
+/* When OpenBLAS fell back to a generic pre-AVX kernel on a CPU that has AVX,
+ * AVX2 or AVX-512, the kernel to ask for instead (for OPENBLAS_CORETYPE, which
+ * OpenBLAS reads when it loads); NULL when the kernel in use is fine. */
+BT_API const char *bt_blas_better_kernel(void);
+/* Compares bt_gemm against a plain triple loop on a few shapes (both
+ * transposes, odd sizes): BT_ERR_NUMERIC with a message naming the kernel
+ * when a product is wrong. Takes well under a millisecond. */
+BT_API bt_status bt_blas_selftest(char *err, size_t errlen);
+
 /* Deterministic RNG (xoshiro256**), state is 4 words so checkpoints can save it. */
 typedef struct bt_rng { uint64_t s[4]; } bt_rng;
 void bt_rng_seed(bt_rng *r, uint64_t seed);

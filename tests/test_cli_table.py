@@ -92,7 +92,7 @@ def configs(tmp, text, ckpt, in_the_way, double):
         "epochs": "2", "optimizer": "adam:lr=0.01", "clip": "0.5", "init": "normal:0.1",
         "seed": "7", "sampling": "random", "max-tokens": "250", "val-fraction": "0.2",
         "checkpoint": "sqrt", "memory-budget": "10", "metrics": p("m.csv"),
-        "plugin": USER_SO, "quiet": None,
+        "plugin": USER_SO, "quiet": None, "threads": "1",
     }
     return {
         "train": (lm_base, dict(lm_values, **{
@@ -106,30 +106,31 @@ def configs(tmp, text, ckpt, in_the_way, double):
                     dict(lm_values, truncation="full,tbptt:2,4", plot=p("c2.svg"))),
         "generate": ([("model", ckpt), ("length", "5")], {
             "model": ckpt, "prefix": "the doc", "length": "3", "temperature": "0.5",
-            "seed": "3", "plugin": USER_SO,
+            "seed": "3", "plugin": USER_SO, "threads": "2",
         }),
         "grad": ([("cell", "rnn_tanh"),
                   ("params", os.path.join(FIXTURES, "rnn_tanh_params.safetensors")),
                   ("out", p("g.safetensors"))], {
             "cell": "rnn_tanh", "params": os.path.join(FIXTURES, "rnn_tanh_params.safetensors"),
             "out": p("g2.safetensors"), "truncation": "fixed:2", "seed": "2", "plugin": USER_SO,
-            "checkpoint": "2", "memory-budget": "10",
+            "checkpoint": "2", "memory-budget": "10", "threads": "1",
         }),
         "gradcheck": ([("cell", "rnn_tanh"), ("steps", "3"), ("hidden", "3"), ("vocab", "4")], {
             "cell": "lstm", "plugin": USER_SO, "steps": "4", "batch": "1", "hidden": "2",
             "vocab": "3", "output": "2", "truncation": "fixed:2", "seed": "5",
             "eps": "1e-5" if double else "3e-3", "tolerance": "1e-5" if double else "5e-2",
+            "threads": "1",
         }),
         "analyze": ([("cell", "rnn_tanh"), ("hidden", "4"), ("lags", "3"), ("batch", "2")], {
             "model": {"value": ckpt, "drop": ["cell", "hidden"]},
             "cell": "linear", "hidden": "5", "init": "orthogonal", "input": "6", "output": "5",
             "data": text, "task": "copy:6,2", "lags": "2", "batch": "1", "seed": "3",
-            "json": None, "plot": p("a.svg"), "plugin": USER_SO,
+            "json": None, "plot": p("a.svg"), "plugin": USER_SO, "threads": "1",
         }),
-        "demo": ([("out", in_the_way)], {"out": in_the_way, "plugin": USER_SO},
+        "demo": ([("out", in_the_way)], {"out": in_the_way, "plugin": USER_SO, "threads": "1"},
                  (1, "cannot create --out")),
-        "plugins": ([], {"json": None, "plugin": USER_SO}),
-        "selfcheck": ([], {"plugin": USER_SO}),
+        "plugins": ([], {"json": None, "plugin": USER_SO, "threads": "1"}),
+        "selfcheck": ([], {"plugin": USER_SO, "threads": "1"}),
     }
 
 

@@ -46,13 +46,16 @@ static int find(const char *name)
 
 int main(int argc, char **argv)
 {
+    cli_blas_choose(argv);
     if (argc < 2) {
         usage(stderr);
         return 2;
     }
     if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0) {
+        char blas[256];
         printf("bptt %s (%s precision, %s)\n", bt_version(), BT_REAL_DOUBLE ? "double" : "float",
                BT_HAVE_CBLAS ? "OpenBLAS" : "portable matrix products");
+        printf("matrix products: %s\n", cli_blas_describe(blas, sizeof blas));
         return 0;
     }
     if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "help") == 0 || strcmp(argv[1], "-h") == 0) {

@@ -7,10 +7,26 @@
 
 #include "cli.h"
 
+/* Options every command takes, after its own tables; cli_args_begin applies them. */
+static const cli_option common_options[] = {
+    {"threads", "N", "threads for the matrix products (OpenBLAS; default: its own choice, "
+                     "OPENBLAS_NUM_THREADS or the number of cores)"},
+    {NULL, NULL, NULL},
+};
+
+/* Table t of cmd: its own tables, then the common one; NULL after the last. */
+static const cli_option *table(const cli_command *cmd, int t)
+{
+    int own = 0;
+    while (own < CLI_MAX_TABLES && cmd->options[own])
+        own++;
+    return t < own ? cmd->options[t] : t == own ? common_options : NULL;
+}
+
 static const cli_option *find_option(const cli_command *cmd, const char *name, size_t len)
 {
-    for (int t = 0; t < CLI_MAX_TABLES && cmd->options[t]; t++)
-        for (const cli_option *o = cmd->options[t]; o->name; o++)
+    for (int t = 0; table(cmd, t); t++)
+        for (const cli_option *o = table(cmd, t); o->name; o++)
             if (strlen(o->name) == len && strncmp(o->name, name, len) == 0)
                 return o;
     return NULL;
@@ -93,9 +109,19 @@ bool cli_args_begin(cli_args *a, const cli_command *cmd, int argc, char **argv, 
         fprintf(stderr, "bptt %s: %s\n", cmd->name, msg);
         *rc = 2;
     }
-    if (help || msg[0])
+    if (help || msg[0]) {
         cli_args_free(a); /* the command returns *rc at once */
-    return !help && !msg[0];
+        return false;
+    }
+    long threads;
+    if (!cli_int(a, "threads", 0, 0, 1024, &threads)) {
+        cli_args_free(a);
+        *rc = 2;
+        return false;
+    }
+    if (threads > 0)
+        bt_blas_set_threads((int)threads);
+    return true;
 }
 
 /* A name the code reads must be in the table, with the right kind: a bug otherwise. */
@@ -235,8 +261,8 @@ void cli_print_help(FILE *f, const cli_command *cmd)
     if (cmd->about)
         fprintf(f, "%s\n\n", cmd->about);
     char left[128];
-    for (int t = 0; t < CLI_MAX_TABLES && cmd->options[t]; t++)
-        for (const cli_option *o = cmd->options[t]; o->name; o++) {
+    for (int t = 0; table(cmd, t); t++)
+        for (const cli_option *o = table(cmd, t); o->name; o++) {
             snprintf(left, sizeof left, "--%s%s%s", o->name, o->arg ? " " : "",
                      o->arg ? o->arg : "");
             print_option(f, left, o->help);
@@ -248,8 +274,8 @@ void cli_print_help(FILE *f, const cli_command *cmd)
 
 void cli_print_option_list(FILE *f, const cli_command *cmd)
 {
-    for (int t = 0; t < CLI_MAX_TABLES && cmd->options[t]; t++)
-        for (const cli_option *o = cmd->options[t]; o->name; o++)
+    for (int t = 0; table(cmd, t); t++)
+        for (const cli_option *o = table(cmd, t); o->name; o++)
             fprintf(f, "--%s%s%s\n", o->name, o->arg ? " " : "", o->arg ? o->arg : "");
 }
 

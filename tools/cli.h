@@ -77,6 +77,13 @@ void cli_print_option_list(FILE *f, const cli_command *cmd);
  * Their table entries: CLI_CHECKPOINT_OPTIONS (train, compare, grad). */
 bool cli_checkpoint(cli_args *a, int *every, double *budget_mb);
 
+/* Re-executes the program once on a better OpenBLAS kernel when OpenBLAS fell
+ * back to a generic one and OPENBLAS_CORETYPE is unset (see blas_kernel.c);
+ * call first thing in main, with main's argv. */
+void cli_blas_choose(char **argv);
+/* "OpenBLAS, kernel SkylakeX (chosen by bptt for this CPU ...), 2 threads". */
+const char *cli_blas_describe(char *buf, size_t len);
+
 /* Default plugin folders, then each --plugin PATH. Prints the error and returns NULL. */
 bt_registry *cli_load_plugins(cli_args *a);
 
