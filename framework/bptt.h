@@ -75,13 +75,19 @@ typedef struct bt_tensor {
     bool requires_grad;   /* leaf: wants a gradient; op output: some input does */
     bool retain_grad;     /* op output: keep grad readable after backward (ops may
                              otherwise reuse it in place once it has been consumed) */
+    bool param;           /* made by bt_params_add: a weight, whose gradient ops may
+                             batch over a whole window (read only after backward) */
     struct bt_node *node; /* op that produced it, NULL for a leaf */
     const char *name;     /* optional, for messages */
 } bt_tensor;
 
-/* A standalone tensor on the heap (zeroed), for users and tests. */
-bt_tensor *bt_tensor_new(int ndim, const int *shape, bool requires_grad);
-bt_tensor *bt_tensor_new2(int rows, int cols, bool requires_grad);
+/* The one shape check: 0 to BT_MAX_DIMS dims, each size positive, and a
+ * product (written to *size) whose bytes do not overflow a size_t. */
+bt_status bt_shape_size(int ndim, const int *shape, size_t *size, char *err, size_t errlen);
+/* A standalone tensor on the heap (zeroed, with a zeroed grad when
+ * requires_grad), for users and tests. */
+bt_status bt_tensor_new(int ndim, const int *shape, bool requires_grad, bt_tensor **out,
+                        char *err, size_t errlen);
 void bt_tensor_free(bt_tensor *t);
 void bt_tensor_zero_grad(bt_tensor *t);
 /* "[2,3]" into buf. */
@@ -226,9 +232,14 @@ typedef struct bt_params bt_params;
 
 bt_params *bt_params_new(void);
 void bt_params_free(bt_params *p);
-/* Declares a parameter; its data/grad are valid after bt_params_finalize. */
+/* Declares a parameter (marked param); its data/grad are valid after
+ * bt_params_finalize. NULL on a duplicate name, a bad shape or no memory, with
+ * the reason kept in the block: errors are sticky, the first one wins. */
 bt_tensor *bt_params_add(bt_params *p, const char *name, int ndim, const int *shape);
+/* Allocates the block; returns the first error of any bt_params_add instead. */
 bt_status bt_params_finalize(bt_params *p);
+bt_status bt_params_status(const bt_params *p);
+const char *bt_params_error(const bt_params *p); /* "" when there is none */
 int bt_params_count(const bt_params *p);
 bt_tensor *bt_params_at(bt_params *p, int i);
 bt_tensor *bt_params_find(bt_params *p, const char *name);

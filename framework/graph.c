@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "bt_assert.h"
 #include "graph_internal.h"
 
 /* A deferred weight-gradient product dW += A^T D (see bt_graph_defer_wgrad).
@@ -73,6 +74,7 @@ void bt_graph_free(bt_graph *g)
 
 void bt_graph_reset(bt_graph *g)
 {
+    BT_ASSERT(g, "bt_graph_reset: no graph (a window needs the graph it was built on)");
     bt_arena_reset(g->arena);
     g->last = NULL;
     g->n_nodes = 0;
@@ -116,19 +118,12 @@ const char *bt_shp(const bt_tensor *t)
 
 static bt_tensor *tensor_in_arena(bt_graph *g, int ndim, const int *shape, bool zero)
 {
-    if (ndim < 0 || ndim > BT_MAX_DIMS) {
-        bt_graph_fail(g, BT_ERR_SHAPE, "tensor of %d dimensions: at most %d are supported",
-                      ndim, BT_MAX_DIMS);
+    size_t size;
+    char why[BT_ERRMSG_LEN];
+    bt_status st = bt_shape_size(ndim, shape, &size, why, sizeof why);
+    if (st != BT_OK) {
+        bt_graph_fail(g, st, "%s", why);
         return NULL;
-    }
-    size_t size = 1;
-    for (int i = 0; i < ndim; i++) {
-        if (shape[i] <= 0) {
-            bt_graph_fail(g, BT_ERR_SHAPE, "dimension %d has size %d: sizes must be positive",
-                          i, shape[i]);
-            return NULL;
-        }
-        size *= (size_t)shape[i];
     }
     bt_tensor *t = bt_arena_alloc(g->arena, sizeof *t);
     bt_real *data = t ? (zero ? bt_arena_calloc : bt_arena_alloc)(g->arena, size * sizeof(bt_real)) : NULL;
