@@ -63,7 +63,8 @@ const char *bt_version(void);
 
 /* ---- tensors ------------------------------------------------------------ */
 
-struct bt_node;
+/* A recorded op application; its fields are for op authors (bptt_op.h). */
+typedef struct bt_node bt_node;
 
 /* Dense row-major tensor. ndim 0 is a scalar (size 1). */
 typedef struct bt_tensor {
@@ -75,9 +76,9 @@ typedef struct bt_tensor {
     bool requires_grad;   /* leaf: wants a gradient; op output: some input does */
     bool retain_grad;     /* op output: keep grad readable after backward (ops may
                              otherwise reuse it in place once it has been consumed) */
-    bool param;           /* made by bt_params_add: a weight, whose gradient ops may
-                             batch over a whole window (read only after backward) */
-    struct bt_node *node; /* op that produced it, NULL for a leaf */
+    bool param;           /* set by bt_params_add, not by hand: a weight, whose gradient
+                             ops may batch over a backward sweep (complete when it returns) */
+    bt_node *node;        /* op that produced it, NULL for a leaf */
     const char *name;     /* optional, for messages */
 } bt_tensor;
 
@@ -191,38 +192,6 @@ bt_tensor *bt_grad_scale(bt_graph *g, bt_tensor *x, double xi);
  * its output, so it is the memory- and time-lean form of the classic cell. */
 bt_tensor *bt_rnn_tanh_step(bt_graph *g, bt_tensor *w_x, const int32_t *ids, bt_tensor *x,
                             bt_tensor *h, bt_tensor *w_hh, bt_tensor *b);
-
-/* ---- op table (for the tape, introspection and plugins) --------------------- */
-
-typedef struct bt_node bt_node;
-
-typedef struct bt_op {
-    const char *name;
-    int arity; /* -1: variadic */
-    void (*forward)(bt_node *n);  /* out->data = f(in) */
-    void (*backward)(bt_node *n); /* in->grad += ... for inputs with requires_grad */
-} bt_op;
-
-struct bt_node {
-    const bt_op *op;
-    bt_graph *graph; /* the tape it belongs to (backward may defer work to it) */
-    bt_tensor *out;
-    bt_tensor **in;
-    int n_in;
-    double scalar;   /* scale factor, xi */
-    int iarg[4];     /* slice start/len, matmul transposes */
-    int32_t *ids;    /* embedding ids, xent targets (copied into the arena) */
-    bt_real *saved;  /* op-owned scratch in the arena (softmax probabilities) */
-    int pins;        /* deferred products still reading out->grad */
-    bt_node *prev;   /* tape order: previous node */
-};
-
-/* Records an op: allocates a node for out (if grad is enabled and some input
- * requires grad), then runs op->forward. Used by the op constructors. */
-bt_node *bt_graph_record(bt_graph *g, const bt_op *op, bt_tensor *out,
-                         bt_tensor *const *in, int n_in);
-/* A tensor's gradient buffer, allocated (zeroed) in the arena on first use. */
-bt_real *bt_graph_grad_of(bt_graph *g, bt_tensor *t);
 
 /* ---- parameters: the model-lifetime block -------------------------------- */
 

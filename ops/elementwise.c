@@ -3,7 +3,7 @@
  * case. Backward sums the gradient over the broadcast dims. */
 #include <string.h>
 
-#include "graph_internal.h"
+#include "bptt_op.h"
 
 enum { EW_ADD, EW_SUB, EW_MUL };
 

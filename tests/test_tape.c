@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "bptt_op.h"
 #include "check.h"
 
 Test(tape, fan_out_accumulates)
@@ -341,4 +342,73 @@ static void reset_no_graph(void) { bt_graph_reset(NULL); }
 Test(tape, reset_of_no_graph_is_an_internal_error)
 {
     expect_internal_error(reset_no_graph, "graph.c", "bt_graph_reset: no graph");
+}
+
+/* ---- weights are marked: only params have their gradient batched ---------------- */
+
+/* An op written with bptt_op.h alone: identity forward; its backward notes
+ * W's gradient as it finds it, then passes dout through. */
+static bt_real probe_seen;
+
+static void probe_forward(bt_node *n)
+{
+    memcpy(n->out->data, n->in[0]->data, n->out->size * sizeof(bt_real));
+}
+
+static void probe_backward(bt_node *n)
+{
+    probe_seen = n->in[0]->grad[0];
+    for (size_t i = 0; i < n->out->size; i++)
+        n->in[0]->grad[i] += n->out->grad[i];
+}
+
+static const bt_op op_probe = {"probe", 1, probe_forward, probe_backward};
+
+static bt_tensor *probe(bt_graph *g, bt_tensor *w)
+{
+    if (!bt_op_begin(g, &w, 1))
+        return NULL;
+    bt_tensor *out = bt_op_output(g, w->ndim, w->shape);
+    bt_node *n = out ? bt_graph_record(g, &op_probe, out, &w, 1) : NULL;
+    if (!n)
+        return NULL;
+    op_probe.forward(n);
+    return out;
+}
+
+/* loss = sum(probe(W)) + sum(x W), x [2,3], W [3,2]. The probe is recorded
+ * first, so its backward runs after matmul's: it sees dW[0][0] = x00 + x10 if
+ * matmul added its product at once, 0 if the product waits for the end of
+ * the sweep. Returns what the probe saw; W->grad holds the final gradient. */
+static bt_real grad_seen_after_matmul(bt_tensor *w)
+{
+    bt_graph *g = bt_graph_new();
+    bt_tensor *x = bt_graph_input(g, 2, (int[]){2, 3}, (bt_real[]){1, 2, 3, 4, 5, 6});
+    bt_tensor *p = probe(g, w);
+    bt_tensor *loss = bt_add(g, bt_sum(g, p), bt_sum(g, bt_matmul(g, x, w)));
+    probe_seen = -1;
+    cr_assert_eq(bt_backward(g, loss), BT_OK, "%s", bt_graph_error(g));
+    bt_graph_free(g);
+    return probe_seen;
+}
+
+Test(tape, only_parameters_have_their_weight_gradient_batched)
+{
+    /* dW[k][j] = sum_i x[i][k] from the product, + 1 from the probe. */
+    const bt_real want[6] = {1 + 5, 1 + 5, 1 + 7, 1 + 7, 1 + 9, 1 + 9};
+    bt_tensor *leaf = test_tensor2(3, 2, true); /* a leaf, but not a parameter */
+    cr_expect_eq(leaf->param, false);
+    cr_expect_eq(grad_seen_after_matmul(leaf), 5, "a plain leaf's product must run at once");
+
+    bt_params *p = bt_params_new();
+    bt_tensor *w = bt_params_add(p, "W", 2, (int[]){3, 2});
+    cr_assert_eq(bt_params_finalize(p), BT_OK, "%s", bt_params_error(p));
+    cr_expect_eq(w->param, true, "bt_params_add marks its tensors");
+    cr_expect_eq(grad_seen_after_matmul(w), 0, "a parameter's product waits for the sweep's end");
+    for (int i = 0; i < 6; i++) {
+        cr_expect_eq(leaf->grad[i], want[i], "leaf dW[%d] = %g", i, (double)leaf->grad[i]);
+        cr_expect_eq(w->grad[i], want[i], "param dW[%d] = %g", i, (double)w->grad[i]);
+    }
+    bt_tensor_free(leaf);
+    bt_params_free(p);
 }
