@@ -48,9 +48,10 @@ const bt_cell_def *bt_registry_cell(const bt_registry *r, const char *name);
 const bt_policy_def *bt_registry_policy(const bt_registry *r, const char *name);
 const bt_optimizer_def *bt_registry_optimizer(const bt_registry *r, const char *name);
 
-/* Options parser behind bt_host.parse_options. */
-int bt_parse_options(const char *text, bt_option *opts, int n, const char *what, char *err,
-                     size_t errlen);
+/* Options parser behind bt_host.parse_options (options.c): BT_OK, or BT_ERR_ARG
+ * with "<what>: <the problem>" in err; values are written only on BT_OK. */
+bt_status bt_parse_options(const char *text, bt_option *opts, int n, const char *what, char *err,
+                           size_t errlen);
 /* Splits "name:options" at the first ':' (options "" when absent). */
 void bt_split_spec(const char *spec, char *name, size_t name_len, const char **options);
 
