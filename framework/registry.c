@@ -106,6 +106,22 @@ const bt_registry_entry *bt_registry_at(const bt_registry *r, int i)
     return (r && i >= 0 && i < r->count) ? &r->sorted[i]->entry : NULL;
 }
 
+const char *bt_registry_names(const bt_registry *r, bt_plugin_kind kind, char *buf, size_t len)
+{
+    if (!buf || !len)
+        return buf;
+    size_t used = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < bt_registry_count(r) && used + 1 < len; i++) {
+        const bt_registry_entry *e = bt_registry_at(r, i);
+        if (e->kind == kind)
+            used += (size_t)snprintf(buf + used, len - used, "%s%s", used ? ", " : "", e->name);
+    }
+    if (!used)
+        snprintf(buf, len, "none: no %s plugin is loaded", bt_plugin_kind_name(kind));
+    return buf;
+}
+
 static void bt_reg_key_make(bt_reg_key *k, bt_plugin_kind kind, const char *name)
 {
     memset(k, 0, sizeof *k);

@@ -47,6 +47,10 @@ const bt_registry_entry *bt_registry_find(const bt_registry *r, bt_plugin_kind k
 const bt_cell_def *bt_registry_cell(const bt_registry *r, const char *name);
 const bt_policy_def *bt_registry_policy(const bt_registry *r, const char *name);
 const bt_optimizer_def *bt_registry_optimizer(const bt_registry *r, const char *name);
+/* "adam, momentum, sgd": the names registered for kind, sorted, into buf (cut
+ * to len), or "none: no optimizer plugin is loaded"; returns buf. For messages
+ * that list what the user could have typed. */
+const char *bt_registry_names(const bt_registry *r, bt_plugin_kind kind, char *buf, size_t len);
 
 /* Options parser behind bt_host.parse_options (options.c): BT_OK, or BT_ERR_ARG
  * with "<what>: <the problem>" in err; values are written only on BT_OK. */

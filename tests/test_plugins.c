@@ -201,6 +201,23 @@ Test(plugins, entries_sorted_by_kind_then_name)
     cr_expect_not_null(bt_registry_policy(reg, "zz_policy"));
 }
 
+/* The one list of names per kind that every "unknown ..." message uses. */
+Test(plugins, registry_names_per_kind)
+{
+    char buf[128];
+    cr_expect_str_eq(bt_registry_names(reg, BT_KIND_POLICY, buf, sizeof buf),
+                     "none: no policy plugin is loaded");
+    load_ok(shipped("optim_sgd.so"));
+    load_ok(broken("good_mixed.so"));
+    load_ok(shipped("optim_adam.so"));
+    cr_expect_str_eq(bt_registry_names(reg, BT_KIND_OPTIMIZER, buf, sizeof buf),
+                     "adam, mixed_opt, sgd");
+    cr_expect_str_eq(bt_registry_names(reg, BT_KIND_CELL, buf, sizeof buf), "aa_cell");
+    cr_expect_str_eq(bt_registry_names(reg, BT_KIND_POLICY, buf, sizeof buf), "zz_policy");
+    char small[8];
+    cr_expect_str_eq(bt_registry_names(reg, BT_KIND_OPTIMIZER, small, sizeof small), "adam, m");
+}
+
 Test(plugins, only_the_entry_symbol_is_exported)
 {
     const char *files[] = {"optim_sgd.so", "optim_momentum.so", "optim_adam.so"};
