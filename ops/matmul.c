@@ -1,6 +1,7 @@
 /* matmul.c: out[M,N] = op(a) op(b), op = optional transpose.
  * Both operands may need gradients: da = dout op(b)^T, db = op(a)^T dout,
  * written for the stored (possibly transposed) layouts. */
+#include "bptt_op.h"
 #include "wgrad.h"
 
 static void matmul_forward(bt_node *n)

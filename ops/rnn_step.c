@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "fastmath.h"
+#include "bptt_op.h"
 #include "wgrad.h"
 
 #if BT_REAL_DOUBLE
