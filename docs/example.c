@@ -7,7 +7,10 @@ int main(void)
 {
     bt_params *p = bt_params_new();
     bt_tensor *W = bt_params_add(p, "W", 2, (int[]){3, 3});      /* [H,H] */
-    bt_params_finalize(p);                                        /* one block for all */
+    if (bt_params_finalize(p) != BT_OK) {                         /* one block for all */
+        fprintf(stderr, "%s\n", bt_params_error(p));               /* errors carry a message */
+        return 1;
+    }
     for (int i = 0; i < 9; i++) W->data[i] = 0.4f * (i % 4) - 0.5f;
 
     bt_graph *g = bt_graph_new();
@@ -15,7 +18,7 @@ int main(void)
     for (int t = 0; t < 4; t++)                                   /* W is used at every step */
         h = bt_tanh(g, bt_matmul(g, t == 2 ? bt_detach(g, h) : h, W));
     bt_tensor *loss = bt_mean(g, bt_mul(g, h, h));
-    if (bt_backward(g, loss) != BT_OK) {                          /* errors carry a message */
+    if (bt_backward(g, loss) != BT_OK) {
         fprintf(stderr, "%s\n", bt_graph_error(g));
         return 1;
     }

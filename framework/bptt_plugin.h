@@ -6,7 +6,10 @@
  *
  * Versioning: the host accepts a plugin whose ABI major equals its own and
  * whose minor is not newer. Append to bt_host -> bump the minor; change or
- * remove anything -> bump the major.
+ * remove anything -> bump the major. Cell, policy and optimizer definitions
+ * start with their own size (set it to sizeof the struct, as below), so fields
+ * can be appended to them too: the host reads a field only when the plugin's
+ * size covers it, and ignores fields beyond its own struct.
  *
  * Dimension letters: B batch, H hidden, V vocabulary, D input size, Q output size.
  */
@@ -19,8 +22,8 @@
 extern "C" {
 #endif
 
-#define BT_ABI_MAJOR 1
-#define BT_ABI_MINOR 1
+#define BT_ABI_MAJOR 2
+#define BT_ABI_MINOR 0
 #define BT_PLUGIN_ENTRY_SYMBOL "bt_plugin_entry"
 #define BT_PLUGIN_EXPORT __attribute__((visibility("default")))
 #define BT_NAME_LEN 32
@@ -63,6 +66,7 @@ typedef struct bt_step_input {
 } bt_step_input;
 
 typedef struct bt_cell_def {
+    size_t size; /* sizeof(bt_cell_def) */
     const char *name;
     const char *summary;
     bt_input_kind input;
@@ -75,7 +79,7 @@ typedef struct bt_cell_def {
      * returns the output o_t [B, output]. NULL on error (the graph holds the message). */
     bt_tensor *(*step)(const bt_host *host, bt_graph *g, bt_tensor *const *params,
                        const bt_step_input *in, bt_tensor *const *state, bt_tensor **next_state);
-    void *reserved[4];
+    /* New fields go here, and only here. */
 } bt_cell_def;
 
 /* ---- truncation policies --------------------------------------------------- */
@@ -89,6 +93,7 @@ typedef struct bt_policy_decision {
 } bt_policy_decision;
 
 typedef struct bt_policy_def {
+    size_t size; /* sizeof(bt_policy_def) */
     const char *name;
     const char *summary;
     /* Parses options ("35", "0.1,seed=3", "5,35"); returns 0 or -1 with a message. */
@@ -101,12 +106,13 @@ typedef struct bt_policy_def {
     int (*max_reach)(void *state);
     /* Canonical option string for logs and checkpoints ("tbptt:5,35"). */
     const char *(*describe)(void *state, char *buf, size_t len);
-    void *reserved[4];
+    /* New fields go here, and only here. */
 } bt_policy_def;
 
 /* ---- optimizers ------------------------------------------------------------- */
 
 typedef struct bt_optimizer_def {
+    size_t size; /* sizeof(bt_optimizer_def) */
     const char *name;
     const char *summary;
     int n_state; /* state buffers per parameter, each as long as the parameters; owned by the host */
@@ -116,7 +122,7 @@ typedef struct bt_optimizer_def {
     void (*step)(void *cfg, uint64_t step, bt_real *param, const bt_real *grad,
                  bt_real *const *state, size_t n);
     const char *(*describe)(void *cfg, char *buf, size_t len);
-    void *reserved[4];
+    /* New fields go here, and only here. */
 } bt_optimizer_def;
 
 /* ---- options ----------------------------------------------------------------- */
@@ -140,11 +146,13 @@ struct bt_host {
     uint32_t abi_major, abi_minor;
     size_t size; /* sizeof(bt_host) of the host: entries beyond it are absent */
 
-    int (*register_cell)(bt_registrar *r, const bt_cell_def *def);
-    int (*register_policy)(bt_registrar *r, const bt_policy_def *def);
-    int (*register_optimizer)(bt_registrar *r, const bt_optimizer_def *def);
-    int (*parse_options)(const char *text, bt_option *opts, int n, const char *what, char *err,
-                         size_t errlen);
+    /* BT_OK, or an error that the host reports itself when init returns. */
+    bt_status (*register_cell)(bt_registrar *r, const bt_cell_def *def);
+    bt_status (*register_policy)(bt_registrar *r, const bt_policy_def *def);
+    bt_status (*register_optimizer)(bt_registrar *r, const bt_optimizer_def *def);
+    /* BT_OK, or BT_ERR_ARG with "<what>: <problem>" in err (see bt_option). */
+    bt_status (*parse_options)(const char *text, bt_option *opts, int n, const char *what,
+                               char *err, size_t errlen);
 
     bt_tensor *(*matmul)(bt_graph *g, bt_tensor *a, bt_tensor *b);
     bt_tensor *(*matmul_t)(bt_graph *g, bt_tensor *a, bool ta, bt_tensor *b, bool tb);
@@ -174,7 +182,6 @@ struct bt_host {
     uint64_t (*rng_next)(bt_rng *r);
     double (*rng_uniform)(bt_rng *r);
     double (*rng_normal)(bt_rng *r);
-    /* ABI 1.1 */
     bt_tensor *(*rnn_tanh_step)(bt_graph *g, bt_tensor *w_x, const int32_t *ids, bt_tensor *x,
                                 bt_tensor *h, bt_tensor *w_hh, bt_tensor *b);
     /* New entries go here, and only here. */

@@ -19,20 +19,6 @@ struct bt_optimizer {
     char name[BT_NAME_LEN];
 };
 
-/* "sgd, momentum, adam": what the user could have meant. */
-static void bt_optimizer_known(const bt_registry *r, char *buf, size_t len)
-{
-    size_t used = 0;
-    buf[0] = '\0';
-    for (int i = 0; i < bt_registry_count(r) && used + 1 < len; i++) {
-        const bt_registry_entry *e = bt_registry_at(r, i);
-        if (e->kind == BT_KIND_OPTIMIZER)
-            used += (size_t)snprintf(buf + used, len - used, "%s%s", used ? ", " : "", e->name);
-    }
-    if (!used)
-        snprintf(buf, len, "none: no optimizer plugin is loaded");
-}
-
 bt_status bt_optimizer_new(const bt_registry *r, const char *spec, bt_params *p,
                            bt_optimizer **out, char *err, size_t errlen)
 {
@@ -48,8 +34,8 @@ bt_status bt_optimizer_new(const bt_registry *r, const char *spec, bt_params *p,
     const bt_optimizer_def *def = bt_registry_optimizer(r, name);
     if (!def) {
         char known[256];
-        bt_optimizer_known(r, known, sizeof known);
-        bt_errorf(err, errlen, "unknown optimizer '%s' (known: %s)", name, known);
+        bt_errorf(err, errlen, "unknown optimizer '%s' (known: %s)", name,
+                  bt_registry_names(r, BT_KIND_OPTIMIZER, known, sizeof known));
         return BT_ERR_NOT_FOUND;
     }
     size_t total = bt_params_total(p);

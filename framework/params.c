@@ -1,18 +1,23 @@
 /* params.c: the model-lifetime block. Every parameter's values sit in one
  * allocation and every gradient in a second with the same layout (llm.c's
- * habit), so optimizers, clipping and checkpoints are flat loops. */
+ * habit), so optimizers, clipping and checkpoints are flat loops.
+ * Errors are sticky, like the graph's: declare every parameter, then one check
+ * of bt_params_finalize's status (and bt_params_error) covers them all. */
 #include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "bptt.h"
 
 struct bt_params {
     bt_tensor **tensors;
-    char **names;
     int count, cap;
     size_t total;
     bt_real *data, *grad;
     bool finalized;
+    bt_status status; /* the first error, kept until the block is freed */
+    char error[BT_ERRMSG_LEN];
 };
 
 bt_params *bt_params_new(void) { return bt_calloc(1, sizeof(bt_params)); }
@@ -22,43 +27,67 @@ void bt_params_free(bt_params *p)
     if (!p)
         return;
     for (int i = 0; i < p->count; i++) {
+        bt_free((char *)p->tensors[i]->name);
         bt_free(p->tensors[i]);
-        bt_free(p->names[i]);
     }
     bt_free(p->tensors);
-    bt_free(p->names);
     bt_free(p->data);
     bt_free(p->grad);
     bt_free(p);
 }
 
-bt_tensor *bt_params_add(bt_params *p, const char *name, int ndim, const int *shape)
+bt_status bt_params_status(const bt_params *p) { return p ? p->status : BT_ERR_ARG; }
+const char *bt_params_error(const bt_params *p) { return p ? p->error : "no parameter block"; }
+
+__attribute__((format(printf, 3, 4))) static bt_status fail(bt_params *p, bt_status s,
+                                                            const char *fmt, ...)
 {
-    if (!p || p->finalized || !name || ndim < 0 || ndim > BT_MAX_DIMS || bt_params_find(p, name))
-        return NULL;
-    size_t size = 1;
-    for (int i = 0; i < ndim; i++) {
-        if (shape[i] <= 0)
-            return NULL;
-        size *= (size_t)shape[i];
+    if (p->status == BT_OK) { /* the first error is the one worth reading */
+        p->status = s;
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(p->error, sizeof p->error, fmt, ap);
+        va_end(ap);
     }
+    return s;
+}
+
+/* Why name/shape cannot be added (BT_OK when they can); size gets the values. */
+static bt_status check_new(bt_params *p, const char *name, int ndim, const int *shape,
+                           size_t *size)
+{
+    if (!name)
+        return fail(p, BT_ERR_ARG, "a parameter needs a name");
+    if (p->finalized)
+        return fail(p, BT_ERR_ARG, "parameter '%s' is declared after bt_params_finalize", name);
+    if (bt_params_find(p, name))
+        return fail(p, BT_ERR_ARG, "parameter '%s' is declared twice", name);
+    char why[BT_ERRMSG_LEN / 2];
+    bt_status st = bt_shape_size(ndim, shape, size, why, sizeof why);
+    if (st != BT_OK)
+        return fail(p, st, "parameter '%s': %s", name, why);
     if (p->count == p->cap) {
         int cap = p->cap ? 2 * p->cap : 8;
         bt_tensor **t = bt_realloc(p->tensors, sizeof(*t) * (size_t)cap);
         if (!t)
-            return NULL;
+            return fail(p, BT_ERR_NOMEM, "out of memory declaring parameter '%s'", name);
         p->tensors = t;
-        char **n = bt_realloc(p->names, sizeof(*n) * (size_t)cap);
-        if (!n)
-            return NULL;
-        p->names = n;
         p->cap = cap;
     }
+    return BT_OK;
+}
+
+bt_tensor *bt_params_add(bt_params *p, const char *name, int ndim, const int *shape)
+{
+    size_t size;
+    if (!p || check_new(p, name, ndim, shape, &size) != BT_OK)
+        return NULL;
     bt_tensor *t = bt_calloc(1, sizeof *t);
     char *copy = bt_malloc(strlen(name) + 1);
     if (!t || !copy) {
         bt_free(t);
         bt_free(copy);
+        fail(p, BT_ERR_NOMEM, "out of memory declaring parameter '%s'", name);
         return NULL;
     }
     strcpy(copy, name);
@@ -67,22 +96,25 @@ bt_tensor *bt_params_add(bt_params *p, const char *name, int ndim, const int *sh
         memcpy(t->shape, shape, sizeof(int) * (size_t)ndim);
     t->size = size;
     t->requires_grad = true;
+    t->param = true; /* a weight: ops may batch its gradient (wgrad.c) */
     t->name = copy;
-    p->tensors[p->count] = t;
-    p->names[p->count] = copy;
-    p->count++;
+    p->tensors[p->count++] = t;
     p->total += size;
     return t;
 }
 
 bt_status bt_params_finalize(bt_params *p)
 {
-    if (!p || p->finalized)
+    if (!p)
         return BT_ERR_ARG;
+    if (p->status != BT_OK)
+        return p->status;
+    if (p->finalized)
+        return fail(p, BT_ERR_ARG, "bt_params_finalize is called twice");
     p->data = bt_calloc(p->total, sizeof(bt_real));
     p->grad = bt_calloc(p->total, sizeof(bt_real));
     if (!p->data || !p->grad)
-        return BT_ERR_NOMEM;
+        return fail(p, BT_ERR_NOMEM, "out of memory for %zu parameter values", p->total);
     size_t off = 0;
     for (int i = 0; i < p->count; i++) {
         p->tensors[i]->data = p->data + off;
@@ -99,7 +131,7 @@ bt_tensor *bt_params_at(bt_params *p, int i) { return (i >= 0 && i < p->count) ?
 bt_tensor *bt_params_find(bt_params *p, const char *name)
 {
     for (int i = 0; i < p->count; i++)
-        if (strcmp(p->names[i], name) == 0)
+        if (strcmp(p->tensors[i]->name, name) == 0)
             return p->tensors[i];
     return NULL;
 }

@@ -1,11 +1,10 @@
 /* registry.c: the host side of plugins. Opens shared objects with libdl, checks
  * their descriptor, hands them the host table, stages what they register and
- * commits it only when the whole plugin loaded cleanly; plus the option parser
- * that plugins call through the host table. */
+ * commits it only when the whole plugin loaded cleanly. */
 #include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
-#include <math.h>
+#include <stddef.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,9 +21,6 @@
 #define HASH_NONFATAL_OOM 1
 #define uthash_nonfatal_oom(obj) ((obj)->oom = true)
 #include <uthash.h>
-
-#define BT_OPTION_MAX 64   /* options one parse_options call can describe */
-#define BT_VALUE_LEN 128   /* longest single "key=value" item */
 
 /* ---- the table ------------------------------------------------------------------ */
 
@@ -110,6 +106,22 @@ const bt_registry_entry *bt_registry_at(const bt_registry *r, int i)
     return (r && i >= 0 && i < r->count) ? &r->sorted[i]->entry : NULL;
 }
 
+const char *bt_registry_names(const bt_registry *r, bt_plugin_kind kind, char *buf, size_t len)
+{
+    if (!buf || !len)
+        return buf;
+    size_t used = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < bt_registry_count(r) && used + 1 < len; i++) {
+        const bt_registry_entry *e = bt_registry_at(r, i);
+        if (e->kind == kind)
+            used += (size_t)snprintf(buf + used, len - used, "%s%s", used ? ", " : "", e->name);
+    }
+    if (!used)
+        snprintf(buf, len, "none: no %s plugin is loaded", bt_plugin_kind_name(kind));
+    return buf;
+}
+
 static void bt_reg_key_make(bt_reg_key *k, bt_plugin_kind kind, const char *name)
 {
     memset(k, 0, sizeof *k);
@@ -174,9 +186,9 @@ static bool bt_name_valid(const char *s)
 }
 
 /* Records the first registration error; later ones are dropped. */
-static int bt_registrar_fail(bt_registrar *g, bt_status s, const char *fmt, ...)
+static bt_status bt_registrar_fail(bt_registrar *g, bt_status s, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-static int bt_registrar_fail(bt_registrar *g, bt_status s, const char *fmt, ...)
+static bt_status bt_registrar_fail(bt_registrar *g, bt_status s, const char *fmt, ...)
 {
     if (g->status == BT_OK) {
         char msg[BT_ERRMSG_LEN];
@@ -187,18 +199,27 @@ static int bt_registrar_fail(bt_registrar *g, bt_status s, const char *fmt, ...)
         g->status = s;
         snprintf(g->err, sizeof g->err, "plugin '%s' (%s): %s", g->plugin->name, g->plugin->file, msg);
     }
-    return -1;
+    return s;
 }
 
-/* The checks every kind shares, then staging; `problem` says what is wrong
- * with this kind's callbacks or fields (NULL when nothing is). */
-static int bt_registrar_stage(bt_registrar *g, bt_plugin_kind kind, const char *name,
-                              const char *summary, const char *problem, const void *def,
-                              size_t def_size)
+/* The sizes of the definitions in ABI 2.0, the first ABI where they carry one:
+ * the least a plugin may give. Each ends at 2.0's last field, so it stays put
+ * when fields are appended. */
+#define BT_SIZE_THROUGH(type, field) (offsetof(type, field) + sizeof(((type *)0)->field))
+#define BT_CELL_DEF_2_0 BT_SIZE_THROUGH(bt_cell_def, step)
+#define BT_POLICY_DEF_2_0 BT_SIZE_THROUGH(bt_policy_def, describe)
+#define BT_OPTIMIZER_DEF_2_0 BT_SIZE_THROUGH(bt_optimizer_def, describe)
+
+/* What every kind checks before its own fields: a def, a size covering ABI
+ * 2.0's fields, a valid name. The name sits at the same offset in every ABI 2
+ * def (the descriptor's major says the plugin has them), so a def with a bad
+ * size can still be named. */
+static bt_status bt_registrar_check(bt_registrar *g, bt_plugin_kind kind, const void *def,
+                                    size_t size, size_t min, const char *name)
 {
     const char *what = bt_plugin_kind_name(kind);
     if (!g || !g->reg)
-        return -1; /* called outside init: nothing to report to */
+        return BT_ERR_ARG; /* called outside init: nothing to report to */
     if (!def)
         return bt_registrar_fail(g, BT_ERR_PLUGIN, "registered a NULL %s definition", what);
     if (!name)
@@ -208,6 +229,22 @@ static int bt_registrar_stage(bt_registrar *g, bt_plugin_kind kind, const char *
                                  "%s name '%.64s%s' is invalid: use 1 to %d letters, digits, "
                                  "'_', '-' or '.', starting with a letter",
                                  what, name, strlen(name) > 64 ? "..." : "", BT_NAME_LEN - 1);
+    if (size < min)
+        return bt_registrar_fail(g, BT_ERR_PLUGIN,
+                                 "%s '%s' has a definition of size %zu, smaller than ABI %d.0's %zu "
+                                 "bytes: set .size = sizeof(bt_%s_def) and rebuild the plugin "
+                                 "against this bptt", what, name, size, BT_ABI_MAJOR, min, what);
+    return BT_OK;
+}
+
+/* Stages a checked def; `problem` says what is wrong with this kind's own
+ * fields (NULL when nothing is). Only the fields this host knows are copied:
+ * a newer plugin's extra fields are ignored, an older one's missing ones stay 0. */
+static bt_status bt_registrar_stage(bt_registrar *g, bt_plugin_kind kind, const char *name,
+                                    const char *summary, const char *problem, const void *def,
+                                    size_t size, size_t host_size)
+{
+    const char *what = bt_plugin_kind_name(kind);
     if (problem)
         return bt_registrar_fail(g, BT_ERR_PLUGIN, "%s '%s' %s", what, name, problem);
     bt_reg_key key;
@@ -221,7 +258,6 @@ static int bt_registrar_stage(bt_registrar *g, bt_plugin_kind kind, const char *
     for (int i = 0; i < g->n_staged; i++)
         if (memcmp(&g->staged[i]->key, &key, sizeof key) == 0)
             return bt_registrar_fail(g, BT_ERR_PLUGIN, "registers %s '%s' twice", what, name);
-
     if (g->n_staged == g->cap) {
         int cap = g->cap ? 2 * g->cap : 8;
         bt_reg_item **s = bt_realloc(g->staged, sizeof(*s) * (size_t)cap);
@@ -234,52 +270,60 @@ static int bt_registrar_stage(bt_registrar *g, bt_plugin_kind kind, const char *
     if (!it)
         return bt_registrar_fail(g, BT_ERR_NOMEM, "out of memory registering %s '%s'", what, name);
     it->key = key;
-    memcpy(&it->def, def, def_size);
-    it->entry.kind = kind;
-    it->entry.name = it->key.name;
-    it->entry.plugin = g->plugin->name;
-    it->entry.plugin_version = g->plugin->version;
-    it->entry.file = g->plugin->file;
-    it->entry.summary = summary ? summary : "";
-    it->entry.def = &it->def;
+    size_t kept = size < host_size ? size : host_size;
+    memcpy(&it->def, def, kept);
+    it->def.cell.size = kept; /* the copy's own size (size opens every kind's def) */
+    it->entry = (bt_registry_entry){kind, it->key.name, g->plugin->name, g->plugin->version,
+                                    g->plugin->file, summary ? summary : "", &it->def};
     g->staged[g->n_staged++] = it;
-    return 0;
+    return BT_OK;
 }
 
 #define BT_MISSING(fn) "has no " #fn " callback (it is required)"
 
-static int bt_host_register_cell(bt_registrar *g, const bt_cell_def *d)
+static bt_status bt_host_register_cell(bt_registrar *g, const bt_cell_def *d)
 {
-    const char *problem = !d ? NULL : !d->params ? BT_MISSING(params)
-                        : !d->states ? BT_MISSING(states) : !d->step ? BT_MISSING(step) : NULL;
-    return bt_registrar_stage(g, BT_KIND_CELL, d ? d->name : NULL, d ? d->summary : NULL,
-                              problem, d, sizeof *d);
+    bt_status st = bt_registrar_check(g, BT_KIND_CELL, d, d ? d->size : 0, BT_CELL_DEF_2_0,
+                                      d ? d->name : NULL);
+    if (st != BT_OK)
+        return st;
+    const char *problem = !d->params ? BT_MISSING(params) : !d->states ? BT_MISSING(states)
+                        : !d->step ? BT_MISSING(step) : NULL;
+    return bt_registrar_stage(g, BT_KIND_CELL, d->name, d->summary, problem, d, d->size,
+                              sizeof *d);
 }
 
-static int bt_host_register_policy(bt_registrar *g, const bt_policy_def *d)
+static bt_status bt_host_register_policy(bt_registrar *g, const bt_policy_def *d)
 {
-    const char *problem = !d ? NULL : !d->create ? BT_MISSING(create)
-                        : !d->destroy ? BT_MISSING(destroy) : !d->begin ? BT_MISSING(begin)
-                        : !d->decide ? BT_MISSING(decide) : !d->max_reach ? BT_MISSING(max_reach)
+    bt_status st = bt_registrar_check(g, BT_KIND_POLICY, d, d ? d->size : 0, BT_POLICY_DEF_2_0,
+                                      d ? d->name : NULL);
+    if (st != BT_OK)
+        return st;
+    const char *problem = !d->create ? BT_MISSING(create) : !d->destroy ? BT_MISSING(destroy)
+                        : !d->begin ? BT_MISSING(begin) : !d->decide ? BT_MISSING(decide)
+                        : !d->max_reach ? BT_MISSING(max_reach)
                         : !d->describe ? BT_MISSING(describe) : NULL;
-    return bt_registrar_stage(g, BT_KIND_POLICY, d ? d->name : NULL, d ? d->summary : NULL,
-                              problem, d, sizeof *d);
+    return bt_registrar_stage(g, BT_KIND_POLICY, d->name, d->summary, problem, d, d->size,
+                              sizeof *d);
 }
 
-static int bt_host_register_optimizer(bt_registrar *g, const bt_optimizer_def *d)
+static bt_status bt_host_register_optimizer(bt_registrar *g, const bt_optimizer_def *d)
 {
-    const char *problem = !d ? NULL : !d->create ? BT_MISSING(create)
-                        : !d->destroy ? BT_MISSING(destroy) : !d->step ? BT_MISSING(step)
-                        : !d->describe ? BT_MISSING(describe)
+    bt_status st = bt_registrar_check(g, BT_KIND_OPTIMIZER, d, d ? d->size : 0,
+                                      BT_OPTIMIZER_DEF_2_0, d ? d->name : NULL);
+    if (st != BT_OK)
+        return st;
+    const char *problem = !d->create ? BT_MISSING(create) : !d->destroy ? BT_MISSING(destroy)
+                        : !d->step ? BT_MISSING(step) : !d->describe ? BT_MISSING(describe)
                         : (d->n_state < 0 || d->n_state > 16)
                             ? "asks for a number of state buffers outside 0 to 16" : NULL;
-    return bt_registrar_stage(g, BT_KIND_OPTIMIZER, d ? d->name : NULL, d ? d->summary : NULL,
-                              problem, d, sizeof *d);
+    return bt_registrar_stage(g, BT_KIND_OPTIMIZER, d->name, d->summary, problem, d, d->size,
+                              sizeof *d);
 }
 
 /* ---- the host table ------------------------------------------------------------- */
 
-static const bt_host bt_host_v1 = {
+static const bt_host bt_host_v2 = {
     .abi_major = BT_ABI_MAJOR,
     .abi_minor = BT_ABI_MINOR,
     .size = sizeof(bt_host),
@@ -317,7 +361,7 @@ static const bt_host bt_host_v1 = {
     .rnn_tanh_step = bt_rnn_tanh_step,
 };
 
-const bt_host *bt_host_table(void) { return &bt_host_v1; }
+const bt_host *bt_host_table(void) { return &bt_host_v2; }
 
 /* ---- the loader ----------------------------------------------------------------- */
 
@@ -397,6 +441,121 @@ static bt_status bt_registry_precheck(const char *path, char *err, size_t errlen
     return bt_elf_check(path, err, errlen);
 }
 
+/* Step 1: the file looks like a whole shared object, and dlopen takes it. */
+static bt_status bt_plugin_open(const char *path, void **handle, char *err, size_t errlen)
+{
+    bt_status st = bt_registry_precheck(path, err, errlen);
+    if (st != BT_OK)
+        return st;
+    /* dlopen searches the library path for a name without '/': make it a path. */
+    char *open_path = bt_malloc(strlen(path) + 3);
+    if (!open_path)
+        return bt_error(err, errlen, BT_ERR_NOMEM, "cannot load plugin %s: out of memory", path);
+    sprintf(open_path, "%s%s", strchr(path, '/') ? "" : "./", path);
+    dlerror();
+    *handle = dlopen(open_path, RTLD_NOW | RTLD_LOCAL);
+    bt_free(open_path);
+    if (!*handle) {
+        const char *why = dlerror();
+        return bt_error(err, errlen, BT_ERR_PLUGIN, "cannot open plugin %s: %s", path,
+                        why ? why : "dlopen failed");
+    }
+    return BT_OK;
+}
+
+/* Step 2: the entry symbol gives a descriptor. */
+static bt_status bt_plugin_descriptor(void *h, const char *path, const bt_plugin_desc **out,
+                                      char *err, size_t errlen)
+{
+    bt_plugin_entry_fn entry;
+    /* POSIX's sanctioned way to turn dlsym's void * into a function pointer. */
+    *(void **)&entry = dlsym(h, BT_PLUGIN_ENTRY_SYMBOL);
+    if (!entry)
+        return bt_error(err, errlen, BT_ERR_PLUGIN,
+                        "cannot load plugin %s: not a bptt plugin (it has no entry symbol '%s'; "
+                        "declare it with BT_PLUGIN(name, version, init))", path,
+                        BT_PLUGIN_ENTRY_SYMBOL);
+    *out = entry();
+    if (!*out)
+        return bt_error(err, errlen, BT_ERR_PLUGIN,
+                        "cannot load plugin %s: not a bptt plugin (%s returned NULL)", path,
+                        BT_PLUGIN_ENTRY_SYMBOL);
+    return BT_OK;
+}
+
+/* Step 3: the descriptor fits this bptt (ABI, precision) and is complete. */
+static bt_status bt_plugin_check(const bt_plugin_desc *d, const char *path, char *err,
+                                 size_t errlen)
+{
+    /* abi_major, abi_minor, real_size and name open the descriptor in every ABI. */
+    const char *pname = d->name ? d->name : "?";
+    if (d->abi_major != BT_ABI_MAJOR)
+        return bt_error(err, errlen, BT_ERR_PLUGIN,
+                        "plugin '%s' (%s) was built for bptt ABI %u.%u, this bptt has ABI %d.%d: "
+                        "rebuild the plugin against this bptt", pname, path, d->abi_major,
+                        d->abi_minor, BT_ABI_MAJOR, BT_ABI_MINOR);
+    if (d->abi_minor > BT_ABI_MINOR)
+        return bt_error(err, errlen, BT_ERR_PLUGIN,
+                        "plugin '%s' (%s) was built for bptt ABI %u.%u, this bptt has ABI %d.%d: "
+                        "the plugin needs a newer bptt (upgrade bptt, or rebuild the plugin "
+                        "against this one)", pname, path, d->abi_major, d->abi_minor,
+                        BT_ABI_MAJOR, BT_ABI_MINOR);
+    if (d->real_size != sizeof(bt_real))
+        return bt_error(err, errlen, BT_ERR_PLUGIN,
+                        "plugin '%s' (%s) was built with %s reals (%u bytes), this bptt uses %s "
+                        "(%zu bytes): rebuild the plugin against this bptt", pname, path,
+                        bt_real_name(d->real_size), d->real_size, bt_real_name(sizeof(bt_real)),
+                        sizeof(bt_real));
+    if (!d->name || !bt_name_valid(d->name))
+        return bt_error(err, errlen, BT_ERR_PLUGIN,
+                        "plugin %s has an invalid name '%.64s': use 1 to %d letters, digits, "
+                        "'_', '-' or '.', starting with a letter", path, pname, BT_NAME_LEN - 1);
+    if (!d->init)
+        return bt_error(err, errlen, BT_ERR_PLUGIN, "plugin '%s' (%s) has no init function",
+                        pname, path);
+    return BT_OK;
+}
+
+/* Step 4: the record of a loaded plugin, with owned copies of its strings. */
+static bt_plugin_rec *bt_plugin_rec_new(const bt_plugin_desc *d, void *h, const char *path)
+{
+    const char *version = d->version ? d->version : "";
+    size_t nl = strlen(d->name) + 1, vl = strlen(version) + 1, fl = strlen(path) + 1;
+    bt_plugin_rec *rec = bt_calloc(1, sizeof *rec);
+    char *strings = bt_malloc(nl + vl + fl);
+    if (!rec || !strings) {
+        bt_free(rec);
+        bt_free(strings);
+        return NULL;
+    }
+    rec->handle = h;
+    rec->name = memcpy(strings, d->name, nl);
+    rec->version = memcpy(strings + nl, version, vl);
+    rec->file = memcpy(strings + nl + vl, path, fl);
+    return rec;
+}
+
+/* Step 5: init registers into a staging area, committed only if all went well. */
+static bt_status bt_plugin_init(bt_registry *r, const bt_plugin_desc *d, bt_plugin_rec *rec,
+                                char *err, size_t errlen)
+{
+    bt_registrar g = {.reg = r, .plugin = rec};
+    char perr[BT_ERRMSG_LEN] = "";
+    int rc = d->init(bt_host_table(), &g, perr, sizeof perr);
+    bt_status st = g.status;
+    if (st != BT_OK) { /* the host's own message about a registration beats init's */
+        bt_errorf(err, errlen, "%s", g.err);
+    } else if (rc != 0) {
+        perr[sizeof perr - 1] = '\0';
+        st = bt_error(err, errlen, BT_ERR_PLUGIN, "plugin '%s' (%s): init failed: %s", rec->name,
+                      rec->file, perr[0] ? perr : "(the plugin gave no message)");
+    } else if ((st = bt_registry_commit(r, &g, rec)) != BT_OK) {
+        bt_errorf(err, errlen, "cannot load plugin %s: out of memory", rec->file);
+    }
+    bt_registrar_drop(&g); /* after a commit, nothing is left to drop */
+    return st;
+}
+
 /* Loads one file. With skip_loaded, a plugin whose name is already loaded is
  * closed again and *skipped is set; without it that is an error. */
 static bt_status bt_registry_load_one(bt_registry *r, const char *path, bool skip_loaded,
@@ -404,151 +563,39 @@ static bt_status bt_registry_load_one(bt_registry *r, const char *path, bool ski
 {
     if (skipped)
         *skipped = false;
-    if (!r || !path) {
-        bt_errorf(err, errlen, "bt_registry_load: no registry or no path");
-        return BT_ERR_ARG;
-    }
-    bt_status st = bt_registry_precheck(path, err, errlen);
+    if (!r || !path)
+        return bt_error(err, errlen, BT_ERR_ARG, "bt_registry_load: no registry or no path");
+    void *h = NULL;
+    bt_status st = bt_plugin_open(path, &h, err, errlen);
     if (st != BT_OK)
         return st;
-
-    /* dlopen searches the library path for a name without '/': make it a path. */
-    char *open_path = bt_malloc(strlen(path) + 3);
-    if (!open_path) {
-        bt_errorf(err, errlen, "cannot load plugin %s: out of memory", path);
-        return BT_ERR_NOMEM;
-    }
-    sprintf(open_path, "%s%s", strchr(path, '/') ? "" : "./", path);
-    dlerror();
-    void *h = dlopen(open_path, RTLD_NOW | RTLD_LOCAL);
-    bt_free(open_path);
-    if (!h) {
-        const char *why = dlerror();
-        bt_errorf(err, errlen, "cannot open plugin %s: %s", path, why ? why : "dlopen failed");
-        return BT_ERR_PLUGIN;
-    }
-
-    bt_plugin_rec *rec = NULL;
-    bt_registrar g = {0};
-    bt_plugin_entry_fn entry;
-    /* POSIX's sanctioned way to turn dlsym's void * into a function pointer. */
-    *(void **)&entry = dlsym(h, BT_PLUGIN_ENTRY_SYMBOL);
-    if (!entry) {
-        bt_errorf(err, errlen, "cannot load plugin %s: not a bptt plugin (it has no entry symbol "
-                "'%s'; declare it with BT_PLUGIN(name, version, init))", path,
-                BT_PLUGIN_ENTRY_SYMBOL);
-        st = BT_ERR_PLUGIN;
-        goto fail;
-    }
-    const bt_plugin_desc *d = entry();
-    if (!d) {
-        bt_errorf(err, errlen, "cannot load plugin %s: not a bptt plugin (%s returned NULL)", path,
-                BT_PLUGIN_ENTRY_SYMBOL);
-        st = BT_ERR_PLUGIN;
-        goto fail;
-    }
-    /* abi_major, abi_minor, real_size and name open the descriptor in every ABI. */
-    const char *pname = d->name ? d->name : "?";
-    if (d->abi_major != BT_ABI_MAJOR) {
-        bt_errorf(err, errlen, "plugin '%s' (%s) was built for bptt ABI %u.%u, this bptt has ABI "
-                "%d.%d: rebuild the plugin against this bptt", pname, path, d->abi_major,
-                d->abi_minor, BT_ABI_MAJOR, BT_ABI_MINOR);
-        st = BT_ERR_PLUGIN;
-        goto fail;
-    }
-    if (d->abi_minor > BT_ABI_MINOR) {
-        bt_errorf(err, errlen, "plugin '%s' (%s) was built for bptt ABI %u.%u, this bptt has ABI "
-                "%d.%d: the plugin needs a newer bptt (upgrade bptt, or rebuild the plugin "
-                "against this one)", pname, path, d->abi_major, d->abi_minor, BT_ABI_MAJOR,
-                BT_ABI_MINOR);
-        st = BT_ERR_PLUGIN;
-        goto fail;
-    }
-    if (d->real_size != sizeof(bt_real)) {
-        bt_errorf(err, errlen, "plugin '%s' (%s) was built with %s reals (%u bytes), this bptt "
-                "uses %s (%zu bytes): rebuild the plugin against this bptt", pname, path,
-                bt_real_name(d->real_size), d->real_size, bt_real_name(sizeof(bt_real)),
-                sizeof(bt_real));
-        st = BT_ERR_PLUGIN;
-        goto fail;
-    }
-    if (!d->name || !bt_name_valid(d->name)) {
-        bt_errorf(err, errlen, "plugin %s has an invalid name '%.64s': use 1 to %d letters, digits, "
-                "'_', '-' or '.', starting with a letter", path, pname, BT_NAME_LEN - 1);
-        st = BT_ERR_PLUGIN;
-        goto fail;
-    }
-    if (!d->init) {
-        bt_errorf(err, errlen, "plugin '%s' (%s) has no init function", pname, path);
-        st = BT_ERR_PLUGIN;
-        goto fail;
-    }
-    const bt_plugin_rec *prev = bt_registry_plugin_named(r, d->name);
-    if (prev && prev->handle == h) {
-        /* The very file that is already loaded (dlopen handed back its handle):
-         * nothing to do, e.g. --plugin naming a shipped plugin. */
+    const bt_plugin_desc *d = NULL;
+    st = bt_plugin_descriptor(h, path, &d, err, errlen);
+    if (st == BT_OK)
+        st = bt_plugin_check(d, path, err, errlen);
+    const bt_plugin_rec *prev = st == BT_OK ? bt_registry_plugin_named(r, d->name) : NULL;
+    /* The very file already loaded (dlopen handed back its handle, e.g.
+     * --plugin naming a shipped plugin), or a shadowed copy in a later folder. */
+    if (prev && (prev->handle == h || skip_loaded)) {
         if (skipped)
             *skipped = true;
         dlclose(h);
         return BT_OK;
     }
-    if (prev) {
-        if (skip_loaded) {
-            if (skipped)
-                *skipped = true;
-            dlclose(h);
-            return BT_OK;
-        }
-        bt_errorf(err, errlen, "plugin '%s' (%s) is already loaded from %s", pname, path, prev->file);
-        st = BT_ERR_PLUGIN;
-        goto fail;
-    }
-
-    const char *version = d->version ? d->version : "";
-    size_t nl = strlen(d->name) + 1, vl = strlen(version) + 1, fl = strlen(path) + 1;
-    rec = bt_calloc(1, sizeof *rec);
-    char *strings = bt_malloc(nl + vl + fl);
-    if (!rec || !strings) {
-        bt_free(strings);
-        bt_errorf(err, errlen, "cannot load plugin %s: out of memory", path);
-        st = BT_ERR_NOMEM;
-        goto fail;
-    }
-    rec->handle = h;
-    rec->name = memcpy(strings, d->name, nl);
-    rec->version = memcpy(strings + nl, version, vl);
-    rec->file = memcpy(strings + nl + vl, path, fl);
-
-    g.reg = r;
-    g.plugin = rec;
-    char perr[BT_ERRMSG_LEN] = "";
-    int rc = d->init(bt_host_table(), &g, perr, sizeof perr);
-    if (g.status != BT_OK) {
-        bt_errorf(err, errlen, "%s", g.err);
-        st = g.status;
-        goto fail;
-    }
-    if (rc != 0) {
-        perr[sizeof perr - 1] = '\0';
-        bt_errorf(err, errlen, "plugin '%s' (%s): init failed: %s", rec->name, path,
-                perr[0] ? perr : "(the plugin gave no message)");
-        st = BT_ERR_PLUGIN;
-        goto fail;
-    }
-    st = bt_registry_commit(r, &g, rec);
-    if (st != BT_OK) {
-        bt_errorf(err, errlen, "cannot load plugin %s: out of memory", path);
-        goto fail;
-    }
-    return BT_OK;
-
-fail:
-    bt_registrar_drop(&g);
-    if (rec) {
-        bt_free(rec->name);
+    if (prev)
+        st = bt_error(err, errlen, BT_ERR_PLUGIN, "plugin '%s' (%s) is already loaded from %s",
+                      d->name, path, prev->file);
+    bt_plugin_rec *rec = st == BT_OK ? bt_plugin_rec_new(d, h, path) : NULL;
+    if (st == BT_OK && !rec)
+        st = bt_error(err, errlen, BT_ERR_NOMEM, "cannot load plugin %s: out of memory", path);
+    if (st == BT_OK)
+        st = bt_plugin_init(r, d, rec, err, errlen);
+    if (st != BT_OK) { /* the registry is as before: close what this call opened */
+        if (rec)
+            bt_free(rec->name);
         bt_free(rec);
+        dlclose(h);
     }
-    dlclose(h);
     return st;
 }
 
@@ -687,170 +734,4 @@ bt_status bt_registry_load_default(bt_registry *r, char *err, size_t errlen)
     first = bt_registry_load_default_dir(r, BT_BUILD_PLUGIN_DIR, first, err, errlen);
     first = bt_registry_load_default_dir(r, BT_INSTALLED_PLUGIN_DIR, first, err, errlen);
     return first;
-}
-
-/* ---- options --------------------------------------------------------------------- */
-
-static void bt_options_known(const bt_option *opts, int n, char *buf, size_t len)
-{
-    size_t used = 0;
-    buf[0] = '\0';
-    for (int i = 0; i < n && used + 1 < len; i++)
-        used += (size_t)snprintf(buf + used, len - used, "%s%s", i ? ", " : "", opts[i].name);
-}
-
-/* Copies [s, e) without surrounding blanks into buf; false if it does not fit. */
-static bool bt_trim_copy(const char *s, const char *e, char *buf, size_t len)
-{
-    while (s < e && (*s == ' ' || *s == '\t'))
-        s++;
-    while (e > s && (e[-1] == ' ' || e[-1] == '\t'))
-        e--;
-    if ((size_t)(e - s) >= len)
-        return false;
-    memcpy(buf, s, (size_t)(e - s));
-    buf[e - s] = '\0';
-    return true;
-}
-
-/* A bound as people write it: 1000000 rather than %g's 1e+06. */
-static void bt_fmt_bound(char *buf, size_t len, double v)
-{
-    if (v == floor(v) && fabs(v) < 1e15)
-        snprintf(buf, len, "%.0f", v);
-    else
-        snprintf(buf, len, "%g", v);
-}
-
-/* Parses and checks one value for option o into *out; -1 with a message. */
-static int bt_option_value(const bt_option *o, const char *text, double *out, const char *what,
-                           char *err, size_t errlen)
-{
-    char *end = NULL;
-    errno = 0;
-    double v = strtod(text, &end);
-    if (!text[0] || end == text || *end != '\0') {
-        bt_errorf(err, errlen, "%s: %s = '%s' is not a number", what, o->name, text);
-        return -1;
-    }
-    if (!isfinite(v)) {
-        bt_errorf(err, errlen, "%s: %s = '%s' is not a finite number", what, o->name, text);
-        return -1;
-    }
-    if (o->integer && v != floor(v)) {
-        bt_errorf(err, errlen, "%s: %s = '%s' is not an integer", what, o->name, text);
-        return -1;
-    }
-    /* min == max == 0 (an option declared without bounds) means unbounded. */
-    if (!(o->min == 0 && o->max == 0) && (v < o->min || v > o->max)) {
-        char lo[32], hi[32];
-        bt_fmt_bound(lo, sizeof lo, o->min);
-        bt_fmt_bound(hi, sizeof hi, o->max);
-        bt_errorf(err, errlen, "%s: value %s for %s is outside [%s, %s]", what, text, o->name, lo, hi);
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
-
-/* "lr=0.1,mu=0.9" or positional "5,35" (blanks around items are ignored). Values
- * are written only when the whole text is valid; `set` says which were given. */
-int bt_parse_options(const char *text, bt_option *opts, int n, const char *what, char *err,
-                     size_t errlen)
-{
-    if (!what)
-        what = "options";
-    if (n < 0 || n > BT_OPTION_MAX || (n > 0 && !opts)) {
-        bt_errorf(err, errlen, "%s: bad option table (%d entries)", what, n);
-        return -1;
-    }
-    double vals[BT_OPTION_MAX];
-    bool given[BT_OPTION_MAX] = {false};
-    char known[512];
-    bt_options_known(opts, n, known, sizeof known);
-    int next_positional = 0;
-    const char *s = text ? text : "";
-    const char *q = s;
-    while (*q == ' ' || *q == '\t')
-        q++;
-    bool any = *q != '\0'; /* "" and blanks mean no options at all */
-    while (any) {
-        const char *comma = strchr(s, ',');
-        const char *e = comma ? comma : s + strlen(s);
-        char item[BT_VALUE_LEN];
-        if (!bt_trim_copy(s, e, item, sizeof item)) {
-            bt_errorf(err, errlen, "%s: option '%.40s...' is too long", what, s);
-            return -1;
-        }
-        if (!item[0]) {
-            bt_errorf(err, errlen, "%s: empty option in '%s' (options are separated by single commas)",
-                    what, text);
-            return -1;
-        }
-        char *eq = strchr(item, '=');
-        int k = -1;
-        const char *value = item;
-        if (eq) {
-            char key[BT_VALUE_LEN];
-            bt_trim_copy(item, eq, key, sizeof key);
-            value = eq + 1;
-            while (*value == ' ' || *value == '\t')
-                value++;
-            for (int i = 0; i < n; i++)
-                if (opts[i].name && strcmp(opts[i].name, key) == 0)
-                    k = i;
-            if (k < 0) {
-                bt_errorf(err, errlen, "%s: unknown option '%s' (known: %s)", what, key,
-                        n ? known : "none");
-                return -1;
-            }
-        } else {
-            for (int i = next_positional; i < n && k < 0; i++)
-                if (opts[i].positional)
-                    k = i;
-            if (k < 0) {
-                bt_errorf(err, errlen, "%s: unexpected value '%s' (no more positional options; "
-                        "give options as key=value, known: %s)", what, item, n ? known : "none");
-                return -1;
-            }
-            next_positional = k + 1;
-        }
-        if (given[k]) {
-            bt_errorf(err, errlen, "%s: option %s is given twice", what, opts[k].name);
-            return -1;
-        }
-        if (bt_option_value(&opts[k], value, &vals[k], what, err, errlen) != 0)
-            return -1;
-        given[k] = true;
-        if (!comma)
-            break;
-        s = comma + 1;
-    }
-    for (int i = 0; i < n; i++)
-        if (opts[i].required && !given[i]) {
-            bt_errorf(err, errlen, "%s: %s is required", what, opts[i].name);
-            return -1;
-        }
-    for (int i = 0; i < n; i++) {
-        opts[i].set = given[i];
-        if (given[i] && opts[i].value)
-            *opts[i].value = vals[i];
-    }
-    return 0;
-}
-
-void bt_split_spec(const char *spec, char *name, size_t name_len, const char **options)
-{
-    if (!spec)
-        spec = "";
-    const char *colon = strchr(spec, ':');
-    size_t len = colon ? (size_t)(colon - spec) : strlen(spec);
-    if (name && name_len) {
-        if (len >= name_len)
-            len = name_len - 1;
-        memcpy(name, spec, len);
-        name[len] = '\0';
-    }
-    if (options)
-        *options = colon ? colon + 1 : "";
 }

@@ -438,7 +438,7 @@ bt_status bt_checkpoint_model(const bt_checkpoint *c, const bt_registry *reg, bt
         char known[512];
         return bt_error(err, errlen, BT_ERR_NOT_FOUND, "checkpoint %s uses cell '%s', which is not "
                     "registered (known: %s): load the plugin that provides it with --plugin PATH",
-                    c->path, c->cfg.cell, bt_lm_known_names(reg, BT_KIND_CELL, known, sizeof known));
+                    c->path, c->cfg.cell, bt_registry_names(reg, BT_KIND_CELL, known, sizeof known));
     }
     bt_cell_dims dims = {c->input_size, c->cfg.hidden, c->output_size};
     bt_model *m;

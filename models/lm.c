@@ -58,20 +58,6 @@ void bt_lm_config_default(bt_lm_config *c)
     c->sampling = BT_BATCH_SEQUENTIAL;
 }
 
-const char *bt_lm_known_names(const bt_registry *r, bt_plugin_kind kind, char *buf, size_t len)
-{
-    size_t used = 0;
-    buf[0] = '\0';
-    for (int i = 0; r && i < bt_registry_count(r) && used + 1 < len; i++) {
-        const bt_registry_entry *e = bt_registry_at(r, i);
-        if (e->kind == kind)
-            used += (size_t)snprintf(buf + used, len - used, "%s%s", used ? ", " : "", e->name);
-    }
-    if (!used)
-        snprintf(buf, len, "none: no %s plugin is loaded", bt_plugin_kind_name(kind));
-    return buf;
-}
-
 void bt_lm_free(bt_lm *lm)
 {
     if (!lm)
@@ -110,7 +96,7 @@ bt_status bt_lm_new(const bt_registry *reg, const bt_lm_config *cfg, bt_source *
     const bt_cell_def *cell = bt_registry_cell(reg, cfg->cell);
     if (!cell) {
         snprintf(err, errlen, "unknown cell '%s' (known: %s); a cell from your own plugin needs "
-                 "--plugin PATH", cfg->cell, bt_lm_known_names(reg, BT_KIND_CELL, known, sizeof known));
+                 "--plugin PATH", cfg->cell, bt_registry_names(reg, BT_KIND_CELL, known, sizeof known));
         return BT_ERR_NOT_FOUND;
     }
     if ((src->tokens_in && cell->input != BT_INPUT_TOKENS) ||
@@ -145,7 +131,7 @@ bt_status bt_lm_new(const bt_registry *reg, const bt_lm_config *cfg, bt_source *
     const bt_policy_def *pdef = bt_registry_policy(reg, pname);
     if (!pdef) {
         snprintf(err, errlen, "unknown truncation policy '%s' (known: %s)", pname,
-                 bt_lm_known_names(reg, BT_KIND_POLICY, known, sizeof known));
+                 bt_registry_names(reg, BT_KIND_POLICY, known, sizeof known));
         return BT_ERR_NOT_FOUND;
     }
 
@@ -486,7 +472,7 @@ int bt_lm_split_policies(const bt_registry *r, const char *list, char (*out)[256
     }
     if (!policy_starts(r, list)) {
         snprintf(err, errlen, "'%.*s' is not a truncation policy (known: %s)",
-                 (int)strcspn(list, ":,"), list, bt_lm_known_names(r, BT_KIND_POLICY, known, sizeof known));
+                 (int)strcspn(list, ":,"), list, bt_registry_names(r, BT_KIND_POLICY, known, sizeof known));
         return -1;
     }
     int n = 0;
@@ -512,7 +498,7 @@ int bt_lm_split_policies(const bt_registry *r, const char *list, char (*out)[256
         if (comma) {
             snprintf(err, errlen, "'%.*s' is not a truncation policy (known: %s)",
                      (int)(name_len - (size_t)(comma + 1 - out[n])), comma + 1,
-                     bt_lm_known_names(r, BT_KIND_POLICY, known, sizeof known));
+                     bt_registry_names(r, BT_KIND_POLICY, known, sizeof known));
             return -1;
         }
         n++;

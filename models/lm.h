@@ -129,9 +129,6 @@ bool bt_lm_params_finite(const bt_lm *lm);
 int bt_lm_split_policies(const bt_registry *r, const char *list, char (*out)[256], int max,
                          char *err, size_t errlen);
 
-/* "a, b, c": the registered names of one kind, for "unknown cell" messages. */
-const char *bt_lm_known_names(const bt_registry *r, bt_plugin_kind kind, char *buf, size_t len);
-
 #ifdef __cplusplus
 }
 #endif

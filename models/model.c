@@ -33,20 +33,19 @@ bt_status bt_model_new(const bt_cell_def *cell, bt_cell_dims dims, bt_model **ou
         return BT_ERR_PLUGIN;
     }
     m->params = bt_params_new();
-    for (int i = 0; m->params && i < m->n_params; i++) {
-        m->ptab[i] = bt_params_add(m->params, m->specs[i].name, m->specs[i].ndim,
-                                   m->specs[i].shape);
-        if (!m->ptab[i]) {
-            snprintf(err, errlen, "cell %s: parameter %d ('%s') has a bad shape or a duplicate name",
-                     cell->name, i, m->specs[i].name);
-            bt_model_free(m);
-            return BT_ERR_PLUGIN;
-        }
-    }
-    if (!m->params || bt_params_finalize(m->params) != BT_OK) {
+    if (!m->params) {
         snprintf(err, errlen, "out of memory for the parameters of cell %s", cell->name);
         bt_model_free(m);
         return BT_ERR_NOMEM;
+    }
+    for (int i = 0; i < m->n_params; i++)
+        m->ptab[i] = bt_params_add(m->params, m->specs[i].name, m->specs[i].ndim,
+                                   m->specs[i].shape);
+    bt_status st = bt_params_finalize(m->params);
+    if (st != BT_OK) { /* a duplicate name or bad shape is the cell's fault */
+        snprintf(err, errlen, "cell %s: %s", cell->name, bt_params_error(m->params));
+        bt_model_free(m);
+        return st == BT_ERR_NOMEM ? BT_ERR_NOMEM : BT_ERR_PLUGIN;
     }
     *out = m;
     return BT_OK;

@@ -3,7 +3,8 @@
  * case. Backward sums the gradient over the broadcast dims. */
 #include <string.h>
 
-#include "graph_internal.h"
+#include "bptt_op.h"
+#include "bt_assert.h"
 
 enum { EW_ADD, EW_SUB, EW_MUL };
 
@@ -77,7 +78,8 @@ static void ew_forward(bt_node *n)
         switch (n->iarg[0]) {
         case EW_ADD: for (size_t i = 0; i < len; i++) o[i] = x[i] + y[i]; break;
         case EW_SUB: for (size_t i = 0; i < len; i++) o[i] = x[i] - y[i]; break;
-        default: for (size_t i = 0; i < len; i++) o[i] = x[i] * y[i]; break;
+        case EW_MUL: for (size_t i = 0; i < len; i++) o[i] = x[i] * y[i]; break;
+        default: BT_ASSERT(false, "elementwise op of kind %d", n->iarg[0]);
         }
         return;
     }
@@ -89,11 +91,13 @@ static void ew_forward(bt_node *n)
         return;
     }
     plan p;
-    make_plan(a, b, &p);
+    BT_ASSERT(make_plan(a, b, &p), "%s and %s broadcast when the op was recorded", bt_shp(a),
+              bt_shp(b));
     switch (n->iarg[0]) {
     case EW_ADD: FOR_EACH_BCAST(p, o[io] = x[ia] + y[ib]); break;
     case EW_SUB: FOR_EACH_BCAST(p, o[io] = x[ia] - y[ib]); break;
-    default: FOR_EACH_BCAST(p, o[io] = x[ia] * y[ib]); break;
+    case EW_MUL: FOR_EACH_BCAST(p, o[io] = x[ia] * y[ib]); break;
+    default: BT_ASSERT(false, "elementwise op of kind %d", n->iarg[0]);
     }
 }
 
@@ -114,7 +118,8 @@ static void ew_backward(bt_node *n)
         return;
     }
     plan p;
-    make_plan(a, b, &p);
+    BT_ASSERT(make_plan(a, b, &p), "%s and %s broadcast when the op was recorded", bt_shp(a),
+              bt_shp(b));
     switch (n->iarg[0]) {
     case EW_ADD:
         FOR_EACH_BCAST(p, { if (ga) ga[ia] += go[io]; if (gb) gb[ib] += go[io]; });
@@ -122,12 +127,13 @@ static void ew_backward(bt_node *n)
     case EW_SUB:
         FOR_EACH_BCAST(p, { if (ga) ga[ia] += go[io]; if (gb) gb[ib] -= go[io]; });
         break;
-    default:
+    case EW_MUL:
         FOR_EACH_BCAST(p, {
             if (ga) ga[ia] += go[io] * y[ib];
             if (gb) gb[ib] += go[io] * x[ia];
         });
         break;
+    default: BT_ASSERT(false, "elementwise op of kind %d", n->iarg[0]);
     }
 }
 

@@ -2,7 +2,7 @@
  * without building the one-hot. Backward scatters rows into dtable. */
 #include <string.h>
 
-#include "graph_internal.h"
+#include "bptt_op.h"
 
 static void embedding_forward(bt_node *n)
 {

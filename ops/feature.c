@@ -2,7 +2,7 @@
  * gates in GRU and LSTM cells. A tensor is seen as [rows, features]. */
 #include <string.h>
 
-#include "graph_internal.h"
+#include "bptt_op.h"
 
 static int features(const bt_tensor *t) { return t->ndim ? t->shape[t->ndim - 1] : 1; }
 static size_t rows(const bt_tensor *t) { return t->size / (size_t)features(t); }

@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "fastmath.h"
-#include "graph_internal.h"
+#include "bptt_op.h"
 
 #if BT_REAL_DOUBLE
 #define R_EXP exp

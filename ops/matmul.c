@@ -1,7 +1,8 @@
 /* matmul.c: out[M,N] = op(a) op(b), op = optional transpose.
  * Both operands may need gradients: da = dout op(b)^T, db = op(a)^T dout,
  * written for the stored (possibly transposed) layouts. */
-#include "graph_internal.h"
+#include "bptt_op.h"
+#include "wgrad.h"
 
 static void matmul_forward(bt_node *n)
 {
@@ -24,8 +25,8 @@ static void matmul_backward(bt_node *n)
             bt_gemm(tb, true, k, m, nn, 1, b->data, ldb, out->grad, nn, 1, a->grad, lda);
     }
     if (b->requires_grad) {
-        if (!ta && !tb && !b->node) /* a weight: one product with the window's others */
-            bt_graph_defer_wgrad(n->graph, b, a->data, out->grad, m);
+        if (!ta && !tb) /* db[K,N] += a^T dout, batched over the sweep for a weight */
+            bt_wgrad_add(n->graph, b, a->data, out->grad, m);
         else if (!tb) /* db[K,N] += op(a)^T dout */
             bt_gemm(!ta, false, k, nn, m, 1, a->data, lda, out->grad, nn, 1, b->grad, ldb);
         else /* b stored [N,K]: db += dout^T op(a) */

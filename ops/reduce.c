@@ -1,5 +1,5 @@
 /* reduce.c: sum and mean of all elements, to a scalar (ndim 0). */
-#include "graph_internal.h"
+#include "bptt_op.h"
 
 static void reduce_forward(bt_node *n)
 {

@@ -8,7 +8,8 @@
 #include <string.h>
 
 #include "fastmath.h"
-#include "graph_internal.h"
+#include "bptt_op.h"
+#include "wgrad.h"
 
 #if BT_REAL_DOUBLE
 #include <math.h>
@@ -55,12 +56,8 @@ static void rnn_step_backward(bt_node *n)
                 b->grad[j] += da[(size_t)r * H + j];
     if (h->requires_grad) /* dh += dA W_hh^T: the recursion through time */
         bt_gemm(false, true, B, H, H, 1, da, H, whh->data, H, 1, h->grad, H);
-    if (whh->requires_grad) {
-        if (!whh->node)
-            bt_graph_defer_wgrad(n->graph, whh, h->data, da, B);
-        else
-            bt_gemm(true, false, H, H, B, 1, h->data, H, da, H, 1, whh->grad, H);
-    }
+    if (whh->requires_grad) /* dW_hh += h^T dA, batched over the sweep for a weight */
+        bt_wgrad_add(n->graph, whh, h->data, da, B);
     if (wx->requires_grad) {
         if (n->ids)
             for (int r = 0; r < B; r++) {
@@ -69,11 +66,8 @@ static void rnn_step_backward(bt_node *n)
                 for (int j = 0; j < H; j++)
                     dst[j] += src[j];
             }
-        else if (!wx->node)
-            bt_graph_defer_wgrad(n->graph, wx, n->in[4]->data, da, B);
-        else
-            bt_gemm(true, false, wx->shape[0], H, B, 1, n->in[4]->data, wx->shape[0], da, H, 1,
-                    wx->grad, H);
+        else /* dW_x += x^T dA */
+            bt_wgrad_add(n->graph, wx, n->in[4]->data, da, B);
     }
     if (!n->ids && n->in[4]->requires_grad)
         bt_gemm(false, true, B, wx->shape[0], H, 1, da, H, wx->data, H, 1, n->in[4]->grad,

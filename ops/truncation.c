@@ -7,7 +7,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "graph_internal.h"
+#include "bptt_op.h"
 
 static void alias_forward(bt_node *n) { n->out->data = n->in[0]->data; }
 

@@ -4,7 +4,7 @@
 #include <math.h>
 
 #include "fastmath.h"
-#include "graph_internal.h"
+#include "bptt_op.h"
 
 #if BT_REAL_DOUBLE
 #define R_EXP exp

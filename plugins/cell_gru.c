@@ -36,6 +36,7 @@ static bt_tensor *gru_step(const bt_host *H, bt_graph *g, bt_tensor *const *p,
 }
 
 static const bt_cell_def gru = {
+    .size = sizeof(bt_cell_def),
     .name = "gru",
     .summary = "gated recurrent unit with token (one-hot) or real input",
     .input = BT_INPUT_TOKENS,

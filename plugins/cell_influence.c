@@ -56,6 +56,7 @@ static bt_tensor *influence_step(const bt_host *H, bt_graph *g, bt_tensor *const
 }
 
 static const bt_cell_def influence = {
+    .size = sizeof(bt_cell_def),
     .name = "influence",
     .summary = "influence balancing (UORO paper): s' = A s + theta*signs, o = s'[0]; "
                "input = P, hidden = N",

@@ -31,6 +31,7 @@ static bt_tensor *linear_step(const bt_host *H, bt_graph *g, bt_tensor *const *p
 }
 
 static const bt_cell_def linear = {
+    .size = sizeof(bt_cell_def),
     .name = "linear",
     .summary = "linear RNN h = W_hx x + W_hh h, o = W_qh h (the BPTT analysis)",
     .input = BT_INPUT_REAL,

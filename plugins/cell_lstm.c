@@ -45,6 +45,7 @@ static bt_tensor *lstm_step(const bt_host *H, bt_graph *g, bt_tensor *const *p,
 }
 
 static const bt_cell_def lstm = {
+    .size = sizeof(bt_cell_def),
     .name = "lstm",
     .summary = "long short-term memory with token (one-hot) or real input; state (h, c)",
     .input = BT_INPUT_TOKENS,

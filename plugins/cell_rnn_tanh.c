@@ -28,6 +28,7 @@ static bt_tensor *rnn_step(const bt_host *H, bt_graph *g, bt_tensor *const *p,
 }
 
 static const bt_cell_def rnn_tanh = {
+    .size = sizeof(bt_cell_def),
     .name = "rnn_tanh",
     .summary = "tanh RNN with token (one-hot) or real input (the classic char-RNN)",
     .input = BT_INPUT_TOKENS,

@@ -27,7 +27,7 @@ static int adam_create(const bt_host *host, const char *options, void **cfg, cha
         {"eps", &c.eps, 0, 1, false, false, false, false},
         {"weight_decay", &c.weight_decay, 0, 1e6, false, false, false, false},
     };
-    if (host->parse_options(options, opts, 5, "optimizer adam", err, errlen) != 0)
+    if (host->parse_options(options, opts, 5, "optimizer adam", err, errlen) != BT_OK)
         return -1;
     /* A beta of 1 would divide by a zero bias correction. */
     if (c.beta1 >= 1 || c.beta2 >= 1) {
@@ -91,6 +91,7 @@ static const char *adam_describe(void *cfg, char *buf, size_t len)
 }
 
 static const bt_optimizer_def adam_def = {
+    .size = sizeof(bt_optimizer_def),
     .name = "adam",
     .summary = "Adam with decoupled weight decay (PyTorch's AdamW; Adam when weight_decay=0)",
     .n_state = 2,
@@ -102,7 +103,7 @@ static const bt_optimizer_def adam_def = {
 
 static int adam_init(const bt_host *host, bt_registrar *reg, char *err, size_t errlen)
 {
-    if (host->register_optimizer(reg, &adam_def) != 0) {
+    if (host->register_optimizer(reg, &adam_def) != BT_OK) {
         snprintf(err, errlen, "could not register optimizer adam");
         return -1;
     }

@@ -25,7 +25,7 @@ static int momentum_create(const bt_host *host, const char *options, void **cfg,
         {"nesterov", &c.nesterov, 0, 1, true, false, false, false},
         {"weight_decay", &c.weight_decay, 0, 1e6, false, false, false, false},
     };
-    if (host->parse_options(options, opts, 4, "optimizer momentum", err, errlen) != 0)
+    if (host->parse_options(options, opts, 4, "optimizer momentum", err, errlen) != BT_OK)
         return -1;
     if (c.nesterov != 0 && c.mu <= 0) {
         /* As in PyTorch: Nesterov momentum needs a momentum to look ahead with. */
@@ -82,6 +82,7 @@ static const char *momentum_describe(void *cfg, char *buf, size_t len)
 }
 
 static const bt_optimizer_def momentum_def = {
+    .size = sizeof(bt_optimizer_def),
     .name = "momentum",
     .summary = "SGD with heavy-ball or Nesterov momentum (PyTorch's SGD, dampening 0)",
     .n_state = 1,
@@ -93,7 +94,7 @@ static const bt_optimizer_def momentum_def = {
 
 static int momentum_init(const bt_host *host, bt_registrar *reg, char *err, size_t errlen)
 {
-    if (host->register_optimizer(reg, &momentum_def) != 0) {
+    if (host->register_optimizer(reg, &momentum_def) != BT_OK) {
         snprintf(err, errlen, "could not register optimizer momentum");
         return -1;
     }

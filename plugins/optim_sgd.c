@@ -19,7 +19,7 @@ static int sgd_create(const bt_host *host, const char *options, void **cfg, char
         {"lr", &c.lr, 0, 1e6, false, true, false, false},
         {"weight_decay", &c.weight_decay, 0, 1e6, false, false, false, false},
     };
-    if (host->parse_options(options, opts, 2, "optimizer sgd", err, errlen) != 0)
+    if (host->parse_options(options, opts, 2, "optimizer sgd", err, errlen) != BT_OK)
         return -1;
     /* Plugins allocate with the C heap: they do not link libbptt. */
     sgd_cfg *p = malloc(sizeof *p);
@@ -67,6 +67,7 @@ static const char *sgd_describe(void *cfg, char *buf, size_t len)
 }
 
 static const bt_optimizer_def sgd_def = {
+    .size = sizeof(bt_optimizer_def),
     .name = "sgd",
     .summary = "stochastic gradient descent: p -= lr * (g + weight_decay * p)",
     .n_state = 0,
@@ -78,7 +79,7 @@ static const bt_optimizer_def sgd_def = {
 
 static int sgd_init(const bt_host *host, bt_registrar *reg, char *err, size_t errlen)
 {
-    if (host->register_optimizer(reg, &sgd_def) != 0) {
+    if (host->register_optimizer(reg, &sgd_def) != BT_OK) {
         snprintf(err, errlen, "could not register optimizer sgd");
         return -1;
     }

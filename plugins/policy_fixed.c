@@ -12,7 +12,7 @@ static int fixed_create(const bt_host *h, const char *options, void **state, cha
     double tau = 0;
     bt_option opt = {.name = "tau", .value = &tau, .min = 1, .max = 1e9, .integer = true,
                      .positional = true, .required = true};
-    if (h->parse_options(options, &opt, 1, "policy fixed", err, errlen) != 0)
+    if (h->parse_options(options, &opt, 1, "policy fixed", err, errlen) != BT_OK)
         return -1;
     fixed *p = (fixed *)calloc(1, sizeof *p);
     if (!p) {
@@ -44,6 +44,7 @@ static const char *fixed_describe(void *s, char *buf, size_t len)
 }
 
 static const bt_policy_def fixed_def = {
+    .size = sizeof(bt_policy_def),
     .name = "fixed",
     .summary = "regular truncation: cut and update every TAU steps (fixed:TAU)",
     .create = fixed_create,

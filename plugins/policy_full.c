@@ -7,7 +7,7 @@
 static int full_create(const bt_host *h, const char *options, void **state, char *err, size_t errlen)
 {
     *state = NULL;
-    return h->parse_options(options, NULL, 0, "policy full", err, errlen);
+    return h->parse_options(options, NULL, 0, "policy full", err, errlen) == BT_OK ? 0 : -1;
 }
 
 static void full_destroy(void *s) { (void)s; }
@@ -31,6 +31,7 @@ static const char *full_describe(void *s, char *buf, size_t len)
 }
 
 static const bt_policy_def full = {
+    .size = sizeof(bt_policy_def),
     .name = "full",
     .summary = "full BPTT: no cut inside a sequence",
     .create = full_create,

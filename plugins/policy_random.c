@@ -35,7 +35,7 @@ static int random_create(const bt_host *h, const char *options, void **state, ch
         {.name = "pi", .value = &r->pi, .min = 1e-6, .max = 1, .positional = true, .required = true},
         {.name = "seed", .value = &r->seed, .min = 0, .max = 9007199254740992.0, .integer = true},
     };
-    if (h->parse_options(options, opts, 2, "policy random", err, errlen) != 0) {
+    if (h->parse_options(options, opts, 2, "policy random", err, errlen) != BT_OK) {
         free(r);
         return -1;
     }
@@ -82,6 +82,7 @@ static const char *random_describe(void *s, char *buf, size_t len)
 }
 
 static const bt_policy_def random_def = {
+    .size = sizeof(bt_policy_def),
     .name = "random",
     .summary = "randomized truncation: xi = 0 w.p. 1-PI else 1/PI, unbiased (random:PI[,seed=S])",
     .create = random_create,

@@ -18,7 +18,7 @@ static int tbptt_create(const bt_host *h, const char *options, void **state, cha
         {.name = "k1", .value = &k1, .min = 1, .max = 1e6, .integer = true, .positional = true, .required = true},
         {.name = "k2", .value = &k2, .min = 1, .max = 1e6, .integer = true, .positional = true, .required = true},
     };
-    if (h->parse_options(options, opts, 2, "policy tbptt", err, errlen) != 0)
+    if (h->parse_options(options, opts, 2, "policy tbptt", err, errlen) != BT_OK)
         return -1;
     if (k2 < k1) {
         snprintf(err, errlen, "policy tbptt: K2 (%.0f) must be >= K1 (%.0f): every loss needs "
@@ -59,6 +59,7 @@ static const char *tbptt_describe(void *s, char *buf, size_t len)
 }
 
 static const bt_policy_def tbptt_def = {
+    .size = sizeof(bt_policy_def),
     .name = "tbptt",
     .summary = "TBPTT(K1,K2): every K1 steps, backprop the last K1 losses through K2 steps",
     .create = tbptt_create,

@@ -20,6 +20,21 @@
 #define GC_TOL 3e-2
 #endif
 
+/* A heap tensor for a test: bt_tensor_new, failing the test with its message. */
+static inline bt_tensor *test_tensor(int ndim, const int *shape, bool requires_grad)
+{
+    bt_tensor *t = NULL;
+    char err[BT_ERRMSG_LEN] = "";
+    bt_status st = bt_tensor_new(ndim, shape, requires_grad, &t, err, sizeof err);
+    cr_assert_eq(st, BT_OK, "bt_tensor_new: %s", err);
+    return t;
+}
+
+static inline bt_tensor *test_tensor2(int rows, int cols, bool requires_grad)
+{
+    return test_tensor(2, (int[]){rows, cols}, requires_grad);
+}
+
 static inline void fill_uniform(bt_tensor *t, bt_rng *r, double lo, double hi)
 {
     for (size_t i = 0; i < t->size; i++)

@@ -56,6 +56,7 @@ static bt_tensor *user_step(const bt_host *H, bt_graph *g, bt_tensor *const *p,
 }
 
 static const bt_cell_def user_gated = {
+    .size = sizeof(bt_cell_def),
     .name = "user_gated",
     .summary = "a user's gated cell (test of --plugin)",
     .input = BT_INPUT_REAL,

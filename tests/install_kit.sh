@@ -44,7 +44,7 @@ libs=$(pkg-config --libs bptt) || fail "pkg-config --libs bptt"
 libdir=$(pkg-config --variable=libdir bptt)
 plugindir=$(pkg-config --variable=plugindir bptt)
 echo "== pkg-config: $cflags | $libs | plugindir $plugindir"
-for h in bptt.h bptt_plugin.h registry.h bptt_config.h; do
+for h in bptt.h bptt_op.h bptt_plugin.h registry.h bptt_config.h; do
     [ -f "$prefix/include/bptt/$h" ] || fail "header $h not installed"
 done
 for p in optim_sgd optim_momentum optim_adam; do

@@ -62,12 +62,12 @@ static void check(const char *what, spec s, int n_in, double lo, double hi)
     bt_rng r;
     bt_rng_seed(&r, 42 + (uint64_t)s.kind);
     bt_tensor *in[3] = {NULL, NULL, NULL};
-    in[0] = bt_tensor_new(s.an, s.a, true);
+    in[0] = test_tensor(s.an, s.a, true);
     if (n_in > 1)
-        in[1] = bt_tensor_new(s.bn, s.b, true);
+        in[1] = test_tensor(s.bn, s.b, true);
     if (n_in > 2) {
         int w[2] = {s.a[0], 3};
-        in[2] = bt_tensor_new(2, w, true);
+        in[2] = test_tensor(2, w, true);
     }
     for (int i = 0; i < n_in; i++) {
         cr_assert_not_null(in[i], "%s: could not make input %d", what, i);
@@ -137,8 +137,8 @@ Test(grad, composite_rnn_fan_out)
 {
     bt_rng r;
     bt_rng_seed(&r, 7);
-    bt_tensor *in[4] = {bt_tensor_new2(2, 3, true), bt_tensor_new2(3, 3, true),
-                        bt_tensor_new(1, (int[]){3}, true), bt_tensor_new2(2, 8, true)};
+    bt_tensor *in[4] = {test_tensor2(2, 3, true), test_tensor2(3, 3, true),
+                        test_tensor(1, (int[]){3}, true), test_tensor2(2, 8, true)};
     for (int i = 0; i < 4; i++)
         fill_uniform(in[i], &r, -1, 1);
     assert_gradcheck("tiny rnn", tiny_rnn, NULL, in, 4);
@@ -174,9 +174,9 @@ static void check_fused(fused_ctx c)
 {
     bt_rng r;
     bt_rng_seed(&r, 99);
-    bt_tensor *in[5] = {bt_tensor_new2(c.tokens ? 4 : 2, 3, true), bt_tensor_new2(3, 3, true),
-                        bt_tensor_new(1, (int[]){3}, true), bt_tensor_new2(3, 3, true),
-                        bt_tensor_new2(3, 4, true)};
+    bt_tensor *in[5] = {test_tensor2(c.tokens ? 4 : 2, 3, true), test_tensor2(3, 3, true),
+                        test_tensor(1, (int[]){3}, true), test_tensor2(3, 3, true),
+                        test_tensor2(3, 4, true)};
     for (int i = 0; i < 5; i++)
         fill_uniform(in[i], &r, -1, 1);
     char what[64];

@@ -201,6 +201,23 @@ Test(plugins, entries_sorted_by_kind_then_name)
     cr_expect_not_null(bt_registry_policy(reg, "zz_policy"));
 }
 
+/* The one list of names per kind that every "unknown ..." message uses. */
+Test(plugins, registry_names_per_kind)
+{
+    char buf[128];
+    cr_expect_str_eq(bt_registry_names(reg, BT_KIND_POLICY, buf, sizeof buf),
+                     "none: no policy plugin is loaded");
+    load_ok(shipped("optim_sgd.so"));
+    load_ok(broken("good_mixed.so"));
+    load_ok(shipped("optim_adam.so"));
+    cr_expect_str_eq(bt_registry_names(reg, BT_KIND_OPTIMIZER, buf, sizeof buf),
+                     "adam, mixed_opt, sgd");
+    cr_expect_str_eq(bt_registry_names(reg, BT_KIND_CELL, buf, sizeof buf), "aa_cell");
+    cr_expect_str_eq(bt_registry_names(reg, BT_KIND_POLICY, buf, sizeof buf), "zz_policy");
+    char small[8];
+    cr_expect_str_eq(bt_registry_names(reg, BT_KIND_OPTIMIZER, small, sizeof small), "adam, m");
+}
+
 Test(plugins, only_the_entry_symbol_is_exported)
 {
     const char *files[] = {"optim_sgd.so", "optim_momentum.so", "optim_adam.so"};
@@ -295,7 +312,8 @@ Test(plugins, load_dir_reports_every_error_and_loads_the_rest)
     cr_expect_not_null(bt_registry_optimizer(reg, "mixed_opt"));
     cr_expect_null(bt_registry_optimizer(reg, "onlyb"));
     cr_expect_null(bt_registry_optimizer(reg, "staged_opt"));
-    cr_expect_eq(bt_registry_count(reg), 4);
+    cr_expect_not_null(bt_registry_cell(reg, "big_cell"));
+    cr_expect_eq(bt_registry_count(reg), 5); /* dupopt, good_mixed's three, big_cell */
 }
 
 Test(plugins, load_dir_missing_folder)
@@ -445,6 +463,37 @@ Test(plugins, wrong_abi_major)
     expect_load_fails(broken("bad_major.so"), BT_ERR_PLUGIN, "plugin 'bad_major'", want);
 }
 
+Test(plugins, abi_1_plugin_is_refused_with_rebuild_advice)
+{
+    char want[160];
+    snprintf(want, sizeof want, "was built for bptt ABI 1.1, this bptt has ABI %d.%d: rebuild "
+             "the plugin against this bptt", BT_ABI_MAJOR, BT_ABI_MINOR);
+    expect_load_fails(broken("bad_major_1.so"), BT_ERR_PLUGIN, "plugin 'bad_major_1'", want);
+}
+
+Test(plugins, definition_smaller_than_abi_2_0_is_refused)
+{
+    char want[200];
+    snprintf(want, sizeof want, "optimizer 'unsized' has a definition of size 0, smaller than ABI "
+             "2.0's %zu bytes: set .size = sizeof(bt_optimizer_def) and rebuild",
+             offsetof(bt_optimizer_def, describe) + sizeof(void *));
+    expect_load_fails(broken("bad_small_def.so"), BT_ERR_PLUGIN, "plugin 'bad_small_def'", want);
+}
+
+/* A def from a newer bptt (larger than this host's struct) loads; the host
+ * copies only the fields it knows and the cell works through them. */
+Test(plugins, definition_larger_than_the_host_is_accepted)
+{
+    load_ok(broken("good_big_def.so"));
+    const bt_cell_def *c = bt_registry_cell(reg, "big_cell");
+    cr_assert_not_null(c);
+    cr_expect_eq(c->size, sizeof(bt_cell_def), "the copy keeps the host's fields only");
+    bt_cell_dims dims = {2, 3, 2};
+    int widths[4];
+    cr_expect_eq(c->states(&dims, widths, 4), 1);
+    cr_expect_eq(widths[0], 3);
+}
+
 Test(plugins, newer_abi_minor)
 {
     expect_load_fails(broken("bad_minor.so"), BT_ERR_PLUGIN, "plugin 'bad_minor'", "needs a newer bptt");
@@ -513,7 +562,8 @@ Test(plugins, free_null_and_empty)
 {
     bt_registry_free(NULL);
     cr_expect_eq(bt_registry_count(NULL), 0);
-    cr_expect_eq(bt_registry_load(reg, NULL, err, sizeof err), BT_ERR_ARG);
+    cr_expect_eq(bt_registry_load(reg, NULL, err, sizeof err),
+                 BT_ERR_ARG);
 }
 
 /* ---- the host table ----------------------------------------------------------------- */
@@ -538,6 +588,26 @@ Test(plugins, host_table_is_complete)
     cr_expect_eq((void *)(uintptr_t)h->rng_normal, (void *)(uintptr_t)bt_rng_normal);
     cr_expect_eq((void *)(uintptr_t)h->parse_options, (void *)(uintptr_t)bt_parse_options);
     cr_expect_eq((void *)(uintptr_t)h->graph_fail, (void *)(uintptr_t)bt_graph_fail);
+}
+
+/* Plugin authors copy from docs/writing-a-plugin.md: its descriptor line must
+ * name the ABI this header defines. */
+Test(plugins, plugin_guide_names_this_abi)
+{
+    char path[600], line[512], want[64];
+    snprintf(path, sizeof path, "%s/docs/writing-a-plugin.md", BT_SOURCE_ROOT);
+    snprintf(want, sizeof want, "{ ABI %d.%d,", BT_ABI_MAJOR, BT_ABI_MINOR);
+    FILE *f = fopen(path, "r");
+    cr_assert_not_null(f, "open %s: %s", path, strerror(errno));
+    int lines = 0, right = 0;
+    while (fgets(line, sizeof line, f))
+        if (strstr(line, "bt_plugin_entry()  ->")) {
+            lines++;
+            right += strstr(line, want) != NULL;
+        }
+    fclose(f);
+    cr_expect_gt(lines, 0, "%s has no descriptor line", path);
+    cr_expect_eq(right, lines, "%s: the descriptor line does not say %s", path, want);
 }
 
 Test(plugins, kind_names)
@@ -569,15 +639,15 @@ Test(plugins, options_key_value_and_positional)
     adam_like a;
     adam_like_init(&a);
     cr_assert_eq(bt_parse_options(" 0.01 , beta2=0.98,eps = 1e-6", a.opts, 5, "optimizer adam",
-                                  err, sizeof err), 0, "%s", err);
+                                  err, sizeof err), BT_OK, "%s", err);
     cr_expect_eq(a.lr, 0.01);
     cr_expect_eq(a.beta2, 0.98);
     cr_expect_eq(a.eps, 1e-6);
     cr_expect_eq(a.beta1, 0.9, "defaults stay");
     cr_expect(a.opts[0].set && !a.opts[1].set && a.opts[2].set && a.opts[3].set && !a.opts[4].set);
     adam_like_init(&a);
-    cr_expect_eq(bt_parse_options("", a.opts, 5, "optimizer adam", err, sizeof err), 0);
-    cr_expect_eq(bt_parse_options(NULL, a.opts, 5, "optimizer adam", err, sizeof err), 0);
+    cr_expect_eq(bt_parse_options("", a.opts, 5, "optimizer adam", err, sizeof err), BT_OK);
+    cr_expect_eq(bt_parse_options(NULL, a.opts, 5, "optimizer adam", err, sizeof err), BT_OK);
     cr_expect_eq(a.lr, 1e-3);
 }
 
@@ -585,7 +655,8 @@ Test(plugins, options_unknown_name_lists_known)
 {
     adam_like a;
     adam_like_init(&a);
-    cr_expect_eq(bt_parse_options("lr=0.1,bta2=0.9", a.opts, 5, "optimizer adam", err, sizeof err), -1);
+    cr_expect_eq(bt_parse_options("lr=0.1,bta2=0.9", a.opts, 5, "optimizer adam", err, sizeof err),
+                 BT_ERR_ARG);
     cr_expect_str_eq(err, "optimizer adam: unknown option 'bta2' (known: lr, beta1, beta2, eps, "
                           "weight_decay)");
     cr_expect_eq(a.lr, 1e-3, "nothing is written when the text is invalid");
@@ -596,12 +667,16 @@ Test(plugins, options_not_a_number)
 {
     adam_like a;
     adam_like_init(&a);
-    cr_expect_eq(bt_parse_options("lr=abc", a.opts, 5, "optimizer sgd", err, sizeof err), -1);
+    cr_expect_eq(bt_parse_options("lr=abc", a.opts, 5, "optimizer sgd", err, sizeof err),
+                 BT_ERR_ARG);
     cr_expect_str_eq(err, "optimizer sgd: lr = 'abc' is not a number");
-    cr_expect_eq(bt_parse_options("lr=0.1x", a.opts, 5, "optimizer sgd", err, sizeof err), -1);
-    cr_expect_eq(bt_parse_options("lr=", a.opts, 5, "optimizer sgd", err, sizeof err), -1);
+    cr_expect_eq(bt_parse_options("lr=0.1x", a.opts, 5, "optimizer sgd", err, sizeof err),
+                 BT_ERR_ARG);
+    cr_expect_eq(bt_parse_options("lr=", a.opts, 5, "optimizer sgd", err, sizeof err),
+                 BT_ERR_ARG);
     cr_expect_str_eq(err, "optimizer sgd: lr = '' is not a number");
-    cr_expect_eq(bt_parse_options("lr=nan", a.opts, 5, "optimizer sgd", err, sizeof err), -1);
+    cr_expect_eq(bt_parse_options("lr=nan", a.opts, 5, "optimizer sgd", err, sizeof err),
+                 BT_ERR_ARG);
     cr_expect(strstr(err, "finite") != NULL, "%s", err);
 }
 
@@ -612,20 +687,27 @@ Test(plugins, options_range_integer_required)
         {"tau", &tau, 1, 1000000, true, true, true, false},
         {"seed", &seed, 0, 0, true, false, false, false}, /* no bounds */
     };
-    cr_expect_eq(bt_parse_options("0", o, 2, "policy fixed", err, sizeof err), -1);
+    cr_expect_eq(bt_parse_options("0", o, 2, "policy fixed", err, sizeof err),
+                 BT_ERR_ARG);
     cr_expect_str_eq(err, "policy fixed: value 0 for tau is outside [1, 1000000]");
-    cr_expect_eq(bt_parse_options("2.5", o, 2, "policy fixed", err, sizeof err), -1);
+    cr_expect_eq(bt_parse_options("2.5", o, 2, "policy fixed", err, sizeof err),
+                 BT_ERR_ARG);
     cr_expect_str_eq(err, "policy fixed: tau = '2.5' is not an integer");
-    cr_expect_eq(bt_parse_options("seed=3", o, 2, "policy fixed", err, sizeof err), -1);
+    cr_expect_eq(bt_parse_options("seed=3", o, 2, "policy fixed", err, sizeof err),
+                 BT_ERR_ARG);
     cr_expect_str_eq(err, "policy fixed: tau is required");
-    cr_expect_eq(bt_parse_options("5,seed=-12", o, 2, "policy fixed", err, sizeof err), 0, "%s", err);
+    cr_expect_eq(bt_parse_options("5,seed=-12", o, 2, "policy fixed", err, sizeof err), BT_OK, "%s",
+                 err);
     cr_expect_eq(tau, 5);
     cr_expect_eq(seed, -12);
-    cr_expect_eq(bt_parse_options("5,tau=6", o, 2, "policy fixed", err, sizeof err), -1);
+    cr_expect_eq(bt_parse_options("5,tau=6", o, 2, "policy fixed", err, sizeof err),
+                 BT_ERR_ARG);
     cr_expect(strstr(err, "tau is given twice") != NULL, "%s", err);
-    cr_expect_eq(bt_parse_options("5,6", o, 2, "policy fixed", err, sizeof err), -1);
+    cr_expect_eq(bt_parse_options("5,6", o, 2, "policy fixed", err, sizeof err),
+                 BT_ERR_ARG);
     cr_expect(strstr(err, "unexpected value '6'") != NULL, "%s", err);
-    cr_expect_eq(bt_parse_options("5,,seed=1", o, 2, "policy fixed", err, sizeof err), -1);
+    cr_expect_eq(bt_parse_options("5,,seed=1", o, 2, "policy fixed", err, sizeof err),
+                 BT_ERR_ARG);
     cr_expect(strstr(err, "empty option") != NULL, "%s", err);
 }
 
@@ -636,7 +718,7 @@ Test(plugins, options_two_positionals)
         {"k1", &k1, 1, 100, true, true, true, false},
         {"k2", &k2, 1, 100, true, true, false, false},
     };
-    cr_expect_eq(bt_parse_options("5,35", o, 2, "policy tbptt", err, sizeof err), 0, "%s", err);
+    cr_expect_eq(bt_parse_options("5,35", o, 2, "policy tbptt", err, sizeof err), BT_OK, "%s", err);
     cr_expect_eq(k1, 5);
     cr_expect_eq(k2, 35);
 }

@@ -1,16 +1,22 @@
 /* test_tape.c: the tape's contract: exact detach and grad_scale, fan-out,
  * no-grad mode, sticky errors, O(1) reset with a flat arena, and no heap
  * allocation in a steady-state window. */
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include "bptt_op.h"
 #include "check.h"
 
 Test(tape, fan_out_accumulates)
 {
     /* y = x*w + x*w2 + x : dy/dx = w + w2 + 1 (x used three times) */
     bt_graph *g = bt_graph_new();
-    bt_tensor *x = bt_tensor_new2(1, 1, true);
-    bt_tensor *w = bt_tensor_new2(1, 1, false), *w2 = bt_tensor_new2(1, 1, false);
+    bt_tensor *x = test_tensor2(1, 1, true);
+    bt_tensor *w = test_tensor2(1, 1, false), *w2 = test_tensor2(1, 1, false);
     x->data[0] = 2; w->data[0] = 3; w2->data[0] = 5;
     bt_tensor *y = bt_add(g, bt_add(g, bt_mul(g, x, w), bt_mul(g, x, w2)), x);
     cr_assert_eq(bt_backward(g, bt_sum(g, y)), BT_OK, "%s", bt_graph_error(g));
@@ -27,7 +33,7 @@ Test(tape, fan_out_accumulates)
 Test(tape, detach_stops_gradient_exactly)
 {
     bt_graph *g = bt_graph_new();
-    bt_tensor *x = bt_tensor_new2(2, 2, true);
+    bt_tensor *x = test_tensor2(2, 2, true);
     for (int i = 0; i < 4; i++) x->data[i] = (bt_real)(i + 1);
     /* loss = sum(x * detach(x)): only the direct path reaches x, so dx = x. */
     bt_tensor *d = bt_detach(g, x);
@@ -50,7 +56,7 @@ Test(tape, grad_scale_multiplies_exactly)
 {
     const double xis[] = {1.0, 0.5, 2.0, 1.0 / 0.3, -1.25};
     bt_graph *g = bt_graph_new();
-    bt_tensor *x = bt_tensor_new2(1, 3, true);
+    bt_tensor *x = test_tensor2(1, 3, true);
     for (int i = 0; i < 3; i++) x->data[i] = (bt_real)(0.1 * (i + 1));
     for (size_t k = 0; k < sizeof xis / sizeof *xis; k++) {
         bt_graph_reset(g);
@@ -72,8 +78,8 @@ Test(tape, grad_scale_zero_blocks_infinity)
 {
     /* Upstream gradient is infinite (d exp at a huge value); xi = 0 must give 0, not NaN. */
     bt_graph *g = bt_graph_new();
-    bt_tensor *x = bt_tensor_new2(1, 2, true);
-    bt_tensor *big = bt_tensor_new2(1, 2, true);
+    bt_tensor *x = test_tensor2(1, 2, true);
+    bt_tensor *big = test_tensor2(1, 2, true);
     x->data[0] = 1; x->data[1] = 2;
     big->data[0] = 1000; big->data[1] = 1000;
     bt_tensor *y = bt_mul(g, bt_grad_scale(g, x, 0.0), bt_exp(g, big));
@@ -88,7 +94,7 @@ Test(tape, grad_scale_zero_blocks_infinity)
 Test(tape, no_grad_records_nothing)
 {
     bt_graph *g = bt_graph_new();
-    bt_tensor *x = bt_tensor_new2(2, 2, true);
+    bt_tensor *x = test_tensor2(2, 2, true);
     bt_graph_set_grad(g, false);
     bt_tensor *y = bt_tanh(g, bt_matmul(g, x, x));
     cr_assert_not_null(y);
@@ -104,7 +110,7 @@ Test(tape, no_grad_records_nothing)
 Test(tape, errors_are_sticky_and_named)
 {
     bt_graph *g = bt_graph_new();
-    bt_tensor *a = bt_tensor_new2(2, 3, true), *b = bt_tensor_new2(2, 3, true);
+    bt_tensor *a = test_tensor2(2, 3, true), *b = test_tensor2(2, 3, true);
     bt_tensor *bad = bt_matmul(g, a, b);
     cr_assert_null(bad);
     cr_assert_eq(bt_graph_status(g), BT_ERR_SHAPE);
@@ -223,4 +229,186 @@ Test(tape, arena_reuses_chunks)
     cr_assert_eq(bt_arena_reserved(a), 10 * 1024);
     cr_assert_eq(((uintptr_t)bt_arena_alloc(a, 3)) % 64, 0);
     bt_arena_free(a);
+}
+
+/* ---- errors: one convention (status + message), and BT_ASSERT for our bugs ---- */
+
+Test(tape, params_report_duplicate_names_and_bad_shapes)
+{
+    bt_params *p = bt_params_new();
+    cr_assert_not_null(bt_params_add(p, "W", 2, (int[]){3, 3}));
+    cr_expect_str_eq(bt_params_error(p), "");
+    cr_expect_null(bt_params_add(p, "W", 1, (int[]){3}), "a duplicate name was accepted");
+    /* Later errors do not overwrite the first; later good declarations still work. */
+    cr_expect_null(bt_params_add(p, "b", 1, (int[]){0}));
+    cr_expect_not_null(bt_params_add(p, "c", 1, (int[]){2}));
+    cr_expect_eq(bt_params_finalize(p), BT_ERR_ARG);
+    cr_expect_eq(bt_params_status(p), BT_ERR_ARG);
+    cr_expect_str_eq(bt_params_error(p), "parameter 'W' is declared twice");
+    cr_expect_null(bt_params_data(p), "a block with an error must not be finalized");
+    bt_params_free(p);
+
+    p = bt_params_new();
+    cr_expect_null(bt_params_add(p, "b", 1, (int[]){0}));
+    cr_expect_eq(bt_params_finalize(p), BT_ERR_SHAPE);
+    cr_expect_str_eq(bt_params_error(p),
+                     "parameter 'b': dimension 0 has size 0: sizes must be positive");
+    bt_params_free(p);
+
+    p = bt_params_new();
+    cr_expect_null(bt_params_add(p, "t", 5, (int[]){1, 1, 1, 1, 1}));
+    cr_expect_null(bt_params_add(p, NULL, 1, (int[]){1}));
+    cr_expect_eq(bt_params_finalize(p), BT_ERR_SHAPE);
+    cr_expect(strstr(bt_params_error(p), "parameter 't': a tensor of 5 dimensions") != NULL, "%s",
+              bt_params_error(p));
+    bt_params_free(p);
+
+    p = bt_params_new();
+    cr_assert_not_null(bt_params_add(p, "w", 1, (int[]){2}));
+    cr_assert_eq(bt_params_finalize(p), BT_OK);
+    cr_expect_null(bt_params_add(p, "late", 1, (int[]){2}));
+    cr_expect_str_eq(bt_params_error(p), "parameter 'late' is declared after bt_params_finalize");
+    bt_params_free(p);
+}
+
+Test(tape, shape_sizes_are_checked_once_for_every_maker)
+{
+    size_t n = 0;
+    char err[BT_ERRMSG_LEN] = "";
+    cr_expect_eq(bt_shape_size(0, NULL, &n, err, sizeof err), BT_OK);
+    cr_expect_eq(n, 1, "a scalar has one value");
+    cr_expect_eq(bt_shape_size(3, (int[]){2, 3, 4}, &n, err, sizeof err), BT_OK);
+    cr_expect_eq(n, 24);
+    /* The product overflows size_t bytes long before it overflows the ints. */
+    int huge[4] = {INT32_MAX, INT32_MAX, INT32_MAX, INT32_MAX};
+    cr_expect_eq(bt_shape_size(4, huge, &n, err, sizeof err), BT_ERR_SHAPE);
+    cr_expect(strstr(err, "more values than memory can address") != NULL, "%s", err);
+    cr_expect_eq(bt_shape_size(2, (int[]){4, -1}, &n, err, sizeof err), BT_ERR_SHAPE);
+    cr_expect_str_eq(err, "dimension 1 has size -1: sizes must be positive");
+
+    bt_tensor *t = (bt_tensor *)1;
+    cr_expect_eq(bt_tensor_new(4, huge, true, &t, err, sizeof err), BT_ERR_SHAPE);
+    cr_expect_null(t);
+    cr_expect(strstr(err, "more values than memory can address") != NULL, "%s", err);
+    cr_expect_eq(bt_tensor_new(-1, NULL, false, &t, err, sizeof err), BT_ERR_SHAPE);
+    cr_expect_str_eq(err, "a tensor of -1 dimensions: 0 to 4 are supported");
+
+    bt_graph *g = bt_graph_new();
+    cr_expect_null(bt_graph_tensor(g, 4, huge));
+    cr_expect_eq(bt_graph_status(g), BT_ERR_SHAPE);
+    cr_expect(strstr(bt_graph_error(g), "more values than memory can address") != NULL, "%s",
+              bt_graph_error(g));
+    bt_graph_free(g);
+}
+
+/* Runs fn in a child whose stderr is captured; the child must die of SIGABRT
+ * after printing "<file>:<line>: bptt internal error: ...". */
+static void expect_internal_error(void (*fn)(void), const char *file, const char *needle)
+{
+    int fd[2];
+    cr_assert_eq(pipe(fd), 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        dup2(fd[1], 2);
+        close(fd[0]);
+        fn();
+        _exit(0); /* only reached when the assertion did not fire */
+    }
+    close(fd[1]);
+    char out[1024];
+    size_t n = 0;
+    ssize_t k;
+    while (n + 1 < sizeof out && (k = read(fd[0], out + n, sizeof out - 1 - n)) > 0)
+        n += (size_t)k;
+    out[n] = '\0';
+    close(fd[0]);
+    int status = 0;
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    cr_expect(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT,
+              "the child did not abort (status %#x); stderr: %s", status, out);
+    const char *at = strstr(out, file);
+    cr_assert_not_null(at, "stderr does not name %s: %s", file, out);
+    int line = 0;
+    cr_expect_eq(sscanf(at + strlen(file), ":%d: bptt internal error", &line), 1,
+                 "no file:line before the message: %s", out);
+    cr_expect_gt(line, 0);
+    cr_expect(strstr(out, needle) != NULL, "stderr lacks '%s': %s", needle, out);
+}
+
+static void reset_no_graph(void) { bt_graph_reset(NULL); }
+
+Test(tape, reset_of_no_graph_is_an_internal_error)
+{
+    expect_internal_error(reset_no_graph, "graph.c", "bt_graph_reset: no graph");
+}
+
+/* ---- weights are marked: only params have their gradient batched ---------------- */
+
+/* An op written with bptt_op.h alone: identity forward; its backward notes
+ * W's gradient as it finds it, then passes dout through. */
+static bt_real probe_seen;
+
+static void probe_forward(bt_node *n)
+{
+    memcpy(n->out->data, n->in[0]->data, n->out->size * sizeof(bt_real));
+}
+
+static void probe_backward(bt_node *n)
+{
+    probe_seen = n->in[0]->grad[0];
+    for (size_t i = 0; i < n->out->size; i++)
+        n->in[0]->grad[i] += n->out->grad[i];
+}
+
+static const bt_op op_probe = {"probe", 1, probe_forward, probe_backward};
+
+static bt_tensor *probe(bt_graph *g, bt_tensor *w)
+{
+    if (!bt_op_begin(g, &w, 1))
+        return NULL;
+    bt_tensor *out = bt_op_output(g, w->ndim, w->shape);
+    bt_node *n = out ? bt_graph_record(g, &op_probe, out, &w, 1) : NULL;
+    if (!n)
+        return NULL;
+    op_probe.forward(n);
+    return out;
+}
+
+/* loss = sum(probe(W)) + sum(x W), x [2,3], W [3,2]. The probe is recorded
+ * first, so its backward runs after matmul's: it sees dW[0][0] = x00 + x10 if
+ * matmul added its product at once, 0 if the product waits for the end of
+ * the sweep. Returns what the probe saw; W->grad holds the final gradient. */
+static bt_real grad_seen_after_matmul(bt_tensor *w)
+{
+    bt_graph *g = bt_graph_new();
+    bt_tensor *x = bt_graph_input(g, 2, (int[]){2, 3}, (bt_real[]){1, 2, 3, 4, 5, 6});
+    bt_tensor *p = probe(g, w);
+    bt_tensor *loss = bt_add(g, bt_sum(g, p), bt_sum(g, bt_matmul(g, x, w)));
+    probe_seen = -1;
+    cr_assert_eq(bt_backward(g, loss), BT_OK, "%s", bt_graph_error(g));
+    bt_graph_free(g);
+    return probe_seen;
+}
+
+Test(tape, only_parameters_have_their_weight_gradient_batched)
+{
+    /* dW[k][j] = sum_i x[i][k] from the product, + 1 from the probe. */
+    const bt_real want[6] = {1 + 5, 1 + 5, 1 + 7, 1 + 7, 1 + 9, 1 + 9};
+    bt_tensor *leaf = test_tensor2(3, 2, true); /* a leaf, but not a parameter */
+    cr_expect_eq(leaf->param, false);
+    cr_expect_eq(grad_seen_after_matmul(leaf), 5, "a plain leaf's product must run at once");
+
+    bt_params *p = bt_params_new();
+    bt_tensor *w = bt_params_add(p, "W", 2, (int[]){3, 2});
+    cr_assert_eq(bt_params_finalize(p), BT_OK, "%s", bt_params_error(p));
+    cr_expect_eq(w->param, true, "bt_params_add marks its tensors");
+    cr_expect_eq(grad_seen_after_matmul(w), 0, "a parameter's product waits for the sweep's end");
+    for (int i = 0; i < 6; i++) {
+        cr_expect_eq(leaf->grad[i], want[i], "leaf dW[%d] = %g", i, (double)leaf->grad[i]);
+        cr_expect_eq(w->grad[i], want[i], "param dW[%d] = %g", i, (double)w->grad[i]);
+    }
+    bt_tensor_free(leaf);
+    bt_params_free(p);
 }

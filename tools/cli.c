@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bt_assert.h"
 #include "cli.h"
 
 /* Options every command takes, after its own tables; cli_args_begin applies them. */
@@ -128,24 +129,19 @@ bool cli_args_begin(cli_args *a, const cli_command *cmd, int argc, char **argv, 
 static const cli_option *declared(const cli_args *a, const char *name, bool takes_value)
 {
     const cli_option *o = find_option(a->cmd, name, strlen(name));
-    if (!o || (o->arg != NULL) != takes_value) {
-        fprintf(stderr, "bptt %s: internal error (%s): the code reads --%s as a %s, but the "
-                "command's option table %s\n", a->cmd->name, __FILE__, name,
-                takes_value ? "value" : "flag", o ? "says otherwise" : "does not declare it");
-        abort();
-    }
+    BT_ASSERT(o && (o->arg != NULL) == takes_value,
+              "bptt %s: the code reads --%s as a %s, but the command's option table %s",
+              a->cmd->name, name, takes_value ? "value" : "flag",
+              o ? "says otherwise" : "does not declare it");
     return o;
 }
 
 void cli_args_check_read(const cli_args *a)
 {
     for (int i = 0; i < a->n; i++)
-        if (!a->given[i].read) {
-            fprintf(stderr, "bptt %s: internal error (%s): --%s is in the command's option "
-                    "table, but the command never read it\n", a->cmd->name, __FILE__,
-                    a->given[i].opt->name);
-            abort();
-        }
+        BT_ASSERT(a->given[i].read,
+                  "bptt %s: --%s is in the command's option table, but the command never read it",
+                  a->cmd->name, a->given[i].opt->name);
 }
 
 const char *cli_get(cli_args *a, const char *name)

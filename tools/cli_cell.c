@@ -8,33 +8,18 @@
 #include "cellcheck.h"
 #include "cli_cell.h"
 
-/* "gru, linear, lstm" into buf: what the user could have typed instead. */
-static const char *names_of(const bt_registry *r, bt_plugin_kind kind, char *buf, size_t len)
-{
-    size_t used = 0;
-    buf[0] = '\0';
-    for (int i = 0; i < bt_registry_count(r) && used + 1 < len; i++) {
-        const bt_registry_entry *e = bt_registry_at(r, i);
-        if (e->kind == kind)
-            used += (size_t)snprintf(buf + used, len - used, "%s%s", used ? ", " : "", e->name);
-    }
-    if (!buf[0])
-        snprintf(buf, len, "none: is BPTT_PLUGIN_PATH right?");
-    return buf;
-}
-
 const bt_cell_def *cli_cell_find(const bt_registry *r, const char *name, const char *command)
 {
     char names[512];
     if (!name || !name[0]) {
         cli_fail(command, "--cell NAME is required (registered cells: %s)",
-                 names_of(r, BT_KIND_CELL, names, sizeof names));
+                 bt_registry_names(r, BT_KIND_CELL, names, sizeof names));
         return NULL;
     }
     const bt_cell_def *c = bt_registry_cell(r, name);
     if (!c)
         cli_fail(command, "unknown cell '%s' (registered cells: %s; load your own with --plugin PATH)",
-                 name, names_of(r, BT_KIND_CELL, names, sizeof names));
+                 name, bt_registry_names(r, BT_KIND_CELL, names, sizeof names));
     return c;
 }
 
@@ -47,7 +32,7 @@ bool cli_policy_new(const bt_registry *r, const char *spec, cli_policy *out, con
     out->def = bt_registry_policy(r, name);
     if (!out->def) {
         cli_fail(command, "unknown truncation policy '%s' (registered policies: %s)", spec,
-                 names_of(r, BT_KIND_POLICY, names, sizeof names));
+                 bt_registry_names(r, BT_KIND_POLICY, names, sizeof names));
         return false;
     }
     if (out->def->create(bt_host_table(), opts, &out->state, err, sizeof err) != 0) {

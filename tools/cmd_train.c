@@ -274,7 +274,7 @@ int cmd_train(int argc, char **argv)
             char known[512];
             cli_fail(CMD, "checkpoint %s uses cell '%s', which is not registered (known: %s): "
                      "load its plugin with --plugin PATH", resume, ck->cfg.cell,
-                     bt_lm_known_names(reg, BT_KIND_CELL, known, sizeof known));
+                     bt_registry_names(reg, BT_KIND_CELL, known, sizeof known));
             goto out;
         }
         if (!check_conflicts(reg, &o, ck))

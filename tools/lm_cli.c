@@ -146,7 +146,7 @@ bool lm_cli_validate(const char *command, const bt_registry *r, const bt_lm_conf
     char known[512], err[1024] = "";
     if (!bt_registry_cell(r, cfg->cell)) {
         cli_fail(command, "unknown cell '%s' (known: %s); a cell from your own plugin needs "
-                 "--plugin PATH", cfg->cell, bt_lm_known_names(r, BT_KIND_CELL, known, sizeof known));
+                 "--plugin PATH", cfg->cell, bt_registry_names(r, BT_KIND_CELL, known, sizeof known));
         return false;
     }
     char name[BT_NAME_LEN + 1];
@@ -156,7 +156,7 @@ bool lm_cli_validate(const char *command, const bt_registry *r, const bt_lm_conf
     void *state = NULL;
     if (!def) {
         cli_fail(command, "unknown truncation policy '%s' (known: %s)", name,
-                 bt_lm_known_names(r, BT_KIND_POLICY, known, sizeof known));
+                 bt_registry_names(r, BT_KIND_POLICY, known, sizeof known));
         return false;
     }
     if (def->create(bt_host_table(), opts, &state, err, sizeof err) != 0) {

@@ -24,7 +24,7 @@ static int signsgd_create(const bt_host *host, const char *options, void **cfg, 
         {"mu", &c.mu, 0, 1, false, false, false, false},
         {"weight_decay", &c.weight_decay, 0, 1e6, false, false, false, false},
     };
-    if (host->parse_options(options, opts, 3, "optimizer signsgd", err, errlen) != 0)
+    if (host->parse_options(options, opts, 3, "optimizer signsgd", err, errlen) != BT_OK)
         return -1;
     signsgd_cfg *p = malloc(sizeof *p);
     if (!p) {
@@ -62,6 +62,7 @@ static const char *signsgd_describe(void *cfg, char *buf, size_t len)
 }
 
 static const bt_optimizer_def signsgd_def = {
+    .size = sizeof(bt_optimizer_def),
     .name = "signsgd",
     .summary = "sign of the (momentum) gradient times lr; mu=0 is plain signSGD",
     .n_state = 1,
@@ -73,7 +74,7 @@ static const bt_optimizer_def signsgd_def = {
 
 static int signsgd_init(const bt_host *host, bt_registrar *reg, char *err, size_t errlen)
 {
-    if (host->register_optimizer(reg, &signsgd_def) != 0) {
+    if (host->register_optimizer(reg, &signsgd_def) != BT_OK) {
         snprintf(err, errlen, "could not register optimizer signsgd");
         return -1;
     }

@@ -62,7 +62,8 @@ UNUSED static bt_tensor *cell_step(const bt_host *h, bt_graph *g, bt_tensor *con
 }
 
 /* A complete optimizer def under a given name. */
-#define OPT(NAME) {NAME, "test optimizer", 0, opt_create, opt_destroy, opt_step, opt_describe, {0}}
+#define OPT(NAME) \
+    {sizeof(bt_optimizer_def), NAME, "test optimizer", 0, opt_create, opt_destroy, opt_step, opt_describe}
 
 UNUSED static int test_init(const bt_host *host, bt_registrar *reg, char *err, size_t errlen)
 {
@@ -95,11 +96,11 @@ UNUSED static int test_init(const bt_host *host, bt_registrar *reg, char *err, s
     d.step = NULL;
     return host->register_optimizer(reg, &d) != 0;
 #elif defined(VARIANT_POLICY_NO_DECIDE)
-    static const bt_policy_def d = {.name = "nodecide", .summary = "", .create = pol_create,
-                                    .destroy = opt_destroy, .begin = pol_begin};
+    static const bt_policy_def d = {.size = sizeof d, .name = "nodecide", .summary = "",
+                                    .create = pol_create, .destroy = opt_destroy, .begin = pol_begin};
     return host->register_policy(reg, &d) != 0;
 #elif defined(VARIANT_CELL_NO_STEP)
-    static const bt_cell_def d = {.name = "nostepcell", .summary = ""};
+    static const bt_cell_def d = {.size = sizeof d, .name = "nostepcell", .summary = ""};
     return host->register_cell(reg, &d) != 0;
 #elif defined(VARIANT_EMPTY_NAME)
     static const bt_optimizer_def d = OPT("");
@@ -110,12 +111,27 @@ UNUSED static int test_init(const bt_host *host, bt_registrar *reg, char *err, s
 #elif defined(VARIANT_GOOD_MIXED)
     /* A valid plugin with one of each kind, to check the listing order. */
     static const bt_optimizer_def o = OPT("mixed_opt");
-    static const bt_policy_def p = {"zz_policy", "", pol_create, opt_destroy, pol_begin,
-                                    pol_decide, pol_reach, opt_describe, {0}};
-    static const bt_cell_def c = {"aa_cell", "", BT_INPUT_REAL, BT_LOSS_MSE, cell_params,
-                                  cell_states, cell_step, {0}};
+    static const bt_policy_def p = {sizeof p, "zz_policy", "", pol_create, opt_destroy, pol_begin,
+                                    pol_decide, pol_reach, opt_describe};
+    static const bt_cell_def c = {sizeof c, "aa_cell", "", BT_INPUT_REAL, BT_LOSS_MSE, cell_params,
+                                  cell_states, cell_step};
     return host->register_optimizer(reg, &o) || host->register_policy(reg, &p) ||
            host->register_cell(reg, &c);
+#elif defined(VARIANT_SMALL_DEF)
+    /* A def whose size was never set: what forgetting .size = sizeof looks like. */
+    bt_optimizer_def d = OPT("unsized");
+    d.size = 0;
+    return host->register_optimizer(reg, &d) != 0;
+#elif defined(VARIANT_BIG_DEF)
+    /* A def from a newer bptt with fields this host does not know: accepted, the
+     * extra fields ignored. Poison in them must not matter. */
+    static struct {
+        bt_cell_def def;
+        void *newer_fields[3];
+    } big = {{sizeof big, "big_cell", "", BT_INPUT_REAL, BT_LOSS_MSE, cell_params, cell_states,
+              cell_step},
+             {(void *)1, (void *)2, (void *)3}};
+    return host->register_cell(reg, &big.def) != 0;
 #else
     (void)host, (void)reg;
     return 0;
@@ -123,9 +139,12 @@ UNUSED static int test_init(const bt_host *host, bt_registrar *reg, char *err, s
 }
 
 #if defined(VARIANT_WRONG_MAJOR) || defined(VARIANT_NEWER_MINOR) || defined(VARIANT_WRONG_REAL) || \
-    defined(VARIANT_NULL_DESC) || defined(VARIANT_NO_INIT)
+    defined(VARIANT_NULL_DESC) || defined(VARIANT_NO_INIT) || defined(VARIANT_ABI_1)
 #if defined(VARIANT_WRONG_MAJOR)
 #define DESC_VERSION BT_ABI_MAJOR + 1, 0, sizeof(bt_real)
+#elif defined(VARIANT_ABI_1)
+/* A plugin built against bptt 1.1 (its descriptor opens the same way). */
+#define DESC_VERSION 1, 1, sizeof(bt_real)
 #elif defined(VARIANT_NEWER_MINOR)
 #define DESC_VERSION BT_ABI_MAJOR, BT_ABI_MINOR + 1, sizeof(bt_real)
 #else

@@ -1,0 +1,259 @@
+/* wgrad.c: two things that make a backward sweep fast without changing what
+ * it computes, kept out of the tape (graph.c) so that stays a plain walk.
+ *
+ * Weight gradients in batches: a weight W used at every step of a window gets
+ * dW += A_t^T D_t once per step, each a thin GEMM. The products of one weight
+ * wait in a group and run as one GEMM over their stacked rows (oldest first, the
+ * order per-step accumulation would use) at the end of the sweep, or earlier
+ * once a group holds FLUSH_VALUES, so long windows keep a bounded number of
+ * gradients alive. Only weights (tensors marked param by bt_params_add) wait:
+ * their gradients are read after backward, never during it.
+ *
+ * The pool: a node's output gradient is dead once its backward has run and no
+ * waiting product reads it; it goes to a free list by byte size, and the next
+ * gradient of that size reuses it instead of growing the arena.
+ *
+ * Dimension letters: M stacked rows, K and N the weight's [K,N]. */
+#include <string.h>
+
+#include "bt_assert.h"
+#include "wgrad.h"
+
+#define POOL_CLASSES 16
+#define FLUSH_VALUES ((size_t)1 << 21)
+
+/* A node's output gradient that waiting products still read. */
+typedef struct hold {
+    bt_tensor *t;
+    int readers; /* its running backward (until leave) + its waiting products */
+} hold;
+
+/* dW += A^T D, waiting. */
+typedef struct product {
+    const bt_real *a, *d; /* [m,K], [m,N] */
+    int m;
+    hold *h;              /* on the gradient of the node that deferred it */
+    struct product *next; /* older */
+    hold own;             /* that hold, in the node's first product (the arena's
+                             64-byte blocks have room for it anyway) */
+} product;
+_Static_assert(sizeof(product) <= 64, "a product with its hold fits one 64-byte arena block");
+
+/* The waiting products of one weight, newest first. */
+typedef struct group {
+    bt_tensor *w;
+    product *head;
+    size_t rows;
+} group;
+
+struct bt_wgrad {
+    bt_arena *arena;    /* the graph's: holds, products and new gradient buffers */
+    group *groups;      /* heap, kept across sweeps so steady state allocates nothing */
+    int n_groups, cap_groups;
+    bt_real *stack;     /* the stacked operands of one group (heap, kept) */
+    size_t stack_cap;
+    struct { size_t bytes; void *head; } pool[POOL_CLASSES];
+    bt_node *running;   /* between enter and leave */
+    hold *held;         /* the running node's hold, made by its first waiting product */
+    size_t waiting;     /* products deferred and not yet run */
+};
+
+bt_wgrad *bt_wgrad_new(bt_arena *arena)
+{
+    bt_wgrad *wg = bt_calloc(1, sizeof *wg);
+    if (wg)
+        wg->arena = arena;
+    return wg;
+}
+
+void bt_wgrad_free(bt_wgrad *wg)
+{
+    if (!wg)
+        return;
+    bt_free(wg->groups);
+    bt_free(wg->stack);
+    bt_free(wg);
+}
+
+void bt_wgrad_reset(bt_wgrad *wg)
+{
+    BT_ASSERT(!wg->running && wg->waiting == 0, "window reset during a backward sweep");
+    memset(wg->pool, 0, sizeof wg->pool);
+}
+
+/* ---- the pool ---------------------------------------------------------------- */
+
+static void pool_put(bt_wgrad *wg, void *buf, size_t bytes)
+{
+    for (int i = 0; i < POOL_CLASSES; i++)
+        if (wg->pool[i].bytes == bytes || !wg->pool[i].head) {
+            wg->pool[i].bytes = bytes;
+            *(void **)buf = wg->pool[i].head; /* arena blocks hold at least 64 bytes */
+            wg->pool[i].head = buf;
+            return;
+        }
+    /* More sizes than classes: this one waits for the arena reset (bounded, correct). */
+}
+
+bt_real *bt_wgrad_buffer(bt_wgrad *wg, size_t n)
+{
+    size_t bytes = n * sizeof(bt_real);
+    for (int i = 0; i < POOL_CLASSES; i++)
+        if (wg->pool[i].bytes == bytes && wg->pool[i].head) {
+            void *buf = wg->pool[i].head;
+            wg->pool[i].head = *(void **)buf;
+            return memset(buf, 0, bytes);
+        }
+    return bt_arena_calloc(wg->arena, bytes);
+}
+
+/* A consumed gradient goes back to the pool unless the caller keeps it. */
+static void release(bt_wgrad *wg, bt_tensor *t)
+{
+    if (t->grad && !t->retain_grad) {
+        pool_put(wg, t->grad, t->size * sizeof(bt_real));
+        t->grad = NULL;
+    }
+}
+
+static void unhold(bt_wgrad *wg, hold *h)
+{
+    BT_ASSERT(h->readers > 0, "a gradient of %zu values is released more often than held",
+              h->t->size);
+    if (--h->readers == 0)
+        release(wg, h->t);
+}
+
+/* ---- one node's backward ---------------------------------------------------- */
+
+void bt_wgrad_enter(bt_wgrad *wg, bt_node *n)
+{
+    BT_ASSERT(!wg->running, "op %s's backward starts inside op %s's", n->op->name,
+              wg->running->op->name);
+    wg->running = n;
+    wg->held = NULL;
+}
+
+void bt_wgrad_leave(bt_wgrad *wg)
+{
+    BT_ASSERT(wg->running, "leave without enter");
+    if (wg->held)
+        unhold(wg, wg->held); /* the products still read it: the last one releases it */
+    else
+        release(wg, wg->running->out);
+    wg->running = NULL;
+    wg->held = NULL;
+}
+
+/* ---- the batches ------------------------------------------------------------- */
+
+static void gemm_now(bt_tensor *w, const bt_real *a, const bt_real *d, int m)
+{
+    int k = w->shape[0], n = w->shape[1];
+    bt_gemm(true, false, k, n, m, 1, a, k, d, n, 1, w->grad, n);
+}
+
+/* Room to stack rows * (K + N) values; false (and no change) without memory. */
+static bool stack_room(bt_wgrad *wg, size_t values)
+{
+    if (values <= wg->stack_cap)
+        return true;
+    bt_real *s = bt_realloc(wg->stack, values * sizeof(bt_real));
+    if (!s)
+        return false;
+    wg->stack = s;
+    wg->stack_cap = values;
+    return true;
+}
+
+/* Runs one group's products as a single GEMM over the stacked rows, then lets
+ * go of the gradients they read. */
+static void flush_group(bt_wgrad *wg, group *grp)
+{
+    bt_tensor *w = grp->w;
+    size_t k = (size_t)w->shape[0], n = (size_t)w->shape[1];
+    bool several = grp->head && grp->head->next;
+    if (several && stack_room(wg, grp->rows * (k + n))) {
+        bt_real *a = wg->stack, *d = wg->stack + grp->rows * k;
+        size_t at = grp->rows;
+        for (product *p = grp->head; p; p = p->next) { /* newest first: fill bottom up */
+            BT_ASSERT(at >= (size_t)p->m, "group of %s holds more rows than counted",
+                      w->name ? w->name : "a weight");
+            at -= (size_t)p->m;
+            memcpy(a + at * k, p->a, sizeof(bt_real) * (size_t)p->m * k);
+            memcpy(d + at * n, p->d, sizeof(bt_real) * (size_t)p->m * n);
+        }
+        BT_ASSERT(at == 0, "group of %s counted %zu rows, stacked %zu",
+                  w->name ? w->name : "a weight", grp->rows, grp->rows - at);
+        gemm_now(w, a, d, (int)grp->rows);
+    } else { /* one product, or no memory to stack: each as it is (same sum) */
+        for (product *p = grp->head; p; p = p->next)
+            gemm_now(w, p->a, p->d, p->m);
+    }
+    for (product *p = grp->head; p; p = p->next) {
+        unhold(wg, p->h);
+        wg->waiting--;
+    }
+    grp->head = NULL;
+    grp->rows = 0;
+}
+
+/* The group of w, added if new; NULL without memory. */
+static group *group_of(bt_wgrad *wg, bt_tensor *w)
+{
+    for (int i = 0; i < wg->n_groups; i++)
+        if (wg->groups[i].w == w)
+            return &wg->groups[i];
+    if (wg->n_groups == wg->cap_groups) {
+        int cap = wg->cap_groups ? 2 * wg->cap_groups : 8;
+        group *grown = bt_realloc(wg->groups, sizeof *grown * (size_t)cap);
+        if (!grown)
+            return NULL;
+        wg->groups = grown;
+        wg->cap_groups = cap;
+    }
+    wg->groups[wg->n_groups] = (group){w, NULL, 0};
+    return &wg->groups[wg->n_groups++];
+}
+
+/* Queues the product in w's group; false (nothing queued) without memory. */
+static bool defer(bt_wgrad *wg, bt_tensor *w, const bt_real *a, const bt_real *d, int m)
+{
+    group *grp = group_of(wg, w);
+    product *p = grp ? bt_arena_alloc(wg->arena, sizeof *p) : NULL;
+    if (!p)
+        return false;
+    if (!wg->held) {
+        p->own = (hold){wg->running->out, 1}; /* 1: the running backward */
+        wg->held = &p->own;
+    }
+    wg->held->readers++;
+    p->a = a, p->d = d, p->m = m, p->h = wg->held, p->next = grp->head;
+    grp->head = p;
+    grp->rows += (size_t)m;
+    wg->waiting++;
+    if (grp->rows * (size_t)(w->shape[0] + w->shape[1]) >= FLUSH_VALUES)
+        flush_group(wg, grp);
+    return true;
+}
+
+void bt_wgrad_add(bt_graph *g, bt_tensor *w, const bt_real *a, const bt_real *d, int m)
+{
+    bt_wgrad *wg = bt_graph_wgrad(g);
+    BT_ASSERT(wg->running, "a weight gradient outside a backward sweep");
+    BT_ASSERT(w->ndim == 2 && w->grad && m > 0, "weight gradient of %s for %d rows",
+              w->name ? w->name : "a tensor", m);
+    /* Without memory to wait, the product now is just as correct. */
+    if (!w->param || !defer(wg, w, a, d, m))
+        gemm_now(w, a, d, m);
+}
+
+void bt_wgrad_flush(bt_wgrad *wg)
+{
+    BT_ASSERT(!wg->running, "flush inside op %s's backward", wg->running->op->name);
+    for (int i = 0; i < wg->n_groups; i++)
+        if (wg->groups[i].head)
+            flush_group(wg, &wg->groups[i]);
+    wg->n_groups = 0;
+    BT_ASSERT(wg->waiting == 0, "%zu weight-gradient products never ran", wg->waiting);
+}
