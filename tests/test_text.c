@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 #include "bptt.h"
-#include "models/text.h"
+#include "text.h"
 
 static char err[BT_ERRMSG_LEN];
 
