@@ -6,8 +6,9 @@
 #ifndef BPTT_TEXT_SOURCE_H
 #define BPTT_TEXT_SOURCE_H
 
+#include "batcher.h"
+#include "corpus.h"
 #include "source.h"
-#include "text.h"
 
 #ifdef __cplusplus
 extern "C" {

@@ -8,7 +8,7 @@
 #define BPTT_GENERATE_H
 
 #include "model.h"
-#include "text.h"
+#include "vocab.h"
 
 #ifdef __cplusplus
 extern "C" {

@@ -8,10 +8,11 @@
 #ifndef BPTT_LM_H
 #define BPTT_LM_H
 
+#include "batcher.h"
 #include "model.h"
 #include "registry.h"
 #include "source.h"
-#include "text.h"
+#include "tokenize.h"
 #include "unroll.h"
 
 #ifdef __cplusplus

@@ -12,7 +12,8 @@
 #include <unistd.h>
 
 #include "bptt.h"
-#include "text.h"
+#include "batcher.h"
+#include "corpus.h"
 
 static char err[BT_ERRMSG_LEN];
 

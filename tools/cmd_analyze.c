@@ -11,6 +11,7 @@
 #include "analyze.h"
 #include "checkpoint.h"
 #include "cli_cell.h"
+#include "corpus.h"
 #include "tasks.h"
 
 #define CMD "analyze"
