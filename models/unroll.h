@@ -11,22 +11,11 @@
 
 #include "model.h"
 #include "registry.h"
+#include "source.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-/* One sequence of B rows by T steps. Inputs are token ids [B*T] (row b,
- * step t at b*T + t) or real x [B*T*D]; targets are token ids [B*T] (softmax
- * cross-entropy) or real y [B*T*Q] (0.5 ||o - y||^2). loss_weight [T], if
- * given, weighs each step's loss (0: the step has no target, as in the adding
- * problem); a window's mean is then over the weight it carries. */
-typedef struct bt_sequence {
-    int B, T;
-    const int32_t *ids, *targets;
-    const bt_real *x, *y;
-    const bt_real *loss_weight;
-} bt_sequence;
 
 /* One backward window: steps start..end, losses of steps loss_from..end. */
 typedef struct bt_window {
