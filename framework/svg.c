@@ -3,6 +3,7 @@
  * every number that reaches the file has been checked finite first.
  */
 #include "svg.h"
+#include "utf8.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -112,38 +113,18 @@ static void set_err(char *err, size_t errlen, const char *fmt, ...)
     va_end(ap);
 }
 
-/* Decodes one UTF-8 character of s[0..len). Returns its byte length (>= 1 when
- * len >= 1) and the code point, or U+FFFD for a malformed sequence (consuming
- * one byte), so any byte string becomes valid XML text. */
+/* One character of s[0..len) through the shared codec (utf8.h). Returns its
+ * byte length (>= 1 when len >= 1) and the code point, or U+FFFD for a
+ * malformed sequence (consuming one byte), so any byte string becomes valid
+ * XML text; U+FFFE and U+FFFF, which XML refuses, become U+FFFD too. */
 static int utf8_next(const unsigned char *s, size_t len, uint32_t *cp)
 {
     *cp = 0xFFFD;
     if (len == 0)
         return 0;
-    unsigned c = s[0];
-    int n;
-    uint32_t v, min;
-    if (c < 0x80) {
-        *cp = c;
-        return 1;
-    } else if ((c & 0xE0) == 0xC0) {
-        n = 2, v = c & 0x1F, min = 0x80;
-    } else if ((c & 0xF0) == 0xE0) {
-        n = 3, v = c & 0x0F, min = 0x800;
-    } else if ((c & 0xF8) == 0xF0) {
-        n = 4, v = c & 0x07, min = 0x10000;
-    } else {
-        return 1;
-    }
-    if ((size_t)n > len)
-        return 1;
-    for (int i = 1; i < n; i++) {
-        if ((s[i] & 0xC0) != 0x80)
-            return 1;
-        v = (v << 6) | (s[i] & 0x3F);
-    }
-    /* Overlong forms, surrogates and non-characters XML refuses. */
-    if (v < min || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF) || v == 0xFFFE || v == 0xFFFF)
+    uint32_t v;
+    int n = bt_utf8_decode(s, len, &v);
+    if (n == 0 || v == 0xFFFE || v == 0xFFFF)
         return 1;
     *cp = v;
     return n;

@@ -6,6 +6,7 @@
  * builds the header in memory and replaces the target atomically.
  */
 #include "safetensors.h"
+#include "utf8.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -76,41 +77,6 @@ static char *st_strdup(const char *s)
     return d;
 }
 
-/* Strict UTF-8: no overlong forms, no surrogates, nothing above U+10FFFF. */
-static bool st_utf8_valid(const unsigned char *s, size_t n)
-{
-    size_t i = 0;
-    while (i < n) {
-        unsigned c = s[i];
-        size_t len;
-        uint32_t cp;
-        if (c < 0x80) {
-            i++;
-            continue;
-        } else if (c >= 0xC2 && c <= 0xDF) {
-            len = 2, cp = c & 0x1F;
-        } else if (c >= 0xE0 && c <= 0xEF) {
-            len = 3, cp = c & 0x0F;
-        } else if (c >= 0xF0 && c <= 0xF4) {
-            len = 4, cp = c & 0x07;
-        } else {
-            return false;
-        }
-        if (n - i < len)
-            return false;
-        for (size_t k = 1; k < len; k++) {
-            if ((s[i + k] & 0xC0) != 0x80)
-                return false;
-            cp = (cp << 6) | (s[i + k] & 0x3F);
-        }
-        if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) ||
-            (cp >= 0xD800 && cp <= 0xDFFF))
-            return false;
-        i += len;
-    }
-    return true;
-}
-
 static bool st_checked_count(int ndim, const int64_t *shape, size_t elsize, size_t *count)
 {
     size_t c = 1;
@@ -178,7 +144,7 @@ bt_status bt_st_add(bt_st_file *f, const char *name, bt_st_dtype dt, int ndim,
 {
     if (!f || !name)
         return bt_error(err, errlen, BT_ERR_ARG, "safetensors: bt_st_add needs a file and a name");
-    if (!st_utf8_valid((const unsigned char *)name, strlen(name)))
+    if (!bt_utf8_valid(name, strlen(name)))
         return bt_error(err, errlen, BT_ERR_ARG, "safetensors: tensor name is not valid UTF-8");
     if (strcmp(name, "__metadata__") == 0)
         return bt_error(err, errlen, BT_ERR_ARG,
@@ -236,8 +202,8 @@ bt_status bt_st_add_real(bt_st_file *f, const char *name, int ndim, const int64_
 
 bt_status bt_st_set_meta(bt_st_file *f, const char *key, const char *value)
 {
-    if (!f || !key || !value || !st_utf8_valid((const unsigned char *)key, strlen(key)) ||
-        !st_utf8_valid((const unsigned char *)value, strlen(value)))
+    if (!f || !key || !value || !bt_utf8_valid(key, strlen(key)) ||
+        !bt_utf8_valid(value, strlen(value)))
         return BT_ERR_ARG;
     char *v = st_strdup(value);
     if (!v)
@@ -637,28 +603,6 @@ static int st_hex4(const char *s)
     return v;
 }
 
-static size_t st_utf8_encode(uint32_t cp, char *out)
-{
-    if (cp < 0x80) {
-        out[0] = (char)cp;
-        return 1;
-    } else if (cp < 0x800) {
-        out[0] = (char)(0xC0 | cp >> 6);
-        out[1] = (char)(0x80 | (cp & 0x3F));
-        return 2;
-    } else if (cp < 0x10000) {
-        out[0] = (char)(0xE0 | cp >> 12);
-        out[1] = (char)(0x80 | (cp >> 6 & 0x3F));
-        out[2] = (char)(0x80 | (cp & 0x3F));
-        return 3;
-    }
-    out[0] = (char)(0xF0 | cp >> 18);
-    out[1] = (char)(0x80 | (cp >> 12 & 0x3F));
-    out[2] = (char)(0x80 | (cp >> 6 & 0x3F));
-    out[3] = (char)(0x80 | (cp & 0x3F));
-    return 4;
-}
-
 /* A JSON string into a new NUL-terminated UTF-8 buffer (*out). Rejects \u0000,
  * which a C string cannot hold, and invalid UTF-8. */
 static bool st_string(st_parser *ps, char **out)
@@ -727,7 +671,7 @@ static bool st_string(st_parser *ps, char **out)
                 bt_free(buf);
                 return st_bad(ps, "header string contains \\u0000, which names and metadata cannot hold");
             }
-            n += st_utf8_encode(cp, buf + n);
+            n += (size_t)bt_utf8_encode(cp, buf + n);
             break;
         }
         default:
@@ -738,7 +682,7 @@ static bool st_string(st_parser *ps, char **out)
     }
     ps->p = q + 1;
     buf[n] = '\0';
-    if (!st_utf8_valid((const unsigned char *)buf, n)) {
+    if (!bt_utf8_valid(buf, n)) {
         bt_free(buf);
         return st_bad(ps, "header string is not valid UTF-8");
     }
