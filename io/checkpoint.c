@@ -3,14 +3,11 @@
  * and never a crash or a silently wrong model. Numbers in the metadata are
  * written with 17 significant digits, so they read back exactly. */
 #include <errno.h>
-#include <fcntl.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "checkpoint.h"
 #include "tasks.h"
@@ -151,38 +148,6 @@ bt_status bt_checkpoint_save(bt_lm *lm, const char *path, const char *data_path,
 done:
     bt_st_free(f);
     return bt_error(err, errlen, st, "cannot save %s: %s", path, aerr);
-}
-
-bt_status bt_checkpoint_check_writable(const char *path, char *err, size_t errlen)
-{
-    if (!path || !*path)
-        return bt_error(err, errlen, BT_ERR_ARG, "--save needs a file name");
-    struct stat sb;
-    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode))
-        return bt_error(err, errlen, BT_ERR_IO, "cannot save to %s: it is a folder; give a file name",
-                    path);
-    const char *slash = strrchr(path, '/');
-    char dir[1024];
-    if (!slash)
-        snprintf(dir, sizeof dir, ".");
-    else if (slash == path)
-        snprintf(dir, sizeof dir, "/");
-    else
-        snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
-    if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
-        return bt_error(err, errlen, BT_ERR_IO, "cannot save to %s: folder %s does not exist", path,
-                    dir);
-    /* The real write makes a temporary file next to path, then renames it:
-     * check exactly that. */
-    char probe[1100];
-    snprintf(probe, sizeof probe, "%s.tmp.check%ld", path, (long)getpid());
-    int fd = open(probe, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-    if (fd < 0)
-        return bt_error(err, errlen, BT_ERR_IO, "cannot save to %s: cannot create files in %s (%s)",
-                    path, dir, strerror(errno));
-    close(fd);
-    unlink(probe);
-    return BT_OK;
 }
 
 /* ---- reading -------------------------------------------------------------------- */

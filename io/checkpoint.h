@@ -6,13 +6,14 @@
  * JSON or the task spec, optimizer, truncation, clip, init, seed, precision,
  * version...).
  *
- * Writing is atomic (safetensors.h): the previous file stays whole until the
- * new one is complete. Reading checks the content as well as the structure:
- * every tensor present with the right dtype and shape, the precision of this
- * build, a known cell. */
+ * Writing is atomic (atomic.h): the previous file stays whole until the
+ * new one is complete; bt_atomic_check_writable checks a --save path early.
+ * Reading checks the content as well as the structure: every tensor present
+ * with the right dtype and shape, the precision of this build, a known cell. */
 #ifndef BPTT_CHECKPOINT_H
 #define BPTT_CHECKPOINT_H
 
+#include "atomic.h"
 #include "lm.h"
 #include "safetensors.h"
 
@@ -54,9 +55,6 @@ bt_status bt_checkpoint_model(const bt_checkpoint *c, const bt_registry *reg, bt
  * optimizer state and steps, RNG, carried state, epoch count and history. */
 bt_status bt_checkpoint_restore(const bt_checkpoint *c, bt_lm *lm, char *err, size_t errlen);
 
-/* Fails now, not after an hour of training, when path cannot be written: a
- * folder, a missing folder, no permission to create files there. */
-bt_status bt_checkpoint_check_writable(const char *path, char *err, size_t errlen);
 
 #ifdef __cplusplus
 }

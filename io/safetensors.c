@@ -5,20 +5,18 @@
  * so a hostile or truncated file costs no more memory than its size. Writing
  * builds the header in memory and replaces the target atomically.
  */
+#include "atomic.h"
 #include "safetensors.h"
 #include "utf8.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdarg.h>
-#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 /* uthash allocates through the accounted allocator, and must report (not exit
@@ -391,73 +389,6 @@ static void st_build_header(const bt_st_file *f, st_buf *b)
         st_put(b, " ", 1);
 }
 
-static bool st_write_all(int fd, const void *buf, size_t n)
-{
-    const char *p = buf;
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return false;
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-    return true;
-}
-
-/* Creates path.tmp.XXXXXX with O_EXCL. Not mkstemp: mkstemp forces mode 0600,
- * while a checkpoint should get the usual 0666 & ~umask, like fopen would give. */
-static int st_open_temp(const char *path, char *tmp, size_t tmplen)
-{
-    static atomic_uint counter;
-    static const char digits[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
-    for (int attempt = 0; attempt < 100; attempt++) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        uint64_t x = (uint64_t)ts.tv_nsec * 0x9E3779B97F4A7C15ULL ^ (uint64_t)getpid() << 32 ^
-                     atomic_fetch_add(&counter, 1) ^ (uint64_t)ts.tv_sec;
-        x ^= x >> 31;
-        x *= 0xBF58476D1CE4E5B9ULL;
-        x ^= x >> 29;
-        char suffix[7];
-        for (int i = 0; i < 6; i++, x /= 62)
-            suffix[i] = digits[x % 62];
-        suffix[6] = '\0';
-        if ((size_t)snprintf(tmp, tmplen, "%s.tmp.%s", path, suffix) >= tmplen) {
-            errno = ENAMETOOLONG;
-            return -1;
-        }
-        int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-        if (fd >= 0 || errno != EEXIST)
-            return fd;
-    }
-    return -1;
-}
-
-/* fsync the folder holding path, so the rename itself survives a crash. */
-static int st_sync_dir(const char *path, char *dir, size_t dirlen)
-{
-    const char *slash = strrchr(path, '/');
-    if (!slash)
-        snprintf(dir, dirlen, ".");
-    else if (slash == path)
-        snprintf(dir, dirlen, "/");
-    else
-        snprintf(dir, dirlen, "%.*s", (int)(slash - path), path);
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    int rc = fsync(fd);
-    if (rc < 0 && errno == EINVAL)
-        rc = 0; /* a file system that cannot sync folders: nothing more to do */
-    int saved = errno;
-    close(fd);
-    errno = saved;
-    return rc;
-}
-
 bt_status bt_st_write(const bt_st_file *f, const char *path, char *err, size_t errlen)
 {
     if (!f || !path || !*path)
@@ -475,65 +406,19 @@ bt_status bt_st_write(const bt_st_file *f, const char *path, char *err, size_t e
                        path, hdr.n, ST_MAX_HEADER);
     }
 
-    size_t tmplen = strlen(path) + 16;
-    char *tmp = bt_malloc(tmplen);
-    if (!tmp) {
-        bt_free(hdr.p);
-        return bt_error(err, errlen, BT_ERR_NOMEM, "%s: out of memory", path);
+    bt_atomic_file *out;
+    bt_status s = bt_atomic_open(path, &out, err, errlen);
+    if (s == BT_OK) {
+        unsigned char len8[8];
+        for (int i = 0; i < 8; i++)
+            len8[i] = (unsigned char)((uint64_t)hdr.n >> (8 * i));
+        bool ok = bt_atomic_write(out, len8, 8) && bt_atomic_write(out, hdr.p, hdr.n);
+        for (int i = 0; ok && i < f->n; i++) {
+            const bt_st_tensor *t = &f->items[i]->t;
+            ok = bt_atomic_write(out, t->data, t->count * st_dtypes[t->dtype].size);
+        }
+        s = bt_atomic_commit(out, err, errlen);
     }
-    bt_status s = BT_OK;
-    const char *step = "write";
-    int fd = st_open_temp(path, tmp, tmplen);
-    if (fd < 0) {
-        int e = errno;
-        s = bt_error(err, errlen, BT_ERR_IO, "%s: cannot create a temporary file in its folder: %s",
-                    path, strerror(e));
-        goto out;
-    }
-    /* Keep the permissions of a file being replaced. */
-    struct stat old;
-    if (stat(path, &old) == 0 && S_ISREG(old.st_mode))
-        (void)fchmod(fd, old.st_mode & 07777);
-
-    unsigned char len8[8];
-    for (int i = 0; i < 8; i++)
-        len8[i] = (unsigned char)((uint64_t)hdr.n >> (8 * i));
-    bool ok = st_write_all(fd, len8, 8) && st_write_all(fd, hdr.p, hdr.n);
-    for (int i = 0; ok && i < f->n; i++) {
-        const bt_st_tensor *t = &f->items[i]->t;
-        ok = st_write_all(fd, t->data, t->count * st_dtypes[t->dtype].size);
-    }
-    if (ok) {
-        step = "sync";
-        ok = fsync(fd) == 0;
-    }
-    if (ok) {
-        step = "close";
-        ok = close(fd) == 0;
-        fd = -1;
-    }
-    if (ok) {
-        step = "rename";
-        ok = rename(tmp, path) == 0;
-    }
-    if (!ok) {
-        int e = errno;
-        if (fd >= 0)
-            close(fd);
-        unlink(tmp);
-        s = bt_error(err, errlen, BT_ERR_IO, "%s: cannot %s (temporary %s): %s; the old file is untouched",
-                    path, step, tmp, strerror(e));
-        goto out;
-    }
-    char dir[4096];
-    if (st_sync_dir(path, dir, sizeof dir) < 0) {
-        int e = errno;
-        s = bt_error(err, errlen, BT_ERR_IO,
-                    "%s: written, but syncing its folder %s failed: %s; it may not survive a crash",
-                    path, dir, strerror(e));
-    }
-out:
-    bt_free(tmp);
     bt_free(hdr.p);
     return s;
 }
