@@ -1,10 +1,12 @@
 /* vocab.c: the vocabulary: ids by frequency, a hash from token to id, and its
- * JSON form (a list of tokens in id order) for checkpoints.
+ * JSON form (a list of tokens in id order, through jansson) for checkpoints.
  *
  * Dimension letters: V vocabulary. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <jansson.h>
 
 #include "utf8.h"
 #include "vocab.h"
@@ -117,277 +119,98 @@ int bt_vocab_id(const bt_vocab *v, const char *utf8_char, size_t len)
     return id >= 0 ? id : (v->kind == BT_TOKENS_LETTERS ? v->unk : -1);
 }
 
+/* ---- JSON (jansson) ------------------------------------------------------------------ */
+
 char *bt_vocab_to_json(const bt_vocab *v)
 {
-    /* A token is at most 6 bytes escaped ("\u001f") or 5 ("<unk>"), plus two
-     * quotes and a comma. */
-    size_t cap = (size_t)v->n * 9 + 3, k = 0;
-    char *out = bt_malloc(cap);
-    if (!out)
-        return NULL;
-    out[k++] = '[';
-    for (int id = 0; id < v->n; id++) {
-        const vocab_entry *e = &v->entries[id];
-        if (id)
-            out[k++] = ',';
-        out[k++] = '"';
-        for (unsigned j = 0; j < e->len; j++) {
-            unsigned char c = (unsigned char)e->tok[j];
-            const char *esc = NULL;
-            switch (c) {
-            case '"': esc = "\\\""; break;
-            case '\\': esc = "\\\\"; break;
-            case '\n': esc = "\\n"; break;
-            case '\r': esc = "\\r"; break;
-            case '\t': esc = "\\t"; break;
-            case '\b': esc = "\\b"; break;
-            case '\f': esc = "\\f"; break;
-            default: break;
-            }
-            if (esc) {
-                memcpy(out + k, esc, 2);
-                k += 2;
-            } else if (c < 0x20) {
-                k += (size_t)snprintf(out + k, cap - k, "\\u%04x", c);
-            } else {
-                out[k++] = (char)c; /* UTF-8 goes through as is: JSON allows it */
-            }
+    json_t *list = json_array();
+    for (int id = 0; list && id < v->n; id++)
+        if (json_array_append_new(list, json_stringn(v->entries[id].tok, v->entries[id].len)) != 0) {
+            json_decref(list);
+            list = NULL;
         }
-        out[k++] = '"';
-    }
-    out[k++] = ']';
-    out[k] = '\0';
+    if (!list)
+        return NULL;
+    /* Compact, as every checkpoint so far stored it: ["<unk>"," ","e"]. */
+    size_t n = json_dumpb(list, NULL, 0, JSON_COMPACT);
+    char *out = n ? bt_malloc(n + 1) : NULL;
+    if (out && json_dumpb(list, out, n, JSON_COMPACT) == n)
+        out[n] = '\0';
+    else
+        bt_free(out), out = NULL;
+    json_decref(list);
     return out;
 }
 
-/* ---- vocabulary from JSON ------------------------------------------------------- */
-
-typedef struct json_tok {
-    char tok[8];
-    size_t len;
-} json_tok;
-
-static void json_ws(const char *s, size_t *i)
+/* One token of the list, checked: a string of one code point (or <unk>, for
+ * letters only), not seen before. */
+static bt_status vocab_add_json(bt_vocab *v, const json_t *item, int id, char *err, size_t errlen)
 {
-    while (s[*i] == ' ' || s[*i] == '\t' || s[*i] == '\n' || s[*i] == '\r')
-        (*i)++;
-}
-
-static int hex4(const char *s, uint32_t *out)
-{
-    uint32_t v = 0;
-    for (int j = 0; j < 4; j++) {
-        char c = s[j];
-        int d = c >= '0' && c <= '9' ? c - '0'
-              : c >= 'a' && c <= 'f' ? c - 'a' + 10
-              : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
-        if (d < 0)
-            return 0;
-        v = v * 16 + (uint32_t)d;
-    }
-    *out = v;
-    return 1;
-}
-
-/* Parses the JSON string at s[*i] (on its opening quote) into t; a string
- * longer than 7 bytes is refused (no token is), as is anything not JSON. */
-static bt_status json_string(const char *s, size_t *i, json_tok *t, int index, char *err,
-                             size_t errlen)
-{
-    size_t start = *i;
-    t->len = 0;
-    (*i)++;
-    for (;;) {
-        unsigned char c = (unsigned char)s[*i];
-        char buf[4];
-        int k;
-        if (c == '"') {
-            (*i)++;
-            t->tok[t->len] = '\0';
-            return BT_OK;
-        }
-        if (c == '\0')
-            return bt_error(err, errlen, BT_ERR_FORMAT,
-                        "vocabulary JSON: token %d (byte %zu) has no closing quote", index, start);
-        if (c < 0x20)
-            return bt_error(err, errlen, BT_ERR_FORMAT,
-                        "vocabulary JSON: raw control byte 0x%02X at byte %zu (JSON needs \\u%04X)",
-                        c, *i, c);
-        if (c == '\\') {
-            uint32_t cp;
-            char e = s[*i + 1];
-            size_t at = *i;
-            switch (e) {
-            case '"': case '\\': case '/': cp = (uint32_t)e; *i += 2; break;
-            case 'b': cp = '\b'; *i += 2; break;
-            case 'f': cp = '\f'; *i += 2; break;
-            case 'n': cp = '\n'; *i += 2; break;
-            case 'r': cp = '\r'; *i += 2; break;
-            case 't': cp = '\t'; *i += 2; break;
-            case 'u':
-                if (!hex4(s + *i + 2, &cp))
-                    return bt_error(err, errlen, BT_ERR_FORMAT,
-                                "vocabulary JSON: bad \\u escape at byte %zu", at);
-                *i += 6;
-                if (cp >= 0xD800 && cp <= 0xDBFF) {
-                    uint32_t lo;
-                    if (s[*i] != '\\' || s[*i + 1] != 'u' || !hex4(s + *i + 2, &lo) ||
-                        lo < 0xDC00 || lo > 0xDFFF)
-                        return bt_error(err, errlen, BT_ERR_FORMAT,
-                                    "vocabulary JSON: lone surrogate \\u%04X at byte %zu",
-                                    (unsigned)cp, at);
-                    cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-                    *i += 6;
-                } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
-                    return bt_error(err, errlen, BT_ERR_FORMAT,
-                                "vocabulary JSON: lone surrogate \\u%04X at byte %zu",
-                                (unsigned)cp, at);
-                }
-                if (cp == 0)
-                    return bt_error(err, errlen, BT_ERR_FORMAT,
-                                "vocabulary JSON: token %d is U+0000, which no text holds", index);
-                break;
-            default:
-                return bt_error(err, errlen, BT_ERR_FORMAT,
-                            "vocabulary JSON: bad escape at byte %zu", at);
-            }
-            k = bt_utf8_encode(cp, buf);
-        } else {
-            uint32_t cp;
-            k = bt_utf8_decode((const unsigned char *)s + *i, strnlen(s + *i, 4), &cp);
-            if (!k)
-                return bt_error(err, errlen, BT_ERR_FORMAT,
-                            "vocabulary JSON: invalid UTF-8 at byte %zu", *i);
-            memcpy(buf, s + *i, (size_t)k);
-            *i += (size_t)k;
-        }
-        if (t->len + (size_t)k >= sizeof t->tok)
-            return bt_error(err, errlen, BT_ERR_FORMAT,
-                        "vocabulary JSON: token %d (byte %zu) is longer than one character",
-                        index, start);
-        memcpy(t->tok + t->len, buf, (size_t)k);
-        t->len += (size_t)k;
-    }
-}
-
-/* Reads the JSON array into a growing list of tokens. */
-static bt_status json_tokens(const char *s, json_tok **out, int *count, char *err, size_t errlen)
-{
-    size_t i = 0;
-    int n = 0, cap = 0;
-    json_tok *list = NULL;
-    bt_status st = BT_OK;
-    json_ws(s, &i);
-    if (s[i] != '[')
+    if (!json_is_string(item))
+        return bt_error(err, errlen, BT_ERR_FORMAT, "vocabulary JSON: entry %d is not a string", id);
+    const char *tok = json_string_value(item);
+    size_t len = json_string_length(item);
+    bool is_unk = strcmp(tok, UNK_TOKEN) == 0;
+    uint32_t cp;
+    if (is_unk && v->kind == BT_TOKENS_CHARS)
         return bt_error(err, errlen, BT_ERR_FORMAT,
-                    "vocabulary JSON: expected '[' at byte %zu: it must be an array of strings", i);
-    i++;
-    json_ws(s, &i);
-    if (s[i] == ']') {
-        i++;
-    } else {
-        for (;;) {
-            if (s[i] != '"') {
-                st = bt_error(err, errlen, BT_ERR_FORMAT,
-                          "vocabulary JSON: expected a string at byte %zu", i);
-                goto done;
-            }
-            if (n == cap) {
-                int ncap = cap ? cap * 2 : 64;
-                json_tok *g = bt_realloc(list, (size_t)ncap * sizeof *g);
-                if (!g) {
-                    st = bt_error(err, errlen, BT_ERR_NOMEM, "out of memory reading a vocabulary");
-                    goto done;
-                }
-                list = g, cap = ncap;
-            }
-            st = json_string(s, &i, &list[n], n, err, errlen);
-            if (st != BT_OK)
-                goto done;
-            n++;
-            json_ws(s, &i);
-            if (s[i] == ',') {
-                i++;
-                json_ws(s, &i);
-            } else if (s[i] == ']') {
-                i++;
-                break;
-            } else {
-                st = bt_error(err, errlen, BT_ERR_FORMAT,
-                          "vocabulary JSON: expected ',' or ']' at byte %zu", i);
-                goto done;
-            }
-        }
-    }
-    json_ws(s, &i);
-    if (s[i] != '\0')
-        st = bt_error(err, errlen, BT_ERR_FORMAT,
-                  "vocabulary JSON: unexpected text after the array at byte %zu", i);
-done:
-    if (st != BT_OK) {
-        bt_free(list);
-        return st;
-    }
-    *out = list;
-    *count = n;
+                        "vocabulary JSON: token %d is <unk>, which a chars vocabulary does not "
+                        "have: was the model trained with letters?", id);
+    if (!is_unk && (len == 0 || bt_utf8_decode((const unsigned char *)tok, len, &cp) != (int)len))
+        return bt_error(err, errlen, BT_ERR_FORMAT, "vocabulary JSON: token %d \"%.40s\" is %s",
+                        id, tok, len > 4 ? "longer than one character" : "not one character");
+    bt_status st = vocab_add(v, tok, len);
+    if (st == BT_ERR_NOMEM)
+        return bt_error(err, errlen, st, "out of memory building a vocabulary");
+    if (st != BT_OK)
+        return bt_error(err, errlen, BT_ERR_FORMAT, "vocabulary JSON: token %d \"%s\" appears twice",
+                        id, tok);
     return BT_OK;
+}
+
+/* jansson's message, in our words where we have better ones. */
+static bt_status json_failed(const json_error_t *e, char *err, size_t errlen)
+{
+    switch (json_error_code(e)) {
+    case json_error_invalid_utf8:
+        return bt_error(err, errlen, BT_ERR_FORMAT, "vocabulary JSON is not valid UTF-8 (%s)", e->text);
+    case json_error_end_of_input_expected:
+        return bt_error(err, errlen, BT_ERR_FORMAT,
+                        "vocabulary JSON: unexpected text after the array at byte %d", e->position);
+    default:
+        return bt_error(err, errlen, BT_ERR_FORMAT, "vocabulary JSON is not valid JSON: %s (byte %d)",
+                        e->text, e->position);
+    }
 }
 
 bt_status bt_vocab_from_json(const char *json, bt_tokens_kind kind, bt_vocab **out, char *err,
                              size_t errlen)
 {
-    json_tok *list = NULL;
-    int n = 0;
-    bt_vocab *v = NULL;
     if (!json || !out)
         return bt_error(err, errlen, BT_ERR_ARG, "bt_vocab_from_json: NULL argument");
     *out = NULL;
-    bt_status st = json_tokens(json, &list, &n, err, errlen);
-    if (st != BT_OK)
-        return st;
-    if (n == 0) {
+    json_error_t e;
+    json_t *list = json_loads(json, 0, &e);
+    if (!list)
+        return json_failed(&e, err, errlen);
+    bt_status st = BT_OK;
+    bt_vocab *v = NULL;
+    size_t n = json_is_array(list) ? json_array_size(list) : 0;
+    if (!json_is_array(list))
+        st = bt_error(err, errlen, BT_ERR_FORMAT, "vocabulary JSON: expected '[', a list of tokens");
+    else if (n == 0)
         st = bt_error(err, errlen, BT_ERR_FORMAT, "vocabulary JSON: the array is empty");
-        goto done;
-    }
-    v = vocab_new(kind, n);
-    if (!v) {
+    else if (n > 0x7fffffff)
+        st = bt_error(err, errlen, BT_ERR_FORMAT, "vocabulary JSON: %zu tokens is too many", n);
+    else if (!(v = vocab_new(kind, (int)n)))
         st = bt_error(err, errlen, BT_ERR_NOMEM, "out of memory building a vocabulary");
-        goto done;
-    }
-    for (int id = 0; id < n; id++) {
-        const json_tok *t = &list[id];
-        bool is_unk = strcmp(t->tok, UNK_TOKEN) == 0;
-        uint32_t cp;
-        if (is_unk && kind == BT_TOKENS_CHARS) {
-            st = bt_error(err, errlen, BT_ERR_FORMAT,
-                      "vocabulary JSON: token %d is <unk>, which a chars vocabulary does not "
-                      "have: was the model trained with letters?", id);
-            goto done;
-        }
-        if (!is_unk && (bt_utf8_decode((const unsigned char *)t->tok, t->len, &cp) != (int)t->len)) {
-            st = bt_error(err, errlen, BT_ERR_FORMAT,
-                      "vocabulary JSON: token %d \"%s\" is not one character", id, t->tok);
-            goto done;
-        }
-        st = vocab_add(v, t->tok, t->len);
-        if (st == BT_ERR_NOMEM) {
-            bt_error(err, errlen, st, "out of memory building a vocabulary");
-            goto done;
-        }
-        if (st != BT_OK) {
-            st = bt_error(err, errlen, BT_ERR_FORMAT,
-                      "vocabulary JSON: token %d \"%s\" appears twice", id, t->tok);
-            goto done;
-        }
-    }
-    if (kind == BT_TOKENS_LETTERS && v->unk < 0) {
+    for (size_t id = 0; st == BT_OK && id < n; id++)
+        st = vocab_add_json(v, json_array_get(list, id), (int)id, err, errlen);
+    if (st == BT_OK && kind == BT_TOKENS_LETTERS && v->unk < 0)
         st = bt_error(err, errlen, BT_ERR_FORMAT,
-                  "vocabulary JSON: a letters vocabulary needs \"<unk>\": was the model trained "
-                  "with chars?");
-        goto done;
-    }
-done:
-    bt_free(list);
+                      "vocabulary JSON: a letters vocabulary needs \"<unk>\": was the model trained "
+                      "with chars?");
+    json_decref(list);
     if (st != BT_OK) {
         bt_vocab_free(v);
         return st;

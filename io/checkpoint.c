@@ -431,11 +431,7 @@ bt_status bt_checkpoint_restore(const bt_checkpoint *c, bt_lm *lm, char *err, si
                     c->task[0] ? "task " : "a text", c->task, src_task ? "task " : "a text",
                     src_task ? src->name : "", c->task[0] ? "task" : "text");
     if (c->vocab && src->vocab) {
-        char *a = bt_vocab_to_json(c->vocab), *b = bt_vocab_to_json(src->vocab);
-        bool same = a && b && strcmp(a, b) == 0;
-        bt_free(a);
-        bt_free(b);
-        if (!same)
+        if (!bt_vocab_equal(c->vocab, src->vocab))
             return bt_error(err, errlen, BT_ERR_ARG, "checkpoint %s: its vocabulary (%d tokens) is not "
                         "the one of this text (%d tokens): resume on the text the model was "
                         "trained on%s%s", c->path, bt_vocab_size(c->vocab),
