@@ -1,15 +1,17 @@
-/* safetensors.c: the safetensors format, read and written without dependencies.
+/* safetensors.c: the safetensors format, read and written with jansson.
  *
- * Reading parses the JSON header with a small strict parser (just what the format
- * needs) and checks every field and the data layout before allocating tensor data,
- * so a hostile or truncated file costs no more memory than its size. Writing
- * builds the header in memory and replaces the target atomically.
+ * Reading parses the JSON header with jansson (duplicate keys refused, 64-bit
+ * integers for offsets) and checks every field and the data layout before
+ * allocating tensor data, so a hostile or truncated file costs no more than a
+ * small multiple of its header. Writing builds the header with jansson and
+ * replaces the target atomically (atomic.h).
  */
 #include "atomic.h"
 #include "safetensors.h"
 #include "utf8.h"
 
 #include <errno.h>
+#include <jansson.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -17,7 +19,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 /* uthash allocates through the accounted allocator, and must report (not exit
  * on) out of memory: on failure it leaves the item's hh.tbl NULL. */
@@ -34,7 +35,6 @@ _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
 
 /* The reference implementation refuses larger headers; so do we, both ways. */
 #define ST_MAX_HEADER 100000000ULL
-#define ST_MAX_DEPTH 128 /* nesting of skipped JSON values */
 
 static const struct {
     const char *name;
@@ -295,115 +295,71 @@ bt_status bt_st_get_real(const bt_st_tensor *t, bt_real *dst, size_t count, char
 
 /* ---- writing ------------------------------------------------------------------ */
 
-typedef struct st_buf {
-    char *p;
-    size_t n, cap;
-    bool oom;
-} st_buf;
-
-static void st_put(st_buf *b, const char *s, size_t n)
+/* Sets key to a new value; false (and value released) when out of memory. */
+static bool st_set(json_t *obj, const char *key, json_t *value)
 {
-    if (b->oom)
-        return;
-    if (b->n + n > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->n + n)
-            cap *= 2;
-        char *p = bt_realloc(b->p, cap);
-        if (!p) {
-            b->oom = true;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
+    return value && json_object_set_new(obj, key, value) == 0;
 }
 
-static void st_puts(st_buf *b, const char *s)
+/* {"__metadata__":{...},"name":{"dtype":..,"shape":[..],"data_offsets":[b,e]},...}
+ * in insertion order, offsets in the order the tensors are written. NULL when
+ * out of memory. */
+static json_t *st_header_json(const bt_st_file *f)
 {
-    st_put(b, s, strlen(s));
-}
-
-/* A JSON string: UTF-8 passes through, quote, backslash and controls are escaped. */
-static void st_put_json_str(st_buf *b, const char *s)
-{
-    st_put(b, "\"", 1);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        char esc[8];
-        if (*p == '"' || *p == '\\') {
-            esc[0] = '\\', esc[1] = (char)*p;
-            st_put(b, esc, 2);
-        } else if (*p < 0x20) {
-            snprintf(esc, sizeof esc, "\\u%04x", *p);
-            st_put(b, esc, 6);
-        } else {
-            st_put(b, (const char *)p, 1);
-        }
-    }
-    st_put(b, "\"", 1);
-}
-
-static void st_build_header(const bt_st_file *f, st_buf *b)
-{
-    char num[32];
-    bool first = true;
-    st_put(b, "{", 1);
-    if (f->meta) {
-        st_puts(b, "\"__metadata__\":{");
-        for (st_meta *m = f->meta; m; m = m->hh.next) {
-            if (m != f->meta)
-                st_put(b, ",", 1);
-            st_put_json_str(b, m->key);
-            st_put(b, ":", 1);
-            st_put_json_str(b, m->value);
-        }
-        st_put(b, "}", 1);
-        first = false;
+    json_t *root = json_object();
+    bool ok = root != NULL;
+    if (ok && f->meta) {
+        json_t *meta = json_object();
+        ok = st_set(root, "__metadata__", meta);
+        for (st_meta *m = f->meta; ok && m; m = m->hh.next)
+            ok = st_set(meta, m->key, json_string(m->value));
     }
     uint64_t off = 0;
-    for (int i = 0; i < f->n; i++) {
+    for (int i = 0; ok && i < f->n; i++) {
         const bt_st_tensor *t = &f->items[i]->t;
-        if (!first)
-            st_put(b, ",", 1);
-        first = false;
-        st_put_json_str(b, t->name);
-        st_puts(b, ":{\"dtype\":\"");
-        st_puts(b, st_dtypes[t->dtype].name);
-        st_puts(b, "\",\"shape\":[");
-        for (int d = 0; d < t->ndim; d++) {
-            snprintf(num, sizeof num, "%s%" PRId64, d ? "," : "", t->shape[d]);
-            st_puts(b, num);
-        }
         uint64_t end = off + (uint64_t)t->count * st_dtypes[t->dtype].size;
-        snprintf(num, sizeof num, "],\"data_offsets\":[%" PRIu64 ",", off);
-        st_puts(b, num);
-        snprintf(num, sizeof num, "%" PRIu64 "]}", end);
-        st_puts(b, num);
+        /* Each container is attached before it is filled, so the root owns
+         * everything made so far whenever a step fails. */
+        json_t *entry = json_object();
+        ok = st_set(root, t->name, entry) && st_set(entry, "dtype", json_string(st_dtypes[t->dtype].name));
+        json_t *shape = ok ? json_array() : NULL;
+        ok = ok && st_set(entry, "shape", shape);
+        for (int d = 0; ok && d < t->ndim; d++)
+            ok = json_array_append_new(shape, json_integer(t->shape[d])) == 0;
+        /* json_int_t is 64-bit: byte offsets up to 2^63 - 1, far beyond any file. */
+        json_t *offs = ok ? json_array() : NULL;
+        ok = ok && st_set(entry, "data_offsets", offs) &&
+             json_array_append_new(offs, json_integer((json_int_t)off)) == 0 &&
+             json_array_append_new(offs, json_integer((json_int_t)end)) == 0;
         off = end;
     }
-    st_put(b, "}", 1);
-    /* Spaces until 8 + N is a multiple of 8, so the data section is 8-aligned. */
-    while ((8 + b->n) % 8 != 0 && !b->oom)
-        st_put(b, " ", 1);
+    if (!ok)
+        json_decref(root);
+    return ok ? root : NULL;
 }
 
 bt_status bt_st_write(const bt_st_file *f, const char *path, char *err, size_t errlen)
 {
     if (!f || !path || !*path)
         return bt_error(err, errlen, BT_ERR_ARG, "safetensors: bt_st_write needs a file and a path");
-    st_buf hdr = {0};
-    st_build_header(f, &hdr);
-    if (hdr.oom) {
-        bt_free(hdr.p);
+    json_t *root = st_header_json(f);
+    /* Compact, and padded with spaces until 8 + N is a multiple of 8, so the
+     * data section is 8-aligned. */
+    size_t n = root ? json_dumpb(root, NULL, 0, JSON_COMPACT) : 0;
+    size_t padded = (n + 8 + 7) / 8 * 8 - 8;
+    char *hdr = n ? bt_malloc(padded) : NULL;
+    if (hdr && json_dumpb(root, hdr, n, JSON_COMPACT) == n)
+        memset(hdr + n, ' ', padded - n);
+    else
+        bt_free(hdr), hdr = NULL;
+    json_decref(root);
+    if (!hdr)
         return bt_error(err, errlen, BT_ERR_NOMEM, "%s: out of memory building the header", path);
-    }
-    if (hdr.n > ST_MAX_HEADER) {
-        bt_free(hdr.p);
+    if (padded > ST_MAX_HEADER) {
+        bt_free(hdr);
         return bt_error(err, errlen, BT_ERR_ARG,
                        "%s: header would be %zu bytes, over the %llu-byte limit readers accept",
-                       path, hdr.n, ST_MAX_HEADER);
+                       path, padded, ST_MAX_HEADER);
     }
 
     bt_atomic_file *out;
@@ -411,470 +367,196 @@ bt_status bt_st_write(const bt_st_file *f, const char *path, char *err, size_t e
     if (s == BT_OK) {
         unsigned char len8[8];
         for (int i = 0; i < 8; i++)
-            len8[i] = (unsigned char)((uint64_t)hdr.n >> (8 * i));
-        bool ok = bt_atomic_write(out, len8, 8) && bt_atomic_write(out, hdr.p, hdr.n);
+            len8[i] = (unsigned char)((uint64_t)padded >> (8 * i));
+        bool ok = bt_atomic_write(out, len8, 8) && bt_atomic_write(out, hdr, padded);
         for (int i = 0; ok && i < f->n; i++) {
             const bt_st_tensor *t = &f->items[i]->t;
             ok = bt_atomic_write(out, t->data, t->count * st_dtypes[t->dtype].size);
         }
         s = bt_atomic_commit(out, err, errlen);
     }
-    bt_free(hdr.p);
+    bt_free(hdr);
     return s;
 }
 
-/* ---- a small strict JSON parser, for the header only ------------------------- */
+/* ---- reading the header --------------------------------------------------------- */
 
-typedef struct st_parser {
-    const char *begin, *p, *end;
+/* The first problem found, for the message "path: msg". */
+typedef struct st_problem {
     bt_status status; /* BT_ERR_FORMAT, or BT_ERR_NOMEM */
     char msg[320];
-} st_parser;
+} st_problem;
 
 __attribute__((format(printf, 2, 3)))
-static bool st_bad(st_parser *ps, const char *fmt, ...)
+static bool st_bad(st_problem *pb, const char *fmt, ...)
 {
-    if (!ps->msg[0]) {
+    if (!pb->msg[0]) {
         va_list ap;
         va_start(ap, fmt);
-        vsnprintf(ps->msg, sizeof ps->msg, fmt, ap);
+        vsnprintf(pb->msg, sizeof pb->msg, fmt, ap);
         va_end(ap);
     }
     return false;
 }
 
-static bool st_syntax(st_parser *ps, const char *what)
+static bool st_nomem(st_problem *pb)
 {
-    return st_bad(ps, "header is not valid JSON: %s at header byte %td", what,
-                  ps->p - ps->begin);
+    pb->status = BT_ERR_NOMEM;
+    return st_bad(pb, "out of memory while reading the header");
 }
 
-static bool st_nomem(st_parser *ps)
+/* jansson's refusal, in the words of the format where we have better ones. */
+static bool st_json_failed(st_problem *pb, const json_error_t *e)
 {
-    ps->status = BT_ERR_NOMEM;
-    return st_bad(ps, "out of memory while parsing the header");
+    switch (json_error_code(e)) {
+    case json_error_out_of_memory:
+        return st_nomem(pb);
+    case json_error_invalid_utf8:
+        return st_bad(pb, "header string is not valid UTF-8 (%s)", e->text);
+    case json_error_null_character:
+    case json_error_null_byte_in_key:
+        return st_bad(pb, "header string contains \\u0000, which names and metadata cannot hold");
+    case json_error_numeric_overflow:
+        return st_bad(pb, "integer too large at header byte %d (%s)", e->position, e->text);
+    case json_error_stack_overflow:
+        return st_bad(pb, "header is not valid JSON: nesting too deep at header byte %d", e->position);
+    case json_error_end_of_input_expected:
+        return st_bad(pb, "unexpected data after the header object at header byte %d", e->position);
+    case json_error_duplicate_key:
+        return st_bad(pb, "header has a duplicate key (%s, header byte %d)", e->text, e->position);
+    default:
+        return st_bad(pb, "header is not valid JSON: %s at header byte %d", e->text, e->position);
+    }
 }
 
-static void st_ws(st_parser *ps)
+static bool st_read_meta(st_problem *pb, bt_st_file *f, const json_t *meta)
 {
-    while (ps->p < ps->end &&
-           (*ps->p == ' ' || *ps->p == '\t' || *ps->p == '\n' || *ps->p == '\r'))
-        ps->p++;
-}
-
-/* Skips whitespace, then consumes c if it is next. */
-static bool st_eat(st_parser *ps, char c)
-{
-    st_ws(ps);
-    if (ps->p < ps->end && *ps->p == c) {
-        ps->p++;
+    if (json_is_null(meta))
         return true;
+    if (!json_is_object(meta))
+        return st_bad(pb, "__metadata__ is not a JSON object");
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)meta, k, v) {
+        if (!json_is_string(v))
+            return st_bad(pb, "metadata value for key '%.80s' is not a string", k);
+        bt_status s = bt_st_set_meta(f, k, json_string_value(v));
+        if (s != BT_OK)
+            return s == BT_ERR_NOMEM ? st_nomem(pb) : st_bad(pb, "bad metadata key '%.80s'", k);
     }
-    return false;
-}
-
-static int st_hex4(const char *s)
-{
-    int v = 0;
-    for (int i = 0; i < 4; i++) {
-        char c = s[i];
-        int d = c >= '0' && c <= '9' ? c - '0'
-              : c >= 'a' && c <= 'f' ? c - 'a' + 10
-              : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
-        if (d < 0)
-            return -1;
-        v = v * 16 + d;
-    }
-    return v;
-}
-
-/* A JSON string into a new NUL-terminated UTF-8 buffer (*out). Rejects \u0000,
- * which a C string cannot hold, and invalid UTF-8. */
-static bool st_string(st_parser *ps, char **out)
-{
-    *out = NULL;
-    st_ws(ps);
-    if (ps->p >= ps->end || *ps->p != '"')
-        return st_syntax(ps, "expected a string");
-    const char *s = ++ps->p, *q = s;
-    /* Find the closing quote first: escapes never expand, so its distance
-     * bounds the decoded length. */
-    while (q < ps->end && *q != '"')
-        q += *q == '\\' ? 2 : 1;
-    if (q >= ps->end) {
-        ps->p = ps->end;
-        return st_syntax(ps, "unterminated string");
-    }
-    char *buf = bt_malloc((size_t)(q - s) + 1);
-    if (!buf)
-        return st_nomem(ps);
-    size_t n = 0;
-    while (ps->p < q) {
-        unsigned char c = (unsigned char)*ps->p;
-        if (c < 0x20) {
-            bt_free(buf);
-            return st_syntax(ps, "raw control character in string");
-        }
-        if (c != '\\') {
-            buf[n++] = (char)c;
-            ps->p++;
-            continue;
-        }
-        char e = ps->p[1];
-        ps->p += 2;
-        switch (e) {
-        case '"': buf[n++] = '"'; break;
-        case '\\': buf[n++] = '\\'; break;
-        case '/': buf[n++] = '/'; break;
-        case 'b': buf[n++] = '\b'; break;
-        case 'f': buf[n++] = '\f'; break;
-        case 'n': buf[n++] = '\n'; break;
-        case 'r': buf[n++] = '\r'; break;
-        case 't': buf[n++] = '\t'; break;
-        case 'u': {
-            int hi = q - ps->p >= 4 ? st_hex4(ps->p) : -1;
-            if (hi < 0) {
-                bt_free(buf);
-                return st_syntax(ps, "bad \\u escape");
-            }
-            ps->p += 4;
-            uint32_t cp = (uint32_t)hi;
-            if (hi >= 0xD800 && hi <= 0xDBFF) {
-                /* A high surrogate must be followed by an escaped low one. */
-                int lo = q - ps->p >= 6 && ps->p[0] == '\\' && ps->p[1] == 'u'
-                             ? st_hex4(ps->p + 2) : -1;
-                if (lo < 0xDC00 || lo > 0xDFFF) {
-                    bt_free(buf);
-                    return st_syntax(ps, "unpaired surrogate in \\u escape");
-                }
-                ps->p += 6;
-                cp = 0x10000 + (((uint32_t)hi - 0xD800) << 10) + ((uint32_t)lo - 0xDC00);
-            } else if (hi >= 0xDC00 && hi <= 0xDFFF) {
-                bt_free(buf);
-                return st_syntax(ps, "unpaired surrogate in \\u escape");
-            } else if (hi == 0) {
-                bt_free(buf);
-                return st_bad(ps, "header string contains \\u0000, which names and metadata cannot hold");
-            }
-            n += (size_t)bt_utf8_encode(cp, buf + n);
-            break;
-        }
-        default:
-            ps->p -= 1;
-            bt_free(buf);
-            return st_syntax(ps, "bad escape in string");
-        }
-    }
-    ps->p = q + 1;
-    buf[n] = '\0';
-    if (!bt_utf8_valid(buf, n)) {
-        bt_free(buf);
-        return st_bad(ps, "header string is not valid UTF-8");
-    }
-    *out = buf;
     return true;
 }
 
-/* An integer with no fraction or exponent: *neg is set for a leading minus. */
-static bool st_integer(st_parser *ps, uint64_t *v, bool *neg)
+/* An array of at most max integers >= 0 into vals; *n gets the count. what
+ * names it in messages. */
+static bool st_read_ints(st_problem *pb, const char *name, const char *what, const json_t *a,
+                         int64_t *vals, int max, int *n)
 {
-    st_ws(ps);
-    *v = 0;
-    *neg = ps->p < ps->end && *ps->p == '-';
-    if (*neg)
-        ps->p++;
-    const char *digits = ps->p;
-    while (ps->p < ps->end && *ps->p >= '0' && *ps->p <= '9') {
-        unsigned d = (unsigned)(*ps->p - '0');
-        if (*v > (UINT64_MAX - d) / 10)
-            return st_bad(ps, "integer too large at header byte %td", ps->p - ps->begin);
-        *v = *v * 10 + d;
-        ps->p++;
+    if (!json_is_array(a))
+        return st_bad(pb, "tensor '%.80s': %s is not an array", name, what);
+    if (json_array_size(a) > (size_t)max)
+        return st_bad(pb, "tensor '%.80s': %s has more than %d entries", name, what, max);
+    *n = (int)json_array_size(a);
+    for (int i = 0; i < *n; i++) {
+        const json_t *x = json_array_get(a, (size_t)i);
+        if (json_is_real(x))
+            return st_bad(pb, "tensor '%.80s': %s: expected an integer, found a fraction", name, what);
+        if (!json_is_integer(x))
+            return st_bad(pb, "tensor '%.80s': %s holds something other than integers", name, what);
+        vals[i] = json_integer_value(x);
+        if (vals[i] < 0)
+            return st_bad(pb, "tensor '%.80s': %s has a negative value", name, what);
     }
-    if (ps->p == digits)
-        return st_syntax(ps, "expected an integer");
-    if (ps->p - digits > 1 && *digits == '0')
-        return st_syntax(ps, "leading zero in number");
-    if (ps->p < ps->end && (*ps->p == '.' || *ps->p == 'e' || *ps->p == 'E'))
-        return st_bad(ps, "expected an integer, found a fraction at header byte %td",
-                      ps->p - ps->begin);
     return true;
 }
 
-static bool st_skip_number(st_parser *ps)
+/* dtype, shape and data_offsets of one entry into e; other keys are room for
+ * future fields and are skipped. */
+static bool st_read_entry(st_problem *pb, st_entry *e, const json_t *obj)
 {
-    const char *p = ps->p, *e = ps->end;
-    if (p < e && *p == '-')
-        p++;
-    if (p < e && *p == '0')
-        p++;
-    else if (p < e && *p >= '1' && *p <= '9')
-        while (p < e && *p >= '0' && *p <= '9')
-            p++;
-    else
-        return st_syntax(ps, "bad number");
-    if (p < e && *p == '.') {
-        const char *d = ++p;
-        while (p < e && *p >= '0' && *p <= '9')
-            p++;
-        if (p == d)
-            return st_syntax(ps, "bad number");
-    }
-    if (p < e && (*p == 'e' || *p == 'E')) {
-        p++;
-        if (p < e && (*p == '+' || *p == '-'))
-            p++;
-        const char *d = p;
-        while (p < e && *p >= '0' && *p <= '9')
-            p++;
-        if (p == d)
-            return st_syntax(ps, "bad number");
-    }
-    ps->p = p;
-    return true;
-}
-
-static bool st_skip_value(st_parser *ps, int depth)
-{
-    if (depth > ST_MAX_DEPTH)
-        return st_syntax(ps, "nesting too deep");
-    st_ws(ps);
-    if (ps->p >= ps->end)
-        return st_syntax(ps, "unexpected end");
-    char c = *ps->p;
-    if (c == '"') {
-        char *s;
-        if (!st_string(ps, &s))
-            return false;
-        bt_free(s);
-        return true;
-    }
-    if (c == '{' || c == '[') {
-        char close = c == '{' ? '}' : ']';
-        ps->p++;
-        if (st_eat(ps, close))
-            return true;
-        do {
-            if (c == '{') {
-                char *k;
-                if (!st_string(ps, &k))
-                    return false;
-                bt_free(k);
-                if (!st_eat(ps, ':'))
-                    return st_syntax(ps, "expected ':'");
-            }
-            if (!st_skip_value(ps, depth + 1))
-                return false;
-        } while (st_eat(ps, ','));
-        if (!st_eat(ps, close))
-            return st_syntax(ps, c == '{' ? "expected ',' or '}'" : "expected ',' or ']'");
-        return true;
-    }
-    static const char *const words[] = {"true", "false", "null"};
-    for (int i = 0; i < 3; i++) {
-        size_t n = strlen(words[i]);
-        if ((size_t)(ps->end - ps->p) >= n && memcmp(ps->p, words[i], n) == 0) {
-            ps->p += n;
-            return true;
-        }
-    }
-    return st_skip_number(ps);
-}
-
-/* ---- reading ------------------------------------------------------------------ */
-
-static bool st_parse_meta(st_parser *ps, bt_st_file *f)
-{
-    st_ws(ps);
-    if ((size_t)(ps->end - ps->p) >= 4 && memcmp(ps->p, "null", 4) == 0) {
-        ps->p += 4;
-        return true;
-    }
-    if (!st_eat(ps, '{'))
-        return st_bad(ps, "__metadata__ is not a JSON object");
-    if (st_eat(ps, '}'))
-        return true;
-    do {
-        char *k, *v = NULL;
-        if (!st_string(ps, &k))
-            return false;
-        bool ok = st_eat(ps, ':') || st_syntax(ps, "expected ':'");
-        if (ok) {
-            st_ws(ps);
-            ok = (ps->p < ps->end && *ps->p == '"')
-                     ? st_string(ps, &v)
-                     : st_bad(ps, "metadata value for key '%.80s' is not a string", k);
-        }
-        if (ok && bt_st_meta(f, k))
-            ok = st_bad(ps, "duplicate metadata key '%.80s'", k);
-        if (ok) {
-            bt_status s = bt_st_set_meta(f, k, v);
-            ok = s == BT_OK || (s == BT_ERR_NOMEM ? st_nomem(ps) : st_bad(ps, "bad metadata"));
-        }
-        bt_free(k);
-        bt_free(v);
-        if (!ok)
-            return false;
-    } while (st_eat(ps, ','));
-    return st_eat(ps, '}') || st_syntax(ps, "expected ',' or '}' in __metadata__");
-}
-
-/* Array of integers into vals[max]; *n gets the count. what names it in messages. */
-static bool st_int_array(st_parser *ps, const char *name, const char *what, uint64_t *vals,
-                         int max, int *n)
-{
-    *n = 0;
-    if (!st_eat(ps, '['))
-        return st_bad(ps, "tensor '%.80s': %s is not an array", name, what);
-    if (st_eat(ps, ']'))
-        return true;
-    do {
-        uint64_t v;
-        bool neg;
-        st_ws(ps);
-        if (ps->p < ps->end && (*ps->p == '-' || (*ps->p >= '0' && *ps->p <= '9'))) {
-            if (!st_integer(ps, &v, &neg))
-                return false;
-        } else {
-            return st_bad(ps, "tensor '%.80s': %s holds something other than integers", name, what);
-        }
-        if (neg && v != 0)
-            return st_bad(ps, "tensor '%.80s': %s has a negative value", name, what);
-        if (*n == max)
-            return st_bad(ps, "tensor '%.80s': %s has more than %d entries", name, what, max);
-        vals[(*n)++] = v;
-    } while (st_eat(ps, ','));
-    return st_eat(ps, ']') || st_syntax(ps, "expected ',' or ']'");
-}
-
-/* Takes ownership of name. */
-static bool st_parse_tensor(st_parser *ps, bt_st_file *f, char *name)
-{
-    st_entry *e;
-    HASH_FIND(hh, f->by_name, name, strlen(name), e);
-    if (e) {
-        st_bad(ps, "duplicate tensor name '%.80s'", name);
-        bt_free(name);
+    const char *name = e->t.name;
+    if (!json_is_object(obj))
+        return st_bad(pb, "tensor '%.80s' is not an object with dtype, shape and data_offsets", name);
+    const json_t *dt = json_object_get(obj, "dtype"), *shape = json_object_get(obj, "shape"),
+                 *offs = json_object_get(obj, "data_offsets");
+    if (!dt || !shape || !offs)
+        return st_bad(pb, "tensor '%.80s' has no %s", name,
+                      !dt ? "dtype" : !shape ? "shape" : "data_offsets");
+    if (!json_is_string(dt))
+        return st_bad(pb, "tensor '%.80s': dtype is not a string", name);
+    int i = 0;
+    while (i < BT_ST_DTYPE_COUNT && strcmp(json_string_value(dt), st_dtypes[i].name) != 0)
+        i++;
+    if (i == BT_ST_DTYPE_COUNT)
+        return st_bad(pb, "tensor '%.80s': unknown dtype '%.20s' (supported: F32, F64, I32, I64, U8)",
+                      name, json_string_value(dt));
+    e->t.dtype = (bt_st_dtype)i;
+    int64_t range[2];
+    int noffs;
+    if (!st_read_ints(pb, name, "shape", shape, e->t.shape, BT_ST_MAX_DIMS, &e->t.ndim) ||
+        !st_read_ints(pb, name, "data_offsets", offs, range, 2, &noffs))
         return false;
-    }
-    e = bt_calloc(1, sizeof *e);
-    if (!e) {
-        bt_free(name);
-        return st_nomem(ps);
-    }
-    e->t.name = name;
-    if (st_insert(f, e) != BT_OK) { /* from here on the file owns e */
-        bt_free(name);
-        bt_free(e);
-        return st_nomem(ps);
-    }
-
-    if (!st_eat(ps, '{'))
-        return st_bad(ps, "tensor '%.80s' is not an object with dtype, shape and data_offsets", name);
-    bool have_dtype = false, have_shape = false, have_offsets = false;
-    uint64_t shape[BT_ST_MAX_DIMS], offs[2];
-    int nshape = 0, noffs = 0;
-    if (!st_eat(ps, '}')) {
-        do {
-            char *k;
-            if (!st_string(ps, &k))
-                return false;
-            bool ok = st_eat(ps, ':') || st_syntax(ps, "expected ':'");
-            bool *seen = strcmp(k, "dtype") == 0          ? &have_dtype
-                         : strcmp(k, "shape") == 0        ? &have_shape
-                         : strcmp(k, "data_offsets") == 0 ? &have_offsets : NULL;
-            if (ok && seen && *seen)
-                ok = st_bad(ps, "tensor '%.80s': duplicate key '%s'", name, k);
-            if (ok && seen == &have_dtype) {
-                char *dt = NULL;
-                st_ws(ps);
-                ok = (ps->p < ps->end && *ps->p == '"') ? st_string(ps, &dt)
-                                                         : st_bad(ps, "tensor '%.80s': dtype is not a string", name);
-                int i = 0;
-                while (ok && i < BT_ST_DTYPE_COUNT && strcmp(dt, st_dtypes[i].name) != 0)
-                    i++;
-                if (ok && i == BT_ST_DTYPE_COUNT)
-                    ok = st_bad(ps, "tensor '%.80s': unknown dtype '%.20s' (supported: F32, F64, I32, I64, U8)",
-                                name, dt);
-                if (ok)
-                    e->t.dtype = (bt_st_dtype)i;
-                bt_free(dt);
-            } else if (ok && seen == &have_shape) {
-                ok = st_int_array(ps, name, "shape", shape, BT_ST_MAX_DIMS, &nshape);
-            } else if (ok && seen == &have_offsets) {
-                ok = st_int_array(ps, name, "data_offsets", offs, 2, &noffs);
-                if (ok && noffs != 2)
-                    ok = st_bad(ps, "tensor '%.80s': data_offsets must be [begin, end]", name);
-            } else if (ok) {
-                ok = st_skip_value(ps, 1); /* unknown keys: room for future fields */
-            }
-            if (ok && seen)
-                *seen = true;
-            bt_free(k);
-            if (!ok)
-                return false;
-        } while (st_eat(ps, ','));
-        if (!st_eat(ps, '}'))
-            return st_syntax(ps, "expected ',' or '}'");
-    }
-    if (!have_dtype || !have_shape || !have_offsets)
-        return st_bad(ps, "tensor '%.80s' has no %s", name,
-                      !have_dtype ? "dtype" : !have_shape ? "shape" : "data_offsets");
-
-    e->t.ndim = nshape;
-    for (int i = 0; i < nshape; i++) {
-        if (shape[i] > INT64_MAX)
-            return st_bad(ps, "tensor '%.80s': shape dimension too large", name);
-        e->t.shape[i] = (int64_t)shape[i];
-    }
+    if (noffs != 2)
+        return st_bad(pb, "tensor '%.80s': data_offsets must be [begin, end]", name);
     size_t elsize = st_dtypes[e->t.dtype].size;
-    if (!st_checked_count(nshape, e->t.shape, elsize, &e->t.count))
-        return st_bad(ps, "tensor '%.80s': shape product overflows", name);
-    e->begin = offs[0];
-    e->end = offs[1];
+    if (!st_checked_count(e->t.ndim, e->t.shape, elsize, &e->t.count))
+        return st_bad(pb, "tensor '%.80s': shape product overflows", name);
+    e->begin = (uint64_t)range[0];
+    e->end = (uint64_t)range[1];
     uint64_t need = (uint64_t)e->t.count * elsize;
     if (e->end < e->begin || e->end - e->begin != need)
-        return st_bad(ps,
+        return st_bad(pb,
                       "tensor '%.80s': data_offsets [%" PRIu64 ", %" PRIu64 "] do not match "
                       "%s x %zu elements = %" PRIu64 " bytes",
                       name, e->begin, e->end, st_dtypes[e->t.dtype].name, e->t.count, need);
     return true;
 }
 
-static bool st_parse_header(st_parser *ps, bt_st_file *f)
+/* One tensor entry, added to f in header order. */
+static bool st_read_tensor(st_problem *pb, bt_st_file *f, const char *name, const json_t *obj)
 {
-    st_ws(ps);
-    if (ps->p >= ps->end || *ps->p != '{')
-        return st_bad(ps, "header is not a JSON object");
-    ps->p++;
-    bool seen_meta = false;
-    if (!st_eat(ps, '}')) {
-        do {
-            char *key;
-            if (!st_string(ps, &key))
-                return false;
-            if (!st_eat(ps, ':')) {
-                bt_free(key);
-                return st_syntax(ps, "expected ':'");
-            }
-            bool ok;
-            if (strcmp(key, "__metadata__") == 0) {
-                bt_free(key);
-                ok = !seen_meta ? st_parse_meta(ps, f) : st_bad(ps, "duplicate __metadata__");
-                seen_meta = true;
-            } else {
-                ok = st_parse_tensor(ps, f, key);
-            }
-            if (!ok)
-                return false;
-        } while (st_eat(ps, ','));
-        if (!st_eat(ps, '}'))
-            return st_syntax(ps, "expected ',' or '}'");
+    st_entry *e = bt_calloc(1, sizeof *e);
+    char *nm = st_strdup(name);
+    if (!e || !nm) {
+        bt_free(e);
+        bt_free(nm);
+        return st_nomem(pb);
     }
-    st_ws(ps);
-    if (ps->p != ps->end)
-        return st_syntax(ps, "unexpected data after the header object");
-    return true;
+    e->t.name = nm;
+    if (st_insert(f, e) != BT_OK) {
+        bt_free(nm);
+        bt_free(e);
+        return st_nomem(pb);
+    }
+    return st_read_entry(pb, e, obj); /* from here on the file owns e */
+}
+
+/* The header: parsed by jansson (duplicate keys refused), then every field
+ * checked. The document jansson builds is a small multiple of the header,
+ * which is at most ST_MAX_HEADER and never larger than the file. */
+static bool st_read_header(st_problem *pb, bt_st_file *f, const char *hdr, size_t n)
+{
+    size_t ws = 0;
+    while (ws < n && (hdr[ws] == ' ' || hdr[ws] == '\t' || hdr[ws] == '\n' || hdr[ws] == '\r'))
+        ws++;
+    if (ws == n)
+        return st_bad(pb, "header is not a JSON object (it is empty)");
+    json_error_t e;
+    json_t *root = json_loadb(hdr, n, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &e);
+    if (!root)
+        return st_json_failed(pb, &e);
+    bool ok = json_is_object(root) || st_bad(pb, "header is not a JSON object");
+    const char *key;
+    json_t *value;
+    if (ok)
+        json_object_foreach(root, key, value) {
+            ok = strcmp(key, "__metadata__") == 0 ? st_read_meta(pb, f, value)
+                                                  : st_read_tensor(pb, f, key, value);
+            if (!ok)
+                break;
+        }
+    json_decref(root);
+    return ok;
 }
 
 static int st_cmp_offset(const void *a, const void *b)
@@ -959,11 +641,11 @@ static bt_status st_read_fp(FILE *fp, const char *path, bt_st_file *f, char *err
         return bt_error(err, errlen, BT_ERR_IO, "%s: cannot read the header: %s", path,
                        ferror(fp) ? strerror(errno) : "file shrank while reading");
     }
-    st_parser ps = {.begin = hdr, .p = hdr, .end = hdr + hlen, .status = BT_ERR_FORMAT};
-    bool ok = st_parse_header(&ps, f);
+    st_problem pb = {.status = BT_ERR_FORMAT};
+    bool ok = st_read_header(&pb, f, hdr, (size_t)hlen);
     bt_free(hdr);
     if (!ok)
-        return bt_error(err, errlen, ps.status, "%s: %s", path, ps.msg);
+        return bt_error(err, errlen, pb.status, "%s: %s", path, pb.msg);
 
     bt_status s = st_check_layout(f, size - 8 - hlen, path, err, errlen);
     if (s != BT_OK)
