@@ -10,6 +10,8 @@
 
 #include <stdio.h>
 
+#include <jansson.h>
+
 #include "unroll.h"
 
 #ifdef __cplusplus
@@ -75,11 +77,13 @@ bt_status bt_sym_eigen(const double *M, int n, double *w, double *V);
  * positive y; NAN with fewer than two such points. */
 double bt_geometric_rate(const double *y, int n);
 
-/* A table on f, a JSON object on f, and an SVG figure (gradient norm and
- * Jacobian norm against lag, eigenvalues with the unit circle, the power-
- * iteration angle). title may be NULL. */
+/* A table on f; the figures as a new JSON object (lags, hidden, grad_norm,
+ * jac_norm, rates, and with a matrix its eigenvalues and power iteration;
+ * null for a number that is not finite), NULL when out of memory; and an SVG
+ * figure (gradient norm and Jacobian norm against lag, eigenvalues with the
+ * unit circle, the power-iteration angle). title may be NULL. */
 void bt_analysis_print(const bt_analysis *a, FILE *f);
-void bt_analysis_json(const bt_analysis *a, const char *label, FILE *f);
+json_t *bt_analysis_to_json(const bt_analysis *a);
 bt_status bt_analysis_svg(const bt_analysis *a, const char *title, const char *path, char *err,
                           size_t errlen);
 
