@@ -53,13 +53,13 @@ typedef enum bt_status {
     BT_ERR_NOT_FOUND /* unknown name */
 } bt_status;
 
-const char *bt_status_name(bt_status s);
+BT_API const char *bt_status_name(bt_status s);
 /* Writes a message into err (if err and errlen); bt_error also returns s, so
  * a failure path is one line: return bt_error(err, errlen, BT_ERR_IO, ...). */
-void bt_errorf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-bt_status bt_error(char *err, size_t errlen, bt_status s, const char *fmt, ...)
+BT_API void bt_errorf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+BT_API bt_status bt_error(char *err, size_t errlen, bt_status s, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
-const char *bt_version(void);
+BT_API const char *bt_version(void);
 
 /* ---- tensors ------------------------------------------------------------ */
 
@@ -80,111 +80,111 @@ typedef struct bt_tensor {
 } bt_tensor;
 
 /* A standalone tensor on the heap (zeroed), for users and tests. */
-bt_tensor *bt_tensor_new(int ndim, const int *shape, bool requires_grad);
-bt_tensor *bt_tensor_new2(int rows, int cols, bool requires_grad);
-void bt_tensor_free(bt_tensor *t);
-void bt_tensor_zero_grad(bt_tensor *t);
+BT_API bt_tensor *bt_tensor_new(int ndim, const int *shape, bool requires_grad);
+BT_API bt_tensor *bt_tensor_new2(int rows, int cols, bool requires_grad);
+BT_API void bt_tensor_free(bt_tensor *t);
+BT_API void bt_tensor_zero_grad(bt_tensor *t);
 /* "[2,3]" into buf. */
-const char *bt_shape_str(const bt_tensor *t, char *buf, size_t len);
-bool bt_shape_equal(const bt_tensor *a, const bt_tensor *b);
+BT_API const char *bt_shape_str(const bt_tensor *t, char *buf, size_t len);
+BT_API bool bt_shape_equal(const bt_tensor *a, const bt_tensor *b);
 
 /* ---- heap allocation accounting ------------------------------------------ */
 
 /* Every heap allocation the library makes goes through these, so a test can
  * count them (bt_alloc_count) and prove a steady-state step allocates nothing. */
-void *bt_malloc(size_t n);
-void *bt_calloc(size_t n, size_t size);
-void *bt_realloc(void *p, size_t n);
-void bt_free(void *p);
-uint64_t bt_alloc_count(void);
+BT_API void *bt_malloc(size_t n);
+BT_API void *bt_calloc(size_t n, size_t size);
+BT_API void *bt_realloc(void *p, size_t n);
+BT_API void bt_free(void *p);
+BT_API uint64_t bt_alloc_count(void);
 
 /* ---- arena ---------------------------------------------------------------- */
 
 /* Bump allocator made of chunks. Reset rewinds to the first chunk and keeps
  * every chunk, so a window that fits once never allocates again. */
 typedef struct bt_arena bt_arena;
-bt_arena *bt_arena_new(size_t chunk_bytes);
-void bt_arena_free(bt_arena *a);
-void *bt_arena_alloc(bt_arena *a, size_t bytes);  /* 64-byte aligned, not zeroed */
-void *bt_arena_calloc(bt_arena *a, size_t bytes); /* zeroed */
-void bt_arena_reset(bt_arena *a);
-size_t bt_arena_used(const bt_arena *a);
-size_t bt_arena_high_water(const bt_arena *a); /* most bytes ever in use */
-size_t bt_arena_reserved(const bt_arena *a);   /* bytes held in chunks */
+BT_API bt_arena *bt_arena_new(size_t chunk_bytes);
+BT_API void bt_arena_free(bt_arena *a);
+BT_API void *bt_arena_alloc(bt_arena *a, size_t bytes);  /* 64-byte aligned, not zeroed */
+BT_API void *bt_arena_calloc(bt_arena *a, size_t bytes); /* zeroed */
+BT_API void bt_arena_reset(bt_arena *a);
+BT_API size_t bt_arena_used(const bt_arena *a);
+BT_API size_t bt_arena_high_water(const bt_arena *a); /* most bytes ever in use */
+BT_API size_t bt_arena_reserved(const bt_arena *a);   /* bytes held in chunks */
 
 /* ---- graph (tape) ---------------------------------------------------------- */
 
 typedef struct bt_graph bt_graph;
 
-bt_graph *bt_graph_new(void);
-void bt_graph_free(bt_graph *g);
+BT_API bt_graph *bt_graph_new(void);
+BT_API void bt_graph_free(bt_graph *g);
 /* Releases every node and activation of the window in O(1) (arena reset).
  * Tensors made by this graph are invalid afterwards. Clears the error. */
-void bt_graph_reset(bt_graph *g);
+BT_API void bt_graph_reset(bt_graph *g);
 /* With grad disabled, ops compute their outputs but record nothing. */
-void bt_graph_set_grad(bt_graph *g, bool enabled);
-bool bt_graph_grad_enabled(const bt_graph *g);
-size_t bt_graph_node_count(const bt_graph *g);
-bt_arena *bt_graph_arena(bt_graph *g);
+BT_API void bt_graph_set_grad(bt_graph *g, bool enabled);
+BT_API bool bt_graph_grad_enabled(const bt_graph *g);
+BT_API size_t bt_graph_node_count(const bt_graph *g);
+BT_API bt_arena *bt_graph_arena(bt_graph *g);
 
 /* Sticky error state: first error wins until reset or clear. */
-bt_status bt_graph_status(const bt_graph *g);
-const char *bt_graph_error(const bt_graph *g);
-void bt_graph_clear_error(bt_graph *g);
-bt_status bt_graph_fail(bt_graph *g, bt_status s, const char *fmt, ...)
+BT_API bt_status bt_graph_status(const bt_graph *g);
+BT_API const char *bt_graph_error(const bt_graph *g);
+BT_API void bt_graph_clear_error(bt_graph *g);
+BT_API bt_status bt_graph_fail(bt_graph *g, bt_status s, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 /* A tensor in the graph's arena: zeroed (bt_graph_tensor) or a copy of data. */
-bt_tensor *bt_graph_tensor(bt_graph *g, int ndim, const int *shape);
-bt_tensor *bt_graph_tensor2(bt_graph *g, int rows, int cols);
-bt_tensor *bt_graph_input(bt_graph *g, int ndim, const int *shape, const bt_real *data);
+BT_API bt_tensor *bt_graph_tensor(bt_graph *g, int ndim, const int *shape);
+BT_API bt_tensor *bt_graph_tensor2(bt_graph *g, int rows, int cols);
+BT_API bt_tensor *bt_graph_input(bt_graph *g, int ndim, const int *shape, const bt_real *data);
 
 /* Reverse-mode sweep from a scalar loss: seeds dloss = 1, walks the tape in
  * reverse and accumulates (+=) into the grad of every tensor that requires one.
  * Leaf gradients accumulate across calls; intermediate gradients are fresh. */
-bt_status bt_backward(bt_graph *g, bt_tensor *loss);
+BT_API bt_status bt_backward(bt_graph *g, bt_tensor *loss);
 /* Same, seeding dloss with a given gradient of loss's shape. */
-bt_status bt_backward_from(bt_graph *g, bt_tensor *out, const bt_real *dout);
+BT_API bt_status bt_backward_from(bt_graph *g, bt_tensor *out, const bt_real *dout);
 
 /* ---- ops (in ops/, forward and backward side by side) ---------------------- */
 
 /* out[M,N] = op(a)[M,K] x op(b)[K,N], op = transpose when the flag is set. */
-bt_tensor *bt_matmul(bt_graph *g, bt_tensor *a, bt_tensor *b);
-bt_tensor *bt_matmul_t(bt_graph *g, bt_tensor *a, bool trans_a, bt_tensor *b, bool trans_b);
+BT_API bt_tensor *bt_matmul(bt_graph *g, bt_tensor *a, bt_tensor *b);
+BT_API bt_tensor *bt_matmul_t(bt_graph *g, bt_tensor *a, bool trans_a, bt_tensor *b, bool trans_b);
 /* Elementwise with broadcasting: b's shape, aligned to the right, has each dim
  * equal to a's or 1 (a row bias [N] on [M,N] is the common case), or a
  * broadcasts to b the same way. */
-bt_tensor *bt_add(bt_graph *g, bt_tensor *a, bt_tensor *b);
-bt_tensor *bt_sub(bt_graph *g, bt_tensor *a, bt_tensor *b);
-bt_tensor *bt_mul(bt_graph *g, bt_tensor *a, bt_tensor *b);
-bt_tensor *bt_neg(bt_graph *g, bt_tensor *a);
-bt_tensor *bt_scale(bt_graph *g, bt_tensor *a, double c);
-bt_tensor *bt_exp(bt_graph *g, bt_tensor *a);
-bt_tensor *bt_log(bt_graph *g, bt_tensor *a);
-bt_tensor *bt_tanh(bt_graph *g, bt_tensor *a);
-bt_tensor *bt_sigmoid(bt_graph *g, bt_tensor *a);
-bt_tensor *bt_relu(bt_graph *g, bt_tensor *a);
-bt_tensor *bt_sum(bt_graph *g, bt_tensor *a);  /* scalar */
-bt_tensor *bt_mean(bt_graph *g, bt_tensor *a); /* scalar */
+BT_API bt_tensor *bt_add(bt_graph *g, bt_tensor *a, bt_tensor *b);
+BT_API bt_tensor *bt_sub(bt_graph *g, bt_tensor *a, bt_tensor *b);
+BT_API bt_tensor *bt_mul(bt_graph *g, bt_tensor *a, bt_tensor *b);
+BT_API bt_tensor *bt_neg(bt_graph *g, bt_tensor *a);
+BT_API bt_tensor *bt_scale(bt_graph *g, bt_tensor *a, double c);
+BT_API bt_tensor *bt_exp(bt_graph *g, bt_tensor *a);
+BT_API bt_tensor *bt_log(bt_graph *g, bt_tensor *a);
+BT_API bt_tensor *bt_tanh(bt_graph *g, bt_tensor *a);
+BT_API bt_tensor *bt_sigmoid(bt_graph *g, bt_tensor *a);
+BT_API bt_tensor *bt_relu(bt_graph *g, bt_tensor *a);
+BT_API bt_tensor *bt_sum(bt_graph *g, bt_tensor *a);  /* scalar */
+BT_API bt_tensor *bt_mean(bt_graph *g, bt_tensor *a); /* scalar */
 /* Along the last (feature) axis of 2-D tensors with equal row counts. */
-bt_tensor *bt_concat(bt_graph *g, bt_tensor *const *parts, int n);
-bt_tensor *bt_slice(bt_graph *g, bt_tensor *a, int start, int len);
+BT_API bt_tensor *bt_concat(bt_graph *g, bt_tensor *const *parts, int n);
+BT_API bt_tensor *bt_slice(bt_graph *g, bt_tensor *a, int start, int len);
 /* out[M,N] = table[ids[i], :]: one-hot(ids) x table[V,N] without the one-hot. */
-bt_tensor *bt_embedding(bt_graph *g, bt_tensor *table, const int32_t *ids, int m);
+BT_API bt_tensor *bt_embedding(bt_graph *g, bt_tensor *table, const int32_t *ids, int m);
 /* mean over rows of -log softmax(logits)[row, target[row]]; scalar. */
-bt_tensor *bt_softmax_xent(bt_graph *g, bt_tensor *logits, const int32_t *targets);
+BT_API bt_tensor *bt_softmax_xent(bt_graph *g, bt_tensor *logits, const int32_t *targets);
 /* mean over rows of 0.5 * ||o - y||^2; scalar. */
-bt_tensor *bt_mse(bt_graph *g, bt_tensor *o, bt_tensor *y);
+BT_API bt_tensor *bt_mse(bt_graph *g, bt_tensor *o, bt_tensor *y);
 /* Identity forward; no gradient reaches x. */
-bt_tensor *bt_detach(bt_graph *g, bt_tensor *x);
+BT_API bt_tensor *bt_detach(bt_graph *g, bt_tensor *x);
 /* Identity forward; backward multiplies the gradient by xi (xi = 0 is a detach). */
-bt_tensor *bt_grad_scale(bt_graph *g, bt_tensor *x, double xi);
+BT_API bt_tensor *bt_grad_scale(bt_graph *g, bt_tensor *x, double xi);
 
 /* Fused tanh RNN step: tanh(x W_x + h W_hh + b), x given as token ids (a row
  * lookup in W_x [V,H]) or as a real x [B,D] (ids NULL; W_x [D,H]). Keeps only
  * its output, so it is the memory- and time-lean form of the classic cell. */
-bt_tensor *bt_rnn_tanh_step(bt_graph *g, bt_tensor *w_x, const int32_t *ids, bt_tensor *x,
-                            bt_tensor *h, bt_tensor *w_hh, bt_tensor *b);
+BT_API bt_tensor *bt_rnn_tanh_step(bt_graph *g, bt_tensor *w_x, const int32_t *ids, bt_tensor *x,
+                                   bt_tensor *h, bt_tensor *w_hh, bt_tensor *b);
 
 /* ---- op table (for the tape, introspection and plugins) --------------------- */
 
@@ -213,10 +213,10 @@ struct bt_node {
 
 /* Records an op: allocates a node for out (if grad is enabled and some input
  * requires grad), then runs op->forward. Used by the op constructors. */
-bt_node *bt_graph_record(bt_graph *g, const bt_op *op, bt_tensor *out,
-                         bt_tensor *const *in, int n_in);
+BT_API bt_node *bt_graph_record(bt_graph *g, const bt_op *op, bt_tensor *out,
+                                bt_tensor *const *in, int n_in);
 /* A tensor's gradient buffer, allocated (zeroed) in the arena on first use. */
-bt_real *bt_graph_grad_of(bt_graph *g, bt_tensor *t);
+BT_API bt_real *bt_graph_grad_of(bt_graph *g, bt_tensor *t);
 
 /* ---- parameters: the model-lifetime block -------------------------------- */
 
@@ -224,20 +224,20 @@ bt_real *bt_graph_grad_of(bt_graph *g, bt_tensor *t);
  * layout, so an optimizer is one flat loop. Declare, then finalize. */
 typedef struct bt_params bt_params;
 
-bt_params *bt_params_new(void);
-void bt_params_free(bt_params *p);
+BT_API bt_params *bt_params_new(void);
+BT_API void bt_params_free(bt_params *p);
 /* Declares a parameter; its data/grad are valid after bt_params_finalize. */
-bt_tensor *bt_params_add(bt_params *p, const char *name, int ndim, const int *shape);
-bt_status bt_params_finalize(bt_params *p);
-int bt_params_count(const bt_params *p);
-bt_tensor *bt_params_at(bt_params *p, int i);
-bt_tensor *bt_params_find(bt_params *p, const char *name);
-size_t bt_params_total(const bt_params *p); /* number of scalars */
-bt_real *bt_params_data(bt_params *p);      /* [total] */
-bt_real *bt_params_grad(bt_params *p);      /* [total] */
-void bt_params_zero_grad(bt_params *p);
+BT_API bt_tensor *bt_params_add(bt_params *p, const char *name, int ndim, const int *shape);
+BT_API bt_status bt_params_finalize(bt_params *p);
+BT_API int bt_params_count(const bt_params *p);
+BT_API bt_tensor *bt_params_at(bt_params *p, int i);
+BT_API bt_tensor *bt_params_find(bt_params *p, const char *name);
+BT_API size_t bt_params_total(const bt_params *p); /* number of scalars */
+BT_API bt_real *bt_params_data(bt_params *p);      /* [total] */
+BT_API bt_real *bt_params_grad(bt_params *p);      /* [total] */
+BT_API void bt_params_zero_grad(bt_params *p);
 /* sqrt(sum grad^2) over every parameter; may be inf or nan. */
-double bt_params_grad_norm(const bt_params *p);
+BT_API double bt_params_grad_norm(const bt_params *p);
 
 /* ---- gradient check ------------------------------------------------------- */
 
@@ -254,23 +254,23 @@ typedef struct bt_gradcheck_result {
 
 /* Compares the tape's gradient of fn with central differences (step eps) for
  * every element of every input that requires grad. results[i] for inputs[i]. */
-bt_status bt_gradcheck(bt_loss_fn fn, void *ctx, bt_tensor *const *inputs, int n,
-                       double eps, double rel_floor, bt_gradcheck_result *results,
-                       char *err, size_t errlen);
+BT_API bt_status bt_gradcheck(bt_loss_fn fn, void *ctx, bt_tensor *const *inputs, int n,
+                              double eps, double rel_floor, bt_gradcheck_result *results,
+                              char *err, size_t errlen);
 
 /* ---- small numeric helpers -------------------------------------------------- */
 
 /* C[M,N] (+)= op(A) op(B); beta 0 overwrites, 1 accumulates. CBLAS or fallback. */
-void bt_gemm(bool trans_a, bool trans_b, int m, int n, int k, bt_real alpha,
-             const bt_real *a, int lda, const bt_real *b, int ldb, bt_real beta,
-             bt_real *c, int ldc);
+BT_API void bt_gemm(bool trans_a, bool trans_b, int m, int n, int k, bt_real alpha,
+                    const bt_real *a, int lda, const bt_real *b, int ldb, bt_real beta,
+                    bt_real *c, int ldc);
 
 /* Deterministic RNG (xoshiro256**), state is 4 words so checkpoints can save it. */
 typedef struct bt_rng { uint64_t s[4]; } bt_rng;
-void bt_rng_seed(bt_rng *r, uint64_t seed);
-uint64_t bt_rng_next(bt_rng *r);
-double bt_rng_uniform(bt_rng *r); /* [0, 1) */
-double bt_rng_normal(bt_rng *r);  /* N(0, 1) */
+BT_API void bt_rng_seed(bt_rng *r, uint64_t seed);
+BT_API uint64_t bt_rng_next(bt_rng *r);
+BT_API double bt_rng_uniform(bt_rng *r); /* [0, 1) */
+BT_API double bt_rng_normal(bt_rng *r);  /* N(0, 1) */
 
 #ifdef __cplusplus
 }

@@ -12,7 +12,7 @@ extern "C" {
 #endif
 
 typedef enum { BT_KIND_CELL, BT_KIND_POLICY, BT_KIND_OPTIMIZER } bt_plugin_kind;
-const char *bt_plugin_kind_name(bt_plugin_kind k); /* "cell", "policy", "optimizer" */
+BT_API const char *bt_plugin_kind_name(bt_plugin_kind k); /* "cell", "policy", "optimizer" */
 
 typedef struct bt_registry bt_registry;
 
@@ -26,33 +26,33 @@ typedef struct bt_registry_entry {
     const void *def;            /* bt_cell_def / bt_policy_def / bt_optimizer_def */
 } bt_registry_entry;
 
-bt_registry *bt_registry_new(void);
-void bt_registry_free(bt_registry *r); /* closes every handle */
+BT_API bt_registry *bt_registry_new(void);
+BT_API void bt_registry_free(bt_registry *r); /* closes every handle */
 
 /* Loads one shared object. On failure the registry is exactly as before, the
  * handle is closed, and err names the file and the cause. */
-bt_status bt_registry_load(bt_registry *r, const char *path, char *err, size_t errlen);
+BT_API bt_status bt_registry_load(bt_registry *r, const char *path, char *err, size_t errlen);
 /* Loads every *.so in dir (sorted by name). Files whose plugin name is already
  * loaded are skipped (an earlier folder shadows a later one). */
-bt_status bt_registry_load_dir(bt_registry *r, const char *dir, char *err, size_t errlen);
+BT_API bt_status bt_registry_load_dir(bt_registry *r, const char *dir, char *err, size_t errlen);
 /* The folders of BPTT_PLUGIN_PATH (':'-separated), then the build tree's
  * plugin folder, then the installed one; folders that do not exist are skipped. */
-bt_status bt_registry_load_default(bt_registry *r, char *err, size_t errlen);
+BT_API bt_status bt_registry_load_default(bt_registry *r, char *err, size_t errlen);
 /* The host table handed to plugins (also usable by in-process code). */
-const bt_host *bt_host_table(void);
+BT_API const bt_host *bt_host_table(void);
 
-int bt_registry_count(const bt_registry *r);
-const bt_registry_entry *bt_registry_at(const bt_registry *r, int i); /* sorted by kind, name */
-const bt_registry_entry *bt_registry_find(const bt_registry *r, bt_plugin_kind k, const char *name);
-const bt_cell_def *bt_registry_cell(const bt_registry *r, const char *name);
-const bt_policy_def *bt_registry_policy(const bt_registry *r, const char *name);
-const bt_optimizer_def *bt_registry_optimizer(const bt_registry *r, const char *name);
+BT_API int bt_registry_count(const bt_registry *r);
+BT_API const bt_registry_entry *bt_registry_at(const bt_registry *r, int i); /* sorted by kind, name */
+BT_API const bt_registry_entry *bt_registry_find(const bt_registry *r, bt_plugin_kind k, const char *name);
+BT_API const bt_cell_def *bt_registry_cell(const bt_registry *r, const char *name);
+BT_API const bt_policy_def *bt_registry_policy(const bt_registry *r, const char *name);
+BT_API const bt_optimizer_def *bt_registry_optimizer(const bt_registry *r, const char *name);
 
 /* Options parser behind bt_host.parse_options. */
-int bt_parse_options(const char *text, bt_option *opts, int n, const char *what, char *err,
-                     size_t errlen);
+BT_API int bt_parse_options(const char *text, bt_option *opts, int n, const char *what, char *err,
+                            size_t errlen);
 /* Splits "name:options" at the first ':' (options "" when absent). */
-void bt_split_spec(const char *spec, char *name, size_t name_len, const char **options);
+BT_API void bt_split_spec(const char *spec, char *name, size_t name_len, const char **options);
 
 /* ---- optimizer runner ----------------------------------------------------------- */
 
@@ -60,17 +60,17 @@ void bt_split_spec(const char *spec, char *name, size_t name_len, const char **o
  * n_state blocks laid out like the parameters, so checkpoints can save them. */
 typedef struct bt_optimizer bt_optimizer;
 /* spec: "adam:lr=0.002,beta2=0.98" */
-bt_status bt_optimizer_new(const bt_registry *r, const char *spec, bt_params *p,
-                           bt_optimizer **out, char *err, size_t errlen);
-void bt_optimizer_free(bt_optimizer *o);
+BT_API bt_status bt_optimizer_new(const bt_registry *r, const char *spec, bt_params *p,
+                                  bt_optimizer **out, char *err, size_t errlen);
+BT_API void bt_optimizer_free(bt_optimizer *o);
 /* One update from the gradients in p (does not zero them). */
-void bt_optimizer_step(bt_optimizer *o);
-int bt_optimizer_state_count(const bt_optimizer *o);
-bt_real *bt_optimizer_state(bt_optimizer *o, int i); /* [bt_params_total] */
-uint64_t bt_optimizer_steps(const bt_optimizer *o);
-void bt_optimizer_set_steps(bt_optimizer *o, uint64_t steps);
-const char *bt_optimizer_describe(const bt_optimizer *o, char *buf, size_t len);
-const char *bt_optimizer_name(const bt_optimizer *o);
+BT_API void bt_optimizer_step(bt_optimizer *o);
+BT_API int bt_optimizer_state_count(const bt_optimizer *o);
+BT_API bt_real *bt_optimizer_state(bt_optimizer *o, int i); /* [bt_params_total] */
+BT_API uint64_t bt_optimizer_steps(const bt_optimizer *o);
+BT_API void bt_optimizer_set_steps(bt_optimizer *o, uint64_t steps);
+BT_API const char *bt_optimizer_describe(const bt_optimizer *o, char *buf, size_t len);
+BT_API const char *bt_optimizer_name(const bt_optimizer *o);
 
 /* ---- clipping ------------------------------------------------------------------- */
 
@@ -78,7 +78,7 @@ const char *bt_optimizer_name(const bt_optimizer *o);
  * before clipping to *norm. A non-finite norm leaves the gradients untouched
  * and returns BT_ERR_NUMERIC: the caller skips the step and counts it.
  * theta <= 0 disables clipping (the norm is still checked). */
-bt_status bt_clip_grad_norm(bt_params *p, double theta, double *norm);
+BT_API bt_status bt_clip_grad_norm(bt_params *p, double theta, double *norm);
 
 #ifdef __cplusplus
 }

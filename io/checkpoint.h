@@ -40,20 +40,20 @@ typedef struct bt_checkpoint {
 
 /* Refuses non-finite parameters (BT_ERR_NUMERIC), so a file on disk is always
  * a model worth keeping. data_path may be NULL. */
-bt_status bt_checkpoint_save(bt_lm *lm, const char *path, const char *data_path, char *err,
-                             size_t errlen);
+BT_API bt_status bt_checkpoint_save(bt_lm *lm, const char *path, const char *data_path, char *err,
+                                    size_t errlen);
 
 /* Reads and checks the metadata; tensors are checked when loaded. */
-bt_status bt_checkpoint_read(const char *path, bt_checkpoint **out, char *err, size_t errlen);
-void bt_checkpoint_free(bt_checkpoint *c);
+BT_API bt_status bt_checkpoint_read(const char *path, bt_checkpoint **out, char *err, size_t errlen);
+BT_API void bt_checkpoint_free(bt_checkpoint *c);
 
 /* The model alone (generation): cell from reg (an unknown cell suggests
  * --plugin), parameters loaded and checked. */
-bt_status bt_checkpoint_model(const bt_checkpoint *c, const bt_registry *reg, bt_model **out,
-                              char *err, size_t errlen);
+BT_API bt_status bt_checkpoint_model(const bt_checkpoint *c, const bt_registry *reg, bt_model **out,
+                                     char *err, size_t errlen);
 /* Everything into a run built from c->cfg over the same data: parameters,
  * optimizer state and steps, RNG, carried state, epoch count and history. */
-bt_status bt_checkpoint_restore(const bt_checkpoint *c, bt_lm *lm, char *err, size_t errlen);
+BT_API bt_status bt_checkpoint_restore(const bt_checkpoint *c, bt_lm *lm, char *err, size_t errlen);
 
 
 #ifdef __cplusplus
