@@ -1,6 +1,7 @@
 /* test_text.c: tokenizers, vocabulary, corpus errors and minibatches
- * (models/text.c). Expected letters output and vocab order were worked out
- * with d2l's Python (read_time_machine, Vocab); batches by hand.
+ * (data/tokenize.c, vocab.c, corpus.c, batcher.c). Expected letters output
+ * and vocab order were worked out with d2l's Python (read_time_machine, Vocab);
+ * batches by hand.
  *
  * Dimension letters: B rows (batch), T steps.
  */
