@@ -17,10 +17,10 @@ void bt_corpus_free(bt_corpus *c)
     bt_free(c);
 }
 
-/* The whole pipeline; `name` is "'path'" or "the text" for messages. */
-static bt_status corpus_build(const char *name, const unsigned char *s, size_t len,
-                              bt_tokens_kind kind, long max_tokens, bt_corpus **out, char *err,
-                              size_t errlen)
+/* Is s[0..len) a text? Not empty, no NUL, UTF-8, not mostly control bytes.
+ * `name` is "'path'" or "the text" for messages. */
+static bt_status check_text(const char *name, const unsigned char *s, size_t len, char *err,
+                            size_t errlen)
 {
     if (len == 0)
         return bt_error(err, errlen, BT_ERR_FORMAT, "%s is empty: give a text with at least 2 characters",
@@ -45,6 +45,17 @@ static bt_status corpus_build(const char *name, const unsigned char *s, size_t l
         return bt_error(err, errlen, BT_ERR_FORMAT,
                     "%s looks binary: %zu of its %zu bytes are control characters; give a text file",
                     name, ctrl, len);
+    return BT_OK;
+}
+
+/* The whole pipeline: check, tokenize, vocabulary, ids. */
+static bt_status corpus_build(const char *name, const unsigned char *s, size_t len,
+                              bt_tokens_kind kind, long max_tokens, bt_corpus **out, char *err,
+                              size_t errlen)
+{
+    bt_status check = check_text(name, s, len, err, errlen);
+    if (check != BT_OK)
+        return check;
     if (len >= 3 && s[0] == 0xEF && s[1] == 0xBB && s[2] == 0xBF) {
         s += 3; /* a BOM marks the encoding; it is not text */
         len -= 3;
