@@ -16,7 +16,7 @@
 #include <sys/resource.h>
 #include <time.h>
 
-#include "text.h"
+#include "corpus.h"
 #include "unroll.h"
 
 static double now(void)

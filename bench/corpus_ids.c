@@ -5,7 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "text.h"
+#include "corpus.h"
 
 int main(int argc, char **argv)
 {

@@ -2,10 +2,10 @@
  * memory, then writes it atomically. Coordinates are pixels (one decimal);
  * every number that reaches the file has been checked finite first.
  */
+#include "atomic.h"
 #include "svg.h"
+#include "utf8.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <float.h>
 #include <math.h>
 #include <stdarg.h>
@@ -13,8 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 /* ---- layout constants (pixels) ------------------------------------------- */
 
@@ -112,38 +110,18 @@ static void set_err(char *err, size_t errlen, const char *fmt, ...)
     va_end(ap);
 }
 
-/* Decodes one UTF-8 character of s[0..len). Returns its byte length (>= 1 when
- * len >= 1) and the code point, or U+FFFD for a malformed sequence (consuming
- * one byte), so any byte string becomes valid XML text. */
+/* One character of s[0..len) through the shared codec (utf8.h). Returns its
+ * byte length (>= 1 when len >= 1) and the code point, or U+FFFD for a
+ * malformed sequence (consuming one byte), so any byte string becomes valid
+ * XML text; U+FFFE and U+FFFF, which XML refuses, become U+FFFD too. */
 static int utf8_next(const unsigned char *s, size_t len, uint32_t *cp)
 {
     *cp = 0xFFFD;
     if (len == 0)
         return 0;
-    unsigned c = s[0];
-    int n;
-    uint32_t v, min;
-    if (c < 0x80) {
-        *cp = c;
-        return 1;
-    } else if ((c & 0xE0) == 0xC0) {
-        n = 2, v = c & 0x1F, min = 0x80;
-    } else if ((c & 0xF0) == 0xE0) {
-        n = 3, v = c & 0x0F, min = 0x800;
-    } else if ((c & 0xF8) == 0xF0) {
-        n = 4, v = c & 0x07, min = 0x10000;
-    } else {
-        return 1;
-    }
-    if ((size_t)n > len)
-        return 1;
-    for (int i = 1; i < n; i++) {
-        if ((s[i] & 0xC0) != 0x80)
-            return 1;
-        v = (v << 6) | (s[i] & 0x3F);
-    }
-    /* Overlong forms, surrogates and non-characters XML refuses. */
-    if (v < min || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF) || v == 0xFFFE || v == 0xFFFF)
+    uint32_t v;
+    int n = bt_utf8_decode(s, len, &v);
+    if (n == 0 || v == 0xFFFE || v == 0xFFFF)
         return 1;
     *cp = v;
     return n;
@@ -1224,70 +1202,6 @@ static void render_figure(sbuf *b, const bt_figure *f)
     sb_puts(b, "</svg>\n");
 }
 
-/* temp file in the same folder, fsync, rename: a reader never sees half a chart. */
-static bt_status write_atomic(const char *path, const char *data, size_t len, char *err,
-                              size_t errlen)
-{
-    size_t plen = strlen(path);
-    char *tmp = bt_malloc(plen + 16);
-    if (!tmp) {
-        set_err(err, errlen, "out of memory writing '%s'", path);
-        return BT_ERR_NOMEM;
-    }
-    memcpy(tmp, path, plen);
-    memcpy(tmp + plen, ".tmp.XXXXXX", 12);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        set_err(err, errlen, "cannot create '%s': %s (does the folder exist and is it writable?)",
-                path, strerror(errno));
-        bt_free(tmp);
-        return BT_ERR_IO;
-    }
-    fchmod(fd, 0644); /* mkstemp makes 0600; a chart is meant to be shared */
-    const char *what = "write";
-    size_t done = 0;
-    bool ok = true;
-    while (ok && done < len) {
-        ssize_t w = write(fd, data + done, len - done);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0) {
-            if (w == 0)
-                errno = EIO;
-            ok = false;
-        } else {
-            done += (size_t)w;
-        }
-    }
-    if (ok && fsync(fd) != 0)
-        ok = false, what = "fsync";
-    int saved = errno;
-    if (close(fd) != 0 && ok)
-        ok = false, what = "close", saved = errno;
-    if (ok && rename(tmp, path) != 0)
-        ok = false, what = "rename", saved = errno;
-    if (!ok) {
-        unlink(tmp);
-        set_err(err, errlen, "cannot write '%s' (%s): %s", path, what, strerror(saved));
-        bt_free(tmp);
-        return BT_ERR_IO;
-    }
-    bt_free(tmp);
-    /* Make the rename itself durable; a failure here loses nothing already written. */
-    char *dir = str_dup(path);
-    if (dir) {
-        char *slash = strrchr(dir, '/');
-        const char *d = slash ? (slash == dir ? "/" : (*slash = '\0', dir)) : ".";
-        int dfd = open(d, O_RDONLY);
-        if (dfd >= 0) {
-            fsync(dfd);
-            close(dfd);
-        }
-        bt_free(dir);
-    }
-    return BT_OK;
-}
-
 bt_status bt_figure_write(const bt_figure *f, const char *path, char *err, size_t errlen)
 {
     if (!f || !path || !*path) {
@@ -1301,7 +1215,7 @@ bt_status bt_figure_write(const bt_figure *f, const char *path, char *err, size_
         set_err(err, errlen, "out of memory rendering '%s'", path);
         return BT_ERR_NOMEM;
     }
-    bt_status st = write_atomic(path, b.s, b.len, err, errlen);
+    bt_status st = bt_atomic_write_file(path, b.s, b.len, err, errlen);
     bt_free(b.s);
     return st;
 }

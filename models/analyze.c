@@ -1,12 +1,15 @@
 /* analyze.c: the measurements behind `bptt analyze` and the demo: gradient
  * norm against lag from the tape, Jacobian-product norms, eigenvalues of the
  * recurrent matrix, and power iteration on its symmetric part; printed as a
- * table, JSON, or an SVG figure.
+ * table, a JSON object (jansson), or an SVG figure. The SVG writing belongs
+ * with the commands (tools/) and moves there with svg.c.
  *
  * Dimension letters: B rows, T steps, H hidden (state width), K largest lag. */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+
+#include <jansson.h>
 
 #include "analyze.h"
 #include "svg.h"
@@ -573,56 +576,59 @@ void bt_analysis_print(const bt_analysis *a, FILE *f)
             fprintf(f, "  %5d  %16.6g  %22.6g\n", k, a->power_tan[k], a->power_pred[k]);
 }
 
-static void json_num(FILE *f, double v)
+/* A number, or null where JSON has no number (NaN, inf). */
+static json_t *json_num(double v)
 {
-    if (isfinite(v))
-        fprintf(f, "%.10g", v);
-    else
-        fputs("null", f);
+    return isfinite(v) ? json_real(v) : json_null();
 }
 
-static void json_array(FILE *f, const char *key, const double *v, int n)
+static json_t *json_nums(const double *v, int n)
 {
-    fprintf(f, ",\"%s\":[", key);
-    for (int i = 0; i < n; i++) {
-        if (i)
-            fputc(',', f);
-        json_num(f, v[i]);
-    }
-    fputc(']', f);
-}
-
-void bt_analysis_json(const bt_analysis *a, const char *extra, FILE *f)
-{
-    fprintf(f, "{%s%s\"lags\":%d,\"hidden\":%d,\"norm\":\"frobenius over the batch\"",
-            extra ? extra : "", extra && *extra ? "," : "", a->K, a->H);
-    json_array(f, "grad_norm", a->grad_norm, a->K + 1);
-    json_array(f, "jac_norm", a->jac_norm, a->K + 1);
-    fputs(",\"grad_rate\":", f);
-    json_num(f, a->grad_rate);
-    fputs(",\"jac_rate\":", f);
-    json_num(f, a->jac_rate);
-    if (a->n > 0) {
-        fprintf(f, ",\"matrix\":\"%s\",\"spectral_radius\":", a->matrix);
-        json_num(f, a->radius);
-        fputs(",\"eigenvalues\":[", f);
-        for (int i = 0; i < a->n; i++) {
-            fputs(i ? ",[" : "[", f);
-            json_num(f, a->eig_re[i]);
-            fputc(',', f);
-            json_num(f, a->eig_im[i]);
-            fputc(']', f);
+    json_t *a = json_array();
+    for (int i = 0; a && i < n; i++)
+        if (json_array_append_new(a, json_num(v[i])) != 0) {
+            json_decref(a);
+            return NULL;
         }
-        fputs("],\"power\":{\"lambda1\":", f);
-        json_num(f, a->lambda1);
-        fputs(",\"lambda2\":", f);
-        json_num(f, a->lambda2);
-        fprintf(f, ",\"steps\":%d", a->power_K);
-        json_array(f, "tan_angle", a->power_tan, a->power_K + 1);
-        json_array(f, "predicted", a->power_pred, a->power_K + 1);
-        fputc('}', f);
-    }
-    fputs("}\n", f);
+    return a;
+}
+
+/* Sets key on obj; false when out of memory (value released). */
+static bool put(json_t *obj, const char *key, json_t *value)
+{
+    return value && json_object_set_new(obj, key, value) == 0;
+}
+
+/* Each container is attached before it is filled, so o owns everything made
+ * so far whenever a step fails. */
+static bool put_spectrum(json_t *o, const bt_analysis *a)
+{
+    bool ok = put(o, "matrix", json_string(a->matrix)) && put(o, "spectral_radius", json_num(a->radius));
+    json_t *eig = ok ? json_array() : NULL;
+    ok = ok && put(o, "eigenvalues", eig);
+    for (int i = 0; ok && i < a->n; i++)
+        ok = json_array_append_new(eig, json_nums((const double[]){a->eig_re[i], a->eig_im[i]}, 2)) == 0;
+    json_t *power = ok ? json_object() : NULL;
+    return ok && put(o, "power", power) && put(power, "lambda1", json_num(a->lambda1)) &&
+           put(power, "lambda2", json_num(a->lambda2)) &&
+           put(power, "steps", json_integer(a->power_K)) &&
+           put(power, "tan_angle", json_nums(a->power_tan, a->power_K + 1)) &&
+           put(power, "predicted", json_nums(a->power_pred, a->power_K + 1));
+}
+
+json_t *bt_analysis_to_json(const bt_analysis *a)
+{
+    json_t *o = json_object();
+    bool ok = o && put(o, "lags", json_integer(a->K)) && put(o, "hidden", json_integer(a->H)) &&
+              put(o, "norm", json_string("frobenius over the batch")) &&
+              put(o, "grad_norm", json_nums(a->grad_norm, a->K + 1)) &&
+              put(o, "jac_norm", json_nums(a->jac_norm, a->K + 1)) &&
+              put(o, "grad_rate", json_num(a->grad_rate)) && put(o, "jac_rate", json_num(a->jac_rate));
+    if (ok && a->n > 0)
+        ok = put_spectrum(o, a);
+    if (!ok)
+        json_decref(o);
+    return ok ? o : NULL;
 }
 
 bt_status bt_analysis_svg(const bt_analysis *a, const char *title, const char *path, char *err,

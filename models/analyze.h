@@ -10,6 +10,8 @@
 
 #include <stdio.h>
 
+#include <jansson.h>
+
 #include "unroll.h"
 
 #ifdef __cplusplus
@@ -46,42 +48,44 @@ typedef struct bt_analysis {
 
 /* Random probe data for m: token ids or N(0,1) inputs and targets, B rows by T
  * steps (buffers bt_malloc'd into *seq; release with bt_probe_sequence_free). */
-bt_status bt_probe_sequence_new(const bt_model *m, int B, int T, bt_rng *rng, bt_sequence *seq);
-void bt_probe_sequence_free(bt_sequence *seq);
+BT_API bt_status bt_probe_sequence_new(const bt_model *m, int B, int T, bt_rng *rng, bt_sequence *seq);
+BT_API void bt_probe_sequence_free(bt_sequence *seq);
 
 /* Runs every measurement on the first K+1 steps of seq (T >= K+1) from the
  * initial state h0 (n_states buffers [B, width]; NULL: zeros). power_K 0 picks
  * a length from the eigenvalue gap. */
-bt_status bt_analysis_run(bt_model *m, const bt_sequence *seq, bt_real *const *h0, int K,
-                          int power_K, uint64_t seed, bt_analysis *out, char *err, size_t errlen);
-void bt_analysis_free(bt_analysis *a);
+BT_API bt_status bt_analysis_run(bt_model *m, const bt_sequence *seq, bt_real *const *h0, int K,
+                                 int power_K, uint64_t seed, bt_analysis *out, char *err, size_t errlen);
+BT_API void bt_analysis_free(bt_analysis *a);
 
 /* ||dL_T/dh_{T-k}|| alone, k = 0..K (norm[K+1]), as in bt_analysis. */
-bt_status bt_grad_vs_lag(bt_model *m, const bt_sequence *seq, bt_real *const *h0, int K,
-                         double *norm, char *err, size_t errlen);
+BT_API bt_status bt_grad_vs_lag(bt_model *m, const bt_sequence *seq, bt_real *const *h0, int K,
+                                double *norm, char *err, size_t errlen);
 
 /* Power iteration on a symmetric n x n matrix M (row-major): tan_angle[k] for
  * k = 0..K as above, pred[k] = tan_angle[0] |l2/l1|^k, l1/l2 (may be NULL)
  * M's eigenvalues of largest modulus. x0 [n] is the start (NULL: random from seed). */
-bt_status bt_power_angles(const double *M, int n, int K, const double *x0, uint64_t seed,
-                          double *tan_angle, double *pred, double *l1, double *l2);
+BT_API bt_status bt_power_angles(const double *M, int n, int K, const double *x0, uint64_t seed,
+                                 double *tan_angle, double *pred, double *l1, double *l2);
 
 /* Eigen-decomposition of a symmetric n x n matrix: w ascending, V's columns
  * the eigenvectors (row-major, V[i*n + j] = component i of vector j).
  * LAPACK dsyev when available, else cyclic Jacobi. */
-bt_status bt_sym_eigen(const double *M, int n, double *w, double *V);
+BT_API bt_status bt_sym_eigen(const double *M, int n, double *w, double *V);
 
 /* exp of the least-squares slope of log y[k] against k over the finite,
  * positive y; NAN with fewer than two such points. */
-double bt_geometric_rate(const double *y, int n);
+BT_API double bt_geometric_rate(const double *y, int n);
 
-/* A table on f, a JSON object on f, and an SVG figure (gradient norm and
- * Jacobian norm against lag, eigenvalues with the unit circle, the power-
- * iteration angle). title may be NULL. */
-void bt_analysis_print(const bt_analysis *a, FILE *f);
-void bt_analysis_json(const bt_analysis *a, const char *label, FILE *f);
-bt_status bt_analysis_svg(const bt_analysis *a, const char *title, const char *path, char *err,
-                          size_t errlen);
+/* A table on f; the figures as a new JSON object (lags, hidden, grad_norm,
+ * jac_norm, rates, and with a matrix its eigenvalues and power iteration;
+ * null for a number that is not finite), NULL when out of memory; and an SVG
+ * figure (gradient norm and Jacobian norm against lag, eigenvalues with the
+ * unit circle, the power-iteration angle). title may be NULL. */
+BT_API void bt_analysis_print(const bt_analysis *a, FILE *f);
+BT_API json_t *bt_analysis_to_json(const bt_analysis *a);
+BT_API bt_status bt_analysis_svg(const bt_analysis *a, const char *title, const char *path, char *err,
+                                 size_t errlen);
 
 #ifdef __cplusplus
 }

@@ -20,10 +20,10 @@ typedef struct bt_cellcheck_result {
 /* res has room for n_params + n_states entries; *n_res receives the count.
  * h0: initial states (n_states buffers [B, width]). xi (may be NULL) replaces
  * the policy's draws; xi_used [T] (may be NULL) receives the factors. */
-bt_status bt_cell_gradcheck(bt_model *m, const bt_sequence *seq, bt_real *const *h0,
-                            const bt_policy_def *policy, void *policy_state, uint64_t seed,
-                            const double *xi, double eps, double rel_floor,
-                            bt_cellcheck_result *res, int *n_res, double *xi_used, char *err,
-                            size_t errlen);
+BT_API bt_status bt_cell_gradcheck(bt_model *m, const bt_sequence *seq, bt_real *const *h0,
+                                   const bt_policy_def *policy, void *policy_state, uint64_t seed,
+                                   const double *xi, double eps, double rel_floor,
+                                   bt_cellcheck_result *res, int *n_res, double *xi_used, char *err,
+                                   size_t errlen);
 
 #endif

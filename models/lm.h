@@ -8,10 +8,11 @@
 #ifndef BPTT_LM_H
 #define BPTT_LM_H
 
+#include "batcher.h"
 #include "model.h"
 #include "registry.h"
 #include "source.h"
-#include "text.h"
+#include "tokenize.h"
 #include "unroll.h"
 
 #ifdef __cplusplus
@@ -40,7 +41,7 @@ typedef struct bt_lm_config {
 
 /* The classic char-RNN setup (d2l): rnn_tanh, hidden 512, batch 32, 35 steps,
  * sgd:lr=1, clip 1, full BPTT over each minibatch, chars, sequential, seed 0. */
-void bt_lm_config_default(bt_lm_config *c);
+BT_API void bt_lm_config_default(bt_lm_config *c);
 
 /* One epoch's figures. Perplexity is exp(mean cross-entropy per token); for
  * a source with real targets the ppl fields are NAN and loss is the MSE. */
@@ -81,53 +82,53 @@ typedef struct bt_lm_hooks {
 /* Builds the model from cfg (cell from reg, sizes from src), initialises it
  * from an RNG seeded with cfg->seed, and creates the policy and optimizer.
  * src must outlive the run; the run does not free it. */
-bt_status bt_lm_new(const bt_registry *reg, const bt_lm_config *cfg, bt_source *src, bt_lm **out,
-                    char *err, size_t errlen);
-void bt_lm_free(bt_lm *lm);
+BT_API bt_status bt_lm_new(const bt_registry *reg, const bt_lm_config *cfg, bt_source *src, bt_lm **out,
+                           char *err, size_t errlen);
+BT_API void bt_lm_free(bt_lm *lm);
 
 /* Trains until epoch `epochs` (a total: a resumed run at epoch 5 with epochs
  * 8 trains 3 more). BT_ERR_NUMERIC when the loss or the parameters become
  * non-finite; the hooks have then not seen the bad epoch. */
-bt_status bt_lm_train(bt_lm *lm, int epochs, const bt_lm_hooks *hooks, char *err, size_t errlen);
+BT_API bt_status bt_lm_train(bt_lm *lm, int epochs, const bt_lm_hooks *hooks, char *err, size_t errlen);
 /* One epoch; fills *e and appends it to the history. */
-bt_status bt_lm_train_epoch(bt_lm *lm, int epochs_target, const bt_lm_hooks *hooks,
-                            bt_lm_epoch *e, char *err, size_t errlen);
+BT_API bt_status bt_lm_train_epoch(bt_lm *lm, int epochs_target, const bt_lm_hooks *hooks,
+                                   bt_lm_epoch *e, char *err, size_t errlen);
 /* Mean loss per scored token over the source's validation data, from a zero
  * state that carries between minibatches only when the source says they
  * continue each other (val_carry_state); BT_ERR_NOT_FOUND when there is none. */
-bt_status bt_lm_evaluate(bt_lm *lm, double *loss, char *err, size_t errlen);
+BT_API bt_status bt_lm_evaluate(bt_lm *lm, double *loss, char *err, size_t errlen);
 
 /* Parts, for checkpoints and reports. */
-const bt_lm_config *bt_lm_config_of(const bt_lm *lm);
-bt_model *bt_lm_model(bt_lm *lm);
-bt_optimizer *bt_lm_optimizer(bt_lm *lm);
-bt_source *bt_lm_source(bt_lm *lm);
-bt_rng *bt_lm_rng(bt_lm *lm);
+BT_API const bt_lm_config *bt_lm_config_of(const bt_lm *lm);
+BT_API bt_model *bt_lm_model(bt_lm *lm);
+BT_API bt_optimizer *bt_lm_optimizer(bt_lm *lm);
+BT_API bt_source *bt_lm_source(bt_lm *lm);
+BT_API bt_rng *bt_lm_rng(bt_lm *lm);
 /* The carried state: n_states buffers [B, width] (zeros unless sequential). */
-bt_real *const *bt_lm_state(bt_lm *lm);
-int bt_lm_epochs_done(const bt_lm *lm);
-uint64_t bt_lm_updates(const bt_lm *lm);
+BT_API bt_real *const *bt_lm_state(bt_lm *lm);
+BT_API int bt_lm_epochs_done(const bt_lm *lm);
+BT_API uint64_t bt_lm_updates(const bt_lm *lm);
 /* Canonical policy and optimizer descriptions ("fixed:35", "sgd:lr=1,weight_decay=0"). */
-const char *bt_lm_policy_describe(const bt_lm *lm, char *buf, size_t len);
-const char *bt_lm_optimizer_describe(const bt_lm *lm, char *buf, size_t len);
+BT_API const char *bt_lm_policy_describe(const bt_lm *lm, char *buf, size_t len);
+BT_API const char *bt_lm_optimizer_describe(const bt_lm *lm, char *buf, size_t len);
 /* Bytes the run holds for training: parameters, gradients, optimizer state,
  * carried state and the unroller's ring, plus the largest window arena seen. */
-size_t bt_lm_memory(const bt_lm *lm);
+BT_API size_t bt_lm_memory(const bt_lm *lm);
 /* Every finished epoch, over resumes. */
-int bt_lm_history(const bt_lm *lm, const bt_lm_epoch **epochs);
+BT_API int bt_lm_history(const bt_lm *lm, const bt_lm_epoch **epochs);
 /* Restores counters and history (checkpoint loading). */
-bt_status bt_lm_set_progress(bt_lm *lm, int epochs_done, uint64_t updates,
-                             const bt_lm_epoch *history, int n, char *err, size_t errlen);
+BT_API bt_status bt_lm_set_progress(bt_lm *lm, int epochs_done, uint64_t updates,
+                                    const bt_lm_epoch *history, int n, char *err, size_t errlen);
 /* True when every parameter is finite (a checkpoint is never written otherwise). */
-bool bt_lm_params_finite(const bt_lm *lm);
+BT_API bool bt_lm_params_finite(const bt_lm *lm);
 
 /* Splits a list of policy specs, "full,fixed:35,random:0.1,seed=3,tbptt:5,35":
  * commas also separate a policy's options, so a new spec starts only at a
  * comma followed by a registered policy name and then ':', ',' or the end.
  * Returns the count, or -1 with a message (empty list or entry, unknown
  * first name, more than max, a spec longer than 255 bytes). */
-int bt_lm_split_policies(const bt_registry *r, const char *list, char (*out)[256], int max,
-                         char *err, size_t errlen);
+BT_API int bt_lm_split_policies(const bt_registry *r, const char *list, char (*out)[256], int max,
+                                char *err, size_t errlen);
 
 #ifdef __cplusplus
 }

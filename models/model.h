@@ -24,20 +24,20 @@ typedef struct bt_model {
     int state_width[BT_MAX_STATES];
 } bt_model;
 
-bt_status bt_model_new(const bt_cell_def *cell, bt_cell_dims dims, bt_model **out, char *err,
-                       size_t errlen);
-void bt_model_free(bt_model *m);
+BT_API bt_status bt_model_new(const bt_cell_def *cell, bt_cell_dims dims, bt_model **out, char *err,
+                              size_t errlen);
+BT_API void bt_model_free(bt_model *m);
 
 /* Initialises every parameter from its spec with rng, then applies spec to
  * the recurrent matrices: NULL or "" (the cell's defaults), "normal:SIGMA",
  * "orthogonal", "identity[:SCALE]", "spectral:RHO" (rescale to spectral radius RHO). */
-bt_status bt_model_init(bt_model *m, const char *spec, bt_rng *rng, char *err, size_t errlen);
+BT_API bt_status bt_model_init(bt_model *m, const char *spec, bt_rng *rng, char *err, size_t errlen);
 /* Checks an --init spec without a model. */
-bt_status bt_init_spec_check(const char *spec, char *err, size_t errlen);
+BT_API bt_status bt_init_spec_check(const char *spec, char *err, size_t errlen);
 
 /* Spectral radius of a square row-major matrix (LAPACK dgeev when available).
  * Eigenvalues (re, im) go to re/im if not NULL, sorted by modulus, largest first. */
-bt_status bt_eigenvalues(const bt_real *a, int n, double *re, double *im, double *radius);
+BT_API bt_status bt_eigenvalues(const bt_real *a, int n, double *re, double *im, double *radius);
 
 #ifdef __cplusplus
 }

@@ -11,22 +11,11 @@
 
 #include "model.h"
 #include "registry.h"
+#include "source.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-/* One sequence of B rows by T steps. Inputs are token ids [B*T] (row b,
- * step t at b*T + t) or real x [B*T*D]; targets are token ids [B*T] (softmax
- * cross-entropy) or real y [B*T*Q] (0.5 ||o - y||^2). loss_weight [T], if
- * given, weighs each step's loss (0: the step has no target, as in the adding
- * problem); a window's mean is then over the weight it carries. */
-typedef struct bt_sequence {
-    int B, T;
-    const int32_t *ids, *targets;
-    const bt_real *x, *y;
-    const bt_real *loss_weight;
-} bt_sequence;
 
 /* One backward window: steps start..end, losses of steps loss_from..end. */
 typedef struct bt_window {
@@ -71,24 +60,24 @@ typedef struct bt_unroll_result {
 
 typedef struct bt_unroller bt_unroller;
 
-bt_status bt_unroller_new(bt_model *m, int B, int max_T, bt_unroller **out, char *err,
-                          size_t errlen);
-void bt_unroller_free(bt_unroller *u);
+BT_API bt_status bt_unroller_new(bt_model *m, int B, int max_T, bt_unroller **out, char *err,
+                                 size_t errlen);
+BT_API void bt_unroller_free(bt_unroller *u);
 
 /* Runs seq from the state in `state` (n_states buffers [B, width], updated in
  * place to the final state). xi_used [T] (may be NULL) receives the factors
  * used; dh0 (per state, [B,width]) and dh_norms [T] are filled when asked. */
-bt_status bt_unroll_run(bt_unroller *u, const bt_sequence *seq, bt_real *const *state,
-                        const bt_unroll_opts *opts, double *xi_used, bt_real *const *dh0,
-                        double *dh_norms, bt_unroll_result *res, char *err, size_t errlen);
+BT_API bt_status bt_unroll_run(bt_unroller *u, const bt_sequence *seq, bt_real *const *state,
+                               const bt_unroll_opts *opts, double *xi_used, bt_real *const *dh0,
+                               double *dh_norms, bt_unroll_result *res, char *err, size_t errlen);
 
 /* Step s of seq on g from state (n_states tensors): the cell's step and the
  * step loss (mean over rows); next receives the new state. NULL on error. */
-bt_tensor *bt_unroll_step(bt_graph *g, const bt_model *m, const bt_sequence *seq, long s,
-                          bt_tensor *const *state, bt_tensor **next);
+BT_API bt_tensor *bt_unroll_step(bt_graph *g, const bt_model *m, const bt_sequence *seq, long s,
+                                 bt_tensor *const *state, bt_tensor **next);
 
 /* The graph's arena (for memory measurements). */
-bt_graph *bt_unroller_graph(bt_unroller *u);
+BT_API bt_graph *bt_unroller_graph(bt_unroller *u);
 
 #ifdef __cplusplus
 }

@@ -409,13 +409,13 @@ Test(lm, failed_write_keeps_the_old_checkpoint)
 
 Test(lm, unwritable_save_path_is_caught_before_training)
 {
-    cr_assert_eq(bt_checkpoint_check_writable(in_dir("ok.safetensors"), err, sizeof err), BT_OK,
+    cr_assert_eq(bt_atomic_check_writable(in_dir("ok.safetensors"), err, sizeof err), BT_OK,
                  "%s", err);
     cr_assert_eq(access(in_dir("ok.safetensors"), F_OK), -1, "the probe must not stay behind");
-    cr_assert_eq(bt_checkpoint_check_writable(in_dir("no/such/dir/m.safetensors"), err, sizeof err),
+    cr_assert_eq(bt_atomic_check_writable(in_dir("no/such/dir/m.safetensors"), err, sizeof err),
                  BT_ERR_IO);
     cr_assert_not_null(strstr(err, "does not exist"), "%s", err);
-    cr_assert_eq(bt_checkpoint_check_writable(dir, err, sizeof err), BT_ERR_IO);
+    cr_assert_eq(bt_atomic_check_writable(dir, err, sizeof err), BT_ERR_IO);
     cr_assert_not_null(strstr(err, "folder"), "%s", err);
 }
 

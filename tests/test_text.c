@@ -1,6 +1,7 @@
 /* test_text.c: tokenizers, vocabulary, corpus errors and minibatches
- * (models/text.c). Expected letters output and vocab order were worked out
- * with d2l's Python (read_time_machine, Vocab); batches by hand.
+ * (data/tokenize.c, vocab.c, corpus.c, batcher.c). Expected letters output
+ * and vocab order were worked out with d2l's Python (read_time_machine, Vocab);
+ * batches by hand.
  *
  * Dimension letters: B rows (batch), T steps.
  */
@@ -12,7 +13,8 @@
 #include <unistd.h>
 
 #include "bptt.h"
-#include "models/text.h"
+#include "batcher.h"
+#include "corpus.h"
 
 static char err[BT_ERRMSG_LEN];
 
@@ -210,9 +212,11 @@ Test(text, vocab_json_escapes_and_errors)
         {"[\"ab\"]", BT_TOKENS_CHARS, "not one character"},
         {"[\"<unk>\",\"a\"]", BT_TOKENS_CHARS, "<unk>"},
         {"[\"a\",\"b\"]", BT_TOKENS_LETTERS, "needs \"<unk>\""},
-        {"[\"a\"", BT_TOKENS_CHARS, "expected ',' or ']'"},
-        {"[\"a]", BT_TOKENS_CHARS, "no closing quote"},
-        {"[\"\\ud83d\"]", BT_TOKENS_CHARS, "surrogate"},
+        {"[\"a\"", BT_TOKENS_CHARS, "not valid JSON: ']' expected"},
+        {"[\"a]", BT_TOKENS_CHARS, "not valid JSON: premature end of input"},
+        {"[\"\\ud83d\"]", BT_TOKENS_CHARS, "invalid Unicode"},
+        {"[\"\"]", BT_TOKENS_CHARS, "not one character"},
+        {"[\"a\",7]", BT_TOKENS_CHARS, "entry 1 is not a string"},
         {"[\"\xff\"]", BT_TOKENS_CHARS, "UTF-8"},
         {"[\"a\"] x", BT_TOKENS_CHARS, "after the array"},
         {"[\"averyveryverylongtoken\"]", BT_TOKENS_CHARS, "longer than one character"},

@@ -87,10 +87,6 @@ const char *cli_blas_describe(char *buf, size_t len);
 /* Default plugin folders, then each --plugin PATH. Prints the error and returns NULL. */
 bt_registry *cli_load_plugins(cli_args *a);
 
-/* s as a JSON string literal: quotes, backslashes and control bytes escaped;
- * other bytes (UTF-8) pass through, as JSON allows. NULL prints "". */
-void cli_json_string(FILE *f, const char *s);
-
 /* "bptt CMD: message" on stderr; returns the exit status to use (1). */
 int cli_fail(const char *command, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

@@ -11,6 +11,7 @@
 #include "analyze.h"
 #include "checkpoint.h"
 #include "cli_cell.h"
+#include "corpus.h"
 #include "tasks.h"
 
 #define CMD "analyze"
@@ -280,23 +281,19 @@ int cmd_analyze(int argc, char **argv)
     const char *cell_name = m->cell->name;
     const char *init_desc = model_path ? model_path : init ? init : "cell default";
     if (json) {
-        char *extra = NULL;
-        size_t extra_len = 0;
-        FILE *ms = open_memstream(&extra, &extra_len);
-        if (!ms) {
+        /* The run's settings first, then the figures, on one line. */
+        json_t *o = json_pack("{s:s, s:s, s:s, s:i, s:I}", "cell", cell_name, "init", init_desc,
+                              "data", data_desc, "batch", B, "seed", (json_int_t)seed);
+        json_t *figures = bt_analysis_to_json(&an);
+        bool ok = o && figures && json_object_update(o, figures) == 0 &&
+                  json_dumpf(o, stdout, JSON_COMPACT | JSON_REAL_PRECISION(10)) == 0;
+        json_decref(o);
+        json_decref(figures);
+        if (!ok) {
             cli_fail(CMD, "out of memory");
             goto out;
         }
-        fputs("\"cell\":", ms);
-        cli_json_string(ms, cell_name);
-        fputs(",\"init\":", ms);
-        cli_json_string(ms, init_desc);
-        fputs(",\"data\":", ms);
-        cli_json_string(ms, data_desc);
-        fprintf(ms, ",\"batch\":%d,\"seed\":%ld", B, seed);
-        fclose(ms);
-        bt_analysis_json(&an, extra, stdout);
-        free(extra); /* open_memstream's buffer comes from the C library */
+        putchar('\n');
     } else {
         printf("cell %s, hidden %d, init %s, %s data, %d rows, lags 0..%d\n", cell_name,
                m->dims.hidden, init_desc, data_desc, B, K);

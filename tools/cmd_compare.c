@@ -3,8 +3,8 @@
  * a generated task), then a table (perplexity, or the loss for real targets;
  * speed, memory, skipped steps, gradient norms) and one SVG with the curves
  * and the segments each policy cuts the sequences into. */
-#include <errno.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -196,10 +196,13 @@ static bt_status write_figure(const char *path, const bt_registry *reg, result *
 static bt_status write_metrics(const char *path, result *res, int n_res, bool ppl, char *err,
                                size_t errlen)
 {
-    FILE *f = fopen(path, "w");
+    /* Built in memory, then written atomically: a reader never sees half a table. */
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
     if (!f) {
-        snprintf(err, errlen, "cannot write --metrics %s: %s", path, strerror(errno));
-        return BT_ERR_IO;
+        snprintf(err, errlen, "cannot write --metrics %s: out of memory", path);
+        return BT_ERR_NOMEM;
     }
     const char *w = ppl ? "ppl" : "loss";
     fprintf(f, "policy,epoch,train_%s,val_%s,tokens_per_s,grad_norm_mean,grad_norm_max,"
@@ -216,11 +219,11 @@ static bt_status write_metrics(const char *path, result *res, int n_res, bool pp
                 fprintf(f, ",%.17g,%s", e->train_loss, lm_cli_num(e->val_loss, va, sizeof va));
             fputc('\n', f);
         }
-    if (fclose(f) != 0) {
-        snprintf(err, errlen, "cannot write --metrics %s: %s", path, strerror(errno));
-        return BT_ERR_IO;
-    }
-    return BT_OK;
+    bt_status st = fclose(f) == 0 ? bt_atomic_write_file(path, text, len, err, errlen)
+                                   : bt_error(err, errlen, BT_ERR_NOMEM,
+                                              "cannot write --metrics %s: out of memory", path);
+    free(text); /* open_memstream's buffer comes from the C library */
+    return st;
 }
 
 int cmd_compare(int argc, char **argv)
@@ -262,7 +265,7 @@ int cmd_compare(int argc, char **argv)
         if (!lm_cli_validate(CMD, reg, &cfg))
             goto out;
     }
-    if (bt_checkpoint_check_writable(plot, err, sizeof err) != BT_OK) {
+    if (bt_atomic_check_writable(plot, err, sizeof err) != BT_OK) {
         cli_fail(CMD, "--plot: %s", err);
         goto out;
     }

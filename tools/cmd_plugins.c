@@ -3,6 +3,8 @@
  * array a script can read. */
 #include <string.h>
 
+#include <jansson.h>
+
 #include "cli.h"
 
 static const cli_option options[] = {
@@ -21,23 +23,25 @@ const cli_command cmd_plugins_spec = {
     .options = {options},
 };
 
-static void print_json(const bt_registry *r)
+/* A JSON array with one object per line, so that `grep` finds an entry: the
+ * layout is ours, every object is written by jansson. A missing string is "". */
+static bool print_json(const bt_registry *r)
 {
     int n = bt_registry_count(r);
+    bool ok = true;
     fputs("[", stdout);
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; ok && i < n; i++) {
         const bt_registry_entry *e = bt_registry_at(r, i);
-        fputs(i ? ",\n {" : "\n {", stdout);
-        const char *keys[] = {"kind", "name", "plugin", "version", "file", "summary"};
-        const char *vals[] = {bt_plugin_kind_name(e->kind), e->name, e->plugin,
-                              e->plugin_version, e->file, e->summary};
-        for (size_t k = 0; k < sizeof keys / sizeof *keys; k++) {
-            printf("%s\"%s\": ", k ? ", " : "", keys[k]);
-            cli_json_string(stdout, vals[k]);
-        }
-        fputs("}", stdout);
+        json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "kind", bt_plugin_kind_name(e->kind),
+                              "name", e->name ? e->name : "", "plugin", e->plugin ? e->plugin : "",
+                              "version", e->plugin_version ? e->plugin_version : "",
+                              "file", e->file ? e->file : "", "summary", e->summary ? e->summary : "");
+        fputs(i ? ",\n " : "\n ", stdout);
+        ok = o && json_dumpf(o, stdout, JSON_INDENT(0)) == 0;
+        json_decref(o);
     }
     fputs(n ? "\n]\n" : "]\n", stdout);
+    return ok;
 }
 
 static void print_table(const bt_registry *r)
@@ -66,13 +70,12 @@ int cmd_plugins(int argc, char **argv)
     bool json = cli_flag(&a, "json");
     bt_registry *r = cli_load_plugins(&a);
     cli_args_check_read(&a);
-    if (r) {
-        if (json)
-            print_json(r);
-        else
-            print_table(r);
-    }
+    rc = r ? 0 : 1;
+    if (r && json && !print_json(r))
+        rc = cli_fail("plugins", "out of memory");
+    else if (r && !json)
+        print_table(r);
     bt_registry_free(r);
     cli_args_free(&a);
-    return r ? 0 : 1;
+    return rc;
 }

@@ -7,8 +7,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "batcher.h"
 #include "cli_cell.h"
-#include "text.h"
+#include "corpus.h"
 #include "unroll.h"
 
 /* A few sentences repeated: a model that learns anything beats the unigram

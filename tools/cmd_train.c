@@ -3,8 +3,8 @@
  * SVG), checkpoints every N epochs that --resume continues bit for bit, a stop
  * that keeps the last good checkpoint when the loss diverges, and a greedy
  * sample at the end (texts only). */
-#include <errno.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -47,10 +47,13 @@ static bt_status write_metrics(const char *path, bt_lm *lm, char *err, size_t er
 {
     const bt_lm_epoch *h;
     int n = bt_lm_history(lm, &h);
-    FILE *f = fopen(path, "w");
+    /* Built in memory, then written atomically: a reader never sees half a table. */
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
     if (!f) {
-        snprintf(err, errlen, "cannot write --metrics %s: %s", path, strerror(errno));
-        return BT_ERR_IO;
+        snprintf(err, errlen, "cannot write --metrics %s: out of memory", path);
+        return BT_ERR_NOMEM;
     }
     /* Sources with real targets have no perplexity: their columns are the loss. */
     bool ppl = bt_lm_source(lm)->tokens_out;
@@ -74,11 +77,11 @@ static bt_status write_metrics(const char *path, bt_lm *lm, char *err, size_t er
             fprintf(f, ",%.17g,%s", h[i].train_loss, lm_cli_num(h[i].val_loss, va, sizeof va));
         fputc('\n', f);
     }
-    if (fclose(f) != 0) {
-        snprintf(err, errlen, "cannot write --metrics %s: %s", path, strerror(errno));
-        return BT_ERR_IO;
-    }
-    return BT_OK;
+    bt_status st = fclose(f) == 0 ? bt_atomic_write_file(path, text, len, err, errlen)
+                                   : bt_error(err, errlen, BT_ERR_NOMEM,
+                                              "cannot write --metrics %s: out of memory", path);
+    free(text); /* open_memstream's buffer comes from the C library */
+    return st;
 }
 
 static bt_status write_plot(const char *path, bt_lm *lm, char *err, size_t errlen)
@@ -300,21 +303,17 @@ int cmd_train(int argc, char **argv)
         goto out;
     }
     /* Everything that can be checked is checked before the first epoch. */
-    if (save && bt_checkpoint_check_writable(save, err, sizeof err) != BT_OK) {
+    if (save && bt_atomic_check_writable(save, err, sizeof err) != BT_OK) {
         cli_fail(CMD, "--save: %s", err);
         goto out;
     }
-    if (plot && bt_checkpoint_check_writable(plot, err, sizeof err) != BT_OK) {
+    if (plot && bt_atomic_check_writable(plot, err, sizeof err) != BT_OK) {
         cli_fail(CMD, "--plot: %s", err);
         goto out;
     }
-    if (o.metrics) {
-        FILE *f = fopen(o.metrics, "a");
-        if (!f) {
-            cli_fail(CMD, "cannot write --metrics %s: %s", o.metrics, strerror(errno));
-            goto out;
-        }
-        fclose(f);
+    if (o.metrics && bt_atomic_check_writable(o.metrics, err, sizeof err) != BT_OK) {
+        cli_fail(CMD, "--metrics: %s", err);
+        goto out;
     }
     if (!lm_cli_source(CMD, &o, data, task, &cfg, &corpus, &src))
         goto out;

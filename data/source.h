@@ -1,18 +1,34 @@
-/* source.h: where training sequences come from. A text corpus (text.h) and
- * the generated long-range tasks (tasks.h) both present themselves as a
- * bt_source, so `train`, `compare` and `analyze` treat them alike.
+/* source.h: where training sequences come from. A sequence is B rows by T
+ * steps of inputs and targets; a text corpus (text_source.h) and the generated
+ * long-range tasks (tasks.h) both present themselves as a bt_source of them,
+ * so `train`, `compare` and `analyze` treat them alike.
  *
  * Dimension letters: B rows, T steps, V vocabulary, D input size, Q output size. */
 #ifndef BPTT_SOURCE_H
 #define BPTT_SOURCE_H
 
-#include "unroll.h"
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "bptt.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-typedef struct bt_vocab bt_vocab;
+typedef struct bt_vocab bt_vocab; /* vocab.h */
+
+/* One sequence of B rows by T steps. Inputs are token ids [B*T] (row b,
+ * step t at b*T + t) or real x [B*T*D]; targets are token ids [B*T] (softmax
+ * cross-entropy) or real y [B*T*Q] (0.5 ||o - y||^2). loss_weight [T], if
+ * given, weighs each step's loss (0: the step has no target, as in the adding
+ * problem); a window's mean is then over the weight it carries. */
+typedef struct bt_sequence {
+    int B, T;
+    const int32_t *ids, *targets;
+    const bt_real *x, *y;
+    const bt_real *loss_weight;
+} bt_sequence;
 
 typedef struct bt_source {
     const char *name;    /* "text:FILE", "adding:50", ... for logs and checkpoints */

@@ -143,6 +143,89 @@ bool bt_task_spec_is_task(const char *spec)
            strcmp(name, "influence") == 0;
 }
 
+/* Each task's options into k (kind and sizes) and *batches; 0, or -1 with a
+ * message naming the spec. */
+static int parse_adding(task *k, const char *opts, const char *what, double *batches, char *err,
+                        size_t errlen)
+{
+    double a = 0;
+    bt_option o[] = {
+        {.name = "T", .value = &a, .min = 2, .max = 1e6, .integer = true, .positional = true,
+         .required = true},
+        {.name = "batches", .value = batches, .min = 1, .max = 1e9, .integer = true},
+    };
+    int rc = bt_parse_options(opts, o, 2, what, err, errlen);
+    k->kind = TASK_ADDING;
+    k->T = k->len = (int)a;
+    k->D = 2;
+    k->Q = 1;
+    return rc;
+}
+
+static int parse_copy(task *k, const char *opts, const char *what, double *batches, char *err,
+                      size_t errlen)
+{
+    double a = 0, b = 0, alphabet = 8;
+    bt_option o[] = {
+        {.name = "T", .value = &a, .min = 0, .max = 1e6, .integer = true, .positional = true,
+         .required = true},
+        {.name = "K", .value = &b, .min = 1, .max = 1e5, .integer = true, .positional = true,
+         .required = true},
+        {.name = "alphabet", .value = &alphabet, .min = 2, .max = 1e4, .integer = true},
+        {.name = "batches", .value = batches, .min = 1, .max = 1e9, .integer = true},
+    };
+    int rc = bt_parse_options(opts, o, 4, what, err, errlen);
+    k->kind = TASK_COPY;
+    k->len = (int)a;
+    k->k = (int)b;
+    k->alphabet = (int)alphabet;
+    k->V = k->alphabet + 2;
+    k->T = 2 * k->k + k->len + 1;
+    return rc;
+}
+
+static int parse_influence(task *k, const char *opts, const char *what, double *batches, char *err,
+                           size_t errlen)
+{
+    double a = 0, b = 0, len = 200;
+    *batches = 50;
+    bt_option o[] = {
+        {.name = "N", .value = &a, .min = 1, .max = 1e5, .integer = true, .positional = true,
+         .required = true},
+        {.name = "P", .value = &b, .min = 1, .max = 1e5, .integer = true, .positional = true,
+         .required = true},
+        {.name = "len", .value = &len, .min = 1, .max = 1e6, .integer = true},
+        {.name = "batches", .value = batches, .min = 1, .max = 1e9, .integer = true},
+    };
+    int rc = bt_parse_options(opts, o, 4, what, err, errlen);
+    if (rc == 0 && b > a) {
+        snprintf(err, errlen, "task influence:%g,%g: P (positive signs) must be at most N", a, b);
+        rc = -1;
+    }
+    k->kind = TASK_INFLUENCE;
+    k->len = (int)a;
+    k->k = (int)b;
+    k->T = (int)len;
+    k->D = k->k;
+    k->Q = 1;
+    return rc;
+}
+
+/* The minibatch buffers: ids and targets for copy, real x and y otherwise. */
+static bool task_buffers(task *k)
+{
+    size_t bt = (size_t)k->B * (size_t)k->T;
+    if (k->kind == TASK_COPY)
+        k->ids = bt_malloc(sizeof(int32_t) * bt * 2);
+    else {
+        k->x = bt_malloc(sizeof(bt_real) * bt * (size_t)k->D);
+        k->y = bt_malloc(sizeof(bt_real) * bt * (size_t)k->Q);
+    }
+    k->weight = bt_malloc(sizeof(bt_real) * (size_t)k->T);
+    k->targets = k->ids ? k->ids + bt : NULL;
+    return (k->kind == TASK_COPY ? k->ids != NULL : (k->x && k->y)) && k->weight;
+}
+
 bt_status bt_task_source_new(const char *spec, int B, uint64_t seed, bt_source *out, char *err,
                              size_t errlen)
 {
@@ -154,69 +237,24 @@ bt_status bt_task_source_new(const char *spec, int B, uint64_t seed, bt_source *
     char name[32];
     const char *opts;
     bt_split_spec(spec, name, sizeof name, &opts);
-    double a = 0, b = 0, batches = 100, alphabet = 8, len = 200;
+    double batches = 100;
     task *k = bt_calloc(1, sizeof *k);
     if (!k)
         return BT_ERR_NOMEM;
     char what[64];
     snprintf(what, sizeof what, "task %s", name);
-    int rc;
-    if (strcmp(name, "adding") == 0) {
-        bt_option o[] = {
-            {.name = "T", .value = &a, .min = 2, .max = 1e6, .integer = true, .positional = true,
-             .required = true},
-            {.name = "batches", .value = &batches, .min = 1, .max = 1e9, .integer = true},
-        };
-        rc = bt_parse_options(opts, o, 2, what, err, errlen);
-        k->kind = TASK_ADDING;
-        k->T = k->len = (int)a;
-        k->D = 2;
-        k->Q = 1;
-    } else if (strcmp(name, "copy") == 0) {
-        bt_option o[] = {
-            {.name = "T", .value = &a, .min = 0, .max = 1e6, .integer = true, .positional = true,
-             .required = true},
-            {.name = "K", .value = &b, .min = 1, .max = 1e5, .integer = true, .positional = true,
-             .required = true},
-            {.name = "alphabet", .value = &alphabet, .min = 2, .max = 1e4, .integer = true},
-            {.name = "batches", .value = &batches, .min = 1, .max = 1e9, .integer = true},
-        };
-        rc = bt_parse_options(opts, o, 4, what, err, errlen);
-        k->kind = TASK_COPY;
-        k->len = (int)a;
-        k->k = (int)b;
-        k->alphabet = (int)alphabet;
-        k->V = k->alphabet + 2;
-        k->T = 2 * k->k + k->len + 1;
-    } else if (strcmp(name, "influence") == 0) {
-        batches = 50;
-        bt_option o[] = {
-            {.name = "N", .value = &a, .min = 1, .max = 1e5, .integer = true, .positional = true,
-             .required = true},
-            {.name = "P", .value = &b, .min = 1, .max = 1e5, .integer = true, .positional = true,
-             .required = true},
-            {.name = "len", .value = &len, .min = 1, .max = 1e6, .integer = true},
-            {.name = "batches", .value = &batches, .min = 1, .max = 1e9, .integer = true},
-        };
-        rc = bt_parse_options(opts, o, 4, what, err, errlen);
-        if (rc == 0 && b > a) {
-            snprintf(err, errlen, "task influence:%g,%g: P (positive signs) must be at most N", a, b);
-            rc = -1;
-        }
-        k->kind = TASK_INFLUENCE;
-        k->len = (int)a;
-        k->k = (int)b;
-        k->T = (int)len;
-        k->D = k->k;
-        k->Q = 1;
-    } else {
+    int rc = -1;
+    if (strcmp(name, "adding") == 0)
+        rc = parse_adding(k, opts, what, &batches, err, errlen);
+    else if (strcmp(name, "copy") == 0)
+        rc = parse_copy(k, opts, what, &batches, err, errlen);
+    else if (strcmp(name, "influence") == 0)
+        rc = parse_influence(k, opts, what, &batches, err, errlen);
+    else
         snprintf(err, errlen,
                  "unknown task '%s': use adding:T, copy:T,K or influence:N,P (or a text file "
                  "with --data)",
                  spec);
-        bt_free(k);
-        return BT_ERR_ARG;
-    }
     if (rc != 0) {
         bt_free(k);
         return BT_ERR_ARG;
@@ -225,20 +263,11 @@ bt_status bt_task_source_new(const char *spec, int B, uint64_t seed, bt_source *
     k->batches = (int)batches;
     k->seed = seed;
     bt_rng_seed(&k->rng, seed);
-    size_t bt = (size_t)B * (size_t)k->T;
-    if (k->kind == TASK_COPY)
-        k->ids = bt_malloc(sizeof(int32_t) * bt * 2);
-    else {
-        k->x = bt_malloc(sizeof(bt_real) * bt * (size_t)k->D);
-        k->y = bt_malloc(sizeof(bt_real) * bt * (size_t)k->Q);
-    }
-    k->weight = bt_malloc(sizeof(bt_real) * (size_t)k->T);
-    if ((k->kind == TASK_COPY ? !k->ids : (!k->x || !k->y)) || !k->weight) {
+    if (!task_buffers(k)) {
         task_destroy(k);
         snprintf(err, errlen, "task %s: out of memory for %d x %d steps", spec, B, k->T);
         return BT_ERR_NOMEM;
     }
-    k->targets = k->ids ? k->ids + bt : NULL;
     snprintf(k->name, sizeof k->name, "%s", spec); /* as given: it recreates the task */
     *out = (bt_source){
         .name = k->name,

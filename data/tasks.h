@@ -25,11 +25,11 @@ extern "C" {
 /* Parses spec and fills *out (release with bt_source_free). The same seed
  * gives the same training stream and validation set. BT_ERR_ARG with a
  * message naming the spec when it is malformed. */
-bt_status bt_task_source_new(const char *spec, int B, uint64_t seed, bt_source *out, char *err,
-                             size_t errlen);
+BT_API bt_status bt_task_source_new(const char *spec, int B, uint64_t seed, bt_source *out, char *err,
+                                    size_t errlen);
 
 /* True when spec names a generated task ("adding:...", "copy:...", "influence:..."). */
-bool bt_task_spec_is_task(const char *spec);
+BT_API bool bt_task_spec_is_task(const char *spec);
 
 /* The copy task's token ids: symbols are 0..A-1, then these two. */
 static inline int bt_copy_blank(int alphabet) { return alphabet; }

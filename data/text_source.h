@@ -6,8 +6,9 @@
 #ifndef BPTT_TEXT_SOURCE_H
 #define BPTT_TEXT_SOURCE_H
 
+#include "batcher.h"
+#include "corpus.h"
 #include "source.h"
-#include "text.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -22,12 +23,12 @@ extern "C" {
  * perplexity is that of a reader going through it once. The corpus must
  * outlive the source. Errors (text too short for B x T, validation part too
  * short for one step) say which option to change. */
-bt_status bt_text_source_new(const bt_corpus *corpus, int B, int T, bt_batch_mode mode,
-                             double val_fraction, bt_source *out, char *err, size_t errlen);
+BT_API bt_status bt_text_source_new(const bt_corpus *corpus, int B, int T, bt_batch_mode mode,
+                                    double val_fraction, bt_source *out, char *err, size_t errlen);
 
 /* Tokens of the training and validation parts. */
-long bt_text_source_train_tokens(const bt_source *s);
-long bt_text_source_val_tokens(const bt_source *s);
+BT_API long bt_text_source_train_tokens(const bt_source *s);
+BT_API long bt_text_source_val_tokens(const bt_source *s);
 
 #ifdef __cplusplus
 }

@@ -3,19 +3,17 @@
  * and never a crash or a silently wrong model. Numbers in the metadata are
  * written with 17 significant digits, so they read back exactly. */
 #include <errno.h>
-#include <fcntl.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "checkpoint.h"
 #include "tasks.h"
 #include "text_source.h"
 
+#define WORD_LEN 32 /* the tokens and sampling settings: "letters", "sequential" */
 #define HIST_COLS 11 /* epoch, train_loss, val_loss, tok/s, gmean, gmax, updates, skipped, s, elapsed, arena */
 
 static const char *precision_name(void) { return BT_REAL_DOUBLE ? "double" : "float"; }
@@ -153,38 +151,6 @@ done:
     return bt_error(err, errlen, st, "cannot save %s: %s", path, aerr);
 }
 
-bt_status bt_checkpoint_check_writable(const char *path, char *err, size_t errlen)
-{
-    if (!path || !*path)
-        return bt_error(err, errlen, BT_ERR_ARG, "--save needs a file name");
-    struct stat sb;
-    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode))
-        return bt_error(err, errlen, BT_ERR_IO, "cannot save to %s: it is a folder; give a file name",
-                    path);
-    const char *slash = strrchr(path, '/');
-    char dir[1024];
-    if (!slash)
-        snprintf(dir, sizeof dir, ".");
-    else if (slash == path)
-        snprintf(dir, sizeof dir, "/");
-    else
-        snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
-    if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
-        return bt_error(err, errlen, BT_ERR_IO, "cannot save to %s: folder %s does not exist", path,
-                    dir);
-    /* The real write makes a temporary file next to path, then renames it:
-     * check exactly that. */
-    char probe[1100];
-    snprintf(probe, sizeof probe, "%s.tmp.check%ld", path, (long)getpid());
-    int fd = open(probe, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-    if (fd < 0)
-        return bt_error(err, errlen, BT_ERR_IO, "cannot save to %s: cannot create files in %s (%s)",
-                    path, dir, strerror(errno));
-    close(fd);
-    unlink(probe);
-    return BT_OK;
-}
-
 /* ---- reading -------------------------------------------------------------------- */
 
 void bt_checkpoint_free(bt_checkpoint *c)
@@ -266,6 +232,90 @@ static bt_status meta_u64(const bt_checkpoint *c, const char *key, uint64_t *out
     return BT_OK;
 }
 
+/* A bptt checkpoint of this build's precision? */
+static bt_status check_kind(const bt_checkpoint *c, char *err, size_t errlen)
+{
+    const char *fmt = bt_st_meta(c->file, "format");
+    if (!fmt || strcmp(fmt, BT_CHECKPOINT_FORMAT) != 0)
+        return bt_error(err, errlen, BT_ERR_FORMAT, "%s is a safetensors file but not a bptt model "
+                        "checkpoint (format '%s', expected '%s')", c->path, fmt ? fmt : "none",
+                        BT_CHECKPOINT_FORMAT);
+    const char *prec = meta_req(c, "precision", err, errlen);
+    if (!prec)
+        return BT_ERR_FORMAT;
+    if (strcmp(prec, precision_name()) != 0)
+        return bt_error(err, errlen, BT_ERR_FORMAT, "checkpoint %s holds %s parameters, but this bptt "
+                        "is built with %s (-Dreal=%s): use a bptt built with -Dreal=%s", c->path,
+                        prec, precision_name(), precision_name(), prec);
+    return BT_OK;
+}
+
+/* Every setting add_settings wrote, each checked against its range. */
+static bt_status read_settings(bt_checkpoint *c, char *tok, char *smp, char *err, size_t errlen)
+{
+    bt_lm_config *cfg = &c->cfg;
+    const struct { const char *key; char *out; size_t len; } strs[] = {
+        {"cell", cfg->cell, sizeof cfg->cell}, {"optimizer", cfg->optimizer, sizeof cfg->optimizer},
+        {"truncation", cfg->truncation, sizeof cfg->truncation}, {"init", cfg->init, sizeof cfg->init},
+        {"tokens", tok, WORD_LEN}, {"sampling", smp, WORD_LEN},
+        {"bptt_version", c->version, sizeof c->version},
+    };
+    long sizes[6] = {0};
+    const struct { const char *key; long min, max; long *out; } ints[] = {
+        {"hidden", 1, 1L << 20, &sizes[0]}, {"batch", 1, 1L << 24, &sizes[1]},
+        {"steps", 1, 1L << 24, &sizes[2]}, {"input_size", 1, 1L << 24, &sizes[3]},
+        {"output_size", 1, 1L << 24, &sizes[4]}, {"epoch", 0, 0x7fffffff, &sizes[5]},
+        {"max_tokens", 0, 0x7fffffffffffffffL, &cfg->max_tokens},
+    };
+    const struct { const char *key; uint64_t *out; } u64s[] = {
+        {"seed", &cfg->seed}, {"updates", &c->updates}, {"optimizer_steps", &c->opt_steps},
+    };
+    bt_status st = BT_OK;
+    for (size_t i = 0; st == BT_OK && i < sizeof strs / sizeof *strs; i++)
+        st = meta_str(c, strs[i].key, strs[i].out, strs[i].len, err, errlen);
+    for (size_t i = 0; st == BT_OK && i < sizeof ints / sizeof *ints; i++)
+        st = meta_int(c, ints[i].key, ints[i].min, ints[i].max, ints[i].out, err, errlen);
+    for (size_t i = 0; st == BT_OK && i < sizeof u64s / sizeof *u64s; i++)
+        st = meta_u64(c, u64s[i].key, u64s[i].out, err, errlen);
+    if (st == BT_OK)
+        st = meta_num(c, "clip", 0, INFINITY, &cfg->clip, err, errlen);
+    if (st == BT_OK)
+        st = meta_num(c, "val_fraction", 0, 0.5, &cfg->val_fraction, err, errlen);
+    cfg->hidden = (int)sizes[0], cfg->batch = (int)sizes[1], cfg->steps = (int)sizes[2];
+    c->input_size = (int)sizes[3], c->output_size = (int)sizes[4], c->epoch = (int)sizes[5];
+    return st;
+}
+
+/* What it was trained on: tokens and sampling, the text or task, the vocabulary. */
+static bt_status read_source(bt_checkpoint *c, const char *tok, const char *smp, char *err,
+                             size_t errlen)
+{
+    bt_lm_config *cfg = &c->cfg;
+    if (bt_tokens_kind_parse(tok, &cfg->tokens, NULL, 0) != BT_OK ||
+        (strcmp(smp, "sequential") != 0 && strcmp(smp, "random") != 0))
+        return bt_error(err, errlen, BT_ERR_FORMAT, "checkpoint %s: unknown tokens '%s' or sampling "
+                        "'%s'", c->path, tok, smp);
+    cfg->sampling = strcmp(smp, "random") == 0 ? BT_BATCH_RANDOM : BT_BATCH_SEQUENTIAL;
+    const char *data = bt_st_meta(c->file, "data");
+    snprintf(c->data, sizeof c->data, "%s", data ? data : "");
+    const char *task = bt_st_meta(c->file, "task"); /* absent for a text */
+    if (task && (strlen(task) >= sizeof c->task || !bt_task_spec_is_task(task)))
+        return bt_error(err, errlen, BT_ERR_FORMAT, "checkpoint %s: the setting 'task' is '%.64s', "
+                        "not a task spec", c->path, task);
+    snprintf(c->task, sizeof c->task, "%s", task ? task : "");
+    const char *vocab = bt_st_meta(c->file, "vocab");
+    if (!vocab)
+        return BT_OK;
+    char verr[256] = "";
+    if (bt_vocab_from_json(vocab, cfg->tokens, &c->vocab, verr, sizeof verr) != BT_OK)
+        return bt_error(err, errlen, BT_ERR_FORMAT, "checkpoint %s: bad vocabulary: %s", c->path, verr);
+    if (bt_vocab_size(c->vocab) != c->input_size || bt_vocab_size(c->vocab) != c->output_size)
+        return bt_error(err, errlen, BT_ERR_FORMAT, "checkpoint %s: the vocabulary has %d tokens but "
+                        "the model takes %d and predicts %d", c->path, bt_vocab_size(c->vocab),
+                        c->input_size, c->output_size);
+    return BT_OK;
+}
+
 bt_status bt_checkpoint_read(const char *path, bt_checkpoint **out, char *err, size_t errlen)
 {
     *out = NULL;
@@ -273,100 +323,21 @@ bt_status bt_checkpoint_read(const char *path, bt_checkpoint **out, char *err, s
     if (!c)
         return bt_error(err, errlen, BT_ERR_NOMEM, "out of memory reading %s", path);
     snprintf(c->path, sizeof c->path, "%s", path);
+    bt_lm_config_default(&c->cfg);
+    char tok[WORD_LEN], smp[WORD_LEN];
     bt_status st = bt_st_read(path, &c->file, err, errlen);
+    if (st == BT_OK)
+        st = check_kind(c, err, errlen);
+    if (st == BT_OK)
+        st = read_settings(c, tok, smp, err, errlen);
+    if (st == BT_OK)
+        st = read_source(c, tok, smp, err, errlen);
     if (st != BT_OK) {
-        bt_free(c);
+        bt_checkpoint_free(c);
         return st;
-    }
-    const char *fmt = bt_st_meta(c->file, "format");
-    if (!fmt || strcmp(fmt, BT_CHECKPOINT_FORMAT) != 0) {
-        st = bt_error(err, errlen, BT_ERR_FORMAT, "%s is a safetensors file but not a bptt model "
-                  "checkpoint (format '%s', expected '%s')", path, fmt ? fmt : "none",
-                  BT_CHECKPOINT_FORMAT);
-        goto bad;
-    }
-    const char *prec = meta_req(c, "precision", err, errlen);
-    if (!prec) {
-        st = BT_ERR_FORMAT;
-        goto bad;
-    }
-    if (strcmp(prec, precision_name()) != 0) {
-        st = bt_error(err, errlen, BT_ERR_FORMAT, "checkpoint %s holds %s parameters, but this bptt "
-                  "is built with %s (-Dreal=%s): use a bptt built with -Dreal=%s", path, prec,
-                  precision_name(), precision_name(), prec);
-        goto bad;
-    }
-    bt_lm_config *cfg = &c->cfg;
-    bt_lm_config_default(cfg);
-    long l;
-    char tok[32], smp[32];
-    if ((st = meta_str(c, "cell", cfg->cell, sizeof cfg->cell, err, errlen)) ||
-        (st = meta_int(c, "hidden", 1, 1L << 20, &l, err, errlen)))
-        goto bad;
-    cfg->hidden = (int)l;
-    if ((st = meta_int(c, "batch", 1, 1L << 24, &l, err, errlen)))
-        goto bad;
-    cfg->batch = (int)l;
-    if ((st = meta_int(c, "steps", 1, 1L << 24, &l, err, errlen)))
-        goto bad;
-    cfg->steps = (int)l;
-    if ((st = meta_int(c, "input_size", 1, 1L << 24, &l, err, errlen)))
-        goto bad;
-    c->input_size = (int)l;
-    if ((st = meta_int(c, "output_size", 1, 1L << 24, &l, err, errlen)))
-        goto bad;
-    c->output_size = (int)l;
-    if ((st = meta_str(c, "optimizer", cfg->optimizer, sizeof cfg->optimizer, err, errlen)) ||
-        (st = meta_num(c, "clip", 0, INFINITY, &cfg->clip, err, errlen)) ||
-        (st = meta_str(c, "truncation", cfg->truncation, sizeof cfg->truncation, err, errlen)) ||
-        (st = meta_str(c, "init", cfg->init, sizeof cfg->init, err, errlen)) ||
-        (st = meta_u64(c, "seed", &cfg->seed, err, errlen)) ||
-        (st = meta_str(c, "tokens", tok, sizeof tok, err, errlen)) ||
-        (st = meta_str(c, "sampling", smp, sizeof smp, err, errlen)) ||
-        (st = meta_int(c, "max_tokens", 0, 0x7fffffffffffffffL, &cfg->max_tokens, err, errlen)) ||
-        (st = meta_num(c, "val_fraction", 0, 0.5, &cfg->val_fraction, err, errlen)) ||
-        (st = meta_int(c, "epoch", 0, 0x7fffffff, &l, err, errlen)))
-        goto bad;
-    c->epoch = (int)l;
-    if ((st = meta_u64(c, "updates", &c->updates, err, errlen)) ||
-        (st = meta_u64(c, "optimizer_steps", &c->opt_steps, err, errlen)) ||
-        (st = meta_str(c, "bptt_version", c->version, sizeof c->version, err, errlen)))
-        goto bad;
-    if (bt_tokens_kind_parse(tok, &cfg->tokens, NULL, 0) != BT_OK ||
-        (strcmp(smp, "sequential") != 0 && strcmp(smp, "random") != 0)) {
-        st = bt_error(err, errlen, BT_ERR_FORMAT, "checkpoint %s: unknown tokens '%s' or sampling '%s'",
-                  path, tok, smp);
-        goto bad;
-    }
-    cfg->sampling = strcmp(smp, "random") == 0 ? BT_BATCH_RANDOM : BT_BATCH_SEQUENTIAL;
-    const char *data = bt_st_meta(c->file, "data");
-    snprintf(c->data, sizeof c->data, "%s", data ? data : "");
-    const char *task = bt_st_meta(c->file, "task"); /* absent for a text */
-    if (task && (strlen(task) >= sizeof c->task || !bt_task_spec_is_task(task))) {
-        st = bt_error(err, errlen, BT_ERR_FORMAT, "checkpoint %s: the setting 'task' is '%.64s', not "
-                  "a task spec", path, task);
-        goto bad;
-    }
-    snprintf(c->task, sizeof c->task, "%s", task ? task : "");
-    const char *vocab = bt_st_meta(c->file, "vocab");
-    if (vocab) {
-        char verr[256] = "";
-        if (bt_vocab_from_json(vocab, cfg->tokens, &c->vocab, verr, sizeof verr) != BT_OK) {
-            st = bt_error(err, errlen, BT_ERR_FORMAT, "checkpoint %s: bad vocabulary: %s", path, verr);
-            goto bad;
-        }
-        if (bt_vocab_size(c->vocab) != c->input_size || bt_vocab_size(c->vocab) != c->output_size) {
-            st = bt_error(err, errlen, BT_ERR_FORMAT, "checkpoint %s: the vocabulary has %d tokens but "
-                      "the model takes %d and predicts %d", path, bt_vocab_size(c->vocab),
-                      c->input_size, c->output_size);
-            goto bad;
-        }
     }
     *out = c;
     return BT_OK;
-bad:
-    bt_checkpoint_free(c);
-    return st;
 }
 
 /* The tensor `name` as bt_real of exactly this shape, into dst. */
@@ -466,11 +437,7 @@ bt_status bt_checkpoint_restore(const bt_checkpoint *c, bt_lm *lm, char *err, si
                     c->task[0] ? "task " : "a text", c->task, src_task ? "task " : "a text",
                     src_task ? src->name : "", c->task[0] ? "task" : "text");
     if (c->vocab && src->vocab) {
-        char *a = bt_vocab_to_json(c->vocab), *b = bt_vocab_to_json(src->vocab);
-        bool same = a && b && strcmp(a, b) == 0;
-        bt_free(a);
-        bt_free(b);
-        if (!same)
+        if (!bt_vocab_equal(c->vocab, src->vocab))
             return bt_error(err, errlen, BT_ERR_ARG, "checkpoint %s: its vocabulary (%d tokens) is not "
                         "the one of this text (%d tokens): resume on the text the model was "
                         "trained on%s%s", c->path, bt_vocab_size(c->vocab),

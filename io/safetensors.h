@@ -41,40 +41,40 @@ typedef struct bt_st_tensor {
 typedef struct bt_st_file bt_st_file;
 
 /* NULL when out of memory. */
-bt_st_file *bt_st_new(void);
-void bt_st_free(bt_st_file *f);
+BT_API bt_st_file *bt_st_new(void);
+BT_API void bt_st_free(bt_st_file *f);
 
 /* Copies data (count * dtype size bytes). A duplicate name, a bad dtype, more
  * than BT_ST_MAX_DIMS dims, a negative dim or invalid UTF-8 in the name is
  * BT_ERR_ARG; the name "__metadata__" is reserved. data may be NULL only when
  * the tensor has no elements. */
-bt_status bt_st_add(bt_st_file *f, const char *name, bt_st_dtype dt, int ndim,
-                    const int64_t *shape, const void *data, char *err, size_t errlen);
+BT_API bt_status bt_st_add(bt_st_file *f, const char *name, bt_st_dtype dt, int ndim,
+                           const int64_t *shape, const void *data, char *err, size_t errlen);
 /* Stores bt_real as F32 (float build) or F64 (double build). */
-bt_status bt_st_add_real(bt_st_file *f, const char *name, int ndim, const int64_t *shape,
-                         const bt_real *data, char *err, size_t errlen);
+BT_API bt_status bt_st_add_real(bt_st_file *f, const char *name, int ndim, const int64_t *shape,
+                                const bt_real *data, char *err, size_t errlen);
 
 /* Sets or replaces a metadata entry; BT_ERR_ARG for NULL or invalid UTF-8. */
-bt_status bt_st_set_meta(bt_st_file *f, const char *key, const char *value);
-const char *bt_st_meta(const bt_st_file *f, const char *key); /* NULL if absent */
+BT_API bt_status bt_st_set_meta(bt_st_file *f, const char *key, const char *value);
+BT_API const char *bt_st_meta(const bt_st_file *f, const char *key); /* NULL if absent */
 
-int bt_st_count(const bt_st_file *f);
-const bt_st_tensor *bt_st_at(const bt_st_file *f, int i); /* insertion / file order */
-const bt_st_tensor *bt_st_find(const bt_st_file *f, const char *name); /* NULL if absent */
+BT_API int bt_st_count(const bt_st_file *f);
+BT_API const bt_st_tensor *bt_st_at(const bt_st_file *f, int i); /* insertion / file order */
+BT_API const bt_st_tensor *bt_st_find(const bt_st_file *f, const char *name); /* NULL if absent */
 
 /* Copies a tensor into bt_real, converting from any dtype; count must equal
  * t->count (BT_ERR_SHAPE otherwise). */
-bt_status bt_st_get_real(const bt_st_tensor *t, bt_real *dst, size_t count,
-                         char *err, size_t errlen);
+BT_API bt_status bt_st_get_real(const bt_st_tensor *t, bt_real *dst, size_t count,
+                                char *err, size_t errlen);
 
 /* Atomic: the old file at path is either kept whole or replaced whole. */
-bt_status bt_st_write(const bt_st_file *f, const char *path, char *err, size_t errlen);
+BT_API bt_status bt_st_write(const bt_st_file *f, const char *path, char *err, size_t errlen);
 /* *out is a new file on success, NULL on failure. */
-bt_status bt_st_read(const char *path, bt_st_file **out, char *err, size_t errlen);
+BT_API bt_status bt_st_read(const char *path, bt_st_file **out, char *err, size_t errlen);
 
 /* "F32", "F64", "I32", "I64", "U8"; "?" for a value outside the enum. */
-const char *bt_st_dtype_name(bt_st_dtype dt);
-size_t bt_st_dtype_size(bt_st_dtype dt); /* bytes per element, 0 if unknown */
+BT_API const char *bt_st_dtype_name(bt_st_dtype dt);
+BT_API size_t bt_st_dtype_size(bt_st_dtype dt); /* bytes per element, 0 if unknown */
 
 #ifdef __cplusplus
 }

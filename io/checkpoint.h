@@ -6,13 +6,14 @@
  * JSON or the task spec, optimizer, truncation, clip, init, seed, precision,
  * version...).
  *
- * Writing is atomic (safetensors.h): the previous file stays whole until the
- * new one is complete. Reading checks the content as well as the structure:
- * every tensor present with the right dtype and shape, the precision of this
- * build, a known cell. */
+ * Writing is atomic (atomic.h): the previous file stays whole until the
+ * new one is complete; bt_atomic_check_writable checks a --save path early.
+ * Reading checks the content as well as the structure: every tensor present
+ * with the right dtype and shape, the precision of this build, a known cell. */
 #ifndef BPTT_CHECKPOINT_H
 #define BPTT_CHECKPOINT_H
 
+#include "atomic.h"
 #include "lm.h"
 #include "safetensors.h"
 
@@ -39,24 +40,21 @@ typedef struct bt_checkpoint {
 
 /* Refuses non-finite parameters (BT_ERR_NUMERIC), so a file on disk is always
  * a model worth keeping. data_path may be NULL. */
-bt_status bt_checkpoint_save(bt_lm *lm, const char *path, const char *data_path, char *err,
-                             size_t errlen);
+BT_API bt_status bt_checkpoint_save(bt_lm *lm, const char *path, const char *data_path, char *err,
+                                    size_t errlen);
 
 /* Reads and checks the metadata; tensors are checked when loaded. */
-bt_status bt_checkpoint_read(const char *path, bt_checkpoint **out, char *err, size_t errlen);
-void bt_checkpoint_free(bt_checkpoint *c);
+BT_API bt_status bt_checkpoint_read(const char *path, bt_checkpoint **out, char *err, size_t errlen);
+BT_API void bt_checkpoint_free(bt_checkpoint *c);
 
 /* The model alone (generation): cell from reg (an unknown cell suggests
  * --plugin), parameters loaded and checked. */
-bt_status bt_checkpoint_model(const bt_checkpoint *c, const bt_registry *reg, bt_model **out,
-                              char *err, size_t errlen);
+BT_API bt_status bt_checkpoint_model(const bt_checkpoint *c, const bt_registry *reg, bt_model **out,
+                                     char *err, size_t errlen);
 /* Everything into a run built from c->cfg over the same data: parameters,
  * optimizer state and steps, RNG, carried state, epoch count and history. */
-bt_status bt_checkpoint_restore(const bt_checkpoint *c, bt_lm *lm, char *err, size_t errlen);
+BT_API bt_status bt_checkpoint_restore(const bt_checkpoint *c, bt_lm *lm, char *err, size_t errlen);
 
-/* Fails now, not after an hour of training, when path cannot be written: a
- * folder, a missing folder, no permission to create files there. */
-bt_status bt_checkpoint_check_writable(const char *path, char *err, size_t errlen);
 
 #ifdef __cplusplus
 }
