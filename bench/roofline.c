@@ -113,9 +113,11 @@ static int batched_output_shapes(shape *s, int B, int T, int H, int V)
     return ns;
 }
 
+/* 64-byte aligned, as bptt's arena hands out activations and gradients. */
 static bt_real *random_buffer(size_t n, unsigned *seed)
 {
-    bt_real *p = malloc(sizeof(bt_real) * (n ? n : 1));
+    size_t bytes = (sizeof(bt_real) * (n ? n : 1) + 63) & ~(size_t)63;
+    bt_real *p = aligned_alloc(64, bytes);
     if (!p) {
         fprintf(stderr, "roofline: out of memory for %zu values\n", n);
         exit(1);
