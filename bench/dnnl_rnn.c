@@ -11,7 +11,9 @@
  *   build/bench/dnnl_rnn skinny [--hidden ...] [--reps 7] [--min-ms 20] [--threads 1]
  *
  * One JSON line per measurement on stdout. --threads sets OpenMP's and
- * OpenBLAS's thread counts (Debian's oneDNN 2.6 runs on OpenMP).
+ * OpenBLAS's thread counts (Debian's oneDNN 2.6 runs on OpenMP). Wall-clock
+ * medians, plus rates per CPU second ("_cpu", one thread only), which do not
+ * count the time spent waiting for a core on a shared machine.
  *
  * Input, and why two modes: bptt adds row W_xh[id] (a lookup, no FLOPs).
  * oneDNN's RNN has no lookup, so `onehot` feeds the one-hot vectors as a dense
@@ -66,12 +68,17 @@ typedef struct opts {
 static dnnl_engine_t eng;
 static dnnl_stream_t stream;
 
-static double now(void)
+static double clock_s(clockid_t id)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(id, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
+
+static double now(void) { return clock_s(CLOCK_MONOTONIC); }
+/* Process CPU time: blind to time spent descheduled on a shared machine
+ * (meaningful with one thread only). */
+static double cpu_now(void) { return clock_s(CLOCK_PROCESS_CPUTIME_ID); }
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -657,7 +664,7 @@ static void step_hidden(const opts *o, int H)
     int *Y = xcalloc((size_t)B * T, sizeof(int));
     for (size_t i = 0; i < len; i++)
         stream_ids[i] = (int)((uniform(&seed, 1) + 1) * 1e6) % V;
-    double *times = xcalloc((size_t)o->steps, sizeof(double));
+    double *times = xcalloc(2 * (size_t)o->steps, sizeof(double)), *cpu = times + o->steps;
     for (int it = 0; it < n; it++) {
         for (int b = 0; b < B; b++) /* row b continues row b of the last window */
             for (int t = 0; t < T; t++) {
@@ -665,21 +672,25 @@ static void step_hidden(const opts *o, int H)
                 X[b * T + t] = stream_ids[pos];
                 Y[b * T + t] = stream_ids[pos + 1];
             }
-        double t0 = now();
+        double t0 = now(), c0 = cpu_now();
         net_grad(&m, X, Y);
         net_update(&m, 1, 1);
-        if (it >= o->warmup)
+        if (it >= o->warmup) {
             times[it - o->warmup] = now() - t0;
+            cpu[it - o->warmup] = cpu_now() - c0;
+        }
     }
     qsort(times, (size_t)o->steps, sizeof *times, cmp_double);
+    qsort(cpu, (size_t)o->steps, sizeof *cpu, cmp_double);
     double med = times[o->steps / 2], tok = (double)B * T;
     printf("{\"impl\": \"onednn\", \"mode\": \"step\", \"hidden\": %d, \"batch\": %d, \"T\": %d, "
            "\"input\": \"%s\", \"extra_input_flops_per_token\": %d, \"tokens_per_s\": %.1f, "
-           "\"tokens_per_s_min\": %.1f, \"tokens_per_s_max\": %.1f, \"us_per_token\": %.3f, "
+           "\"tokens_per_s_min\": %.1f, \"tokens_per_s_max\": %.1f, \"tokens_per_cpu_s\": %.1f, "
+           "\"us_per_token\": %.3f, "
            "\"threads\": %d, \"isa\": \"%s\", \"rnn_fwd_impl\": \"%s\", \"rnn_bwd_impl\": \"%s\", "
            "\"matmul_impl\": \"%s\", \"weight_reorders\": %d, \"dnnl_version\": \"%d.%d.%d\"}\n",
            H, B, T, o->narrow ? "narrow" : "onehot", o->narrow ? 0 : 6 * V * H, tok / med,
-           tok / times[o->steps - 1], tok / times[0], med / tok * 1e6, threads_now(), isa(),
+           tok / times[o->steps - 1], tok / times[0], tok / cpu[o->steps / 2], med / tok * 1e6, threads_now(), isa(),
            m.impl_f, m.impl_b, m.impl_out,
            m.f_wl.packed + m.f_wi.packed + m.b_wl.packed + m.b_wi.packed + m.b_dwl.packed + m.b_dwi.packed,
            dnnl_version()->major, dnnl_version()->minor, dnnl_version()->patch);
@@ -690,9 +701,12 @@ static void step_hidden(const opts *o, int H)
 
 /* ---- skinny: the per-step product [B,H] x [H,H], accumulating ---- */
 
-/* Median and best GFLOP/s of `reps` batches of fn(ctx), each lasting min_ms. */
-static void time_calls(void (*fn)(void *), void *ctx, double flops, const opts *o, double *med,
-                       double *best)
+typedef struct rates {
+    double med, best, cpu; /* GFLOP/s: median, fastest batch, median by CPU time */
+} rates;
+
+/* The rates of `reps` batches of fn(ctx), each lasting min_ms. */
+static rates time_calls(void (*fn)(void *), void *ctx, double flops, const opts *o)
 {
     long calls = 1;
     for (;;) { /* warm up and size a batch */
@@ -703,17 +717,19 @@ static void time_calls(void (*fn)(void *), void *ctx, double flops, const opts *
             break;
         calls *= 2;
     }
-    double *rate = xcalloc((size_t)o->reps, sizeof(double));
+    double *rate = xcalloc(2 * (size_t)o->reps, sizeof(double)), *cpu = rate + o->reps;
     for (int r = 0; r < o->reps; r++) {
-        double t0 = now();
+        double t0 = now(), c0 = cpu_now();
         for (long i = 0; i < calls; i++)
             fn(ctx);
         rate[r] = flops * (double)calls / (now() - t0) * 1e-9;
+        cpu[r] = flops * (double)calls / (cpu_now() - c0) * 1e-9;
     }
     qsort(rate, (size_t)o->reps, sizeof *rate, cmp_double);
-    *med = rate[o->reps / 2];
-    *best = rate[o->reps - 1];
+    qsort(cpu, (size_t)o->reps, sizeof *cpu, cmp_double);
+    rates r = {rate[o->reps / 2], rate[o->reps - 1], cpu[o->reps / 2]};
     free(rate);
+    return r;
 }
 
 typedef struct skinny {
@@ -740,14 +756,15 @@ static void skinny_openblas(void *p)
 }
 #endif
 
-static void skinny_print(const skinny *s, const char *impl, const char *weights, double med,
-                         double best, double pack_us, const char *kernel)
+static void skinny_print(const skinny *s, const char *impl, const char *weights, rates r,
+                         double pack_us, const char *kernel)
 {
     printf("{\"impl\": \"%s\", \"mode\": \"skinny\", \"hidden\": %d, \"m\": %d, \"n\": %d, \"k\": %d, "
            "\"op\": \"%s\", \"weights\": \"%s\", \"gflops\": %.2f, \"gflops_best\": %.2f, "
-           "\"us_per_call\": %.3f, \"pack_us\": %.2f, \"kernel\": \"%s\", \"threads\": %d}\n",
-           impl, s->H, s->B, s->H, s->H, s->trans ? "h*W^T" : "h*W", weights, med, best,
-           2.0 * s->B * s->H * s->H / (med * 1e3), pack_us, kernel, threads_now());
+           "\"gflops_cpu\": %.2f, \"us_per_call\": %.3f, \"pack_us\": %.2f, \"kernel\": \"%s\", "
+           "\"threads\": %d}\n",
+           impl, s->H, s->B, s->H, s->H, s->trans ? "h*W^T" : "h*W", weights, r.med, r.best, r.cpu,
+           2.0 * s->B * s->H * s->H / (r.med * 1e3), pack_us, kernel, threads_now());
     fflush(stdout);
 }
 
@@ -810,18 +827,18 @@ static void skinny_hidden(const opts *o, int H)
         s.h[i] = uniform(&seed, 0.5f);
     for (int i = 0; i < H * H; i++)
         s.w[i] = uniform(&seed, 0.05f);
-    double flops = 2.0 * o->B * H * H, med, best;
+    double flops = 2.0 * o->B * H * H;
     for (int trans = 0; trans < 2; trans++) {
         s.trans = trans;
 #if BENCH_HAVE_OPENBLAS
-        time_calls(skinny_openblas, &s, flops, o, &med, &best);
-        skinny_print(&s, "openblas", "plain", med, best, 0, openblas_get_corename());
+        skinny_print(&s, "openblas", "plain", time_calls(skinny_openblas, &s, flops, o), 0,
+                     openblas_get_corename());
 #endif
         for (int packed = 0; packed < 2; packed++) {
             const char *impl;
             double pack_us = skinny_dnnl_setup(&s, packed, &impl);
-            time_calls(skinny_dnnl, &s, flops, o, &med, &best);
-            skinny_print(&s, "onednn", packed ? "packed" : "plain", med, best, pack_us, impl);
+            skinny_print(&s, "onednn", packed ? "packed" : "plain", time_calls(skinny_dnnl, &s, flops, o),
+                         pack_us, impl);
             skinny_dnnl_free(&s);
         }
     }

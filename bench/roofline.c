@@ -14,6 +14,10 @@
  * and the fraction of the ceiling when --bench or --measured gives them).
  * OpenBLAS reads OPENBLAS_CORETYPE and OPENBLAS_NUM_THREADS when it loads, so
  * set them in the environment; --bench runs its child under the same ones.
+ * Besides wall-clock medians (comparable with `bench step`'s), every rate is
+ * also given per CPU second ("_cpu"): on a shared machine those do not count
+ * the time the process waited for a core (one thread only). bptt's CPU figure
+ * is the whole child run's (warm-up and setup included), a slight underestimate.
  *
  * The shapes are those bptt calls (checked once by logging cblas_sgemm under
  * `bench step`): per step h W_hh, h_t W_hq, dlogits W_hq^T, dA W_hh^T (T - 1
@@ -26,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "bptt.h"
@@ -48,6 +53,8 @@ typedef struct shape {
     int per_window;     /* calls per training window of T steps */
     double gflops;      /* measured rate: median of the timed batches */
     double best;        /* the fastest batch (what an idle machine gives) */
+    double cpu;         /* median by process CPU time: blind to time spent
+                           descheduled on a shared machine (1 thread only) */
 } shape;
 
 typedef struct opts {
@@ -56,12 +63,15 @@ typedef struct opts {
     const char *bench;
 } opts;
 
-static double now(void)
+static double clock_s(clockid_t id)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(id, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
+
+static double now(void) { return clock_s(CLOCK_MONOTONIC); }
+static double cpu_now(void) { return clock_s(CLOCK_PROCESS_CPUTIME_ID); }
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -71,7 +81,7 @@ static int cmp_double(const void *a, const void *b)
 
 static shape shape_of(const char *name, bool ta, bool tb, int m, int n, int k, bt_real beta, int per)
 {
-    return (shape){name, ta, tb, m, n, k, beta, per, 0, 0};
+    return (shape){name, ta, tb, m, n, k, beta, per, 0, 0, 0};
 }
 
 /* The deferred weight gradient dW[K,N] += A^T D over R stacked rows, split
@@ -130,7 +140,7 @@ static bt_real *random_buffer(size_t n, unsigned *seed)
 }
 
 /* GFLOP/s of `reps` batches, each long enough to last min_ms: the median
- * into sh->gflops, the fastest into sh->best. */
+ * into sh->gflops, the fastest into sh->best, the median by CPU time into sh->cpu. */
 static void time_shape(shape *sh, int reps, double min_ms)
 {
     unsigned seed = 7;
@@ -139,7 +149,8 @@ static void time_shape(shape *sh, int reps, double min_ms)
     bt_real *b = random_buffer((size_t)sh->k * sh->n, &seed);
     bt_real *c = random_buffer((size_t)sh->m * sh->n, &seed);
     int lda = sh->ta ? sh->m : sh->k, ldb = sh->tb ? sh->k : sh->n;
-    double flops = 2.0 * sh->m * sh->n * sh->k, *rate = malloc(sizeof(double) * (size_t)reps);
+    double flops = 2.0 * sh->m * sh->n * sh->k, *rate = malloc(sizeof(double) * 2 * (size_t)reps);
+    double *cpu = rate + reps;
     long calls = 1;
     for (;;) { /* warm up and size a batch */
         double t0 = now();
@@ -150,26 +161,31 @@ static void time_shape(shape *sh, int reps, double min_ms)
         calls *= 2;
     }
     for (int r = 0; r < reps; r++) {
-        double t0 = now();
+        double t0 = now(), c0 = cpu_now();
         for (long i = 0; i < calls; i++)
             bt_gemm(sh->ta, sh->tb, sh->m, sh->n, sh->k, 1, a, lda, b, ldb, sh->beta, c, sh->n);
         rate[r] = flops * (double)calls / (now() - t0) * 1e-9;
+        cpu[r] = flops * (double)calls / (cpu_now() - c0) * 1e-9;
     }
     qsort(rate, (size_t)reps, sizeof *rate, cmp_double);
+    qsort(cpu, (size_t)reps, sizeof *cpu, cmp_double);
     sh->gflops = rate[reps / 2];
     sh->best = rate[reps - 1];
+    sh->cpu = cpu[reps / 2];
     free(a); free(b); free(c); free(rate);
 }
 
-/* Tokens/s if the window's products ran at the measured rates (median, or
- * the fastest batch with best) and nothing else ran. */
-static double ceiling(const shape *s, int ns, int B, int T, bool best, double *flops_per_token)
+enum rate_kind { RATE_MEDIAN, RATE_BEST, RATE_CPU };
+
+/* Tokens/s if the window's products ran at the measured rates and nothing else ran. */
+static double ceiling(const shape *s, int ns, int B, int T, enum rate_kind kind, double *flops_per_token)
 {
     double secs = 0, flops = 0;
     for (int i = 0; i < ns; i++) {
         double f = 2.0 * s[i].m * s[i].n * s[i].k * s[i].per_window;
+        double rate = kind == RATE_BEST ? s[i].best : kind == RATE_CPU ? s[i].cpu : s[i].gflops;
         flops += f;
-        secs += f / ((best ? s[i].best : s[i].gflops) * 1e9);
+        secs += f / (rate * 1e9);
     }
     *flops_per_token = flops / ((double)B * T);
     return (double)B * T / secs;
@@ -209,33 +225,50 @@ static const char *corename(void)
 #endif
 }
 
-/* Runs `bench step` at hidden H, echoes its JSON line, returns its tokens/s
- * (0 when it fails or prints no figure). */
-static double run_bench(const opts *o, int H)
+/* bptt's speed at one hidden size: wall-clock median of `bench step`, and
+ * tokens per CPU second of the whole child run (warm-up and setup included;
+ * blind to time descheduled, so steadier on a shared machine; 1 thread). */
+typedef struct measured {
+    double tok, tok_cpu;
+} measured;
+
+static double children_cpu_s(void)
 {
+    struct rusage ru;
+    getrusage(RUSAGE_CHILDREN, &ru);
+    return (double)ru.ru_utime.tv_sec + 1e-6 * (double)ru.ru_utime.tv_usec +
+           (double)ru.ru_stime.tv_sec + 1e-6 * (double)ru.ru_stime.tv_usec;
+}
+
+/* Runs `bench step` at hidden H and echoes its JSON line; zeros when it
+ * fails or prints no figure. */
+static measured run_bench(const opts *o, int H)
+{
+    measured m = {0, 0};
     char cmd[4096];
     if (strchr(o->bench, '\'')) {
         fprintf(stderr, "roofline: --bench path must not contain a quote: %s\n", o->bench);
-        return 0;
+        return m;
     }
     snprintf(cmd, sizeof cmd, "'%s' step --hidden %d --batch %d --steps-per-seq %d --warmup %d --steps %d",
              o->bench, H, o->B, o->T, o->bench_warmup, o->bench_steps);
     fflush(stdout);
+    double cpu0 = children_cpu_s();
     FILE *f = popen(cmd, "r");
     char line[4096];
-    double tok = 0;
     while (f && fgets(line, sizeof line, f)) {
         const char *at = strstr(line, "\"tokens_per_s\": ");
         if (at && strstr(line, "\"impl\": \"bptt\"")) {
-            tok = atof(at + strlen("\"tokens_per_s\": "));
+            m.tok = atof(at + strlen("\"tokens_per_s\": "));
             fputs(line, stdout);
         }
     }
-    if (!f || pclose(f) != 0 || tok <= 0) {
+    if (!f || pclose(f) != 0 || m.tok <= 0) {
         fprintf(stderr, "roofline: `%s` failed or printed no tokens_per_s\n", cmd);
-        return 0;
+        return (measured){0, 0};
     }
-    return tok;
+    m.tok_cpu = (double)o->B * o->T * (o->bench_warmup + o->bench_steps) / (children_cpu_s() - cpu0);
+    return m;
 }
 
 static void print_shape(const shape *s, int H, int B, int T)
@@ -243,13 +276,53 @@ static void print_shape(const shape *s, int H, int B, int T)
     double f = 2.0 * s->m * s->n * s->k;
     printf("{\"kind\": \"shape\", \"hidden\": %d, \"name\": \"%s\", \"trans_a\": %d, \"trans_b\": %d, "
            "\"m\": %d, \"n\": %d, \"k\": %d, \"beta\": %g, \"per_window\": %d, "
-           "\"flops_per_token\": %.1f, \"gflops\": %.2f, \"gflops_best\": %.2f, \"us_per_call\": %.3f, "
-           "\"corename\": \"%s\"}\n",
+           "\"flops_per_token\": %.1f, \"gflops\": %.2f, \"gflops_best\": %.2f, \"gflops_cpu\": %.2f, "
+           "\"us_per_call\": %.3f, \"corename\": \"%s\"}\n",
            H, s->name, s->ta, s->tb, s->m, s->n, s->k, (double)s->beta, s->per_window,
-           f * s->per_window / ((double)B * T), s->gflops, s->best, f / (s->gflops * 1e3), corename());
+           f * s->per_window / ((double)B * T), s->gflops, s->best, s->cpu, f / (s->gflops * 1e3),
+           corename());
 }
 
-/* All shapes at one hidden size, the ceilings, and bptt's fraction of it. */
+static void fmt_or_null(char *buf, size_t len, double v, const char *fmt)
+{
+    if (v > 0)
+        snprintf(buf, len, fmt, v);
+    else
+        snprintf(buf, len, "null");
+}
+
+static void print_ceiling(const opts *o, int H, const shape *s, const shape *w, int ns, measured m)
+{
+    double fpt, skinny = 0, total = 0;
+    double ceil_tok = ceiling(s, ns, o->B, o->T, RATE_MEDIAN, &fpt);
+    double ceil_best = ceiling(s, ns, o->B, o->T, RATE_BEST, &fpt);
+    double ceil_cpu = ceiling(s, ns, o->B, o->T, RATE_CPU, &fpt);
+    double ceil_w = ceiling(w, ns, o->B, o->T, RATE_MEDIAN, &fpt);
+    for (int i = 0; i < ns; i++) { /* time share of the per-step [B,*] products */
+        double t = 2.0 * s[i].m * s[i].n * s[i].k * s[i].per_window / s[i].gflops;
+        total += t;
+        skinny += s[i].m == o->B ? t : 0;
+    }
+    char tok[32], frac[32], tok_cpu[32], frac_cpu[32];
+    fmt_or_null(tok, sizeof tok, m.tok, "%.1f");
+    fmt_or_null(frac, sizeof frac, m.tok / ceil_tok, "%.4f");
+    fmt_or_null(tok_cpu, sizeof tok_cpu, m.tok_cpu, "%.1f");
+    fmt_or_null(frac_cpu, sizeof frac_cpu, m.tok_cpu / ceil_cpu, "%.4f");
+    const char *env = getenv("OPENBLAS_CORETYPE");
+    printf("{\"kind\": \"ceiling\", \"hidden\": %d, \"batch\": %d, \"T\": %d, \"vocab\": %d, "
+           "\"gemm_flops_per_token\": %.1f, \"formula_6H2_10VH\": %.1f, "
+           "\"ceiling_tokens_per_s\": %.1f, \"ceiling_best_tokens_per_s\": %.1f, "
+           "\"ceiling_cpu_tokens_per_s\": %.1f, \"ceiling_gflops\": %.2f, \"per_step_time_share\": %.3f, "
+           "\"ceiling_batched_output_tokens_per_s\": %.1f, \"bptt_tokens_per_s\": %s, "
+           "\"fraction_of_ceiling\": %s, \"bptt_tokens_per_cpu_s\": %s, \"fraction_of_ceiling_cpu\": %s, "
+           "\"corename\": \"%s\", \"OPENBLAS_CORETYPE\": \"%s\", \"precision\": \"%s\"}\n",
+           H, o->B, o->T, o->V, fpt, 6.0 * H * H + 10.0 * o->V * H, ceil_tok, ceil_best, ceil_cpu,
+           ceil_tok * fpt * 1e-9, skinny / total, ceil_w, tok, frac, tok_cpu, frac_cpu, corename(),
+           env ? env : "", BT_REAL_DOUBLE ? "double" : "float");
+    fflush(stdout);
+}
+
+/* All shapes at one hidden size, the ceilings, and bptt's fraction of them. */
 static void measure_hidden(const opts *o, int H)
 {
     shape s[MAX_SHAPES], w[MAX_SHAPES];
@@ -264,33 +337,10 @@ static void measure_hidden(const opts *o, int H)
         } else
             w[i] = s[i];
     }
-    double fpt, skinny = 0, total = 0;
-    double ceil_tok = ceiling(s, ns, o->B, o->T, false, &fpt);
-    double ceil_best = ceiling(s, ns, o->B, o->T, true, &fpt);
-    double ceil_w = ceiling(w, ns, o->B, o->T, false, &fpt);
-    for (int i = 0; i < ns; i++) { /* time share of the per-step [B,*] products */
-        double t = 2.0 * s[i].m * s[i].n * s[i].k * s[i].per_window / s[i].gflops;
-        total += t;
-        skinny += s[i].m == o->B ? t : 0;
-    }
-    double tok = o->bench ? run_bench(o, H) : o->measured;
-    char bptt[64] = "null", frac[64] = "null";
-    if (tok > 0) {
-        snprintf(bptt, sizeof bptt, "%.1f", tok);
-        snprintf(frac, sizeof frac, "%.4f", tok / ceil_tok);
-    }
-    const char *env = getenv("OPENBLAS_CORETYPE");
-    printf("{\"kind\": \"ceiling\", \"hidden\": %d, \"batch\": %d, \"T\": %d, \"vocab\": %d, "
-           "\"gemm_flops_per_token\": %.1f, \"formula_6H2_10VH\": %.1f, "
-           "\"ceiling_tokens_per_s\": %.1f, \"ceiling_best_tokens_per_s\": %.1f, \"ceiling_gflops\": %.2f, "
-           "\"per_step_time_share\": %.3f, "
-           "\"ceiling_batched_output_tokens_per_s\": %.1f, \"bptt_tokens_per_s\": %s, "
-           "\"fraction_of_ceiling\": %s, \"corename\": \"%s\", \"OPENBLAS_CORETYPE\": \"%s\", "
-           "\"precision\": \"%s\"}\n",
-           H, o->B, o->T, o->V, fpt, 6.0 * H * H + 10.0 * o->V * H, ceil_tok, ceil_best, ceil_tok * fpt * 1e-9,
-           skinny / total, ceil_w, bptt, frac, corename(), env ? env : "",
-           BT_REAL_DOUBLE ? "double" : "float");
-    fflush(stdout);
+    measured m = {o->measured, 0};
+    if (o->bench)
+        m = run_bench(o, H);
+    print_ceiling(o, H, s, w, ns, m);
 }
 
 static int usage(const char *why)
