@@ -11,6 +11,10 @@ file), both ways, with the exact mappings of docs/cells.md:
   torch_convert.py to-bptt --module gru model.pt params.safetensors
   torch_convert.py from-bptt --module gru params.safetensors model.pt
 
+from-bptt also reads the parameters of a `bptt train --save` checkpoint
+(param.<name>); to-bptt writes a parameter file (with --batch, a complete
+`bptt grad` input), not a checkpoint to resume training from.
+
 bptt writes products as x W (rows), PyTorch as W x, so every matrix is
 transposed: weight_ih_l0 [kH,D] = W^T with W [D,kH], in the same gate blocks
 (k = 1, 3 or 4; nn.GRU's r|z|n, nn.LSTM's i|f|g|o). nn.RNN and nn.LSTM have two
@@ -232,11 +236,13 @@ def to_bptt(sd, kind, rnn_prefix=None, head_prefix=None, notes=None):
 
 
 def from_bptt(P, kind, rnn_prefix="rnn.", head_prefix="linear.", grads=False, head=True):
-    """A state_dict (numpy arrays, torch names) from bptt's parameters P. With
-    grads, P is a `bptt grad` output and its grad.<name> are mapped instead;
-    a single bias's gradient then goes to both of PyTorch's biases."""
+    """A state_dict (numpy arrays, torch names) from bptt's parameters P: a
+    parameter file, a `bptt grad` P file or a `bptt train` checkpoint (whose
+    parameters are param.<name>). With grads, P is a `bptt grad` output and
+    its grad.<name> are mapped instead; a single bias's gradient then goes to
+    both of PyTorch's biases."""
     m = MODULES[kind]
-    pre = "grad." if grads else ""
+    pre = "grad." if grads else ("param." if "param." + m["w_hh"] in P else "")
     stacked = sorted(k for k in P if k.startswith(pre + layer_prefix(1)))
     if stacked:
         raise ConvertError(f"layer-stacked parameters ({', '.join(stacked[:3])}...): only one "
@@ -321,7 +327,7 @@ def cmd_from_bptt(a):
     P, meta = st_read(a.input)
     m = MODULES[a.module]
     cell = meta.get("cell")
-    if cell and cell != m["cell"] and meta.get("format") in (FORMAT, "bptt-grad/1"):
+    if cell and cell != m["cell"] and meta.get("format") in (FORMAT, "bptt-grad/1", "bptt-lm-1"):
         raise ConvertError(f"{a.input} holds cell {cell}'s parameters, not {m['cell']}'s "
                            f"(--module {a.module})")
     sd = from_bptt(P, a.module, a.rnn_prefix, a.head_prefix, a.grads, not a.no_head)

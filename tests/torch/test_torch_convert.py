@@ -14,7 +14,8 @@ biases on both sides:
      torch -> bptt -> torch is exact for nn.GRU and for every weight, and
      keeps bias_ih + bias_hh for nn.RNN / nn.LSTM (bptt has one bias); the
      model loads the result with load_state_dict(strict=True) and computes
-     the same outputs; the same in float32;
+     the same outputs; the same in float32; a `bptt train` checkpoint
+     converts too, every tensor exactly;
   (2 and 3 call the converter's main() in this process, to save an
   interpreter start per call)
   3. what bptt's cells cannot express is refused with one line and exit 1
@@ -261,6 +262,34 @@ def check_round_trips(c, chk, suffix):
         chk.fail(c.label, f"the round-tripped model's outputs differ by {e:.3g} ({prec})")
 
 
+def check_checkpoints(bptt, tmp, chk):
+    """A `bptt train --save` checkpoint (parameters param.<name>) converts
+    with from-bptt, every tensor exactly the mapped checkpoint tensor."""
+    for kind, (_, cell) in KINDS.items():
+        ck, pt = os.path.join(tmp, f"ck_{kind}.st"), os.path.join(tmp, f"ck_{kind}.pt")
+        rc, _, err = run([bptt, "train", "--task", "copy:5,3", "--cell", cell, "--hidden", "4",
+                          "--epochs", "1", "--save", ck, "--quiet"])
+        if rc != 0:
+            chk.fail(f"checkpoint {cell}", f"bptt train exit {rc}: {err.strip()}")
+            continue
+        rc, _, err = convert("from-bptt", "--module", kind, ck, pt)
+        if rc != 0:
+            chk.fail(f"checkpoint {cell}", f"from-bptt exit {rc}: {err.strip()}")
+            continue
+        P, _ = ref.st_read(ck)
+        sd = torch.load(pt)
+        names = torch_convert.MODULES[kind]
+        want = {"rnn.weight_ih_l0": P["param." + names["w_ih"]].T,
+                "rnn.weight_hh_l0": P["param." + names["w_hh"]].T,
+                "linear.weight": P["param.W_hq"].T, "linear.bias": P["param.b_q"]}
+        b = [P["param." + n] for n in names["bias"]]
+        want["rnn.bias_ih_l0"] = b[0]
+        want["rnn.bias_hh_l0"] = b[1] if len(b) == 2 else np.zeros_like(b[0])
+        bad = [k for k, v in want.items() if k not in sd or not same_bits(sd[k].numpy(), v)]
+        if bad or len(sd) != len(want):
+            chk.fail(f"checkpoint {cell}", f"from-bptt gave {sorted(sd)}; differing: {bad}")
+
+
 def refusals(tmp, chk):
     """Step 3: (label, args, exit status, words the one line must hold)."""
     def save(name, obj):
@@ -331,11 +360,12 @@ def main():
     for c in cases:
         for sfx in ("", ".f32"):
             check_round_trips(c, chk, sfx)
+    check_checkpoints(args.bptt, tmp.name, chk)
     n_ref = refusals(tmp.name, chk)
     prec = precision[0] if precision else "?"
     print(f"torch_convert.py and bptt grad vs PyTorch ({prec} build, {args.bptt}):")
     print(f"  {len(cases)} models ({', '.join(KINDS)} x token and real input), "
-          f"{n_ref} refusals; tolerance "
+          f"{len(KINDS)} bptt train checkpoints, {n_ref} refusals; tolerance "
           + ("1e-9" if prec == "double" else f"{FLOAT_FACTOR:g} x PyTorch float32's error + "
              f"{FLOAT_FLOOR:.3g}"))
     for what, e in chk.worst.items():
