@@ -23,7 +23,7 @@ extern "C" {
 #endif
 
 #define BT_ABI_MAJOR 2
-#define BT_ABI_MINOR 0
+#define BT_ABI_MINOR 1
 #define BT_PLUGIN_ENTRY_SYMBOL "bt_plugin_entry"
 #define BT_PLUGIN_EXPORT __attribute__((visibility("default")))
 #define BT_NAME_LEN 32
@@ -79,6 +79,10 @@ typedef struct bt_cell_def {
      * returns the output o_t [B, output]. NULL on error (the graph holds the message). */
     bt_tensor *(*step)(const bt_host *host, bt_graph *g, bt_tensor *const *params,
                        const bt_step_input *in, bt_tensor *const *state, bt_tensor **next_state);
+    /* ABI 2.1: what `bptt plugins --describe` prints (equations, parameters,
+     * states, loss; lines end with '\n'), or NULL. Read only from a def whose
+     * size covers it. */
+    const char *doc;
     /* New fields go here, and only here. */
 } bt_cell_def;
 
@@ -106,6 +110,7 @@ typedef struct bt_policy_def {
     int (*max_reach)(void *state);
     /* Canonical option string for logs and checkpoints ("tbptt:5,35"). */
     const char *(*describe)(void *state, char *buf, size_t len);
+    const char *doc; /* ABI 2.1: as bt_cell_def's (options, what xi it sets), or NULL */
     /* New fields go here, and only here. */
 } bt_policy_def;
 
@@ -122,6 +127,7 @@ typedef struct bt_optimizer_def {
     void (*step)(void *cfg, uint64_t step, bt_real *param, const bt_real *grad,
                  bt_real *const *state, size_t n);
     const char *(*describe)(void *cfg, char *buf, size_t len);
+    const char *doc; /* ABI 2.1: as bt_cell_def's (the update, options, state), or NULL */
     /* New fields go here, and only here. */
 } bt_optimizer_def;
 

@@ -209,6 +209,10 @@ static bt_status bt_registrar_fail(bt_registrar *g, bt_status s, const char *fmt
 #define BT_CELL_DEF_2_0 BT_SIZE_THROUGH(bt_cell_def, step)
 #define BT_POLICY_DEF_2_0 BT_SIZE_THROUGH(bt_policy_def, describe)
 #define BT_OPTIMIZER_DEF_2_0 BT_SIZE_THROUGH(bt_optimizer_def, describe)
+/* A field appended after 2.0, read only when the plugin's def reaches it (an
+ * ABI 2.0 plugin's def ends before it: what lies there is not the plugin's). */
+#define BT_FIELD_IF_COVERED(d, type, field) \
+    ((d)->size >= BT_SIZE_THROUGH(type, field) ? (d)->field : NULL)
 
 /* What every kind checks before its own fields: a def, a size covering ABI
  * 2.0's fields, a valid name. The name sits at the same offset in every ABI 2
@@ -241,8 +245,8 @@ static bt_status bt_registrar_check(bt_registrar *g, bt_plugin_kind kind, const 
  * fields (NULL when nothing is). Only the fields this host knows are copied:
  * a newer plugin's extra fields are ignored, an older one's missing ones stay 0. */
 static bt_status bt_registrar_stage(bt_registrar *g, bt_plugin_kind kind, const char *name,
-                                    const char *summary, const char *problem, const void *def,
-                                    size_t size, size_t host_size)
+                                    const char *summary, const char *doc, const char *problem,
+                                    const void *def, size_t size, size_t host_size)
 {
     const char *what = bt_plugin_kind_name(kind);
     if (problem)
@@ -274,7 +278,7 @@ static bt_status bt_registrar_stage(bt_registrar *g, bt_plugin_kind kind, const 
     memcpy(&it->def, def, kept);
     it->def.cell.size = kept; /* the copy's own size (size opens every kind's def) */
     it->entry = (bt_registry_entry){kind, it->key.name, g->plugin->name, g->plugin->version,
-                                    g->plugin->file, summary ? summary : "", &it->def};
+                                    g->plugin->file, summary ? summary : "", &it->def, doc};
     g->staged[g->n_staged++] = it;
     return BT_OK;
 }
@@ -289,7 +293,8 @@ static bt_status bt_host_register_cell(bt_registrar *g, const bt_cell_def *d)
         return st;
     const char *problem = !d->params ? BT_MISSING(params) : !d->states ? BT_MISSING(states)
                         : !d->step ? BT_MISSING(step) : NULL;
-    return bt_registrar_stage(g, BT_KIND_CELL, d->name, d->summary, problem, d, d->size,
+    return bt_registrar_stage(g, BT_KIND_CELL, d->name, d->summary,
+                              BT_FIELD_IF_COVERED(d, bt_cell_def, doc), problem, d, d->size,
                               sizeof *d);
 }
 
@@ -303,7 +308,8 @@ static bt_status bt_host_register_policy(bt_registrar *g, const bt_policy_def *d
                         : !d->begin ? BT_MISSING(begin) : !d->decide ? BT_MISSING(decide)
                         : !d->max_reach ? BT_MISSING(max_reach)
                         : !d->describe ? BT_MISSING(describe) : NULL;
-    return bt_registrar_stage(g, BT_KIND_POLICY, d->name, d->summary, problem, d, d->size,
+    return bt_registrar_stage(g, BT_KIND_POLICY, d->name, d->summary,
+                              BT_FIELD_IF_COVERED(d, bt_policy_def, doc), problem, d, d->size,
                               sizeof *d);
 }
 
@@ -317,7 +323,8 @@ static bt_status bt_host_register_optimizer(bt_registrar *g, const bt_optimizer_
                         : !d->step ? BT_MISSING(step) : !d->describe ? BT_MISSING(describe)
                         : (d->n_state < 0 || d->n_state > 16)
                             ? "asks for a number of state buffers outside 0 to 16" : NULL;
-    return bt_registrar_stage(g, BT_KIND_OPTIMIZER, d->name, d->summary, problem, d, d->size,
+    return bt_registrar_stage(g, BT_KIND_OPTIMIZER, d->name, d->summary,
+                              BT_FIELD_IF_COVERED(d, bt_optimizer_def, doc), problem, d, d->size,
                               sizeof *d);
 }
 

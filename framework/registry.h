@@ -24,6 +24,8 @@ typedef struct bt_registry_entry {
     const char *file;           /* path of the shared object */
     const char *summary;
     const void *def;            /* bt_cell_def / bt_policy_def / bt_optimizer_def */
+    const char *doc;            /* the def's multi-line description; NULL when the plugin
+                                   gives none (or predates ABI 2.1, which added it) */
 } bt_registry_entry;
 
 BT_API bt_registry *bt_registry_new(void);

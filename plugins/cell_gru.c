@@ -35,15 +35,43 @@ static bt_tensor *gru_step(const bt_host *H, bt_graph *g, bt_tensor *const *p,
     return H->add(g, H->matmul(g, next[0], p[4]), p[5]);
 }
 
+static const char doc[] =
+    "Gated recurrent unit in the form of Cho et al. (2014) and d2l.ai: gates in\n"
+    "the order z, r; the reset gate multiplies h before the product; one bias.\n"
+    "Row vectors: a product reads x W.\n"
+    "  [a_z a_r a_n] = x_t W_x + b                  [B,3H]\n"
+    "  [z r] = sigmoid([a_z a_r] + h_{t-1} W_hzr)   [B,2H]\n"
+    "  n = tanh(a_n + (r * h_{t-1}) W_hh)\n"
+    "  h_t = z * h_{t-1} + (1 - z) * n              (computed as n + z * (h_{t-1} - n))\n"
+    "  out_t = h_t W_hq + b_q\n"
+    "Input: token ids (x_t one-hot: x_t W_x is row x_t of W_x) or real rows\n"
+    "x_t [B,D].\n"
+    "Parameters:\n"
+    "  W_x   [V,3H] or [D,3H]   columns in blocks z | r | n\n"
+    "  b     [3H]               entries in blocks z | r | n\n"
+    "  W_hzr [H,2H]             columns in blocks z | r\n"
+    "  W_hh  [H,H]              the candidate's recurrent matrix\n"
+    "  W_hq  [H,V], b_q [V]     the output layer\n"
+    "State: h [B,H]. Loss: softmax cross-entropy (xent) of out_t.\n"
+    "d2l's GRU from scratch is this cell: W_x = [W_xz | W_xr | W_xh],\n"
+    "b = [b_z | b_r | b_h], W_hzr = [W_hz | W_hr], W_hh = W_hh.\n"
+    "PyTorch: no exact mapping to nn.GRU, which computes\n"
+    "n = tanh(W_in x + b_in + r * (W_hn h + b_hn)): its reset gate multiplies\n"
+    "the product W_hn h, this cell's multiplies h before it, and\n"
+    "(r * h) W_hh differs from r * (h W_hh) unless r is the same for every unit.\n"
+    "The gates r and z would map (blocks reordered, transposed), the candidate\n"
+    "cannot. For nn.GRU weights use the cell gru_torch.\n";
+
 static const bt_cell_def gru = {
     .size = sizeof(bt_cell_def),
     .name = "gru",
-    .summary = "gated recurrent unit with token (one-hot) or real input",
+    .summary = "GRU in the d2l/Cho form (reset gate before the product, one bias); token or real input",
     .input = BT_INPUT_TOKENS,
     .loss = BT_LOSS_XENT,
     .params = gru_params,
     .states = one_state,
     .step = gru_step,
+    .doc = doc,
 };
 
 static int init(const bt_host *host, bt_registrar *reg, char *err, size_t errlen)

@@ -55,6 +55,24 @@ static bt_tensor *influence_step(const bt_host *H, bt_graph *g, bt_tensor *const
     return H->slice(g, next[0], 0, 1);                /* [B,1] */
 }
 
+static const char doc[] =
+    "The influence-balancing system of Tallec & Ollivier's UORO paper: one\n"
+    "parameter, a known truncation bias; for comparing policies and optimizers.\n"
+    "  s_t = A s_{t-1} + theta * signs\n"
+    "  out_t = s_t[0]\n"
+    "A [N,N] has 1/2 on its diagonal and 1/2 just above it; signs has +1 on the\n"
+    "first P units and -1 on the other N - P.\n"
+    "Sizes: hidden = N (the state's width), input = P (x_t [B,P] only sets P: its\n"
+    "values are ignored), output = 1.\n"
+    "Parameters:\n"
+    "  theta [1]               starts at 0, whatever --init says\n"
+    "State: s [B,N]. Loss: 1/2 (out_t - y_t)^2 (mse).\n"
+    "theta's one-step effect on s[0] is +theta, its long-run effect\n"
+    "2 (2P - N) theta: with 2P < N they have opposite signs, so a gradient\n"
+    "truncated too early (fixed:1) moves theta the wrong way.\n"
+    "PyTorch: no torch.nn module; a few lines of tensor code\n"
+    "(influence_step in tests/torch/reference.py).\n";
+
 static const bt_cell_def influence = {
     .size = sizeof(bt_cell_def),
     .name = "influence",
@@ -65,6 +83,7 @@ static const bt_cell_def influence = {
     .params = influence_params,
     .states = one_state,
     .step = influence_step,
+    .doc = doc,
 };
 
 static int init(const bt_host *host, bt_registrar *reg, char *err, size_t errlen)

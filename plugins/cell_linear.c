@@ -30,6 +30,24 @@ static bt_tensor *linear_step(const bt_host *H, bt_graph *g, bt_tensor *const *p
     return H->matmul_t(g, next[0], false, p[2], true);               /* [B,Q] */
 }
 
+static const char doc[] =
+    "The linear RNN of the BPTT analysis: no bias, identity activation, written\n"
+    "in its column-vector notation.\n"
+    "  h_t = W_hx x_t + W_hh h_{t-1}\n"
+    "  out_t = W_qh h_t\n"
+    "Per row of a batch: h_t = x_t W_hx^T + h_{t-1} W_hh^T, out_t = h_t W_qh^T.\n"
+    "Input: real rows x_t [B,D] only.\n"
+    "Parameters (layout [out, in], as PyTorch's):\n"
+    "  W_hx [H,D]\n"
+    "  W_hh [H,H]\n"
+    "  W_qh [Q,H]\n"
+    "State: h [B,H]. Loss: 1/2 ||out_t - y_t||^2 (mse), summed over the Q\n"
+    "outputs, averaged over rows and steps.\n"
+    "PyTorch: no nn.RNN mapping (nn.RNN's nonlinearity is tanh or relu, never the\n"
+    "identity). The same cell in PyTorch is three bias-free nn.Linear layers,\n"
+    "whose .weight are W_hx, W_hh and W_qh as they are (no transpose):\n"
+    "h = lin_x(x) + lin_h(h), out = lin_q(h).\n";
+
 static const bt_cell_def linear = {
     .size = sizeof(bt_cell_def),
     .name = "linear",
@@ -39,6 +57,7 @@ static const bt_cell_def linear = {
     .params = linear_params,
     .states = one_state,
     .step = linear_step,
+    .doc = doc,
 };
 
 static int init(const bt_host *host, bt_registrar *reg, char *err, size_t errlen)

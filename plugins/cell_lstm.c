@@ -44,6 +44,32 @@ static bt_tensor *lstm_step(const bt_host *H, bt_graph *g, bt_tensor *const *p,
     return H->add(g, H->matmul(g, next[0], p[3]), p[4]);
 }
 
+static const char doc[] =
+    "Long short-term memory with torch.nn.LSTM's gate order i, f, g, o.\n"
+    "Row vectors: a product reads x W.\n"
+    "  [a_i a_f a_g a_o] = x_t W_x + h_{t-1} W_h + b    [B,4H]\n"
+    "  i = sigmoid(a_i)  f = sigmoid(a_f)  g = tanh(a_g)  o = sigmoid(a_o)\n"
+    "  c_t = f * c_{t-1} + i * g\n"
+    "  h_t = o * tanh(c_t)\n"
+    "  out_t = h_t W_hq + b_q\n"
+    "Input: token ids (x_t one-hot: x_t W_x is row x_t of W_x) or real rows\n"
+    "x_t [B,D].\n"
+    "Parameters:\n"
+    "  W_x [V,4H] or [D,4H]    columns in blocks i | f | g | o\n"
+    "  W_h [H,4H]              columns in blocks i | f | g | o\n"
+    "  b   [4H]                one bias, entries in blocks i | f | g | o\n"
+    "  W_hq [H,V], b_q [V]     the output layer\n"
+    "State: h [B,H] and c [B,H]; truncation acts on both. Loss: softmax\n"
+    "cross-entropy (xent) of out_t.\n"
+    "PyTorch, exact: nn.LSTM(V, H) fed one-hot rows, then nn.Linear(H, V):\n"
+    "  weight_ih_l0 [4H,V] = W_x^T      weight_hh_l0 [4H,H] = W_h^T\n"
+    "  bias_ih_l0 + bias_hh_l0 = b      (bptt to torch: bias_ih_l0 = b,\n"
+    "                                    bias_hh_l0 = 0)\n"
+    "  Linear.weight [V,H] = W_hq^T     Linear.bias [V] = b_q\n"
+    "  Only the sum of nn.LSTM's two biases matters: both have b's gradient.\n"
+    "  nn.LSTM's proj_size (weight_hr_l0) has no counterpart.\n"
+    "(tools/torch_convert.py --module lstm does this.)\n";
+
 static const bt_cell_def lstm = {
     .size = sizeof(bt_cell_def),
     .name = "lstm",
@@ -53,6 +79,7 @@ static const bt_cell_def lstm = {
     .params = lstm_params,
     .states = lstm_states,
     .step = lstm_step,
+    .doc = doc,
 };
 
 static int init(const bt_host *host, bt_registrar *reg, char *err, size_t errlen)

@@ -27,6 +27,27 @@ static bt_tensor *rnn_step(const bt_host *H, bt_graph *g, bt_tensor *const *p,
     return H->add(g, H->matmul(g, next[0], p[3]), p[4]);              /* [B,V] */
 }
 
+static const char doc[] =
+    "The classic char-RNN (Elman) cell. Row vectors: a product reads x W.\n"
+    "  h_t = tanh(x_t W_xh + h_{t-1} W_hh + b_h)\n"
+    "  out_t = h_t W_hq + b_q\n"
+    "Input: token ids (x_t one-hot: x_t W_xh is row x_t of W_xh) or real rows\n"
+    "x_t [B,D].\n"
+    "Parameters:\n"
+    "  W_xh [V,H] or [D,H]\n"
+    "  W_hh [H,H]\n"
+    "  b_h  [H]                 one bias\n"
+    "  W_hq [H,V], b_q [V]      the output layer\n"
+    "State: h [B,H]. Loss: softmax cross-entropy (xent) of out_t.\n"
+    "PyTorch, exact: nn.RNN(V, H, nonlinearity='tanh') fed one-hot rows, then\n"
+    "nn.Linear(H, V):\n"
+    "  weight_ih_l0 [H,V] = W_xh^T      weight_hh_l0 [H,H] = W_hh^T\n"
+    "  bias_ih_l0 + bias_hh_l0 = b_h    (bptt to torch: bias_ih_l0 = b_h,\n"
+    "                                    bias_hh_l0 = 0)\n"
+    "  Linear.weight [V,H] = W_hq^T     Linear.bias [V] = b_q\n"
+    "  Only the sum of nn.RNN's two biases matters: both have b_h's gradient.\n"
+    "(tools/torch_convert.py --module rnn does this.)\n";
+
 static const bt_cell_def rnn_tanh = {
     .size = sizeof(bt_cell_def),
     .name = "rnn_tanh",
@@ -36,6 +57,7 @@ static const bt_cell_def rnn_tanh = {
     .params = rnn_params,
     .states = one_state,
     .step = rnn_step,
+    .doc = doc,
 };
 
 static int init(const bt_host *host, bt_registrar *reg, char *err, size_t errlen)

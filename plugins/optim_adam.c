@@ -90,6 +90,18 @@ static const char *adam_describe(void *cfg, char *buf, size_t len)
     return buf;
 }
 
+static const char doc[] =
+    "Adam with decoupled weight decay, PyTorch's torch.optim.AdamW (amsgrad off);\n"
+    "with weight_decay 0, torch.optim.Adam exactly. For each scalar at step\n"
+    "t >= 1:\n"
+    "  p = p * (1 - lr * weight_decay)   (decoupled: never enters m or v)\n"
+    "  m = beta1 * m + (1 - beta1) * g\n"
+    "  v = beta2 * v + (1 - beta2) * g^2\n"
+    "  p = p - (lr / (1 - beta1^t)) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)\n"
+    "Options: lr (positional, default 1e-3), beta1 (0.9), beta2 (0.999),\n"
+    "eps (1e-8), weight_decay (0).\n"
+    "State: two buffers per parameter, m and v.\n";
+
 static const bt_optimizer_def adam_def = {
     .size = sizeof(bt_optimizer_def),
     .name = "adam",
@@ -99,6 +111,7 @@ static const bt_optimizer_def adam_def = {
     .destroy = adam_destroy,
     .step = adam_step,
     .describe = adam_describe,
+    .doc = doc,
 };
 
 static int adam_init(const bt_host *host, bt_registrar *reg, char *err, size_t errlen)

@@ -81,6 +81,17 @@ static const char *momentum_describe(void *cfg, char *buf, size_t len)
     return buf;
 }
 
+static const char doc[] =
+    "SGD with heavy-ball or Nesterov momentum, PyTorch's torch.optim.SGD with\n"
+    "dampening 0. For each scalar:\n"
+    "  g = grad + weight_decay * p\n"
+    "  b = mu * b + g                    (b starts at 0: step 1 gives b = g)\n"
+    "  g = nesterov ? g + mu * b : b\n"
+    "  p = p - lr * g\n"
+    "Options: lr (positional, default 1e-3), mu (default 0.9), nesterov (0 or 1,\n"
+    "default 0), weight_decay (default 0).\n"
+    "State: one buffer per parameter, the momentum b.\n";
+
 static const bt_optimizer_def momentum_def = {
     .size = sizeof(bt_optimizer_def),
     .name = "momentum",
@@ -90,6 +101,7 @@ static const bt_optimizer_def momentum_def = {
     .destroy = momentum_destroy,
     .step = momentum_step,
     .describe = momentum_describe,
+    .doc = doc,
 };
 
 static int momentum_init(const bt_host *host, bt_registrar *reg, char *err, size_t errlen)

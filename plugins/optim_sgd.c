@@ -66,6 +66,14 @@ static const char *sgd_describe(void *cfg, char *buf, size_t len)
     return buf;
 }
 
+static const char doc[] =
+    "Plain stochastic gradient descent, PyTorch's torch.optim.SGD with momentum 0.\n"
+    "For each scalar:\n"
+    "  g = grad + weight_decay * p       (L2 weight decay, coupled)\n"
+    "  p = p - lr * g\n"
+    "Options: lr (positional, default 1e-3), weight_decay (default 0).\n"
+    "State: none.\n";
+
 static const bt_optimizer_def sgd_def = {
     .size = sizeof(bt_optimizer_def),
     .name = "sgd",
@@ -75,6 +83,7 @@ static const bt_optimizer_def sgd_def = {
     .destroy = sgd_destroy,
     .step = sgd_step,
     .describe = sgd_describe,
+    .doc = doc,
 };
 
 static int sgd_init(const bt_host *host, bt_registrar *reg, char *err, size_t errlen)

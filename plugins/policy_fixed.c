@@ -43,6 +43,14 @@ static const char *fixed_describe(void *s, char *buf, size_t len)
     return buf;
 }
 
+static const char doc[] =
+    "Regular truncation, fixed:TAU. The edge into every step t = TAU, 2 TAU, ...\n"
+    "is cut (xi_t = 0; 1 elsewhere), and the model updates after the last step\n"
+    "of each stretch of TAU steps: a loss reaches back at most to the start of\n"
+    "its stretch.\n"
+    "Options: TAU (positional, required, an integer >= 1).\n"
+    "Example: fixed:2 over T = 5 steps has xi = [1, 1, 0, 1, 0].\n";
+
 static const bt_policy_def fixed_def = {
     .size = sizeof(bt_policy_def),
     .name = "fixed",
@@ -53,6 +61,7 @@ static const bt_policy_def fixed_def = {
     .decide = fixed_decide,
     .max_reach = fixed_max_reach,
     .describe = fixed_describe,
+    .doc = doc,
 };
 
 static int init(const bt_host *host, bt_registrar *reg, char *err, size_t errlen)

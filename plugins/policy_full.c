@@ -30,6 +30,11 @@ static const char *full_describe(void *s, char *buf, size_t len)
     return buf;
 }
 
+static const char doc[] =
+    "Full backpropagation through time: xi_t = 1 on every recurrent edge, one\n"
+    "update at the end of each sequence, whose gradient reaches back to its first\n"
+    "step. No options.\n";
+
 static const bt_policy_def full = {
     .size = sizeof(bt_policy_def),
     .name = "full",
@@ -40,6 +45,7 @@ static const bt_policy_def full = {
     .decide = full_decide,
     .max_reach = full_max_reach,
     .describe = full_describe,
+    .doc = doc,
 };
 
 static int init(const bt_host *host, bt_registrar *reg, char *err, size_t errlen)

@@ -81,6 +81,16 @@ static const char *random_describe(void *s, char *buf, size_t len)
     return buf;
 }
 
+static const char doc[] =
+    "Randomized truncation (Tallec & Ollivier 2017), random:PI[,seed=S]. The\n"
+    "edge into each step t >= 1 gets xi_t = 0 with probability 1 - PI, else\n"
+    "1/PI; the edge into step 0 keeps 1. E[xi_t] = 1 and the draws are\n"
+    "independent, so the expected gradient is the full-BPTT gradient (unbiased).\n"
+    "The model updates before each cut and at the end of a sequence, so the\n"
+    "stretches between updates stay short on average.\n"
+    "Options: PI (positional, required, in (0, 1]); seed=S (optional, an integer\n"
+    "mixed with the run's per-sequence seed, so runs replay).\n";
+
 static const bt_policy_def random_def = {
     .size = sizeof(bt_policy_def),
     .name = "random",
@@ -91,6 +101,7 @@ static const bt_policy_def random_def = {
     .decide = random_decide,
     .max_reach = random_max_reach,
     .describe = random_describe,
+    .doc = doc,
 };
 
 static int init(const bt_host *host, bt_registrar *reg, char *err, size_t errlen)

@@ -58,6 +58,15 @@ static const char *tbptt_describe(void *s, char *buf, size_t len)
     return buf;
 }
 
+static const char doc[] =
+    "TBPTT(K1, K2) of Williams & Peng (1990), tbptt:K1,K2. Every K1 steps (and\n"
+    "at the end of a sequence) the losses of the steps since the last update are\n"
+    "backpropagated through the last K2 steps, from the stored state at the\n"
+    "window's start (a detached leaf). The loss at step t - j (0 <= j < K1)\n"
+    "reaches back K2 - j steps. K1 = K2 is fixed:K1; K2 > K1 gives overlapping\n"
+    "windows. xi stays 1: no single edge is cut for good.\n"
+    "Options: K1 and K2 (positional, required, integers with 1 <= K1 <= K2).\n";
+
 static const bt_policy_def tbptt_def = {
     .size = sizeof(bt_policy_def),
     .name = "tbptt",
@@ -68,6 +77,7 @@ static const bt_policy_def tbptt_def = {
     .decide = tbptt_decide,
     .max_reach = tbptt_max_reach,
     .describe = tbptt_describe,
+    .doc = doc,
 };
 
 static int init(const bt_host *host, bt_registrar *reg, char *err, size_t errlen)

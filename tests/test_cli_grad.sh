@@ -50,7 +50,7 @@ refuse() {
 
 # ---- plugins -------------------------------------------------------------------
 run "plugins" "$BPTT" plugins
-for name in rnn_tanh linear gru lstm full fixed random tbptt sgd momentum adam; do
+for name in rnn_tanh linear gru gru_torch lstm influence full fixed random tbptt sgd momentum adam; do
     grep -Eq "^(cell|policy|optimizer) +$name " "$TMP/out" || fail "plugins: '$name' not listed"
 done
 run "plugins --json" "$BPTT" plugins --json
@@ -66,7 +66,7 @@ if command -v python3 >/dev/null; then # optional: a real JSON parser when there
 fi
 
 # ---- gradcheck: every shipped cell under full, fixed and TBPTT ----------------------
-for cell in rnn_tanh linear gru lstm; do
+for cell in rnn_tanh linear gru gru_torch lstm; do
     for policy in full fixed:2 tbptt:2,4; do
         run "gradcheck $cell $policy" "$BPTT" gradcheck --cell "$cell" --truncation "$policy"
         grep -q "^PASS" "$TMP/out" || fail "gradcheck $cell $policy: no PASS line"
@@ -77,6 +77,16 @@ for policy in full fixed:2 random:0.5 tbptt:2,4; do # its output is one unit, it
         --output 1 --truncation "$policy"
     grep -q "^PASS" "$TMP/out" || fail "gradcheck influence $policy: no PASS line"
 done
+# --describe: every shipped name prints its plugin's text (docs/cells.md embeds
+# it; test_describe_docs.py checks that); an unknown name is one line, exit 1.
+for name in rnn_tanh gru_torch influence tbptt adam; do
+    run "plugins --describe $name" "$BPTT" plugins --describe "$name"
+    [ "$(wc -l <"$TMP/out")" -gt 5 ] || fail "plugins --describe $name: no description"
+    grep -q "no description" "$TMP/out" && fail "plugins --describe $name: no description"
+done
+"$BPTT" plugins --describe no_such >"$TMP/out" 2>"$TMP/err"
+[ $? -eq 1 ] && [ "$(wc -l <"$TMP/err")" -eq 1 ] && grep -q "gru_torch" "$TMP/err" ||
+    fail "plugins --describe no_such: want exit 1 and one line naming the known cells"
 run "gradcheck random with options" "$BPTT" gradcheck --cell gru --truncation random:0.5,seed=3 \
     --steps 8 --batch 3 --hidden 3 --vocab 4
 # A user's own cell from --plugin: listed, and checked like a shipped one.

@@ -129,7 +129,8 @@ def configs(tmp, text, ckpt, in_the_way, double):
         }),
         "demo": ([("out", in_the_way)], {"out": in_the_way, "plugin": USER_SO, "threads": "1"},
                  (1, "cannot create --out")),
-        "plugins": ([], {"json": None, "plugin": USER_SO, "threads": "1"}),
+        "plugins": ([], {"json": None, "describe": "gru_torch", "plugin": USER_SO,
+                         "threads": "1"}),
         "selfcheck": ([], {"plugin": USER_SO, "threads": "1"}),
     }
 

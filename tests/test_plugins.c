@@ -313,7 +313,8 @@ Test(plugins, load_dir_reports_every_error_and_loads_the_rest)
     cr_expect_null(bt_registry_optimizer(reg, "onlyb"));
     cr_expect_null(bt_registry_optimizer(reg, "staged_opt"));
     cr_expect_not_null(bt_registry_cell(reg, "big_cell"));
-    cr_expect_eq(bt_registry_count(reg), 5); /* dupopt, good_mixed's three, big_cell */
+    /* dupopt, good_mixed's three, big_cell, good_def_2_0's two, doc_policy */
+    cr_expect_eq(bt_registry_count(reg), 8);
 }
 
 Test(plugins, load_dir_missing_folder)
@@ -492,6 +493,45 @@ Test(plugins, definition_larger_than_the_host_is_accepted)
     int widths[4];
     cr_expect_eq(c->states(&dims, widths, 4), 1);
     cr_expect_eq(widths[0], 3);
+}
+
+/* `doc` came with ABI 2.1: a def whose size ends before it (an ABI 2.0 plugin)
+ * loads with no description, whatever lies in memory after its def. */
+Test(plugins, definition_of_abi_2_0_has_no_description)
+{
+    load_ok(broken("good_def_2_0.so"));
+    const char *names[] = {"old_cell", "old_opt"};
+    bt_plugin_kind kinds[] = {BT_KIND_CELL, BT_KIND_OPTIMIZER};
+    for (int i = 0; i < 2; i++) {
+        const bt_registry_entry *e = bt_registry_find(reg, kinds[i], names[i]);
+        cr_assert_not_null(e, "%s not registered", names[i]);
+        cr_expect_null(e->doc, "%s: the host read a doc beyond the def's size: %s", names[i],
+                       e->doc);
+    }
+    cr_expect_null(bt_registry_cell(reg, "old_cell")->doc, "the copy holds no doc either");
+}
+
+Test(plugins, definition_with_a_description)
+{
+    load_ok(broken("good_doc.so"));
+    const bt_registry_entry *e = bt_registry_find(reg, BT_KIND_POLICY, "doc_policy");
+    cr_assert_not_null(e);
+    cr_expect_str_eq(e->doc, "line one\nline two\n");
+}
+
+/* Every shipped cell, policy and optimizer says what it is (`plugins --describe`). */
+Test(plugins, every_shipped_definition_has_a_description)
+{
+    cr_assert_eq(bt_registry_load_dir(reg, BT_BUILD_PLUGIN_DIR, err, sizeof err), BT_OK, "%s", err);
+    cr_assert_gt(bt_registry_count(reg), 10);
+    for (int i = 0; i < bt_registry_count(reg); i++) {
+        const bt_registry_entry *e = bt_registry_at(reg, i);
+        cr_expect(e->doc && strlen(e->doc) > 40, "%s %s has no description",
+                  bt_plugin_kind_name(e->kind), e->name);
+        if (e->doc && e->doc[0])
+            cr_expect_eq(e->doc[strlen(e->doc) - 1], '\n', "%s: the doc's last line has no '\\n'",
+                         e->name);
+    }
 }
 
 Test(plugins, newer_abi_minor)

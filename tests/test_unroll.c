@@ -100,7 +100,7 @@ static void check_cell(const char *cell, const char *policy, const double *xi)
 }
 
 static const double given_xi[6] = {1, 2.0, 0, 1.25, 0.5, 0};
-static const char *const cells[] = {"rnn_tanh", "linear", "gru", "lstm"};
+static const char *const cells[] = {"rnn_tanh", "linear", "gru", "gru_torch", "lstm"};
 
 Test(unroll, every_cell_passes_gradcheck_under_every_policy)
 {

@@ -18,7 +18,7 @@
 
 static const cli_option options[] = {
     {"model", "FILE", "a checkpoint written by bptt train"},
-    {"cell", "C", "rnn_tanh, linear, gru, lstm, influence, or a plugin's cell"},
+    {"cell", "C", "rnn_tanh, linear, gru, gru_torch, lstm, influence, or a plugin's cell"},
     {"hidden", "H", "hidden size"},
     {"init", "SPEC", "normal:SIGMA, orthogonal, identity[:SCALE], spectral:RHO"},
     {"input", "N", "input size (vocabulary for token cells; default 16, real 4)"},

@@ -1,6 +1,7 @@
 /* cmd_plugins.c: `bptt plugins`, every registered cell, truncation policy and
  * optimizer with the plugin that brought it, as a table or (--json) a JSON
- * array a script can read. */
+ * array a script can read; --describe NAME prints one entry's description,
+ * the text its plugin gives (docs/cells.md embeds those of the shipped ones). */
 #include <string.h>
 
 #include <jansson.h>
@@ -9,6 +10,8 @@
 
 static const cli_option options[] = {
     {"json", NULL, "print a JSON array (kind, name, plugin, version, file, summary)"},
+    {"describe", "NAME", "print the description of the cell, policy or optimizer NAME: "
+                         "equations, parameters and their PyTorch mapping, options"},
     CLI_PLUGIN_OPTION,
     {NULL, NULL, NULL},
 };
@@ -16,7 +19,7 @@ static const cli_option options[] = {
 const cli_command cmd_plugins_spec = {
     .name = "plugins",
     .summary = "list registered cells, truncation policies and optimizers",
-    .usage = "[--json] [--plugin PATH]...",
+    .usage = "[--json | --describe NAME] [--plugin PATH]...",
     .about = "Lists what the default plugin folders (BPTT_PLUGIN_PATH, the build tree, the\n"
              "install folder) and each --plugin file registered: kind, name, plugin, its\n"
              "version, file and summary.",
@@ -61,6 +64,30 @@ static void print_table(const bt_registry *r)
     }
 }
 
+/* Every entry named `name` (a cell and a policy may share one): a header
+ * line, then the plugin's text. Output: docs/cells.md embeds it verbatim. */
+static int print_description(const bt_registry *r, const char *name)
+{
+    int found = 0;
+    for (int i = 0; i < bt_registry_count(r); i++) {
+        const bt_registry_entry *e = bt_registry_at(r, i);
+        if (strcmp(e->name, name) != 0)
+            continue;
+        printf("%s%s %s (plugin %s %s): %s\n\n", found++ ? "\n" : "", bt_plugin_kind_name(e->kind),
+               e->name, e->plugin, e->plugin_version, e->summary);
+        fputs(e->doc ? e->doc : "no description: the plugin gives none (plugins built for bptt "
+                                "ABI 2.0 cannot)\n", stdout);
+    }
+    if (found)
+        return 0;
+    char cells[256], policies[256], optimizers[256];
+    return cli_fail("plugins", "--describe %s: no cell, policy or optimizer has that name "
+                    "(cells: %s; policies: %s; optimizers: %s)", name,
+                    bt_registry_names(r, BT_KIND_CELL, cells, sizeof cells),
+                    bt_registry_names(r, BT_KIND_POLICY, policies, sizeof policies),
+                    bt_registry_names(r, BT_KIND_OPTIMIZER, optimizers, sizeof optimizers));
+}
+
 int cmd_plugins(int argc, char **argv)
 {
     cli_args a;
@@ -68,8 +95,20 @@ int cmd_plugins(int argc, char **argv)
     if (!cli_args_begin(&a, &cmd_plugins_spec, argc, argv, &rc))
         return rc;
     bool json = cli_flag(&a, "json");
+    const char *describe = cli_get(&a, "describe");
+    if (json && describe) {
+        cli_fail("plugins", "--json and --describe exclude each other");
+        cli_args_free(&a);
+        return 2;
+    }
     bt_registry *r = cli_load_plugins(&a);
     cli_args_check_read(&a);
+    if (r && describe) {
+        rc = print_description(r, describe);
+        bt_registry_free(r);
+        cli_args_free(&a);
+        return rc;
+    }
     rc = r ? 0 : 1;
     if (r && json && !print_json(r))
         rc = cli_fail("plugins", "out of memory");

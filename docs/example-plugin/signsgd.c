@@ -70,6 +70,11 @@ static const bt_optimizer_def signsgd_def = {
     .destroy = signsgd_destroy,
     .step = signsgd_step,
     .describe = signsgd_describe,
+    .doc = "signSGD with momentum (Signum, Bernstein et al. 2018). For each scalar:\n"
+           "  m = mu * m + (1 - mu) * g          (m starts at 0; mu = 0: plain signSGD)\n"
+           "  p = p - lr * (sign(m) + weight_decay * p)\n"
+           "Options: lr (positional, default 1e-3), mu (default 0), weight_decay (0).\n"
+           "State: one buffer per parameter, m.\n",
 };
 
 static int signsgd_init(const bt_host *host, bt_registrar *reg, char *err, size_t errlen)

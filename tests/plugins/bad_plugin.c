@@ -1,6 +1,7 @@
 /* bad_plugin.c: one source for the deliberately broken plugins of
  * tests/test_plugins.c; meson builds it once per VARIANT_* define, each into its
  * own .so named PLUGIN_NAME, and each variant breaks exactly one rule. */
+#include <stddef.h>
 #include <stdio.h>
 
 #include "bptt_plugin.h"
@@ -63,7 +64,8 @@ UNUSED static bt_tensor *cell_step(const bt_host *h, bt_graph *g, bt_tensor *con
 
 /* A complete optimizer def under a given name. */
 #define OPT(NAME) \
-    {sizeof(bt_optimizer_def), NAME, "test optimizer", 0, opt_create, opt_destroy, opt_step, opt_describe}
+    {sizeof(bt_optimizer_def), NAME, "test optimizer", 0, opt_create, opt_destroy, opt_step, \
+     opt_describe, NULL}
 
 UNUSED static int test_init(const bt_host *host, bt_registrar *reg, char *err, size_t errlen)
 {
@@ -112,9 +114,9 @@ UNUSED static int test_init(const bt_host *host, bt_registrar *reg, char *err, s
     /* A valid plugin with one of each kind, to check the listing order. */
     static const bt_optimizer_def o = OPT("mixed_opt");
     static const bt_policy_def p = {sizeof p, "zz_policy", "", pol_create, opt_destroy, pol_begin,
-                                    pol_decide, pol_reach, opt_describe};
+                                    pol_decide, pol_reach, opt_describe, NULL};
     static const bt_cell_def c = {sizeof c, "aa_cell", "", BT_INPUT_REAL, BT_LOSS_MSE, cell_params,
-                                  cell_states, cell_step};
+                                  cell_states, cell_step, NULL};
     return host->register_optimizer(reg, &o) || host->register_policy(reg, &p) ||
            host->register_cell(reg, &c);
 #elif defined(VARIANT_SMALL_DEF)
@@ -129,9 +131,30 @@ UNUSED static int test_init(const bt_host *host, bt_registrar *reg, char *err, s
         bt_cell_def def;
         void *newer_fields[3];
     } big = {{sizeof big, "big_cell", "", BT_INPUT_REAL, BT_LOSS_MSE, cell_params, cell_states,
-              cell_step},
+              cell_step, NULL},
              {(void *)1, (void *)2, (void *)3}};
     return host->register_cell(reg, &big.def) != 0;
+#elif defined(VARIANT_DEF_2_0)
+    /* Defs of a plugin built for ABI 2.0, before `doc` was appended: their size
+     * ends at `describe`/`step`. What lies beyond belongs to whatever follows
+     * the def in the plugin's memory; here a string the host must not read. */
+    static struct {
+        bt_optimizer_def def;
+    } o = {OPT("old_opt")};
+    static struct {
+        bt_cell_def def;
+    } c = {{0, "old_cell", "", BT_INPUT_REAL, BT_LOSS_MSE, cell_params, cell_states, cell_step,
+            "not this plugin's doc"}};
+    o.def.size = offsetof(bt_optimizer_def, doc);
+    o.def.doc = "not this plugin's doc";
+    c.def.size = offsetof(bt_cell_def, doc);
+    return host->register_optimizer(reg, &o.def) || host->register_cell(reg, &c.def);
+#elif defined(VARIANT_DOC)
+    /* ABI 2.1 defs with a description. */
+    static const bt_policy_def p = {sizeof p, "doc_policy", "", pol_create, opt_destroy,
+                                    pol_begin, pol_decide, pol_reach, opt_describe,
+                                    "line one\nline two\n"};
+    return host->register_policy(reg, &p);
 #else
     (void)host, (void)reg;
     return 0;

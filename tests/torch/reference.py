@@ -5,56 +5,23 @@ torch autograd doing every derivative. Nothing here follows bptt's C code path:
 the truncation is a detach or a custom gradient-scale node on the recurrent
 edge, TBPTT rebuilds each window from the forward pass's detached state.
 
-Also the safetensors reader and writer (the format is 8 bytes little-endian
-header length, a JSON header, raw little-endian bytes; torch 1.13 on Debian has
-no safetensors package), and step functions that delegate the cell to
-torch.nn.RNN / torch.nn.LSTM where their conventions match bptt's.
+Also step functions that delegate the cell to torch.nn.RNN / nn.GRU /
+nn.LSTM where their conventions match bptt's (rnn_tanh, gru_torch, lstm).
+Safetensors files are read and written with tools/safetensors_np.py.
 
 Dimension letters: B rows, T steps, H hidden, V vocabulary, D input width,
 Q output width. Batches are row vectors: a product reads h W."""
-import json
-import struct
+import os
+import sys
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-# ---- safetensors -------------------------------------------------------------------
+# ---- safetensors (the shared reader and writer in tools/) ---------------------------
 
-ST_DTYPES = {"F32": np.float32, "F64": np.float64, "I32": np.int32, "I64": np.int64}
-ST_NAMES = {np.dtype(v).name: k for k, v in ST_DTYPES.items()}
-
-
-def st_write(path, tensors):
-    """Writes {name: numpy array} as safetensors (little-endian, 8-aligned header)."""
-    head, off, blobs = {}, 0, []
-    for name, a in tensors.items():
-        a = np.ascontiguousarray(a)
-        a = a.astype(a.dtype.newbyteorder("<"), copy=False)
-        head[name] = {"dtype": ST_NAMES[a.dtype.name], "shape": list(a.shape),
-                      "data_offsets": [off, off + a.nbytes]}
-        off += a.nbytes
-        blobs.append(a.tobytes())
-    h = json.dumps(head).encode()
-    h += b" " * (-len(h) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
-
-
-def st_read(path):
-    """({name: numpy array}, metadata dict)."""
-    with open(path, "rb") as f:
-        raw = f.read()
-    n = struct.unpack("<Q", raw[:8])[0]
-    head = json.loads(raw[8:8 + n])
-    meta = head.pop("__metadata__", {})
-    data = raw[8 + n:]
-    out = {}
-    for name, v in head.items():
-        a, b = v["data_offsets"]
-        dt = np.dtype(ST_DTYPES[v["dtype"]]).newbyteorder("<")
-        out[name] = np.frombuffer(data[a:b], dt).reshape(v["shape"])
-    return out, meta
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools"))
+from safetensors_np import st_read, st_write  # noqa: E402,F401
 
 # ---- truncation nodes --------------------------------------------------------------
 
@@ -129,6 +96,33 @@ def gru_step_interp(p, x, s):
     return (hn,), hn @ p["W_hq"] + p["b_q"]
 
 
+def gru_torch_step(p, x, s):
+    # torch.nn.GRU's documented equations (gates r, z, n; the reset gate on
+    # the recurrent product and its bias; h' = (1 - z) n + z h).
+    h = s[0]
+    H = h.shape[1]
+    gi = inp(p["W_ih"], x) + p["b_ih"]               # [B,3H]: r, z, n
+    gh = h @ p["W_hh"] + p["b_hh"]                   # [B,3H]
+    r = torch.sigmoid(gi[:, :H] + gh[:, :H])
+    z = torch.sigmoid(gi[:, H:2 * H] + gh[:, H:2 * H])
+    n = torch.tanh(gi[:, 2 * H:] + r * gh[:, 2 * H:])
+    hn = (1 - z) * n + z * h
+    return (hn,), hn @ p["W_hq"] + p["b_q"]
+
+
+def gru_torch_step_interp(p, x, s):
+    """gru_torch with the update written n + z (h - n) (see gru_step_interp)."""
+    h = s[0]
+    H = h.shape[1]
+    gi = inp(p["W_ih"], x) + p["b_ih"]
+    gh = h @ p["W_hh"] + p["b_hh"]
+    r = torch.sigmoid(gi[:, :H] + gh[:, :H])
+    z = torch.sigmoid(gi[:, H:2 * H] + gh[:, H:2 * H])
+    n = torch.tanh(gi[:, 2 * H:] + r * gh[:, 2 * H:])
+    hn = n + z * (h - n)
+    return (hn,), hn @ p["W_hq"] + p["b_q"]
+
+
 def lstm_step(p, x, s):
     h, c = s
     H = h.shape[1]
@@ -162,6 +156,7 @@ def influence_step(p, x, s):
 CELLS = {
     "rnn_tanh": (["W_xh", "W_hh", "b_h", "W_hq", "b_q"], 1, "xent", rnn_tanh_step),
     "gru": (["W_x", "b", "W_hzr", "W_hh", "W_hq", "b_q"], 1, "xent", gru_step),
+    "gru_torch": (["W_ih", "W_hh", "b_ih", "b_hh", "W_hq", "b_q"], 1, "xent", gru_torch_step),
     "lstm": (["W_x", "W_h", "b", "W_hq", "b_q"], 2, "xent", lstm_step),
     "linear": (["W_hx", "W_hh", "W_qh"], 1, "mse", linear_step),
     "influence": (["theta"], 1, "mse", influence_step),
@@ -169,36 +164,42 @@ CELLS = {
 
 # Every algebraic form a cell's documentation gives for its step (the float
 # build's yardstick is PyTorch float32's worst error over them).
-FLOAT_FORMS = {"gru": [gru_step, gru_step_interp]}
+FLOAT_FORMS = {"gru": [gru_step, gru_step_interp],
+               "gru_torch": [gru_torch_step, gru_torch_step_interp]}
 
 # ---- the same cells through torch.nn modules -----------------------------------------
-# nn.RNN(tanh) and nn.LSTM compute h W^T with weight_ih [H,V] / [4H,V] and two
-# biases; LSTM's gate order is i f g o as in bptt. Mapping: weight_ih = W^T,
-# weight_hh = W_hh^T, bias_ih = b, bias_hh = 0 (bptt has one bias). nn.GRU is
-# not comparable: it applies the reset gate after the product,
-# r * (h W_hn^T + b_hn), where bptt's GRU (d2l/Cho) has (r * h) W_hh; so GRU is
-# checked only against the float64 equations above.
+# nn.RNN(tanh), nn.GRU and nn.LSTM compute x W^T with weight_ih [kH,V] and two
+# biases. Mapping (docs/cells.md): weight_ih = W^T, weight_hh = W_hh^T; for
+# rnn_tanh and lstm (one bias; LSTM's gate order is i f g o as in bptt)
+# bias_ih = b, bias_hh = 0; for gru_torch (nn.GRU's own equations, gates r z n)
+# bias_ih = b_ih, bias_hh = b_hh. bptt's gru (d2l/Cho) has no nn.GRU mapping:
+# its reset gate acts before the product, (r * h) W_hh; so it is checked only
+# against the float64 equations above.
+
+NN_MODULES = {  # cell: (module, [W_ih, W_hh, bias_ih, bias_hh] names in bptt; None: zero)
+    "rnn_tanh": (lambda d, h: torch.nn.RNN(d, h, nonlinearity="tanh", batch_first=True),
+                 ["W_xh", "W_hh", "b_h", None]),
+    "gru_torch": (lambda d, h: torch.nn.GRU(d, h, batch_first=True),
+                  ["W_ih", "W_hh", "b_ih", "b_hh"]),
+    "lstm": (lambda d, h: torch.nn.LSTM(d, h, batch_first=True), ["W_x", "W_h", "b", None]),
+}
 
 
 class NNCell:
-    """One of nn.RNN / nn.LSTM loaded with bptt's parameters p (float64 leaves)."""
+    """One of nn.RNN / nn.GRU / nn.LSTM loaded with bptt's parameters p (leaves)."""
 
     def __init__(self, cell, p, vocab_in, dtype):
-        H = p["W_hq"].shape[0]
-        if cell == "rnn_tanh":
-            self.mod = torch.nn.RNN(vocab_in, H, nonlinearity="tanh", batch_first=True)
-            w_ih, w_hh, b = p["W_xh"], p["W_hh"], p["b_h"]
-        else:
-            self.mod = torch.nn.LSTM(vocab_in, H, batch_first=True)
-            w_ih, w_hh, b = p["W_x"], p["W_h"], p["b"]
-        self.mod = self.mod.to(dtype)
+        make, self.names = NN_MODULES[cell]
+        self.mod = make(vocab_in, p["W_hq"].shape[0]).to(dtype)
         self.cell, self.vocab_in, self.p = cell, vocab_in, p
+        m = self.mod
         with torch.no_grad():
-            self.mod.weight_ih_l0.copy_(w_ih.T)
-            self.mod.weight_hh_l0.copy_(w_hh.T)
-            self.mod.bias_ih_l0.copy_(b)
-            self.mod.bias_hh_l0.zero_()
-        self.mod.zero_grad()
+            w_ih, w_hh, b_ih, b_hh = self.names
+            m.weight_ih_l0.copy_(p[w_ih].T)
+            m.weight_hh_l0.copy_(p[w_hh].T)
+            m.bias_ih_l0.copy_(p[b_ih])
+            m.bias_hh_l0.copy_(p[b_hh]) if b_hh else m.bias_hh_l0.zero_()
+        m.zero_grad()
 
     def _x(self, x):
         if x.dtype == torch.long:  # one-hot rows: x W_ih^T is the lookup bptt does
@@ -208,35 +209,33 @@ class NNCell:
     def _head(self, h):
         return h @ self.p["W_hq"] + self.p["b_q"]
 
+    def _run(self, xs, s):
+        if self.cell == "lstm":
+            out, (hn, cn) = self.mod(xs, (s[0].unsqueeze(0), s[1].unsqueeze(0)))
+            return out, (hn[0], cn[0])
+        out, hn = self.mod(xs, s[0].unsqueeze(0))
+        return out, (hn[0],)
+
     def step(self, p, x, s):
         """A step function like the equation cells (p is ignored: the module holds it)."""
-        xs = self._x(x).unsqueeze(1)  # [B,1,V]
-        if self.cell == "rnn_tanh":
-            out, hn = self.mod(xs, s[0].unsqueeze(0))
-            new = (hn[0],)
-        else:
-            out, (hn, cn) = self.mod(xs, (s[0].unsqueeze(0), s[1].unsqueeze(0)))
-            new = (hn[0], cn[0])
+        _, new = self._run(self._x(x).unsqueeze(1), s)  # input [B,1,V]
         return new, self._head(new[0])
 
     def sequence(self, X, states):
         """The whole sequence in one module call (its own unroll): outputs [B,T,·]."""
-        xs = self._x(X)  # [B,T] ids -> [B,T,V]; real stays [B,T,D]
-        if self.cell == "rnn_tanh":
-            out, _ = self.mod(xs, states[0].unsqueeze(0))
-        else:
-            out, _ = self.mod(xs, (states[0].unsqueeze(0), states[1].unsqueeze(0)))
+        out, _ = self._run(self._x(X), states)  # [B,T] ids -> [B,T,V]; real stays [B,T,D]
         return self._head(out)
 
     def grads(self):
-        """The module's gradients under bptt's names (the two biases must agree)."""
+        """The module's gradients under bptt's names, and for a cell with one
+        bias the gap between nn's two bias gradients (they must agree)."""
         m = self.mod
-        g = {"W_hq": self.p["W_hq"].grad, "b_q": self.p["b_q"].grad}
-        ih, hh = m.weight_ih_l0.grad.T, m.weight_hh_l0.grad.T
-        if self.cell == "rnn_tanh":
-            g.update({"W_xh": ih, "W_hh": hh, "b_h": m.bias_ih_l0.grad})
-        else:
-            g.update({"W_x": ih, "W_h": hh, "b": m.bias_ih_l0.grad})
+        w_ih, w_hh, b_ih, b_hh = self.names
+        g = {"W_hq": self.p["W_hq"].grad, "b_q": self.p["b_q"].grad,
+             w_ih: m.weight_ih_l0.grad.T, w_hh: m.weight_hh_l0.grad.T, b_ih: m.bias_ih_l0.grad}
+        if b_hh:
+            g[b_hh] = m.bias_hh_l0.grad
+            return g, 0.0
         return g, float((m.bias_ih_l0.grad - m.bias_hh_l0.grad).abs().max())
 
 # ---- losses and the unrolled gradient -------------------------------------------------
@@ -337,7 +336,7 @@ def unrolled_grads(cell, P, policy, dtype=torch.float64, nn_cell=None, nn_sequen
     u = Unroll(cell, P, dtype, step_fn)
     mod = None
     if nn_cell:
-        mod = NNCell(cell, u.p, P["W_xh" if cell == "rnn_tanh" else "W_x"].shape[0], dtype)
+        mod = NNCell(cell, u.p, P[NN_MODULES[cell][1][0]].shape[0], dtype)
         u.step = mod.step
     T = u.T
     if nn_sequence:
