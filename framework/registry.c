@@ -738,7 +738,6 @@ bt_status bt_registry_load_default(bt_registry *r, char *err, size_t errlen)
         bt_free(dir);
         path = colon ? colon + 1 : NULL;
     }
-    first = bt_registry_load_default_dir(r, BT_BUILD_PLUGIN_DIR, first, err, errlen);
     first = bt_registry_load_default_dir(r, BT_INSTALLED_PLUGIN_DIR, first, err, errlen);
     return first;
 }

@@ -4,7 +4,11 @@
 # using nothing but `pkg-config bptt` from that prefix, and loads the plugin (and
 # an installed one) with a small program linked against the installed libbptt;
 # builds and runs a small program with `pkg-config bptt-train`; checks that the
-# core library needs nothing from the layers above it.
+# core library needs nothing from the layers above it. Then, with no
+# environment variable set (no LD_LIBRARY_PATH, no BPTT_PLUGIN_PATH), the
+# installed bptt runs the demo and lists only installed plugins, the README's
+# C example builds with `pkg-config bptt` and runs, and no installed file
+# contains the build tree's path.
 # Exit 0: the kit works; 77: a tool is missing (meson's "skipped"); else failure.
 set -eu
 
@@ -60,7 +64,7 @@ run plugin.log cc -std=c11 -O2 -Wall -Wextra -Werror -shared -fPIC -fvisibility=
     "$ex/signsgd.c" -o "$work/signsgd.so"
 # shellcheck disable=SC2086
 run try.log cc -std=c11 -O2 -Wall -Wextra -Werror $cflags "$ex/try_plugin.c" -o "$work/try_plugin" \
-    $libs -lm "-Wl,-rpath,$libdir"
+    $libs -lm
 if readelf -d "$work/signsgd.so" | grep NEEDED | grep -q bptt; then
     fail "the example plugin links against libbptt; it should not need to"
 fi
@@ -112,7 +116,7 @@ tcflags=$(pkg-config --cflags bptt-train) || fail "pkg-config --cflags bptt-trai
 tlibs=$(pkg-config --libs bptt-train) || fail "pkg-config --libs bptt-train"
 # shellcheck disable=SC2086 # pkg-config output is a list of flags
 run train_kit.log cc -std=c11 -O2 -Wall -Wextra -Werror $tcflags "$work/train_kit.c" \
-    -o "$work/train_kit" $tlibs "-Wl,-rpath,$libdir"
+    -o "$work/train_kit" $tlibs
 "$work/train_kit" "$work/vocab.safetensors" || fail "a program built with pkg-config bptt-train"
 
 echo "== load and run the example plugin"
@@ -125,4 +129,21 @@ if [ -x "$prefix/bin/bptt" ] && "$prefix/bin/bptt" plugins --help >/dev/null 2>&
     echo "== bptt plugins --plugin"
     "$prefix/bin/bptt" plugins --plugin "$work/signsgd.so" | grep -q signsgd || fail "bptt plugins --plugin"
 fi
+echo "== the installed files name no build-tree path"
+if grep -r -l -F "$work/build" "$prefix" >"$work/leaks.txt" 2>/dev/null; then
+    fail "installed files contain the build tree's path $work/build: $(tr '\n' ' ' <"$work/leaks.txt")"
+fi
+
+echo "== the installed bptt and the README's C example, with no environment help"
+clean() { env -u LD_LIBRARY_PATH -u BPTT_PLUGIN_PATH -u PKG_CONFIG_PATH "$@"; }
+listed=$(cd "$work" && clean "$prefix/bin/bptt" plugins) || fail "installed bptt plugins"
+echo "$listed" | grep "file:" | grep -v -F "$plugindir/" &&
+    fail "the installed bptt lists plugins from outside $plugindir"
+echo "$listed" | grep -q "rnn_tanh" || fail "the installed bptt does not list rnn_tanh"
+(cd "$work" && clean "$prefix/bin/bptt" demo --out "$work/demo" >"$work/demo.log" 2>&1) ||
+    { tail -20 "$work/demo.log" >&2; fail "installed bptt demo"; }
+[ -f "$work/demo/influence.svg" ] || fail "the installed demo wrote no influence.svg"
+# shellcheck disable=SC2086 # pkg-config output is a list of flags
+run example.log cc -std=c11 -O2 $cflags "$src/docs/example.c" -o "$work/example" $libs
+clean "$work/example" | grep -q "loss" || fail "the README's C example built with pkg-config bptt"
 echo "install_kit: OK"

@@ -1,6 +1,8 @@
 /* cli.c: the table-driven argument parser, --help, and plugin loading shared
  * by the subcommands. */
 #include <errno.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -275,9 +277,44 @@ void cli_print_option_list(FILE *f, const cli_command *cmd)
             fprintf(f, "--%s%s%s\n", o->name, o->arg ? " " : "", o->arg ? o->arg : "");
 }
 
+/* Run from a build tree (build/tools/bptt, with build/meson-info beside it),
+ * bptt loads that build's freshly made plugins after BPTT_PLUGIN_PATH and
+ * before the installed folder, without installing. An installed bptt never
+ * looks into a build tree: the path is found at run time, not compiled in. */
+static void add_build_tree_plugins(void)
+{
+    char dir[4096];
+    ssize_t n = readlink("/proc/self/exe", dir, sizeof dir - 32);
+    if (n <= 0)
+        return;
+    dir[n] = '\0';
+    for (int up = 0; up < 2; up++) { /* build/tools/bptt -> build */
+        char *slash = strrchr(dir, '/');
+        if (!slash)
+            return;
+        *slash = '\0';
+    }
+    size_t len = strlen(dir);
+    struct stat st;
+    strcpy(dir + len, "/meson-info");
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
+        return;
+    strcpy(dir + len, "/plugins");
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
+        return;
+    const char *old = getenv("BPTT_PLUGIN_PATH");
+    char *path = bt_malloc((old ? strlen(old) : 0) + strlen(dir) + 2);
+    if (!path)
+        return;
+    sprintf(path, "%s%s%s", old && *old ? old : "", old && *old ? ":" : "", dir);
+    setenv("BPTT_PLUGIN_PATH", path, 1);
+    bt_free(path);
+}
+
 bt_registry *cli_load_plugins(cli_args *a)
 {
     char err[2048] = "";
+    add_build_tree_plugins();
     bt_registry *r = bt_registry_new();
     if (!r) {
         fprintf(stderr, "bptt: out of memory\n");
