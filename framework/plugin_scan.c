@@ -125,10 +125,16 @@ void bt_verdict_message(const bt_verdict *v, const char *path, char *err, size_t
                   v->code / 1000.0);
         break;
     case BT_VERDICT_EXITED:
-        bt_errorf(err, errlen, "cannot load plugin %s: registering it in a separate scan process, "
-                  "it ended the process with exit status %d %s (a plugin must return from init, "
-                  "never exit); bptt did not load it. Fix the plugin (bptt scans it again when "
-                  "the file changes)", path, v->code, where);
+        if (v->code < 0) /* reaped by someone else (a SIGCHLD handler): no status to show */
+            bt_errorf(err, errlen, "cannot load plugin %s: registering it in a separate scan "
+                      "process, it ended that process %s without finishing; bptt did not load "
+                      "it. Fix the plugin (bptt scans it again when the file changes)", path,
+                      where);
+        else
+            bt_errorf(err, errlen, "cannot load plugin %s: registering it in a separate scan "
+                      "process, it ended the process with exit status %d %s (a plugin must "
+                      "return from init, never exit); bptt did not load it. Fix the plugin "
+                      "(bptt scans it again when the file changes)", path, v->code, where);
         break;
     default:
         bt_errorf(err, errlen, "cannot load plugin %s: no verdict", path);
@@ -332,6 +338,8 @@ static bt_verdict job_verdict(const scan_job *j, double timeout)
 void bt_scan_run(const char *const *paths, int n, bt_scan_child_fn fn, void *ctx,
                  bt_verdict *out)
 {
+    if (n <= 0)
+        return;
     double timeout = bt_scan_timeout();
     fflush(NULL); /* nothing the host wrote may sit in a buffer the child copies */
     for (int base = 0; base < n; base += BT_SCAN_PARALLEL) {

@@ -30,13 +30,18 @@ BT_API bt_registry *bt_registry_new(void);
 BT_API void bt_registry_free(bt_registry *r); /* closes every handle */
 
 /* Loads one shared object. On failure the registry is exactly as before, the
- * handle is closed, and err names the file and the cause. */
+ * handle is closed, and err names the file and the cause. A file the scan
+ * cache does not know registers first in a child process (plugin_scan.h);
+ * one that crashed, hung or exited there is refused without being opened. */
 BT_API bt_status bt_registry_load(bt_registry *r, const char *path, char *err, size_t errlen);
 /* Loads every *.so in dir (sorted by name). Files whose plugin name is already
- * loaded are skipped (an earlier folder shadows a later one). */
+ * loaded are skipped (an earlier folder shadows a later one). Files the scan
+ * cache does not know are scanned together, in parallel. */
 BT_API bt_status bt_registry_load_dir(bt_registry *r, const char *dir, char *err, size_t errlen);
-/* The folders of BPTT_PLUGIN_PATH (':'-separated), then the build tree's
- * plugin folder, then the installed one; folders that do not exist are skipped. */
+/* The folders of BPTT_PLUGIN_PATH (':'-separated; a relative entry is resolved
+ * against the current folder, once, here; empty ones are skipped), then the
+ * build tree's plugin folder, then the installed one; folders that do not
+ * exist are skipped. */
 BT_API bt_status bt_registry_load_default(bt_registry *r, char *err, size_t errlen);
 /* The host table handed to plugins (also usable by in-process code). */
 BT_API const bt_host *bt_host_table(void);

@@ -177,7 +177,7 @@ static bt_tensor *step_fail(bt_graph *g, const bt_model *m, const char *fmt, ...
 bt_tensor *bt_model_step(bt_graph *g, const bt_model *m, const bt_step_input *in,
                          bt_tensor *const *state, bt_tensor **next)
 {
-    for (int k = 0; k < BT_MAX_STATES; k++)
+    for (int k = 0; k < m->n_states; k++) /* next may hold just n_states */
         next[k] = NULL; /* so a state the cell left unset shows */
     bt_tensor *o = m->cell->step(bt_host_table(), g, m->ptab, in, state, next);
     if (bt_graph_status(g) != BT_OK)

@@ -36,8 +36,8 @@ void bt_model_free(bt_model *m);
  * of it within the memory this process may use. BT_OK, or BT_ERR_PLUGIN with a
  * message naming the cell and its plugin file. bt_model_new calls it. */
 BT_API bt_status bt_model_declare(bt_model *m, char *err, size_t errlen);
-/* One step of the cell: the only way the host runs cell->step. Checks what it
- * returned: an output [B, dims.output] and each next_state[k] [B, state_width[k]]
+/* One step of the cell: the only way the host runs cell->step. next has room
+ * for n_states tensors. Checks what it returned: an output [B, dims.output] and each next_state[k] [B, state_width[k]]
  * (B = in->batch). NULL on any failure, with the graph's error set (the cell's
  * own, or one naming the cell, its plugin file and the broken promise). */
 BT_API bt_tensor *bt_model_step(bt_graph *g, const bt_model *m, const bt_step_input *in,
