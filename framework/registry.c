@@ -747,11 +747,14 @@ static bt_status bt_registry_vetted(bt_registry *r, const char *path, char *err,
 {
     if (!bt_registry_isolates(r))
         return BT_OK;
-    bt_registry_vet(r, &path, 1);
     char *rp = realpath(path, NULL);
     bt_scan_key key;
-    const bt_verdict *v = rp && bt_scan_key_of(rp, &key) ? bt_scan_cache_get(r->cache, rp, &key)
-                                                         : NULL;
+    bool known = rp && bt_scan_key_of(rp, &key);
+    const bt_verdict *v = known ? bt_scan_cache_get(r->cache, rp, &key) : NULL;
+    if (known && !v) { /* not yet scanned (a single file, not a folder's) */
+        bt_registry_vet(r, &path, 1);
+        v = bt_scan_cache_get(r->cache, rp, &key);
+    }
     free(rp);
     if (!v || v->kind == BT_VERDICT_CLEAN || v->kind == BT_VERDICT_UNKNOWN)
         return BT_OK;
