@@ -18,10 +18,6 @@
 #include "plugin_scan.h"
 #include "registry.h"
 
-/* The longest summary and version kept from a plugin, NUL included. */
-#define BT_SUMMARY_LEN 256
-#define BT_VERSION_LEN 64
-
 /* uthash allocates through the library's counted heap, and an allocation
  * failure marks the item instead of calling exit(). */
 #define uthash_malloc(sz) bt_malloc(sz)

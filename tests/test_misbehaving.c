@@ -58,6 +58,7 @@ static void setup(void)
     /* Every test starts from an empty cache of its own, so scans are counted. */
     snprintf(cache, sizeof cache, "%s/scan.cache", tmp);
     setenv("BPTT_PLUGIN_CACHE", cache, 1);
+    setenv("HOME", tmp, 1); /* whatever a test does, ~/.cache is the test's own */
     unsetenv("BPTT_PLUGIN_SCAN");
     unsetenv("BPTT_PLUGIN_SCAN_TIMEOUT");
     reg = bt_registry_new();

@@ -73,8 +73,9 @@ static bt_tensor *bad_step(const bt_host *H, bt_graph *g, bt_tensor *const *p,
                                                 H->matmul(g, state[0], p[1])), p[2]));
     bt_tensor *o = H->matmul(g, h, p[3]);
 #if defined(VARIANT_STEP_NULL)
+    (void)o;
     next[0] = h;
-    return o ? NULL : NULL; /* "failed", but told nobody why */
+    return NULL; /* "failed", but told nobody why */
 #elif defined(VARIANT_NEXT_UNSET)
     (void)next;
     return o;
@@ -88,6 +89,7 @@ static bt_tensor *bad_step(const bt_host *H, bt_graph *g, bt_tensor *const *p,
     next[0] = o; /* a common slip: the output [B,Q] handed back as the state */
     return o;
 #elif defined(VARIANT_OUTPUT_WIDTH)
+    (void)o;
     next[0] = h;
     return h; /* [B,H] where [B,Q] is due */
 #else
