@@ -55,7 +55,7 @@ bt_status bt_unroller_new(bt_model *m, int B, int max_T, bt_unroller **out, char
         char who[BT_ERRMSG_LEN / 2];
         snprintf(err, errlen, "unroll: %s has states of %zu values at batch %d, which need at "
                  "least %.1f GiB, more than the %.1f GiB this process may use: use a smaller "
-                 "batch or hidden size", bt_cell_origin(m->cell, who, sizeof who),
+                 "batch or hidden size, or check the widths the cell's states() declares", bt_cell_origin(m->cell, who, sizeof who),
                  u->state_len, B, need / 0x1p30, have / 0x1p30);
         bt_free(u);
         return BT_ERR_NOMEM;

@@ -413,6 +413,26 @@ Test(misbehaving, describe_and_create_without_a_nul)
     cr_expect(strncmp(err, "eeee", 4) == 0, "%s", err);
 }
 
+/* parse_options, called by plugins: an option name or `what` that never ends
+ * is read with a bound (an option table is refused, `what` is cut). */
+Test(misbehaving, option_names_without_a_nul)
+{
+    static struct {
+        char name[40];
+        char more[200];
+    } endless;
+    memset(&endless, 'o', sizeof endless);
+    double v = 0;
+    bt_option opts[] = {{"lr", &v, 0, 1, false, true, false, false},
+                        {endless.name, &v, 0, 1, false, false, false, false}};
+    cr_expect_eq(bt_parse_options("0.5", opts, 2, "optimizer x", err, sizeof err), BT_ERR_ARG);
+    cr_expect_str_eq(err, "optimizer x: bad option table: option 1 needs a name of 1 to 31 plain "
+                          "characters");
+    cr_expect_eq(bt_parse_options("nope=1", opts, 1, endless.name, err, sizeof err), BT_ERR_ARG);
+    cr_expect_lt(strlen(err), 150, "what is cut to 95 bytes: %s", err);
+    cr_expect(strstr(err, "unknown option 'nope'") != NULL, "%s", err);
+}
+
 /* ---- cells that break their promises (bad_cell.c) ------------------------------------- */
 
 enum { V = 5, H = 8, B = 2, T = 3 };
