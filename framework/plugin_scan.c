@@ -136,6 +136,11 @@ void bt_verdict_message(const bt_verdict *v, const char *path, char *err, size_t
                       "return from init, never exit); bptt did not load it. Fix the plugin "
                       "(bptt scans it again when the file changes)", path, v->code, where);
         break;
+    case BT_VERDICT_STOPPED:
+        bt_errorf(err, errlen, "cannot load plugin %s: registering it in a separate scan process, "
+                  "that process was ended by %s %s; bptt did not load it this time (it scans "
+                  "it again on the next run)", path, signal_text(v->code, sig, sizeof sig), where);
+        break;
     default:
         bt_errorf(err, errlen, "cannot load plugin %s: no verdict", path);
     }
@@ -326,8 +331,12 @@ static bt_verdict job_verdict(const scan_job *j, double timeout)
         v.kind = BT_VERDICT_TIMEOUT;
         v.code = (int)lround(timeout * 1000);
     } else if (j->wstatus != -1 && WIFSIGNALED(j->wstatus)) {
-        v.kind = BT_VERDICT_CRASHED;
-        v.code = WTERMSIG(j->wstatus);
+        int sig = WTERMSIG(j->wstatus);
+        /* Ctrl-C reaches the whole process group, the scan included: that is
+         * not the plugin's fault, but it may be the plugin's own raise(). */
+        bool user = sig == SIGINT || sig == SIGTERM || sig == SIGHUP || sig == SIGQUIT;
+        v.kind = user ? BT_VERDICT_STOPPED : BT_VERDICT_CRASHED;
+        v.code = sig;
     } else {
         v.kind = BT_VERDICT_EXITED;
         v.code = j->wstatus != -1 && WIFEXITED(j->wstatus) ? WEXITSTATUS(j->wstatus) : -1;
@@ -643,6 +652,8 @@ void bt_scan_cache_save(bt_scan_cache *c)
     fputs(BT_CACHE_HEADER, f);
     for (int i = 0; i < c->n && i < BT_CACHE_MAX_ENTRIES; i++) {
         const cache_entry *e = &c->e[i];
+        if (e->v.kind == BT_VERDICT_STOPPED)
+            continue; /* this process's business only */
         path_write(f, e->path);
         fprintf(f, "\t%lld\t%lld\t%lld\t%lld\t%lld\t%d\t%d\t%d\n", (long long)e->key.dev,
                 (long long)e->key.ino, (long long)e->key.size, (long long)e->key.mtime_ns,

@@ -30,6 +30,8 @@ typedef enum {
     BT_VERDICT_CRASHED, /* killed by signal `code` */
     BT_VERDICT_TIMEOUT, /* still running after `code` milliseconds, then killed */
     BT_VERDICT_EXITED,  /* ended the process itself, exit status `code` (exit() in init) */
+    BT_VERDICT_STOPPED, /* ended by signal `code` that a user sends (SIGINT, SIGTERM, ...):
+                           refused for now, never written to the cache file */
 } bt_verdict_kind;
 
 typedef struct bt_verdict {

@@ -61,6 +61,7 @@ expect crash_bad_desc 1 "crashed with SIGSEGV .* while bptt read the descriptor"
 expect crash_ctor 1 "crashed with SIGBUS \(bus error\) while dlopen ran its constructors" plugins crash_ctor
 expect crash_def_pointer 1 "crashed with SIGSEGV .* while bptt read a cell definition" plugins crash_def_pointer
 expect crash_abort 1 "crashed with SIGABRT \(abort\) in its init function" plugins crash_abort
+expect crash_term 1 "that process was ended by SIGTERM \(terminated\) in its init function; bptt did not load it this time" plugins crash_term
 expect hang_init 1 "still running in its init function after 2 s \(a hang\?\), so bptt killed it" plugins hang_init
 expect exit_init 1 "ended the process with exit status 3 in its init function" plugins exit_init
 

@@ -75,6 +75,8 @@ TestSuite(misbehaving, .init = setup, .fini = teardown);
 
 /* ---- crash, hang or exit while registering: refused after a scan process ---------- */
 
+static int scans_for(const char *path, bt_status want); /* below, with the cache tests */
+
 /* path is refused with both needles in a message naming it; nothing changes and
  * the host never mapped the file. */
 static void expect_refused(const char *path, const char *needle1, const char *needle2)
@@ -128,6 +130,19 @@ Test(misbehaving, init_that_aborts)
 {
     expect_refused(broken("crash_abort.so"), "crashed with SIGABRT (abort)",
                    "in its init function");
+}
+
+/* SIGTERM (or Ctrl-C's SIGINT, which reaches the scan process too) may be the
+ * user's, not the plugin's: refused for this process, scanned again next time. */
+Test(misbehaving, init_that_raises_sigterm)
+{
+    expect_refused(broken("crash_term.so"), "that process was ended by SIGTERM (terminated) in "
+                   "its init function", "it scans it again on the next run");
+    cr_expect_eq(bt_registry_load(reg, broken("crash_term.so"), err, sizeof err), BT_ERR_PLUGIN);
+    cr_expect_eq(bt_registry_scans(reg), 1, "refused for the rest of this process");
+    cr_expect_eq(bt_registry_load(reg, shipped("optim_sgd.so"), err, sizeof err), BT_OK, "%s", err);
+    cr_expect_eq(scans_for(broken("crash_term.so"), BT_ERR_PLUGIN), 1, "not written to the file");
+    cr_expect_eq(scans_for(shipped("optim_sgd.so"), BT_OK), 0, "the file with it is still valid");
 }
 
 Test(misbehaving, init_that_calls_exit)

@@ -174,6 +174,11 @@ UNUSED static int test_init(const bt_host *host, bt_registrar *reg, char *err, s
     for (volatile unsigned long spin = 0;; spin++)
         ;
     return 0;
+#elif defined(VARIANT_TERM_INIT)
+    /* Dies of the signal a user would send: refused, but not remembered. */
+    (void)host, (void)reg;
+    raise(SIGTERM);
+    return 0;
 #elif defined(VARIANT_ABORT_INIT)
     (void)host, (void)reg;
     abort();
