@@ -67,7 +67,7 @@ static void *policy_new(bt_registry *reg, const char *spec, const bt_policy_def 
     bt_split_spec(spec, name, sizeof name, &opts);
     *def = bt_registry_policy(reg, name);
     void *state = NULL;
-    if (!*def || (*def)->create(bt_host_table(), opts, &state, err, sizeof err) != 0) {
+    if (!*def || bt_policy_create(*def, opts, &state, err, sizeof err) != BT_OK) {
         fprintf(stderr, "bench: policy %s: %s\n", spec, *def ? err : "not registered");
         exit(1);
     }

@@ -26,7 +26,14 @@ extern "C" {
 #define BT_ABI_MINOR 1
 #define BT_PLUGIN_ENTRY_SYMBOL "bt_plugin_entry"
 #define BT_PLUGIN_EXPORT __attribute__((visibility("default")))
+/* Strings a plugin hands over end with a NUL within these many bytes (NUL
+ * included) and hold no control characters; the host reads them with these
+ * bounds and refuses one that runs on. Buffers the host hands to a plugin
+ * (err, describe's buf) may be filled to the end: the host terminates them. */
 #define BT_NAME_LEN 32
+#define BT_SUMMARY_LEN 256
+#define BT_VERSION_LEN 64
+#define BT_DOC_LEN 16384 /* a definition's doc (ABI 2.1) may span lines */
 
 typedef struct bt_host bt_host;
 typedef struct bt_registrar bt_registrar; /* the host's handle on the plugin being loaded */

@@ -67,7 +67,7 @@ bt_status bt_optimizer_new(const bt_registry *r, const char *spec, bt_params *p,
     if (def->create(bt_host_table(), options, &o->cfg, perr, sizeof perr) != 0) {
         o->cfg = NULL; /* a failed create owns nothing */
         bt_optimizer_free(o);
-        perr[sizeof perr - 1] = '\0';
+        bt_plugin_text_clean(perr, sizeof perr); /* the plugin may have left it unterminated */
         bt_errorf(err, errlen, "%s", perr[0] ? perr : "optimizer: invalid options");
         return BT_ERR_ARG;
     }
@@ -105,7 +105,12 @@ void bt_optimizer_set_steps(bt_optimizer *o, uint64_t steps) { o->steps = steps;
 
 const char *bt_optimizer_describe(const bt_optimizer *o, char *buf, size_t len)
 {
-    return o->def->describe(o->cfg, buf, len);
+    if (!buf || !len)
+        return buf;
+    memset(buf, 0, len);
+    const char *s = o->def->describe(o->cfg, buf, len);
+    buf[len - 1] = '\0'; /* a describe that filled buf to the end left no NUL */
+    return bt_plugin_text_copy(buf, len, s ? s : o->name); /* s may be the plugin's own string */
 }
 
 const char *bt_optimizer_name(const bt_optimizer *o) { return o->name; }

@@ -142,10 +142,18 @@ static bt_status parse_item(parse *ps, const char *s, const char *e)
 bt_status bt_parse_options(const char *text, bt_option *opts, int n, const char *what, char *err,
                            size_t errlen)
 {
-    parse ps = {.opts = opts, .n = n, .what = what ? what : "options", .text = text ? text : "",
-                .err = err, .errlen = errlen};
+    /* A plugin calls this: its `what` and option names are read with a bound. */
+    char what_copy[96];
+    parse ps = {.opts = opts, .n = n, .text = text ? text : "", .err = err, .errlen = errlen,
+                .what = what ? bt_plugin_text_copy(what_copy, sizeof what_copy, what) : "options"};
     if (n < 0 || n > BT_OPTION_MAX || (n > 0 && !opts))
         return bt_error(err, errlen, BT_ERR_ARG, "%s: bad option table (%d entries)", ps.what, n);
+    for (int i = 0; i < n; i++) {
+        size_t len = bt_plugin_text_len(opts[i].name, BT_NAME_LEN);
+        if (len == 0 || len == BT_NAME_LEN || !bt_plugin_text_printable(opts[i].name, len))
+            return bt_error(err, errlen, BT_ERR_ARG, "%s: bad option table: option %d needs a "
+                            "name of 1 to %d plain characters", ps.what, i, BT_NAME_LEN - 1);
+    }
     options_known(opts, n, ps.known, sizeof ps.known);
     const char *s = ps.text;
     if (s[strspn(s, " \t")] != '\0') /* "" and blanks mean no options at all */

@@ -1,6 +1,8 @@
 /* registry.c: the host side of plugins. Opens shared objects with libdl, checks
  * their descriptor, hands them the host table, stages what they register and
- * commits it only when the whole plugin loaded cleanly. */
+ * commits it only when the whole plugin loaded cleanly. A file not seen before
+ * registers first in a scan process (plugin_scan.c); every string a plugin
+ * hands over is measured with a bound and copied. */
 #include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
@@ -10,8 +12,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "elf_check.h"
+#include "plugin_scan.h"
 #include "registry.h"
 
 /* uthash allocates through the library's counted heap, and an allocation
@@ -33,13 +37,16 @@ typedef struct bt_reg_key {
 typedef struct bt_plugin_rec {
     void *handle;
     char *name, *version, *file; /* one allocation, name first */
+    int64_t dev, ino;            /* the file, so a second load of it needs no scan */
     struct bt_plugin_rec *next;
 } bt_plugin_rec;
 
 /* One registered def. The def is copied, so a plugin may register from the stack;
- * the strings inside it stay in the plugin, which is open while the entry lives. */
+ * its name and summary are copied too (the copy's pointers point here), so no
+ * string the host reads later is the plugin's own. */
 typedef struct bt_reg_item {
     bt_reg_key key;
+    char summary[BT_SUMMARY_LEN];
     bt_registry_entry entry;
     union {
         bt_cell_def cell;
@@ -55,6 +62,9 @@ struct bt_registry {
     bt_reg_item **sorted;   /* [count], by kind then name, rebuilt on each commit */
     int count;
     bt_plugin_rec *plugins; /* newest first */
+    bt_scan_cache *cache;   /* verdicts on files, made on first use */
+    int scans;              /* files scanned in a child process */
+    int stage_fd;           /* in a scan process: where each loading stage is reported */
 };
 
 /* The plugin being loaded: registrations wait here until init has returned. */
@@ -77,7 +87,22 @@ const char *bt_plugin_kind_name(bt_plugin_kind k)
     return "unknown";
 }
 
-bt_registry *bt_registry_new(void) { return bt_calloc(1, sizeof(bt_registry)); }
+bt_registry *bt_registry_new(void)
+{
+    bt_registry *r = bt_calloc(1, sizeof(bt_registry));
+    if (r)
+        r->stage_fd = -1;
+    return r;
+}
+
+int bt_registry_scans(const bt_registry *r) { return r ? r->scans : 0; }
+
+/* In a scan process, tells the parent where loading has got to. */
+static void bt_stage(const bt_registry *r, bt_scan_stage s)
+{
+    if (r->stage_fd >= 0)
+        bt_scan_report(r->stage_fd, s);
+}
 
 void bt_registry_free(bt_registry *r)
 {
@@ -96,6 +121,7 @@ void bt_registry_free(bt_registry *r)
         bt_free(p->name);
         bt_free(p);
     }
+    bt_scan_cache_free(r->cache);
     bt_free(r);
 }
 
@@ -168,10 +194,12 @@ static int bt_reg_item_cmp(const void *a, const void *b)
 
 /* ---- registration (called by plugins through the host table) --------------------- */
 
-/* Names are used in specs like "adam:lr=0.1", so ':' ',' '=' and spaces are out. */
+/* Names are used in specs like "adam:lr=0.1", so ':' ',' '=' and spaces are out.
+ * A name is read with a bound: one that does not end within BT_NAME_LEN bytes
+ * is invalid, however far the plugin's bytes go on. */
 static bool bt_name_valid(const char *s)
 {
-    size_t n = strlen(s);
+    size_t n = bt_plugin_text_len(s, BT_NAME_LEN);
     if (n == 0 || n >= BT_NAME_LEN)
         return false;
     if (!((s[0] >= 'a' && s[0] <= 'z') || (s[0] >= 'A' && s[0] <= 'Z')))
@@ -183,6 +211,24 @@ static bool bt_name_valid(const char *s)
             return false;
     }
     return true;
+}
+
+/* A plugin's name for a message: at most 40 bytes of it, control bytes shown as
+ * '?', and "..." when it went on (or never ended). */
+static const char *bt_name_shown(const char *s, char buf[48])
+{
+    bt_plugin_text_copy(buf, 41, s);
+    if (bt_plugin_text_len(s, 41) > 40)
+        strcat(buf, "...");
+    return buf;
+}
+
+/* Why a name is invalid, for the message: too long (or unterminated) or a bad byte. */
+static const char *bt_name_problem(const char *s)
+{
+    size_t n = bt_plugin_text_len(s, BT_NAME_LEN);
+    return n == 0 ? "empty" : n >= BT_NAME_LEN ? "longer than 31 bytes, or not NUL-terminated"
+                                               : "it holds a character that is not allowed";
 }
 
 /* Records the first registration error; later ones are dropped. */
@@ -228,11 +274,13 @@ static bt_status bt_registrar_check(bt_registrar *g, bt_plugin_kind kind, const 
         return bt_registrar_fail(g, BT_ERR_PLUGIN, "registered a NULL %s definition", what);
     if (!name)
         return bt_registrar_fail(g, BT_ERR_PLUGIN, "registered a %s with no name", what);
+    char shown[48];
     if (!bt_name_valid(name))
         return bt_registrar_fail(g, BT_ERR_PLUGIN,
-                                 "%s name '%.64s%s' is invalid: use 1 to %d letters, digits, "
+                                 "%s name '%s' is invalid (%s): use 1 to %d letters, digits, "
                                  "'_', '-' or '.', starting with a letter",
-                                 what, name, strlen(name) > 64 ? "..." : "", BT_NAME_LEN - 1);
+                                 what, bt_name_shown(name, shown), bt_name_problem(name),
+                                 BT_NAME_LEN - 1);
     if (size < min)
         return bt_registrar_fail(g, BT_ERR_PLUGIN,
                                  "%s '%s' has a definition of size %zu, smaller than ABI %d.0's %zu "
@@ -240,6 +288,36 @@ static bt_status bt_registrar_check(bt_registrar *g, bt_plugin_kind kind, const 
                                  "against this bptt", what, name, size, BT_ABI_MAJOR, min, what);
     return BT_OK;
 }
+
+/* A summary is one plain line that ends within BT_SUMMARY_LEN bytes (or NULL). */
+static const char *bt_summary_problem(const char *summary)
+{
+    size_t n = bt_plugin_text_len(summary, BT_SUMMARY_LEN);
+    if (n == BT_SUMMARY_LEN)
+        return "has a summary that does not end within 255 bytes (is it NUL-terminated?)";
+    if (!bt_plugin_text_printable(summary, n))
+        return "has a summary with control characters (a newline or an escape): make it one "
+               "plain line";
+    return NULL;
+}
+
+/* A description (ABI 2.1) may span lines but must end within BT_DOC_LEN bytes:
+ * it is printed by `bptt plugins --describe`, so it is bounded like the rest. */
+static const char *bt_doc_problem(const char *doc)
+{
+    if (bt_plugin_text_len(doc, BT_DOC_LEN) == BT_DOC_LEN)
+        return "has a description (doc) that does not end within 16384 bytes (is it "
+               "NUL-terminated?)";
+    return NULL;
+}
+
+/* The def copy's name and summary point at the item's own copies. Every kind's
+ * def opens with size, name, summary (checked below), so one assignment fits all. */
+_Static_assert(offsetof(bt_cell_def, name) == offsetof(bt_policy_def, name) &&
+               offsetof(bt_cell_def, name) == offsetof(bt_optimizer_def, name) &&
+               offsetof(bt_cell_def, summary) == offsetof(bt_policy_def, summary) &&
+               offsetof(bt_cell_def, summary) == offsetof(bt_optimizer_def, summary),
+               "every def opens with size, name, summary");
 
 /* Stages a checked def; `problem` says what is wrong with this kind's own
  * fields (NULL when nothing is). Only the fields this host knows are copied:
@@ -274,58 +352,86 @@ static bt_status bt_registrar_stage(bt_registrar *g, bt_plugin_kind kind, const 
     if (!it)
         return bt_registrar_fail(g, BT_ERR_NOMEM, "out of memory registering %s '%s'", what, name);
     it->key = key;
+    bt_plugin_text_copy(it->summary, sizeof it->summary, summary); /* checked to fit */
     size_t kept = size < host_size ? size : host_size;
     memcpy(&it->def, def, kept);
     it->def.cell.size = kept; /* the copy's own size (size opens every kind's def) */
+    it->def.cell.name = it->key.name;
+    it->def.cell.summary = it->summary;
     it->entry = (bt_registry_entry){kind, it->key.name, g->plugin->name, g->plugin->version,
-                                    g->plugin->file, summary ? summary : "", &it->def, doc};
+                                    g->plugin->file, it->summary, &it->def, doc};
     g->staged[g->n_staged++] = it;
     return BT_OK;
 }
 
 #define BT_MISSING(fn) "has no " #fn " callback (it is required)"
 
+/* In a scan process, what the host is reading for the plugin; plugins call the
+ * register functions, so g is theirs and checked before use. */
+static void bt_registrar_stage_report(const bt_registrar *g, bt_scan_stage s)
+{
+    if (g && g->reg)
+        bt_stage(g->reg, s);
+}
+
 static bt_status bt_host_register_cell(bt_registrar *g, const bt_cell_def *d)
 {
+    bt_registrar_stage_report(g, BT_STAGE_CELL);
     bt_status st = bt_registrar_check(g, BT_KIND_CELL, d, d ? d->size : 0, BT_CELL_DEF_2_0,
                                       d ? d->name : NULL);
-    if (st != BT_OK)
-        return st;
-    const char *problem = !d->params ? BT_MISSING(params) : !d->states ? BT_MISSING(states)
-                        : !d->step ? BT_MISSING(step) : NULL;
-    return bt_registrar_stage(g, BT_KIND_CELL, d->name, d->summary,
-                              BT_FIELD_IF_COVERED(d, bt_cell_def, doc), problem, d, d->size,
-                              sizeof *d);
+    if (st == BT_OK) {
+        const char *problem = !d->params ? BT_MISSING(params) : !d->states ? BT_MISSING(states)
+                            : !d->step ? BT_MISSING(step) : bt_summary_problem(d->summary);
+        const char *doc = BT_FIELD_IF_COVERED(d, bt_cell_def, doc);
+        if (!problem)
+            problem = bt_doc_problem(doc);
+        st = bt_registrar_stage(g, BT_KIND_CELL, d->name, d->summary, doc, problem, d, d->size,
+                                sizeof *d);
+    }
+    bt_registrar_stage_report(g, BT_STAGE_INIT);
+    return st;
 }
 
 static bt_status bt_host_register_policy(bt_registrar *g, const bt_policy_def *d)
 {
+    bt_registrar_stage_report(g, BT_STAGE_POLICY);
     bt_status st = bt_registrar_check(g, BT_KIND_POLICY, d, d ? d->size : 0, BT_POLICY_DEF_2_0,
                                       d ? d->name : NULL);
-    if (st != BT_OK)
-        return st;
-    const char *problem = !d->create ? BT_MISSING(create) : !d->destroy ? BT_MISSING(destroy)
-                        : !d->begin ? BT_MISSING(begin) : !d->decide ? BT_MISSING(decide)
-                        : !d->max_reach ? BT_MISSING(max_reach)
-                        : !d->describe ? BT_MISSING(describe) : NULL;
-    return bt_registrar_stage(g, BT_KIND_POLICY, d->name, d->summary,
-                              BT_FIELD_IF_COVERED(d, bt_policy_def, doc), problem, d, d->size,
-                              sizeof *d);
+    if (st == BT_OK) {
+        const char *problem = !d->create ? BT_MISSING(create) : !d->destroy ? BT_MISSING(destroy)
+                            : !d->begin ? BT_MISSING(begin) : !d->decide ? BT_MISSING(decide)
+                            : !d->max_reach ? BT_MISSING(max_reach)
+                            : !d->describe ? BT_MISSING(describe)
+                            : bt_summary_problem(d->summary);
+        const char *doc = BT_FIELD_IF_COVERED(d, bt_policy_def, doc);
+        if (!problem)
+            problem = bt_doc_problem(doc);
+        st = bt_registrar_stage(g, BT_KIND_POLICY, d->name, d->summary, doc, problem, d, d->size,
+                                sizeof *d);
+    }
+    bt_registrar_stage_report(g, BT_STAGE_INIT);
+    return st;
 }
 
 static bt_status bt_host_register_optimizer(bt_registrar *g, const bt_optimizer_def *d)
 {
+    bt_registrar_stage_report(g, BT_STAGE_OPTIMIZER);
     bt_status st = bt_registrar_check(g, BT_KIND_OPTIMIZER, d, d ? d->size : 0,
                                       BT_OPTIMIZER_DEF_2_0, d ? d->name : NULL);
-    if (st != BT_OK)
-        return st;
-    const char *problem = !d->create ? BT_MISSING(create) : !d->destroy ? BT_MISSING(destroy)
-                        : !d->step ? BT_MISSING(step) : !d->describe ? BT_MISSING(describe)
-                        : (d->n_state < 0 || d->n_state > 16)
-                            ? "asks for a number of state buffers outside 0 to 16" : NULL;
-    return bt_registrar_stage(g, BT_KIND_OPTIMIZER, d->name, d->summary,
-                              BT_FIELD_IF_COVERED(d, bt_optimizer_def, doc), problem, d, d->size,
-                              sizeof *d);
+    if (st == BT_OK) {
+        const char *problem = !d->create ? BT_MISSING(create) : !d->destroy ? BT_MISSING(destroy)
+                            : !d->step ? BT_MISSING(step) : !d->describe ? BT_MISSING(describe)
+                            : (d->n_state < 0 || d->n_state > 16)
+                                ? "asks for a number of state buffers outside 0 to 16"
+                                : bt_summary_problem(d->summary);
+        const char *doc = BT_FIELD_IF_COVERED(d, bt_optimizer_def, doc);
+        if (!problem)
+            problem = bt_doc_problem(doc);
+        st = bt_registrar_stage(g, BT_KIND_OPTIMIZER, d->name, d->summary, doc, problem, d,
+                                d->size, sizeof *d);
+    }
+    bt_registrar_stage_report(g, BT_STAGE_INIT);
+    return st;
 }
 
 /* ---- the host table ------------------------------------------------------------- */
@@ -448,12 +554,11 @@ static bt_status bt_registry_precheck(const char *path, char *err, size_t errlen
     return bt_elf_check(path, err, errlen);
 }
 
-/* Step 1: the file looks like a whole shared object, and dlopen takes it. */
-static bt_status bt_plugin_open(const char *path, void **handle, char *err, size_t errlen)
+/* Step 1: dlopen takes the file (checked by bt_registry_precheck first). */
+static bt_status bt_plugin_open(const bt_registry *r, const char *path, void **handle, char *err,
+                                size_t errlen)
 {
-    bt_status st = bt_registry_precheck(path, err, errlen);
-    if (st != BT_OK)
-        return st;
+    bt_stage(r, BT_STAGE_DLOPEN);
     /* dlopen searches the library path for a name without '/': make it a path. */
     char *open_path = bt_malloc(strlen(path) + 3);
     if (!open_path)
@@ -471,8 +576,8 @@ static bt_status bt_plugin_open(const char *path, void **handle, char *err, size
 }
 
 /* Step 2: the entry symbol gives a descriptor. */
-static bt_status bt_plugin_descriptor(void *h, const char *path, const bt_plugin_desc **out,
-                                      char *err, size_t errlen)
+static bt_status bt_plugin_descriptor(const bt_registry *r, void *h, const char *path,
+                                      const bt_plugin_desc **out, char *err, size_t errlen)
 {
     bt_plugin_entry_fn entry;
     /* POSIX's sanctioned way to turn dlsym's void * into a function pointer. */
@@ -482,7 +587,9 @@ static bt_status bt_plugin_descriptor(void *h, const char *path, const bt_plugin
                         "cannot load plugin %s: not a bptt plugin (it has no entry symbol '%s'; "
                         "declare it with BT_PLUGIN(name, version, init))", path,
                         BT_PLUGIN_ENTRY_SYMBOL);
+    bt_stage(r, BT_STAGE_ENTRY);
     *out = entry();
+    bt_stage(r, BT_STAGE_DESCRIPTOR);
     if (!*out)
         return bt_error(err, errlen, BT_ERR_PLUGIN,
                         "cannot load plugin %s: not a bptt plugin (%s returned NULL)", path,
@@ -494,8 +601,10 @@ static bt_status bt_plugin_descriptor(void *h, const char *path, const bt_plugin
 static bt_status bt_plugin_check(const bt_plugin_desc *d, const char *path, char *err,
                                  size_t errlen)
 {
-    /* abi_major, abi_minor, real_size and name open the descriptor in every ABI. */
-    const char *pname = d->name ? d->name : "?";
+    /* abi_major, abi_minor, real_size and name open the descriptor in every ABI.
+     * The name is shown from a bounded copy until it is known to be valid. */
+    char shown[48];
+    const char *pname = d->name ? bt_name_shown(d->name, shown) : "?";
     if (d->abi_major != BT_ABI_MAJOR)
         return bt_error(err, errlen, BT_ERR_PLUGIN,
                         "plugin '%s' (%s) was built for bptt ABI %u.%u, this bptt has ABI %d.%d: "
@@ -515,8 +624,16 @@ static bt_status bt_plugin_check(const bt_plugin_desc *d, const char *path, char
                         sizeof(bt_real));
     if (!d->name || !bt_name_valid(d->name))
         return bt_error(err, errlen, BT_ERR_PLUGIN,
-                        "plugin %s has an invalid name '%.64s': use 1 to %d letters, digits, "
-                        "'_', '-' or '.', starting with a letter", path, pname, BT_NAME_LEN - 1);
+                        "plugin %s has an invalid name '%s' (%s): use 1 to %d letters, digits, "
+                        "'_', '-' or '.', starting with a letter", path, pname,
+                        d->name ? bt_name_problem(d->name) : "none given", BT_NAME_LEN - 1);
+    size_t vl = bt_plugin_text_len(d->version, BT_VERSION_LEN);
+    if (vl == BT_VERSION_LEN || !bt_plugin_text_printable(d->version, vl))
+        return bt_error(err, errlen, BT_ERR_PLUGIN,
+                        "plugin '%s' (%s) has a version string that %s: give a short plain one "
+                        "such as \"1.0.2\"", pname, path,
+                        vl == BT_VERSION_LEN ? "does not end within 63 bytes (is it "
+                                               "NUL-terminated?)" : "holds control characters");
     if (!d->init)
         return bt_error(err, errlen, BT_ERR_PLUGIN, "plugin '%s' (%s) has no init function",
                         pname, path);
@@ -526,6 +643,8 @@ static bt_status bt_plugin_check(const bt_plugin_desc *d, const char *path, char
 /* Step 4: the record of a loaded plugin, with owned copies of its strings. */
 static bt_plugin_rec *bt_plugin_rec_new(const bt_plugin_desc *d, void *h, const char *path)
 {
+    bt_scan_key key = {0};
+    bt_scan_key_of(path, &key);
     const char *version = d->version ? d->version : "";
     size_t nl = strlen(d->name) + 1, vl = strlen(version) + 1, fl = strlen(path) + 1;
     bt_plugin_rec *rec = bt_calloc(1, sizeof *rec);
@@ -536,6 +655,8 @@ static bt_plugin_rec *bt_plugin_rec_new(const bt_plugin_desc *d, void *h, const 
         return NULL;
     }
     rec->handle = h;
+    rec->dev = key.dev;
+    rec->ino = key.ino;
     rec->name = memcpy(strings, d->name, nl);
     rec->version = memcpy(strings + nl, version, vl);
     rec->file = memcpy(strings + nl + vl, path, fl);
@@ -548,12 +669,14 @@ static bt_status bt_plugin_init(bt_registry *r, const bt_plugin_desc *d, bt_plug
 {
     bt_registrar g = {.reg = r, .plugin = rec};
     char perr[BT_ERRMSG_LEN] = "";
+    bt_stage(r, BT_STAGE_INIT);
     int rc = d->init(bt_host_table(), &g, perr, sizeof perr);
+    bt_stage(r, BT_STAGE_COMMIT);
+    bt_plugin_text_clean(perr, sizeof perr); /* init may leave it unterminated */
     bt_status st = g.status;
     if (st != BT_OK) { /* the host's own message about a registration beats init's */
         bt_errorf(err, errlen, "%s", g.err);
     } else if (rc != 0) {
-        perr[sizeof perr - 1] = '\0';
         st = bt_error(err, errlen, BT_ERR_PLUGIN, "plugin '%s' (%s): init failed: %s", rec->name,
                       rec->file, perr[0] ? perr : "(the plugin gave no message)");
     } else if ((st = bt_registry_commit(r, &g, rec)) != BT_OK) {
@@ -561,6 +684,101 @@ static bt_status bt_plugin_init(bt_registry *r, const bt_plugin_desc *d, bt_plug
     }
     bt_registrar_drop(&g); /* after a commit, nothing is left to drop */
     return st;
+}
+
+/* ---- isolation: a scan process before the load ------------------------------------- */
+
+static bt_status bt_registry_load_one(bt_registry *r, const char *path, bool skip_loaded,
+                                      bool *skipped, char *err, size_t errlen);
+
+/* What a scan process runs: the very load the host would do, into a registry of
+ * its own. Nothing is freed: the process ends when this returns. */
+static void bt_registry_scan_child(void *ctx, const char *path, int stage_fd)
+{
+    (void)ctx;
+    bt_registry *r = bt_registry_new();
+    if (!r)
+        return;
+    r->stage_fd = stage_fd;
+    char err[BT_ERRMSG_LEN];
+    bt_registry_load_one(r, path, false, NULL, err, sizeof err);
+}
+
+static bool bt_registry_has_file(const bt_registry *r, const bt_scan_key *k)
+{
+    for (const bt_plugin_rec *p = r->plugins; p; p = p->next)
+        if (p->dev == k->dev && p->ino == k->ino)
+            return true;
+    return false;
+}
+
+static bool bt_registry_isolates(bt_registry *r)
+{
+    if (r->stage_fd >= 0 || !bt_scan_enabled())
+        return false; /* a scan process itself, or isolation turned off */
+    if (!r->cache)
+        r->cache = bt_scan_cache_new();
+    return r->cache != NULL;
+}
+
+/* Gives each of paths a verdict if it has none: files that are already loaded
+ * here, known to the cache, or refused before dlopen need no scan; the others
+ * are scanned together, in parallel. */
+static void bt_registry_vet(bt_registry *r, const char *const *paths, int n)
+{
+    if (n <= 0 || !bt_registry_isolates(r))
+        return;
+    const char **todo = bt_malloc(sizeof(*todo) * (size_t)n);
+    char **real = bt_calloc((size_t)n, sizeof(*real));
+    bt_scan_key *keys = bt_malloc(sizeof(*keys) * (size_t)n);
+    bt_verdict *v = bt_malloc(sizeof(*v) * (size_t)n);
+    int m = 0;
+    for (int i = 0; todo && real && keys && v && i < n; i++) {
+        char msg[BT_ERRMSG_LEN];
+        char *rp = realpath(paths[i], NULL);
+        if (rp && bt_scan_key_of(rp, &keys[m]) && !bt_registry_has_file(r, &keys[m]) &&
+            !bt_scan_cache_get(r->cache, rp, &keys[m]) &&
+            bt_registry_precheck(paths[i], msg, sizeof msg) == BT_OK) {
+            todo[m] = paths[i];
+            real[m++] = rp;
+        } else {
+            free(rp);
+        }
+    }
+    bt_scan_run(todo, m, bt_registry_scan_child, NULL, v);
+    for (int i = 0; i < m; i++) {
+        if (v[i].kind != BT_VERDICT_UNKNOWN) { /* no process: load in-process, unrecorded */
+            bt_scan_cache_put(r->cache, real[i], &keys[i], &v[i]);
+            r->scans++;
+        }
+        free(real[i]);
+    }
+    bt_free(todo);
+    bt_free(real);
+    bt_free(keys);
+    bt_free(v);
+}
+
+/* BT_OK when path may be opened in this process: it registered cleanly in a
+ * scan process (now or before), or it was not scanned. Otherwise how it
+ * misbehaved there. */
+static bt_status bt_registry_vetted(bt_registry *r, const char *path, char *err, size_t errlen)
+{
+    if (!bt_registry_isolates(r))
+        return BT_OK;
+    char *rp = realpath(path, NULL);
+    bt_scan_key key;
+    bool known = rp && bt_scan_key_of(rp, &key);
+    const bt_verdict *v = known ? bt_scan_cache_get(r->cache, rp, &key) : NULL;
+    if (known && !v) { /* not yet scanned (a single file, not a folder's) */
+        bt_registry_vet(r, &path, 1);
+        v = bt_scan_cache_get(r->cache, rp, &key);
+    }
+    free(rp);
+    if (!v || v->kind == BT_VERDICT_CLEAN || v->kind == BT_VERDICT_UNKNOWN)
+        return BT_OK;
+    bt_verdict_message(v, path, err, errlen);
+    return BT_ERR_PLUGIN;
 }
 
 /* Loads one file. With skip_loaded, a plugin whose name is already loaded is
@@ -572,12 +790,16 @@ static bt_status bt_registry_load_one(bt_registry *r, const char *path, bool ski
         *skipped = false;
     if (!r || !path)
         return bt_error(err, errlen, BT_ERR_ARG, "bt_registry_load: no registry or no path");
+    bt_status st = bt_registry_precheck(path, err, errlen);
+    if (st == BT_OK)
+        st = bt_registry_vetted(r, path, err, errlen);
     void *h = NULL;
-    bt_status st = bt_plugin_open(path, &h, err, errlen);
+    if (st == BT_OK)
+        st = bt_plugin_open(r, path, &h, err, errlen);
     if (st != BT_OK)
         return st;
     const bt_plugin_desc *d = NULL;
-    st = bt_plugin_descriptor(h, path, &d, err, errlen);
+    st = bt_plugin_descriptor(r, h, path, &d, err, errlen);
     if (st == BT_OK)
         st = bt_plugin_check(d, path, err, errlen);
     const bt_plugin_rec *prev = st == BT_OK ? bt_registry_plugin_named(r, d->name) : NULL;
@@ -608,7 +830,10 @@ static bt_status bt_registry_load_one(bt_registry *r, const char *path, bool ski
 
 bt_status bt_registry_load(bt_registry *r, const char *path, char *err, size_t errlen)
 {
-    return bt_registry_load_one(r, path, false, NULL, err, errlen);
+    bt_status st = bt_registry_load_one(r, path, false, NULL, err, errlen);
+    if (r)
+        bt_scan_cache_save(r->cache);
+    return st;
 }
 
 static int bt_strcmp_ptr(const void *a, const void *b)
@@ -636,7 +861,8 @@ static void bt_err_append(char *err, size_t errlen, const char *msg)
 /* Every *.so in dir, sorted by name. A file that fails does not stop the others:
  * the status is the first failure's, and err holds every failure's message, one
  * per line, in file order (truncated to errlen). */
-bt_status bt_registry_load_dir(bt_registry *r, const char *dir, char *err, size_t errlen)
+static bt_status bt_registry_load_dir_in(bt_registry *r, const char *dir, char *err,
+                                         size_t errlen)
 {
     if (err && errlen)
         err[0] = '\0';
@@ -680,6 +906,7 @@ bt_status bt_registry_load_dir(bt_registry *r, const char *dir, char *err, size_
         bt_errorf(err, errlen, "cannot list plugin folder %s: out of memory", dir);
     } else {
         qsort(names, (size_t)n, sizeof(*names), bt_strcmp_ptr);
+        bt_registry_vet(r, (const char *const *)names, n); /* unknown files, in parallel */
         for (int i = 0; i < n; i++) {
             char msg[BT_ERRMSG_LEN];
             bool skipped;
@@ -697,6 +924,14 @@ bt_status bt_registry_load_dir(bt_registry *r, const char *dir, char *err, size_
     return first;
 }
 
+bt_status bt_registry_load_dir(bt_registry *r, const char *dir, char *err, size_t errlen)
+{
+    bt_status st = bt_registry_load_dir_in(r, dir, err, errlen);
+    if (r)
+        bt_scan_cache_save(r->cache);
+    return st;
+}
+
 /* One folder of the default search; a folder that does not exist is skipped. */
 static bt_status bt_registry_load_default_dir(bt_registry *r, const char *dir, bt_status first,
                                               char *err, size_t errlen)
@@ -705,7 +940,7 @@ static bt_status bt_registry_load_default_dir(bt_registry *r, const char *dir, b
     if (!dir[0] || stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
         return first;
     char msg[BT_ERRMSG_LEN * 2];
-    bt_status s = bt_registry_load_dir(r, dir, msg, sizeof msg);
+    bt_status s = bt_registry_load_dir_in(r, dir, msg, sizeof msg);
     if (s != BT_OK) {
         bt_err_append(err, errlen, msg);
         if (first == BT_OK)
@@ -724,20 +959,32 @@ bt_status bt_registry_load_default(bt_registry *r, char *err, size_t errlen)
     }
     bt_status first = BT_OK;
     const char *path = getenv("BPTT_PLUGIN_PATH");
+    char *cwd = NULL;
     while (path && *path) {
         const char *colon = strchr(path, ':');
         size_t len = colon ? (size_t)(colon - path) : strlen(path);
-        char *dir = bt_malloc(len + 1);
+        /* A relative entry is resolved once, here, against the folder bptt started
+         * in (an empty one is skipped: unlike PATH, it does not mean "."). */
+        if (len && path[0] != '/' && !cwd)
+            cwd = getcwd(NULL, 0);
+        const char *base = len && path[0] != '/' ? (cwd ? cwd : ".") : NULL;
+        size_t blen = base ? strlen(base) + 1 : 0;
+        char *dir = bt_malloc(blen + len + 1);
         if (!dir) {
+            free(cwd);
             bt_errorf(err, errlen, "cannot read BPTT_PLUGIN_PATH: out of memory");
             return BT_ERR_NOMEM;
         }
-        memcpy(dir, path, len);
-        dir[len] = '\0';
+        if (base)
+            snprintf(dir, blen + 1, "%s/", base);
+        memcpy(dir + blen, path, len);
+        dir[blen + len] = '\0';
         first = bt_registry_load_default_dir(r, dir, first, err, errlen);
         bt_free(dir);
         path = colon ? colon + 1 : NULL;
     }
+    free(cwd);
     first = bt_registry_load_default_dir(r, BT_INSTALLED_PLUGIN_DIR, first, err, errlen);
+    bt_scan_cache_save(r->cache);
     return first;
 }

@@ -32,13 +32,18 @@ BT_API bt_registry *bt_registry_new(void);
 BT_API void bt_registry_free(bt_registry *r); /* closes every handle */
 
 /* Loads one shared object. On failure the registry is exactly as before, the
- * handle is closed, and err names the file and the cause. */
+ * handle is closed, and err names the file and the cause. A file the scan
+ * cache does not know registers first in a child process (plugin_scan.h);
+ * one that crashed, hung or exited there is refused without being opened. */
 BT_API bt_status bt_registry_load(bt_registry *r, const char *path, char *err, size_t errlen);
 /* Loads every *.so in dir (sorted by name). Files whose plugin name is already
- * loaded are skipped (an earlier folder shadows a later one). */
+ * loaded are skipped (an earlier folder shadows a later one). Files the scan
+ * cache does not know are scanned together, in parallel. */
 BT_API bt_status bt_registry_load_dir(bt_registry *r, const char *dir, char *err, size_t errlen);
-/* The folders of BPTT_PLUGIN_PATH (':'-separated), then the build tree's
- * plugin folder, then the installed one; folders that do not exist are skipped. */
+/* The folders of BPTT_PLUGIN_PATH (':'-separated; a relative entry is resolved
+ * against the current folder, once, here; empty ones are skipped), then the
+ * build tree's plugin folder, then the installed one; folders that do not
+ * exist are skipped. */
 BT_API bt_status bt_registry_load_default(bt_registry *r, char *err, size_t errlen);
 /* The host table handed to plugins (also usable by in-process code). */
 BT_API const bt_host *bt_host_table(void);
@@ -56,6 +61,35 @@ BT_API const bt_optimizer_def *bt_registry_optimizer(const bt_registry *r, const
  * that list what the user could have typed. */
 BT_API const char *bt_registry_names(const bt_registry *r, bt_plugin_kind kind, char *buf,
                                      size_t len);
+
+/* How many plugin files this registry registered in a scan process (a fork)
+ * because the scan cache had no verdict for them; 0 when every file was known. */
+BT_API int bt_registry_scans(const bt_registry *r);
+
+/* ---- strings from plugins (plugin_text.c) ----------------------------------------- */
+
+/* strnlen that accepts NULL: a result equal to bound means "no NUL within bound". */
+BT_API size_t bt_plugin_text_len(const char *s, size_t bound);
+/* No control bytes (< 0x20, 0x7f) among the n bytes of s. */
+BT_API bool bt_plugin_text_printable(const char *s, size_t n);
+/* For a buffer a plugin filled: terminates it at len - 1 and turns control
+ * bytes into '?'; returns buf. */
+BT_API char *bt_plugin_text_clean(char *buf, size_t len);
+/* Copies at most dstlen - 1 bytes of src (which need not end within them),
+ * terminated and cleaned; NULL src gives "". Returns dst. */
+BT_API char *bt_plugin_text_copy(char *dst, size_t dstlen, const char *src);
+
+/* ---- calls into a policy, with their strings bounded ------------------------------- */
+
+/* def->create with err terminated and cleaned: BT_OK, or BT_ERR_ARG with the
+ * policy's message (or "policy NAME: invalid options '...'" when it gave none). */
+BT_API bt_status bt_policy_create(const bt_policy_def *def, const char *options, void **state,
+                                  char *err, size_t errlen);
+/* def->describe into buf, always terminated within len and free of control
+ * bytes, whatever the plugin wrote or returned; NULL (buf "") when the policy
+ * returned NULL. */
+BT_API const char *bt_policy_describe(const bt_policy_def *def, void *state, char *buf,
+                                      size_t len);
 
 /* Options parser behind bt_host.parse_options (options.c): BT_OK, or BT_ERR_ARG
  * with "<what>: <the problem>" in err; values are written only on BT_OK. */
@@ -79,6 +113,7 @@ BT_API int bt_optimizer_state_count(const bt_optimizer *o);
 BT_API bt_real *bt_optimizer_state(bt_optimizer *o, int i); /* [bt_params_total] */
 BT_API uint64_t bt_optimizer_steps(const bt_optimizer *o);
 BT_API void bt_optimizer_set_steps(bt_optimizer *o, uint64_t steps);
+/* The optimizer's describe, terminated within len and free of control bytes. */
 BT_API const char *bt_optimizer_describe(const bt_optimizer *o, char *buf, size_t len);
 BT_API const char *bt_optimizer_name(const bt_optimizer *o);
 

@@ -78,7 +78,7 @@ bt_status bt_generate(const bt_model *m, const int32_t *prefix, long n_prefix, i
             src += m->state_width[k];
         }
         bt_step_input in = {.batch = 1, .ids = &tok};
-        bt_tensor *o = m->cell->step(bt_host_table(), g, m->ptab, &in, state, next);
+        bt_tensor *o = bt_model_step(g, m, &in, state, next);
         if (!o || bt_graph_status(g) != BT_OK) {
             snprintf(err, errlen, "cell %s: %s", m->cell->name, bt_graph_error(g));
             st = bt_graph_status(g) != BT_OK ? bt_graph_status(g) : BT_ERR_PLUGIN;

@@ -142,10 +142,8 @@ bt_status bt_lm_new(const bt_registry *reg, const bt_lm_config *cfg, bt_source *
     lm->src = src;
     lm->pdef = pdef;
     char perr[BT_ERRMSG_LEN] = "";
-    if (pdef->create(bt_host_table(), popts, &lm->pstate, perr, sizeof perr) != 0) {
-        lm->pstate = NULL;
-        snprintf(err, errlen, "--truncation %s: %s", cfg->truncation,
-                 perr[0] ? perr : "invalid options");
+    if (bt_policy_create(pdef, popts, &lm->pstate, perr, sizeof perr) != BT_OK) {
+        snprintf(err, errlen, "--truncation %s: %s", cfg->truncation, perr);
         bt_lm_free(lm);
         return BT_ERR_ARG;
     }
@@ -405,8 +403,8 @@ uint64_t bt_lm_updates(const bt_lm *lm) { return lm->updates; }
 
 const char *bt_lm_policy_describe(const bt_lm *lm, char *buf, size_t len)
 {
-    if (lm->pdef->describe)
-        return lm->pdef->describe(lm->pstate, buf, len);
+    if (lm->pdef->describe && bt_policy_describe(lm->pdef, lm->pstate, buf, len))
+        return buf;
     snprintf(buf, len, "%s", lm->cfg.truncation);
     return buf;
 }

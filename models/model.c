@@ -22,15 +22,10 @@ bt_status bt_model_new(const bt_cell_def *cell, bt_cell_dims dims, bt_model **ou
         return BT_ERR_NOMEM;
     m->cell = cell;
     m->dims = dims;
-    char cerr[256] = "";
-    m->n_params = cell->params(&dims, m->specs, BT_MAX_PARAMS, cerr, sizeof cerr);
-    m->n_states = cell->states(&dims, m->state_width, BT_MAX_STATES);
-    if (m->n_params <= 0 || m->n_params > BT_MAX_PARAMS || m->n_states <= 0 ||
-        m->n_states > BT_MAX_STATES) {
-        snprintf(err, errlen, "cell %s: bad parameter or state declaration%s%s", cell->name,
-                 cerr[0] ? ": " : "", cerr);
+    bt_status st = bt_model_declare(m, err, errlen); /* the cell's word is checked first */
+    if (st != BT_OK) {
         bt_free(m);
-        return BT_ERR_PLUGIN;
+        return st;
     }
     m->params = bt_params_new();
     if (!m->params) {
@@ -41,7 +36,7 @@ bt_status bt_model_new(const bt_cell_def *cell, bt_cell_dims dims, bt_model **ou
     for (int i = 0; i < m->n_params; i++)
         m->ptab[i] = bt_params_add(m->params, m->specs[i].name, m->specs[i].ndim,
                                    m->specs[i].shape);
-    bt_status st = bt_params_finalize(m->params);
+    st = bt_params_finalize(m->params);
     if (st != BT_OK) { /* a duplicate name or bad shape is the cell's fault */
         snprintf(err, errlen, "cell %s: %s", cell->name, bt_params_error(m->params));
         bt_model_free(m);

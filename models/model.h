@@ -28,6 +28,25 @@ BT_API bt_status bt_model_new(const bt_cell_def *cell, bt_cell_dims dims, bt_mod
                               size_t errlen);
 BT_API void bt_model_free(bt_model *m);
 
+/* ---- the host's checks on a cell plugin (cell_guard.c) ---------------------------------- */
+
+/* Asks m->cell for its parameter specs and state widths at m->dims (into m) and
+ * checks them: 1 to BT_MAX_PARAMS specs with terminated names, valid shapes,
+ * known init kinds and finite scales; 1 to BT_MAX_STATES widths >= 1; and all
+ * of it within the memory this process may use. BT_OK, or BT_ERR_PLUGIN with a
+ * message naming the cell and its plugin file. bt_model_new calls it. */
+BT_API bt_status bt_model_declare(bt_model *m, char *err, size_t errlen);
+/* One step of the cell: the only way the host runs cell->step. next has room
+ * for n_states tensors. Checks what it returned: an output [B, dims.output] and each next_state[k] [B, state_width[k]]
+ * (B = in->batch). NULL on any failure, with the graph's error set (the cell's
+ * own, or one naming the cell, its plugin file and the broken promise). */
+BT_API bt_tensor *bt_model_step(bt_graph *g, const bt_model *m, const bt_step_input *in,
+                                bt_tensor *const *state, bt_tensor **next);
+/* "cell 'gru' (plugin /path/cell_gru.so)", found from the address of its code. */
+BT_API const char *bt_cell_origin(const bt_cell_def *cell, char *buf, size_t len);
+/* Bytes this process may use: physical memory, or less under RLIMIT_AS / RLIMIT_DATA. */
+BT_API size_t bt_memory_limit(void);
+
 /* Initialises every parameter from its spec with rng, then applies spec to
  * the recurrent matrices: NULL or "" (the cell's defaults), "normal:SIGMA",
  * "orthogonal", "identity[:SCALE]", "spectral:RHO" (rescale to spectral radius RHO). */

@@ -48,6 +48,18 @@ bt_status bt_unroller_new(bt_model *m, int B, int max_T, bt_unroller **out, char
     u->B = B;
     for (int k = 0; k < m->n_states; k++)
         u->state_len += (size_t)B * (size_t)m->state_width[k];
+    /* The ring holds at least two states, and a step's graph a few tensors of
+     * the state's size: refuse before a cell's widths run the machine dry. */
+    double need = 6.0 * (double)u->state_len * sizeof(bt_real), have = (double)bt_memory_limit();
+    if (need > have) {
+        char who[BT_ERRMSG_LEN / 2];
+        snprintf(err, errlen, "unroll: %s has states of %zu values at batch %d, which need at "
+                 "least %.1f GiB, more than the %.1f GiB this process may use: use a smaller "
+                 "batch or hidden size, or check the widths the cell's states() declares", bt_cell_origin(m->cell, who, sizeof who),
+                 u->state_len, B, need / 0x1p30, have / 0x1p30);
+        bt_free(u);
+        return BT_ERR_NOMEM;
+    }
     u->g = bt_graph_new();
     if (!u->g) {
         bt_free(u);
@@ -146,7 +158,7 @@ bt_tensor *bt_unroll_step(bt_graph *g, const bt_model *m, const bt_sequence *seq
             memcpy(target->data + (size_t)b * Q, seq->y + ((size_t)b * T + s) * Q,
                    sizeof(bt_real) * Q);
     }
-    bt_tensor *o = m->cell->step(bt_host_table(), g, m->ptab, &in, state, next);
+    bt_tensor *o = bt_model_step(g, m, &in, state, next);
     if (!o)
         return NULL;
     return seq->targets ? bt_softmax_xent(g, o, tg) : bt_mse(g, o, target);

@@ -19,6 +19,9 @@ done
 work=$(mktemp -d "${TMPDIR:-/tmp}/bptt_kit_XXXXXX")
 trap 'rm -rf "$work"' EXIT INT TERM
 prefix=$work/prefix
+# Plugin scan verdicts of the kit's runs stay in the kit's folder, not ~/.cache.
+BPTT_PLUGIN_CACHE=$work/plugins.cache
+export BPTT_PLUGIN_CACHE
 fail() { echo "install_kit: FAIL: $*" >&2; exit 1; }
 run() { # run LOG CMD...: quiet unless it fails
     log=$1; shift

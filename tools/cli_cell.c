@@ -35,12 +35,12 @@ bool cli_policy_new(const bt_registry *r, const char *spec, cli_policy *out, con
                  bt_registry_names(r, BT_KIND_POLICY, names, sizeof names));
         return false;
     }
-    if (out->def->create(bt_host_table(), opts, &out->state, err, sizeof err) != 0) {
-        cli_fail(command, "--truncation %s: %s", spec, err[0] ? err : "the policy refused its options");
+    if (bt_policy_create(out->def, opts, &out->state, err, sizeof err) != BT_OK) {
+        cli_fail(command, "--truncation %s: %s", spec, err);
         out->def = NULL;
         return false;
     }
-    if (!out->def->describe || !out->def->describe(out->state, out->desc, sizeof out->desc))
+    if (!out->def->describe || !bt_policy_describe(out->def, out->state, out->desc, sizeof out->desc))
         snprintf(out->desc, sizeof out->desc, "%s", spec);
     return true;
 }

@@ -105,7 +105,7 @@ static bool policy_cuts(const bt_registry *r, const char *spec, int T, uint64_t 
     bt_split_spec(spec, name, sizeof name, &opts);
     const bt_policy_def *def = bt_registry_policy(r, name);
     void *st = NULL;
-    if (!def || def->create(bt_host_table(), opts, &st, err, sizeof err) != 0)
+    if (!def || bt_policy_create(def, opts, &st, err, sizeof err) != BT_OK)
         return false;
     bt_rng rng;
     bt_rng_seed(&rng, seed);

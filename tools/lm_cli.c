@@ -159,7 +159,7 @@ bool lm_cli_validate(const char *command, const bt_registry *r, const bt_lm_conf
                  bt_registry_names(r, BT_KIND_POLICY, known, sizeof known));
         return false;
     }
-    if (def->create(bt_host_table(), opts, &state, err, sizeof err) != 0) {
+    if (bt_policy_create(def, opts, &state, err, sizeof err) != BT_OK) {
         cli_fail(command, "--truncation %s: %s", cfg->truncation, err);
         return false;
     }

@@ -1,8 +1,14 @@
 /* bad_plugin.c: one source for the deliberately broken plugins of
  * tests/test_plugins.c; meson builds it once per VARIANT_* define, each into its
- * own .so named PLUGIN_NAME, and each variant breaks exactly one rule. */
+ * own .so named PLUGIN_NAME, and each variant breaks exactly one rule. Some only
+ * break the ABI's rules (refused with a message); others crash, hang or exit
+ * while registering, or hand over strings that never end (issue 12). */
+#include <signal.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "bptt_plugin.h"
 
@@ -29,6 +35,41 @@ UNUSED static const char *opt_describe(void *cfg, char *buf, size_t len)
     (void)cfg;
     snprintf(buf, len, "%s", PLUGIN_NAME);
     return buf;
+}
+
+/* Bytes that never reach a NUL within their bounds: a string the plugin forgot
+ * to terminate, followed by more non-NUL data (as in a real binary), all one
+ * object so the host's bounded reads stay inside it. */
+UNUSED static struct {
+    char text[40];
+    char more[600];
+} endless;
+
+UNUSED static const char *endless_text(void)
+{
+    memset(&endless, 'x', sizeof endless);
+    return endless.text;
+}
+
+/* Fills the host's buffer to its last byte, leaving no NUL. */
+UNUSED static const char *unterminated_describe(void *cfg, char *buf, size_t len)
+{
+    (void)cfg;
+    memset(buf, 'd', len);
+    return buf;
+}
+
+/* Refuses "fail" with an error buffer filled to its last byte. */
+UNUSED static int unterminated_create(const bt_host *h, const char *o, void **cfg, char *e,
+                                      size_t n)
+{
+    (void)h;
+    *cfg = NULL;
+    if (strcmp(o, "fail") == 0) {
+        memset(e, 'e', n);
+        return -1;
+    }
+    return 0;
 }
 
 UNUSED static int pol_create(const bt_host *h, const char *o, void **st, char *e, size_t n)
@@ -124,6 +165,57 @@ UNUSED static int test_init(const bt_host *host, bt_registrar *reg, char *err, s
     bt_optimizer_def d = OPT("unsized");
     d.size = 0;
     return host->register_optimizer(reg, &d) != 0;
+#elif defined(VARIANT_CRASH_INIT)
+    /* init dereferences NULL. */
+    (void)host, (void)reg;
+    volatile int *nowhere = NULL;
+    return *nowhere;
+#elif defined(VARIANT_HANG_INIT)
+    /* init never returns. */
+    (void)host, (void)reg;
+    for (volatile unsigned long spin = 0;; spin++)
+        ;
+    return 0;
+#elif defined(VARIANT_TERM_INIT)
+    /* Dies of the signal a user would send: refused, but not remembered. */
+    (void)host, (void)reg;
+    raise(SIGTERM);
+    return 0;
+#elif defined(VARIANT_ABORT_INIT)
+    (void)host, (void)reg;
+    abort();
+#elif defined(VARIANT_EXIT_INIT)
+    /* Ends the whole process: in the host, bptt would vanish with status 3. */
+    (void)host, (void)reg;
+    exit(3);
+#elif defined(VARIANT_BAD_DEF_POINTER)
+    /* A definition pointer that points nowhere: the host faults reading it. */
+    return host->register_cell(reg, (const bt_cell_def *)(uintptr_t)0x18) != 0;
+#elif defined(VARIANT_NAME_UNTERMINATED)
+    bt_optimizer_def d = OPT("x");
+    d.name = endless_text();
+    return host->register_optimizer(reg, &d) != 0;
+#elif defined(VARIANT_SUMMARY_UNTERMINATED)
+    bt_optimizer_def d = OPT("endless_summary");
+    d.summary = endless_text();
+    return host->register_optimizer(reg, &d) != 0;
+#elif defined(VARIANT_SUMMARY_CONTROL)
+    bt_optimizer_def d = OPT("escape_summary");
+    d.summary = "two\nlines \033[2J and a terminal escape";
+    return host->register_optimizer(reg, &d) != 0;
+#elif defined(VARIANT_INIT_ERR_UNTERMINATED)
+    (void)host, (void)reg;
+    memset(err, 'e', errlen);
+    return 1;
+#elif defined(VARIANT_DESCRIBE_UNTERMINATED)
+    /* Loads fine; describe and create's error misbehave when called. */
+    bt_optimizer_def o = OPT("endless_opt");
+    o.create = unterminated_create;
+    o.describe = unterminated_describe;
+    static const bt_policy_def p = {sizeof p, "endless_policy", "", unterminated_create,
+                                    opt_destroy, pol_begin, pol_decide, pol_reach,
+                                    unterminated_describe, NULL};
+    return host->register_optimizer(reg, &o) || host->register_policy(reg, &p);
 #elif defined(VARIANT_BIG_DEF)
     /* A def from a newer bptt with fields this host does not know: accepted, the
      * extra fields ignored. Poison in them must not matter. */
@@ -189,6 +281,31 @@ const bt_plugin_desc *bt_plugin_entry(void)
 #else
     return &desc;
 #endif
+}
+#elif defined(VARIANT_ENTRY_DATA)
+/* The entry symbol is data, not a function: calling it jumps into a page that
+ * is not executable. */
+BT_PLUGIN_EXPORT unsigned char bt_plugin_entry[64] = {0xff, 0xff, 0xff, 0xff};
+#elif defined(VARIANT_BAD_DESC)
+/* The entry returns a pointer that points nowhere. */
+BT_PLUGIN_EXPORT const bt_plugin_desc *bt_plugin_entry(void);
+const bt_plugin_desc *bt_plugin_entry(void) { return (const bt_plugin_desc *)(uintptr_t)0x10; }
+#elif defined(VARIANT_CTOR_CRASH)
+/* A constructor that crashes: it runs inside dlopen, before bptt sees anything. */
+__attribute__((constructor)) static void crash_on_load(void) { raise(SIGBUS); }
+BT_PLUGIN(PLUGIN_NAME, "0.1", test_init)
+#elif defined(VARIANT_PLUGIN_NAME_UNTERMINATED) || defined(VARIANT_VERSION_UNTERMINATED)
+BT_PLUGIN_EXPORT const bt_plugin_desc *bt_plugin_entry(void);
+const bt_plugin_desc *bt_plugin_entry(void)
+{
+    static bt_plugin_desc desc = {BT_ABI_MAJOR, BT_ABI_MINOR, sizeof(bt_real), PLUGIN_NAME,
+                                  "0.1", test_init, {0}};
+#if defined(VARIANT_PLUGIN_NAME_UNTERMINATED)
+    desc.name = endless_text();
+#else
+    desc.version = endless_text();
+#endif
+    return &desc;
 }
 #elif defined(VARIANT_NO_ENTRY)
 /* Exports something, just not the entry symbol. */
