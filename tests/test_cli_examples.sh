@@ -7,11 +7,13 @@
 # (tests/fixtures, from grad_reference.c's explicit loops); try_plugin checks
 # geoseg's contract and the mean and minimum of its segments, and runs signSGD;
 # a short training run with the cell and the policy together must learn; bad
-# options fail with the policy's own message.
+# options fail with the policy's own message; a failing gradcheck names the
+# kink; the guide states the ABI of bptt_plugin.h.
 #
 # usage: test_cli_examples.sh BPTT ST_COMPARE FIXTURES MGU_SO GEOSEG_SO SIGNSGD_SO TRY_PLUGIN
+#                             GUIDE_MD PLUGIN_H
 set -u
-BPTT=$1 COMPARE=$2 FIX=$3 MGU=$4 GEOSEG=$5 SIGNSGD=$6 TRY=$7
+BPTT=$1 COMPARE=$2 FIX=$3 MGU=$4 GEOSEG=$5 SIGNSGD=$6 TRY=$7 GUIDE=$8 HEADER=$9
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/bptt-examples-XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
 failures=0
@@ -117,6 +119,16 @@ grep -q "truncation geoseg:mean=6,min=2" "$TMP/out" || fail "train: the log does
 awk -F, 'NR == 2 { first = $2 } NR == 4 { last = $2 } END { exit !(last < 3 && last < first / 2) }' \
     "$TMP/m.csv" || fail "train mgu under geoseg did not learn: $(cat "$TMP/m.csv")"
 
+# ---- the guide's ABI is the header's -------------------------------------------------------
+major=$(sed -n 's/^#define BT_ABI_MAJOR \([0-9][0-9]*\).*/\1/p' "$HEADER")
+minor=$(sed -n 's/^#define BT_ABI_MINOR \([0-9][0-9]*\).*/\1/p' "$HEADER")
+if [ -n "$major" ] && [ -n "$minor" ] && grep -q "describes plugin ABI \*\*$major\.$minor\*\*" "$GUIDE" &&
+    grep -q "{ ABI $major\.$minor," "$GUIDE"; then
+    echo "ok   writing-a-plugin.md describes ABI $major.$minor, as bptt_plugin.h"
+else
+    fail "writing-a-plugin.md does not state ABI '$major.$minor' of bptt_plugin.h"
+fi
+
 # ---- errors name the problem ----------------------------------------------------------------
 refuse "geoseg mean < min" 2 "policy geoseg: mean \(1\) must be >= min \(2\)" \
     "$BPTT" gradcheck --plugin "$GEOSEG" --cell rnn_tanh --truncation geoseg:mean=1,min=2
@@ -125,6 +137,8 @@ refuse "geoseg without mean" 2 "policy geoseg: .*mean" \
 refuse "geoseg unknown option" 2 "unknown option 'men'" \
     "$BPTT" gradcheck --plugin "$GEOSEG" --cell rnn_tanh --truncation geoseg:men=3
 refuse "mgu without --plugin" 2 "unknown cell 'mgu'" "$BPTT" gradcheck --cell mgu
+refuse "a failing gradcheck names kinks" 1 "ReLU or another kink.*try a smaller --eps" \
+    "$BPTT" gradcheck --plugin "$MGU" --cell mgu --tolerance 0
 
 if [ "$failures" -ne 0 ]; then
     echo "$failures check(s) failed"
