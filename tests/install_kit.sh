@@ -1,8 +1,11 @@
 #!/bin/sh
 # install_kit.sh [SOURCE_DIR]: the out-of-tree kit, end to end. Configures a fresh
 # build with a temporary --prefix, installs it, then builds docs/example-plugin
-# using nothing but `pkg-config bptt` from that prefix, and loads the plugin (and
-# an installed one) with a small program linked against the installed libbptt;
+# (an optimizer, a cell, a truncation policy) using nothing but `pkg-config bptt`
+# from that prefix, and loads the plugins (and an installed one) with a small
+# program linked against the installed libbptt; the installed bptt
+# gradient-checks the example cell, under the example policy too, and trains
+# with both for an epoch; the example's own Makefile (`make check`) does the same;
 # builds and runs a small program with `pkg-config bptt-train`; checks that the
 # core library needs nothing from the layers above it. Then, with no
 # environment variable set (no LD_LIBRARY_PATH, no BPTT_PLUGIN_PATH), the
@@ -62,17 +65,19 @@ done
 
 echo "== build docs/example-plugin against the installed bptt"
 ex=$src/docs/example-plugin
-# shellcheck disable=SC2086 # pkg-config output is a list of flags
-run plugin.log cc -std=c11 -O2 -Wall -Wextra -Werror -shared -fPIC -fvisibility=hidden $cflags \
-    "$ex/signsgd.c" -o "$work/signsgd.so"
+for p in signsgd mgu geoseg; do
+    # shellcheck disable=SC2086 # pkg-config output is a list of flags
+    run "plugin_$p.log" cc -std=c11 -O2 -Wall -Wextra -Werror -shared -fPIC -fvisibility=hidden \
+        $cflags "$ex/$p.c" -o "$work/$p.so"
+    if readelf -d "$work/$p.so" | grep NEEDED | grep -q bptt; then
+        fail "the example plugin $p links against libbptt; it should not need to"
+    fi
+    exported=$(nm -D --defined-only "$work/$p.so" | awk '{print $3}' | grep -v '^_' | tr '\n' ' ')
+    [ "$exported" = "bt_plugin_entry " ] || fail "the example plugin $p exports: $exported"
+done
 # shellcheck disable=SC2086
 run try.log cc -std=c11 -O2 -Wall -Wextra -Werror $cflags "$ex/try_plugin.c" -o "$work/try_plugin" \
     $libs -lm
-if readelf -d "$work/signsgd.so" | grep NEEDED | grep -q bptt; then
-    fail "the example plugin links against libbptt; it should not need to"
-fi
-exported=$(nm -D --defined-only "$work/signsgd.so" | awk '{print $3}' | grep -v '^_' | tr '\n' ' ')
-[ "$exported" = "bt_plugin_entry " ] || fail "the example plugin exports: $exported"
 
 echo "== the core links nothing from the layers above"
 if readelf -d "$libdir/libbptt.so" | grep NEEDED | grep -Eq 'jansson|lapack|bptt-train'; then
@@ -126,6 +131,7 @@ echo "== load and run the example plugin"
 "$work/try_plugin" "$work/signsgd.so" "signsgd:lr=0.01,mu=0.9" || fail "signsgd plugin"
 # A relative path works too (dlopen alone would search the library path).
 (cd "$work" && ./try_plugin signsgd.so) || fail "signsgd plugin by relative path"
+"$work/try_plugin" "$work/geoseg.so" "geoseg:mean=6,min=2" || fail "geoseg plugin"
 echo "== load an installed plugin"
 "$work/try_plugin" "$plugindir/optim_adam.so" "adam:lr=0.05" || fail "installed adam plugin"
 if [ -x "$prefix/bin/bptt" ] && "$prefix/bin/bptt" plugins --help >/dev/null 2>&1; then
@@ -149,4 +155,29 @@ echo "$listed" | grep -q "rnn_tanh" || fail "the installed bptt does not list rn
 # shellcheck disable=SC2086 # pkg-config output is a list of flags
 run example.log cc -std=c11 -O2 $cflags "$src/docs/example.c" -o "$work/example" $libs
 clean "$work/example" | grep -q "loss" || fail "the README's C example built with pkg-config bptt"
+
+echo "== the installed bptt checks and trains the example cell and policy"
+for policy in fixed:2 geoseg:mean=3,min=1; do
+    run "gradcheck_$policy.log" clean "$prefix/bin/bptt" gradcheck --plugin "$work/mgu.so" \
+        --plugin "$work/geoseg.so" --cell mgu --truncation "$policy" --steps 10
+    grep -q "^PASS" "$work/gradcheck_$policy.log" || fail "gradcheck mgu under $policy: no PASS"
+done
+i=0
+: >"$work/text.txt"
+while [ $i -lt 40 ]; do
+    echo "the time traveller smiled at us. the fire burned brightly." >>"$work/text.txt"
+    i=$((i + 1))
+done
+run train_example.log clean "$prefix/bin/bptt" train --plugin "$work/mgu.so" --plugin "$work/geoseg.so" \
+    --cell mgu --truncation geoseg:mean=6,min=2 --data "$work/text.txt" --hidden 16 --batch 4 \
+    --steps 16 --optimizer adam:lr=0.02 --epochs 1
+grep -q "truncation geoseg:mean=6,min=2" "$work/train_example.log" || fail "train with the examples"
+if command -v make >/dev/null 2>&1; then
+    echo "== docs/example-plugin/Makefile: make check (in a copy of the folder)"
+    mkdir "$work/make"
+    cp "$ex"/*.c "$ex/Makefile" "$work/make/"
+    run make.log env -u LD_LIBRARY_PATH -u BPTT_PLUGIN_PATH make -C "$work/make" check BPTT="$prefix/bin/bptt" CFLAGS="-O2 -Wall -Wextra -Werror"
+else
+    echo "== make not found: docs/example-plugin/Makefile not tried"
+fi
 echo "install_kit: OK"

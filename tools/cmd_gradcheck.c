@@ -66,9 +66,11 @@ int cmd_gradcheck(int argc, char **argv)
             printf("PASS: every gradient of %s under %s matches central differences\n",
                    cell->name, pol.desc);
         else if (rc == 1)
-            printf("FAIL: %s under %s: some gradients differ from central differences%s\n",
+            printf("FAIL: %s under %s: some gradients differ from central differences%s\n"
+                   "  if the cell has ReLU or another kink, a central difference across it is "
+                   "wrong: try a smaller --eps than %g (docs/gradcheck.md)\n",
                    cell->name, pol.desc,
-                   BT_REAL_DOUBLE ? "" : " (float build: confirm with the double build)");
+                   BT_REAL_DOUBLE ? "" : " (float build: confirm with the double build)", tol.eps);
         cli_policy_free(&pol);
     }
     bt_registry_free(reg);
