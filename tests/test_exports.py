@@ -28,7 +28,7 @@ import tempfile
 INTERNAL_NAMES = {"bt_op_begin", "bt_graph_defer_wgrad", "bt_shp"}
 INTERNAL_PREFIXES = ("bt_utf8_", "bt_elf_", "bt_wgrad_", "st_", "json_")
 # Headers of the core library (what `pkg-config bptt` gives a plugin author).
-CORE_HEADERS = {"bptt.h", "bptt_plugin.h", "bptt_op.h", "registry.h", "bptt_config.h"}
+CORE_HEADERS = {"bptt.h", "bptt_plugin.h", "bptt_op.h", "registry.h", "options.h", "bptt_config.h"}
 
 
 def fail(problems):
