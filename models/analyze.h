@@ -2,15 +2,12 @@
  * probe sequence: how much gradient ONE loss term sends back k steps
  * (||dL_T/dh_{T-k}||, from the tape under full BPTT), the norm of the state
  * Jacobian product dh_T/dh_{T-k}, the eigenvalues of the recurrent matrix, and
- * the power-iteration picture of its symmetric part.
+ * the power-iteration picture of its symmetric part. The numbers only: the
+ * program prints them as a table, JSON or an SVG figure (tools/analysis_report.h).
  *
  * Dimension letters: B rows, T steps, H hidden (state width), K largest lag. */
 #ifndef BPTT_ANALYZE_H
 #define BPTT_ANALYZE_H
-
-#include <stdio.h>
-
-#include <jansson.h>
 
 #include "unroll.h"
 
@@ -76,16 +73,6 @@ BT_API bt_status bt_sym_eigen(const double *M, int n, double *w, double *V);
 /* exp of the least-squares slope of log y[k] against k over the finite,
  * positive y; NAN with fewer than two such points. */
 BT_API double bt_geometric_rate(const double *y, int n);
-
-/* A table on f; the figures as a new JSON object (lags, hidden, grad_norm,
- * jac_norm, rates, and with a matrix its eigenvalues and power iteration;
- * null for a number that is not finite), NULL when out of memory; and an SVG
- * figure (gradient norm and Jacobian norm against lag, eigenvalues with the
- * unit circle, the power-iteration angle). title may be NULL. */
-BT_API void bt_analysis_print(const bt_analysis *a, FILE *f);
-BT_API json_t *bt_analysis_to_json(const bt_analysis *a);
-BT_API bt_status bt_analysis_svg(const bt_analysis *a, const char *title, const char *path, char *err,
-                                 size_t errlen);
 
 #ifdef __cplusplus
 }

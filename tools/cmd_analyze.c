@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "analyze.h"
+#include "analysis_report.h"
 #include "checkpoint.h"
 #include "cli_cell.h"
 #include "corpus.h"
@@ -284,7 +284,7 @@ int cmd_analyze(int argc, char **argv)
         /* The run's settings first, then the figures, on one line. */
         json_t *o = json_pack("{s:s, s:s, s:s, s:i, s:I}", "cell", cell_name, "init", init_desc,
                               "data", data_desc, "batch", B, "seed", (json_int_t)seed);
-        json_t *figures = bt_analysis_to_json(&an);
+        json_t *figures = cli_analysis_to_json(&an);
         bool ok = o && figures && json_object_update(o, figures) == 0 &&
                   json_dumpf(o, stdout, JSON_COMPACT | JSON_REAL_PRECISION(10)) == 0;
         json_decref(o);
@@ -297,13 +297,13 @@ int cmd_analyze(int argc, char **argv)
     } else {
         printf("cell %s, hidden %d, init %s, %s data, %d rows, lags 0..%d\n", cell_name,
                m->dims.hidden, init_desc, data_desc, B, K);
-        bt_analysis_print(&an, stdout);
+        cli_analysis_print(&an, stdout);
     }
     if (plot) {
         char title[256];
         snprintf(title, sizeof title, "bptt analyze: %s, hidden %d, init %s", cell_name,
                  m->dims.hidden, init_desc);
-        if (bt_analysis_svg(&an, title, plot, err, sizeof err) != BT_OK) {
+        if (cli_analysis_svg(&an, title, plot, err, sizeof err) != BT_OK) {
             cli_fail(CMD, "%s", err);
             goto out;
         }

@@ -10,7 +10,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#include "analyze.h"
+#include "analysis_report.h"
 #include "generate.h"
 #include "lm.h"
 #include "svg.h"
@@ -205,7 +205,7 @@ static bool lag_part(const bt_registry *reg, const char *dir)
                    ratio[c][K]);
             if (c == 1) {
                 const char *path = path_in(dir, "analyze-linear-spectral-1.2.svg");
-                if (bt_analysis_svg(&a, "bptt analyze: linear, hidden 32, init spectral:1.2", path,
+                if (cli_analysis_svg(&a, "bptt analyze: linear, hidden 32, init spectral:1.2", path,
                                     err, sizeof err) != BT_OK) {
                     cli_fail(CMD, "%s", err);
                     ok = false;
