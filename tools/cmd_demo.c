@@ -348,20 +348,21 @@ static bool text_part(const bt_registry *reg, const char *dir)
     return true;
 }
 
+static bool read_options(cli_args *a, void *out)
+{
+    const char *dir = cli_get(a, "out");
+    *(const char **)out = dir ? dir : "bptt-demo";
+    return true;
+}
+
 int cmd_demo(int argc, char **argv)
 {
-    cli_args a;
+    const char *out;
+    bt_registry *reg;
     int rc;
-    if (!cli_args_begin(&a, &cmd_demo_spec, argc, argv, &rc))
+    if (!cli_begin(&cmd_demo_spec, argc, argv, read_options, &out, &reg, &rc))
         return rc;
-    const char *out = cli_get(&a, "out");
-    if (!out)
-        out = "bptt-demo";
     rc = 1;
-    bt_registry *reg = cli_load_plugins(&a);
-    if (!reg)
-        goto done;
-    cli_args_check_read(&a);
     struct stat sb;
     if (mkdir(out, 0777) != 0 && (errno != EEXIST || stat(out, &sb) != 0 || !S_ISDIR(sb.st_mode))) {
         cli_fail(CMD, "cannot create --out %s: %s", out,
@@ -377,6 +378,5 @@ int cmd_demo(int argc, char **argv)
     rc = 0;
 done:
     bt_registry_free(reg);
-    cli_args_free(&a);
     return rc;
 }
