@@ -58,6 +58,15 @@ void bt_lm_config_default(bt_lm_config *c)
     c->sampling = BT_BATCH_SEQUENTIAL;
 }
 
+const char *bt_lm_setting_name(bt_lm_setting s)
+{
+    static const char *const names[BT_LM_SETTING_COUNT] = {
+        "cell", "hidden", "batch", "steps", "optimizer", "clip", "truncation", "init",
+        "seed", "tokens", "sampling", "max-tokens", "val-fraction",
+    };
+    return s >= 0 && s < BT_LM_SETTING_COUNT ? names[s] : "?";
+}
+
 void bt_lm_free(bt_lm *lm)
 {
     if (!lm)
