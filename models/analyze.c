@@ -58,6 +58,30 @@ bt_status bt_probe_sequence_new(const bt_model *m, int B, int T, bt_rng *rng, bt
     return BT_OK;
 }
 
+bt_status bt_probe_sequence_from_ids(const int32_t *ids, long n, int B, int T, bt_sequence *seq,
+                                     char *err, size_t errlen)
+{
+    memset(seq, 0, sizeof *seq);
+    if (B <= 0 || T <= 0 || n < (long)B * (T + 1))
+        return bt_error(err, errlen, BT_ERR_ARG, "%ld tokens; %d rows of %d steps need %ld", n, B,
+                        T, (long)B * (T + 1));
+    int32_t *x = bt_malloc(sizeof(int32_t) * (size_t)B * T);
+    int32_t *y = bt_malloc(sizeof(int32_t) * (size_t)B * T);
+    if (!x || !y) {
+        bt_free(x);
+        bt_free(y);
+        return bt_error(err, errlen, BT_ERR_NOMEM, "out of memory for %d x %d steps", B, T);
+    }
+    long stride = n / B;
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            x[b * T + t] = ids[b * stride + t];
+            y[b * T + t] = ids[b * stride + t + 1];
+        }
+    *seq = (bt_sequence){.B = B, .T = T, .ids = x, .targets = y};
+    return BT_OK;
+}
+
 void bt_probe_sequence_free(bt_sequence *seq)
 {
     bt_free((void *)seq->ids);

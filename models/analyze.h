@@ -46,6 +46,11 @@ typedef struct bt_analysis {
 /* Random probe data for m: token ids or N(0,1) inputs and targets, B rows by T
  * steps (buffers bt_malloc'd into *seq; release with bt_probe_sequence_free). */
 BT_API bt_status bt_probe_sequence_new(const bt_model *m, int B, int T, bt_rng *rng, bt_sequence *seq);
+/* B rows of T steps from a token stream ids[n], row b starting at b * (n / B):
+ * inputs ids and next-token targets (same release). BT_ERR_ARG with a message
+ * when the stream is shorter than B * (T + 1). */
+BT_API bt_status bt_probe_sequence_from_ids(const int32_t *ids, long n, int B, int T,
+                                            bt_sequence *seq, char *err, size_t errlen);
 BT_API void bt_probe_sequence_free(bt_sequence *seq);
 
 /* Runs every measurement on the first K+1 steps of seq (T >= K+1) from the
