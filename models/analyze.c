@@ -295,14 +295,12 @@ double bt_geometric_rate(const double *y, int n)
 #if BT_HAVE_LAPACK
 extern void dsyev_(const char *jobz, const char *uplo, const int *n, double *a, const int *lda,
                    double *w, double *work, const int *lwork, int *info);
-#endif
 
 bt_status bt_sym_eigen(const double *M, int n, double *w, double *V)
 {
     if (n <= 0)
         return BT_ERR_ARG;
     size_t nn = (size_t)n * n;
-#if BT_HAVE_LAPACK
     /* Symmetric: column-major is the same matrix. On return column j of A is
      * eigenvector j, i.e. A[i + j n] = component i, which is V[i n + j] transposed. */
     double *A = bt_malloc(sizeof(double) * nn), wq;
@@ -324,8 +322,61 @@ bt_status bt_sym_eigen(const double *M, int n, double *w, double *V)
     bt_free(work);
     bt_free(A);
     return info == 0 ? BT_OK : BT_ERR_NUMERIC;
+}
 #else
-    /* Cyclic Jacobi: rotate away each off-diagonal element until none is left. */
+/* One Jacobi rotation G(p, q) that zeroes A[p][q]: A = G^T A G, V = V G. */
+static void jacobi_rotate(double *A, double *V, int n, int p, int q)
+{
+    double apq = A[(size_t)p * n + q];
+    if (apq == 0)
+        return;
+    double th = (A[(size_t)q * n + q] - A[(size_t)p * n + p]) / (2 * apq);
+    double t = (th >= 0 ? 1 : -1) / (fabs(th) + sqrt(th * th + 1));
+    double c = 1 / sqrt(t * t + 1), s = t * c;
+    for (int k = 0; k < n; k++) { /* A = A G */
+        double akp = A[(size_t)k * n + p], akq = A[(size_t)k * n + q];
+        A[(size_t)k * n + p] = c * akp - s * akq;
+        A[(size_t)k * n + q] = s * akp + c * akq;
+    }
+    for (int k = 0; k < n; k++) { /* A = G^T A */
+        double apk = A[(size_t)p * n + k], aqk = A[(size_t)q * n + k];
+        A[(size_t)p * n + k] = c * apk - s * aqk;
+        A[(size_t)q * n + k] = s * apk + c * aqk;
+    }
+    for (int k = 0; k < n; k++) { /* V = V G */
+        double vkp = V[(size_t)k * n + p], vkq = V[(size_t)k * n + q];
+        V[(size_t)k * n + p] = c * vkp - s * vkq;
+        V[(size_t)k * n + q] = s * vkp + c * vkq;
+    }
+}
+
+/* Ascending, like dsyev: a selection sort that swaps V's columns too. */
+static void sort_ascending(double *w, double *V, int n)
+{
+    for (int i = 0; i < n; i++) {
+        int best = i;
+        for (int j = i + 1; j < n; j++)
+            if (w[j] < w[best])
+                best = j;
+        if (best == i)
+            continue;
+        double t = w[i];
+        w[i] = w[best];
+        w[best] = t;
+        for (int k = 0; k < n; k++) {
+            t = V[(size_t)k * n + i];
+            V[(size_t)k * n + i] = V[(size_t)k * n + best];
+            V[(size_t)k * n + best] = t;
+        }
+    }
+}
+
+/* Without LAPACK: cyclic Jacobi, rotating away each off-diagonal element until none is left. */
+bt_status bt_sym_eigen(const double *M, int n, double *w, double *V)
+{
+    if (n <= 0)
+        return BT_ERR_ARG;
+    size_t nn = (size_t)n * n;
     double *A = bt_malloc(sizeof(double) * nn);
     if (!A)
         return BT_ERR_NOMEM;
@@ -340,53 +391,16 @@ bt_status bt_sym_eigen(const double *M, int n, double *w, double *V)
         if (off < 1e-30)
             break;
         for (int p = 0; p < n; p++)
-            for (int q = p + 1; q < n; q++) {
-                double apq = A[(size_t)p * n + q];
-                if (apq == 0)
-                    continue;
-                double th = (A[(size_t)q * n + q] - A[(size_t)p * n + p]) / (2 * apq);
-                double t = (th >= 0 ? 1 : -1) / (fabs(th) + sqrt(th * th + 1));
-                double c = 1 / sqrt(t * t + 1), s = t * c;
-                for (int k = 0; k < n; k++) { /* A = A G */
-                    double akp = A[(size_t)k * n + p], akq = A[(size_t)k * n + q];
-                    A[(size_t)k * n + p] = c * akp - s * akq;
-                    A[(size_t)k * n + q] = s * akp + c * akq;
-                }
-                for (int k = 0; k < n; k++) { /* A = G^T A */
-                    double apk = A[(size_t)p * n + k], aqk = A[(size_t)q * n + k];
-                    A[(size_t)p * n + k] = c * apk - s * aqk;
-                    A[(size_t)q * n + k] = s * apk + c * aqk;
-                }
-                for (int k = 0; k < n; k++) { /* V = V G */
-                    double vkp = V[(size_t)k * n + p], vkq = V[(size_t)k * n + q];
-                    V[(size_t)k * n + p] = c * vkp - s * vkq;
-                    V[(size_t)k * n + q] = s * vkp + c * vkq;
-                }
-            }
+            for (int q = p + 1; q < n; q++)
+                jacobi_rotate(A, V, n, p, q);
     }
     for (int i = 0; i < n; i++)
         w[i] = A[(size_t)i * n + i];
-    /* Ascending, like dsyev: a selection sort that swaps V's columns too. */
-    for (int i = 0; i < n; i++) {
-        int best = i;
-        for (int j = i + 1; j < n; j++)
-            if (w[j] < w[best])
-                best = j;
-        if (best != i) {
-            double t = w[i];
-            w[i] = w[best];
-            w[best] = t;
-            for (int k = 0; k < n; k++) {
-                t = V[(size_t)k * n + i];
-                V[(size_t)k * n + i] = V[(size_t)k * n + best];
-                V[(size_t)k * n + best] = t;
-            }
-        }
-    }
+    sort_ascending(w, V, n);
     bt_free(A);
     return BT_OK;
-#endif
 }
+#endif
 
 /* Indices of the eigenvalues of largest and second largest modulus. */
 static void top_two(const double *w, int n, int *i1, int *i2)
