@@ -12,6 +12,24 @@
 
 /* ---- probe data ------------------------------------------------------------ */
 
+/* n token ids uniform in [0, limit), or NULL when out of memory. */
+static int32_t *random_ids(bt_rng *rng, size_t n, int limit)
+{
+    int32_t *ids = bt_malloc(sizeof(int32_t) * (n ? n : 1));
+    for (size_t i = 0; ids && i < n; i++)
+        ids[i] = (int32_t)(bt_rng_next(rng) % (uint64_t)limit);
+    return ids;
+}
+
+/* n values N(0, 1), or NULL when out of memory. */
+static bt_real *random_normals(bt_rng *rng, size_t n)
+{
+    bt_real *x = bt_malloc(sizeof(bt_real) * (n ? n : 1));
+    for (size_t i = 0; x && i < n; i++)
+        x[i] = (bt_real)bt_rng_normal(rng);
+    return x;
+}
+
 bt_status bt_probe_sequence_new(const bt_model *m, int B, int T, bt_rng *rng, bt_sequence *seq)
 {
     memset(seq, 0, sizeof *seq);
@@ -21,39 +39,18 @@ bt_status bt_probe_sequence_new(const bt_model *m, int B, int T, bt_rng *rng, bt
     int D = m->dims.input, Q = m->dims.output;
     seq->B = B;
     seq->T = T;
-    if (m->cell->input == BT_INPUT_TOKENS) {
-        int32_t *ids = bt_malloc(sizeof(int32_t) * bt);
-        if (!ids)
-            return BT_ERR_NOMEM;
-        for (size_t i = 0; i < bt; i++)
-            ids[i] = (int32_t)(bt_rng_next(rng) % (uint64_t)D);
-        seq->ids = ids;
-    } else {
-        bt_real *x = bt_malloc(sizeof(bt_real) * bt * (size_t)D);
-        if (!x)
-            return BT_ERR_NOMEM;
-        for (size_t i = 0; i < bt * (size_t)D; i++)
-            x[i] = (bt_real)bt_rng_normal(rng);
-        seq->x = x;
-    }
-    if (m->cell->loss == BT_LOSS_XENT) {
-        int32_t *tg = bt_malloc(sizeof(int32_t) * bt);
-        if (!tg) {
-            bt_probe_sequence_free(seq);
-            return BT_ERR_NOMEM;
-        }
-        for (size_t i = 0; i < bt; i++)
-            tg[i] = (int32_t)(bt_rng_next(rng) % (uint64_t)Q);
-        seq->targets = tg;
-    } else {
-        bt_real *y = bt_malloc(sizeof(bt_real) * bt * (size_t)Q);
-        if (!y) {
-            bt_probe_sequence_free(seq);
-            return BT_ERR_NOMEM;
-        }
-        for (size_t i = 0; i < bt * (size_t)Q; i++)
-            y[i] = (bt_real)bt_rng_normal(rng);
-        seq->y = y;
+    bool ok;
+    if (m->cell->input == BT_INPUT_TOKENS)
+        ok = (seq->ids = random_ids(rng, bt, D)) != NULL;
+    else
+        ok = (seq->x = random_normals(rng, bt * (size_t)D)) != NULL;
+    if (ok && m->cell->loss == BT_LOSS_XENT)
+        ok = (seq->targets = random_ids(rng, bt, Q)) != NULL;
+    else if (ok)
+        ok = (seq->y = random_normals(rng, bt * (size_t)Q)) != NULL;
+    if (!ok) {
+        bt_probe_sequence_free(seq);
+        return BT_ERR_NOMEM;
     }
     return BT_OK;
 }
