@@ -1,6 +1,7 @@
-/* cli.h: what every `bptt` subcommand shares: the argument parser driven by
- * each command's table of options (which --help prints), loading plugins
- * (default folders plus --plugin files), and error output.
+/* cli.h: what every `bptt` subcommand shares: the prologue each starts with
+ * (cli_begin: help, arguments, its own options, plugins), the argument parser
+ * driven by each command's table of options (which --help prints), loading
+ * plugins (default folders plus --plugin files), and error output.
  * Each command lives in its own tools/cmd_<name>.c. */
 #ifndef BPTT_CLI_H
 #define BPTT_CLI_H
