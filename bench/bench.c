@@ -74,105 +74,131 @@ static void *policy_new(bt_registry *reg, const char *spec, const bt_policy_def 
     return state;
 }
 
-int main(int argc, char **argv)
+/* The command line: mode and sizes. */
+typedef struct bench_args {
+    const char *mode, *data;
+    int H, B, T, warmup, steps, every;
+    bool step_mode;
+} bench_args;
+
+static void fail(const char *err)
 {
-    const char *mode = argc > 1 ? argv[1] : "step";
-    int H = atoi(arg(argc, argv, "--hidden", "512"));
-    int B = atoi(arg(argc, argv, "--batch", "32"));
-    int T = atoi(arg(argc, argv, "--steps-per-seq", "35"));
-    int warmup = atoi(arg(argc, argv, "--warmup", "10"));
-    int steps = atoi(arg(argc, argv, "--steps", "50"));
-    int every = atoi(arg(argc, argv, "--checkpoint-every", "0"));
-    if (strcmp(mode, "step") && strcmp(mode, "fullbptt") && strcmp(mode, "ckptcheck")) {
-        fprintf(stderr, "usage: bench step|fullbptt|ckptcheck [--hidden H] [--batch B] [--steps-per-seq T] "
-                        "[--warmup N] [--steps N] [--checkpoint-every C|-1] [--data FILE]\n");
-        return 2;
-    }
-    const char *data = arg(argc, argv, "--data", NULL);
-    const int V = 28;
-    char err[2048] = "";
+    fprintf(stderr, "bench: %s\n", err);
+    exit(1);
+}
 
-    double rss_start = current_rss_mb();
-    bt_registry *reg = bt_registry_new();
-    if (bt_registry_load_default(reg, err, sizeof err) != BT_OK) {
-        fprintf(stderr, "bench: %s\n", err);
-        return 1;
-    }
-    const bt_cell_def *cell = bt_registry_cell(reg, "rnn_tanh");
+/* Everything one workload runs on. */
+typedef struct bench {
+    bt_registry *reg;
     bt_model *m;
-    if (!cell || bt_model_new(cell, (bt_cell_dims){V, H, V}, &m, err, sizeof err) != BT_OK) {
-        fprintf(stderr, "bench: %s\n", err);
-        return 1;
-    }
     bt_rng rng;
-    bt_rng_seed(&rng, 1);
-    bt_model_init(m, "normal:0.01", &rng, err, sizeof err);
-
-    /* Tokens: the text when given (letters, as the classic run), else uniform.
-     * The long-sequence modes reuse one sequence. */
-    bool step_mode = strcmp(mode, "step") == 0;
-    long n_tokens = (long)B * T * (step_mode ? warmup + steps + 1 : 1) + 1;
-    int32_t *stream = malloc(sizeof(int32_t) * (size_t)n_tokens);
-    bt_corpus *corpus = NULL;
-    if (data && bt_corpus_load(data, BT_TOKENS_LETTERS, 0, &corpus, err, sizeof err) != BT_OK) {
-        fprintf(stderr, "bench: %s\n", err);
-        return 1;
-    }
-    for (long i = 0; i < n_tokens; i++)
-        stream[i] = corpus ? corpus->ids[i % corpus->n] : (int32_t)(bt_rng_next(&rng) % V);
-
+    int32_t *stream;  /* [n_tokens] */
+    long n_tokens;
+    bt_corpus *corpus;
     const bt_policy_def *pd;
-    void *ps = policy_new(reg, "full", &pd);
-    bt_optimizer *opt = NULL;
-    if (bt_optimizer_new(reg, step_mode ? "sgd:lr=1" : "sgd:lr=0", m->params, &opt, err, sizeof err) != BT_OK) {
-        fprintf(stderr, "bench: %s\n", err);
-        return 1;
-    }
+    void *ps;
+    bt_optimizer *opt;
     bt_unroller *u;
-    if (bt_unroller_new(m, B, T, &u, err, sizeof err) != BT_OK)
-        return 1;
-    bt_real *h = calloc((size_t)B * H, sizeof(bt_real));
-    bt_real *hp[1] = {h};
-    if (strcmp(mode, "ckptcheck") == 0) {
-        int32_t *ids = malloc(sizeof(int32_t) * (size_t)B * T), *tg = malloc(sizeof(int32_t) * (size_t)B * T);
-        size_t P = bt_params_total(m->params);
-        bt_real *plain = malloc(sizeof(bt_real) * P);
-        for (long i = 0; i < (long)B * T; i++) {
-            ids[i] = stream[i % (n_tokens - 1)];
-            tg[i] = stream[(i + 1) % (n_tokens - 1)];
-        }
-        bt_sequence seq = {.B = B, .T = T, .ids = ids, .targets = tg};
-        double worst = 0, scale = 0, secs[2];
-        for (int k = 0; k < 2; k++) {
-            memset(h, 0, sizeof(bt_real) * (size_t)B * H);
-            bt_params_zero_grad(m->params);
-            bt_unroll_opts o = {.policy = pd, .policy_state = ps, .accumulate = true,
-                                .checkpoint_every = k ? -1 : 0};
-            bt_unroll_result res;
-            double t0 = now();
-            if (bt_unroll_run(u, &seq, hp, &o, NULL, NULL, NULL, &res, err, sizeof err) != BT_OK) {
-                fprintf(stderr, "bench: %s\n", err);
-                return 1;
-            }
-            secs[k] = now() - t0;
-            const bt_real *g = bt_params_grad(m->params);
-            for (size_t i = 0; i < P; i++) {
-                if (k == 0) {
-                    plain[i] = g[i];
-                    scale = fmax(scale, fabs((double)g[i]));
-                } else
-                    worst = fmax(worst, fabs((double)g[i] - (double)plain[i]));
-            }
-        }
-        printf("{\"impl\": \"bptt\", \"mode\": \"ckptcheck\", \"hidden\": %d, \"T\": %d, "
-               "\"max_abs_diff\": %.3g, \"max_rel_diff\": %.3g, \"plain_s\": %.2f, \"ckpt_s\": %.2f, "
-               "\"precision\": \"%s\"}\n", H, T, worst, scale > 0 ? worst / scale : worst, secs[0],
-               secs[1], BT_REAL_DOUBLE ? "double" : "float");
-        free(ids); free(tg); free(plain);
-        return 0;
+    bt_real *h;       /* [B*H], the carried state */
+    double rss_start;
+} bench;
+
+enum { V = 28 };
+
+/* Plugins, an rnn_tanh model initialised N(0, 0.01^2), the token stream (the
+ * text when given, in letters as the classic run, else uniform), full BPTT,
+ * sgd and the unroller. */
+static void bench_setup(bench *k, const bench_args *a)
+{
+    char err[2048] = "";
+    k->rss_start = current_rss_mb();
+    k->reg = bt_registry_new();
+    if (bt_registry_load_default(k->reg, err, sizeof err) != BT_OK)
+        fail(err);
+    const bt_cell_def *cell = bt_registry_cell(k->reg, "rnn_tanh");
+    if (!cell || bt_model_new(cell, (bt_cell_dims){V, a->H, V}, &k->m, err, sizeof err) != BT_OK)
+        fail(err);
+    bt_rng_seed(&k->rng, 1);
+    bt_model_init(k->m, "normal:0.01", &k->rng, err, sizeof err);
+    /* The long-sequence modes reuse one sequence. */
+    k->n_tokens = (long)a->B * a->T * (a->step_mode ? a->warmup + a->steps + 1 : 1) + 1;
+    k->stream = malloc(sizeof(int32_t) * (size_t)k->n_tokens);
+    if (a->data && bt_corpus_load(a->data, BT_TOKENS_LETTERS, 0, &k->corpus, err, sizeof err) != BT_OK)
+        fail(err);
+    for (long i = 0; i < k->n_tokens; i++)
+        k->stream[i] = k->corpus ? k->corpus->ids[i % k->corpus->n]
+                                 : (int32_t)(bt_rng_next(&k->rng) % V);
+    k->ps = policy_new(k->reg, "full", &k->pd);
+    if (bt_optimizer_new(k->reg, a->step_mode ? "sgd:lr=1" : "sgd:lr=0", k->m->params, &k->opt, err,
+                         sizeof err) != BT_OK)
+        fail(err);
+    if (bt_unroller_new(k->m, a->B, a->T, &k->u, err, sizeof err) != BT_OK)
+        exit(1);
+    k->h = calloc((size_t)a->B * a->H, sizeof(bt_real));
+}
+
+static void bench_free(bench *k)
+{
+    free(k->h);
+    free(k->stream);
+    bt_corpus_free(k->corpus);
+    bt_unroller_free(k->u);
+    bt_optimizer_free(k->opt);
+    k->pd->destroy(k->ps);
+    bt_model_free(k->m);
+    bt_registry_free(k->reg);
+}
+
+/* ckptcheck: one sequence's gradients plain and checkpointed, and their difference. */
+static void run_ckptcheck(bench *k, const bench_args *a)
+{
+    int B = a->B, T = a->T;
+    char err[2048] = "";
+    int32_t *ids = malloc(sizeof(int32_t) * (size_t)B * T), *tg = malloc(sizeof(int32_t) * (size_t)B * T);
+    size_t P = bt_params_total(k->m->params);
+    bt_real *plain = malloc(sizeof(bt_real) * P), *hp[1] = {k->h};
+    for (long i = 0; i < (long)B * T; i++) {
+        ids[i] = k->stream[i % (k->n_tokens - 1)];
+        tg[i] = k->stream[(i + 1) % (k->n_tokens - 1)];
     }
+    bt_sequence seq = {.B = B, .T = T, .ids = ids, .targets = tg};
+    double worst = 0, scale = 0, secs[2];
+    for (int c = 0; c < 2; c++) {
+        memset(k->h, 0, sizeof(bt_real) * (size_t)B * a->H);
+        bt_params_zero_grad(k->m->params);
+        bt_unroll_opts o = {.policy = k->pd, .policy_state = k->ps, .accumulate = true,
+                            .checkpoint_every = c ? -1 : 0};
+        bt_unroll_result res;
+        double t0 = now();
+        if (bt_unroll_run(k->u, &seq, hp, &o, NULL, NULL, NULL, &res, err, sizeof err) != BT_OK)
+            fail(err);
+        secs[c] = now() - t0;
+        const bt_real *g = bt_params_grad(k->m->params);
+        for (size_t i = 0; i < P; i++) {
+            if (c == 0) {
+                plain[i] = g[i];
+                scale = fmax(scale, fabs((double)g[i]));
+            } else
+                worst = fmax(worst, fabs((double)g[i] - (double)plain[i]));
+        }
+    }
+    printf("{\"impl\": \"bptt\", \"mode\": \"ckptcheck\", \"hidden\": %d, \"T\": %d, "
+           "\"max_abs_diff\": %.3g, \"max_rel_diff\": %.3g, \"plain_s\": %.2f, \"ckpt_s\": %.2f, "
+           "\"precision\": \"%s\"}\n", a->H, T, worst, scale > 0 ? worst / scale : worst, secs[0],
+           secs[1], BT_REAL_DOUBLE ? "double" : "float");
+    free(ids);
+    free(tg);
+    free(plain);
+}
+
+/* step and fullbptt: warmup + steps timed unroller runs; the median and the spread. */
+static void run_timed(bench *k, const bench_args *a)
+{
+    int B = a->B, T = a->T, steps = a->steps, warmup = a->warmup;
+    char err[2048] = "";
     int32_t *X = malloc(sizeof(int32_t) * (size_t)B * T), *Y = malloc(sizeof(int32_t) * (size_t)B * T);
     double *times = malloc(sizeof(double) * (size_t)(steps > 0 ? steps : 1));
+    bt_real *hp[1] = {k->h};
     bt_unroll_result res;
     size_t peak_arena = 0;
     double rss_before = current_rss_mb();
@@ -180,20 +206,18 @@ int main(int argc, char **argv)
         /* Row b of minibatch `it` continues row b of the previous one. */
         for (int b = 0; b < B; b++)
             for (int t = 0; t < T; t++) {
-                long pos = step_mode ? ((long)b * (warmup + steps) + it) * T + t : (long)b * T + t;
-                X[b * T + t] = stream[pos % (n_tokens - 1)];
-                Y[b * T + t] = stream[(pos + 1) % (n_tokens - 1)];
+                long pos = a->step_mode ? ((long)b * (warmup + steps) + it) * T + t : (long)b * T + t;
+                X[b * T + t] = k->stream[pos % (k->n_tokens - 1)];
+                Y[b * T + t] = k->stream[(pos + 1) % (k->n_tokens - 1)];
             }
-        if (!step_mode)
-            memset(h, 0, sizeof(bt_real) * (size_t)B * H);
+        if (!a->step_mode)
+            memset(k->h, 0, sizeof(bt_real) * (size_t)B * a->H);
         bt_sequence seq = {.B = B, .T = T, .ids = X, .targets = Y};
-        bt_unroll_opts o = {.policy = pd, .policy_state = ps, .optimizer = opt, .clip = 1,
-                            .checkpoint_every = every};
+        bt_unroll_opts o = {.policy = k->pd, .policy_state = k->ps, .optimizer = k->opt, .clip = 1,
+                            .checkpoint_every = a->every};
         double t0 = now();
-        if (bt_unroll_run(u, &seq, hp, &o, NULL, NULL, NULL, &res, err, sizeof err) != BT_OK) {
-            fprintf(stderr, "bench: %s\n", err);
-            return 1;
-        }
+        if (bt_unroll_run(k->u, &seq, hp, &o, NULL, NULL, NULL, &res, err, sizeof err) != BT_OK)
+            fail(err);
         double dt = now() - t0;
         if (res.peak_arena > peak_arena)
             peak_arena = res.peak_arena;
@@ -207,15 +231,39 @@ int main(int argc, char **argv)
            "\"tokens_per_s_max\": %.1f, \"us_per_token\": %.3f, \"peak_rss_mb\": %.1f, "
            "\"rss_start_mb\": %.1f, \"rss_growth_mb\": %.2f, \"window_arena_mb\": %.3f, "
            "\"arena_kb_per_step\": %.2f, \"precision\": \"%s\"}\n",
-           mode, H, B, T, every, tok / med, tok / times[steps - 1], tok / times[0], med / tok * 1e6,
-           peak_rss_mb(), rss_start, peak_rss_mb() - rss_before, (double)peak_arena / 1048576.0,
-           (double)peak_arena / 1024.0 / T, BT_REAL_DOUBLE ? "double" : "float");
-    free(times); free(X); free(Y); free(h); free(stream);
-    bt_corpus_free(corpus);
-    bt_unroller_free(u);
-    bt_optimizer_free(opt);
-    pd->destroy(ps);
-    bt_model_free(m);
-    bt_registry_free(reg);
+           a->mode, a->H, B, T, a->every, tok / med, tok / times[steps - 1], tok / times[0],
+           med / tok * 1e6, peak_rss_mb(), k->rss_start, peak_rss_mb() - rss_before,
+           (double)peak_arena / 1048576.0, (double)peak_arena / 1024.0 / T,
+           BT_REAL_DOUBLE ? "double" : "float");
+    free(times);
+    free(X);
+    free(Y);
+}
+
+int main(int argc, char **argv)
+{
+    bench_args a = {
+        .mode = argc > 1 ? argv[1] : "step",
+        .data = arg(argc, argv, "--data", NULL),
+        .H = atoi(arg(argc, argv, "--hidden", "512")),
+        .B = atoi(arg(argc, argv, "--batch", "32")),
+        .T = atoi(arg(argc, argv, "--steps-per-seq", "35")),
+        .warmup = atoi(arg(argc, argv, "--warmup", "10")),
+        .steps = atoi(arg(argc, argv, "--steps", "50")),
+        .every = atoi(arg(argc, argv, "--checkpoint-every", "0")),
+    };
+    if (strcmp(a.mode, "step") && strcmp(a.mode, "fullbptt") && strcmp(a.mode, "ckptcheck")) {
+        fprintf(stderr, "usage: bench step|fullbptt|ckptcheck [--hidden H] [--batch B] [--steps-per-seq T] "
+                        "[--warmup N] [--steps N] [--checkpoint-every C|-1] [--data FILE]\n");
+        return 2;
+    }
+    a.step_mode = strcmp(a.mode, "step") == 0;
+    bench k = {0};
+    bench_setup(&k, &a);
+    if (strcmp(a.mode, "ckptcheck") == 0)
+        run_ckptcheck(&k, &a);
+    else
+        run_timed(&k, &a);
+    bench_free(&k);
     return 0;
 }

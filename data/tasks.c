@@ -7,7 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "registry.h"
+#include "options.h"
 #include "tasks.h"
 
 enum { TASK_ADDING, TASK_COPY, TASK_INFLUENCE };
@@ -143,10 +143,10 @@ bool bt_task_spec_is_task(const char *spec)
            strcmp(name, "influence") == 0;
 }
 
-/* Each task's options into k (kind and sizes) and *batches; 0, or -1 with a
- * message naming the spec. */
-static int parse_adding(task *k, const char *opts, const char *what, double *batches, char *err,
-                        size_t errlen)
+/* Each task's options into k (kind and sizes) and *batches; BT_OK, or
+ * BT_ERR_ARG with a message naming the spec. */
+static bt_status parse_adding(task *k, const char *opts, const char *what, double *batches,
+                              char *err, size_t errlen)
 {
     double a = 0;
     bt_option o[] = {
@@ -154,7 +154,7 @@ static int parse_adding(task *k, const char *opts, const char *what, double *bat
          .required = true},
         {.name = "batches", .value = batches, .min = 1, .max = 1e9, .integer = true},
     };
-    int rc = bt_parse_options(opts, o, 2, what, err, errlen);
+    bt_status rc = bt_parse_options(opts, o, 2, what, err, errlen);
     k->kind = TASK_ADDING;
     k->T = k->len = (int)a;
     k->D = 2;
@@ -162,8 +162,8 @@ static int parse_adding(task *k, const char *opts, const char *what, double *bat
     return rc;
 }
 
-static int parse_copy(task *k, const char *opts, const char *what, double *batches, char *err,
-                      size_t errlen)
+static bt_status parse_copy(task *k, const char *opts, const char *what, double *batches,
+                            char *err, size_t errlen)
 {
     double a = 0, b = 0, alphabet = 8;
     bt_option o[] = {
@@ -174,7 +174,7 @@ static int parse_copy(task *k, const char *opts, const char *what, double *batch
         {.name = "alphabet", .value = &alphabet, .min = 2, .max = 1e4, .integer = true},
         {.name = "batches", .value = batches, .min = 1, .max = 1e9, .integer = true},
     };
-    int rc = bt_parse_options(opts, o, 4, what, err, errlen);
+    bt_status rc = bt_parse_options(opts, o, 4, what, err, errlen);
     k->kind = TASK_COPY;
     k->len = (int)a;
     k->k = (int)b;
@@ -184,8 +184,8 @@ static int parse_copy(task *k, const char *opts, const char *what, double *batch
     return rc;
 }
 
-static int parse_influence(task *k, const char *opts, const char *what, double *batches, char *err,
-                           size_t errlen)
+static bt_status parse_influence(task *k, const char *opts, const char *what, double *batches,
+                                 char *err, size_t errlen)
 {
     double a = 0, b = 0, len = 200;
     *batches = 50;
@@ -197,10 +197,10 @@ static int parse_influence(task *k, const char *opts, const char *what, double *
         {.name = "len", .value = &len, .min = 1, .max = 1e6, .integer = true},
         {.name = "batches", .value = batches, .min = 1, .max = 1e9, .integer = true},
     };
-    int rc = bt_parse_options(opts, o, 4, what, err, errlen);
-    if (rc == 0 && b > a) {
+    bt_status rc = bt_parse_options(opts, o, 4, what, err, errlen);
+    if (rc == BT_OK && b > a) {
         snprintf(err, errlen, "task influence:%g,%g: P (positive signs) must be at most N", a, b);
-        rc = -1;
+        rc = BT_ERR_ARG;
     }
     k->kind = TASK_INFLUENCE;
     k->len = (int)a;
@@ -243,7 +243,7 @@ bt_status bt_task_source_new(const char *spec, int B, uint64_t seed, bt_source *
         return BT_ERR_NOMEM;
     char what[64];
     snprintf(what, sizeof what, "task %s", name);
-    int rc = -1;
+    bt_status rc = BT_ERR_ARG;
     if (strcmp(name, "adding") == 0)
         rc = parse_adding(k, opts, what, &batches, err, errlen);
     else if (strcmp(name, "copy") == 0)
@@ -255,7 +255,7 @@ bt_status bt_task_source_new(const char *spec, int B, uint64_t seed, bt_source *
                  "unknown task '%s': use adding:T, copy:T,K or influence:N,P (or a text file "
                  "with --data)",
                  spec);
-    if (rc != 0) {
+    if (rc != BT_OK) {
         bt_free(k);
         return BT_ERR_ARG;
     }

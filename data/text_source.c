@@ -151,12 +151,11 @@ bt_status bt_text_source_new(const bt_corpus *c, int B, int T, bt_batch_mode mod
     return BT_OK;
 }
 
-long bt_text_source_train_tokens(const bt_source *s)
+/* The text source behind s, or NULL when s is another kind of source. */
+static const text_source *text_of(const bt_source *s)
 {
-    return s && s->destroy == ts_destroy ? ((const text_source *)s->ctx)->n_train : 0;
+    return s && s->destroy == ts_destroy ? s->ctx : NULL;
 }
 
-long bt_text_source_val_tokens(const bt_source *s)
-{
-    return s && s->destroy == ts_destroy ? ((const text_source *)s->ctx)->n_val : 0;
-}
+long bt_text_source_train_tokens(const bt_source *s) { return text_of(s) ? text_of(s)->n_train : 0; }
+long bt_text_source_val_tokens(const bt_source *s) { return text_of(s) ? text_of(s)->n_val : 0; }

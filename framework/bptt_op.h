@@ -15,6 +15,8 @@
 #ifndef BPTT_OP_H
 #define BPTT_OP_H
 
+#include <math.h>
+
 #include "bptt.h"
 
 #ifdef __cplusplus
@@ -67,6 +69,18 @@ static inline bool bt_op_begin(bt_graph *g, bt_tensor *const *in, int n_in)
             bt_graph_fail(g, BT_ERR_ARG, "input %d of an op is NULL", i);
             return false;
         }
+    return true;
+}
+
+/* A scalar argument (a scale, a factor) must be finite: false after failing
+ * the graph with "<what> (<v>)" when it is not. A NULL or failed graph passes,
+ * for bt_op_begin to refuse. */
+static inline bool bt_op_finite(bt_graph *g, double v, const char *what)
+{
+    if (g && bt_graph_status(g) == BT_OK && !isfinite(v)) {
+        bt_graph_fail(g, BT_ERR_NUMERIC, "%s (%g)", what, v);
+        return false;
+    }
     return true;
 }
 

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "bt_assert.h"
+#include "first_error.h"
 #include "wgrad.h"
 
 /* A node on the tape: what the op sees, and the link to the node before it. */
@@ -77,14 +78,11 @@ void bt_graph_clear_error(bt_graph *g)
 
 bt_status bt_graph_fail(bt_graph *g, bt_status s, const char *fmt, ...)
 {
-    if (g->status != BT_OK)
-        return g->status; /* the first error is the one worth reading */
-    g->status = s;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(g->error, sizeof g->error, fmt, ap);
+    bt_status first = bt_first_error(&g->status, g->error, sizeof g->error, s, fmt, ap);
     va_end(ap);
-    return s;
+    return first;
 }
 
 /* ---- tensors in the arena ------------------------------------------------------ */

@@ -8,7 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "registry.h"
+#include "options.h"
+#include "registry.h" /* bt_plugin_text_*: option names come from plugins */
 
 #define BT_OPTION_MAX 64 /* options one parse_options call can describe */
 #define BT_VALUE_LEN 128 /* longest single "key=value" item */

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "bptt.h"
+#include "first_error.h"
 
 struct bt_params {
     bt_tensor **tensors;
@@ -42,13 +43,10 @@ const char *bt_params_error(const bt_params *p) { return p ? p->error : "no para
 __attribute__((format(printf, 3, 4))) static bt_status fail(bt_params *p, bt_status s,
                                                             const char *fmt, ...)
 {
-    if (p->status == BT_OK) { /* the first error is the one worth reading */
-        p->status = s;
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(p->error, sizeof p->error, fmt, ap);
-        va_end(ap);
-    }
+    va_list ap;
+    va_start(ap, fmt);
+    bt_first_error(&p->status, p->error, sizeof p->error, s, fmt, ap);
+    va_end(ap);
     return s;
 }
 

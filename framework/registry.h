@@ -6,6 +6,7 @@
 #define BPTT_REGISTRY_H
 
 #include "bptt_plugin.h"
+#include "options.h" /* bt_parse_options, bt_split_spec: the spec grammar */
 
 #ifdef __cplusplus
 extern "C" {
@@ -90,13 +91,6 @@ BT_API bt_status bt_policy_create(const bt_policy_def *def, const char *options,
  * returned NULL. */
 BT_API const char *bt_policy_describe(const bt_policy_def *def, void *state, char *buf,
                                       size_t len);
-
-/* Options parser behind bt_host.parse_options (options.c): BT_OK, or BT_ERR_ARG
- * with "<what>: <the problem>" in err; values are written only on BT_OK. */
-BT_API bt_status bt_parse_options(const char *text, bt_option *opts, int n, const char *what,
-                                  char *err, size_t errlen);
-/* Splits "name:options" at the first ':' (options "" when absent). */
-BT_API void bt_split_spec(const char *spec, char *name, size_t name_len, const char **options);
 
 /* ---- optimizer runner ----------------------------------------------------------- */
 

@@ -1,8 +1,10 @@
-/* status.c: names of status codes, error messages, and the library version. */
+/* status.c: names of status codes, error messages (and the first-error-kept
+ * rule of sticky errors), and the library version. */
 #include <stdarg.h>
 #include <stdio.h>
 
 #include "bptt.h"
+#include "first_error.h"
 
 static void verrorf(char *err, size_t errlen, const char *fmt, va_list ap)
 {
@@ -25,6 +27,16 @@ bt_status bt_error(char *err, size_t errlen, bt_status s, const char *fmt, ...)
     verrorf(err, errlen, fmt, ap);
     va_end(ap);
     return s;
+}
+
+bt_status bt_first_error(bt_status *status, char *err, size_t errlen, bt_status s, const char *fmt,
+                         va_list ap)
+{
+    if (*status == BT_OK) {
+        *status = s;
+        verrorf(err, errlen, fmt, ap);
+    }
+    return *status;
 }
 
 const char *bt_status_name(bt_status s)

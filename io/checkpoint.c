@@ -495,3 +495,118 @@ bt_status bt_checkpoint_restore(const bt_checkpoint *c, bt_lm *lm, char *err, si
     bt_free(rows);
     return st;
 }
+
+/* ---- what a resumed run may change ---------------------------------------------- */
+
+/* Same optimizer settings written two ways ("sgd:1" and "sgd:lr=1")? Made on a one-value block. */
+static bool same_optimizer(const bt_registry *r, const char *a, const char *b)
+{
+    if (strcmp(a, b) == 0)
+        return true;
+    bt_params *p = bt_params_new();
+    bt_optimizer *oa = NULL, *ob = NULL;
+    char ea[256], eb[256], da[256] = "a", db[256] = "b";
+    if (p && bt_params_add(p, "x", 1, (int[]){1}) && bt_params_finalize(p) == BT_OK &&
+        bt_optimizer_new(r, a, p, &oa, ea, sizeof ea) == BT_OK &&
+        bt_optimizer_new(r, b, p, &ob, eb, sizeof eb) == BT_OK) {
+        bt_optimizer_describe(oa, da, sizeof da);
+        bt_optimizer_describe(ob, db, sizeof db);
+    }
+    bt_optimizer_free(oa);
+    bt_optimizer_free(ob);
+    bt_params_free(p);
+    return strcmp(da, db) == 0;
+}
+
+/* The same for truncation policies, through their canonical descriptions. */
+static bool same_policy(const bt_registry *r, const char *a, const char *b)
+{
+    if (strcmp(a, b) == 0)
+        return true;
+    char d[2][256] = {"a", "b"};
+    const char *spec[2] = {a, b};
+    for (int i = 0; i < 2; i++) {
+        char name[BT_NAME_LEN + 1], err[256];
+        const char *opts;
+        bt_split_spec(spec[i], name, sizeof name, &opts);
+        const bt_policy_def *def = bt_registry_policy(r, name);
+        void *st = NULL;
+        if (!def || bt_policy_create(def, opts, &st, err, sizeof err) != BT_OK)
+            return false;
+        if (!bt_policy_describe(def, st, d[i], sizeof d[i]))
+            snprintf(d[i], sizeof d[i], "%c", 'a' + i); /* no description: never equal */
+        def->destroy(st);
+    }
+    return strcmp(d[0], d[1]) == 0;
+}
+
+/* Does setting s of u agree with the checkpoint's c? Its value in c as text into theirs. */
+static bool same_setting(const bt_registry *r, bt_lm_setting s, const bt_lm_config *u,
+                         const bt_lm_config *c, char *theirs, size_t len)
+{
+    switch (s) {
+    case BT_LM_CELL: snprintf(theirs, len, "%s", c->cell); return !strcmp(u->cell, c->cell);
+    case BT_LM_HIDDEN: snprintf(theirs, len, "%d", c->hidden); return u->hidden == c->hidden;
+    case BT_LM_BATCH: snprintf(theirs, len, "%d", c->batch); return u->batch == c->batch;
+    case BT_LM_STEPS: snprintf(theirs, len, "%d", c->steps); return u->steps == c->steps;
+    case BT_LM_OPTIMIZER:
+        snprintf(theirs, len, "%s", c->optimizer);
+        return same_optimizer(r, u->optimizer, c->optimizer);
+    case BT_LM_CLIP: snprintf(theirs, len, "%g", c->clip); return u->clip == c->clip;
+    case BT_LM_TRUNCATION:
+        snprintf(theirs, len, "%s", c->truncation);
+        return same_policy(r, u->truncation, c->truncation);
+    case BT_LM_INIT: snprintf(theirs, len, "'%s'", c->init); return !strcmp(u->init, c->init);
+    case BT_LM_SEED:
+        snprintf(theirs, len, "%llu", (unsigned long long)c->seed);
+        return u->seed == c->seed;
+    case BT_LM_TOKENS:
+        snprintf(theirs, len, "%s", bt_tokens_kind_name(c->tokens));
+        return u->tokens == c->tokens;
+    case BT_LM_SAMPLING:
+        snprintf(theirs, len, "%s", c->sampling == BT_BATCH_RANDOM ? "random" : "sequential");
+        return u->sampling == c->sampling;
+    case BT_LM_MAX_TOKENS:
+        snprintf(theirs, len, "%ld", c->max_tokens);
+        return u->max_tokens == c->max_tokens;
+    case BT_LM_VAL_FRACTION:
+        snprintf(theirs, len, "%g", c->val_fraction);
+        return u->val_fraction == c->val_fraction;
+    case BT_LM_SETTING_COUNT: break;
+    }
+    return true;
+}
+
+bt_status bt_checkpoint_check_resume(const bt_checkpoint *c, const bt_registry *reg,
+                                     const bt_lm_given *given, const char **data,
+                                     const char **task, char *err, size_t errlen)
+{
+    char known[512], theirs[300];
+    if (!bt_registry_cell(reg, c->cfg.cell))
+        return bt_error(err, errlen, BT_ERR_NOT_FOUND,
+                        "checkpoint %s uses cell '%s', which is not registered (known: %s): load "
+                        "its plugin with --plugin PATH", c->path, c->cfg.cell,
+                        bt_registry_names(reg, BT_KIND_CELL, known, sizeof known));
+    for (int s = 0; s < BT_LM_SETTING_COUNT; s++) {
+        if (!given->given[s] || same_setting(reg, s, &given->cfg, &c->cfg, theirs, sizeof theirs))
+            continue;
+        const char *name = bt_lm_setting_name(s);
+        return bt_error(err, errlen, BT_ERR_ARG,
+                        "--%s %s conflicts with the checkpoint's %s %s: a resumed run keeps the "
+                        "settings it was started with (drop --%s, or start a new run without "
+                        "--resume)", name, given->raw[s], name, theirs, name);
+    }
+    /* A task checkpoint resumes on its task; a text one on a text. */
+    if ((c->task[0] && *data) || (*task && strcmp(*task, c->task) != 0))
+        return bt_error(err, errlen, BT_ERR_ARG,
+                        "--%s %s conflicts with the checkpoint, which was trained on %s%s: drop "
+                        "--%s (a resumed run keeps its data)", *data ? "data" : "task",
+                        *data ? *data : *task, c->task[0] ? "task " : "a text", c->task,
+                        *data ? "data" : "task");
+    if (c->task[0])
+        *task = c->task;
+    else if (!*data)
+        *data = c->data[0] ? c->data : NULL;
+    return BT_OK;
+}
+

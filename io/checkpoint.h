@@ -55,6 +55,19 @@ BT_API bt_status bt_checkpoint_model(const bt_checkpoint *c, const bt_registry *
  * optimizer state and steps, RNG, carried state, epoch count and history. */
 BT_API bt_status bt_checkpoint_restore(const bt_checkpoint *c, bt_lm *lm, char *err, size_t errlen);
 
+/* What a resumed run may change: nothing the checkpoint fixes. BT_OK when
+ * c's cell is registered in reg (else BT_ERR_NOT_FOUND, suggesting --plugin),
+ * every setting in `given` that was given equals the checkpoint's (an
+ * optimizer or policy written another way, "sgd:1" for "sgd:lr=1", is equal),
+ * and the data is of the checkpoint's kind: a task checkpoint resumes on its
+ * own task, a text one on a text (else BT_ERR_ARG naming the first conflict).
+ * *data and *task are what the user gave (NULL when not); on BT_OK they are
+ * what the run trains on: the checkpoint's task, or the given text, or the
+ * text the checkpoint names. The run's settings are then c->cfg. */
+BT_API bt_status bt_checkpoint_check_resume(const bt_checkpoint *c, const bt_registry *reg,
+                                            const bt_lm_given *given, const char **data,
+                                            const char **task, char *err, size_t errlen);
+
 
 #ifdef __cplusplus
 }

@@ -1,20 +1,34 @@
 /* analyze.c: the measurements behind `bptt analyze` and the demo: gradient
  * norm against lag from the tape, Jacobian-product norms, eigenvalues of the
- * recurrent matrix, and power iteration on its symmetric part; printed as a
- * table, a JSON object (jansson), or an SVG figure. The SVG writing belongs
- * with the commands (tools/) and moves there with svg.c.
+ * recurrent matrix, and power iteration on its symmetric part. Numbers only:
+ * the table, JSON and SVG forms are the program's (tools/analysis_report.c).
  *
  * Dimension letters: B rows, T steps, H hidden (state width), K largest lag. */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
 
-#include <jansson.h>
-
 #include "analyze.h"
-#include "svg.h"
 
 /* ---- probe data ------------------------------------------------------------ */
+
+/* n token ids uniform in [0, limit), or NULL when out of memory. */
+static int32_t *random_ids(bt_rng *rng, size_t n, int limit)
+{
+    int32_t *ids = bt_malloc(sizeof(int32_t) * (n ? n : 1));
+    for (size_t i = 0; ids && i < n; i++)
+        ids[i] = (int32_t)(bt_rng_next(rng) % (uint64_t)limit);
+    return ids;
+}
+
+/* n values N(0, 1), or NULL when out of memory. */
+static bt_real *random_normals(bt_rng *rng, size_t n)
+{
+    bt_real *x = bt_malloc(sizeof(bt_real) * (n ? n : 1));
+    for (size_t i = 0; x && i < n; i++)
+        x[i] = (bt_real)bt_rng_normal(rng);
+    return x;
+}
 
 bt_status bt_probe_sequence_new(const bt_model *m, int B, int T, bt_rng *rng, bt_sequence *seq)
 {
@@ -25,40 +39,43 @@ bt_status bt_probe_sequence_new(const bt_model *m, int B, int T, bt_rng *rng, bt
     int D = m->dims.input, Q = m->dims.output;
     seq->B = B;
     seq->T = T;
-    if (m->cell->input == BT_INPUT_TOKENS) {
-        int32_t *ids = bt_malloc(sizeof(int32_t) * bt);
-        if (!ids)
-            return BT_ERR_NOMEM;
-        for (size_t i = 0; i < bt; i++)
-            ids[i] = (int32_t)(bt_rng_next(rng) % (uint64_t)D);
-        seq->ids = ids;
-    } else {
-        bt_real *x = bt_malloc(sizeof(bt_real) * bt * (size_t)D);
-        if (!x)
-            return BT_ERR_NOMEM;
-        for (size_t i = 0; i < bt * (size_t)D; i++)
-            x[i] = (bt_real)bt_rng_normal(rng);
-        seq->x = x;
+    bool ok;
+    if (m->cell->input == BT_INPUT_TOKENS)
+        ok = (seq->ids = random_ids(rng, bt, D)) != NULL;
+    else
+        ok = (seq->x = random_normals(rng, bt * (size_t)D)) != NULL;
+    if (ok && m->cell->loss == BT_LOSS_XENT)
+        ok = (seq->targets = random_ids(rng, bt, Q)) != NULL;
+    else if (ok)
+        ok = (seq->y = random_normals(rng, bt * (size_t)Q)) != NULL;
+    if (!ok) {
+        bt_probe_sequence_free(seq);
+        return BT_ERR_NOMEM;
     }
-    if (m->cell->loss == BT_LOSS_XENT) {
-        int32_t *tg = bt_malloc(sizeof(int32_t) * bt);
-        if (!tg) {
-            bt_probe_sequence_free(seq);
-            return BT_ERR_NOMEM;
-        }
-        for (size_t i = 0; i < bt; i++)
-            tg[i] = (int32_t)(bt_rng_next(rng) % (uint64_t)Q);
-        seq->targets = tg;
-    } else {
-        bt_real *y = bt_malloc(sizeof(bt_real) * bt * (size_t)Q);
-        if (!y) {
-            bt_probe_sequence_free(seq);
-            return BT_ERR_NOMEM;
-        }
-        for (size_t i = 0; i < bt * (size_t)Q; i++)
-            y[i] = (bt_real)bt_rng_normal(rng);
-        seq->y = y;
+    return BT_OK;
+}
+
+bt_status bt_probe_sequence_from_ids(const int32_t *ids, long n, int B, int T, bt_sequence *seq,
+                                     char *err, size_t errlen)
+{
+    memset(seq, 0, sizeof *seq);
+    if (B <= 0 || T <= 0 || n < (long)B * (T + 1))
+        return bt_error(err, errlen, BT_ERR_ARG, "%ld tokens; %d rows of %d steps need %ld", n, B,
+                        T, (long)B * (T + 1));
+    int32_t *x = bt_malloc(sizeof(int32_t) * (size_t)B * T);
+    int32_t *y = bt_malloc(sizeof(int32_t) * (size_t)B * T);
+    if (!x || !y) {
+        bt_free(x);
+        bt_free(y);
+        return bt_error(err, errlen, BT_ERR_NOMEM, "out of memory for %d x %d steps", B, T);
     }
+    long stride = n / B;
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            x[b * T + t] = ids[b * stride + t];
+            y[b * T + t] = ids[b * stride + t + 1];
+        }
+    *seq = (bt_sequence){.B = B, .T = T, .ids = x, .targets = y};
     return BT_OK;
 }
 
@@ -275,14 +292,12 @@ double bt_geometric_rate(const double *y, int n)
 #if BT_HAVE_LAPACK
 extern void dsyev_(const char *jobz, const char *uplo, const int *n, double *a, const int *lda,
                    double *w, double *work, const int *lwork, int *info);
-#endif
 
 bt_status bt_sym_eigen(const double *M, int n, double *w, double *V)
 {
     if (n <= 0)
         return BT_ERR_ARG;
     size_t nn = (size_t)n * n;
-#if BT_HAVE_LAPACK
     /* Symmetric: column-major is the same matrix. On return column j of A is
      * eigenvector j, i.e. A[i + j n] = component i, which is V[i n + j] transposed. */
     double *A = bt_malloc(sizeof(double) * nn), wq;
@@ -304,8 +319,61 @@ bt_status bt_sym_eigen(const double *M, int n, double *w, double *V)
     bt_free(work);
     bt_free(A);
     return info == 0 ? BT_OK : BT_ERR_NUMERIC;
+}
 #else
-    /* Cyclic Jacobi: rotate away each off-diagonal element until none is left. */
+/* One Jacobi rotation G(p, q) that zeroes A[p][q]: A = G^T A G, V = V G. */
+static void jacobi_rotate(double *A, double *V, int n, int p, int q)
+{
+    double apq = A[(size_t)p * n + q];
+    if (apq == 0)
+        return;
+    double th = (A[(size_t)q * n + q] - A[(size_t)p * n + p]) / (2 * apq);
+    double t = (th >= 0 ? 1 : -1) / (fabs(th) + sqrt(th * th + 1));
+    double c = 1 / sqrt(t * t + 1), s = t * c;
+    for (int k = 0; k < n; k++) { /* A = A G */
+        double akp = A[(size_t)k * n + p], akq = A[(size_t)k * n + q];
+        A[(size_t)k * n + p] = c * akp - s * akq;
+        A[(size_t)k * n + q] = s * akp + c * akq;
+    }
+    for (int k = 0; k < n; k++) { /* A = G^T A */
+        double apk = A[(size_t)p * n + k], aqk = A[(size_t)q * n + k];
+        A[(size_t)p * n + k] = c * apk - s * aqk;
+        A[(size_t)q * n + k] = s * apk + c * aqk;
+    }
+    for (int k = 0; k < n; k++) { /* V = V G */
+        double vkp = V[(size_t)k * n + p], vkq = V[(size_t)k * n + q];
+        V[(size_t)k * n + p] = c * vkp - s * vkq;
+        V[(size_t)k * n + q] = s * vkp + c * vkq;
+    }
+}
+
+/* Ascending, like dsyev: a selection sort that swaps V's columns too. */
+static void sort_ascending(double *w, double *V, int n)
+{
+    for (int i = 0; i < n; i++) {
+        int best = i;
+        for (int j = i + 1; j < n; j++)
+            if (w[j] < w[best])
+                best = j;
+        if (best == i)
+            continue;
+        double t = w[i];
+        w[i] = w[best];
+        w[best] = t;
+        for (int k = 0; k < n; k++) {
+            t = V[(size_t)k * n + i];
+            V[(size_t)k * n + i] = V[(size_t)k * n + best];
+            V[(size_t)k * n + best] = t;
+        }
+    }
+}
+
+/* Without LAPACK: cyclic Jacobi, rotating away each off-diagonal element until none is left. */
+bt_status bt_sym_eigen(const double *M, int n, double *w, double *V)
+{
+    if (n <= 0)
+        return BT_ERR_ARG;
+    size_t nn = (size_t)n * n;
     double *A = bt_malloc(sizeof(double) * nn);
     if (!A)
         return BT_ERR_NOMEM;
@@ -320,53 +388,16 @@ bt_status bt_sym_eigen(const double *M, int n, double *w, double *V)
         if (off < 1e-30)
             break;
         for (int p = 0; p < n; p++)
-            for (int q = p + 1; q < n; q++) {
-                double apq = A[(size_t)p * n + q];
-                if (apq == 0)
-                    continue;
-                double th = (A[(size_t)q * n + q] - A[(size_t)p * n + p]) / (2 * apq);
-                double t = (th >= 0 ? 1 : -1) / (fabs(th) + sqrt(th * th + 1));
-                double c = 1 / sqrt(t * t + 1), s = t * c;
-                for (int k = 0; k < n; k++) { /* A = A G */
-                    double akp = A[(size_t)k * n + p], akq = A[(size_t)k * n + q];
-                    A[(size_t)k * n + p] = c * akp - s * akq;
-                    A[(size_t)k * n + q] = s * akp + c * akq;
-                }
-                for (int k = 0; k < n; k++) { /* A = G^T A */
-                    double apk = A[(size_t)p * n + k], aqk = A[(size_t)q * n + k];
-                    A[(size_t)p * n + k] = c * apk - s * aqk;
-                    A[(size_t)q * n + k] = s * apk + c * aqk;
-                }
-                for (int k = 0; k < n; k++) { /* V = V G */
-                    double vkp = V[(size_t)k * n + p], vkq = V[(size_t)k * n + q];
-                    V[(size_t)k * n + p] = c * vkp - s * vkq;
-                    V[(size_t)k * n + q] = s * vkp + c * vkq;
-                }
-            }
+            for (int q = p + 1; q < n; q++)
+                jacobi_rotate(A, V, n, p, q);
     }
     for (int i = 0; i < n; i++)
         w[i] = A[(size_t)i * n + i];
-    /* Ascending, like dsyev: a selection sort that swaps V's columns too. */
-    for (int i = 0; i < n; i++) {
-        int best = i;
-        for (int j = i + 1; j < n; j++)
-            if (w[j] < w[best])
-                best = j;
-        if (best != i) {
-            double t = w[i];
-            w[i] = w[best];
-            w[best] = t;
-            for (int k = 0; k < n; k++) {
-                t = V[(size_t)k * n + i];
-                V[(size_t)k * n + i] = V[(size_t)k * n + best];
-                V[(size_t)k * n + best] = t;
-            }
-        }
-    }
+    sort_ascending(w, V, n);
     bt_free(A);
     return BT_OK;
-#endif
 }
+#endif
 
 /* Indices of the eigenvalues of largest and second largest modulus. */
 static void top_two(const double *w, int n, int *i1, int *i2)
@@ -533,151 +564,5 @@ done:
             snprintf(err, errlen, "analyze: out of memory");
         bt_analysis_free(a);
     }
-    return st;
-}
-
-/* ---- output ------------------------------------------------------------------------ */
-
-/* Lags to show in a table: all up to 20, else about 20 evenly spaced and the last. */
-static int lag_step(int K) { return K <= 20 ? 1 : (K + 19) / 20; }
-
-void bt_analysis_print(const bt_analysis *a, FILE *f)
-{
-    fprintf(f, "gradient that the loss at the last step sends back k steps (full BPTT;\n"
-               "norm of dL_T/dh_{T-k} over the whole batch), and the Jacobian dh_T/dh_{T-k} "
-               "(row 0):\n");
-    fprintf(f, "  %5s  %14s  %12s  %16s\n", "lag k", "||dL/dh||", "ratio to k=0", "||dh_T/dh_T-k||");
-    int step = lag_step(a->K);
-    for (int k = 0; k <= a->K; k++)
-        if (k % step == 0 || k == a->K)
-            fprintf(f, "  %5d  %14.6g  %12.6g  %16.6g\n", k, a->grad_norm[k],
-                    a->grad_norm[0] > 0 ? a->grad_norm[k] / a->grad_norm[0] : NAN, a->jac_norm[k]);
-    fprintf(f, "geometric rate per step (least squares on log norm): gradient %.6g, Jacobian %.6g\n",
-            a->grad_rate, a->jac_rate);
-    if (isfinite(a->grad_rate))
-        fprintf(f, "  -> %s: a factor of %.3g over %d steps\n",
-                a->grad_rate < 0.999 ? "vanishing" : a->grad_rate > 1.001 ? "exploding" : "neutral",
-                pow(a->grad_rate, a->K), a->K);
-    if (a->n == 0) {
-        fprintf(f, "no square recurrent matrix in this cell: no eigenvalues\n");
-        return;
-    }
-    fprintf(f, "%s (%d x %d): spectral radius %.6g; leading eigenvalues:", a->matrix, a->n, a->n,
-            a->radius);
-    for (int i = 0; i < a->n && i < 6; i++)
-        fprintf(f, " %.4g%+.4gi", a->eig_re[i], a->eig_im[i]);
-    fprintf(f, "\npower iteration on (%s + %s^T)/2: lambda1 %.6g, lambda2 %.6g, |lambda2/lambda1| %.6g\n",
-            a->matrix, a->matrix, a->lambda1, a->lambda2,
-            a->lambda1 != 0 ? fabs(a->lambda2 / a->lambda1) : NAN);
-    fprintf(f, "  %5s  %16s  %22s\n", "k", "tan angle(M^k x, v1)", "tan(angle_0)|l2/l1|^k");
-    int ps = lag_step(a->power_K);
-    for (int k = 0; k <= a->power_K; k++)
-        if (k % ps == 0 || k == a->power_K)
-            fprintf(f, "  %5d  %16.6g  %22.6g\n", k, a->power_tan[k], a->power_pred[k]);
-}
-
-/* A number, or null where JSON has no number (NaN, inf). */
-static json_t *json_num(double v)
-{
-    return isfinite(v) ? json_real(v) : json_null();
-}
-
-static json_t *json_nums(const double *v, int n)
-{
-    json_t *a = json_array();
-    for (int i = 0; a && i < n; i++)
-        if (json_array_append_new(a, json_num(v[i])) != 0) {
-            json_decref(a);
-            return NULL;
-        }
-    return a;
-}
-
-/* Sets key on obj; false when out of memory (value released). */
-static bool put(json_t *obj, const char *key, json_t *value)
-{
-    return value && json_object_set_new(obj, key, value) == 0;
-}
-
-/* Each container is attached before it is filled, so o owns everything made
- * so far whenever a step fails. */
-static bool put_spectrum(json_t *o, const bt_analysis *a)
-{
-    bool ok = put(o, "matrix", json_string(a->matrix)) && put(o, "spectral_radius", json_num(a->radius));
-    json_t *eig = ok ? json_array() : NULL;
-    ok = ok && put(o, "eigenvalues", eig);
-    for (int i = 0; ok && i < a->n; i++)
-        ok = json_array_append_new(eig, json_nums((const double[]){a->eig_re[i], a->eig_im[i]}, 2)) == 0;
-    json_t *power = ok ? json_object() : NULL;
-    return ok && put(o, "power", power) && put(power, "lambda1", json_num(a->lambda1)) &&
-           put(power, "lambda2", json_num(a->lambda2)) &&
-           put(power, "steps", json_integer(a->power_K)) &&
-           put(power, "tan_angle", json_nums(a->power_tan, a->power_K + 1)) &&
-           put(power, "predicted", json_nums(a->power_pred, a->power_K + 1));
-}
-
-json_t *bt_analysis_to_json(const bt_analysis *a)
-{
-    json_t *o = json_object();
-    bool ok = o && put(o, "lags", json_integer(a->K)) && put(o, "hidden", json_integer(a->H)) &&
-              put(o, "norm", json_string("frobenius over the batch")) &&
-              put(o, "grad_norm", json_nums(a->grad_norm, a->K + 1)) &&
-              put(o, "jac_norm", json_nums(a->jac_norm, a->K + 1)) &&
-              put(o, "grad_rate", json_num(a->grad_rate)) && put(o, "jac_rate", json_num(a->jac_rate));
-    if (ok && a->n > 0)
-        ok = put_spectrum(o, a);
-    if (!ok)
-        json_decref(o);
-    return ok ? o : NULL;
-}
-
-bt_status bt_analysis_svg(const bt_analysis *a, const char *title, const char *path, char *err,
-                          size_t errlen)
-{
-    bt_figure *fig = bt_figure_new(title, a->n > 0 ? 3 : 1);
-    if (!fig)
-        return BT_ERR_NOMEM;
-    int K = a->K;
-    double *ratio = bt_malloc(sizeof(double) * ((size_t)K + 1) * 2), *fit = ratio + K + 1;
-    if (!ratio) {
-        bt_figure_free(fig);
-        return BT_ERR_NOMEM;
-    }
-    for (int k = 0; k <= K; k++) {
-        ratio[k] = a->grad_norm[0] > 0 ? a->grad_norm[k] / a->grad_norm[0] : NAN;
-        fit[k] = pow(a->grad_rate, k);
-    }
-    bt_plot *p = bt_plot_new("gradient sent back k steps", "lag k",
-                             "||dL_T/dh_{T-k}|| / ||dL_T/dh_T||");
-    bt_plot_set_logy(p, true);
-    bt_plot_line(p, "gradient norm ratio", NULL, ratio, K + 1);
-    bt_plot_line(p, "||dh_T/dh_{T-k}||_2", NULL, a->jac_norm, K + 1);
-    char label[64];
-    snprintf(label, sizeof label, "fit: %.3g^k", a->grad_rate);
-    bt_plot_line(p, label, NULL, fit, K + 1);
-    bt_status st = bt_figure_add(fig, p);
-    bt_free(ratio);
-    if (st == BT_OK && a->n > 0) {
-        char t[96];
-        snprintf(t, sizeof t, "eigenvalues of %s (radius %.3g)", a->matrix, a->radius);
-        p = bt_plot_new(t, "Re", "Im");
-        bt_plot_set_equal_aspect(p, true);
-        bt_plot_circle(p, "unit circle", 0, 0, 1);
-        bt_plot_points(p, "eigenvalues", a->eig_re, a->eig_im, a->n);
-        st = bt_figure_add(fig, p);
-        if (st == BT_OK) {
-            snprintf(t, sizeof t, "power iteration on (%s+%s^T)/2", a->matrix, a->matrix);
-            p = bt_plot_new(t, "k", "tan angle(M^k x, v1)");
-            bt_plot_set_logy(p, true);
-            bt_plot_line(p, "measured", NULL, a->power_tan, a->power_K + 1);
-            snprintf(label, sizeof label, "predicted: %.3g^k = |l2/l1|^k",
-                     a->lambda1 != 0 ? fabs(a->lambda2 / a->lambda1) : NAN);
-            bt_plot_line(p, label, NULL, a->power_pred, a->power_K + 1);
-            st = bt_figure_add(fig, p);
-        }
-    }
-    if (st == BT_OK)
-        st = bt_figure_write(fig, path, err, errlen);
-    bt_figure_free(fig);
     return st;
 }

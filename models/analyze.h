@@ -2,15 +2,12 @@
  * probe sequence: how much gradient ONE loss term sends back k steps
  * (||dL_T/dh_{T-k}||, from the tape under full BPTT), the norm of the state
  * Jacobian product dh_T/dh_{T-k}, the eigenvalues of the recurrent matrix, and
- * the power-iteration picture of its symmetric part.
+ * the power-iteration picture of its symmetric part. The numbers only: the
+ * program prints them as a table, JSON or an SVG figure (tools/analysis_report.h).
  *
  * Dimension letters: B rows, T steps, H hidden (state width), K largest lag. */
 #ifndef BPTT_ANALYZE_H
 #define BPTT_ANALYZE_H
-
-#include <stdio.h>
-
-#include <jansson.h>
 
 #include "unroll.h"
 
@@ -49,6 +46,11 @@ typedef struct bt_analysis {
 /* Random probe data for m: token ids or N(0,1) inputs and targets, B rows by T
  * steps (buffers bt_malloc'd into *seq; release with bt_probe_sequence_free). */
 BT_API bt_status bt_probe_sequence_new(const bt_model *m, int B, int T, bt_rng *rng, bt_sequence *seq);
+/* B rows of T steps from a token stream ids[n], row b starting at b * (n / B):
+ * inputs ids and next-token targets (same release). BT_ERR_ARG with a message
+ * when the stream is shorter than B * (T + 1). */
+BT_API bt_status bt_probe_sequence_from_ids(const int32_t *ids, long n, int B, int T,
+                                            bt_sequence *seq, char *err, size_t errlen);
 BT_API void bt_probe_sequence_free(bt_sequence *seq);
 
 /* Runs every measurement on the first K+1 steps of seq (T >= K+1) from the
@@ -76,16 +78,6 @@ BT_API bt_status bt_sym_eigen(const double *M, int n, double *w, double *V);
 /* exp of the least-squares slope of log y[k] against k over the finite,
  * positive y; NAN with fewer than two such points. */
 BT_API double bt_geometric_rate(const double *y, int n);
-
-/* A table on f; the figures as a new JSON object (lags, hidden, grad_norm,
- * jac_norm, rates, and with a matrix its eigenvalues and power iteration;
- * null for a number that is not finite), NULL when out of memory; and an SVG
- * figure (gradient norm and Jacobian norm against lag, eigenvalues with the
- * unit circle, the power-iteration angle). title may be NULL. */
-BT_API void bt_analysis_print(const bt_analysis *a, FILE *f);
-BT_API json_t *bt_analysis_to_json(const bt_analysis *a);
-BT_API bt_status bt_analysis_svg(const bt_analysis *a, const char *title, const char *path, char *err,
-                                 size_t errlen);
 
 #ifdef __cplusplus
 }

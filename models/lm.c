@@ -58,6 +58,15 @@ void bt_lm_config_default(bt_lm_config *c)
     c->sampling = BT_BATCH_SEQUENTIAL;
 }
 
+const char *bt_lm_setting_name(bt_lm_setting s)
+{
+    static const char *const names[BT_LM_SETTING_COUNT] = {
+        "cell", "hidden", "batch", "steps", "optimizer", "clip", "truncation", "init",
+        "seed", "tokens", "sampling", "max-tokens", "val-fraction",
+    };
+    return s >= 0 && s < BT_LM_SETTING_COUNT ? names[s] : "?";
+}
+
 void bt_lm_free(bt_lm *lm)
 {
     if (!lm)
@@ -74,107 +83,122 @@ void bt_lm_free(bt_lm *lm)
     bt_free(lm);
 }
 
+/* The registered cells whose input and loss fit src, "a, b" into buf. */
+static const char *cells_for(const bt_registry *reg, const bt_source *src, char *buf, size_t len)
+{
+    size_t used = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < bt_registry_count(reg) && used + 1 < len; i++) {
+        const bt_registry_entry *e = bt_registry_at(reg, i);
+        const bt_cell_def *c = e->kind == BT_KIND_CELL ? bt_registry_cell(reg, e->name) : NULL;
+        if (c && (c->input == BT_INPUT_TOKENS) == src->tokens_in &&
+            (c->loss == BT_LOSS_XENT) == src->tokens_out)
+            used += (size_t)snprintf(buf + used, len - used, "%s%s", used ? ", " : "", e->name);
+    }
+    return used ? buf : "none registered";
+}
+
+/* The settings and the source agree, the cell exists and fits the source's
+ * inputs and targets; the cell into *cell. */
+static bt_status check_run(const bt_registry *reg, const bt_lm_config *cfg, const bt_source *src,
+                           const bt_cell_def **cell, char *err, size_t errlen)
+{
+    char known[512];
+    if (cfg->hidden < 1 || cfg->batch < 1 || cfg->steps < 1)
+        return bt_error(err, errlen, BT_ERR_ARG,
+                        "hidden (%d), batch (%d) and steps (%d) must be at least 1", cfg->hidden,
+                        cfg->batch, cfg->steps);
+    if (src->B != cfg->batch || src->T != cfg->steps)
+        return bt_error(err, errlen, BT_ERR_SHAPE,
+                        "the source gives %d x %d minibatches, the run wants %d x %d", src->B,
+                        src->T, cfg->batch, cfg->steps);
+    if (!(cfg->clip >= 0) || !isfinite(cfg->clip))
+        return bt_error(err, errlen, BT_ERR_ARG,
+                        "clip %g: expected a number >= 0 (0 disables clipping)", cfg->clip);
+    const bt_cell_def *c = *cell = bt_registry_cell(reg, cfg->cell);
+    if (!c)
+        return bt_error(err, errlen, BT_ERR_NOT_FOUND,
+                        "unknown cell '%s' (known: %s); a cell from your own plugin needs "
+                        "--plugin PATH", cfg->cell,
+                        bt_registry_names(reg, BT_KIND_CELL, known, sizeof known));
+    if (src->tokens_in && c->input != BT_INPUT_TOKENS)
+        return bt_error(err, errlen, BT_ERR_ARG, "cell %s takes real-valued inputs; %s gives token "
+                        "ids (cells for it: %s)", c->name, src->name,
+                        cells_for(reg, src, known, sizeof known));
+    if (src->tokens_out != (c->loss == BT_LOSS_XENT))
+        return bt_error(err, errlen, BT_ERR_ARG, "cell %s is trained with %s, but %s has %s "
+                        "targets (cells for it: %s)", c->name,
+                        c->loss == BT_LOSS_XENT ? "cross-entropy" : "squared error", src->name,
+                        src->tokens_out ? "token" : "real-valued",
+                        cells_for(reg, src, known, sizeof known));
+    return bt_init_spec_check(cfg->init, err, errlen);
+}
+
+/* The truncation policy of cfg, created into lm. */
+static bt_status make_policy(const bt_registry *reg, bt_lm *lm, char *err, size_t errlen)
+{
+    char name[BT_NAME_LEN + 1], known[512], perr[BT_ERRMSG_LEN] = "";
+    const char *opts;
+    bt_split_spec(lm->cfg.truncation, name, sizeof name, &opts);
+    lm->pdef = bt_registry_policy(reg, name);
+    if (!lm->pdef)
+        return bt_error(err, errlen, BT_ERR_NOT_FOUND, "unknown truncation policy '%s' (known: %s)",
+                        name, bt_registry_names(reg, BT_KIND_POLICY, known, sizeof known));
+    if (bt_policy_create(lm->pdef, opts, &lm->pstate, perr, sizeof perr) != BT_OK) {
+        lm->pstate = NULL;
+        return bt_error(err, errlen, BT_ERR_ARG, "--truncation %s: %s", lm->cfg.truncation, perr);
+    }
+    return BT_OK;
+}
+
+/* The carried state (one block, a view per state) and the evaluation graph. */
+static bt_status make_state(bt_lm *lm, char *err, size_t errlen)
+{
+    int B = lm->cfg.batch;
+    for (int k = 0; k < lm->m->n_states; k++)
+        lm->state_len += (size_t)B * (size_t)lm->m->state_width[k];
+    lm->state_block = bt_calloc(lm->state_len, sizeof(bt_real));
+    lm->eval_g = bt_graph_new();
+    if (!lm->state_block || !lm->eval_g)
+        return bt_error(err, errlen, BT_ERR_NOMEM, "out of memory for the run");
+    bt_graph_set_grad(lm->eval_g, false); /* validation records no tape */
+    bt_real *p = lm->state_block;
+    for (int k = 0; k < lm->m->n_states; k++) {
+        lm->state[k] = p;
+        p += (size_t)B * (size_t)lm->m->state_width[k];
+    }
+    return BT_OK;
+}
+
 bt_status bt_lm_new(const bt_registry *reg, const bt_lm_config *cfg, bt_source *src, bt_lm **out,
                     char *err, size_t errlen)
 {
     *out = NULL;
-    char known[512];
-    if (cfg->hidden < 1 || cfg->batch < 1 || cfg->steps < 1) {
-        snprintf(err, errlen, "hidden (%d), batch (%d) and steps (%d) must be at least 1",
-                 cfg->hidden, cfg->batch, cfg->steps);
-        return BT_ERR_ARG;
-    }
-    if (src->B != cfg->batch || src->T != cfg->steps) {
-        snprintf(err, errlen, "the source gives %d x %d minibatches, the run wants %d x %d",
-                 src->B, src->T, cfg->batch, cfg->steps);
-        return BT_ERR_SHAPE;
-    }
-    if (!(cfg->clip >= 0) || !isfinite(cfg->clip)) {
-        snprintf(err, errlen, "clip %g: expected a number >= 0 (0 disables clipping)", cfg->clip);
-        return BT_ERR_ARG;
-    }
-    const bt_cell_def *cell = bt_registry_cell(reg, cfg->cell);
-    if (!cell) {
-        snprintf(err, errlen, "unknown cell '%s' (known: %s); a cell from your own plugin needs "
-                 "--plugin PATH", cfg->cell, bt_registry_names(reg, BT_KIND_CELL, known, sizeof known));
-        return BT_ERR_NOT_FOUND;
-    }
-    if ((src->tokens_in && cell->input != BT_INPUT_TOKENS) ||
-        src->tokens_out != (cell->loss == BT_LOSS_XENT)) {
-        /* Name the registered cells that fit the source. */
-        size_t used = 0;
-        known[0] = '\0';
-        for (int i = 0; i < bt_registry_count(reg) && used + 1 < sizeof known; i++) {
-            const bt_registry_entry *e = bt_registry_at(reg, i);
-            const bt_cell_def *c = e->kind == BT_KIND_CELL ? bt_registry_cell(reg, e->name) : NULL;
-            if (c && (c->input == BT_INPUT_TOKENS) == src->tokens_in &&
-                (c->loss == BT_LOSS_XENT) == src->tokens_out)
-                used += (size_t)snprintf(known + used, sizeof known - used, "%s%s",
-                                         used ? ", " : "", e->name);
-        }
-        if (src->tokens_in && cell->input != BT_INPUT_TOKENS)
-            snprintf(err, errlen, "cell %s takes real-valued inputs; %s gives token ids (cells for "
-                     "it: %s)", cell->name, src->name, used ? known : "none registered");
-        else
-            snprintf(err, errlen, "cell %s is trained with %s, but %s has %s targets (cells for "
-                     "it: %s)", cell->name,
-                     cell->loss == BT_LOSS_XENT ? "cross-entropy" : "squared error", src->name,
-                     src->tokens_out ? "token" : "real-valued", used ? known : "none registered");
-        return BT_ERR_ARG;
-    }
-    bt_status st = bt_init_spec_check(cfg->init, err, errlen);
+    const bt_cell_def *cell = NULL;
+    bt_status st = check_run(reg, cfg, src, &cell, err, errlen);
     if (st != BT_OK)
         return st;
-    char pname[BT_NAME_LEN + 1];
-    const char *popts;
-    bt_split_spec(cfg->truncation, pname, sizeof pname, &popts);
-    const bt_policy_def *pdef = bt_registry_policy(reg, pname);
-    if (!pdef) {
-        snprintf(err, errlen, "unknown truncation policy '%s' (known: %s)", pname,
-                 bt_registry_names(reg, BT_KIND_POLICY, known, sizeof known));
-        return BT_ERR_NOT_FOUND;
-    }
-
     bt_lm *lm = bt_calloc(1, sizeof *lm);
     if (!lm)
         return BT_ERR_NOMEM;
     lm->cfg = *cfg;
     lm->src = src;
-    lm->pdef = pdef;
     char perr[BT_ERRMSG_LEN] = "";
-    if (bt_policy_create(pdef, popts, &lm->pstate, perr, sizeof perr) != BT_OK) {
-        snprintf(err, errlen, "--truncation %s: %s", cfg->truncation, perr);
-        bt_lm_free(lm);
-        return BT_ERR_ARG;
-    }
     bt_cell_dims dims = {src->input_size, cfg->hidden, src->output_size};
-    if ((st = bt_model_new(cell, dims, &lm->m, err, errlen)) != BT_OK)
+    if ((st = make_policy(reg, lm, err, errlen)) != BT_OK ||
+        (st = bt_model_new(cell, dims, &lm->m, err, errlen)) != BT_OK)
         goto fail;
     bt_rng_seed(&lm->rng, cfg->seed);
     if ((st = bt_model_init(lm->m, cfg->init, &lm->rng, err, errlen)) != BT_OK)
         goto fail;
     if ((st = bt_optimizer_new(reg, cfg->optimizer, lm->m->params, &lm->opt, perr,
                                sizeof perr)) != BT_OK) {
-        snprintf(err, errlen, "--optimizer %s: %s", cfg->optimizer, perr);
+        bt_errorf(err, errlen, "--optimizer %s: %s", cfg->optimizer, perr);
         goto fail;
     }
-    if ((st = bt_unroller_new(lm->m, cfg->batch, cfg->steps, &lm->u, err, errlen)) != BT_OK)
+    if ((st = bt_unroller_new(lm->m, cfg->batch, cfg->steps, &lm->u, err, errlen)) != BT_OK ||
+        (st = make_state(lm, err, errlen)) != BT_OK)
         goto fail;
-    for (int k = 0; k < lm->m->n_states; k++)
-        lm->state_len += (size_t)cfg->batch * (size_t)lm->m->state_width[k];
-    lm->state_block = bt_calloc(lm->state_len, sizeof(bt_real));
-    lm->eval_g = bt_graph_new();
-    if (!lm->state_block || !lm->eval_g) {
-        snprintf(err, errlen, "out of memory for the run");
-        st = BT_ERR_NOMEM;
-        goto fail;
-    }
-    bt_graph_set_grad(lm->eval_g, false); /* validation records no tape */
-    bt_real *p = lm->state_block;
-    for (int k = 0; k < lm->m->n_states; k++) {
-        lm->state[k] = p;
-        p += (size_t)cfg->batch * (size_t)lm->m->state_width[k];
-    }
     *out = lm;
     return BT_OK;
 fail:
@@ -272,13 +296,52 @@ static double ppl_of(const bt_lm *lm, double loss)
     return lm->src->tokens_out ? exp(loss) : NAN;
 }
 
-bt_status bt_lm_train_epoch(bt_lm *lm, int epochs_target, const bt_lm_hooks *hooks,
-                            bt_lm_epoch *e, char *err, size_t errlen)
+/* What an epoch's minibatches add up to. */
+typedef struct epoch_sums {
+    double t0, loss_sum, gsum, gmax;
+    long terms, tokens;
+    int batches, done, updates, skipped;
+    size_t peak;
+} epoch_sums;
+
+/* Adds one minibatch's result, and tells the progress hook. */
+static void add_batch(bt_lm *lm, epoch_sums *a, const bt_sequence *seq, const bt_unroll_result *r,
+                      int epochs_target, const bt_lm_hooks *hooks)
+{
+    a->done++;
+    a->loss_sum += r->loss_sum;
+    a->terms += r->loss_terms;
+    a->tokens += (long)seq->B * seq->T;
+    a->updates += r->updates;
+    a->skipped += r->skipped;
+    a->gsum += r->grad_norm_sum;
+    if (r->grad_norm_max > a->gmax)
+        a->gmax = r->grad_norm_max;
+    if (r->peak_arena > a->peak)
+        a->peak = r->peak_arena;
+    if (!hooks || !hooks->progress)
+        return;
+    double dt = now_s() - a->t0, mean = a->terms ? a->loss_sum / (double)a->terms : NAN;
+    int left = a->batches - a->done + a->batches * (epochs_target - lm->epochs_done - 1);
+    bt_lm_progress p = {
+        .epoch = lm->epochs_done + 1,
+        .epochs = epochs_target,
+        .batch = a->done,
+        .batches = a->batches,
+        .train_loss = mean,
+        .train_ppl = ppl_of(lm, mean),
+        .batch_loss = r->loss_terms ? r->loss_sum / (double)r->loss_terms : NAN,
+        .tokens_per_s = dt > 0 ? (double)a->tokens / dt : 0,
+        .eta_s = dt / a->done * (left > 0 ? left : 0),
+    };
+    hooks->progress(hooks->ctx, &p);
+}
+
+/* Every minibatch of the epoch through the unroller, with its updates. */
+static bt_status train_batches(bt_lm *lm, epoch_sums *a, int epochs_target,
+                               const bt_lm_hooks *hooks, char *err, size_t errlen)
 {
     bt_source *src = lm->src;
-    double t0 = now_s();
-    src->epoch(src->ctx, &lm->rng);
-    int batches = src->count(src->ctx);
     /* d2l starts every epoch from a zero state; random sampling also zeroes it
      * before each minibatch, since neighbouring rows are unrelated text. */
     memset(lm->state_block, 0, lm->state_len * sizeof(bt_real));
@@ -290,92 +353,75 @@ bt_status bt_lm_train_epoch(bt_lm *lm, int epochs_target, const bt_lm_hooks *hoo
         .checkpoint_every = lm->cfg.checkpoint_every,
         .memory_budget = (size_t)(lm->cfg.memory_budget_mb * 1048576.0),
     };
-    double loss_sum = 0, gsum = 0, gmax = 0;
-    long terms = 0, tokens = 0;
-    int updates = 0, skipped = 0, done = 0;
-    size_t peak = 0;
     bt_sequence seq;
     bt_unroll_result r;
     while (src->next(src->ctx, &seq)) {
-        if (!src->carry_state && done > 0)
+        if (!src->carry_state && a->done > 0)
             memset(lm->state_block, 0, lm->state_len * sizeof(bt_real));
         o.policy_seed = bt_rng_next(&lm->rng); /* drawn for every policy, so data order agrees */
         char uerr[BT_ERRMSG_LEN] = "";
         bt_status st = bt_unroll_run(lm->u, &seq, lm->state, &o, NULL, NULL, NULL, &r, uerr,
                                      sizeof uerr);
-        if (st != BT_OK) {
-            snprintf(err, errlen, "epoch %d, minibatch %d of %d: %s", lm->epochs_done + 1,
-                     done + 1, batches, uerr);
-            return st;
-        }
-        done++;
-        loss_sum += r.loss_sum;
-        terms += r.loss_terms;
-        tokens += (long)seq.B * seq.T;
-        updates += r.updates;
-        skipped += r.skipped;
-        gsum += r.grad_norm_sum;
-        if (r.grad_norm_max > gmax)
-            gmax = r.grad_norm_max;
-        if (r.peak_arena > peak)
-            peak = r.peak_arena;
-        if (hooks && hooks->progress) {
-            double dt = now_s() - t0;
-            double per_batch = dt / done;
-            int left = batches - done + batches * (epochs_target - lm->epochs_done - 1);
-            bt_lm_progress p = {
-                .epoch = lm->epochs_done + 1,
-                .epochs = epochs_target,
-                .batch = done,
-                .batches = batches,
-                .train_loss = terms ? loss_sum / (double)terms : NAN,
-                .train_ppl = ppl_of(lm, terms ? loss_sum / (double)terms : NAN),
-                .batch_loss = r.loss_terms ? r.loss_sum / (double)r.loss_terms : NAN,
-                .tokens_per_s = dt > 0 ? (double)tokens / dt : 0,
-                .eta_s = per_batch * (left > 0 ? left : 0),
-            };
-            hooks->progress(hooks->ctx, &p);
-        }
+        if (st != BT_OK)
+            return bt_error(err, errlen, st, "epoch %d, minibatch %d of %d: %s",
+                            lm->epochs_done + 1, a->done + 1, a->batches, uerr);
+        add_batch(lm, a, &seq, &r, epochs_target, hooks);
     }
-    double t_train = now_s() - t0;
-    if (!bt_lm_params_finite(lm)) {
-        snprintf(err, errlen, "epoch %d: the parameters became non-finite: lower the learning "
-                 "rate or clip gradients (--clip)", lm->epochs_done + 1);
-        return BT_ERR_NUMERIC;
-    }
+    return BT_OK;
+}
+
+/* The epoch's figures into *e (with the validation loss, when there is
+ * validation data), and into the history. */
+static bt_status finish_epoch(bt_lm *lm, const epoch_sums *a, double t_train, bt_lm_epoch *e,
+                              char *err, size_t errlen)
+{
     memset(e, 0, sizeof *e);
     e->epoch = lm->epochs_done + 1;
-    e->train_loss = terms ? loss_sum / (double)terms : NAN;
+    e->train_loss = a->terms ? a->loss_sum / (double)a->terms : NAN;
     e->train_ppl = ppl_of(lm, e->train_loss);
     e->val_loss = e->val_ppl = NAN;
-    if (src->validation) {
+    if (lm->src->validation) {
         double vl;
         char verr[BT_ERRMSG_LEN] = "";
         bt_status st = bt_lm_evaluate(lm, &vl, verr, sizeof verr);
         if (st == BT_OK) {
             e->val_loss = vl;
             e->val_ppl = ppl_of(lm, vl);
-        } else if (st != BT_ERR_NOT_FOUND) {
-            snprintf(err, errlen, "epoch %d: %s", e->epoch, verr);
-            return st;
-        }
+        } else if (st != BT_ERR_NOT_FOUND)
+            return bt_error(err, errlen, st, "epoch %d: %s", e->epoch, verr);
     }
-    e->tokens_per_s = t_train > 0 ? (double)tokens / t_train : 0;
-    e->updates = updates;
-    e->skipped = skipped;
-    e->grad_norm_mean = updates - skipped > 0 ? gsum / (updates - skipped) : 0;
-    e->grad_norm_max = gmax;
-    e->seconds = now_s() - t0;
+    e->tokens_per_s = t_train > 0 ? (double)a->tokens / t_train : 0;
+    e->updates = a->updates;
+    e->skipped = a->skipped;
+    e->grad_norm_mean = a->updates - a->skipped > 0 ? a->gsum / (a->updates - a->skipped) : 0;
+    e->grad_norm_max = a->gmax;
+    e->seconds = now_s() - a->t0;
     e->elapsed = (lm->n_hist ? lm->hist[lm->n_hist - 1].elapsed : 0) + e->seconds;
-    e->peak_arena = peak;
-    if (peak > lm->peak_arena)
-        lm->peak_arena = peak;
-    if (history_push(lm, e) != BT_OK) {
-        snprintf(err, errlen, "out of memory for the epoch history");
-        return BT_ERR_NOMEM;
-    }
+    e->peak_arena = a->peak;
+    if (a->peak > lm->peak_arena)
+        lm->peak_arena = a->peak;
+    if (history_push(lm, e) != BT_OK)
+        return bt_error(err, errlen, BT_ERR_NOMEM, "out of memory for the epoch history");
+    return BT_OK;
+}
+
+bt_status bt_lm_train_epoch(bt_lm *lm, int epochs_target, const bt_lm_hooks *hooks,
+                            bt_lm_epoch *e, char *err, size_t errlen)
+{
+    epoch_sums a = {.t0 = now_s()};
+    lm->src->epoch(lm->src->ctx, &lm->rng);
+    a.batches = lm->src->count(lm->src->ctx);
+    bt_status st = train_batches(lm, &a, epochs_target, hooks, err, errlen);
+    if (st != BT_OK)
+        return st;
+    double t_train = now_s() - a.t0;
+    if (!bt_lm_params_finite(lm))
+        return bt_error(err, errlen, BT_ERR_NUMERIC, "epoch %d: the parameters became non-finite: "
+                        "lower the learning rate or clip gradients (--clip)", lm->epochs_done + 1);
+    if ((st = finish_epoch(lm, &a, t_train, e, err, errlen)) != BT_OK)
+        return st;
     lm->epochs_done++;
-    lm->updates += (uint64_t)updates;
+    lm->updates += (uint64_t)a.updates;
     if (hooks && hooks->epoch_done)
         return hooks->epoch_done(hooks->ctx, lm, e, err, errlen);
     return BT_OK;

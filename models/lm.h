@@ -43,6 +43,24 @@ typedef struct bt_lm_config {
  * sgd:lr=1, clip 1, full BPTT over each minibatch, chars, sequential, seed 0. */
 BT_API void bt_lm_config_default(bt_lm_config *c);
 
+/* The settings of a bt_lm_config a user sets by name: what a checkpoint
+ * fixes, so a resumed run may not change them. */
+typedef enum bt_lm_setting {
+    BT_LM_CELL, BT_LM_HIDDEN, BT_LM_BATCH, BT_LM_STEPS, BT_LM_OPTIMIZER, BT_LM_CLIP,
+    BT_LM_TRUNCATION, BT_LM_INIT, BT_LM_SEED, BT_LM_TOKENS, BT_LM_SAMPLING, BT_LM_MAX_TOKENS,
+    BT_LM_VAL_FRACTION, BT_LM_SETTING_COUNT
+} bt_lm_setting;
+/* Its name, as `bptt train` spells the option: "hidden", "max-tokens". */
+BT_API const char *bt_lm_setting_name(bt_lm_setting s);
+
+/* Settings as a user gave them: the values (defaults where not given), which
+ * were given, and each as typed (for messages). */
+typedef struct bt_lm_given {
+    bt_lm_config cfg;
+    bool given[BT_LM_SETTING_COUNT];
+    const char *raw[BT_LM_SETTING_COUNT];
+} bt_lm_given;
+
 /* One epoch's figures. Perplexity is exp(mean cross-entropy per token); for
  * a source with real targets the ppl fields are NAN and loss is the MSE. */
 typedef struct bt_lm_epoch {

@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "model.h"
-#include "registry.h"
+#include "options.h"
 
 bt_status bt_model_new(const bt_cell_def *cell, bt_cell_dims dims, bt_model **out, char *err,
                        size_t errlen)
@@ -157,7 +157,7 @@ static bt_status parse_init(const char *spec, init_spec *out, char *err, size_t 
                  spec);
         return BT_ERR_ARG;
     }
-    if (bt_parse_options(opts, &o, 1, "--init", err, errlen) != 0)
+    if (bt_parse_options(opts, &o, 1, "--init", err, errlen) != BT_OK)
         return BT_ERR_ARG;
     return BT_OK;
 }

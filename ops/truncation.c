@@ -4,7 +4,6 @@
  *   detach         nothing (the recurrent edge is cut);
  *   grad_scale(xi) xi * gradient; xi = 0 adds nothing at all, so an infinite
  *                  upstream gradient cannot become 0 * inf = NaN. */
-#include <math.h>
 #include <string.h>
 
 #include "bptt_op.h"
@@ -54,9 +53,7 @@ bt_tensor *bt_detach(bt_graph *g, bt_tensor *x) { return alias(g, &op_detach, x,
 
 bt_tensor *bt_grad_scale(bt_graph *g, bt_tensor *x, double xi)
 {
-    if (g && bt_graph_status(g) == BT_OK && !isfinite(xi)) {
-        bt_graph_fail(g, BT_ERR_NUMERIC, "grad_scale by a non-finite factor (%g)", xi);
+    if (!bt_op_finite(g, xi, "grad_scale by a non-finite factor"))
         return NULL;
-    }
     return alias(g, &op_grad_scale, x, xi);
 }

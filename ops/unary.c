@@ -71,9 +71,7 @@ bt_tensor *bt_relu(bt_graph *g, bt_tensor *a) { return unary(g, &op_relu, a, 0);
 
 bt_tensor *bt_scale(bt_graph *g, bt_tensor *a, double c)
 {
-    if (g && bt_graph_status(g) == BT_OK && !isfinite(c)) {
-        bt_graph_fail(g, BT_ERR_NUMERIC, "scale by a non-finite constant (%g)", c);
+    if (!bt_op_finite(g, c, "scale by a non-finite constant"))
         return NULL;
-    }
     return unary(g, &op_scale, a, c);
 }

@@ -56,8 +56,13 @@ libs=$(pkg-config --libs bptt) || fail "pkg-config --libs bptt"
 libdir=$(pkg-config --variable=libdir bptt)
 plugindir=$(pkg-config --variable=plugindir bptt)
 echo "== pkg-config: $cflags | $libs | plugindir $plugindir"
-for h in bptt.h bptt_op.h bptt_plugin.h registry.h bptt_config.h corpus.h safetensors.h checkpoint.h lm.h; do
+for h in bptt.h bptt_op.h bptt_plugin.h registry.h options.h bptt_config.h corpus.h safetensors.h checkpoint.h lm.h; do
     [ -f "$prefix/include/bptt/$h" ] || fail "header $h not installed"
+done
+# Internal headers stay in the tree: the program's presentation (SVG charts),
+# the UTF-8 codec, the weight-gradient batching.
+for h in svg.h analysis_report.h utf8.h wgrad.h; do
+    [ ! -e "$prefix/include/bptt/$h" ] || fail "internal header $h is installed"
 done
 for p in optim_sgd optim_momentum optim_adam; do
     [ -f "$plugindir/$p.so" ] || fail "plugin $p.so not installed in $plugindir"

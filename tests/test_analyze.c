@@ -10,6 +10,7 @@
  * - the four --init specs and bad specs; the task sources' shapes, markers,
  *   targets and loss weights; the influence cell's step and its gradient check. */
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "analyze.h"

@@ -10,7 +10,7 @@ what each library exports. The test fails when
 - an installed header declares a function without BT_API (static inline aside);
 - a library exports a symbol no installed header declares with BT_API, or one
   of the known internal helpers (tape internals, weight-gradient batching,
-  the UTF-8 codec, ELF checks);
+  the UTF-8 codec, ELF checks) or the program's presentation (SVG charts);
 - a function declared with BT_API is not exported by either library, or the
   functions of one header are split between the two;
 - the core library exports a function of a training-layer header;
@@ -24,11 +24,13 @@ import sys
 import tempfile
 
 # Helpers that must stay inside the libraries whatever the headers say (the
-# op-author header may make bt_op_output / bt_op_scratch public; these never).
+# op-author header may make bt_op_output / bt_op_scratch public; these never),
+# and the program's presentation (SVG charts, reports: tools/, in neither library).
 INTERNAL_NAMES = {"bt_op_begin", "bt_graph_defer_wgrad", "bt_shp"}
-INTERNAL_PREFIXES = ("bt_utf8_", "bt_elf_", "bt_wgrad_", "st_", "json_")
+INTERNAL_PREFIXES = ("bt_utf8_", "bt_elf_", "bt_wgrad_", "st_", "json_", "bt_plot_", "bt_figure_",
+                     "cli_")
 # Headers of the core library (what `pkg-config bptt` gives a plugin author).
-CORE_HEADERS = {"bptt.h", "bptt_plugin.h", "bptt_op.h", "registry.h", "bptt_config.h"}
+CORE_HEADERS = {"bptt.h", "bptt_plugin.h", "bptt_op.h", "registry.h", "options.h", "bptt_config.h"}
 
 
 def fail(problems):

@@ -7,7 +7,9 @@
  *   previous checkpoint survives; every truncation of a checkpoint and every
  *   bad content (missing tensor, shape, dtype, precision, cell) is refused;
  * - greedy generation is deterministic; a second epoch allocates nothing;
- *   two policies compare from the same initialisation. */
+ *   two policies compare from the same initialisation (bt_compare_*), with
+ *   summaries that agree with their epochs; a policy's cuts follow its
+ *   definition; a resume names the setting it may not change. */
 #include <errno.h>
 #include <math.h>
 #include <signal.h>
@@ -19,6 +21,7 @@
 
 #include "check.h"
 #include "checkpoint.h"
+#include "compare.h"
 #include "generate.h"
 #include "lm.h"
 #include "tasks.h"
@@ -677,31 +680,122 @@ Test(lm, policy_lists_split_at_policy_names)
     cr_assert_eq(bt_lm_split_policies(reg, "", out, 8, err, sizeof err), -1);
 }
 
+/* A text source over the test's corpus (bt_compare_source_fn). */
+static bt_status tiny_source(void *ctx, bt_lm_config *cfg, bt_source *src, char *e, size_t elen)
+{
+    return bt_text_source_new(ctx, cfg->batch, cfg->steps, cfg->sampling, cfg->val_fraction, src,
+                              e, elen);
+}
+
 Test(lm, compare_two_policies_from_one_initialisation)
 {
     bt_corpus *c = tiny_corpus(30);
-    const char *specs[2] = {"full", "fixed:2"};
-    run r[2];
-    for (int k = 0; k < 2; k++) {
-        bt_lm_config cfg = tiny_config("sgd:lr=1", specs[k]);
-        cfg.val_fraction = 0.1;
-        run_new(&r[k], c, &cfg);
-    }
+    const char specs[2][256] = {"full", "fixed:2"};
+    bt_lm_config cfg = tiny_config("sgd:lr=1", "full");
+    cfg.val_fraction = 0.1;
+    bt_compare_run *r = NULL;
+    cr_assert_eq(bt_compare_new(reg, &cfg, specs, 2, tiny_source, c, &r, err, sizeof err), BT_OK,
+                 "%s", err);
+    cr_assert_str_eq(r[1].desc, "fixed:2");
     bt_params *p0 = bt_lm_model(r[0].lm)->params, *p1 = bt_lm_model(r[1].lm)->params;
     size_t n = bt_params_total(p0);
     cr_assert(memcmp(bt_params_data(p0), bt_params_data(p1), n * sizeof(bt_real)) == 0,
               "the same seed gives the same initialisation");
     for (int k = 0; k < 2; k++)
-        train(&r[k], 3);
-    const bt_lm_epoch *e0 = last_epoch(&r[0]), *e1 = last_epoch(&r[1]);
+        cr_assert_eq(bt_compare_train(&r[k], 3, NULL, err, sizeof err), BT_OK, "%s", err);
+    const bt_lm_epoch *h0, *h1;
+    cr_assert_eq(bt_lm_history(r[0].lm, &h0), 3);
+    cr_assert_eq(bt_lm_history(r[1].lm, &h1), 3);
+    const bt_lm_epoch *e0 = &h0[2], *e1 = &h1[2];
     cr_assert(isfinite(e0->val_ppl) && isfinite(e1->val_ppl));
     cr_assert_neq(e0->train_loss, e1->train_loss, "different policies, different training");
     /* The same minibatches: fixed:2 makes four updates per 8-step minibatch. */
     cr_assert_eq(e1->updates, 4 * e0->updates);
     /* fixed:2 keeps a smaller window than full BPTT over 8 steps. */
     cr_assert_lt(e1->peak_arena, e0->peak_arena);
-    cr_assert_lt(bt_lm_memory(r[1].lm), bt_lm_memory(r[0].lm));
-    for (int k = 0; k < 2; k++)
-        run_free(&r[k]);
+    cr_assert_lt(r[1].summary.memory, r[0].summary.memory);
+    /* The summary against the epochs it summarises. */
+    for (int k = 0; k < 2; k++) {
+        const bt_lm_epoch *h = k ? h1 : h0;
+        const bt_lm_summary *s = &r[k].summary;
+        double lo = INFINITY, hi = 0;
+        long skipped = 0;
+        for (int i = 0; i < 3; i++) {
+            lo = fmin(lo, h[i].grad_norm_mean);
+            hi = fmax(hi, h[i].grad_norm_max);
+            skipped += h[i].skipped;
+        }
+        cr_assert_eq(s->epochs, 3);
+        cr_assert_eq(s->skipped, skipped);
+        cr_assert_eq(s->grad_norm_max, hi);
+        cr_assert(s->grad_norm_mean >= lo * (1 - 1e-12) && s->grad_norm_mean <= hi,
+                  "mean %g outside [%g, %g]", s->grad_norm_mean, lo, hi);
+        cr_assert(!r[k].diverged);
+    }
+    bt_compare_free(r, 2);
+    bt_corpus_free(c);
+}
+
+/* cut[i] against the steps listed (every other step uncut). */
+static void expect_cuts(const char *spec, int T, int n, const int *want, int n_want)
+{
+    int cut[32] = {0}, exp[32] = {0};
+    cr_assert_eq(bt_policy_cuts(reg, spec, T, 1, cut, n, err, sizeof err), BT_OK, "%s", err);
+    for (int i = 0; i < n_want; i++)
+        exp[want[i]] = 1;
+    for (int i = 0; i < n; i++)
+        cr_assert_eq(cut[i], exp[i], "%s, T=%d: step %d is %scut", spec, T, i, cut[i] ? "" : "not ");
+}
+
+/* From the policies' definitions (docs/grad-files.md): a sequence start cuts;
+ * fixed:TAU cuts the edges into t = TAU, 2 TAU, ...; tbptt:K1,K2 updates every
+ * K1 steps and at the last step, and a segment starts after each update. */
+Test(lm, policy_cuts_follow_the_definitions)
+{
+    expect_cuts("full", 5, 10, (int[]){0, 5}, 2);
+    expect_cuts("fixed:3", 5, 10, (int[]){0, 3, 5, 8}, 4);
+    expect_cuts("tbptt:2,3", 5, 10, (int[]){0, 2, 4, 5, 7, 9}, 6);
+    int cut[4];
+    cr_assert_eq(bt_policy_cuts(reg, "nope", 5, 1, cut, 4, err, sizeof err), BT_ERR_NOT_FOUND);
+    cr_assert_eq(bt_policy_cuts(reg, "fixed:0", 5, 1, cut, 4, err, sizeof err), BT_ERR_ARG);
+}
+
+/* What a resumed run may change, as bt_checkpoint_check_resume decides it. */
+Test(lm, resume_check_names_the_conflict)
+{
+    bt_corpus *c = tiny_corpus(20);
+    bt_lm_config cfg = tiny_config("sgd:lr=1", "full");
+    run r;
+    run_new(&r, c, &cfg);
+    train(&r, 1);
+    const char *path = in_dir("ck.safetensors");
+    cr_assert_eq(bt_checkpoint_save(r.lm, path, "tiny.txt", err, sizeof err), BT_OK, "%s", err);
+    run_free(&r);
+    bt_checkpoint *ck;
+    cr_assert_eq(bt_checkpoint_read(path, &ck, err, sizeof err), BT_OK, "%s", err);
+    bt_lm_given g = {.cfg = cfg};
+    const char *data = NULL, *task = NULL;
+    cr_assert_eq(bt_checkpoint_check_resume(ck, reg, &g, &data, &task, err, sizeof err), BT_OK,
+                 "%s", err);
+    cr_assert_str_eq(data, "tiny.txt", "the checkpoint's text when none is given");
+    cr_assert_null(task);
+    /* The same optimizer written another way is no conflict. */
+    snprintf(g.cfg.optimizer, sizeof g.cfg.optimizer, "sgd:1");
+    g.given[BT_LM_OPTIMIZER] = true;
+    g.raw[BT_LM_OPTIMIZER] = "sgd:1";
+    data = NULL;
+    cr_assert_eq(bt_checkpoint_check_resume(ck, reg, &g, &data, &task, err, sizeof err), BT_OK,
+                 "%s", err);
+    g.cfg.hidden = 32;
+    g.given[BT_LM_HIDDEN] = true;
+    g.raw[BT_LM_HIDDEN] = "32";
+    cr_assert_eq(bt_checkpoint_check_resume(ck, reg, &g, &data, &task, err, sizeof err), BT_ERR_ARG);
+    cr_assert_not_null(strstr(err, "--hidden 32 conflicts with the checkpoint's hidden 16"), "%s",
+                       err);
+    g.given[BT_LM_HIDDEN] = false;
+    task = "adding:5";
+    cr_assert_eq(bt_checkpoint_check_resume(ck, reg, &g, &data, &task, err, sizeof err), BT_ERR_ARG);
+    cr_assert_not_null(strstr(err, "trained on a text"), "%s", err);
+    bt_checkpoint_free(ck);
     bt_corpus_free(c);
 }

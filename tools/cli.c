@@ -333,13 +333,44 @@ bt_registry *cli_load_plugins(cli_args *a)
     return r;
 }
 
+bool cli_begin(const cli_command *cmd, int argc, char **argv, cli_read_fn read, void *opts,
+               bt_registry **reg, int *rc)
+{
+    cli_args a;
+    *reg = NULL;
+    if (!cli_args_begin(&a, cmd, argc, argv, rc))
+        return false;
+    if (read && !read(&a, opts))
+        *rc = 2;
+    else if (!(*reg = cli_load_plugins(&a)))
+        *rc = 1;
+    else
+        cli_args_check_read(&a);
+    cli_args_free(&a);
+    return *reg != NULL;
+}
+
+static void vfail(const char *command, const char *fmt, va_list ap)
+{
+    fprintf(stderr, "bptt %s: ", command);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+}
+
 int cli_fail(const char *command, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "bptt %s: ", command);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    vfail(command, fmt, ap);
     va_end(ap);
     return 1;
+}
+
+int cli_usage(const char *command, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vfail(command, fmt, ap);
+    va_end(ap);
+    return 2;
 }

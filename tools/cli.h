@@ -1,6 +1,7 @@
-/* cli.h: what every `bptt` subcommand shares: the argument parser driven by
- * each command's table of options (which --help prints), loading plugins
- * (default folders plus --plugin files), and error output.
+/* cli.h: what every `bptt` subcommand shares: the prologue each starts with
+ * (cli_begin: help, arguments, its own options, plugins), the argument parser
+ * driven by each command's table of options (which --help prints), loading
+ * plugins (default folders plus --plugin files), and error output.
  * Each command lives in its own tools/cmd_<name>.c. */
 #ifndef BPTT_CLI_H
 #define BPTT_CLI_H
@@ -87,8 +88,24 @@ const char *cli_blas_describe(char *buf, size_t len);
 /* Default plugin folders, then each --plugin PATH. Prints the error and returns NULL. */
 bt_registry *cli_load_plugins(cli_args *a);
 
-/* "bptt CMD: message" on stderr; returns the exit status to use (1). */
+/* Reads a command's own options into *opts with the getters above; false
+ * (the message printed) on a bad value. */
+typedef bool (*cli_read_fn)(cli_args *a, void *opts);
+
+/* The prologue every command shares: the command line checked against the
+ * command's tables (--help prints the help), the command's options read by
+ * `read` into *opts, the plugins loaded (default folders, then each --plugin),
+ * and every option given checked as read. True when the command goes on,
+ * with *reg its registry (bt_registry_free it); false when it stops with
+ * exit status *rc: 0 after --help, 2 for a bad command line or value, 1 when
+ * a plugin cannot be loaded. The values in *opts point into argv. */
+bool cli_begin(const cli_command *cmd, int argc, char **argv, cli_read_fn read, void *opts,
+               bt_registry **reg, int *rc);
+
+/* "bptt CMD: message" on stderr; returns the exit status to use: 1 for an
+ * error (cli_fail), 2 for a command line that cannot work (cli_usage). */
 int cli_fail(const char *command, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int cli_usage(const char *command, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Every command: int cmd_NAME(int argc, char **argv), argv[0] is the command
  * name, and its options and help in cmd_NAME_spec. */

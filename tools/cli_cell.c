@@ -91,92 +91,109 @@ static void print_header(FILE *out, const bt_cell_def *cell, const cli_policy *p
             BT_REAL_DOUBLE ? "" : "; the double build (-Dreal=double) is the strict check");
 }
 
-int cli_cell_gradcheck(FILE *out, const bt_cell_def *cell, const cli_policy *pol,
-                       cli_check_size s, uint64_t seed, cli_check_tol tol, bool table,
-                       const char *command)
+/* The buffers of one check for model m; false when out of memory. */
+static bool check_data_alloc(check_data *d, const bt_model *m, cli_check_size s, int Q)
 {
-    bool tokens = cell->input == BT_INPUT_TOKENS, xent = cell->loss == BT_LOSS_XENT;
-    int Q = s.Q > 0 ? s.Q : s.V;
-    bt_cell_dims dims = {s.V, s.H, Q};
-    bt_model *m = NULL;
-    char err[1024] = "";
-    if (bt_model_new(cell, dims, &m, err, sizeof err) != BT_OK) {
-        cli_fail(command, "%s", err);
-        return 2;
-    }
-    size_t bt = (size_t)s.B * (size_t)s.T, btv = bt * (size_t)s.V, btq = bt * (size_t)Q;
-    check_data d = {0};
-    d.ids = bt_calloc(bt, sizeof(int32_t));
-    d.targets = bt_calloc(bt, sizeof(int32_t));
-    d.x = bt_calloc(btv, sizeof(bt_real));
-    d.y = bt_calloc(btq, sizeof(bt_real));
-    d.xi = bt_calloc((size_t)s.T, sizeof(double));
-    bool ok = d.ids && d.targets && d.x && d.y && d.xi;
+    size_t bt = (size_t)s.B * (size_t)s.T;
+    d->ids = bt_calloc(bt, sizeof(int32_t));
+    d->targets = bt_calloc(bt, sizeof(int32_t));
+    d->x = bt_calloc(bt * (size_t)s.V, sizeof(bt_real));
+    d->y = bt_calloc(bt * (size_t)Q, sizeof(bt_real));
+    d->xi = bt_calloc((size_t)s.T, sizeof(double));
+    bool ok = d->ids && d->targets && d->x && d->y && d->xi;
     for (int k = 0; k < m->n_states; k++)
-        ok = ok && (d.h0[k] = bt_calloc((size_t)s.B * (size_t)m->state_width[k], sizeof(bt_real)));
-    bt_cellcheck_result *res = bt_calloc(BT_MAX_PARAMS + BT_MAX_STATES, sizeof *res);
-    if (!ok || !res) {
-        bt_free(res);
-        check_data_free(&d);
-        bt_model_free(m);
-        cli_fail(command, "out of memory for B=%d T=%d V=%d", s.B, s.T, s.V);
-        return 2;
-    }
+        ok = ok && (d->h0[k] = bt_calloc((size_t)s.B * (size_t)m->state_width[k], sizeof(bt_real)));
+    return ok;
+}
 
+/* Random parameters, batch (ids and real rows both drawn, so the draws do not
+ * depend on the cell's kind) and initial state, all from one seeded RNG; the
+ * sequence of the cell's kind into *seq. */
+static void check_data_fill(check_data *d, bt_model *m, cli_check_size s, int Q, uint64_t seed,
+                            bt_sequence *seq)
+{
+    size_t bt = (size_t)s.B * (size_t)s.T;
     bt_rng r;
     bt_rng_seed(&r, seed);
     for (size_t i = 0; i < bt_params_total(m->params); i++)
         bt_params_data(m->params)[i] = (bt_real)(0.5 * bt_rng_normal(&r));
     for (size_t i = 0; i < bt; i++) {
-        d.ids[i] = (int32_t)(bt_rng_next(&r) % (uint64_t)s.V);
-        d.targets[i] = (int32_t)(bt_rng_next(&r) % (uint64_t)Q);
+        d->ids[i] = (int32_t)(bt_rng_next(&r) % (uint64_t)s.V);
+        d->targets[i] = (int32_t)(bt_rng_next(&r) % (uint64_t)Q);
     }
-    for (size_t i = 0; i < btv; i++)
-        d.x[i] = (bt_real)bt_rng_normal(&r);
-    for (size_t i = 0; i < btq; i++)
-        d.y[i] = (bt_real)bt_rng_normal(&r);
+    for (size_t i = 0; i < bt * (size_t)s.V; i++)
+        d->x[i] = (bt_real)bt_rng_normal(&r);
+    for (size_t i = 0; i < bt * (size_t)Q; i++)
+        d->y[i] = (bt_real)bt_rng_normal(&r);
     for (int k = 0; k < m->n_states; k++)
         for (int i = 0; i < s.B * m->state_width[k]; i++)
-            d.h0[k][i] = (bt_real)(0.5 * bt_rng_normal(&r));
-    bt_sequence seq = {.B = s.B, .T = s.T};
-    if (tokens)
-        seq.ids = d.ids;
+            d->h0[k][i] = (bt_real)(0.5 * bt_rng_normal(&r));
+    *seq = (bt_sequence){.B = s.B, .T = s.T};
+    if (m->cell->input == BT_INPUT_TOKENS)
+        seq->ids = d->ids;
     else
-        seq.x = d.x;
-    if (xent)
-        seq.targets = d.targets;
+        seq->x = d->x;
+    if (m->cell->loss == BT_LOSS_XENT)
+        seq->targets = d->targets;
     else
-        seq.y = d.y;
+        seq->y = d->y;
+}
 
-    int n = 0;
-    bt_status st = bt_cell_gradcheck(m, &seq, d.h0, pol->def, pol->state, seed, NULL, tol.eps,
-                                     tol.floor, res, &n, d.xi, err, sizeof err);
+/* One line per parameter (the table), or only the failures; 0 or 1. */
+static int print_results(FILE *out, const bt_cellcheck_result *res, int n, const double *xi,
+                         int T, cli_check_tol tol, bool table)
+{
     int rc = 0;
-    if (st != BT_OK) {
-        cli_fail(command, "cell %s under %s: %s", cell->name, pol->desc, err);
-        rc = 2;
-    } else {
-        if (table) {
-            print_header(out, cell, pol, s, seed, tol);
-            fprintf(out, "xi used:");
-            for (int t = 0; t < s.T; t++)
-                fprintf(out, " %g", d.xi[t]);
-            fprintf(out, "\n%-12s %12s %12s %7s %15s %15s  %s\n", "parameter", "max abs err",
-                    "max rel err", "worst", "analytic", "numeric", "result");
-        }
-        for (int i = 0; i < n; i++) {
-            /* A NaN error must fail, so test for "within", not for "beyond". */
-            bool pass = res[i].max_rel <= tol.tol;
-            if (!pass)
-                rc = 1;
+    if (table) {
+        fprintf(out, "xi used:");
+        for (int t = 0; t < T; t++)
+            fprintf(out, " %g", xi[t]);
+        fprintf(out, "\n%-12s %12s %12s %7s %15s %15s  %s\n", "parameter", "max abs err",
+                "max rel err", "worst", "analytic", "numeric", "result");
+    }
+    for (int i = 0; i < n; i++) {
+        /* A NaN error must fail, so test for "within", not for "beyond". */
+        bool pass = res[i].max_rel <= tol.tol;
+        if (!pass)
+            rc = 1;
+        if (table)
+            fprintf(out, "%-12s %12.3g %12.3g %7zu %15.8g %15.8g  %s\n", res[i].name,
+                    res[i].max_abs, res[i].max_rel, res[i].worst, res[i].analytic,
+                    res[i].numeric, pass ? "PASS" : "FAIL");
+        else if (!pass)
+            fprintf(out, "  %s: max rel error %.3g at element %zu (analytic %.8g, numeric %.8g)\n",
+                    res[i].name, res[i].max_rel, res[i].worst, res[i].analytic,
+                    res[i].numeric);
+    }
+    return rc;
+}
+
+int cli_cell_gradcheck(FILE *out, const bt_cell_def *cell, const cli_policy *pol,
+                       cli_check_size s, uint64_t seed, cli_check_tol tol, bool table,
+                       const char *command)
+{
+    int Q = s.Q > 0 ? s.Q : s.V;
+    bt_model *m = NULL;
+    char err[1024] = "";
+    if (bt_model_new(cell, (bt_cell_dims){s.V, s.H, Q}, &m, err, sizeof err) != BT_OK) {
+        cli_fail(command, "%s", err);
+        return 2;
+    }
+    check_data d = {0};
+    bt_cellcheck_result *res = bt_calloc(BT_MAX_PARAMS + BT_MAX_STATES, sizeof *res);
+    int rc = 2, n = 0;
+    bt_sequence seq;
+    if (!check_data_alloc(&d, m, s, Q) || !res)
+        cli_fail(command, "out of memory for B=%d T=%d V=%d", s.B, s.T, s.V);
+    else {
+        check_data_fill(&d, m, s, Q, seed, &seq);
+        if (bt_cell_gradcheck(m, &seq, d.h0, pol->def, pol->state, seed, NULL, tol.eps, tol.floor,
+                              res, &n, d.xi, err, sizeof err) != BT_OK)
+            cli_fail(command, "cell %s under %s: %s", cell->name, pol->desc, err);
+        else {
             if (table)
-                fprintf(out, "%-12s %12.3g %12.3g %7zu %15.8g %15.8g  %s\n", res[i].name,
-                        res[i].max_abs, res[i].max_rel, res[i].worst, res[i].analytic,
-                        res[i].numeric, pass ? "PASS" : "FAIL");
-            else if (!pass)
-                fprintf(out, "  %s: max rel error %.3g at element %zu (analytic %.8g, numeric %.8g)\n",
-                        res[i].name, res[i].max_rel, res[i].worst, res[i].analytic,
-                        res[i].numeric);
+                print_header(out, cell, pol, s, seed, tol);
+            rc = print_results(out, res, n, d.xi, s.T, tol, table);
         }
     }
     bt_free(res);

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "analyze.h"
+#include "analysis_report.h"
 #include "checkpoint.h"
 #include "cli_cell.h"
 #include "corpus.h"
@@ -78,8 +78,8 @@ static char *read_file(const char *path, size_t *len)
     return buf;
 }
 
-/* B rows of T steps from a text, row b starting at b * (n / B): inputs and
- * next-token targets. The model's vocabulary when it has one, else the text's. */
+/* B rows of T steps from a text (models/analyze.h: rows at evenly spaced
+ * places). The model's vocabulary when it has one, else the text's. */
 static bool text_sequence(const char *path, const bt_checkpoint *ck, int B, int T,
                           bt_sequence *seq, int *vocab_size)
 {
@@ -110,26 +110,9 @@ static bool text_sequence(const char *path, const bt_checkpoint *ck, int B, int 
         n = corpus->n;
         *vocab_size = bt_vocab_size(corpus->vocab);
     }
-    bool ok = n >= (long)B * (T + 1);
+    bool ok = bt_probe_sequence_from_ids(ids, n, B, T, seq, err, sizeof err) == BT_OK;
     if (!ok)
-        cli_fail(CMD, "--data %s has %ld tokens; %d rows of %d steps need %ld: lower --batch or "
-                 "--lags", path, n, B, T, (long)B * (T + 1));
-    int32_t *x = ok ? bt_malloc(sizeof(int32_t) * (size_t)B * T) : NULL;
-    int32_t *y = ok ? bt_malloc(sizeof(int32_t) * (size_t)B * T) : NULL;
-    if (ok && (!x || !y)) {
-        bt_free(x);
-        bt_free(y);
-        ok = false;
-    }
-    if (ok) {
-        long stride = n / B;
-        for (int b = 0; b < B; b++)
-            for (int t = 0; t < T; t++) {
-                x[b * T + t] = ids[b * stride + t];
-                y[b * T + t] = ids[b * stride + t + 1];
-            }
-        *seq = (bt_sequence){.B = B, .T = T, .ids = x, .targets = y};
-    }
+        cli_fail(CMD, "--data %s has %s: lower --batch or --lags", path, err);
     if (corpus)
         bt_corpus_free(corpus);
     else
@@ -137,187 +120,218 @@ static bool text_sequence(const char *path, const bt_checkpoint *ck, int B, int 
     return ok;
 }
 
-int cmd_analyze(int argc, char **argv)
+typedef struct analyze_opts {
+    const char *model, *cell, *init, *data, *task, *plot;
+    bool json;
+    long hidden, lags, batch, seed, input, output;
+} analyze_opts;
+
+static bool read_options(cli_args *a, void *vo)
 {
-    cli_args a;
-    int rc;
-    if (!cli_args_begin(&a, &cmd_analyze_spec, argc, argv, &rc))
-        return rc;
-    rc = 1;
-    bt_registry *reg = NULL;
-    bt_checkpoint *ck = NULL;
-    bt_model *m = NULL;
-    bt_source src = {0};
-    bt_sequence seq = {0};
-    bool seq_owned = false;
-    bt_analysis an = {0};
-    char err[2048] = "";
+    analyze_opts *o = vo;
+    o->model = cli_get(a, "model");
+    o->cell = cli_get(a, "cell");
+    o->init = cli_get(a, "init");
+    o->data = cli_get(a, "data");
+    o->task = cli_get(a, "task");
+    o->plot = cli_get(a, "plot");
+    o->json = cli_flag(a, "json");
+    return cli_int(a, "hidden", 0, 1, 1 << 16, &o->hidden) &&
+           cli_int(a, "lags", 30, 1, 100000, &o->lags) &&
+           cli_int(a, "batch", 4, 1, 1 << 16, &o->batch) &&
+           cli_int(a, "seed", 0, 0, LONG_MAX, &o->seed) &&
+           cli_int(a, "input", 0, 1, 1 << 24, &o->input) &&
+           cli_int(a, "output", 0, 1, 1 << 24, &o->output);
+}
 
-    const char *model_path = cli_get(&a, "model"), *cell = cli_get(&a, "cell");
-    const char *init = cli_get(&a, "init"), *data = cli_get(&a, "data"), *task = cli_get(&a, "task");
-    const char *plot = cli_get(&a, "plot");
-    bool json = cli_flag(&a, "json");
-    long hidden, lags, batch, seed, in_size, out_size;
-    if (!cli_int(&a, "hidden", 0, 1, 1 << 16, &hidden) || !cli_int(&a, "lags", 30, 1, 100000, &lags) ||
-        !cli_int(&a, "batch", 4, 1, 1 << 16, &batch) || !cli_int(&a, "seed", 0, 0, LONG_MAX, &seed) ||
-        !cli_int(&a, "input", 0, 1, 1 << 24, &in_size) ||
-        !cli_int(&a, "output", 0, 1, 1 << 24, &out_size)) {
-        rc = 2;
-        goto out;
-    }
-    if (!(reg = cli_load_plugins(&a)))
-        goto out;
-    cli_args_check_read(&a);
-    rc = 2;
-    if (!model_path == !cell) {
-        cli_fail(CMD, "give either --model FILE or --cell C --hidden H (see bptt analyze --help)");
-        goto out;
-    }
-    if (cell && hidden == 0) {
-        cli_fail(CMD, "--cell %s needs --hidden H", cell);
-        goto out;
-    }
-    if (model_path && (init || hidden)) {
-        cli_fail(CMD, "--model takes its sizes and weights from the checkpoint: drop --init/--hidden");
-        goto out;
-    }
-    if (data && task) {
-        cli_fail(CMD, "give --data FILE or --task SPEC, not both");
-        goto out;
-    }
-    if (init && bt_init_spec_check(init, err, sizeof err) != BT_OK) {
-        cli_fail(CMD, "%s", err);
-        goto out;
-    }
-    rc = 1;
+/* The combinations that cannot work; 0, or 2 with the message printed. */
+static int check_options(const analyze_opts *o)
+{
+    char err[1024];
+    if (!o->model == !o->cell)
+        return cli_usage(CMD, "give either --model FILE or --cell C --hidden H (see bptt analyze "
+                         "--help)");
+    if (o->cell && o->hidden == 0)
+        return cli_usage(CMD, "--cell %s needs --hidden H", o->cell);
+    if (o->model && (o->init || o->hidden))
+        return cli_usage(CMD, "--model takes its sizes and weights from the checkpoint: drop "
+                         "--init/--hidden");
+    if (o->data && o->task)
+        return cli_usage(CMD, "give --data FILE or --task SPEC, not both");
+    if (o->init && bt_init_spec_check(o->init, err, sizeof err) != BT_OK)
+        return cli_usage(CMD, "%s", err);
+    return 0;
+}
 
-    int B = (int)batch, K = (int)lags, vocab = 0;
+/* What is analysed: the model, the probe sequence and where it came from. */
+typedef struct probe {
+    bt_checkpoint *ck;
+    bt_model *m;
+    bt_source src;     /* a task's, when the data is a task */
+    bt_sequence seq;
+    bool seq_owned;    /* seq's buffers are ours (text or random), not the task's */
+    const char *task, *data_desc;
+    int K, vocab;
     bt_rng rng;
-    bt_rng_seed(&rng, (uint64_t)seed);
-    const char *data_desc = "random";
-    if (model_path) {
-        if (bt_checkpoint_read(model_path, &ck, err, sizeof err) != BT_OK) {
-            cli_fail(CMD, "%s", err);
-            goto out;
-        }
-        if (!task && !data && ck->task[0])
-            task = ck->task; /* a task model is analysed on its own task by default */
+} probe;
+
+static void probe_free(probe *p)
+{
+    if (p->seq_owned)
+        bt_probe_sequence_free(&p->seq);
+    bt_source_free(&p->src);
+    bt_model_free(p->m);
+    bt_checkpoint_free(p->ck);
+}
+
+/* The task's first minibatch (lags limited to its length); false with the message printed. */
+static bool task_sequence(probe *p, int B, uint64_t seed)
+{
+    char err[1024] = "";
+    if (bt_task_source_new(p->task, B, seed, &p->src, err, sizeof err) != BT_OK)
+        return cli_fail(CMD, "%s", err), false;
+    p->src.epoch(p->src.ctx, &p->rng);
+    if (!p->src.next(p->src.ctx, &p->seq))
+        return cli_fail(CMD, "task %s gave no sequence", p->task), false;
+    if (p->seq.T < p->K + 1) {
+        fprintf(stderr, "bptt analyze: task %s has %d steps: lags limited to %d\n", p->task,
+                p->seq.T, p->seq.T - 1);
+        p->K = p->seq.T - 1;
     }
-    if (task) {
-        if (bt_task_source_new(task, B, (uint64_t)seed, &src, err, sizeof err) != BT_OK) {
-            cli_fail(CMD, "%s", err);
-            goto out;
-        }
-        src.epoch(src.ctx, &rng);
-        if (!src.next(src.ctx, &seq)) {
-            cli_fail(CMD, "task %s gave no sequence", task);
-            goto out;
-        }
-        if (seq.T < K + 1) {
-            fprintf(stderr, "bptt analyze: task %s has %d steps: lags limited to %d\n", task,
-                    seq.T, seq.T - 1);
-            K = seq.T - 1;
-        }
-        data_desc = task;
+    p->data_desc = p->task;
+    return true;
+}
+
+/* A new model of --cell: sizes from the options, the task or the text. */
+static bool cell_model(probe *p, const bt_registry *reg, const analyze_opts *o)
+{
+    char err[1024] = "";
+    const bt_cell_def *def = cli_cell_find(reg, o->cell, CMD);
+    if (!def)
+        return false;
+    bool tokens = def->input == BT_INPUT_TOKENS;
+    bool infl = strcmp(def->name, "influence") == 0;
+    bt_cell_dims dims = {tokens ? 16 : infl ? ((int)o->hidden + 1) / 2 : 4, (int)o->hidden,
+                         tokens ? 16 : infl ? 1 : 2};
+    if (o->input)
+        dims.input = (int)o->input;
+    dims.output = o->output ? (int)o->output : tokens && o->input ? (int)o->input : dims.output;
+    if (p->task) {
+        dims.input = p->src.input_size;
+        dims.output = p->src.output_size;
+    } else if (o->data) {
+        dims.input = dims.output = p->vocab;
     }
-    if (model_path) {
-        if (bt_checkpoint_model(ck, reg, &m, err, sizeof err) != BT_OK) {
-            cli_fail(CMD, "%s", err);
-            goto out;
-        }
-        if (task && (src.input_size != m->dims.input || src.output_size != m->dims.output)) {
-            cli_fail(CMD, "task %s has input %d and output %d; the model takes %d and %d", task,
-                     src.input_size, src.output_size, m->dims.input, m->dims.output);
-            goto out;
-        }
+    if (bt_model_new(def, dims, &p->m, err, sizeof err) != BT_OK ||
+        bt_model_init(p->m, o->init, &p->rng, err, sizeof err) != BT_OK)
+        return cli_fail(CMD, "%s", err), false;
+    return true;
+}
+
+/* Model and data, from the checkpoint, the cell, the task, the text or random
+ * draws, checked against each other; false with the message printed. */
+static bool probe_new(probe *p, const bt_registry *reg, const analyze_opts *o)
+{
+    char err[2048] = "";
+    int B = (int)o->batch;
+    p->K = (int)o->lags;
+    p->task = o->task;
+    p->data_desc = "random";
+    bt_rng_seed(&p->rng, (uint64_t)o->seed);
+    if (o->model) {
+        if (bt_checkpoint_read(o->model, &p->ck, err, sizeof err) != BT_OK)
+            return cli_fail(CMD, "%s", err), false;
+        if (!p->task && !o->data && p->ck->task[0])
+            p->task = p->ck->task; /* a task model is analysed on its own task by default */
     }
-    if (data) {
-        if (!text_sequence(data, ck, B, K + 1, &seq, &vocab))
-            goto out;
-        seq_owned = true;
-        data_desc = data;
+    if (p->task && !task_sequence(p, B, (uint64_t)o->seed))
+        return false;
+    if (o->model) {
+        if (bt_checkpoint_model(p->ck, reg, &p->m, err, sizeof err) != BT_OK)
+            return cli_fail(CMD, "%s", err), false;
+        if (p->task && (p->src.input_size != p->m->dims.input ||
+                        p->src.output_size != p->m->dims.output))
+            return cli_fail(CMD, "task %s has input %d and output %d; the model takes %d and %d",
+                            p->task, p->src.input_size, p->src.output_size, p->m->dims.input,
+                            p->m->dims.output), false;
     }
-    if (!m) {
-        const bt_cell_def *def = cli_cell_find(reg, cell, CMD);
-        if (!def)
-            goto out;
-        bool tokens = def->input == BT_INPUT_TOKENS;
-        bool infl = strcmp(def->name, "influence") == 0;
-        bt_cell_dims dims = {tokens ? 16 : infl ? ((int)hidden + 1) / 2 : 4, (int)hidden,
-                             tokens ? 16 : infl ? 1 : 2};
-        if (in_size)
-            dims.input = (int)in_size;
-        dims.output = out_size ? (int)out_size : tokens && in_size ? (int)in_size : dims.output;
-        if (task) {
-            dims.input = src.input_size;
-            dims.output = src.output_size;
-        } else if (data) {
-            dims.input = dims.output = vocab;
-        }
-        if (bt_model_new(def, dims, &m, err, sizeof err) != BT_OK ||
-            bt_model_init(m, init, &rng, err, sizeof err) != BT_OK) {
-            cli_fail(CMD, "%s", err);
-            goto out;
-        }
+    if (o->data) {
+        if (!text_sequence(o->data, p->ck, B, p->K + 1, &p->seq, &p->vocab))
+            return false;
+        p->seq_owned = true;
+        p->data_desc = o->data;
     }
-    if ((task && (m->cell->input == BT_INPUT_TOKENS) != src.tokens_in) ||
-        (data && m->cell->input != BT_INPUT_TOKENS)) {
-        cli_fail(CMD, "cell %s takes %s inputs; %s gives %s", m->cell->name,
-                 m->cell->input == BT_INPUT_TOKENS ? "token" : "real", data_desc,
-                 (task ? src.tokens_in : true) ? "tokens" : "real vectors");
-        goto out;
+    if (!p->m && !cell_model(p, reg, o))
+        return false;
+    bool tokens = p->m->cell->input == BT_INPUT_TOKENS;
+    if ((p->task && tokens != p->src.tokens_in) || (o->data && !tokens))
+        return cli_fail(CMD, "cell %s takes %s inputs; %s gives %s", p->m->cell->name,
+                        tokens ? "token" : "real", p->data_desc,
+                        (p->task ? p->src.tokens_in : true) ? "tokens" : "real vectors"), false;
+    if (!p->task && !o->data) {
+        if (bt_probe_sequence_new(p->m, B, p->K + 1, &p->rng, &p->seq) != BT_OK)
+            return cli_fail(CMD, "out of memory"), false;
+        p->seq_owned = true;
     }
-    if (!task && !data) {
-        if (bt_probe_sequence_new(m, B, K + 1, &rng, &seq) != BT_OK) {
-            cli_fail(CMD, "out of memory");
-            goto out;
-        }
-        seq_owned = true;
-    }
-    if (bt_analysis_run(m, &seq, NULL, K, 0, (uint64_t)seed, &an, err, sizeof err) != BT_OK) {
-        cli_fail(CMD, "%s", err);
-        goto out;
-    }
-    const char *cell_name = m->cell->name;
-    const char *init_desc = model_path ? model_path : init ? init : "cell default";
-    if (json) {
-        /* The run's settings first, then the figures, on one line. */
-        json_t *o = json_pack("{s:s, s:s, s:s, s:i, s:I}", "cell", cell_name, "init", init_desc,
-                              "data", data_desc, "batch", B, "seed", (json_int_t)seed);
-        json_t *figures = bt_analysis_to_json(&an);
-        bool ok = o && figures && json_object_update(o, figures) == 0 &&
-                  json_dumpf(o, stdout, JSON_COMPACT | JSON_REAL_PRECISION(10)) == 0;
-        json_decref(o);
+    return true;
+}
+
+/* The analysis as JSON (the run's settings first, then the figures, on one
+ * line) or as a table; then the figure. 0 or 1. */
+static int report(const bt_analysis *an, const probe *p, const analyze_opts *o)
+{
+    const char *cell_name = p->m->cell->name;
+    const char *init_desc = o->model ? o->model : o->init ? o->init : "cell default";
+    if (o->json) {
+        json_t *j = json_pack("{s:s, s:s, s:s, s:i, s:I}", "cell", cell_name, "init", init_desc,
+                              "data", p->data_desc, "batch", (int)o->batch, "seed",
+                              (json_int_t)o->seed);
+        json_t *figures = cli_analysis_to_json(an);
+        bool ok = j && figures && json_object_update(j, figures) == 0 &&
+                  json_dumpf(j, stdout, JSON_COMPACT | JSON_REAL_PRECISION(10)) == 0;
+        json_decref(j);
         json_decref(figures);
-        if (!ok) {
-            cli_fail(CMD, "out of memory");
-            goto out;
-        }
+        if (!ok)
+            return cli_fail(CMD, "out of memory");
         putchar('\n');
     } else {
         printf("cell %s, hidden %d, init %s, %s data, %d rows, lags 0..%d\n", cell_name,
-               m->dims.hidden, init_desc, data_desc, B, K);
-        bt_analysis_print(&an, stdout);
+               p->m->dims.hidden, init_desc, p->data_desc, (int)o->batch, p->K);
+        cli_analysis_print(an, stdout);
     }
-    if (plot) {
-        char title[256];
-        snprintf(title, sizeof title, "bptt analyze: %s, hidden %d, init %s", cell_name,
-                 m->dims.hidden, init_desc);
-        if (bt_analysis_svg(&an, title, plot, err, sizeof err) != BT_OK) {
-            cli_fail(CMD, "%s", err);
-            goto out;
+    if (!o->plot)
+        return 0;
+    char title[256], err[2048] = "";
+    snprintf(title, sizeof title, "bptt analyze: %s, hidden %d, init %s", cell_name,
+             p->m->dims.hidden, init_desc);
+    if (cli_analysis_svg(an, title, o->plot, err, sizeof err) != BT_OK)
+        return cli_fail(CMD, "%s", err);
+    fprintf(o->json ? stderr : stdout, "wrote %s\n", o->plot);
+    return 0;
+}
+
+int cmd_analyze(int argc, char **argv)
+{
+    analyze_opts o;
+    bt_registry *reg;
+    int rc;
+    if (!cli_begin(&cmd_analyze_spec, argc, argv, read_options, &o, &reg, &rc))
+        return rc;
+    probe p = {0};
+    bt_analysis an = {0};
+    char err[2048] = "";
+    if (!(rc = check_options(&o))) {
+        rc = 1;
+        if (probe_new(&p, reg, &o)) {
+            if (bt_analysis_run(p.m, &p.seq, NULL, p.K, 0, (uint64_t)o.seed, &an, err,
+                                sizeof err) != BT_OK)
+                cli_fail(CMD, "%s", err);
+            else
+                rc = report(&an, &p, &o);
         }
-        fprintf(json ? stderr : stdout, "wrote %s\n", plot);
     }
-    rc = 0;
-out:
     bt_analysis_free(&an);
-    if (seq_owned)
-        bt_probe_sequence_free(&seq);
-    bt_source_free(&src);
-    bt_model_free(m);
-    bt_checkpoint_free(ck);
+    probe_free(&p);
     bt_registry_free(reg);
-    cli_args_free(&a);
     return rc;
 }

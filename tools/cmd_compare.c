@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "checkpoint.h"
+#include "compare.h"
 #include "generate.h"
 #include "lm_cli.h"
 #include "svg.h"
@@ -37,19 +38,6 @@ const cli_command cmd_compare_spec = {
              "window arena (activations and tape). The process peak RSS is printed below it.",
     .options = {lm_cli_options, options},
 };
-
-typedef struct result {
-    char spec[256], desc[128];
-    const bt_lm_epoch *hist; /* owned by lm */
-    int n;
-    bt_lm *lm;
-    bt_source src;
-    bool diverged;
-    char why[512];
-    double tok_s, gmean, gmax;
-    long skipped;
-    size_t memory;
-} result;
 
 static void on_progress(void *ctx, const bt_lm_progress *p) { lm_cli_progress(ctx, p); }
 
@@ -94,93 +82,64 @@ static bt_status on_epoch(void *vctx, bt_lm *lm, const bt_lm_epoch *e, char *err
     return BT_OK;
 }
 
-/* Where policy `spec` cuts the first n tokens when they are trained as
- * sequences of T steps: at every sequence start, at each xi == 0 edge, and
- * after each update (TBPTT's K1 boundaries). */
-static bool policy_cuts(const bt_registry *r, const char *spec, int T, uint64_t seed, int *cut,
-                        int n)
+/* The training and validation curves of every run, in two panels (the
+ * second only when some run has validation figures). */
+static bt_status add_curves(bt_figure *f, const bt_compare_run *runs, int n_runs, bool ppl)
 {
-    char name[BT_NAME_LEN + 1], err[256];
-    const char *opts;
-    bt_split_spec(spec, name, sizeof name, &opts);
-    const bt_policy_def *def = bt_registry_policy(r, name);
-    void *st = NULL;
-    if (!def || bt_policy_create(def, opts, &st, err, sizeof err) != BT_OK)
-        return false;
-    bt_rng rng;
-    bt_rng_seed(&rng, seed);
-    bool updated = false;
-    for (int i = 0; i < n; i++) {
-        long t = i % T;
-        if (t == 0 && def->begin)
-            def->begin(st, bt_rng_next(&rng));
-        bt_policy_decision d = {.xi = 1, .update = false, .reach = 0};
-        def->decide(st, t, &d);
-        cut[i] = t == 0 || d.xi == 0 || updated;
-        updated = d.update;
-    }
-    def->destroy(st);
-    return true;
-}
-
-/* c is the text, or NULL for a task (its steps are drawn as blank cells). */
-static bt_status write_figure(const char *path, const bt_registry *reg, result *res, int n_res,
-                              const bt_corpus *c, const char *task, bool ppl,
-                              const bt_lm_config *cfg, char *err, size_t errlen)
-{
-    char title[512];
-    snprintf(title, sizeof title, "Truncation compared: %s, hidden %d, batch %d x %d steps, %s%s%s",
-             cfg->cell, cfg->hidden, cfg->batch, cfg->steps, cfg->optimizer, task ? ", task " : "",
-             task ? task : "");
     const char *what = ppl ? "perplexity" : "loss";
     char t1[64], t2[64];
     snprintf(t1, sizeof t1, "Training %s", what);
     snprintf(t2, sizeof t2, "Validation %s", what);
-    bt_figure *f = bt_figure_new(title, 2);
-    bt_plot *tr = bt_plot_new(t1, "epoch", what);
-    bt_plot *va = bt_plot_new(t2, "epoch", what);
-    if (!f || !tr || !va) {
-        bt_figure_free(f);
+    bt_plot *tr = bt_plot_new(t1, "epoch", what), *va = bt_plot_new(t2, "epoch", what);
+    if (!tr || !va) {
         bt_plot_free(tr);
         bt_plot_free(va);
-        snprintf(err, errlen, "out of memory for the figure");
         return BT_ERR_NOMEM;
     }
     bt_plot_set_logy(tr, true);
     bt_plot_set_logy(va, true);
     bool any_val = false;
-    for (int k = 0; k < n_res; k++) {
-        int n = res[k].n;
+    for (int k = 0; k < n_runs; k++) {
+        const bt_lm_epoch *h;
+        int n = bt_lm_history(runs[k].lm, &h);
         double *x = bt_malloc(sizeof(double) * 3 * (size_t)(n ? n : 1));
         if (!x)
             continue;
         for (int i = 0; i < n; i++) {
-            x[i] = res[k].hist[i].epoch;
-            x[n + i] = train_fig(&res[k].hist[i], ppl);
-            x[2 * n + i] = val_fig(&res[k].hist[i], ppl);
+            x[i] = h[i].epoch;
+            x[n + i] = train_fig(&h[i], ppl);
+            x[2 * n + i] = val_fig(&h[i], ppl);
             any_val |= !isnan(x[2 * n + i]);
         }
-        bt_plot_line(tr, res[k].desc, x, x + n, n);
-        bt_plot_line(va, res[k].desc, x, x + 2 * n, n);
+        bt_plot_line(tr, runs[k].desc, x, x + n, n);
+        bt_plot_line(va, runs[k].desc, x, x + 2 * n, n);
         bt_free(x);
     }
-    bt_figure_add(f, tr);
-    if (any_val)
-        bt_figure_add(f, va);
+    bt_status st = bt_figure_add(f, tr);
+    if (any_val && st == BT_OK)
+        st = bt_figure_add(f, va);
     else
         bt_plot_free(va);
-    /* The segments picture: the text as the model reads it, cut per policy
-     * (a task's steps as blank cells). */
+    return st;
+}
+
+/* The segments picture: the text as the model reads it, cut per policy (a
+ * task's steps as blank cells); c is the text, or NULL for a task. */
+static void add_segments(bt_figure *f, const bt_registry *reg, const bt_compare_run *runs,
+                         int n_runs, const bt_corpus *c, const bt_lm_config *cfg)
+{
     int n = !c ? SEG_CHARS : c->n < SEG_CHARS ? (int)c->n : SEG_CHARS;
     char *text = c ? bt_decode_ids(c->vocab, c->ids, n) : bt_calloc((size_t)n + 1, 1);
     if (text && !c)
         memset(text, ' ', (size_t)n);
-    int *cuts = bt_calloc((size_t)n * (size_t)n_res, sizeof(int));
+    int *cuts = bt_calloc((size_t)n * (size_t)n_runs, sizeof(int));
     bt_segments_row rows[MAX_POLICIES];
     int n_rows = 0;
-    for (int k = 0; text && cuts && k < n_res; k++)
-        if (policy_cuts(reg, res[k].spec, cfg->steps, cfg->seed, cuts + (size_t)k * n, n))
-            rows[n_rows++] = (bt_segments_row){res[k].desc, cuts + (size_t)k * n};
+    char err[256];
+    for (int k = 0; text && cuts && k < n_runs; k++)
+        if (bt_policy_cuts(reg, runs[k].spec, cfg->steps, cfg->seed, cuts + (size_t)k * n, n, err,
+                           sizeof err) == BT_OK)
+            rows[n_rows++] = (bt_segments_row){runs[k].desc, cuts + (size_t)k * n};
     char stitle[128];
     snprintf(stitle, sizeof stitle, "Segments of the first %d %s (%d-step minibatches)", n,
              c ? "tokens" : "steps", cfg->steps);
@@ -188,30 +147,47 @@ static bt_status write_figure(const char *path, const bt_registry *reg, result *
         bt_figure_add_segments(f, stitle, text, n, rows, n_rows);
     bt_free(text);
     bt_free(cuts);
-    bt_status st = bt_figure_write(f, path, err, errlen);
+}
+
+static bt_status write_figure(const char *path, const bt_registry *reg, const bt_compare_run *runs,
+                              int n_runs, const bt_corpus *c, const char *task, bool ppl,
+                              const bt_lm_config *cfg, char *err, size_t errlen)
+{
+    char title[512];
+    snprintf(title, sizeof title, "Truncation compared: %s, hidden %d, batch %d x %d steps, %s%s%s",
+             cfg->cell, cfg->hidden, cfg->batch, cfg->steps, cfg->optimizer, task ? ", task " : "",
+             task ? task : "");
+    bt_figure *f = bt_figure_new(title, 2);
+    bt_status st = f ? add_curves(f, runs, n_runs, ppl) : BT_ERR_NOMEM;
+    if (st != BT_OK) {
+        bt_figure_free(f);
+        return bt_error(err, errlen, st, "out of memory for the figure");
+    }
+    add_segments(f, reg, runs, n_runs, c, cfg);
+    st = bt_figure_write(f, path, err, errlen);
     bt_figure_free(f);
     return st;
 }
 
-static bt_status write_metrics(const char *path, result *res, int n_res, bool ppl, char *err,
-                               size_t errlen)
+static bt_status write_metrics(const char *path, const bt_compare_run *runs, int n_runs, bool ppl,
+                               char *err, size_t errlen)
 {
     /* Built in memory, then written atomically: a reader never sees half a table. */
     char *text = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&text, &len);
-    if (!f) {
-        snprintf(err, errlen, "cannot write --metrics %s: out of memory", path);
-        return BT_ERR_NOMEM;
-    }
+    if (!f)
+        return bt_error(err, errlen, BT_ERR_NOMEM, "cannot write --metrics %s: out of memory", path);
     const char *w = ppl ? "ppl" : "loss";
     fprintf(f, "policy,epoch,train_%s,val_%s,tokens_per_s,grad_norm_mean,grad_norm_max,"
                "skipped,seconds%s\n", w, w, ppl ? ",train_loss,val_loss" : "");
-    for (int k = 0; k < n_res; k++)
-        for (int i = 0; i < res[k].n; i++) {
-            const bt_lm_epoch *e = &res[k].hist[i];
+    for (int k = 0; k < n_runs; k++) {
+        const bt_lm_epoch *h;
+        int n = bt_lm_history(runs[k].lm, &h);
+        for (int i = 0; i < n; i++) {
+            const bt_lm_epoch *e = &h[i];
             char tr[48], va[48];
-            fprintf(f, "\"%s\",%d,%s,%s,%.1f,%.6g,%.6g,%d,%.3f", res[k].desc, e->epoch,
+            fprintf(f, "\"%s\",%d,%s,%s,%.1f,%.6g,%.6g,%d,%.3f", runs[k].desc, e->epoch,
                     fig_text(e->train_loss, ppl, ppl ? 6 : 4, tr, sizeof tr),
                     fig_text(e->val_loss, ppl, ppl ? 6 : 4, va, sizeof va), e->tokens_per_s,
                     e->grad_norm_mean, e->grad_norm_max, e->skipped, e->elapsed);
@@ -219,6 +195,7 @@ static bt_status write_metrics(const char *path, result *res, int n_res, bool pp
                 fprintf(f, ",%.17g,%s", e->train_loss, lm_cli_num(e->val_loss, va, sizeof va));
             fputc('\n', f);
         }
+    }
     bt_status st = fclose(f) == 0 ? bt_atomic_write_file(path, text, len, err, errlen)
                                    : bt_error(err, errlen, BT_ERR_NOMEM,
                                               "cannot write --metrics %s: out of memory", path);
@@ -226,125 +203,101 @@ static bt_status write_metrics(const char *path, result *res, int n_res, bool pp
     return st;
 }
 
-int cmd_compare(int argc, char **argv)
+typedef struct compare_opts {
+    lm_cli_opts lm;
+    const char *plot;
+} compare_opts;
+
+static bool read_options(cli_args *a, void *vo)
 {
-    cli_args a;
-    int rc, n_res = 0;
-    if (!cli_args_begin(&a, &cmd_compare_spec, argc, argv, &rc))
-        return rc;
-    rc = 2;
-    bt_registry *reg = NULL;
-    bt_corpus *corpus = NULL;
-    result *res = NULL;
-    char err[2048] = "";
-    lm_cli_opts o;
-    if (!lm_cli_parse(&a, CMD, &o))
-        goto out;
-    const char *plot = cli_get(&a, "plot");
-    if (!plot)
-        plot = "compare.svg";
-    const char *list = o.given[LO_TRUNCATION] ? o.raw[LO_TRUNCATION] : "full,fixed:10,random:0.1";
-    if (!(reg = cli_load_plugins(&a))) {
-        rc = 1;
-        goto out;
+    compare_opts *o = vo;
+    if (!lm_cli_parse(a, &o->lm))
+        return false;
+    o->plot = cli_get(a, "plot");
+    if (!o->plot)
+        o->plot = "compare.svg";
+    return true;
+}
+
+/* The policies of --truncation, each checked before any data is read: their
+ * count, or 0 with the message printed and *rc the exit status. */
+static int policy_list(const bt_registry *reg, const compare_opts *o, char (*specs)[256], int *rc)
+{
+    const bt_lm_given *g = &o->lm.run;
+    const char *list = g->given[BT_LM_TRUNCATION] ? g->raw[BT_LM_TRUNCATION]
+                                                   : "full,fixed:10,random:0.1";
+    char err[1024];
+    int n = bt_lm_split_policies(reg, list, specs, MAX_POLICIES, err, sizeof err);
+    if (n < 0) {
+        *rc = cli_usage(CMD, "--truncation: %s", err);
+        return 0;
     }
-    cli_args_check_read(&a);
-    if (!lm_cli_check_data(CMD, &o, o.data, o.task))
-        goto out;
-    static char specs[MAX_POLICIES][256];
-    _Static_assert(sizeof specs[0] == sizeof ((bt_lm_config *)0)->truncation, "spec sizes");
-    int n_pol = bt_lm_split_policies(reg, list, specs, MAX_POLICIES, err, sizeof err);
-    if (n_pol < 0) {
-        cli_fail(CMD, "--truncation: %s", err);
-        goto out;
-    }
-    rc = 1;
-    for (int k = 0; k < n_pol; k++) {
-        bt_lm_config cfg = o.cfg;
-        memcpy(cfg.truncation, specs[k], sizeof cfg.truncation);
-        if (!lm_cli_validate(CMD, reg, &cfg))
-            goto out;
-    }
-    if (bt_atomic_check_writable(plot, err, sizeof err) != BT_OK) {
-        cli_fail(CMD, "--plot: %s", err);
-        goto out;
-    }
-    if (!(res = bt_calloc((size_t)n_pol, sizeof *res)))
-        goto out;
-    /* Build every run first: a bad policy option fails before any training. */
-    for (int k = 0; k < n_pol; k++, n_res++) {
-        result *r = &res[k];
-        bt_lm_config cfg = o.cfg;
-        memcpy(r->spec, specs[k], sizeof r->spec); /* both 256 bytes, NUL-terminated */
-        memcpy(cfg.truncation, specs[k], sizeof cfg.truncation);
-        /* One source per run; a task with the same seed gives the same minibatches. */
-        if (!lm_cli_source(CMD, &o, o.data, o.task, &cfg, &corpus, &r->src))
-            goto out;
-        o.cfg.steps = cfg.steps; /* a task's length, for the figure */
-        if (bt_lm_new(reg, &cfg, &r->src, &r->lm, err, sizeof err) != BT_OK) {
-            cli_fail(CMD, "%s", err);
-            bt_source_free(&r->src);
-            goto out;
+    for (int k = 0; k < n; k++) {
+        bt_lm_config cfg = g->cfg;
+        memcpy(cfg.truncation, specs[k], sizeof cfg.truncation); /* both 256 bytes */
+        if (!lm_cli_validate(CMD, reg, &cfg)) {
+            *rc = 1;
+            return 0;
         }
-        bt_lm_policy_describe(r->lm, r->desc, sizeof r->desc);
     }
-    bool ppl = res[0].src.tokens_out;
+    return n;
+}
+
+static void print_heading(const compare_opts *o, const bt_lm_config *cfg, int n,
+                          const bt_corpus *corpus, bool ppl)
+{
     if (corpus)
         printf("comparing %d policies: %s, hidden %d, %d epochs on %s (%ld tokens, vocabulary %d)\n",
-               n_pol, o.cfg.cell, o.cfg.hidden, o.epochs, o.data, corpus->n,
+               n, cfg->cell, cfg->hidden, o->lm.epochs, o->lm.data, corpus->n,
                bt_vocab_size(corpus->vocab));
     else
         printf("comparing %d policies: %s, hidden %d, %d epochs on task %s (batch %d x %d steps; "
-               "%s)\n", n_pol, o.cfg.cell, o.cfg.hidden, o.epochs, o.task, o.cfg.batch,
-               o.cfg.steps, ppl ? "cross-entropy, perplexity" : "squared error, loss");
+               "%s)\n", n, cfg->cell, cfg->hidden, o->lm.epochs, o->lm.task, cfg->batch,
+               cfg->steps, ppl ? "cross-entropy, perplexity" : "squared error, loss");
     fflush(stdout);
+}
+
+/* Each run trained in turn, its epochs printed as they finish; false (with
+ * the message printed) on an error other than a diverging run. */
+static bool train_all(bt_compare_run *runs, int n, const compare_opts *o, bool ppl)
+{
     bool tty = isatty(STDERR_FILENO);
-    for (int k = 0; k < n_res; k++) {
-        result *r = &res[k];
-        cmp_ctx c = {.label = r->desc, .quiet = o.quiet, .tty = tty, .ppl = ppl};
+    char err[1024];
+    for (int k = 0; k < n; k++) {
+        cmp_ctx c = {.label = runs[k].desc, .quiet = o->lm.quiet, .tty = tty, .ppl = ppl};
         bt_lm_hooks hooks = {.progress = tty ? on_progress : NULL, .epoch_done = on_epoch, .ctx = &c};
-        bt_status st = bt_lm_train(r->lm, o.epochs, &hooks, r->why, sizeof r->why);
+        bt_status st = bt_compare_train(&runs[k], o->lm.epochs, &hooks, err, sizeof err);
         if (tty)
             lm_cli_progress_clear();
-        if (st == BT_ERR_NUMERIC) {
-            r->diverged = true;
-            fprintf(stderr, "bptt compare: %s diverged: %s\n", r->desc, r->why);
-        } else if (st != BT_OK) {
-            cli_fail(CMD, "%s: %s", r->desc, r->why);
-            goto out;
+        if (st != BT_OK) {
+            cli_fail(CMD, "%s: %s", runs[k].desc, err);
+            return false;
         }
-        r->n = bt_lm_history(r->lm, &r->hist);
-        double tok = 0, secs = 0, gsum = 0;
-        long upd = 0;
-        for (int i = 0; i < r->n; i++) {
-            const bt_lm_epoch *e = &r->hist[i];
-            if (e->tokens_per_s > 0)
-                tok += e->tokens_per_s * e->seconds, secs += e->seconds;
-            gsum += e->grad_norm_mean * (e->updates - e->skipped);
-            upd += e->updates - e->skipped;
-            r->skipped += e->skipped;
-            if (e->grad_norm_max > r->gmax)
-                r->gmax = e->grad_norm_max;
-        }
-        r->tok_s = secs > 0 ? tok / secs : 0;
-        r->gmean = upd ? gsum / (double)upd : 0;
-        r->memory = bt_lm_memory(r->lm);
+        if (runs[k].diverged)
+            fprintf(stderr, "bptt compare: %s diverged: %s\n", runs[k].desc, runs[k].why);
     }
+    return true;
+}
 
+static void print_table(const bt_compare_run *runs, int n, bool ppl)
+{
     printf("\n%-22s %10s %10s %9s %10s %8s %9s %9s\n", "policy", ppl ? "train ppl" : "train loss",
            ppl ? "val ppl" : "val loss", "tok/s", "memory", "skipped", "|g| mean", "|g| max");
-    for (int k = 0; k < n_res; k++) {
-        result *r = &res[k];
+    for (int k = 0; k < n; k++) {
+        const bt_compare_run *r = &runs[k];
+        const bt_lm_summary *s = &r->summary;
+        const bt_lm_epoch *h;
+        int ne = bt_lm_history(r->lm, &h);
         char tps[32], mem[32], tr[32] = "-", va[32] = "-";
-        if (r->n) {
-            fig_text(r->hist[r->n - 1].train_loss, ppl, ppl ? 3 : 2, tr, sizeof tr);
-            if (!isnan(r->hist[r->n - 1].val_loss))
-                fig_text(r->hist[r->n - 1].val_loss, ppl, ppl ? 3 : 2, va, sizeof va);
+        if (ne) {
+            fig_text(h[ne - 1].train_loss, ppl, ppl ? 3 : 2, tr, sizeof tr);
+            if (!isnan(h[ne - 1].val_loss))
+                fig_text(h[ne - 1].val_loss, ppl, ppl ? 3 : 2, va, sizeof va);
         }
-        snprintf(mem, sizeof mem, "%.2f MB", (double)r->memory / 1048576.0);
+        snprintf(mem, sizeof mem, "%.2f MB", (double)s->memory / 1048576.0);
         printf("%-22s %10s %10s %9s %10s %8ld %9.4f %9.4f%s\n", r->desc, tr, va,
-               lm_cli_si(r->tok_s, tps, sizeof tps), mem, r->skipped, r->gmean, r->gmax,
-               r->diverged ? "  (diverged)" : "");
+               lm_cli_si(s->tokens_per_s, tps, sizeof tps), mem, s->skipped, s->grad_norm_mean,
+               s->grad_norm_max, r->diverged ? "  (diverged)" : "");
     }
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
@@ -352,24 +305,54 @@ int cmd_compare(int argc, char **argv)
            "gradients, optimizer state, state ring, largest window arena); process peak RSS "
            "%.1f MB\n", ppl ? "perplexities are" : "losses (0.5 ||o - y||^2 per step) are",
            (double)ru.ru_maxrss / 1024.0);
-    if (write_figure(plot, reg, res, n_res, corpus, o.task, ppl, &o.cfg, err, sizeof err) != BT_OK) {
-        cli_fail(CMD, "--plot: %s", err);
-        goto out;
+}
+
+/* The table, the figure and the metrics of trained runs; 0 or 1. */
+static int report(const bt_registry *reg, bt_compare_run *runs, int n, const compare_opts *o,
+                  const lm_cli_data *d, const bt_lm_config *cfg, bool ppl)
+{
+    char err[2048] = "";
+    print_table(runs, n, ppl);
+    if (write_figure(o->plot, reg, runs, n, d->corpus, o->lm.task, ppl, cfg, err, sizeof err) != BT_OK)
+        return cli_fail(CMD, "--plot: %s", err);
+    printf("plot: %s\n", o->plot);
+    if (o->lm.metrics && write_metrics(o->lm.metrics, runs, n, ppl, err, sizeof err) != BT_OK)
+        return cli_fail(CMD, "%s", err);
+    return 0;
+}
+
+int cmd_compare(int argc, char **argv)
+{
+    compare_opts o;
+    bt_registry *reg;
+    int rc, n = 0;
+    if (!cli_begin(&cmd_compare_spec, argc, argv, read_options, &o, &reg, &rc))
+        return rc;
+    static char specs[MAX_POLICIES][256];
+    _Static_assert(sizeof specs[0] == sizeof ((bt_lm_config *)0)->truncation, "spec sizes");
+    lm_cli_data d = {.o = &o.lm, .data = o.lm.data, .task = o.lm.task};
+    bt_lm_config cfg = o.lm.run.cfg;
+    bt_compare_run *runs = NULL;
+    char err[2048] = "";
+    rc = 2;
+    if (lm_cli_check_data(CMD, &o.lm, o.lm.data, o.lm.task) &&
+        (n = policy_list(reg, &o, specs, &rc)) > 0) {
+        rc = 1;
+        /* Every run is built first: a bad policy option fails before any training. */
+        if (bt_atomic_check_writable(o.plot, err, sizeof err) != BT_OK)
+            cli_fail(CMD, "--plot: %s", err);
+        else if (bt_compare_new(reg, &cfg, (const char (*)[256])specs, n, lm_cli_source, &d, &runs,
+                                err, sizeof err) != BT_OK)
+            cli_fail(CMD, "%s", err);
+        else {
+            bool ppl = runs[0].src.tokens_out;
+            print_heading(&o, &cfg, n, d.corpus, ppl);
+            if (train_all(runs, n, &o, ppl))
+                rc = report(reg, runs, n, &o, &d, &cfg, ppl);
+        }
     }
-    printf("plot: %s\n", plot);
-    if (o.metrics && write_metrics(o.metrics, res, n_res, ppl, err, sizeof err) != BT_OK) {
-        cli_fail(CMD, "%s", err);
-        goto out;
-    }
-    rc = 0;
-out:
-    for (int k = 0; k < n_res; k++) {
-        bt_lm_free(res[k].lm);
-        bt_source_free(&res[k].src);
-    }
-    bt_free(res);
-    bt_corpus_free(corpus);
+    bt_compare_free(runs, n);
+    bt_corpus_free(d.corpus);
     bt_registry_free(reg);
-    cli_args_free(&a);
     return rc;
 }

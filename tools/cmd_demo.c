@@ -10,7 +10,8 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#include "analyze.h"
+#include "analysis_report.h"
+#include "compare.h"
 #include "generate.h"
 #include "lm.h"
 #include "svg.h"
@@ -81,13 +82,73 @@ static void trace_add(void *ctx, const bt_lm_progress *p)
     t->loss = p->batch_loss;
 }
 
+static const char *const inf_policies[] = {"full", "fixed:1", "random:0.97"};
+enum { INF_NP = 3 };
+
+/* One pass over the stream under policy i, theta traced; false with the message printed. */
+static bool influence_run(const bt_registry *reg, const char *spec, int i, trace *tr,
+                          double *secs, int *updates)
+{
+    /* One epoch of the task is the stream: the state carries between its sequences. */
+    bt_lm_config cfg;
+    bt_lm_config_default(&cfg);
+    snprintf(cfg.cell, sizeof cfg.cell, "influence");
+    cfg.hidden = INF_N;
+    cfg.batch = 1;
+    cfg.steps = INF_LEN;
+    cfg.clip = 0;
+    cfg.seed = 1;
+    snprintf(cfg.optimizer, sizeof cfg.optimizer, "sgd:lr=%g", INF_LR_STEP * INF_LEN);
+    snprintf(cfg.truncation, sizeof cfg.truncation, "%s", inf_policies[i]);
+    bt_source src = {0};
+    char err[1024] = "";
+    double t0 = now();
+    bool ok = bt_task_source_new(spec, 1, 1, &src, err, sizeof err) == BT_OK &&
+              bt_lm_new(reg, &cfg, &src, &tr->lm, err, sizeof err) == BT_OK &&
+              bt_lm_train(tr->lm, 1, &(bt_lm_hooks){.progress = trace_add, .ctx = tr}, err,
+                          sizeof err) == BT_OK;
+    *secs = now() - t0;
+    *updates = tr->lm ? (int)bt_lm_updates(tr->lm) : 0;
+    bt_lm_free(tr->lm);
+    bt_source_free(&src);
+    if (!ok)
+        cli_fail(CMD, "influence balancing under %s: %s", inf_policies[i], err);
+    else
+        printf("  [%d/%d] %-12s %5d updates, theta %+.4f, loss %.3g (%.2f s)\n", i + 1, INF_NP,
+               inf_policies[i], *updates, tr->theta[tr->n - 1], tr->loss, *secs);
+    return ok;
+}
+
+/* The table of final thetas and a sentence per policy on where it went. */
+static void influence_report(const trace *tr, const int *updates, double opt)
+{
+    printf("\n  %-12s %8s %12s %12s %12s\n", "truncation", "updates", "final theta",
+           "|theta-theta*|", "final loss");
+    for (int i = 0; i < INF_NP; i++) {
+        double th = tr[i].n ? tr[i].theta[tr[i].n - 1] : 0;
+        printf("  %-12s %8d %+12.4f %12.4g %12.3g\n", inf_policies[i], updates[i], th,
+               fabs(th - opt), tr[i].loss);
+    }
+    printf("\n");
+    for (int i = 0; i < INF_NP; i++) {
+        double th = tr[i].n ? tr[i].theta[tr[i].n - 1] : 0;
+        bool toward = fabs(th - opt) < fabs(opt);
+        if (fabs(th - opt) < 0.01 * fabs(opt) + 1e-3)
+            printf("  %s brought theta from 0 to %+.4f, within %.2g of theta* = %+.4f (loss %.2g).\n",
+                   inf_policies[i], th, fabs(th - opt), opt, tr[i].loss);
+        else
+            printf("  %s moved theta from 0 to %+.4f, %s theta* = %+.4f (loss %.3g)%s\n",
+                   inf_policies[i], th, toward ? "toward" : "away from", opt, tr[i].loss,
+                   toward ? "." : ":\n    its gradient sees only the short-term effect of "
+                                  "theta, whose sign is the wrong one.");
+    }
+}
+
 static bool influence_part(const bt_registry *reg, const char *dir)
 {
-    const char *policies[] = {"full", "fixed:1", "random:0.97"};
-    enum { NP = 3 };
-    trace tr[NP] = {{.n = 1}, {.n = 1}, {.n = 1}};
-    double loss[NP], secs[NP];
-    int updates[NP];
+    trace tr[INF_NP] = {{.n = 1}, {.n = 1}, {.n = 1}};
+    double secs[INF_NP];
+    int updates[INF_NP];
     char err[1024] = "", spec[64];
     snprintf(spec, sizeof spec, "influence:%d,%d,len=%d,batches=%d", INF_N, INF_P, INF_LEN,
              INF_SEQS);
@@ -99,71 +160,21 @@ static bool influence_part(const bt_registry *reg, const char *dir)
            "of %d, sgd %g per step of loss (lr %g over a sequence's mean), theta starts at 0.\n",
            INF_P, INF_N - INF_P, longrun, opt, INF_SEQS * INF_LEN, INF_LEN, INF_LR_STEP,
            INF_LR_STEP * INF_LEN);
-    bool ok = true;
-    for (int i = 0; i < NP && ok; i++) {
-        /* One epoch of the task is the stream: the state carries between its sequences. */
-        bt_lm_config cfg;
-        bt_lm_config_default(&cfg);
-        snprintf(cfg.cell, sizeof cfg.cell, "influence");
-        cfg.hidden = INF_N;
-        cfg.batch = 1;
-        cfg.steps = INF_LEN;
-        cfg.clip = 0;
-        cfg.seed = 1;
-        snprintf(cfg.optimizer, sizeof cfg.optimizer, "sgd:lr=%g", INF_LR_STEP * INF_LEN);
-        snprintf(cfg.truncation, sizeof cfg.truncation, "%s", policies[i]);
-        bt_source src = {0};
-        double t0 = now();
-        ok = bt_task_source_new(spec, 1, 1, &src, err, sizeof err) == BT_OK &&
-             bt_lm_new(reg, &cfg, &src, &tr[i].lm, err, sizeof err) == BT_OK &&
-             bt_lm_train(tr[i].lm, 1, &(bt_lm_hooks){.progress = trace_add, .ctx = &tr[i]}, err,
-                         sizeof err) == BT_OK;
-        secs[i] = now() - t0;
-        loss[i] = tr[i].loss;
-        updates[i] = tr[i].lm ? (int)bt_lm_updates(tr[i].lm) : 0;
-        bt_lm_free(tr[i].lm);
-        bt_source_free(&src);
-        if (!ok)
-            cli_fail(CMD, "influence balancing under %s: %s", policies[i], err);
-        else
-            printf("  [%d/%d] %-12s %5d updates, theta %+.4f, loss %.3g (%.2f s)\n", i + 1, NP,
-                   policies[i], updates[i], tr[i].theta[tr[i].n - 1], loss[i], secs[i]);
-    }
-    if (ok) {
-        printf("\n  %-12s %8s %12s %12s %12s\n", "truncation", "updates", "final theta", "|theta-theta*|",
-               "final loss");
-        for (int i = 0; i < NP; i++) {
-            double th = tr[i].n ? tr[i].theta[tr[i].n - 1] : 0;
-            printf("  %-12s %8d %+12.4f %12.4g %12.3g\n", policies[i], updates[i], th, fabs(th - opt),
-                   loss[i]);
-        }
-        printf("\n");
-        for (int i = 0; i < NP; i++) {
-            double th = tr[i].n ? tr[i].theta[tr[i].n - 1] : 0;
-            bool toward = fabs(th - opt) < fabs(opt);
-            if (fabs(th - opt) < 0.01 * fabs(opt) + 1e-3)
-                printf("  %s brought theta from 0 to %+.4f, within %.2g of theta* = %+.4f (loss %.2g).\n",
-                       policies[i], th, fabs(th - opt), opt, loss[i]);
-            else
-                printf("  %s moved theta from 0 to %+.4f, %s theta* = %+.4f (loss %.3g)%s\n",
-                       policies[i], th, toward ? "toward" : "away from", opt, loss[i],
-                       toward ? "." : ":\n    its gradient sees only the short-term effect of "
-                                      "theta, whose sign is the wrong one.");
-        }
-        bt_plot *p = bt_plot_new("influence balancing: theta during training", "stream step",
-                                 "theta");
-        for (int i = 0; i < NP; i++)
-            bt_plot_line(p, policies[i], tr[i].step, tr[i].theta, tr[i].n);
-        bt_plot_hline(p, "optimum theta*", opt);
-        const char *path = path_in(dir, "influence.svg");
-        if (bt_plot_write(p, path, err, sizeof err) != BT_OK) {
-            cli_fail(CMD, "%s", err);
-            ok = false;
-        } else
-            printf("  figure: %s\n", path);
-        bt_plot_free(p);
-    }
-    return ok;
+    for (int i = 0; i < INF_NP; i++)
+        if (!influence_run(reg, spec, i, &tr[i], &secs[i], &updates[i]))
+            return false;
+    influence_report(tr, updates, opt);
+    bt_plot *p = bt_plot_new("influence balancing: theta during training", "stream step", "theta");
+    for (int i = 0; i < INF_NP; i++)
+        bt_plot_line(p, inf_policies[i], tr[i].step, tr[i].theta, tr[i].n);
+    bt_plot_hline(p, "optimum theta*", opt);
+    const char *path = path_in(dir, "influence.svg");
+    bool ok = bt_plot_write(p, path, err, sizeof err) == BT_OK;
+    bt_plot_free(p);
+    if (!ok)
+        return cli_fail(CMD, "%s", err), false;
+    printf("  figure: %s\n", path);
+    return true;
 }
 
 /* ---- 2. gradient norm against lag ------------------------------------------------- */
@@ -205,7 +216,7 @@ static bool lag_part(const bt_registry *reg, const char *dir)
                    ratio[c][K]);
             if (c == 1) {
                 const char *path = path_in(dir, "analyze-linear-spectral-1.2.svg");
-                if (bt_analysis_svg(&a, "bptt analyze: linear, hidden 32, init spectral:1.2", path,
+                if (cli_analysis_svg(&a, "bptt analyze: linear, hidden 32, init spectral:1.2", path,
                                     err, sizeof err) != BT_OK) {
                     cli_fail(CMD, "%s", err);
                     ok = false;
@@ -247,98 +258,133 @@ static bool lag_part(const bt_registry *reg, const char *dir)
 
 /* ---- 3. char-level training ----------------------------------------------------------- */
 
+enum { TEXT_NS = 3, TEXT_EPOCHS = 60, TEXT_HIDDEN = 128 };
+static const char text_specs[TEXT_NS][256] = {"full", "fixed:4", "random:0.75"};
+
+/* What each strategy gave: validation perplexity per epoch, the last
+ * epoch's figures, and a greedy sample. */
+typedef struct text_result {
+    double val[TEXT_EPOCHS], train_ppl, val_ppl, secs;
+    int updates;
+    char *sample;
+} text_result;
+
+/* A text source over the demo's corpus (bt_compare_source_fn). */
+static bt_status text_source(void *corpus, bt_lm_config *cfg, bt_source *src, char *err,
+                             size_t errlen)
+{
+    return bt_text_source_new(corpus, cfg->batch, cfg->steps, cfg->sampling, cfg->val_fraction, src,
+                              err, errlen);
+}
+
+/* The three runs (bt_compare_*), each reported as it finishes. */
+static bool text_train(const bt_registry *reg, bt_corpus *corpus, text_result *res)
+{
+    bt_lm_config cfg;
+    bt_lm_config_default(&cfg);
+    cfg.hidden = TEXT_HIDDEN;
+    cfg.batch = 8;
+    cfg.steps = 32;
+    cfg.val_fraction = 0.1;
+    bt_compare_run *runs = NULL;
+    char err[1024] = "";
+    if (bt_compare_new(reg, &cfg, text_specs, TEXT_NS, text_source, corpus, &runs, err,
+                       sizeof err) != BT_OK)
+        return cli_fail(CMD, "training: %s", err), false;
+    bool ok = true;
+    for (int s = 0; s < TEXT_NS && ok; s++) {
+        text_result *r = &res[s];
+        double t0 = now();
+        ok = bt_compare_train(&runs[s], TEXT_EPOCHS, NULL, err, sizeof err) == BT_OK &&
+             !runs[s].diverged;
+        r->secs = now() - t0;
+        if (!ok) {
+            cli_fail(CMD, "training under %s: %s", text_specs[s], runs[s].diverged ? runs[s].why : err);
+            break;
+        }
+        const bt_lm_epoch *h;
+        int n = bt_lm_history(runs[s].lm, &h);
+        for (int e = 0; e < TEXT_EPOCHS; e++)
+            r->val[e] = e < n ? h[e].val_ppl : NAN;
+        r->train_ppl = n ? h[n - 1].train_ppl : NAN;
+        r->val_ppl = n ? h[n - 1].val_ppl : NAN;
+        r->updates = (int)bt_lm_updates(runs[s].lm);
+        /* What the model writes, greedily, after the text's first words. */
+        char gerr[256];
+        if (bt_generate_text(bt_lm_model(runs[s].lm), corpus->vocab, "Alice was ", 70, 0, 1,
+                             &r->sample, gerr, sizeof gerr) != BT_OK)
+            r->sample = NULL;
+        printf("  [%d/%d] %-12s %4d updates, train ppl %.2f, validation ppl %.2f (%.2f s)\n",
+               s + 1, TEXT_NS, text_specs[s], r->updates, r->train_ppl, r->val_ppl, r->secs);
+    }
+    bt_compare_free(runs, TEXT_NS);
+    return ok;
+}
+
+/* The table, what it showed, and the samples. */
+static void text_report(text_result *res)
+{
+    printf("\n  %-12s %8s %10s %10s %8s\n", "truncation", "updates", "train ppl", "val ppl",
+           "seconds");
+    int best = 0;
+    for (int s = 0; s < TEXT_NS; s++) {
+        printf("  %-12s %8d %10.2f %10.2f %8.2f\n", text_specs[s], res[s].updates,
+               res[s].train_ppl, res[s].val_ppl, res[s].secs);
+        if (res[s].val_ppl < res[best].val_ppl)
+            best = s;
+    }
+    printf("\n  After %d epochs %s has the lowest validation perplexity (%.2f; ", TEXT_EPOCHS,
+           text_specs[best], res[best].val_ppl);
+    for (int s = 0, first = 1; s < TEXT_NS; s++)
+        if (s != best) {
+            printf("%s%s %.2f", first ? "" : ", ", text_specs[s], res[s].val_ppl);
+            first = 0;
+        }
+    printf(").\n");
+    if (best != 0 && res[best].updates > res[0].updates)
+        printf("  %s made %.1fx as many updates as full in the same time budget of epochs: on a "
+               "text this short,\n  more frequent updates mattered more than gradients that reach "
+               "further back.\n", text_specs[best], (double)res[best].updates / res[0].updates);
+    else if (best == 0)
+        printf("  full made the fewest updates (%d) and still reads the held-out text best: its "
+               "gradients reach\n  back over the whole %d-step minibatch.\n", res[0].updates, 32);
+    for (int s = 0; s < TEXT_NS; s++)
+        if (res[s].sample) {
+            for (char *c = res[s].sample; *c; c++)
+                if (*c == '\n')
+                    *c = ' ';
+            printf("  %-12s writes: \"%s\"\n", text_specs[s], res[s].sample);
+        }
+}
+
 static bool text_part(const bt_registry *reg, const char *dir)
 {
-    enum { NS = 3, EPOCHS = 60, HIDDEN = 128 };
-    const char *strategies[NS] = {"full", "fixed:4", "random:0.75"};
     printf("\n== 3. char-level RNN on an embedded text (%zu characters of Alice in Wonderland, "
            "chapter I) ==\n", bt_demo_text_len);
     printf("rnn_tanh, hidden %d, batch 8 x 32 steps, state carried, sgd lr 1, clip 1, %d epochs;\n"
-           "the last 10%% of the text is held out for validation.\n", HIDDEN, EPOCHS);
+           "the last 10%% of the text is held out for validation.\n", TEXT_HIDDEN, TEXT_EPOCHS);
     char err[1024] = "";
     bt_corpus *corpus = NULL;
     if (bt_corpus_from_string(bt_demo_text, bt_demo_text_len, BT_TOKENS_CHARS, 0, &corpus, err,
                               sizeof err) != BT_OK)
         return cli_fail(CMD, "%s", err), false;
-    double val[NS][EPOCHS], epochs_x[EPOCHS], train_ppl[NS], val_ppl[NS], secs[NS];
-    int updates[NS];
-    char *sample[NS] = {NULL};
-    bool ok = true;
-    for (int e = 0; e < EPOCHS; e++)
-        epochs_x[e] = e + 1;
-    for (int s = 0; s < NS && ok; s++) {
-        bt_lm_config cfg;
-        bt_lm_config_default(&cfg);
-        cfg.hidden = HIDDEN;
-        cfg.batch = 8;
-        cfg.steps = 32;
-        cfg.val_fraction = 0.1;
-        snprintf(cfg.truncation, sizeof cfg.truncation, "%s", strategies[s]);
-        bt_source src = {0};
-        bt_lm *lm = NULL;
-        double t0 = now();
-        ok = bt_text_source_new(corpus, cfg.batch, cfg.steps, cfg.sampling, cfg.val_fraction, &src,
-                                err, sizeof err) == BT_OK &&
-             bt_lm_new(reg, &cfg, &src, &lm, err, sizeof err) == BT_OK &&
-             bt_lm_train(lm, EPOCHS, NULL, err, sizeof err) == BT_OK;
-        secs[s] = now() - t0;
-        if (ok) {
-            const bt_lm_epoch *h;
-            int n = bt_lm_history(lm, &h);
-            for (int e = 0; e < EPOCHS; e++)
-                val[s][e] = e < n ? h[e].val_ppl : NAN;
-            train_ppl[s] = n ? h[n - 1].train_ppl : NAN;
-            val_ppl[s] = n ? h[n - 1].val_ppl : NAN;
-            updates[s] = (int)bt_lm_updates(lm);
-            /* What the model writes, greedily, after the text's first words. */
-            char gerr[256];
-            if (bt_generate_text(bt_lm_model(lm), corpus->vocab, "Alice was ", 70, 0, 1, &sample[s],
-                                 gerr, sizeof gerr) != BT_OK)
-                sample[s] = NULL;
-            printf("  [%d/%d] %-12s %4d updates, train ppl %.2f, validation ppl %.2f (%.2f s)\n",
-                   s + 1, NS, strategies[s], updates[s], train_ppl[s], val_ppl[s], secs[s]);
-        } else
-            cli_fail(CMD, "training under %s: %s", strategies[s], err);
-        bt_lm_free(lm);
-        bt_source_free(&src);
-    }
+    text_result res[TEXT_NS] = {0};
+    bool ok = text_train(reg, corpus, res);
     bt_corpus_free(corpus);
+    if (ok)
+        text_report(res);
+    double epochs_x[TEXT_EPOCHS];
+    for (int e = 0; e < TEXT_EPOCHS; e++)
+        epochs_x[e] = e + 1;
+    bt_plot *p = ok ? bt_plot_new("char-level RNN: validation perplexity", "epoch", "perplexity")
+                    : NULL;
+    for (int s = 0; s < TEXT_NS; s++) {
+        if (p)
+            bt_plot_line(p, text_specs[s], epochs_x, res[s].val, TEXT_EPOCHS);
+        bt_free(res[s].sample);
+    }
     if (!ok)
         return false;
-    printf("\n  %-12s %8s %10s %10s %8s\n", "truncation", "updates", "train ppl", "val ppl", "seconds");
-    int best = 0;
-    for (int s = 0; s < NS; s++) {
-        printf("  %-12s %8d %10.2f %10.2f %8.2f\n", strategies[s], updates[s], train_ppl[s],
-               val_ppl[s], secs[s]);
-        if (val_ppl[s] < val_ppl[best])
-            best = s;
-    }
-    printf("\n  After %d epochs %s has the lowest validation perplexity (%.2f; ", EPOCHS,
-           strategies[best], val_ppl[best]);
-    for (int s = 0, first = 1; s < NS; s++)
-        if (s != best) {
-            printf("%s%s %.2f", first ? "" : ", ", strategies[s], val_ppl[s]);
-            first = 0;
-        }
-    printf(").\n");
-    if (best != 0 && updates[best] > updates[0])
-        printf("  %s made %.1fx as many updates as full in the same time budget of epochs: on a "
-               "text this short,\n  more frequent updates mattered more than gradients that reach "
-               "further back.\n", strategies[best], (double)updates[best] / updates[0]);
-    else if (best == 0)
-        printf("  full made the fewest updates (%d) and still reads the held-out text best: its "
-               "gradients reach\n  back over the whole %d-step minibatch.\n", updates[0], 32);
-    for (int s = 0; s < NS; s++)
-        if (sample[s]) {
-            for (char *c = sample[s]; *c; c++)
-                if (*c == '\n')
-                    *c = ' ';
-            printf("  %-12s writes: \"%s\"\n", strategies[s], sample[s]);
-            bt_free(sample[s]);
-        }
-    bt_plot *p = bt_plot_new("char-level RNN: validation perplexity", "epoch", "perplexity");
-    for (int s = 0; s < NS; s++)
-        bt_plot_line(p, strategies[s], epochs_x, val[s], EPOCHS);
     const char *path = path_in(dir, "text.svg");
     ok = bt_plot_write(p, path, err, sizeof err) == BT_OK;
     bt_plot_free(p);
@@ -348,20 +394,21 @@ static bool text_part(const bt_registry *reg, const char *dir)
     return true;
 }
 
+static bool read_options(cli_args *a, void *out)
+{
+    const char *dir = cli_get(a, "out");
+    *(const char **)out = dir ? dir : "bptt-demo";
+    return true;
+}
+
 int cmd_demo(int argc, char **argv)
 {
-    cli_args a;
+    const char *out;
+    bt_registry *reg;
     int rc;
-    if (!cli_args_begin(&a, &cmd_demo_spec, argc, argv, &rc))
+    if (!cli_begin(&cmd_demo_spec, argc, argv, read_options, &out, &reg, &rc))
         return rc;
-    const char *out = cli_get(&a, "out");
-    if (!out)
-        out = "bptt-demo";
     rc = 1;
-    bt_registry *reg = cli_load_plugins(&a);
-    if (!reg)
-        goto done;
-    cli_args_check_read(&a);
     struct stat sb;
     if (mkdir(out, 0777) != 0 && (errno != EEXIST || stat(out, &sb) != 0 || !S_ISDIR(sb.st_mode))) {
         cli_fail(CMD, "cannot create --out %s: %s", out,
@@ -377,6 +424,5 @@ int cmd_demo(int argc, char **argv)
     rc = 0;
 done:
     bt_registry_free(reg);
-    cli_args_free(&a);
     return rc;
 }

@@ -27,67 +27,65 @@ const cli_command cmd_generate_spec = {
     .options = {options},
 };
 
-int cmd_generate(int argc, char **argv)
-{
-    cli_args a;
-    int rc;
-    if (!cli_args_begin(&a, &cmd_generate_spec, argc, argv, &rc))
-        return rc;
-    rc = 2;
-    bt_registry *reg = NULL;
-    bt_checkpoint *ck = NULL;
-    bt_model *m = NULL;
-    char err[2048] = "";
+typedef struct gen_opts {
+    const char *model, *prefix;
     long length, seed;
     double temperature;
-    const char *model = cli_get(&a, "model");
-    const char *prefix = cli_get(&a, "prefix");
-    if (!prefix)
-        prefix = "time traveller";
-    if (!cli_int(&a, "length", 100, 0, 100000000, &length) ||
-        !cli_double(&a, "temperature", 0, 0, 1e6, &temperature) ||
-        !cli_int(&a, "seed", 0, 0, 0x7fffffffffffffffL, &seed))
-        goto out;
-    if (!(reg = cli_load_plugins(&a))) {
-        rc = 1;
-        goto out;
-    }
-    cli_args_check_read(&a);
-    if (!model) {
-        cli_fail(CMD, "--model FILE is required (a checkpoint from bptt train --save)");
-        goto out;
-    }
-    rc = 1;
-    if (bt_checkpoint_read(model, &ck, err, sizeof err) != BT_OK) {
+} gen_opts;
+
+static bool read_options(cli_args *a, void *vo)
+{
+    gen_opts *o = vo;
+    o->model = cli_get(a, "model");
+    o->prefix = cli_get(a, "prefix");
+    if (!o->prefix)
+        o->prefix = "time traveller";
+    return cli_int(a, "length", 100, 0, 100000000, &o->length) &&
+           cli_double(a, "temperature", 0, 0, 1e6, &o->temperature) &&
+           cli_int(a, "seed", 0, 0, 0x7fffffffffffffffL, &o->seed);
+}
+
+/* The checkpoint's model, when it is a text model; NULL with the message printed. */
+static bt_model *text_model(const bt_registry *reg, const char *path, bt_checkpoint **ck)
+{
+    char err[2048] = "";
+    bt_model *m = NULL;
+    if (bt_checkpoint_read(path, ck, err, sizeof err) != BT_OK)
         cli_fail(CMD, "%s", err);
-        goto out;
-    }
-    if (ck->task[0]) {
+    else if ((*ck)->task[0])
         cli_fail(CMD, "%s: this model was trained on task %s, not a text: generate needs a text "
-                 "model (bptt analyze --model takes task models)", model, ck->task);
-        goto out;
-    }
-    if (!ck->vocab) {
-        cli_fail(CMD, "%s has no vocabulary: it was not trained on text", model);
-        goto out;
-    }
-    if (bt_checkpoint_model(ck, reg, &m, err, sizeof err) != BT_OK) {
+                 "model (bptt analyze --model takes task models)", path, (*ck)->task);
+    else if (!(*ck)->vocab)
+        cli_fail(CMD, "%s has no vocabulary: it was not trained on text", path);
+    else if (bt_checkpoint_model(*ck, reg, &m, err, sizeof err) != BT_OK)
         cli_fail(CMD, "%s", err);
-        goto out;
+    return m;
+}
+
+int cmd_generate(int argc, char **argv)
+{
+    gen_opts o;
+    bt_registry *reg;
+    int rc;
+    if (!cli_begin(&cmd_generate_spec, argc, argv, read_options, &o, &reg, &rc))
+        return rc;
+    bt_checkpoint *ck = NULL;
+    bt_model *m = NULL;
+    char err[2048] = "", *text = NULL;
+    if (!o.model)
+        rc = cli_usage(CMD, "--model FILE is required (a checkpoint from bptt train --save)");
+    else if (!(m = text_model(reg, o.model, &ck)))
+        rc = 1;
+    else if (bt_generate_text(m, ck->vocab, o.prefix, (int)o.length, o.temperature,
+                              (uint64_t)o.seed, &text, err, sizeof err) != BT_OK)
+        rc = cli_fail(CMD, "--prefix: %s", err);
+    else {
+        printf("%s\n", text);
+        rc = 0;
     }
-    char *text = NULL;
-    if (bt_generate_text(m, ck->vocab, prefix, (int)length, temperature, (uint64_t)seed, &text,
-                         err, sizeof err) != BT_OK) {
-        cli_fail(CMD, "--prefix: %s", err);
-        goto out;
-    }
-    printf("%s\n", text);
     bt_free(text);
-    rc = 0;
-out:
     bt_model_free(m);
     bt_checkpoint_free(ck);
     bt_registry_free(reg);
-    cli_args_free(&a);
     return rc;
 }

@@ -33,35 +33,41 @@ const cli_command cmd_gradcheck_spec = {
     .options = {options},
 };
 
+typedef struct gc_opts {
+    const char *cell, *truncation;
+    long T, B, H, V, Q, seed;
+    cli_check_tol tol;
+} gc_opts;
+
+static bool read_options(cli_args *a, void *vo)
+{
+    gc_opts *o = vo;
+    o->tol = cli_check_tol_default();
+    o->cell = cli_get(a, "cell");
+    o->truncation = cli_get(a, "truncation");
+    return cli_int(a, "steps", 6, 1, 10000, &o->T) && cli_int(a, "batch", 2, 1, 10000, &o->B) &&
+           cli_int(a, "hidden", 4, 1, 10000, &o->H) && cli_int(a, "vocab", 5, 1, 100000, &o->V) &&
+           cli_int(a, "output", 0, 0, 100000, &o->Q) &&
+           cli_int(a, "seed", 1, 0, 0x7fffffffffffffffL, &o->seed) &&
+           cli_double(a, "eps", o->tol.eps, 1e-12, 1, &o->tol.eps) &&
+           cli_double(a, "tolerance", o->tol.tol, 0, 1e9, &o->tol.tol);
+}
+
 int cmd_gradcheck(int argc, char **argv)
 {
     const char *cmd = "gradcheck";
-    cli_args a;
+    gc_opts o;
+    bt_registry *reg;
     int rc;
-    if (!cli_args_begin(&a, &cmd_gradcheck_spec, argc, argv, &rc))
-        return rc;
-    cli_check_tol tol = cli_check_tol_default();
-    long T, B, H, V, Q, seed;
-    const char *cell_name = cli_get(&a, "cell");
-    const char *spec = cli_get(&a, "truncation");
-    bool ok = cli_int(&a, "steps", 6, 1, 10000, &T) && cli_int(&a, "batch", 2, 1, 10000, &B) &&
-              cli_int(&a, "hidden", 4, 1, 10000, &H) && cli_int(&a, "vocab", 5, 1, 100000, &V) &&
-              cli_int(&a, "output", 0, 0, 100000, &Q) &&
-              cli_int(&a, "seed", 1, 0, 0x7fffffffffffffffL, &seed) &&
-              cli_double(&a, "eps", tol.eps, 1e-12, 1, &tol.eps) &&
-              cli_double(&a, "tolerance", tol.tol, 0, 1e9, &tol.tol);
-    bt_registry *reg = ok ? cli_load_plugins(&a) : NULL;
-    if (!reg) {
-        cli_args_free(&a);
-        return 2;
-    }
-    cli_args_check_read(&a);
+    /* Exit 1 means a gradient failed: every other error, plugins included, is 2. */
+    if (!cli_begin(&cmd_gradcheck_spec, argc, argv, read_options, &o, &reg, &rc))
+        return rc ? 2 : 0;
     rc = 2;
     cli_policy pol = {0};
-    const bt_cell_def *cell = cli_cell_find(reg, cell_name, cmd);
-    if (cell && cli_policy_new(reg, spec ? spec : "full", &pol, cmd)) {
-        cli_check_size size = {(int)B, (int)T, (int)H, (int)V, (int)Q};
-        rc = cli_cell_gradcheck(stdout, cell, &pol, size, (uint64_t)seed, tol, true, cmd);
+    const bt_cell_def *cell = cli_cell_find(reg, o.cell, cmd);
+    if (cell && cli_policy_new(reg, o.truncation ? o.truncation : "full", &pol, cmd)) {
+        cli_check_size size = {(int)o.B, (int)o.T, (int)o.H, (int)o.V, (int)o.Q};
+        rc = cli_cell_gradcheck(stdout, cell, &pol, size, (uint64_t)o.seed, o.tol, true, cmd);
         if (rc == 0)
             printf("PASS: every gradient of %s under %s matches central differences\n",
                    cell->name, pol.desc);
@@ -70,10 +76,9 @@ int cmd_gradcheck(int argc, char **argv)
                    "  if the cell has ReLU or another kink, a central difference across it is "
                    "wrong: try a smaller --eps than %g (docs/gradcheck.md)\n",
                    cell->name, pol.desc,
-                   BT_REAL_DOUBLE ? "" : " (float build: confirm with the double build)", tol.eps);
+                   BT_REAL_DOUBLE ? "" : " (float build: confirm with the double build)", o.tol.eps);
         cli_policy_free(&pol);
     }
     bt_registry_free(reg);
-    cli_args_free(&a);
     return rc;
 }

@@ -192,26 +192,19 @@ const cli_command cmd_selfcheck_spec = {
 
 int cmd_selfcheck(int argc, char **argv)
 {
-    cli_args a;
+    bt_registry *reg;
     int rc;
-    if (!cli_args_begin(&a, &cmd_selfcheck_spec, argc, argv, &rc))
+    if (!cli_begin(&cmd_selfcheck_spec, argc, argv, NULL, NULL, &reg, &rc))
         return rc;
-    bt_registry *reg = cli_load_plugins(&a);
-    cli_args_check_read(&a);
-    rc = reg ? 0 : 1;
-    if (reg) {
-        printf("bptt selfcheck: bptt %s, %s precision%s\n", bt_version(),
-               BT_REAL_DOUBLE ? "double" : "float",
-               BT_REAL_DOUBLE ? "" : " (gradient checks use float tolerances; the double build is strict)");
-        int fails = 0;
-        fails += check_blas() != 0;
-        fails += check_training(reg) != 0;
-        fails += check_gradients(reg, "full") != 0;
-        fails += check_gradients(reg, "fixed:2") != 0;
-        printf(fails ? "selfcheck FAILED (%d of 4 checks)\n" : "selfcheck passed\n", fails);
-        rc = fails ? 1 : 0;
-    }
+    printf("bptt selfcheck: bptt %s, %s precision%s\n", bt_version(),
+           BT_REAL_DOUBLE ? "double" : "float",
+           BT_REAL_DOUBLE ? "" : " (gradient checks use float tolerances; the double build is strict)");
+    int fails = 0;
+    fails += check_blas() != 0;
+    fails += check_training(reg) != 0;
+    fails += check_gradients(reg, "full") != 0;
+    fails += check_gradients(reg, "fixed:2") != 0;
+    printf(fails ? "selfcheck FAILED (%d of 4 checks)\n" : "selfcheck passed\n", fails);
     bt_registry_free(reg);
-    cli_args_free(&a);
-    return rc;
+    return fails ? 1 : 0;
 }

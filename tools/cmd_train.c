@@ -5,7 +5,6 @@
  * sample at the end (texts only). */
 #include <math.h>
 #include <stdlib.h>
-#include <string.h>
 #include <unistd.h>
 
 #include "checkpoint.h"
@@ -151,268 +150,206 @@ static bt_status on_epoch(void *vctx, bt_lm *lm, const bt_lm_epoch *e, char *err
     return BT_OK;
 }
 
-/* Same optimizer settings written two ways ("sgd:1" and "sgd:lr=1")? Made on a one-value block. */
-static bool same_optimizer(const bt_registry *r, const char *a, const char *b)
-{
-    if (strcmp(a, b) == 0)
-        return true;
-    bt_params *p = bt_params_new();
-    bt_optimizer *oa = NULL, *ob = NULL;
-    char ea[256], eb[256], da[256] = "a", db[256] = "b";
-    if (p && bt_params_add(p, "x", 1, (int[]){1}) && bt_params_finalize(p) == BT_OK &&
-        bt_optimizer_new(r, a, p, &oa, ea, sizeof ea) == BT_OK &&
-        bt_optimizer_new(r, b, p, &ob, eb, sizeof eb) == BT_OK) {
-        bt_optimizer_describe(oa, da, sizeof da);
-        bt_optimizer_describe(ob, db, sizeof db);
-    }
-    bt_optimizer_free(oa);
-    bt_optimizer_free(ob);
-    bt_params_free(p);
-    return strcmp(da, db) == 0;
-}
+typedef struct train_opts {
+    lm_cli_opts lm;
+    long every;
+    bool every_given;
+    const char *save, *resume, *plot;
+} train_opts;
 
-static bool same_policy(const bt_registry *r, const char *a, const char *b)
+static bool read_options(cli_args *a, void *vo)
 {
-    if (strcmp(a, b) == 0)
-        return true;
-    char d[2][256] = {"a", "b"};
-    const char *spec[2] = {a, b};
-    for (int i = 0; i < 2; i++) {
-        char name[BT_NAME_LEN + 1], err[256];
-        const char *opts;
-        bt_split_spec(spec[i], name, sizeof name, &opts);
-        const bt_policy_def *def = bt_registry_policy(r, name);
-        void *st = NULL;
-        if (!def || bt_policy_create(def, opts, &st, err, sizeof err) != BT_OK)
-            return false;
-        if (def->describe && !bt_policy_describe(def, st, d[i], sizeof d[i]))
-            snprintf(d[i], sizeof d[i], "%c", 'a' + i); /* no description: never equal */
-        def->destroy(st);
-    }
-    return strcmp(d[0], d[1]) == 0;
-}
-
-/* A resumed run keeps the checkpoint's settings; a different one typed on the
- * command line is an error naming it. */
-static bool check_conflicts(const bt_registry *r, const lm_cli_opts *o, const bt_checkpoint *ck)
-{
-    const bt_lm_config *u = &o->cfg, *c = &ck->cfg;
-    for (int id = 0; id < LO_COUNT; id++) {
-        if (!o->given[id])
-            continue;
-        char theirs[300];
-        bool same = true;
-        switch ((lm_opt_id)id) {
-        case LO_CELL: same = !strcmp(u->cell, c->cell); snprintf(theirs, sizeof theirs, "%s", c->cell); break;
-        case LO_HIDDEN: same = u->hidden == c->hidden; snprintf(theirs, sizeof theirs, "%d", c->hidden); break;
-        case LO_BATCH: same = u->batch == c->batch; snprintf(theirs, sizeof theirs, "%d", c->batch); break;
-        case LO_STEPS: same = u->steps == c->steps; snprintf(theirs, sizeof theirs, "%d", c->steps); break;
-        case LO_OPTIMIZER:
-            same = same_optimizer(r, u->optimizer, c->optimizer);
-            snprintf(theirs, sizeof theirs, "%s", c->optimizer);
-            break;
-        case LO_CLIP: same = u->clip == c->clip; snprintf(theirs, sizeof theirs, "%g", c->clip); break;
-        case LO_TRUNCATION:
-            same = same_policy(r, u->truncation, c->truncation);
-            snprintf(theirs, sizeof theirs, "%s", c->truncation);
-            break;
-        case LO_INIT: same = !strcmp(u->init, c->init); snprintf(theirs, sizeof theirs, "'%s'", c->init); break;
-        case LO_SEED: same = u->seed == c->seed; snprintf(theirs, sizeof theirs, "%llu", (unsigned long long)c->seed); break;
-        case LO_TOKENS: same = u->tokens == c->tokens; snprintf(theirs, sizeof theirs, "%s", bt_tokens_kind_name(c->tokens)); break;
-        case LO_SAMPLING:
-            same = u->sampling == c->sampling;
-            snprintf(theirs, sizeof theirs, "%s", c->sampling == BT_BATCH_RANDOM ? "random" : "sequential");
-            break;
-        case LO_MAX_TOKENS: same = u->max_tokens == c->max_tokens; snprintf(theirs, sizeof theirs, "%ld", c->max_tokens); break;
-        case LO_VAL_FRACTION: same = u->val_fraction == c->val_fraction; snprintf(theirs, sizeof theirs, "%g", c->val_fraction); break;
-        case LO_COUNT: break;
-        }
-        if (!same) {
-            cli_fail(CMD, "--%s %s conflicts with the checkpoint's %s %s: a resumed run keeps the "
-                     "settings it was started with (drop --%s, or start a new run without --resume)",
-                     lm_cli_opt_name(id), o->raw[id], lm_cli_opt_name(id), theirs,
-                     lm_cli_opt_name(id));
-            return false;
-        }
-    }
+    train_opts *o = vo;
+    if (!lm_cli_parse(a, &o->lm) || !cli_int(a, "every", 1, 1, 100000000, &o->every))
+        return false;
+    o->save = cli_get(a, "save");
+    o->resume = cli_get(a, "resume");
+    o->plot = cli_get(a, "plot");
+    o->every_given = cli_get(a, "every") != NULL;
     return true;
 }
 
-int cmd_train(int argc, char **argv)
+/* What a run holds, freed together. */
+typedef struct train_run {
+    bt_checkpoint *ck;
+    lm_cli_data data;
+    bt_source src;
+    bt_lm_config cfg;
+    bt_lm *lm;
+} train_run;
+
+static void train_run_free(train_run *r)
 {
-    cli_args a;
-    int rc;
-    if (!cli_args_begin(&a, &cmd_train_spec, argc, argv, &rc))
-        return rc;
-    rc = 1;
-    bt_registry *reg = NULL;
-    bt_checkpoint *ck = NULL;
-    bt_corpus *corpus = NULL;
-    bt_source src = {0};
-    bt_lm *lm = NULL;
+    bt_lm_free(r->lm);
+    bt_source_free(&r->src);
+    bt_corpus_free(r->data.corpus);
+    bt_checkpoint_free(r->ck);
+}
+
+/* Every file the run will write can be written: checked before the first epoch. */
+static bool check_outputs(const train_opts *o)
+{
+    const char *what[] = {"--save", "--plot", "--metrics"};
+    const char *path[] = {o->save, o->plot, o->lm.metrics};
+    char err[2048];
+    for (int i = 0; i < 3; i++)
+        if (path[i] && bt_atomic_check_writable(path[i], err, sizeof err) != BT_OK) {
+            cli_fail(CMD, "%s: %s", what[i], err);
+            return false;
+        }
+    return true;
+}
+
+/* The run's settings and data: the command line's, or with --resume the
+ * checkpoint's (which the command line may not contradict). 0, or the exit
+ * status with the message printed. */
+static int settings(train_run *r, const bt_registry *reg, const train_opts *o)
+{
     char err[2048] = "";
-    lm_cli_opts o;
-    long every;
-    if (!lm_cli_parse(&a, CMD, &o) || !cli_int(&a, "every", 1, 1, 100000000, &every)) {
-        rc = 2;
-        goto out;
+    r->cfg = o->lm.run.cfg;
+    r->data = (lm_cli_data){.o = &o->lm, .data = o->lm.data, .task = o->lm.task};
+    if (o->resume) {
+        if (bt_checkpoint_read(o->resume, &r->ck, err, sizeof err) != BT_OK)
+            return cli_fail(CMD, "--resume: %s", err);
+        if (bt_checkpoint_check_resume(r->ck, reg, &o->lm.run, &r->data.data, &r->data.task, err,
+                                       sizeof err) != BT_OK)
+            return cli_fail(CMD, "%s", err);
+        r->cfg = r->ck->cfg;
     }
-    const char *save = cli_get(&a, "save"), *resume = cli_get(&a, "resume");
-    const char *plot = cli_get(&a, "plot");
-    bool every_given = cli_get(&a, "every") != NULL;
-    if (!(reg = cli_load_plugins(&a)))
-        goto out;
-    cli_args_check_read(&a);
-    if (every_given && !save)
-        fprintf(stderr, "bptt train: note: --every has no effect without --save\n");
+    if (!lm_cli_validate(CMD, reg, &r->cfg))
+        return 1;
+    if (!lm_cli_check_data(CMD, &o->lm, r->data.data, r->data.task))
+        return 2;
+    return check_outputs(o) ? 0 : 1;
+}
 
-    bt_lm_config cfg = o.cfg;
-    const char *data = o.data, *task = o.task;
-    if (resume) {
-        if (bt_checkpoint_read(resume, &ck, err, sizeof err) != BT_OK) {
-            cli_fail(CMD, "--resume: %s", err);
-            goto out;
-        }
-        if (!bt_registry_cell(reg, ck->cfg.cell)) {
-            char known[512];
-            cli_fail(CMD, "checkpoint %s uses cell '%s', which is not registered (known: %s): "
-                     "load its plugin with --plugin PATH", resume, ck->cfg.cell,
-                     bt_registry_names(reg, BT_KIND_CELL, known, sizeof known));
-            goto out;
-        }
-        if (!check_conflicts(reg, &o, ck))
-            goto out;
-        /* A task checkpoint resumes on its task; a text one on a text. */
-        if ((ck->task[0] && data) || (task && strcmp(task, ck->task) != 0)) {
-            cli_fail(CMD, "--%s %s conflicts with the checkpoint, which was trained on %s%s: "
-                     "drop --%s (a resumed run keeps its data)", data ? "data" : "task",
-                     data ? data : task, ck->task[0] ? "task " : "a text",
-                     ck->task[0] ? ck->task : "", data ? "data" : "task");
-            goto out;
-        }
-        cfg = ck->cfg;
-        if (ck->task[0])
-            task = ck->task;
-        else if (!data)
-            data = ck->data[0] ? ck->data : NULL;
-    }
-    if (!lm_cli_validate(CMD, reg, &cfg))
-        goto out;
-    if (!lm_cli_check_data(CMD, &o, data, task)) {
-        rc = 2;
-        goto out;
-    }
-    /* Everything that can be checked is checked before the first epoch. */
-    if (save && bt_atomic_check_writable(save, err, sizeof err) != BT_OK) {
-        cli_fail(CMD, "--save: %s", err);
-        goto out;
-    }
-    if (plot && bt_atomic_check_writable(plot, err, sizeof err) != BT_OK) {
-        cli_fail(CMD, "--plot: %s", err);
-        goto out;
-    }
-    if (o.metrics && bt_atomic_check_writable(o.metrics, err, sizeof err) != BT_OK) {
-        cli_fail(CMD, "--metrics: %s", err);
-        goto out;
-    }
-    if (!lm_cli_source(CMD, &o, data, task, &cfg, &corpus, &src))
-        goto out;
-    if (bt_lm_new(reg, &cfg, &src, &lm, err, sizeof err) != BT_OK) {
-        cli_fail(CMD, "%s", err);
-        goto out;
-    }
-    if (ck && bt_checkpoint_restore(ck, lm, err, sizeof err) != BT_OK) {
-        cli_fail(CMD, "--resume: %s", err);
-        goto out;
-    }
+/* Source, model (restored from the checkpoint when resuming); 0 or 1. */
+static int build(train_run *r, const bt_registry *reg)
+{
+    char err[2048] = "";
+    if (lm_cli_source(&r->data, &r->cfg, &r->src, err, sizeof err) != BT_OK)
+        return cli_fail(CMD, "%s", err);
+    if (bt_lm_new(reg, &r->cfg, &r->src, &r->lm, err, sizeof err) != BT_OK)
+        return cli_fail(CMD, "%s", err);
+    if (r->ck && bt_checkpoint_restore(r->ck, r->lm, err, sizeof err) != BT_OK)
+        return cli_fail(CMD, "--resume: %s", err);
+    return 0;
+}
 
-    bt_model *m = bt_lm_model(lm);
+/* What is trained, on what, and how: three or four lines. */
+static void print_setup(const train_run *r, const train_opts *o)
+{
+    const bt_lm_config *c = &r->cfg;
+    const bt_source *src = &r->src;
+    size_t n_params = bt_params_total(bt_lm_model(r->lm)->params);
+    const char *verb = r->ck ? "resuming " : "training", *from = r->ck ? o->resume : "";
     char pol[128], opt[256], ntok[32];
-    if (corpus) {
-        long n_val = bt_text_source_val_tokens(&src);
+    if (r->data.corpus) {
+        const bt_corpus *corpus = r->data.corpus;
+        long n_val = bt_text_source_val_tokens(src);
         printf("%s%s: %s, hidden %d (%zu parameters) on %s: %ld tokens (%s), vocabulary %d\n",
-               ck ? "resuming " : "training", ck ? resume : "", cfg.cell, cfg.hidden,
-               bt_params_total(m->params), data, corpus->n, bt_tokens_kind_name(cfg.tokens),
-               bt_vocab_size(corpus->vocab));
+               verb, from, c->cell, c->hidden, n_params, r->data.data, corpus->n,
+               bt_tokens_kind_name(c->tokens), bt_vocab_size(corpus->vocab));
         printf("  batch %d x %d steps (%s), %d minibatches per epoch, %s validation tokens\n",
-               cfg.batch, cfg.steps, cfg.sampling == BT_BATCH_RANDOM ? "random" : "sequential",
-               src.count(src.ctx), n_val ? lm_cli_si((double)n_val, ntok, sizeof ntok) : "no");
+               c->batch, c->steps, c->sampling == BT_BATCH_RANDOM ? "random" : "sequential",
+               src->count(src->ctx), n_val ? lm_cli_si((double)n_val, ntok, sizeof ntok) : "no");
     } else {
         bt_sequence vs;
-        bool val = src.validation && src.validation(src.ctx, 0, &vs);
+        bool val = src->validation && src->validation(src->ctx, 0, &vs);
         printf("%s%s: %s, hidden %d (%zu parameters) on task %s: %s inputs of %d, %s targets "
-               "(%s)\n", ck ? "resuming " : "training", ck ? resume : "", cfg.cell, cfg.hidden,
-               bt_params_total(m->params), task, src.tokens_in ? "token" : "real",
-               src.input_size, src.tokens_out ? "token" : "real",
-               src.tokens_out ? "cross-entropy, perplexity" : "squared error, loss");
+               "(%s)\n", verb, from, c->cell, c->hidden, n_params, r->data.task,
+               src->tokens_in ? "token" : "real", src->input_size, src->tokens_out ? "token" : "real",
+               src->tokens_out ? "cross-entropy, perplexity" : "squared error, loss");
         printf("  batch %d x %d steps (the task's length), %d minibatches per epoch%s, %s\n",
-               cfg.batch, cfg.steps, src.count(src.ctx),
-               src.carry_state ? " (state carried)" : "",
+               c->batch, c->steps, src->count(src->ctx), src->carry_state ? " (state carried)" : "",
                val ? "held-out validation minibatches" : "no validation data");
     }
     printf("  optimizer %s, clip %g, truncation %s, init %s, seed %llu\n",
-           bt_lm_optimizer_describe(lm, opt, sizeof opt), cfg.clip,
-           bt_lm_policy_describe(lm, pol, sizeof pol), cfg.init[0] ? cfg.init : "cell default",
-           (unsigned long long)cfg.seed);
-    if (ck)
-        printf("  from epoch %d (%llu updates); --epochs %d is the total\n", ck->epoch,
-               (unsigned long long)ck->updates, o.epochs);
+           bt_lm_optimizer_describe(r->lm, opt, sizeof opt), c->clip,
+           bt_lm_policy_describe(r->lm, pol, sizeof pol), c->init[0] ? c->init : "cell default",
+           (unsigned long long)c->seed);
+    if (r->ck)
+        printf("  from epoch %d (%llu updates); --epochs %d is the total\n", r->ck->epoch,
+               (unsigned long long)r->ck->updates, o->lm.epochs);
     fflush(stdout);
+}
 
-    train_ctx t = {
-        .save = save, .metrics = o.metrics, .data = data, .every = (int)every,
-        .target = o.epochs, .last_saved = ck ? ck->epoch : -1, .quiet = o.quiet,
-        .tty = isatty(STDERR_FILENO), .tokens_out = src.tokens_out,
-    };
-    bt_lm_hooks hooks = {.progress = t.tty ? lm_cli_progress : NULL, .epoch_done = on_epoch, .ctx = &t};
-    if (bt_lm_epochs_done(lm) >= o.epochs)
-        printf("the checkpoint is at epoch %d and --epochs is %d (a total): nothing to train\n",
-               bt_lm_epochs_done(lm), o.epochs);
-    bt_status st = bt_lm_train(lm, o.epochs, &hooks, err, sizeof err);
-    if (t.tty)
-        lm_cli_progress_clear();
-    char perr[1024];
-    if (plot && bt_lm_epochs_done(lm) > 0 && write_plot(plot, lm, perr, sizeof perr) != BT_OK)
-        fprintf(stderr, "bptt train: --plot: %s\n", perr);
-    if (st != BT_OK) {
-        cli_fail(CMD, "%s", err);
-        if (st == BT_ERR_NUMERIC) {
-            if (save && t.last_saved >= 0)
-                fprintf(stderr, "bptt train: training stopped; the last good checkpoint is %s "
-                        "(epoch %d), left as it was\n", save, t.last_saved);
-            else if (save)
-                fprintf(stderr, "bptt train: training stopped before a checkpoint was written\n");
-            rc = 3;
-        }
-        goto out;
-    }
-    char *sample = lm_cli_sample(lm, corpus, 60);
+/* The greedy sample (texts only) and the last epoch's figures. */
+static void print_done(train_run *r, const char *save)
+{
+    char *sample = lm_cli_sample(r->lm, r->data.corpus, 60);
     if (sample) {
         printf("sample (greedy): %s\n", sample);
         bt_free(sample);
     }
     const bt_lm_epoch *h;
-    int n = bt_lm_history(lm, &h);
-    if (n > 0 && src.tokens_out) {
-        char p[32];
+    int n = bt_lm_history(r->lm, &h);
+    if (n == 0)
+        return;
+    char p[32];
+    if (r->src.tokens_out) {
         printf("done: epoch %d, train ppl %s", h[n - 1].epoch,
                lm_cli_ppl(h[n - 1].train_loss, 3, p, sizeof p));
         if (!isnan(h[n - 1].val_ppl))
             printf(", val ppl %s", lm_cli_ppl(h[n - 1].val_loss, 3, p, sizeof p));
-        printf("%s%s\n", save ? ", saved " : "", save ? save : "");
-    } else if (n > 0) {
+    } else {
         printf("done: epoch %d, train loss %.5g", h[n - 1].epoch, h[n - 1].train_loss);
         if (!isnan(h[n - 1].val_loss))
             printf(", val loss %.5g", h[n - 1].val_loss);
-        printf("%s%s\n", save ? ", saved " : "", save ? save : "");
     }
-    rc = 0;
-out:
-    bt_lm_free(lm);
-    bt_source_free(&src);
-    bt_corpus_free(corpus);
-    bt_checkpoint_free(ck);
+    printf("%s%s\n", save ? ", saved " : "", save ? save : "");
+}
+
+/* bt_lm_train with progress, per-epoch lines, metrics and checkpoints; the
+ * plot once it stops. 0, 1 on an error, 3 when the loss diverged. */
+static int train(train_run *r, const train_opts *o)
+{
+    char err[2048] = "", perr[1024];
+    train_ctx t = {
+        .save = o->save, .metrics = o->lm.metrics, .data = r->data.data, .every = (int)o->every,
+        .target = o->lm.epochs, .last_saved = r->ck ? r->ck->epoch : -1, .quiet = o->lm.quiet,
+        .tty = isatty(STDERR_FILENO), .tokens_out = r->src.tokens_out,
+    };
+    bt_lm_hooks hooks = {.progress = t.tty ? lm_cli_progress : NULL, .epoch_done = on_epoch, .ctx = &t};
+    if (bt_lm_epochs_done(r->lm) >= o->lm.epochs)
+        printf("the checkpoint is at epoch %d and --epochs is %d (a total): nothing to train\n",
+               bt_lm_epochs_done(r->lm), o->lm.epochs);
+    bt_status st = bt_lm_train(r->lm, o->lm.epochs, &hooks, err, sizeof err);
+    if (t.tty)
+        lm_cli_progress_clear();
+    if (o->plot && bt_lm_epochs_done(r->lm) > 0 &&
+        write_plot(o->plot, r->lm, perr, sizeof perr) != BT_OK)
+        fprintf(stderr, "bptt train: --plot: %s\n", perr);
+    if (st == BT_OK) {
+        print_done(r, o->save);
+        return 0;
+    }
+    cli_fail(CMD, "%s", err);
+    if (st != BT_ERR_NUMERIC)
+        return 1;
+    if (o->save && t.last_saved >= 0)
+        fprintf(stderr, "bptt train: training stopped; the last good checkpoint is %s "
+                "(epoch %d), left as it was\n", o->save, t.last_saved);
+    else if (o->save)
+        fprintf(stderr, "bptt train: training stopped before a checkpoint was written\n");
+    return 3;
+}
+
+int cmd_train(int argc, char **argv)
+{
+    train_opts o;
+    bt_registry *reg;
+    int rc;
+    if (!cli_begin(&cmd_train_spec, argc, argv, read_options, &o, &reg, &rc))
+        return rc;
+    if (o.every_given && !o.save)
+        fprintf(stderr, "bptt train: note: --every has no effect without --save\n");
+    train_run r = {0};
+    if (!(rc = settings(&r, reg, &o)) && !(rc = build(&r, reg))) {
+        print_setup(&r, &o);
+        rc = train(&r, &o);
+    }
+    train_run_free(&r);
     bt_registry_free(reg);
-    cli_args_free(&a);
     return rc;
 }

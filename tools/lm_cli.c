@@ -9,13 +9,6 @@
 #include "lm_cli.h"
 #include "tasks.h"
 
-static const char *const opt_names[LO_COUNT] = {
-    "cell", "hidden", "batch", "steps", "optimizer", "clip", "truncation", "init",
-    "seed", "tokens", "sampling", "max-tokens", "val-fraction",
-};
-
-const char *lm_cli_opt_name(lm_opt_id id) { return opt_names[id]; }
-
 const cli_option lm_cli_options[] = {
     {"data", "FILE", "UTF-8 text to train on"},
     {"task", "SPEC", "a generated task instead of a text: adding:T, copy:T,K or "
@@ -44,93 +37,95 @@ const cli_option lm_cli_options[] = {
     {NULL, NULL, NULL},
 };
 
-static bool get_str(cli_args *a, lm_cli_opts *o, lm_opt_id id, char *dst, size_t len)
+/* A text setting: its value into dst, remembered as given. */
+static bool get_str(cli_args *a, bt_lm_given *g, bt_lm_setting id, char *dst, size_t len)
 {
-    const char *v = cli_get(a, opt_names[id]);
+    const char *name = bt_lm_setting_name(id), *v = cli_get(a, name);
     if (!v)
         return true;
     if (strlen(v) >= len) {
-        fprintf(stderr, "bptt: --%s: value too long (at most %zu characters)\n", opt_names[id],
-                len - 1);
+        fprintf(stderr, "bptt: --%s: value too long (at most %zu characters)\n", name, len - 1);
         return false;
     }
     memcpy(dst, v, strlen(v) + 1);
-    o->given[id] = true;
-    o->raw[id] = v;
+    g->given[id] = true;
+    g->raw[id] = v;
     return true;
 }
 
-static bool get_long(cli_args *a, lm_cli_opts *o, lm_opt_id id, long def, long min, long max,
-                     long *out)
+/* A number setting: read with cli_int / cli_double, remembered as given. */
+static void note_given(cli_args *a, bt_lm_given *g, bt_lm_setting id)
 {
-    o->raw[id] = cli_get(a, opt_names[id]);
-    o->given[id] = o->raw[id] != NULL;
-    return cli_int(a, opt_names[id], def, min, max, out);
+    g->raw[id] = cli_get(a, bt_lm_setting_name(id));
+    g->given[id] = g->raw[id] != NULL;
 }
 
-bool lm_cli_parse(cli_args *a, const char *command, lm_cli_opts *o)
+static bool get_int(cli_args *a, bt_lm_given *g, bt_lm_setting id, long min, long max, int *out)
 {
-    (void)command;
-    memset(o, 0, sizeof *o);
-    bt_lm_config *c = &o->cfg;
-    bt_lm_config_default(c);
     long v;
+    note_given(a, g, id);
+    if (!cli_int(a, bt_lm_setting_name(id), *out, min, max, &v))
+        return false;
+    *out = (int)v;
+    return true;
+}
+
+/* --tokens and --sampling: names of the text's tokens and minibatch order. */
+static bool get_text_modes(cli_args *a, bt_lm_given *g)
+{
+    bt_lm_config *c = &g->cfg;
+    const char *tok = cli_get(a, "tokens"), *smp = cli_get(a, "sampling");
+    char err[256];
+    if (tok && bt_tokens_kind_parse(tok, &c->tokens, err, sizeof err) != BT_OK) {
+        fprintf(stderr, "bptt: --tokens: %s\n", err);
+        return false;
+    }
+    g->given[BT_LM_TOKENS] = tok != NULL;
+    g->raw[BT_LM_TOKENS] = tok;
+    if (smp && strcmp(smp, "sequential") != 0 && strcmp(smp, "random") != 0) {
+        fprintf(stderr, "bptt: --sampling %s: use 'sequential' (state carried between "
+                        "minibatches) or 'random' (shuffled, fresh state)\n", smp);
+        return false;
+    }
+    if (smp)
+        c->sampling = strcmp(smp, "random") == 0 ? BT_BATCH_RANDOM : BT_BATCH_SEQUENTIAL;
+    g->given[BT_LM_SAMPLING] = smp != NULL;
+    g->raw[BT_LM_SAMPLING] = smp;
+    return true;
+}
+
+bool lm_cli_parse(cli_args *a, lm_cli_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    bt_lm_given *g = &o->run;
+    bt_lm_config *c = &g->cfg;
+    bt_lm_config_default(c);
+    long seed, epochs;
     o->data = cli_get(a, "data");
     o->task = cli_get(a, "task");
-    if (!get_str(a, o, LO_CELL, c->cell, sizeof c->cell) ||
-        !get_str(a, o, LO_OPTIMIZER, c->optimizer, sizeof c->optimizer) ||
-        !get_str(a, o, LO_TRUNCATION, c->truncation, sizeof c->truncation) ||
-        !get_str(a, o, LO_INIT, c->init, sizeof c->init))
+    if (!get_str(a, g, BT_LM_CELL, c->cell, sizeof c->cell) ||
+        !get_str(a, g, BT_LM_OPTIMIZER, c->optimizer, sizeof c->optimizer) ||
+        !get_str(a, g, BT_LM_TRUNCATION, c->truncation, sizeof c->truncation) ||
+        !get_str(a, g, BT_LM_INIT, c->init, sizeof c->init) ||
+        !get_int(a, g, BT_LM_HIDDEN, 1, 1 << 16, &c->hidden) ||
+        !get_int(a, g, BT_LM_BATCH, 1, 1 << 20, &c->batch) ||
+        !get_int(a, g, BT_LM_STEPS, 1, 1 << 20, &c->steps))
         return false;
-    if (!get_long(a, o, LO_HIDDEN, c->hidden, 1, 1 << 16, &v))
+    note_given(a, g, BT_LM_SEED);
+    if (!cli_int(a, "seed", 0, 0, 0x7fffffffffffffffL, &seed))
         return false;
-    c->hidden = (int)v;
-    if (!get_long(a, o, LO_BATCH, c->batch, 1, 1 << 20, &v))
-        return false;
-    c->batch = (int)v;
-    if (!get_long(a, o, LO_STEPS, c->steps, 1, 1 << 20, &v))
-        return false;
-    c->steps = (int)v;
-    if (!get_long(a, o, LO_SEED, 0, 0, 0x7fffffffffffffffL, &v))
-        return false;
-    c->seed = (uint64_t)v;
-    if (!get_long(a, o, LO_MAX_TOKENS, 0, 0, 0x7fffffffffffffffL, &c->max_tokens))
-        return false;
-    long epochs;
-    if (!cli_int(a, "epochs", 10, 1, 100000000, &epochs))
+    c->seed = (uint64_t)seed;
+    note_given(a, g, BT_LM_MAX_TOKENS);
+    if (!cli_int(a, "max-tokens", 0, 0, 0x7fffffffffffffffL, &c->max_tokens) ||
+        !cli_int(a, "epochs", 10, 1, 100000000, &epochs))
         return false;
     o->epochs = (int)epochs;
-    o->raw[LO_CLIP] = cli_get(a, "clip");
-    o->given[LO_CLIP] = o->raw[LO_CLIP] != NULL;
-    if (!cli_double(a, "clip", 1, 0, 1e30, &c->clip))
+    note_given(a, g, BT_LM_CLIP);
+    note_given(a, g, BT_LM_VAL_FRACTION);
+    if (!cli_double(a, "clip", 1, 0, 1e30, &c->clip) ||
+        !cli_checkpoint(a, &c->checkpoint_every, &c->memory_budget_mb) ||
+        !cli_double(a, "val-fraction", 0, 0, 0.5, &c->val_fraction) || !get_text_modes(a, g))
         return false;
-    if (!cli_checkpoint(a, &c->checkpoint_every, &c->memory_budget_mb))
-        return false;
-    o->raw[LO_VAL_FRACTION] = cli_get(a, "val-fraction");
-    o->given[LO_VAL_FRACTION] = o->raw[LO_VAL_FRACTION] != NULL;
-    if (!cli_double(a, "val-fraction", 0, 0, 0.5, &c->val_fraction))
-        return false;
-    const char *tok = cli_get(a, "tokens");
-    if (tok) {
-        char err[256];
-        if (bt_tokens_kind_parse(tok, &c->tokens, err, sizeof err) != BT_OK) {
-            fprintf(stderr, "bptt: --tokens: %s\n", err);
-            return false;
-        }
-        o->given[LO_TOKENS] = true;
-        o->raw[LO_TOKENS] = tok;
-    }
-    const char *smp = cli_get(a, "sampling");
-    if (smp) {
-        if (strcmp(smp, "sequential") != 0 && strcmp(smp, "random") != 0) {
-            fprintf(stderr, "bptt: --sampling %s: use 'sequential' (state carried between "
-                            "minibatches) or 'random' (shuffled, fresh state)\n", smp);
-            return false;
-        }
-        c->sampling = strcmp(smp, "random") == 0 ? BT_BATCH_RANDOM : BT_BATCH_SEQUENTIAL;
-        o->given[LO_SAMPLING] = true;
-        o->raw[LO_SAMPLING] = smp;
-    }
     char ierr[256];
     if (bt_init_spec_check(c->init, ierr, sizeof ierr) != BT_OK) {
         fprintf(stderr, "bptt: %s\n", ierr);
@@ -176,17 +171,6 @@ bool lm_cli_validate(const char *command, const bt_registry *r, const bt_lm_conf
     return ok;
 }
 
-bt_corpus *lm_cli_corpus(const char *command, const char *path, const bt_lm_config *cfg)
-{
-    char err[1024] = "";
-    bt_corpus *c = NULL;
-    if (bt_corpus_load(path, cfg->tokens, cfg->max_tokens, &c, err, sizeof err) != BT_OK) {
-        cli_fail(command, "%s", err);
-        return NULL;
-    }
-    return c;
-}
-
 bool lm_cli_check_data(const char *command, const lm_cli_opts *o, const char *data,
                        const char *task)
 {
@@ -199,44 +183,44 @@ bool lm_cli_check_data(const char *command, const lm_cli_opts *o, const char *da
                  "copy:10,3, influence:23,10) is required");
         return false;
     }
-    static const lm_opt_id text_only[] = {LO_TOKENS, LO_SAMPLING, LO_MAX_TOKENS, LO_VAL_FRACTION};
+    static const bt_lm_setting text_only[] = {BT_LM_TOKENS, BT_LM_SAMPLING, BT_LM_MAX_TOKENS,
+                                              BT_LM_VAL_FRACTION};
     for (size_t i = 0; task && i < sizeof text_only / sizeof text_only[0]; i++)
-        if (o->given[text_only[i]]) {
+        if (o->run.given[text_only[i]]) {
             cli_fail(command, "--%s applies to a text (--data) only: task %s generates its "
-                     "sequences and its validation minibatches", opt_names[text_only[i]], task);
+                     "sequences and its validation minibatches", bt_lm_setting_name(text_only[i]),
+                     task);
             return false;
         }
     return true;
 }
 
-bool lm_cli_source(const char *command, const lm_cli_opts *o, const char *data, const char *task,
-                   bt_lm_config *cfg, bt_corpus **corpus, bt_source *src)
+bt_status lm_cli_source(void *vd, bt_lm_config *cfg, bt_source *src, char *err, size_t errlen)
 {
-    char err[1024] = "";
-    if (task) {
-        if (bt_task_source_new(task, cfg->batch, cfg->seed, src, err, sizeof err) != BT_OK) {
-            cli_fail(command, "--task: %s", err);
-            return false;
-        }
-        if (o->given[LO_STEPS] && o->cfg.steps != src->T) {
-            cli_fail(command, "--steps %d conflicts with task %s, whose sequences have %d steps: "
-                     "a task fixes the length (drop --steps, or change the task's length)",
-                     o->cfg.steps, task, src->T);
+    lm_cli_data *d = vd;
+    char why[1024] = "";
+    if (d->task) {
+        if (bt_task_source_new(d->task, cfg->batch, cfg->seed, src, why, sizeof why) != BT_OK)
+            return bt_error(err, errlen, BT_ERR_ARG, "--task: %s", why);
+        if (d->o->run.given[BT_LM_STEPS] && d->o->run.cfg.steps != src->T) {
+            bt_errorf(err, errlen, "--steps %d conflicts with task %s, whose sequences have %d "
+                      "steps: a task fixes the length (drop --steps, or change the task's length)",
+                      d->o->run.cfg.steps, d->task, src->T);
             bt_source_free(src);
             *src = (bt_source){0};
-            return false;
+            return BT_ERR_ARG;
         }
         cfg->steps = src->T;
-        return true;
+        return BT_OK;
     }
-    if (!*corpus && !(*corpus = lm_cli_corpus(command, data, cfg)))
-        return false;
-    if (bt_text_source_new(*corpus, cfg->batch, cfg->steps, cfg->sampling, cfg->val_fraction, src,
-                           err, sizeof err) != BT_OK) {
-        cli_fail(command, "%s: %s", data, err);
-        return false;
-    }
-    return true;
+    bt_status st;
+    if (!d->corpus &&
+        (st = bt_corpus_load(d->data, cfg->tokens, cfg->max_tokens, &d->corpus, err, errlen)) != BT_OK)
+        return st;
+    if ((st = bt_text_source_new(d->corpus, cfg->batch, cfg->steps, cfg->sampling,
+                                 cfg->val_fraction, src, why, sizeof why)) != BT_OK)
+        return bt_error(err, errlen, st, "%s: %s", d->data, why);
+    return BT_OK;
 }
 
 const char *lm_cli_ppl(double loss, int digits, char *buf, size_t len)

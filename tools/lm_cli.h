@@ -9,30 +9,23 @@
 #include <stdio.h>
 
 #include "cli.h"
+#include "compare.h"
 #include "lm.h"
 #include "text_source.h"
 
-/* The options a checkpoint fixes; `given` says which the user typed. */
-typedef enum {
-    LO_CELL, LO_HIDDEN, LO_BATCH, LO_STEPS, LO_OPTIMIZER, LO_CLIP, LO_TRUNCATION, LO_INIT,
-    LO_SEED, LO_TOKENS, LO_SAMPLING, LO_MAX_TOKENS, LO_VAL_FRACTION, LO_COUNT
-} lm_opt_id;
-
+/* The run options of both commands: the settings as given (values, which
+ * were typed, and as typed, for resume conflicts), the data, and output. */
 typedef struct lm_cli_opts {
-    bt_lm_config cfg;
+    bt_lm_given run;
     const char *data;
     const char *task;          /* --task SPEC (adding:50, copy:10,3, influence:23,10) */
     int epochs;
-    bool given[LO_COUNT];
-    const char *raw[LO_COUNT]; /* as typed, for messages */
-    const char *metrics, *plot;
+    const char *metrics;
     bool quiet;
 } lm_cli_opts;
 
 /* The options both commands take; false (message printed) on a bad value. */
-bool lm_cli_parse(cli_args *a, const char *command, lm_cli_opts *o);
-/* The option's name ("hidden") for conflict messages. */
-const char *lm_cli_opt_name(lm_opt_id id);
+bool lm_cli_parse(cli_args *a, lm_cli_opts *o);
 /* The table of the options lm_cli_parse reads (all but --truncation, whose
  * help differs between the commands: each command declares it). */
 extern const cli_option lm_cli_options[];
@@ -40,18 +33,21 @@ extern const cli_option lm_cli_options[];
 /* Checks cell, truncation and optimizer names and options before any data is
  * read, so a typo is reported first; prints the error and returns false. */
 bool lm_cli_validate(const char *command, const bt_registry *r, const bt_lm_config *cfg);
-/* Loads the text for cfg; prints the error and returns NULL on failure. */
-bt_corpus *lm_cli_corpus(const char *command, const char *path, const bt_lm_config *cfg);
 /* Exactly one of data and task, and no text-only option (--tokens, --sampling,
  * --max-tokens, --val-fraction) with a task; prints the error and returns false. */
 bool lm_cli_check_data(const char *command, const lm_cli_opts *o, const char *data,
                        const char *task);
-/* The training source of one run: the task (a task fixes the sequence length:
- * cfg->steps becomes its T, and an explicit --steps that differs is an error),
- * or the text, loaded into *corpus on the first call and shared after. Prints
- * the error and returns false. */
-bool lm_cli_source(const char *command, const lm_cli_opts *o, const char *data, const char *task,
-                   bt_lm_config *cfg, bt_corpus **corpus, bt_source *src);
+/* Where a run's sequences come from: a task, or a text loaded once. */
+typedef struct lm_cli_data {
+    const lm_cli_opts *o;
+    const char *data, *task;
+    bt_corpus *corpus;         /* the text, loaded on the first call (free it) */
+} lm_cli_data;
+/* The training source of one run (a bt_compare_source_fn): the task (a task
+ * fixes the sequence length: cfg->steps becomes its T, and an explicit
+ * --steps that differs is an error), or the text, loaded into d->corpus on
+ * the first call and shared after. */
+bt_status lm_cli_source(void *d, bt_lm_config *cfg, bt_source *src, char *err, size_t errlen);
 /* "ppl" or "loss": what a source's runs report (perplexity for token targets). */
 static inline const char *lm_cli_measure(const bt_source *src)
 {

@@ -6,8 +6,11 @@
  * panels and segment pictures written to one .svg file that opens in a browser.
  * Every function copies what it is given, so callers may free their arrays at
  * once. Values that cannot be drawn (NaN, inf, and <= 0 on a log axis) are
- * skipped, never written. Files are written atomically (temp file, fsync,
- * rename).
+ * skipped, never written. Files are written atomically (io/atomic.h).
+ *
+ * Presentation of the `bptt` program (tools/): built into an internal static
+ * library that the program and tests/test_svg.c link; not installed, and not
+ * part of libbptt or libbptt-train.
  */
 #ifndef BPTT_SVG_H
 #define BPTT_SVG_H
@@ -26,27 +29,27 @@ extern "C" {
 typedef struct bt_plot bt_plot;
 
 /* Any of the strings may be NULL (drawn as nothing). NULL when out of memory. */
-BT_API bt_plot *bt_plot_new(const char *title, const char *xlabel, const char *ylabel);
-BT_API void bt_plot_free(bt_plot *p); /* NULL is fine */
+bt_plot *bt_plot_new(const char *title, const char *xlabel, const char *ylabel);
+void bt_plot_free(bt_plot *p); /* NULL is fine */
 
 /* Log axes have decade ticks (labelled 10^k); values <= 0 are skipped. */
-BT_API void bt_plot_set_logx(bt_plot *p, bool on);
-BT_API void bt_plot_set_logy(bt_plot *p, bool on);
+void bt_plot_set_logx(bt_plot *p, bool on);
+void bt_plot_set_logy(bt_plot *p, bool on);
 /* One data unit is as long on x as on y (linear axes only): for the complex plane. */
-BT_API void bt_plot_set_equal_aspect(bt_plot *p, bool on);
+void bt_plot_set_equal_aspect(bt_plot *p, bool on);
 
 /* Series take the next colour of a fixed palette (dashed once it wraps).
  * label NULL or "" keeps a series out of the legend. x NULL means x[i] = i.
  * n may be 0 (an empty series). BT_ERR_ARG for p NULL, n < 0 or y NULL with
  * n > 0; BT_ERR_NOMEM when a copy fails. */
-BT_API bt_status bt_plot_line(bt_plot *p, const char *label, const double *x, const double *y, int n);
-BT_API bt_status bt_plot_points(bt_plot *p, const char *label, const double *x, const double *y, int n);
+bt_status bt_plot_line(bt_plot *p, const char *label, const double *x, const double *y, int n);
+bt_status bt_plot_points(bt_plot *p, const char *label, const double *x, const double *y, int n);
 /* A dashed reference circle (the unit circle: 0, 0, 1) and horizontal line. */
-BT_API bt_status bt_plot_circle(bt_plot *p, const char *label, double cx, double cy, double r);
-BT_API bt_status bt_plot_hline(bt_plot *p, const char *label, double y);
+bt_status bt_plot_circle(bt_plot *p, const char *label, double cx, double cy, double r);
+bt_status bt_plot_hline(bt_plot *p, const char *label, double y);
 
 /* A one-panel figure at path; p stays the caller's. */
-BT_API bt_status bt_plot_write(const bt_plot *p, const char *path, char *err, size_t errlen);
+bt_status bt_plot_write(const bt_plot *p, const char *path, char *err, size_t errlen);
 
 /* ---- figures: a grid of panels in one file -------------------------------- */
 
@@ -60,23 +63,23 @@ typedef struct bt_segments_row {
 } bt_segments_row;
 
 /* title may be NULL; cols < 1 counts as 1. NULL when out of memory. */
-BT_API bt_figure *bt_figure_new(const char *title, int cols);
-BT_API void bt_figure_free(bt_figure *f); /* frees the plots it owns; NULL is fine */
+bt_figure *bt_figure_new(const char *title, int cols);
+void bt_figure_free(bt_figure *f); /* frees the plots it owns; NULL is fine */
 
 /* Appends p in the next grid cell. Takes ownership of p even when it fails. */
-BT_API bt_status bt_figure_add(bt_figure *f, bt_plot *p);
+bt_status bt_figure_add(bt_figure *f, bt_plot *p);
 
 /* Appends a full-width picture of the first n_chars characters (code points) of
  * UTF-8 text, drawn once per row in monospace cells, with each row's segments
  * shaded alternately and a bar at each cut. A space shows as a faint middle dot,
  * a newline as a faint return arrow, a malformed byte as U+FFFD. Text shorter
  * than n_chars draws what there is. Meant for about 40..120 characters. */
-BT_API bt_status bt_figure_add_segments(bt_figure *f, const char *title, const char *text, int n_chars,
-                                        const bt_segments_row *rows, int n_rows);
+bt_status bt_figure_add_segments(bt_figure *f, const char *title, const char *text, int n_chars,
+                                 const bt_segments_row *rows, int n_rows);
 
 /* BT_ERR_IO with a message naming path when the file cannot be written; no
  * temp file is left behind. err may be NULL. */
-BT_API bt_status bt_figure_write(const bt_figure *f, const char *path, char *err, size_t errlen);
+bt_status bt_figure_write(const bt_figure *f, const char *path, char *err, size_t errlen);
 
 #ifdef __cplusplus
 }

@@ -217,6 +217,51 @@ static void sb_px(sbuf *b, double v)
     sb_put(b, tmp, (size_t)n);
 }
 
+/* x="X" y="Y": a position inside an element's attributes. */
+static void sb_xy(sbuf *b, double x, double y)
+{
+    sb_puts(b, "x=\"");
+    sb_px(b, x);
+    sb_puts(b, "\" y=\"");
+    sb_px(b, y);
+    sb_puts(b, "\"");
+}
+
+/* x1="" x2="" y1="" y2=""/>: the end of a <line> whose start the caller wrote. */
+static void sb_line_end(sbuf *b, double x1, double x2, double y1, double y2)
+{
+    sb_puts(b, "x1=\"");
+    sb_px(b, x1);
+    sb_puts(b, "\" x2=\"");
+    sb_px(b, x2);
+    sb_puts(b, "\" y1=\"");
+    sb_px(b, y1);
+    sb_puts(b, "\" y2=\"");
+    sb_px(b, y2);
+    sb_puts(b, "\"/>\n");
+}
+
+/* A rectangle's x="" y="" width="" height="" attributes. */
+static void sb_box(sbuf *b, double x, double y, double w, double h)
+{
+    sb_xy(b, x, y);
+    sb_puts(b, " width=\"");
+    sb_px(b, w);
+    sb_puts(b, "\" height=\"");
+    sb_px(b, h);
+    sb_puts(b, "\"");
+}
+
+/* <g transform="translate(ox,oy)">: a panel's group. */
+static void sb_group(sbuf *b, double ox, double oy)
+{
+    sb_puts(b, "<g transform=\"translate(");
+    sb_px(b, ox);
+    sb_puts(b, ",");
+    sb_px(b, oy);
+    sb_puts(b, ")\">\n");
+}
+
 /* XML text or attribute content: escapes markup characters, turns malformed
  * UTF-8 and control characters XML forbids into U+FFFD. At most max_chars
  * characters, then an ellipsis (max_chars < 0: no limit). */
@@ -248,6 +293,17 @@ static void sb_esc(sbuf *b, const char *s, int max_chars)
         i += (size_t)k;
         count++;
     }
+}
+
+/* <text ATTRS x="X" y="Y"AFTER>text</text>, the text escaped and cut to max_chars. */
+static void sb_text(sbuf *b, const char *attrs, double x, double y, const char *after,
+                    const char *text, int max_chars)
+{
+    sb_printf(b, "<text %s ", attrs);
+    sb_xy(b, x, y);
+    sb_printf(b, "%s>", after);
+    sb_esc(b, text, max_chars);
+    sb_puts(b, "</text>\n");
 }
 
 /* ---- axes ---------------------------------------------------------------- */
@@ -395,88 +451,101 @@ static void sb_decade(sbuf *b, int k)
               k < 0 ? -k : k);
 }
 
+/* One grid line across the plot at pos on axis x (the horizontal one) or y;
+ * the other axis spans [q0, q1] in pixels. */
+static void grid_line(sbuf *b, bool x, const char *cls, double pos, double q0, double q1)
+{
+    const char *along = x ? "x" : "y", *across = x ? "y" : "x";
+    sb_printf(b, "<line class=\"%s\" %s1=\"", cls, along);
+    sb_px(b, pos);
+    sb_printf(b, "\" %s2=\"", along);
+    sb_px(b, pos);
+    sb_printf(b, "\" %s1=\"", across);
+    sb_px(b, q0);
+    sb_printf(b, "\" %s2=\"", across);
+    sb_px(b, q1);
+    sb_puts(b, "\"/>\n");
+}
+
+/* Opens the <text> of a tick label at pos: below an x tick, left of a y tick. */
+static void label_open(sbuf *b, bool x, double pos, double q0)
+{
+    sb_puts(b, x ? "<text class=\"tick\" text-anchor=\"middle\" "
+                 : "<text class=\"tick\" text-anchor=\"end\" ");
+    sb_xy(b, x ? pos : q0 - 7, x ? q0 + 18 : pos);
+    sb_puts(b, x ? ">" : " dy=\"0.35em\">");
+}
+
+/* The minor lines 2..9 x 10^k of decade k on a log axis from decade k0 over
+ * ndec decades (labels 2 and 5 when the axis spans at most one decade). */
+static void log_minor_ticks(sbuf *b, const axis *a, bool x, int k, int k0, int ndec, bool labels,
+                            double q0, double q1)
+{
+    for (int m = 2; m <= 9; m++) {
+        double mp = a->p0 + (k - k0 + log10(m)) / ndec * (a->p1 - a->p0);
+        grid_line(b, x, "minor", mp, q0, q1);
+        if (labels && (m == 2 || m == 5)) {
+            char lab[64], raw[64];
+            if (k >= -4 && k <= 5)
+                snprintf(raw, sizeof raw, "%.*f", k < 0 ? -k : 0, m * pow(10, k));
+            else
+                snprintf(raw, sizeof raw, "%de%d", m, k);
+            tidy_number(raw, lab, sizeof lab);
+            label_open(b, x, mp, q0);
+            sb_printf(b, "%s</text>\n", lab);
+        }
+    }
+}
+
+/* Decade lines and 10^k labels, thinned to about 8 labels. */
+static void log_axis_draw(sbuf *b, const axis *a, bool x, double q0, double q1)
+{
+    int k0 = (int)a->lo, k1 = (int)a->hi, ndec = k1 - k0;
+    /* At most about 8 decade labels, every 1, 2, 5, 10, 20, 50... decades. */
+    int stride = 1;
+    for (int m = 1; stride * 8 < ndec; m *= 10)
+        stride = ndec <= 8 * m ? m : ndec <= 16 * m ? 2 * m : ndec <= 40 * m ? 5 * m : 10 * m;
+    bool minor = ndec <= 6;
+    bool minor_labels = ndec <= 1; /* within one decade, label 2 and 5 too */
+    for (int k = k0; k <= k1; k++) {
+        double pos = a->p0 + (double)(k - k0) / ndec * (a->p1 - a->p0);
+        bool labelled = ((k % stride) + stride) % stride == 0;
+        if (labelled || ndec <= 30)
+            grid_line(b, x, labelled ? "grid" : "minor", pos, q0, q1);
+        if (labelled) {
+            label_open(b, x, pos, q0);
+            sb_decade(b, k);
+            sb_puts(b, "</text>\n");
+        }
+        if (minor && k < k1)
+            log_minor_ticks(b, a, x, k, k0, ndec, minor_labels, q0, q1);
+    }
+}
+
 /* Grid lines, ticks and labels for one axis. x: the horizontal axis. The
  * other axis spans [q0, q1] in pixels. */
 static void axis_draw(sbuf *b, const axis *a, bool x, double q0, double q1)
 {
+    if (a->log) {
+        log_axis_draw(b, a, x, q0, q1);
+        return;
+    }
     double lo_px = fmin(a->p0, a->p1), hi_px = fmax(a->p0, a->p1);
     int target = (int)((hi_px - lo_px) / (x ? 90 : 55));
-    if (target < 3)
-        target = 3;
-
-#define GRID_LINE(cls, pos)                                                             \
-    do {                                                                                \
-        sb_printf(b, "<line class=\"%s\" ", cls);                                       \
-        sb_puts(b, x ? "x1=\"" : "y1=\""); sb_px(b, pos);                               \
-        sb_puts(b, x ? "\" x2=\"" : "\" y2=\""); sb_px(b, pos);                         \
-        sb_puts(b, x ? "\" y1=\"" : "\" x1=\""); sb_px(b, q0);                          \
-        sb_puts(b, x ? "\" y2=\"" : "\" x2=\""); sb_px(b, q1);                          \
-        sb_puts(b, "\"/>\n");                                                           \
-    } while (0)
-#define LABEL_AT(pos)                                                                   \
-    do {                                                                                \
-        if (x) {                                                                        \
-            sb_puts(b, "<text class=\"tick\" text-anchor=\"middle\" x=\""); sb_px(b, pos);\
-            sb_puts(b, "\" y=\""); sb_px(b, q0 + 18); sb_puts(b, "\">");                \
-        } else {                                                                        \
-            sb_puts(b, "<text class=\"tick\" text-anchor=\"end\" x=\""); sb_px(b, q0 - 7);\
-            sb_puts(b, "\" y=\""); sb_px(b, pos); sb_puts(b, "\" dy=\"0.35em\">");        \
-        }                                                                               \
-    } while (0)
-
-    if (a->log) {
-        int k0 = (int)a->lo, k1 = (int)a->hi, ndec = k1 - k0;
-        /* At most about 8 decade labels, every 1, 2, 5, 10, 20, 50... decades. */
-        int stride = 1;
-        for (int m = 1; stride * 8 < ndec; m *= 10)
-            stride = ndec <= 8 * m ? m : ndec <= 16 * m ? 2 * m : ndec <= 40 * m ? 5 * m : 10 * m;
-        bool minor = ndec <= 6;
-        bool minor_labels = ndec <= 1; /* within one decade, label 2 and 5 too */
-        for (int k = k0; k <= k1; k++) {
-            double pos = a->p0 + (double)(k - k0) / ndec * (a->p1 - a->p0);
-            bool labelled = ((k % stride) + stride) % stride == 0;
-            if (labelled || ndec <= 30)
-                GRID_LINE(labelled ? "grid" : "minor", pos);
-            if (labelled) {
-                LABEL_AT(pos);
-                sb_decade(b, k);
-                sb_puts(b, "</text>\n");
-            }
-            if (minor && k < k1) {
-                for (int m = 2; m <= 9; m++) {
-                    double mp = a->p0 + (k - k0 + log10(m)) / ndec * (a->p1 - a->p0);
-                    GRID_LINE("minor", mp);
-                    if (minor_labels && (m == 2 || m == 5)) {
-                        char lab[64], raw[64];
-                        if (k >= -4 && k <= 5)
-                            snprintf(raw, sizeof raw, "%.*f", k < 0 ? -k : 0, m * pow(10, k));
-                        else
-                            snprintf(raw, sizeof raw, "%de%d", m, k);
-                        tidy_number(raw, lab, sizeof lab);
-                        LABEL_AT(mp);
-                        sb_printf(b, "%s</text>\n", lab);
-                    }
-                }
-            }
-        }
-    } else {
-        double step = nice_step(a, target);
-        double maxabs = fmax(fabs(a->lo), fabs(a->hi));
-        double k0 = ceil(a->lo / step), k1 = floor(a->hi / step);
-        for (double k = k0, count = 0; k <= k1 && count < 60; k++, count++) {
-            double v = k * step;
-            if (fabs(v) < step * 1e-9)
-                v = 0; /* no "-0" or 2.7e-17 from rounding */
-            double pos = axis_px(a, v);
-            GRID_LINE(v == 0 ? "zero" : "grid", pos);
-            char lab[64];
-            format_tick(v, step, maxabs, lab, sizeof lab);
-            LABEL_AT(pos);
-            sb_printf(b, "%s</text>\n", lab);
-        }
+    double step = nice_step(a, target < 3 ? 3 : target);
+    double maxabs = fmax(fabs(a->lo), fabs(a->hi));
+    double k0 = ceil(a->lo / step), k1 = floor(a->hi / step);
+    for (double k = k0, count = 0; k <= k1 && count < 60; k++, count++) {
+        double v = k * step;
+        if (fabs(v) < step * 1e-9)
+            v = 0; /* no "-0" or 2.7e-17 from rounding */
+        double pos = axis_px(a, v);
+        grid_line(b, x, v == 0 ? "zero" : "grid", pos, q0, q1);
+        char lab[64];
+        format_tick(v, step, maxabs, lab, sizeof lab);
+        label_open(b, x, pos, q0);
+        sb_printf(b, "%s</text>\n", lab);
     }
-#undef GRID_LINE
-#undef LABEL_AT
 }
 
 /* ---- plots ------------------------------------------------------------------ */
@@ -675,15 +744,8 @@ static void draw_series(sbuf *b, const series *s, const axis *ax, const axis *ay
     case SERIES_HLINE:
         if (axis_ok(ay, s->y[0])) {
             double py = axis_px(ay, s->y[0]);
-            sb_printf(b, "<line stroke=\"%s\"%s x1=\"", colour, series_dash(s));
-            sb_px(b, x0);
-            sb_puts(b, "\" x2=\"");
-            sb_px(b, x1);
-            sb_puts(b, "\" y1=\"");
-            sb_px(b, py);
-            sb_puts(b, "\" y2=\"");
-            sb_px(b, py);
-            sb_puts(b, "\"/>\n");
+            sb_printf(b, "<line stroke=\"%s\"%s ", colour, series_dash(s));
+            sb_line_end(b, x0, x1, py, py);
         }
         break;
     }
@@ -744,138 +806,116 @@ static int legend_entries(const bt_plot *p, int *max_chars)
 }
 
 /* Draws one panel with its top-left corner at (ox, oy); id makes its clip path unique. */
-static void render_plot(sbuf *b, const bt_plot *p, double ox, double oy, int id)
+/* A panel's plot area in pixels: x from L to R, y from T (top) to B. */
+typedef struct area {
+    double L, R, T, B;
+} area;
+
+/* Both axes fitted to the data (hasx/hasy: anything drawable), and with an
+ * equal aspect the same data units per pixel on both. */
+static void plot_axes(const bt_plot *p, const area *r, axis *ax, axis *ay, bool *hasx, bool *hasy)
 {
-    int max_chars;
-    int n_legend = legend_entries(p, &max_chars);
-    double legend_w = n_legend ? 40 + max_chars * 6.6 : 0;
-
-    double L = MARGIN_L, R = PANEL_W - MARGIN_R - legend_w;
-    double T = MARGIN_T, B = PANEL_H - MARGIN_B;
-    axis ax = {.log = p->logx, .p0 = L, .p1 = R};
-    axis ay = {.log = p->logy, .p0 = B, .p1 = T};
-
-    bool hasx = false, hasy = false;
+    *ax = (axis){.log = p->logx, .p0 = r->L, .p1 = r->R};
+    *ay = (axis){.log = p->logy, .p0 = r->B, .p1 = r->T};
     double xlo = 0, xhi = 0, ylo = 0, yhi = 0;
-    plot_bounds(p, &ax, &ay, &hasx, &xlo, &xhi, &hasy, &ylo, &yhi);
-    axis_fit(&ax, hasx, xlo, xhi);
-    axis_fit(&ay, hasy, ylo, yhi);
-
-    if (p->equal && !ax.log && !ay.log) {
+    *hasx = *hasy = false;
+    plot_bounds(p, ax, ay, hasx, &xlo, &xhi, hasy, &ylo, &yhi);
+    axis_fit(ax, *hasx, xlo, xhi);
+    axis_fit(ay, *hasy, ylo, yhi);
+    if (p->equal && !ax->log && !ay->log) {
         /* Same data units per pixel on both axes: widen the tighter one. */
-        double hx = ax.hi * 0.5 - ax.lo * 0.5, hy = ay.hi * 0.5 - ay.lo * 0.5;
-        double cx = ax.hi * 0.5 + ax.lo * 0.5, cy = ay.hi * 0.5 + ay.lo * 0.5;
-        double u = fmax(hx / (R - L), hy / (B - T));
-        hx = u * (R - L), hy = u * (B - T);
-        ax.lo = clamp_real(cx - hx), ax.hi = clamp_real(cx + hx);
-        ay.lo = clamp_real(cy - hy), ay.hi = clamp_real(cy + hy);
+        double hx = ax->hi * 0.5 - ax->lo * 0.5, hy = ay->hi * 0.5 - ay->lo * 0.5;
+        double cx = ax->hi * 0.5 + ax->lo * 0.5, cy = ay->hi * 0.5 + ay->lo * 0.5;
+        double u = fmax(hx / (r->R - r->L), hy / (r->B - r->T));
+        hx = u * (r->R - r->L), hy = u * (r->B - r->T);
+        ax->lo = clamp_real(cx - hx), ax->hi = clamp_real(cx + hx);
+        ay->lo = clamp_real(cy - hy), ay->hi = clamp_real(cy + hy);
     }
+}
 
-    sb_puts(b, "<g transform=\"translate(");
-    sb_px(b, ox);
-    sb_puts(b, ",");
-    sb_px(b, oy);
-    sb_puts(b, ")\">\n");
-    sb_printf(b, "<clipPath id=\"clip%d\"><rect x=\"", id);
-    sb_px(b, L - 6);
-    sb_puts(b, "\" y=\"");
-    sb_px(b, T - 6);
-    sb_puts(b, "\" width=\"");
-    sb_px(b, R - L + 12);
-    sb_puts(b, "\" height=\"");
-    sb_px(b, B - T + 12);
-    sb_puts(b, "\"/></clipPath>\n");
-
-    if (p->title) {
-        sb_puts(b, "<text class=\"title\" text-anchor=\"middle\" x=\"");
-        sb_px(b, (L + R) / 2);
-        sb_puts(b, "\" y=\"24\">");
-        sb_esc(b, p->title, -1);
-        sb_puts(b, "</text>\n");
+/* The frame, "no data to draw" when nothing was drawable, the axis labels. */
+static void plot_labels(sbuf *b, const bt_plot *p, const area *r, bool has_data)
+{
+    sb_puts(b, "<rect class=\"frame\" ");
+    sb_box(b, r->L, r->T, r->R - r->L, r->B - r->T);
+    sb_puts(b, "/>\n");
+    if (!has_data) {
+        sb_puts(b, "<text class=\"label\" fill=\"#999\" text-anchor=\"middle\" ");
+        sb_xy(b, (r->L + r->R) / 2, (r->T + r->B) / 2);
+        sb_puts(b, ">no data to draw</text>\n");
     }
-    axis_draw(b, &ax, true, B, T);
-    axis_draw(b, &ay, false, L, R);
-
-    sb_printf(b, "<g clip-path=\"url(#clip%d)\" stroke-width=\"1.8\" stroke-linejoin=\"round\">\n",
-              id);
-    for (int i = 0; i < p->ns; i++)
-        draw_series(b, &p->s[i], &ax, &ay, L, R);
-    sb_puts(b, "</g>\n");
-
-    sb_puts(b, "<rect class=\"frame\" x=\"");
-    sb_px(b, L);
-    sb_puts(b, "\" y=\"");
-    sb_px(b, T);
-    sb_puts(b, "\" width=\"");
-    sb_px(b, R - L);
-    sb_puts(b, "\" height=\"");
-    sb_px(b, B - T);
-    sb_puts(b, "\"/>\n");
-    if (!hasx || !hasy) {
-        sb_puts(b, "<text class=\"label\" fill=\"#999\" text-anchor=\"middle\" x=\"");
-        sb_px(b, (L + R) / 2);
-        sb_puts(b, "\" y=\"");
-        sb_px(b, (T + B) / 2);
-        sb_puts(b, "\">no data to draw</text>\n");
-    }
-    if (p->xlabel) {
-        sb_puts(b, "<text class=\"label\" text-anchor=\"middle\" x=\"");
-        sb_px(b, (L + R) / 2);
-        sb_puts(b, "\" y=\"");
-        sb_px(b, B + 42);
-        sb_puts(b, "\">");
-        sb_esc(b, p->xlabel, -1);
-        sb_puts(b, "</text>\n");
-    }
+    if (p->xlabel)
+        sb_text(b, "class=\"label\" text-anchor=\"middle\"", (r->L + r->R) / 2, r->B + 42, "",
+                p->xlabel, -1);
     if (p->ylabel) {
-        double cy = (T + B) / 2;
         sb_puts(b, "<text class=\"label\" text-anchor=\"middle\" transform=\"translate(18,");
-        sb_px(b, cy);
+        sb_px(b, (r->T + r->B) / 2);
         sb_puts(b, ") rotate(-90)\">");
         sb_esc(b, p->ylabel, -1);
         sb_puts(b, "</text>\n");
     }
+}
 
-    /* Legend outside the plot area, so it never hides data. */
-    double lx = R + 14, ly = T + 8;
-    int rows_fit = (int)((B - T) / LEGEND_ROW);
+/* The legend, outside the plot area so it never hides data: as many rows as
+ * fit, then "... N more". */
+static void plot_legend(sbuf *b, const bt_plot *p, const area *r, int n_legend)
+{
+    double lx = r->R + 14, ly = r->T + 8;
+    int rows_fit = (int)((r->B - r->T) / LEGEND_ROW);
     int shown = 0;
     for (int i = 0; i < p->ns && n_legend; i++) {
         const series *s = &p->s[i];
         if (!s->label)
             continue;
         if (shown == rows_fit - 1 && n_legend > rows_fit) {
-            sb_puts(b, "<text class=\"legend\" fill=\"#777\" x=\"");
-            sb_px(b, lx);
-            sb_puts(b, "\" y=\"");
-            sb_px(b, ly);
-            sb_printf(b, "\" dy=\"0.35em\">\u2026 %d more</text>\n", n_legend - shown);
+            sb_puts(b, "<text class=\"legend\" fill=\"#777\" ");
+            sb_xy(b, lx, ly);
+            sb_printf(b, " dy=\"0.35em\">\u2026 %d more</text>\n", n_legend - shown);
             break;
         }
         const char *colour = palette[s->colour % PALETTE_N];
         if (s->kind == SERIES_POINTS) {
             sb_dot(b, lx + 10, ly, 3.5, colour, "");
         } else {
-            sb_printf(b, "<line stroke=\"%s\" stroke-width=\"2\"%s x1=\"", colour, series_dash(s));
-            sb_px(b, lx);
-            sb_puts(b, "\" x2=\"");
-            sb_px(b, lx + 20);
-            sb_puts(b, "\" y1=\"");
-            sb_px(b, ly);
-            sb_puts(b, "\" y2=\"");
-            sb_px(b, ly);
-            sb_puts(b, "\"/>\n");
+            sb_printf(b, "<line stroke=\"%s\" stroke-width=\"2\"%s ", colour, series_dash(s));
+            sb_line_end(b, lx, lx + 20, ly, ly);
         }
-        sb_puts(b, "<text class=\"legend\" x=\"");
-        sb_px(b, lx + 26);
-        sb_puts(b, "\" y=\"");
-        sb_px(b, ly);
-        sb_puts(b, "\" dy=\"0.35em\">");
-        sb_esc(b, s->label, LEGEND_MAX_CHARS);
-        sb_puts(b, "</text>\n");
+        sb_text(b, "class=\"legend\"", lx + 26, ly, " dy=\"0.35em\"", s->label, LEGEND_MAX_CHARS);
         ly += LEGEND_ROW;
         shown++;
     }
+}
+
+static void render_plot(sbuf *b, const bt_plot *p, double ox, double oy, int id)
+{
+    int max_chars;
+    int n_legend = legend_entries(p, &max_chars);
+    double legend_w = n_legend ? 40 + max_chars * 6.6 : 0;
+    area r = {MARGIN_L, PANEL_W - MARGIN_R - legend_w, MARGIN_T, PANEL_H - MARGIN_B};
+    axis ax, ay;
+    bool hasx, hasy;
+    plot_axes(p, &r, &ax, &ay, &hasx, &hasy);
+
+    sb_group(b, ox, oy);
+    sb_printf(b, "<clipPath id=\"clip%d\"><rect ", id);
+    sb_box(b, r.L - 6, r.T - 6, r.R - r.L + 12, r.B - r.T + 12);
+    sb_puts(b, "/></clipPath>\n");
+    if (p->title) {
+        sb_puts(b, "<text class=\"title\" text-anchor=\"middle\" x=\"");
+        sb_px(b, (r.L + r.R) / 2);
+        sb_puts(b, "\" y=\"24\">");
+        sb_esc(b, p->title, -1);
+        sb_puts(b, "</text>\n");
+    }
+    axis_draw(b, &ax, true, r.B, r.T);
+    axis_draw(b, &ay, false, r.L, r.R);
+    sb_printf(b, "<g clip-path=\"url(#clip%d)\" stroke-width=\"1.8\" stroke-linejoin=\"round\">\n",
+              id);
+    for (int i = 0; i < p->ns; i++)
+        draw_series(b, &p->s[i], &ax, &ay, r.L, r.R);
+    sb_puts(b, "</g>\n");
+    plot_labels(b, p, &r, hasx && hasy);
+    plot_legend(b, p, &r, n_legend);
     sb_puts(b, "</g>\n");
 }
 
@@ -941,15 +981,50 @@ static void sb_cell_char(sbuf *b, const char *c, int len)
     }
 }
 
+/* One row: its label, the segments shaded alternately with a bar at each
+ * cut, the characters, and the count of segments. */
+static void render_segment_row(sbuf *b, const segments *s, int r, double x0, double y0)
+{
+    const char *colour = palette[r % PALETTE_N];
+    const unsigned char *cut = s->cuts[r];
+    char attrs[96];
+    if (s->labels[r]) {
+        snprintf(attrs, sizeof attrs, "class=\"label\" text-anchor=\"end\" fill=\"%s\"", colour);
+        sb_text(b, attrs, x0 - 10, y0 + ROW_H / 2.0, " dy=\"0.35em\"", s->labels[r],
+                LEGEND_MAX_CHARS);
+    }
+    int seg = 0;
+    for (int i = 0; i < s->n; seg++) {
+        int j = i + 1;
+        while (j < s->n && !cut[j])
+            j++;
+        sb_printf(b, "<rect fill=\"%s\" fill-opacity=\"%s\" ", colour, seg % 2 ? "0.30" : "0.12");
+        sb_xy(b, x0 + i * CELL_W, y0);
+        sb_puts(b, " width=\"");
+        sb_px(b, (j - i) * CELL_W);
+        sb_printf(b, "\" height=\"%d\"/>\n", ROW_H);
+        if (i > 0) {
+            sb_printf(b, "<line stroke=\"%s\" stroke-width=\"2\" ", colour);
+            sb_line_end(b, x0 + i * CELL_W, x0 + i * CELL_W, y0 - 3, y0 + ROW_H + 3);
+        }
+        i = j;
+    }
+    for (int i = 0; i < s->n; i++) {
+        sb_puts(b, "<text class=\"cell\" text-anchor=\"middle\" ");
+        sb_xy(b, x0 + (i + 0.5) * CELL_W, y0 + ROW_H / 2.0);
+        sb_puts(b, " dy=\"0.35em\">");
+        sb_cell_char(b, s->text + s->off[i], s->off[i + 1] - s->off[i]);
+        sb_puts(b, "</text>\n");
+    }
+    sb_puts(b, "<text class=\"legend\" fill=\"#777\" ");
+    sb_xy(b, x0 + s->n * CELL_W + 10, y0 + ROW_H / 2.0);
+    sb_printf(b, " dy=\"0.35em\">%d segment%s</text>\n", seg, seg == 1 ? "" : "s");
+}
+
 static void render_segments(sbuf *b, const segments *s, double ox, double oy)
 {
-    double lw = segments_label_w(s);
-    double x0 = lw, top = 56;
-    sb_puts(b, "<g transform=\"translate(");
-    sb_px(b, ox);
-    sb_puts(b, ",");
-    sb_px(b, oy);
-    sb_puts(b, ")\">\n");
+    double x0 = segments_label_w(s), top = 56;
+    sb_group(b, ox, oy);
     if (s->title) {
         sb_puts(b, "<text class=\"title\" x=\"");
         sb_px(b, x0);
@@ -959,68 +1034,12 @@ static void render_segments(sbuf *b, const segments *s, double ox, double oy)
     }
     /* A ruler of character positions every 10 cells. */
     for (int i = 0; i < s->n; i += 10) {
-        sb_puts(b, "<text class=\"tick\" text-anchor=\"middle\" x=\"");
-        sb_px(b, x0 + (i + 0.5) * CELL_W);
-        sb_puts(b, "\" y=\"");
-        sb_px(b, top - 8);
-        sb_printf(b, "\">%d</text>\n", i);
+        sb_puts(b, "<text class=\"tick\" text-anchor=\"middle\" ");
+        sb_xy(b, x0 + (i + 0.5) * CELL_W, top - 8);
+        sb_printf(b, ">%d</text>\n", i);
     }
-    for (int r = 0; r < s->n_rows; r++) {
-        const char *colour = palette[r % PALETTE_N];
-        const unsigned char *cut = s->cuts[r];
-        double y0 = top + r * (ROW_H + ROW_GAP);
-        if (s->labels[r]) {
-            sb_printf(b, "<text class=\"label\" text-anchor=\"end\" fill=\"%s\" x=\"", colour);
-            sb_px(b, x0 - 10);
-            sb_puts(b, "\" y=\"");
-            sb_px(b, y0 + ROW_H / 2.0);
-            sb_puts(b, "\" dy=\"0.35em\">");
-            sb_esc(b, s->labels[r], LEGEND_MAX_CHARS);
-            sb_puts(b, "</text>\n");
-        }
-        /* Alternate shading per segment, then a bar at each cut. */
-        int seg = 0;
-        for (int i = 0; i < s->n;) {
-            int j = i + 1;
-            while (j < s->n && !cut[j])
-                j++;
-            sb_printf(b, "<rect fill=\"%s\" fill-opacity=\"%s\" x=\"", colour,
-                      seg % 2 ? "0.30" : "0.12");
-            sb_px(b, x0 + i * CELL_W);
-            sb_puts(b, "\" y=\"");
-            sb_px(b, y0);
-            sb_puts(b, "\" width=\"");
-            sb_px(b, (j - i) * CELL_W);
-            sb_printf(b, "\" height=\"%d\"/>\n", ROW_H);
-            if (i > 0) {
-                sb_printf(b, "<line stroke=\"%s\" stroke-width=\"2\" x1=\"", colour);
-                sb_px(b, x0 + i * CELL_W);
-                sb_puts(b, "\" x2=\"");
-                sb_px(b, x0 + i * CELL_W);
-                sb_puts(b, "\" y1=\"");
-                sb_px(b, y0 - 3);
-                sb_puts(b, "\" y2=\"");
-                sb_px(b, y0 + ROW_H + 3);
-                sb_puts(b, "\"/>\n");
-            }
-            seg++;
-            i = j;
-        }
-        for (int i = 0; i < s->n; i++) {
-            sb_puts(b, "<text class=\"cell\" text-anchor=\"middle\" x=\"");
-            sb_px(b, x0 + (i + 0.5) * CELL_W);
-            sb_puts(b, "\" y=\"");
-            sb_px(b, y0 + ROW_H / 2.0);
-            sb_puts(b, "\" dy=\"0.35em\">");
-            sb_cell_char(b, s->text + s->off[i], s->off[i + 1] - s->off[i]);
-            sb_puts(b, "</text>\n");
-        }
-        sb_puts(b, "<text class=\"legend\" fill=\"#777\" x=\"");
-        sb_px(b, x0 + s->n * CELL_W + 10);
-        sb_puts(b, "\" y=\"");
-        sb_px(b, y0 + ROW_H / 2.0);
-        sb_printf(b, "\" dy=\"0.35em\">%d segment%s</text>\n", seg, seg == 1 ? "" : "s");
-    }
+    for (int r = 0; r < s->n_rows; r++)
+        render_segment_row(b, s, r, x0, top + r * (ROW_H + ROW_GAP));
     sb_puts(b, "</g>\n");
 }
 
