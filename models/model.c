@@ -12,6 +12,8 @@ bt_status bt_model_new(const bt_cell_def *cell, bt_cell_dims dims, bt_model **ou
                        size_t errlen)
 {
     *out = NULL;
+    if (!cell)
+        return bt_error(err, errlen, BT_ERR_ARG, "bt_model_new: no cell (is its plugin loaded?)");
     if (dims.input <= 0 || dims.hidden <= 0 || dims.output <= 0) {
         snprintf(err, errlen, "cell %s: sizes must be positive (input %d, hidden %d, output %d)",
                  cell->name, dims.input, dims.hidden, dims.output);

@@ -31,6 +31,7 @@ struct bt_unroller {
     size_t ckpt_cap;
     bt_real *dh0_flat;  /* [state_len] gradient of the initial state */
     double bytes_per_step; /* largest measured arena bytes per step of a stretch */
+    bool want_dh0;         /* this run accumulates dL/dh0 (accumulate mode, asked, a buffer) */
 };
 
 bt_status bt_unroller_new(bt_model *m, int B, int max_T, bt_unroller **out, char *err,
@@ -213,26 +214,31 @@ typedef struct segment {
     const bt_real *dnext; /* [state_len] or NULL */
 } segment;
 
-static bt_status run_segment(bt_unroller *u, const bt_sequence *seq, const segment *sg,
-                             const bt_unroll_opts *opts, bt_unroll_result *res, char *err,
-                             size_t errlen)
+/* The stretch's start state: leaves of a fresh graph, requiring a gradient
+ * when the stretch hands one back (leaf_grad). */
+static void segment_leaves(bt_unroller *u, const segment *sg, bt_tensor **state,
+                           bt_tensor **leaves)
+{
+    const bt_real *src = sg->from;
+    for (int k = 0; k < u->m->n_states; k++) {
+        int w = u->m->state_width[k];
+        state[k] = leaves[k] = bt_graph_input(u->g, 2, (int[]){u->B, w}, src);
+        if (state[k] && sg->leaf_grad)
+            state[k]->requires_grad = true;
+        src += (size_t)u->B * w;
+    }
+}
+
+/* Steps a..b on the graph: xi_s on each recurrent edge, the step losses summed
+ * into *total (weighted), states stored when asked. state ends as the last
+ * step's next state. */
+static bt_status segment_forward(bt_unroller *u, const bt_sequence *seq, const segment *sg,
+                                 const bt_unroll_opts *opts, bt_unroll_result *res,
+                                 bt_tensor **state, bt_tensor **total, char *err, size_t errlen)
 {
     bt_model *m = u->m;
     bt_graph *g = u->g;
-    int B = u->B;
-    bt_graph_reset(g);
-
-    bt_tensor *state[BT_MAX_STATES], *next[BT_MAX_STATES], *leaves[BT_MAX_STATES];
-    const bt_real *src = sg->from;
-    for (int k = 0; k < m->n_states; k++) {
-        int w = m->state_width[k];
-        state[k] = leaves[k] = bt_graph_input(g, 2, (int[]){B, w}, src);
-        if (state[k] && sg->leaf_grad)
-            state[k]->requires_grad = true;
-        src += (size_t)B * w;
-    }
-
-    bt_tensor *total = NULL;
+    bt_tensor *next[BT_MAX_STATES];
     for (long s = sg->a; s <= sg->b; s++) {
         double xi = u->xi[s];
         if (s > sg->g0 || s == 0)
@@ -242,7 +248,7 @@ static bt_status run_segment(bt_unroller *u, const bt_sequence *seq, const segme
                                    : bt_grad_scale(g, state[k], xi);
         bt_tensor *l = bt_unroll_step(g, m, seq, s, state, next);
         if (!l)
-            break;
+            return BT_OK; /* the graph holds the error */
         double lv, lw;
         bt_status lst = take_loss(seq, s, sg->loss_from, l, &lv, &lw, err, errlen);
         if (lst != BT_OK)
@@ -254,47 +260,49 @@ static bt_status run_segment(bt_unroller *u, const bt_sequence *seq, const segme
             }
             if (lw != 1)
                 l = bt_scale(g, l, lw);
-            total = total ? bt_add(g, total, l) : l;
+            *total = *total ? bt_add(g, *total, l) : l;
         }
         u->h_of[s] = next[0];
         if (u->dh && opts->want_dh_norms && next[0])
             next[0]->retain_grad = true; /* read after backward */
         if (sg->store_states)
             store_state(u, s, next);
-        memcpy(state, next, sizeof state);
+        memcpy(state, next, sizeof next);
     }
-    if (total)
-        total = bt_scale(g, total, sg->weight);
-    if (sg->dnext) {
-        const bt_real *d = sg->dnext;
-        for (int k = 0; k < m->n_states; k++) {
-            bt_tensor *dn = bt_graph_input(g, 2, (int[]){B, m->state_width[k]}, d);
-            d += (size_t)B * m->state_width[k];
-            bt_tensor *inner = bt_sum(g, bt_mul(g, state[k], dn));
-            if (inner && inner->requires_grad)
-                total = total ? bt_add(g, total, inner) : inner;
-        }
+    return BT_OK;
+}
+
+/* <final state, dnext> joins the loss, so the gradient the later stretch
+ * computed for this stretch's end state flows in exactly (checkpointing). */
+static bt_tensor *segment_couple(bt_unroller *u, const segment *sg, bt_tensor *const *state,
+                                 bt_tensor *total)
+{
+    const bt_real *d = sg->dnext;
+    for (int k = 0; d && k < u->m->n_states; k++) {
+        int w = u->m->state_width[k];
+        bt_tensor *dn = bt_graph_input(u->g, 2, (int[]){u->B, w}, d);
+        d += (size_t)u->B * w;
+        bt_tensor *inner = bt_sum(u->g, bt_mul(u->g, state[k], dn));
+        if (inner && inner->requires_grad)
+            total = total ? bt_add(u->g, total, inner) : inner;
     }
-    if (bt_graph_status(g) != BT_OK) {
-        snprintf(err, errlen, "cell %s: %s", m->cell->name, bt_graph_error(g));
-        return bt_graph_status(g);
-    }
-    if (!total || !total->requires_grad)
-        return BT_OK; /* nothing to learn from this stretch */
-    bt_status st = bt_backward(g, total);
-    size_t used = bt_arena_used(bt_graph_arena(g)); /* forward and backward of this stretch */
+    return total;
+}
+
+/* After backward: the arena measured, dL/d(start state) into dfrom, and the
+ * per-step state gradients into dh for their norms. */
+static void segment_collect(bt_unroller *u, const segment *sg, const bt_unroll_opts *opts,
+                            bt_tensor *const *leaves, bt_unroll_result *res)
+{
+    size_t used = bt_arena_used(bt_graph_arena(u->g)); /* forward and backward of this stretch */
     if (used > res->peak_arena)
         res->peak_arena = used;
     double per_step = (double)used / (double)(sg->b - sg->a + 1);
     if (per_step > u->bytes_per_step)
         u->bytes_per_step = per_step;
-    if (st != BT_OK) {
-        snprintf(err, errlen, "backward: %s", bt_graph_error(g));
-        return st;
-    }
     if (sg->leaf_grad && sg->dfrom) {
         bt_real *d = sg->dfrom;
-        for (int k = 0; k < m->n_states; k++) {
+        for (int k = 0; k < u->m->n_states; k++) {
             if (leaves[k]->grad)
                 for (size_t i = 0; i < leaves[k]->size; i++)
                     d[i] += leaves[k]->grad[i];
@@ -302,12 +310,42 @@ static bt_status run_segment(bt_unroller *u, const bt_sequence *seq, const segme
         }
     }
     if (u->dh && opts->want_dh_norms) {
-        size_t w = (size_t)B * (size_t)m->state_width[0];
+        size_t w = (size_t)u->B * (size_t)u->m->state_width[0];
         for (long s = sg->a; s <= sg->b; s++)
             if (u->h_of[s] && u->h_of[s]->grad)
                 for (size_t i = 0; i < w; i++)
                     u->dh[(size_t)s * w + i] += u->h_of[s]->grad[i];
     }
+}
+
+/* One stretch: build it on a fresh graph, backpropagate its losses (and the
+ * coupling to the later stretch), collect what the caller asked for. */
+static bt_status run_segment(bt_unroller *u, const bt_sequence *seq, const segment *sg,
+                             const bt_unroll_opts *opts, bt_unroll_result *res, char *err,
+                             size_t errlen)
+{
+    bt_graph *g = u->g;
+    bt_graph_reset(g);
+    bt_tensor *state[BT_MAX_STATES], *leaves[BT_MAX_STATES], *total = NULL;
+    segment_leaves(u, sg, state, leaves);
+    bt_status st = segment_forward(u, seq, sg, opts, res, state, &total, err, errlen);
+    if (st != BT_OK)
+        return st;
+    if (total)
+        total = bt_scale(g, total, sg->weight);
+    total = segment_couple(u, sg, state, total);
+    if (bt_graph_status(g) != BT_OK) {
+        snprintf(err, errlen, "cell %s: %s", u->m->cell->name, bt_graph_error(g));
+        return bt_graph_status(g);
+    }
+    if (!total || !total->requires_grad)
+        return BT_OK; /* nothing to learn from this stretch */
+    st = bt_backward(g, total);
+    if (st != BT_OK) {
+        snprintf(err, errlen, "backward: %s", bt_graph_error(g));
+        return st;
+    }
+    segment_collect(u, sg, opts, leaves, res);
     return BT_OK;
 }
 
@@ -449,54 +487,144 @@ static bt_status budget_spacing(bt_unroller *u, long L, size_t budget, int *C, c
     return BT_OK;
 }
 
-bt_status bt_unroll_run(bt_unroller *u, const bt_sequence *seq, bt_real *const *state,
-                        const bt_unroll_opts *opts, double *xi_used, bt_real *const *dh0,
-                        double *dh_norms, bt_unroll_result *res, char *err, size_t errlen)
+static bt_status check_run(const bt_unroller *u, const bt_sequence *seq,
+                           const bt_unroll_opts *opts, char *err, size_t errlen)
 {
-    memset(res, 0, sizeof *res);
-    int T = seq->T;
-    bt_model *m = u->m;
-    if (seq->B != u->B || T <= 0) {
-        snprintf(err, errlen, "unroll: sequence has %d rows and %d steps; this unroller takes %d rows",
-                 seq->B, T, u->B);
-        return BT_ERR_SHAPE;
-    }
-    if ((!seq->ids && !seq->x) || (!seq->targets && !seq->y)) {
-        snprintf(err, errlen, "unroll: the sequence needs inputs (token ids or x) and targets "
-                 "(token ids or y)");
-        return BT_ERR_ARG;
-    }
-    if (!opts->policy && !opts->xi) {
-        snprintf(err, errlen, "unroll: no truncation policy");
-        return BT_ERR_ARG;
-    }
-    if (!opts->accumulate && !opts->optimizer) {
-        snprintf(err, errlen, "unroll: training needs an optimizer");
-        return BT_ERR_ARG;
-    }
-    int max_reach = opts->policy && opts->policy->max_reach ? opts->policy->max_reach(opts->policy_state) : 0;
-    bool want_dh = opts->accumulate && opts->want_dh_norms && dh_norms;
-    bt_status st = reserve(u, T, (max_reach > 0 ? max_reach : 1) + 1, want_dh);
-    if (st != BT_OK) {
-        snprintf(err, errlen, "unroll: out of memory for %d steps", T);
-        return st;
-    }
-    if (!u->dh0_flat && !(u->dh0_flat = bt_calloc(u->state_len, sizeof(bt_real)))) {
-        snprintf(err, errlen, "unroll: out of memory");
-        return BT_ERR_NOMEM;
-    }
+    if (seq->B != u->B || seq->T <= 0)
+        return bt_error(err, errlen, BT_ERR_SHAPE, "unroll: sequence has %d rows and %d steps; "
+                        "this unroller takes %d rows", seq->B, seq->T, u->B);
+    if ((!seq->ids && !seq->x) || (!seq->targets && !seq->y))
+        return bt_error(err, errlen, BT_ERR_ARG, "unroll: the sequence needs inputs (token ids "
+                        "or x) and targets (token ids or y)");
+    if (!opts->policy && !opts->xi)
+        return bt_error(err, errlen, BT_ERR_ARG, "unroll: no truncation policy");
+    if (!opts->accumulate && !opts->optimizer)
+        return bt_error(err, errlen, BT_ERR_ARG, "unroll: training needs an optimizer");
+    return BT_OK;
+}
+
+/* Buffers sized and cleared, the start state in ring slot 0, the policy begun. */
+static bt_status begin_run(bt_unroller *u, const bt_sequence *seq, bt_real *const *state,
+                           const bt_unroll_opts *opts, int max_reach, bool want_dh, char *err,
+                           size_t errlen)
+{
+    if (reserve(u, seq->T, (max_reach > 0 ? max_reach : 1) + 1, want_dh) != BT_OK ||
+        (!u->dh0_flat && !(u->dh0_flat = bt_calloc(u->state_len, sizeof(bt_real)))))
+        return bt_error(err, errlen, BT_ERR_NOMEM, "unroll: out of memory for %d steps", seq->T);
     memset(u->dh0_flat, 0, sizeof(bt_real) * u->state_len);
     if (want_dh)
-        memset(u->dh, 0, sizeof(bt_real) * (size_t)T * (size_t)u->B * (size_t)m->state_width[0]);
+        memset(u->dh, 0, sizeof(bt_real) * (size_t)seq->T * (size_t)u->B * (size_t)u->m->state_width[0]);
     bt_real *r0 = ring_at(u, 0);
-    for (int k = 0; k < m->n_states; k++) {
-        size_t len = (size_t)u->B * (size_t)m->state_width[k];
+    for (int k = 0; k < u->m->n_states; k++) {
+        size_t len = (size_t)u->B * (size_t)u->m->state_width[k];
         memcpy(r0, state[k], sizeof(bt_real) * len);
         r0 += len;
     }
     if (opts->policy && opts->policy->begin)
         opts->policy->begin(opts->policy_state, opts->policy_seed);
+    return BT_OK;
+}
 
+/* What happens before step t: the policy's decision, or a replayed xi (cut
+ * and update at its zeros). */
+static bt_status decide(bt_unroller *u, const bt_sequence *seq, const bt_unroll_opts *opts,
+                        long t, double *xi_used, bt_policy_decision *d, char *err, size_t errlen)
+{
+    *d = (bt_policy_decision){.xi = 1, .update = false, .reach = 0};
+    if (opts->policy)
+        opts->policy->decide(opts->policy_state, t, d);
+    if (opts->xi) {
+        d->xi = opts->xi[t];
+        d->update = t + 1 < seq->T && opts->xi[t + 1] == 0;
+        d->reach = 0;
+    }
+    if (!isfinite(d->xi))
+        return bt_error(err, errlen, BT_ERR_NUMERIC, "policy gave a non-finite xi at step %ld", t);
+    u->xi[t] = d->xi;
+    if (xi_used)
+        xi_used[t] = d->xi;
+    return BT_OK;
+}
+
+/* The window of an update at step t: the steps since the last update, or the
+ * policy's reach (TBPTT's K2) if longer, but never beyond the bound the policy
+ * declared (max_reach; 0 declares none, so the ring holds no more), nor
+ * before step 0. Returns its length. */
+static long window_reach(long t, long last_update, const bt_policy_decision *d, int max_reach)
+{
+    long since = t - last_update;
+    long want = d->reach < max_reach ? d->reach : max_reach;
+    long reach = want > since ? want : since;
+    return reach > t + 1 ? t + 1 : reach;
+}
+
+/* The update at step t: one window, plain or checkpointed, then (training)
+ * the optimizer step. */
+static bt_status run_update(bt_unroller *u, const bt_sequence *seq, const bt_unroll_opts *opts,
+                            long t, long last_update, long reach, double weight,
+                            bt_unroll_result *res, char *err, size_t errlen)
+{
+    if (opts->windows && res->n_windows < opts->windows_cap)
+        opts->windows[res->n_windows] = (bt_window){t - reach + 1, t, last_update + 1};
+    res->n_windows++;
+    int C = opts->checkpoint_every > 0 ? opts->checkpoint_every
+          : opts->checkpoint_every < 0 ? (int)ceil(sqrt((double)reach)) : 0;
+    bt_status st = BT_OK;
+    if (!C && opts->memory_budget &&
+        (st = budget_spacing(u, reach, opts->memory_budget, &C, err, errlen)) != BT_OK)
+        return st;
+    bt_real *d0 = u->want_dh0 ? u->dh0_flat : NULL;
+    if (C > 0 && reach > C)
+        st = run_window_checkpointed(u, seq, t - reach + 1, t, last_update + 1, weight, C, opts,
+                                     d0, res, err, errlen);
+    else
+        st = run_window(u, seq, t - reach + 1, t, last_update + 1, weight, opts, d0, res, err,
+                        errlen);
+    if (st == BT_OK && !opts->accumulate)
+        optimizer_update(u, opts, res);
+    return st;
+}
+
+/* The final state carried out in value, dL/dh0 added in, and the norms of the
+ * per-step state gradients. */
+static void finish_run(bt_unroller *u, int T, bt_real *const *state, bt_real *const *dh0,
+                       double *dh_norms, bool want_dh)
+{
+    const bt_real *d = u->dh0_flat, *rT = ring_at(u, T);
+    for (int k = 0; k < u->m->n_states; k++) {
+        size_t len = (size_t)u->B * (size_t)u->m->state_width[k];
+        for (size_t i = 0; dh0 && i < len; i++)
+            dh0[k][i] += d[i];
+        memcpy(state[k], rT, sizeof(bt_real) * len);
+        d += len;
+        rT += len;
+    }
+    size_t w = (size_t)u->B * (size_t)u->m->state_width[0];
+    for (int s = 0; want_dh && s < T; s++) {
+        double n2 = 0;
+        for (size_t i = 0; i < w; i++)
+            n2 += (double)u->dh[(size_t)s * w + i] * (double)u->dh[(size_t)s * w + i];
+        dh_norms[s] = sqrt(n2);
+    }
+}
+
+bt_status bt_unroll_run(bt_unroller *u, const bt_sequence *seq, bt_real *const *state,
+                        const bt_unroll_opts *opts, double *xi_used, bt_real *const *dh0,
+                        double *dh_norms, bt_unroll_result *res, char *err, size_t errlen)
+{
+    memset(res, 0, sizeof *res);
+    bt_status st = check_run(u, seq, opts, err, errlen);
+    if (st != BT_OK)
+        return st;
+    int T = seq->T;
+    int max_reach = opts->policy && opts->policy->max_reach
+                  ? opts->policy->max_reach(opts->policy_state) : 0;
+    if (max_reach < 0)
+        max_reach = 0;
+    bool want_dh = opts->accumulate && opts->want_dh_norms && dh_norms;
+    u->want_dh0 = opts->accumulate && opts->want_dh0 && dh0;
+    if ((st = begin_run(u, seq, state, opts, max_reach, want_dh, err, errlen)) != BT_OK)
+        return st;
     /* Every step's loss weighs 1/T of the sequence (1/sum of the loss weights),
      * whatever the policy: the updates of a sequence then add up to the
      * gradient that accumulate mode reports, full BPTT is the classic mean,
@@ -505,78 +633,19 @@ bt_status bt_unroll_run(bt_unroller *u, const bt_sequence *seq, bt_real *const *
     double seq_weight = 0;
     for (long s = 0; s < T; s++)
         seq_weight += seq->loss_weight ? (double)seq->loss_weight[s] : 1.0;
+    double weight = seq_weight > 0 ? 1.0 / seq_weight : 0;
     long last_update = -1;
     for (long t = 0; t < T; t++) {
-        bt_policy_decision d = {.xi = 1, .update = false, .reach = 0};
-        if (opts->policy)
-            opts->policy->decide(opts->policy_state, t, &d);
-        if (opts->xi) { /* a replayed xi sequence: cut and update at its zeros */
-            d.xi = opts->xi[t];
-            d.update = t + 1 < T && opts->xi[t + 1] == 0;
-            d.reach = 0;
-        }
-        if (!isfinite(d.xi)) {
-            snprintf(err, errlen, "policy gave a non-finite xi at step %ld", t);
-            return BT_ERR_NUMERIC;
-        }
-        u->xi[t] = d.xi;
-        if (xi_used)
-            xi_used[t] = d.xi;
+        bt_policy_decision d;
+        if ((st = decide(u, seq, opts, t, xi_used, &d, err, errlen)) != BT_OK)
+            return st;
         if (!d.update && t != T - 1)
             continue;
-        /* The window spans the steps since the last update, or the policy's
-         * reach (TBPTT's K2, never beyond its own bound), back to step 0. */
-        long since = t - last_update;
-        long want = max_reach > 0 && d.reach > max_reach ? max_reach : d.reach;
-        long reach = want > since ? want : since;
-        if (reach > t + 1)
-            reach = t + 1;
-        double weight = seq_weight > 0 ? 1.0 / seq_weight : 0;
-        if (opts->windows && res->n_windows < opts->windows_cap)
-            opts->windows[res->n_windows] = (bt_window){t - reach + 1, t, last_update + 1};
-        res->n_windows++;
-        long L = reach;
-        int C = opts->checkpoint_every > 0 ? opts->checkpoint_every
-              : opts->checkpoint_every < 0 ? (int)ceil(sqrt((double)L)) : 0;
-        if (!C && opts->memory_budget && (st = budget_spacing(u, L, opts->memory_budget, &C, err, errlen)) != BT_OK)
+        long reach = window_reach(t, last_update, &d, max_reach);
+        if ((st = run_update(u, seq, opts, t, last_update, reach, weight, res, err, errlen)) != BT_OK)
             return st;
-        bt_real *d0 = opts->accumulate && opts->want_dh0 && dh0 ? u->dh0_flat : NULL;
-        if (C > 0 && L > C)
-            st = run_window_checkpointed(u, seq, t - reach + 1, t, last_update + 1, weight, C,
-                                         opts, d0, res, err, errlen);
-        else
-            st = run_window(u, seq, t - reach + 1, t, last_update + 1, weight, opts, d0, res,
-                            err, errlen);
-        if (st != BT_OK)
-            return st;
-        if (!opts->accumulate)
-            optimizer_update(u, opts, res);
         last_update = t;
     }
-    if (opts->accumulate && opts->want_dh0 && dh0) {
-        const bt_real *d = u->dh0_flat;
-        for (int k = 0; k < m->n_states; k++) {
-            size_t len = (size_t)u->B * (size_t)m->state_width[k];
-            for (size_t i = 0; i < len; i++)
-                dh0[k][i] += d[i];
-            d += len;
-        }
-    }
-    /* The state carries forward in value. */
-    const bt_real *rT = ring_at(u, T);
-    for (int k = 0; k < m->n_states; k++) {
-        size_t len = (size_t)u->B * (size_t)m->state_width[k];
-        memcpy(state[k], rT, sizeof(bt_real) * len);
-        rT += len;
-    }
-    if (want_dh) {
-        size_t w = (size_t)u->B * (size_t)m->state_width[0];
-        for (int s = 0; s < T; s++) {
-            double n2 = 0;
-            for (size_t i = 0; i < w; i++)
-                n2 += (double)u->dh[(size_t)s * w + i] * (double)u->dh[(size_t)s * w + i];
-            dh_norms[s] = sqrt(n2);
-        }
-    }
+    finish_run(u, T, state, u->want_dh0 ? dh0 : NULL, dh_norms, want_dh);
     return BT_OK;
 }

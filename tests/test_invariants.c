@@ -426,3 +426,63 @@ Test(invariants, validation_equals_a_plain_reevaluation)
         run_free(&r);
     }
 }
+
+/* ---- a policy that asks for more reach than it declared ------------------------- */
+
+/* Updates every 3 steps asking for a reach of 5, but declares max_reach 0 ("no
+ * more than the steps since the last update"): the ring then holds only that
+ * much, so the host must clamp the reach to its declaration. The run equals
+ * fixed:3 (which cuts where this one updates). */
+static void overreach_decide(void *st, long t, bt_policy_decision *d)
+{
+    (void)st;
+    d->xi = t > 0 && t % 3 == 0 ? 0 : 1;
+    d->update = t % 3 == 2;
+    d->reach = 5;
+}
+static int overreach_max(void *st) { (void)st; return 0; }
+
+Test(invariants, reach_beyond_the_declared_bound_is_clamped)
+{
+    static const bt_policy_def overreach = {.size = sizeof overreach, .name = "overreach",
+                                            .decide = overreach_decide,
+                                            .max_reach = overreach_max};
+    enum { B = 2, T = 13, V = 5, H = 4 };
+    bt_model *m;
+    cr_assert_eq(bt_model_new(bt_registry_cell(reg, "rnn_tanh"), (bt_cell_dims){V, H, V}, &m, err,
+                              sizeof err), BT_OK, "%s", err);
+    bt_rng r;
+    bt_rng_seed(&r, 4);
+    for (size_t i = 0; i < bt_params_total(m->params); i++)
+        bt_params_data(m->params)[i] = (bt_real)(0.6 * bt_rng_normal(&r));
+    int32_t ids[B * T], tg[B * T];
+    for (int i = 0; i < B * T; i++) {
+        ids[i] = (int32_t)(bt_rng_next(&r) % V);
+        tg[i] = (int32_t)(bt_rng_next(&r) % V);
+    }
+    bt_sequence seq = {.B = B, .T = T, .ids = ids, .targets = tg};
+    const bt_policy_def *fixed = bt_registry_policy(reg, "fixed");
+    void *fs = NULL;
+    cr_assert_eq(bt_policy_create(fixed, "3", &fs, err, sizeof err), BT_OK, "%s", err);
+    size_t P = bt_params_total(m->params);
+    bt_real grads[2][256];
+    cr_assert_leq(P, 256);
+    for (int run = 0; run < 2; run++) {
+        bt_unroller *u;
+        cr_assert_eq(bt_unroller_new(m, B, T, &u, err, sizeof err), BT_OK, "%s", err);
+        bt_real h[B * H] = {0};
+        bt_real *hp[1] = {h};
+        bt_unroll_opts o = {.policy = run ? fixed : &overreach, .policy_state = run ? fs : NULL,
+                            .accumulate = true};
+        bt_unroll_result res;
+        bt_params_zero_grad(m->params);
+        cr_assert_eq(bt_unroll_run(u, &seq, hp, &o, NULL, NULL, NULL, &res, err, sizeof err), BT_OK,
+                     "%s", err);
+        memcpy(grads[run], bt_params_grad(m->params), sizeof(bt_real) * P);
+        bt_unroller_free(u);
+    }
+    double d = rel_diff(grads[0], grads[1], P);
+    cr_expect_leq(d, SAME_TOL, "a reach beyond max_reach was not clamped: gradients differ by %.3g", d);
+    fixed->destroy(fs);
+    bt_model_free(m);
+}
