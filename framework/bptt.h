@@ -1,7 +1,8 @@
 /* bptt.h: the public API of the bptt autodiff engine.
  *
  * A graph (tape) records every op in creation order; bt_backward walks it in
- * reverse and accumulates gradients. Parameters live in a model-lifetime block
+ * reverse and accumulates gradients; bt_jvp walks it forward and pushes
+ * tangents (forward mode, docs/forward-mode.md). Parameters live in a model-lifetime block
  * (bt_params); activations and tape nodes live in the graph's arena, which
  * bt_graph_reset releases in O(1).
  *
