@@ -958,6 +958,33 @@ static int record_step(bt_graph *g, jcase *c, cellctx *x, bt_rng *nu_rng, bt_ten
     return n;
 }
 
+/* Fresh recordings, one with a backward only and one with a sweep only, give the
+ * gradients gl and the tangents tp that one recording gave amid other sweeps. */
+static void fresh_recordings_agree(bt_graph *g, jcase *c, cellctx *x, bt_real *const *u,
+                                   const double *gl, const double *tp)
+{
+    bt_tensor *outs[MAX_OUTS], *probe;
+    bt_rng nu_rng;
+    bt_rng_seed(&nu_rng, 5);
+    size_t n_grads = 0;
+    for (int i = 0; i < c->n_leaves; i++)
+        n_grads += c->leaves[i]->size;
+    double *got = xcalloc(n_grads > 4096 ? n_grads : 4096, sizeof(double));
+    int n = record_step(g, c, x, &nu_rng, outs, &probe);
+    for (int i = 0; i < c->n_leaves; i++)
+        c->leaves[i]->tangent = NULL;
+    zero_grads(c);
+    cr_assert_eq(bt_backward(g, outs[0]), BT_OK);
+    save_grads(c, got);
+    expect_same(gl, got, n_grads, c->what, "the loss's backward with and without sweeps");
+    record_step(g, c, x, &nu_rng, outs, &probe);
+    seed(c, x, u, false);
+    cr_assert_eq(bt_jvp(g), BT_OK);
+    size_t nt = save_tangents(outs, n, got);
+    expect_same(tp, got, nt, c->what, "the parameter sweep, fresh or after a backward");
+    free(got);
+}
+
 static void one_recording(const char *cell)
 {
     const bt_host *H = bt_host_table();
@@ -1013,21 +1040,8 @@ static void one_recording(const char *cell)
         cr_expect_leq(rel, DOT_TOL, "cell %s: <nu, J u> %.17g vs <J^T nu, u> %.17g (%s)", cell,
                       dots[w][0], dots[w][1], w ? "parameters" : "states");
     }
-    /* A fresh recording, backward only, no sweep: the gradients equal those above. */
-    record_step(g, &c, &x, &nu_rng, outs, &probe);
-    for (int i = 0; i < c.n_leaves; i++)
-        c.leaves[i]->tangent = NULL;
-    zero_grads(&c);
-    cr_assert_eq(bt_backward(g, outs[0]), BT_OK);
-    save_grads(&c, fresh);
-    expect_same(gl1, fresh, n_grads, cell, "the loss's backward with and without sweeps");
-    /* And a fresh recording swept once on the parameters: the same tangents. */
-    record_step(g, &c, &x, &nu_rng, outs, &probe);
-    seed(&c, &x, u, false);
-    cr_assert_eq(bt_jvp(g), BT_OK);
-    save_tangents(outs, n, again);
-    expect_same(tp1, again, nt, cell, "the parameter sweep, fresh or after a backward");
-    fprintf(stderr, "jvp cell %-10s one recording: 3 backwards and 5 sweeps agree with fresh "
+    fresh_recordings_agree(g, &c, &x, u, gl1, tp1);
+    fprintf(stderr, "jvp cell %-10s one recording: 3 backwards and 5 sweeps repeat bitwise, match fresh "
             "recordings bitwise; <nu,Ju> = <J^T nu,u> to %.1e (states), %.1e (parameters)\n", cell,
             fabs(dots[0][0] - dots[0][1]) / fmax(fabs(dots[0][0]), 1e-300),
             fabs(dots[1][0] - dots[1][1]) / fmax(fabs(dots[1][0]), 1e-300));
@@ -1225,4 +1239,31 @@ Test(jvp_cells, rtrl_from_sweeps_equals_full_bptt)
 {
     for (size_t i = 0; i < sizeof cells / sizeof *cells; i++)
         rtrl_equals_bptt(cells[i]);
+}
+
+/* What bt_jvp reads: tangents of leaves that require grad. A tangent on a leaf
+ * that does not (its ops are not recorded) or on an op's output is not read. */
+Test(jvp_ops, tangents_come_from_recorded_leaves_only)
+{
+    bt_graph *g = bt_graph_new();
+    bt_tensor *x = test_tensor2(2, 2, false), *w = test_tensor2(2, 2, true);
+    bt_real ux[4] = {1, 1, 1, 1}, uw[4] = {1, 2, 3, 4}, junk[4] = {9, 9, 9, 9};
+    for (int i = 0; i < 4; i++)
+        x->data[i] = (bt_real)(0.1 * i), w->data[i] = (bt_real)(0.2 * i - 0.3);
+    x->tangent = ux;
+    bt_tensor *tx = bt_tanh(g, x); /* not on the tape: x does not require grad */
+    bt_tensor *y = bt_mul(g, tx, w);
+    cr_assert_eq(bt_jvp(g), BT_OK);
+    cr_expect_null(tx->tangent, "an op of a leaf without requires_grad has no tangent");
+    cr_expect_null(y->tangent, "x's tangent is not read: w has none, so y's is zero");
+    w->tangent = uw;
+    y->tangent = junk; /* a caller's tangent on an op output is overwritten */
+    cr_assert_eq(bt_jvp(g), BT_OK);
+    cr_assert_not_null(y->tangent);
+    cr_expect_neq((void *)y->tangent, (void *)junk);
+    for (int i = 0; i < 4; i++)
+        cr_expect_eq(y->tangent[i], tx->data[i] * uw[i], "y' = tanh(x) w' at %d", i);
+    bt_graph_free(g);
+    bt_tensor_free(x);
+    bt_tensor_free(w);
 }
