@@ -18,16 +18,17 @@
 #include "unroll.h"
 
 /* (a) uses Richardson's extrapolation of central differences at h and h/2,
- * (4 D(h/2) - D(h)) / 3, whose truncation error is O(h^4): in double, 3e-4
- * leaves ~1e-11 of truncation on four unrolled steps of the linear cell (a
- * polynomial of high degree in the parameters; 1e-3 left 3e-10 there) and
- * ~1e-12 of rounding. In float the forward's
- * own rounding (~6e-8 relative, fast tanh/exp a few ulps) divided by h is the
- * floor; h = 1e-2 puts it near 1e-5 and truncation near 1e-8, so 1e-3 leaves
- * room while a wrong factor or a dropped term is off by O(1). (b) compares two
- * sums over the same products computed in two orders: rounding only, ~1e-15
- * relative in double; in float ~1e-6, and the accumulated rounding of an
- * unrolled float step stays far below 1e-4. */
+ * (4 D(h/2) - D(h)) / 3, whose truncation error is O(h^4). Double: h = 3e-4
+ * leaves ~1e-11 on four unrolled steps of the linear cell (a polynomial of high
+ * degree in the parameters; h = 1e-3 left 3e-10 there) and ~1e-12 of rounding;
+ * the worst case measured is 1.6e-11, against 1e-10. Float: the forward's own
+ * rounding (~6e-8 relative, fast tanh and exp a few ulps, amplified over
+ * unrolled steps) divided by h is the floor; h = 1e-2 gives 2.1e-4 at worst
+ * (those four linear steps), 1e-5 for single ops, so 1e-3 leaves room, while a
+ * wrong factor or a dropped term is off by O(1) (0.5 for a halved matmul term).
+ * (b) compares two sums of the same products taken in two orders, so only
+ * rounding separates them: ~1e-15 relative in double (1e-10 allowed), ~1e-6 in
+ * float (1e-4 allowed). */
 #if BT_REAL_DOUBLE
 #define FD_H 3e-4
 #define FD_TOL 1e-10
