@@ -298,6 +298,34 @@ Test(lm, resume_is_bitwise_adam) { check_resume("adam:lr=0.01", "fixed:3", BT_BA
 Test(lm, resume_is_bitwise_random_policy) { check_resume("momentum:lr=0.1,mu=0.9", "random:0.6", BT_BATCH_SEQUENTIAL); }
 Test(lm, resume_is_bitwise_random_sampling) { check_resume("adam", "tbptt:2,5", BT_BATCH_RANDOM); }
 
+/* A task spec longer than any fixed name buffer (here 90 characters, blanks
+ * between its options) is kept whole by the source and the checkpoint, so
+ * a resume re-creates the very task. (Found by fuzz_spec: the source cut
+ * its name to 63 characters.) */
+Test(lm, long_task_spec_survives_the_checkpoint)
+{
+    char spec[128];
+    snprintf(spec, sizeof spec, "adding:12,%70sbatches=3", "");
+    cr_assert_gt(strlen(spec), 80);
+    bt_lm_config cfg = tiny_config("sgd:lr=0.1", "full");
+    snprintf(cfg.cell, sizeof cfg.cell, "linear");
+    cfg.steps = 12;
+    bt_source src;
+    cr_assert_eq(bt_task_source_new(spec, cfg.batch, cfg.seed, &src, err, sizeof err), BT_OK, "%s", err);
+    cr_expect_str_eq(src.name, spec);
+    bt_lm *lm;
+    cr_assert_eq(bt_lm_new(reg, &cfg, &src, &lm, err, sizeof err), BT_OK, "%s", err);
+    cr_assert_eq(bt_lm_train(lm, 1, NULL, err, sizeof err), BT_OK, "%s", err);
+    const char *path = in_dir("long.safetensors");
+    cr_assert_eq(bt_checkpoint_save(lm, path, NULL, err, sizeof err), BT_OK, "%s", err);
+    bt_checkpoint *ck;
+    cr_assert_eq(bt_checkpoint_read(path, &ck, err, sizeof err), BT_OK, "%s", err);
+    cr_expect_str_eq(ck->task, spec);
+    bt_checkpoint_free(ck);
+    bt_lm_free(lm);
+    bt_source_free(&src);
+}
+
 /* A task run: the checkpoint names the task (no vocabulary), a source
  * re-created from that spec resumes bit for bit, and another source is refused. */
 Test(lm, task_checkpoint_resumes_on_its_task)
