@@ -627,6 +627,11 @@ Test(lm, bad_content_is_rejected_with_a_reason)
                     "--plugin");
     assert_rejected(altered(good, NULL, NULL, 0, 0, NULL, "hidden", "x3"), BT_ERR_FORMAT, "hidden");
     assert_rejected(altered(good, NULL, NULL, 0, 0, NULL, "hidden", "4"), BT_ERR_SHAPE, "shape");
+    /* Settings claiming a model of terabytes are checked against the tensors
+     * before anything is allocated (found by fuzz_checkpoint: a 2 KB file
+     * made the loader ask for 3.6 GB). */
+    assert_rejected(altered(good, NULL, NULL, 0, 0, NULL, "hidden", "1048576"), BT_ERR_SHAPE,
+                    "shape");
     assert_rejected(altered(good, NULL, NULL, 0, 0, NULL, "format", "other"), BT_ERR_FORMAT,
                     "not a bptt model checkpoint");
     assert_rejected(altered(good, NULL, NULL, 0, 0, NULL, "vocab", "[\"a\",\"b\"]"), BT_ERR_FORMAT,

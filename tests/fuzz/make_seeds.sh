@@ -38,6 +38,18 @@ train lstm_chars_momentum --data "$work/crlf.txt" --cell lstm --steps 3 --optimi
 train linear_adding --task adding:6,batches=2 --cell linear
 train lstm_copy --task copy:2,2,alphabet=3,batches=2 --cell lstm
 train influence --task influence:3,2,len=4,batches=2 --cell influence
+# A 2 KB file whose settings claim hidden 30000 (3.6 GB of parameters): the
+# loader must refuse it from the tensor shapes, before allocating.
+python3 - "$ck/rnn_tanh_chars.safetensors" "$ck/claims_huge_hidden.safetensors" <<'PY'
+import json, struct, sys
+raw = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", raw[:8])[0]
+header = json.loads(raw[8:8 + n])
+header["__metadata__"]["hidden"] = "30000"
+h = json.dumps(header, separators=(",", ":")).encode()
+h += b" " * ((8 - (8 + len(h)) % 8) % 8)
+open(sys.argv[2], "wb").write(struct.pack("<Q", len(h)) + h + raw[8 + n:])
+PY
 for f in ckpt_v1_chars_float ckpt_v1_letters_float ckpt_v1_task_float; do
     cp "$root/tests/fixtures/$f.safetensors" "$ck/v1_$f.safetensors"
 done
@@ -81,7 +93,7 @@ vc=$corpus/fuzz_vocab
 python3 - "$ck" "$vc" <<'PY'
 import json, struct, sys, os
 ck, out = sys.argv[1], sys.argv[2]
-for f in sorted(os.listdir(ck)):
+for f in sorted(x for x in os.listdir(ck) if not x.startswith("claims_")):
     raw = open(os.path.join(ck, f), "rb").read()
     n = struct.unpack("<Q", raw[:8])[0]
     meta = json.loads(raw[8:8 + n]).get("__metadata__", {})
