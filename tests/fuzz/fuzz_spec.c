@@ -31,6 +31,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     (void)argc;
     (void)argv;
     fuzz_registry();
+    bt_blas_set_threads(1);
     return 0;
 }
 
@@ -289,11 +290,8 @@ static void fuzz_cli(char *text, size_t len)
         if (o.task && cfg.batch <= 8 && lm_cli_source("train", &o, NULL, o.task, &cfg, &corpus, &src))
             bt_source_free(&src);
     }
-    cli_get(&a, "truncation");
-    cli_get_all(&a, "plugin", (const char *[4]){0}, 4);
-    cli_get(&a, "data");
-    cli_get(&a, "task");
     cli_args_free(&a);
+    bt_blas_set_threads(1); /* --threads N stays with the process: undo it */
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
