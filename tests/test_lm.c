@@ -628,8 +628,8 @@ Test(lm, bad_content_is_rejected_with_a_reason)
     assert_rejected(altered(good, NULL, NULL, 0, 0, NULL, "hidden", "x3"), BT_ERR_FORMAT, "hidden");
     assert_rejected(altered(good, NULL, NULL, 0, 0, NULL, "hidden", "4"), BT_ERR_SHAPE, "shape");
     /* Settings claiming a model of terabytes are checked against the tensors
-     * before anything is allocated (found by fuzz_checkpoint: a 2 KB file
-     * made the loader ask for 3.6 GB). */
+     * before anything is allocated (fuzz_checkpoint reported such a 2 KB
+     * file, its seed claims_huge_hidden, as a 3.6 GB out-of-memory). */
     assert_rejected(altered(good, NULL, NULL, 0, 0, NULL, "hidden", "1048576"), BT_ERR_SHAPE,
                     "shape");
     assert_rejected(altered(good, NULL, NULL, 0, 0, NULL, "format", "other"), BT_ERR_FORMAT,
