@@ -12,6 +12,8 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include "analyze.h"
 #include "cellcheck.h"
@@ -536,4 +538,37 @@ Test(analysis, influence_task_and_bad_specs)
         cr_expect(strlen(err) > 10, "'%s': message '%s'", bad[i], err);
     }
     cr_expect(bt_task_spec_is_task("adding:5") && !bt_task_spec_is_task("corpus.txt"));
+
+    /* A valid spec whose minibatch would not fit in memory (3.2 TB here) is
+     * refused by its size before any allocation (an input fuzz_spec reaches). */
+    char err[256] = "";
+    cr_expect_eq(bt_task_source_new("influence:100000,100000,len=1000000", 8, 1, &s, err,
+                                    sizeof err), BT_ERR_ARG, "%s", err);
+    cr_expect(strstr(err, "too large") && strstr(err, "influence:100000"), "%s", err);
+}
+
+/* When the buffers of a task cannot be allocated, the message names the
+ * sizes asked for. (It read them from the task after freeing it; glibc
+ * reuses those bytes, so the message showed garbage steps.) The address
+ * space is capped 200 MB above what the process maps now, so the 800 MB of
+ * adding:1000000 x 100 rows cannot be had; ASan's allocator does not live
+ * under such a cap, so a sanitizer build skips this. */
+Test(analysis, task_out_of_memory_names_the_sizes)
+{
+#if defined(__SANITIZE_ADDRESS__)
+    cr_skip_test("an address-space cap and AddressSanitizer do not mix");
+#endif
+    long pages = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    cr_assert_not_null(f);
+    cr_assert_eq(fscanf(f, "%ld", &pages), 1);
+    fclose(f);
+    struct rlimit rl = {.rlim_cur = (rlim_t)pages * (rlim_t)sysconf(_SC_PAGESIZE) + (200 << 20),
+                        .rlim_max = RLIM_INFINITY};
+    cr_assert_eq(setrlimit(RLIMIT_AS, &rl), 0);
+    bt_source s;
+    char err[256] = "";
+    cr_assert_eq(bt_task_source_new("adding:1000000", 100, 1, &s, err, sizeof err), BT_ERR_NOMEM,
+                 "%s", err);
+    cr_expect(strstr(err, "100 x 1000000 steps"), "%s", err);
 }

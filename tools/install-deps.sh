@@ -3,8 +3,10 @@
 # Run as root (CI and a fresh machine are root; elsewhere prefix with sudo).
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
+# clang also builds the fuzz targets; their runtime (libFuzzer, the clang
+# sanitizers) is libclang-rt-dev, which clang only recommends.
 packages=(meson ninja-build gcc libc6-dev pkg-config python3
-          libcriterion-dev uthash-dev libopenblas-dev libjansson-dev clang
+          libcriterion-dev uthash-dev libopenblas-dev libjansson-dev clang libclang-rt-dev
           python3-torch python3-numpy)
 missing=()
 for p in "${packages[@]}"; do
