@@ -438,6 +438,44 @@ Test(analysis, init_specs)
     bt_model_free(m);
 }
 
+/* Each --init kind on each shipped cell sets what its documentation says
+ * (models/model.h): the count of parameters it sets, and a refusal exactly
+ * where a cell has recurrent matrices but none square for spectral. */
+Test(analysis, init_kinds_on_every_cell)
+{
+    static const struct {
+        const char *cell;
+        int normal, recurrent, square; /* parameters normal, orthogonal/identity, spectral set */
+    } cells[] = {
+        {"rnn_tanh", 3, 1, 1}, {"linear", 3, 1, 1}, {"gru", 4, 2, 1},
+        {"gru_torch", 3, 1, 0}, {"lstm", 3, 1, 0}, {"influence", 0, 0, 0},
+    };
+    for (size_t c = 0; c < sizeof cells / sizeof *cells; c++) {
+        bool infl = strcmp(cells[c].cell, "influence") == 0;
+        bool real = infl || strcmp(cells[c].cell, "linear") == 0;
+        bt_model *m = make_model(cells[c].cell, infl ? 3 : 5, 6, infl ? 1 : real ? 2 : 5);
+        cr_expect_eq(bt_init_count(m, NULL), 0);
+        cr_expect_eq(bt_init_count(m, "bogus"), -1);
+        cr_expect_eq(bt_init_count(m, "normal:0.1"), cells[c].normal, "%s", cells[c].cell);
+        cr_expect_eq(bt_init_count(m, "orthogonal"), cells[c].recurrent, "%s", cells[c].cell);
+        cr_expect_eq(bt_init_count(m, "identity"), cells[c].recurrent, "%s", cells[c].cell);
+        cr_expect_eq(bt_init_count(m, "spectral:1.2"), cells[c].square, "%s", cells[c].cell);
+        bt_rng r;
+        bt_rng_seed(&r, 5);
+        char err[256] = "";
+        bt_status st = bt_model_init(m, "spectral:1.2", &r, err, sizeof err);
+        if (cells[c].recurrent && !cells[c].square) {
+            cr_expect_eq(st, BT_ERR_ARG, "%s: spectral on no square matrix accepted", cells[c].cell);
+            cr_expect(strstr(err, cells[c].cell) && strstr(err, "square"), "message: %s", err);
+        } else {
+            cr_expect_eq(st, BT_OK, "%s: %s", cells[c].cell, err);
+        }
+        for (size_t i = 0; infl && i < m->ptab[0]->size; i++)
+            cr_expect_eq(m->ptab[0]->data[i], 0, "influence keeps theta = 0");
+        bt_model_free(m);
+    }
+}
+
 /* ---- task sources ------------------------------------------------------------------- */
 
 static bt_source task(const char *spec, int B)

@@ -20,7 +20,7 @@
 enum {
     PANEL_W = 600, PANEL_H = 400,
     MARGIN_L = 72, MARGIN_R = 18, MARGIN_T = 40, MARGIN_B = 56,
-    FIG_TITLE_H = 40,
+    FIG_TITLE_H = 40, FIG_TITLE_LINE = 22, /* and one line more per wrapped line */
     LEGEND_ROW = 18, LEGEND_LINE = 13, /* between entries; between lines of one entry */
     LEGEND_TEXT_W = 170,               /* a longer legend label wraps */
     SEG_LABEL_W = 240, SEG_LINE = 15,  /* a longer segments row label wraps */
@@ -1384,8 +1384,17 @@ static double figure_width(const bt_figure *f, double *pw)
     return width;
 }
 
-/* The document's opening: size, style sheet, background and the title (in a
- * smaller font when wider than the figure). */
+/* The figure title's lines: wrapped to the figure's width, at most 3. */
+static int title_lines(const bt_figure *f, double width, bt_svgtext_line *lines)
+{
+    if (!f->title)
+        return 0;
+    return bt_svgtext_wrap(f->title, PX_FIG_TITLE, true, width - 16, lines, 3);
+}
+
+/* The document's opening: size, style sheet, background and the title, each
+ * of its lines centred (in a smaller font when one alone is wider than the
+ * figure). */
 static void figure_open(sbuf *b, const bt_figure *f, double width, double height)
 {
     sb_puts(b, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
@@ -1400,14 +1409,18 @@ static void figure_open(sbuf *b, const bt_figure *f, double width, double height
     sb_puts(b, "\" font-family=\"" FONT_SANS "\">\n");
     sb_puts(b, svg_style);
     sb_puts(b, "<rect width=\"100%\" height=\"100%\" fill=\"#fff\"/>\n");
-    if (f->title) {
-        double w = bt_svgtext_width(f->title, strlen(f->title), PX_FIG_TITLE, true);
+    bt_svgtext_line lines[3];
+    int n = title_lines(f, width, lines);
+    for (int k = 0; k < n; k++) {
+        const char *t = f->title + lines[k].start;
+        size_t len = lines[k].end - lines[k].start;
+        double w = bt_svgtext_width(t, len, PX_FIG_TITLE, true);
         sb_puts(b, "<text class=\"title\" style=\"font-size:");
         sb_px(b, floor(fit_px(w, PX_FIG_TITLE, width - 16) * 10) / 10);
         sb_puts(b, "px\" text-anchor=\"middle\" ");
-        sb_xy(b, width / 2, 27);
+        sb_xy(b, width / 2, 27 + k * FIG_TITLE_LINE);
         sb_puts(b, ">");
-        sb_esc(b, f->title);
+        sb_esc_len(b, t, len);
         sb_puts(b, "</text>\n");
     }
 }
@@ -1427,8 +1440,10 @@ static int row_plots(const bt_figure *f, int i)
  * into b. */
 static void render_figure(sbuf *b, const bt_figure *f)
 {
-    double top = f->title ? FIG_TITLE_H : 0, pw;
-    double width = figure_width(f, &pw);
+    double pw, width = figure_width(f, &pw);
+    bt_svgtext_line lines[3];
+    int n_title = title_lines(f, width, lines);
+    double top = n_title ? FIG_TITLE_H + (n_title - 1) * FIG_TITLE_LINE : 0;
     /* First pass: the height; second pass: the drawing. */
     for (int pass = 0; pass < 2; pass++) {
         double y = top, x0 = 0;
