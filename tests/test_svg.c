@@ -1,6 +1,9 @@
 /* test_svg.c: every kind of chart is written into a temp folder and read back:
- * well-formed enough to open, labels present and escaped, no NaN or inf in the
- * file, decade ticks on log axes, and I/O failures reported as BT_ERR_IO.
+ * well-formed enough to open, labels present, whole (wrapped, never cut) and
+ * escaped, no NaN or inf in the file, decade ticks on log axes and round
+ * values on a narrow one, whole-number ticks for whole-number x, and I/O
+ * failures reported as BT_ERR_IO. Where the text lands on the page is
+ * test_figures.py's to check, with a real renderer and the font files.
  */
 #include <criterion/criterion.h>
 
