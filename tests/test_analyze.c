@@ -100,6 +100,8 @@ static void check_c_pow_k(double c)
                   "(relative) at k = %d", c, worst, at);
     cr_expect_leq(worst_j, CK_TOL, "c = %g: ||dh_T/dh_{T-k}||_2 is off c^k by %.3g", c, worst_j);
     cr_expect_float_eq(a.grad_rate, c, CK_TOL, "fitted rate %.9g, want %g", a.grad_rate, c);
+    cr_expect_leq(fabs(a.grad_scale / a.grad_norm[0] - 1), CK_TOL,
+                  "fitted scale %.9g, want ||dL_T/dh_T|| = %.9g", a.grad_scale, a.grad_norm[0]);
     /* W = cQ: every eigenvalue has modulus c. */
     cr_expect_float_eq(a.radius, c, 1e-5, "spectral radius %.9g, want %g", a.radius, c);
     for (int i = 0; i < a.n; i++)
@@ -110,6 +112,31 @@ static void check_c_pow_k(double c)
 }
 
 Test(analysis, gradient_norm_follows_c_pow_k_contracting) { check_c_pow_k(0.5); }
+
+/* The line the analyze figure draws: scale and rate of a least-squares fit
+ * of log y against k, with an intercept (closed forms). */
+Test(analysis, geometric_fit_has_an_intercept)
+{
+    /* y = 3 * 0.7^k where defined; NAN, 0 and -1 are left out of the fit. */
+    double y[8];
+    for (int k = 0; k < 8; k++)
+        y[k] = 3 * pow(0.7, k);
+    y[2] = NAN, y[4] = 0, y[6] = -1;
+    double scale, rate;
+    cr_assert_eq(bt_geometric_fit(y, 8, &scale, &rate), BT_OK);
+    cr_expect_float_eq(scale, 3.0, 1e-12, "scale %.15g", scale);
+    cr_expect_float_eq(rate, 0.7, 1e-12, "rate %.15g", rate);
+    cr_expect_float_eq(bt_geometric_rate(y, 8), 0.7, 1e-12);
+    /* log y = 0, 1, 0: the least-squares line is flat at 1/3, through none of them. */
+    double bump[3] = {1, exp(1), 1};
+    cr_assert_eq(bt_geometric_fit(bump, 3, &scale, &rate), BT_OK);
+    cr_expect_float_eq(rate, 1.0, 1e-12, "rate %.15g", rate);
+    cr_expect_float_eq(log(scale), 1.0 / 3, 1e-12, "log scale %.15g", log(scale));
+    /* One usable point is not a line. */
+    double one[3] = {2, NAN, 0};
+    cr_expect_eq(bt_geometric_fit(one, 3, &scale, &rate), BT_ERR_NUMERIC);
+    cr_expect(isnan(scale) && isnan(rate));
+}
 Test(analysis, gradient_norm_follows_c_pow_k_expanding) { check_c_pow_k(1.5); }
 
 Test(analysis, every_cell_can_be_analyzed)
@@ -411,6 +438,44 @@ Test(analysis, init_specs)
         cr_expect_neq(bt_init_spec_check(bad[i], err, sizeof err), BT_OK, "'%s' accepted", bad[i]);
     }
     bt_model_free(m);
+}
+
+/* Each --init kind on each shipped cell sets what its documentation says
+ * (models/model.h): the count of parameters it sets, and a refusal exactly
+ * where a cell has recurrent matrices but none square for spectral. */
+Test(analysis, init_kinds_on_every_cell)
+{
+    static const struct {
+        const char *cell;
+        int normal, recurrent, square; /* parameters normal, orthogonal/identity, spectral set */
+    } cells[] = {
+        {"rnn_tanh", 3, 1, 1}, {"linear", 3, 1, 1}, {"gru", 4, 2, 1},
+        {"gru_torch", 3, 1, 0}, {"lstm", 3, 1, 0}, {"influence", 0, 0, 0},
+    };
+    for (size_t c = 0; c < sizeof cells / sizeof *cells; c++) {
+        bool infl = strcmp(cells[c].cell, "influence") == 0;
+        bool real = infl || strcmp(cells[c].cell, "linear") == 0;
+        bt_model *m = make_model(cells[c].cell, infl ? 3 : 5, 6, infl ? 1 : real ? 2 : 5);
+        cr_expect_eq(bt_init_count(m, NULL), 0);
+        cr_expect_eq(bt_init_count(m, "bogus"), -1);
+        cr_expect_eq(bt_init_count(m, "normal:0.1"), cells[c].normal, "%s", cells[c].cell);
+        cr_expect_eq(bt_init_count(m, "orthogonal"), cells[c].recurrent, "%s", cells[c].cell);
+        cr_expect_eq(bt_init_count(m, "identity"), cells[c].recurrent, "%s", cells[c].cell);
+        cr_expect_eq(bt_init_count(m, "spectral:1.2"), cells[c].square, "%s", cells[c].cell);
+        bt_rng r;
+        bt_rng_seed(&r, 5);
+        char err[256] = "";
+        bt_status st = bt_model_init(m, "spectral:1.2", &r, err, sizeof err);
+        if (cells[c].recurrent && !cells[c].square) {
+            cr_expect_eq(st, BT_ERR_ARG, "%s: spectral on no square matrix accepted", cells[c].cell);
+            cr_expect(strstr(err, cells[c].cell) && strstr(err, "square"), "message: %s", err);
+        } else {
+            cr_expect_eq(st, BT_OK, "%s: %s", cells[c].cell, err);
+        }
+        for (size_t i = 0; infl && i < m->ptab[0]->size; i++)
+            cr_expect_eq(m->ptab[0]->data[i], 0, "influence keeps theta = 0");
+        bt_model_free(m);
+    }
 }
 
 /* ---- task sources ------------------------------------------------------------------- */
