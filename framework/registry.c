@@ -270,13 +270,14 @@ static bt_status bt_registrar_fail(bt_registrar *g, bt_status s, const char *fmt
 #define BT_FIELD_IF_COVERED(d, type, field) \
     ((d)->size >= BT_SIZE_THROUGH(type, field) ? (d)->field : NULL)
 
-/* What every kind checks before its own fields: a def, a size covering ABI
- * 2.0's fields, a valid name. The name sits at the same offset in every ABI 2
+/* What every kind checks before its own fields: a def, a size covering the
+ * fields of the ABI the kind arrived with (2.0; estimators 2.3), a valid name. The name sits at the same offset in every ABI 2
  * def (the descriptor's major says the plugin has them), so a def with a bad
  * size can still be named. */
 static bt_status bt_registrar_check(bt_registrar *g, bt_plugin_kind kind, const void *def,
                                     size_t size, size_t min, const char *name)
 {
+    int since = kind == BT_KIND_ESTIMATOR ? 3 : 0; /* the ABI minor the kind arrived with */
     const char *what = bt_plugin_kind_name(kind);
     if (!g || !g->reg)
         return BT_ERR_ARG; /* called outside init: nothing to report to */
@@ -293,9 +294,10 @@ static bt_status bt_registrar_check(bt_registrar *g, bt_plugin_kind kind, const 
                                  BT_NAME_LEN - 1);
     if (size < min)
         return bt_registrar_fail(g, BT_ERR_PLUGIN,
-                                 "%s '%s' has a definition of size %zu, smaller than ABI %d.0's %zu "
+                                 "%s '%s' has a definition of size %zu, smaller than ABI %d.%d's %zu "
                                  "bytes: set .size = sizeof(bt_%s_def) and rebuild the plugin "
-                                 "against this bptt", what, name, size, BT_ABI_MAJOR, min, what);
+                                 "against this bptt", what, name, size, BT_ABI_MAJOR, since, min,
+                                 what);
     return BT_OK;
 }
 

@@ -21,18 +21,20 @@
 
 typedef struct uoro_cfg {
     double seed, eps;
+    double rho; /* 1: the paper's variance-minimising rho0, rho1; 0: both 1 (for comparison) */
     bool seed_set;
 } uoro_cfg;
 
 static int uoro_create(const bt_host *host, const char *options, void **cfg, char *err,
                        size_t errlen)
 {
-    uoro_cfg c = {0, 1e-7, false};
+    uoro_cfg c = {0, 1e-7, 1, false};
     bt_option opts[] = {
         {.name = "seed", .value = &c.seed, .min = 0, .max = 9007199254740992.0, .integer = true},
         {.name = "eps", .value = &c.eps, .min = 0, .max = 1},
+        {.name = "rho", .value = &c.rho, .min = 0, .max = 1, .integer = true},
     };
-    if (host->parse_options(options, opts, 2, "estimator uoro", err, errlen) != BT_OK)
+    if (host->parse_options(options, opts, 3, "estimator uoro", err, errlen) != BT_OK)
         return -1;
     c.seed_set = opts[0].set;
     uoro_cfg *p = malloc(sizeof *p); /* plugins allocate with the C heap */
@@ -195,8 +197,11 @@ static int uoro_step(void *cfg, const bt_estimator_ctx *c, char *err, size_t err
     if (reverse_sweeps(c, nu, d, err, errlen))
         return -1;
     bt_real *st = c->buf[0], *th = c->buf[1];
-    double rho0 = sqrt(norm2(th, P) / (norm2(js, S) + u->eps)) + u->eps;
-    double rho1 = sqrt(norm2(d, P) / (norm2(nu, S) + u->eps)) + u->eps;
+    double rho0 = 1, rho1 = 1;
+    if (u->rho != 0) {
+        rho0 = sqrt(norm2(th, P) / (norm2(js, S) + u->eps)) + u->eps;
+        rho1 = sqrt(norm2(d, P) / (norm2(nu, S) + u->eps)) + u->eps;
+    }
     for (size_t i = 0; i < S; i++)
         st[i] = (bt_real)(rho0 * (double)js[i] + rho1 * (double)nu[i]);
     for (size_t j = 0; j < P; j++)
@@ -220,7 +225,7 @@ static const char *uoro_describe(void *cfg, char *buf, size_t len)
     if (u->seed_set)
         snprintf(seed, sizeof seed, ",seed=%.0f", u->seed);
     uoro_fmt(eps, sizeof eps, u->eps);
-    snprintf(buf, len, "uoro%s,eps=%s", seed, eps);
+    snprintf(buf, len, "uoro%s,eps=%s%s", seed, eps, u->rho != 0 ? "" : ",rho=0");
     return buf;
 }
 
@@ -240,7 +245,8 @@ static const char doc[] =
     "sweeps (one more per extra state: lstm), about four forward steps; memory\n"
     "O(S + P). No dL/ds0 (an estimate of it would add variance to theta's).\n"
     "Options: seed (mixed with the run's seed; default: the run's), eps\n"
-    "(default 1e-7).\n"
+    "(default 1e-7), rho (1, the default: rho0 and rho1 as above; 0: both 1, the\n"
+    "plain rank-one update, still unbiased but noisier, for comparison).\n"
     "State (saved by checkpoints): s_tilde [S], theta_tilde [P], the RNG.\n";
 
 static const bt_estimator_def uoro_def = {
