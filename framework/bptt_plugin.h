@@ -148,7 +148,8 @@ typedef struct bt_optimizer_def {
  * influence matrix, UORO's rank-one factors) in host-owned buffers, so a
  * checkpoint can save them. Notation: the model's states s = (s_1 ... s_K),
  * each [B, w_k], are S = sum_k B w_k numbers, flattened state after state,
- * each row-major; the parameters theta are P numbers, in the order of the
+ * each row-major; s_t is the state after step t, s_{-1} the initial state
+ * (bptt grad's h0, c0); the parameters theta are P numbers, in the order of the
  * parameter tensors the host passes (tensor q holds theta[off_q ...], off_q
  * the sum of the earlier tensors' sizes). */
 
@@ -159,7 +160,7 @@ typedef struct bt_estimator_dims {
     int B;               /* rows */
     int n_states;        /* K */
     const int *widths;   /* [K]: w_k */
-    bool want_dstate0;   /* the host asks for dL/ds_0 too (only of an estimator with
+    bool want_dstate0;   /* the host asks for dL/ds_{-1} too (only of an estimator with
                             BT_ESTIMATOR_DSTATE0) */
 } bt_estimator_dims;
 
@@ -191,12 +192,12 @@ typedef struct bt_estimator_ctx {
     int n_params;
     bt_tensor *const *params;    /* the parameter tensors (leaves, requires_grad) */
     bt_real *grad;               /* [P]: add (+=) w_t times the estimate of dl_t/dtheta */
-    bt_real *dstate0;            /* [S]: add w_t dl_t/ds_0, or NULL (not asked) */
+    bt_real *dstate0;            /* [S]: add w_t dl_t/ds_{-1}, or NULL (not asked) */
 } bt_estimator_ctx;
 
 /* flags of bt_estimator_def */
 #define BT_ESTIMATOR_EXACT 1u   /* the estimate is the exact gradient (draws nothing) */
-#define BT_ESTIMATOR_DSTATE0 2u /* computes dL/ds_0 when dims.want_dstate0 is set */
+#define BT_ESTIMATOR_DSTATE0 2u /* computes dL/ds_{-1} when dims.want_dstate0 is set */
 
 typedef struct bt_estimator_def {
     size_t size; /* sizeof(bt_estimator_def) */

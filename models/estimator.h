@@ -19,7 +19,7 @@ typedef struct bt_estimator bt_estimator;
 
 /* spec: "rtrl", "rtrl,max_mb=4096", "uoro,seed=3" (the options may follow a
  * ':' as well as a ','). Binds the estimator to m's parameters and states at
- * batch B; want_dstate0 asks for dL/ds_0 too, which only an estimator that
+ * batch B; want_dstate0 asks for dL/ds_{-1} too, which only an estimator that
  * computes it (bt_estimator_has_dstate0) gives: others ignore the request.
  * Refuses, with what to change, a state larger than its own limit or the
  * memory this process may use. */
@@ -37,7 +37,7 @@ BT_API const char *bt_estimator_name(const bt_estimator *e);
 BT_API const char *bt_estimator_describe(const bt_estimator *e, char *buf, size_t len);
 BT_API const bt_estimator_def *bt_estimator_def_of(const bt_estimator *e);
 BT_API bool bt_estimator_exact(const bt_estimator *e);      /* BT_ESTIMATOR_EXACT */
-BT_API bool bt_estimator_has_dstate0(const bt_estimator *e); /* computes dL/ds_0 in this binding */
+BT_API bool bt_estimator_has_dstate0(const bt_estimator *e); /* computes dL/ds_{-1} in this binding */
 BT_API const bt_estimator_dims *bt_estimator_dims_of(const bt_estimator *e);
 
 /* The state a checkpoint saves: the buffers (name, values) and the RNG. */

@@ -24,7 +24,7 @@ struct bt_online {
     size_t soff[BT_MAX_STATES]; /* where state k starts in the flat state */
     bt_real *flat;              /* [S] the state at the start of the coming step */
     bt_real *acc;               /* [P] the estimates since the last update (or the start) */
-    bt_real *ds0;               /* [S] the estimate of dL/ds_0 */
+    bt_real *ds0;               /* [S] the estimate of dL/ds_{-1} */
 };
 
 bt_status bt_online_new(bt_model *m, int B, bt_online **out, char *err, size_t errlen)
@@ -203,7 +203,7 @@ static void begin_run(bt_online *o, bt_real *const *state, const bt_online_opts 
 }
 
 /* The final state to the caller; in accumulate mode the sum to the parameters'
- * gradients and dL/ds_0 added to dstate0. */
+ * gradients and dL/ds_{-1} added to dstate0. */
 static void finish_run(bt_online *o, bt_real *const *state, const bt_online_opts *op,
                        bt_real *const *dstate0)
 {

@@ -47,7 +47,7 @@ BT_API void bt_online_free(bt_online *o);
 /* Runs seq from `state` (n_states buffers [B, width], advanced in place to the
  * final state). res as the unroller's (updates, skipped, grad norms, losses,
  * peak arena; no windows). dstate0 (per state, [B, width], may be NULL): adds
- * the estimate of dL/ds_0 when the estimator computes it
+ * the estimate of dL/ds_{-1} when the estimator computes it
  * (bt_estimator_has_dstate0, asked for when it was made) and opts->begin. */
 BT_API bt_status bt_online_run(bt_online *o, const bt_sequence *seq, bt_real *const *state,
                                const bt_online_opts *opts, bt_real *const *dstate0,

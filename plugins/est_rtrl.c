@@ -1,14 +1,15 @@
 /* est_rtrl.c: real-time recurrent learning (Williams & Zipser 1989) as an
- * online gradient estimator, rtrl[,max_mb=MB]. It carries the influence
- * matrix M_t = ds_t/dtheta forward,
- *     M_t = (dF/ds) M_{t-1} + dF/dtheta,   M_{-1} = 0 (s_0 does not depend on theta),
+ * online gradient estimator, rtrl[,max_mb=MB]. With s_t the state after step
+ * t and s_{-1} the initial state, it carries the influence matrix
+ * M_t = ds_t/dtheta forward,
+ *     M_t = (dF/ds) M_{t-1} + dF/dtheta,   M_{-1} = 0 (s_{-1} does not depend on theta),
  * and the loss's total derivative through it, d l_t/dtheta = (dl_t/ds_{t-1})
  * M_{t-1} + (direct), is exactly BPTT's: summed with the steps' weights it is
  * dL/dtheta. Each step is one recording and P forward sweeps (bt_jvp) of it:
  * sweep j seeds theta with e_j and the state with column j of M, and reads
  * column j of M_t off the next state's tangent and dl_t/dtheta_j off the
- * loss's. With dL/ds_0 asked for, M also carries ds_t/ds_0 (S more columns,
- * starting at the identity) and S more sweeps give it.
+ * loss's. With dL/ds_{-1} asked for, M also carries ds_t/ds_{-1} (S more
+ * columns, starting at the identity) and S more sweeps give it.
  * Memory: M, S x P values (+ S x S), refused above max_mb (default 1024).
  * Letters: S state numbers (sum over states of B x width), P parameters. */
 #include <math.h>
@@ -44,7 +45,7 @@ static int rtrl_create(const bt_host *host, const char *options, void **cfg, cha
 static void rtrl_destroy(void *cfg) { free(cfg); }
 
 /* Rows of M (stored transposed: row j is column j of M, S values, state after
- * state): P for theta, and S more for s_0 when asked. */
+ * state): P for theta, and S more for s_{-1} when asked. */
 static size_t rtrl_rows(const bt_estimator_dims *d) { return d->P + (d->want_dstate0 ? d->S : 0); }
 
 static int rtrl_buffers(void *cfg, const bt_estimator_dims *d, bt_estimator_buffer *out, int max,
@@ -56,7 +57,7 @@ static int rtrl_buffers(void *cfg, const bt_estimator_dims *d, bt_estimator_buff
         snprintf(err, errlen, "estimator rtrl: the influence matrix ds/dtheta has S x P = %zu x "
                  "%zu values%s (%.1f MB), above max_mb=%g: raise the limit (rtrl,max_mb=%.0f), "
                  "use a smaller hidden size or batch, or use uoro (memory O(S + P))", d->S, d->P,
-                 d->want_dstate0 ? " plus S x S for dL/ds0" : "", mb, c->max_mb, ceil(mb));
+                 d->want_dstate0 ? " plus S x S for dL/dh0" : "", mb, c->max_mb, ceil(mb));
         return -1;
     }
     if (max < 1)
@@ -66,7 +67,7 @@ static int rtrl_buffers(void *cfg, const bt_estimator_dims *d, bt_estimator_buff
     return 1;
 }
 
-/* M_{-1}: zero for theta (s_0 is given), the identity for s_0 itself. */
+/* M_{-1}: zero for theta (s_{-1} is given), the identity for s_{-1} itself. */
 static void rtrl_begin(void *cfg, const bt_estimator_ctx *c, uint64_t seed)
 {
     (void)cfg;
@@ -131,7 +132,7 @@ static int rtrl_step(void *cfg, const bt_estimator_ctx *c, char *err, size_t err
             snprintf(err, errlen, "forward sweep %zu failed", j);
             return -1;
         }
-        /* The loss's tangent is d l_t / d theta_j (or / d s_0,j), total. */
+        /* The loss's tangent is d l_t / d theta_j (or / d s_{-1,j}), total. */
         double dl = c->loss->tangent ? (double)c->loss->tangent[0] : 0;
         if (c->weight != 0 && j < P)
             c->grad[j] += (bt_real)(c->weight * dl);
@@ -163,8 +164,8 @@ static const char doc[] =
     "(w_t = 1/T: every step's loss weighs 1/T of the sequence). Per step: one\n"
     "recording of the step and P forward sweeps (bt_jvp) of it, sweep j seeded\n"
     "with e_j on theta and column j of M on the state. The sum equals full BPTT's\n"
-    "gradient (to rounding). With dL/ds0 asked for (bptt grad), M also carries\n"
-    "ds_t/ds_0 [S x S], starting at the identity: S more sweeps.\n"
+    "gradient (to rounding). With dL/dh0 asked for (bptt grad), M also carries\n"
+    "ds_t/dh0 [S x S], starting at the identity: S more sweeps.\n"
     "Cost per step: P (+ S) sweeps, each about one forward step: O(P x B H^2)\n"
     "for a tanh RNN (P ~ H^2): O(B H^4). Memory: M, S x P values (+ S x S).\n"
     "Options: max_mb (default 1024): the largest M allowed, in MB; a larger\n"

@@ -64,7 +64,7 @@ static int uoro_buffers(void *cfg, const bt_estimator_dims *d, bt_estimator_buff
     return 2;
 }
 
-/* s~ = 0, theta~ = 0: s_0 does not depend on theta. The signs' stream is the
+/* s~ = 0, theta~ = 0: the initial state does not depend on theta. The signs' stream is the
  * host's seed, mixed with the option's when given (as policy random does). */
 static void uoro_begin(void *cfg, const bt_estimator_ctx *c, uint64_t seed)
 {
@@ -243,7 +243,7 @@ static const char doc[] =
     "gradient: E[nu] = 0 and E[nu nu^T] = I; rho0 and rho1 minimise the variance\n"
     "each step adds. Cost per step: one recording, one forward and two reverse\n"
     "sweeps (one more per extra state: lstm), about four forward steps; memory\n"
-    "O(S + P). No dL/ds0 (an estimate of it would add variance to theta's).\n"
+    "O(S + P). No dL/dh0 (an estimate of it would add variance to theta's).\n"
     "Options: seed (mixed with the run's seed; default: the run's), eps\n"
     "(default 1e-7), rho (1, the default: rho0 and rho1 as above; 0: both 1, the\n"
     "plain rank-one update, still unbiased but noisier, for comparison).\n"
