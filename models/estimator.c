@@ -143,6 +143,8 @@ bt_status bt_estimator_new(const bt_registry *r, const char *spec, const bt_mode
         bt_estimator_free(e);
         return st;
     }
+    /* Never a state the plugin did not set (an all-zero RNG draws zeros forever). */
+    bt_estimator_begin(e, 0);
     *out = e;
     return BT_OK;
 }

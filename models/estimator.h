@@ -22,7 +22,7 @@ typedef struct bt_estimator bt_estimator;
  * batch B; want_dstate0 asks for dL/ds_{-1} too, which only an estimator that
  * computes it (bt_estimator_has_dstate0) gives: others ignore the request.
  * Refuses, with what to change, a state larger than its own limit or the
- * memory this process may use. */
+ * memory this process may use. The estimator starts begun with seed 0. */
 BT_API bt_status bt_estimator_new(const bt_registry *r, const char *spec, const bt_model *m,
                                   int B, bool want_dstate0, bt_estimator **out, char *err,
                                   size_t errlen);
