@@ -26,7 +26,9 @@ Python and /usr/bin/python3 that can import torch (--python PATH picks one). Wit
 without oneDNN (build/bench/dnnl_rnn is built when libdnnl-dev is installed), one line says so and
 the rest runs. The machine may be shared: compare the ratios of one run. Usage:
   python3 bench/run.py [--build build] [--quick] [--threads 1,2] [--passes 2] [--hidden 64,256,512,1024]
-                       [--only step,fullbptt,checkpoint] [--python PATH] [--data FILE]
+                       [--only step,fullbptt,checkpoint] [--python PATH] [--data FILE] [--dnnl-off]
+(--dnnl-off, with a -Dblas=dnnl build: bptt also runs with BPTT_DNNL=off, every product on OpenBLAS,
+as a fifth side of each pass: the backend's gain in the same run.)
 """
 import argparse, json, os, re, statistics, subprocess, sys
 
@@ -103,14 +105,17 @@ def ratio(a, b):
 def step_runners(a, H, th, steps, warm, torch_py):
     """name -> command for one measurement of the step at hidden H, th threads."""
     b = a.build
-    r = {'bptt': [os.path.join(b, 'bench', 'bench'), 'step', '--hidden', str(H), '--warmup', str(warm),
-                  '--steps', str(steps), '--data', a.data],
+    bptt = [os.path.join(b, 'bench', 'bench'), 'step', '--hidden', str(H), '--warmup', str(warm),
+            '--steps', str(steps), '--data', a.data]
+    r = {'bptt': bptt,
          'roofline': [os.path.join(b, 'bench', 'roofline'), '--hidden', str(H), '--threads', str(th),
                       '--reps', '5' if a.quick else '7']}
     dnnl = os.path.join(b, 'bench', 'dnnl_rnn')
     if os.path.exists(dnnl):
         r['onednn'] = [dnnl, 'step', '--hidden', str(H), '--input', 'narrow', '--threads', str(th),
                        '--warmup', str(warm), '--steps', str(steps)]
+    if a.dnnl_off:  # the same build with every product on OpenBLAS (framework/packed.c)
+        r['bptt-openblas'] = ['env', 'BPTT_DNNL=off'] + bptt
     if torch_py:
         r['torch'] = [torch_py, TORCH_REF, 'step', '--variant', 'nnrnn', '--data', a.data, '--hidden', str(H),
                       '--threads', str(th), '--warmup', str(warm), '--steps', str(steps)]
@@ -143,6 +148,8 @@ def rates(results, key_cpu, key_wall, cpu):
 def print_step_row(H, th, got, cpu, targets):
     b = rates(got['bptt'], 'tokens_per_cpu_s', 'tokens_per_s', cpu)
     c = rates(got['roofline'], 'ceiling_cpu_tokens_per_s', 'ceiling_tokens_per_s', cpu)
+    cb = rates(got['roofline'], 'ceiling_openblas_cpu_tokens_per_s', 'ceiling_openblas_tokens_per_s', cpu)
+    off = rates(got.get('bptt-openblas', []), 'tokens_per_cpu_s', 'tokens_per_s', cpu)
     o = rates(got.get('onednn', []), 'tokens_per_cpu_s', 'tokens_per_s', cpu)
     t = rates(got.get('torch', []), 'tokens_per_cpu_s', 'tokens_per_s', cpu)
     bw = med([r['tokens_per_s'] for r in got['bptt']])
@@ -150,8 +157,10 @@ def print_step_row(H, th, got, cpu, targets):
     ft, ot = targets.get(H, (None, None)) if th == 1 else (None, None)
     print(f"{H:>6} | {fmt(b[0], 0):>9} ({fmt(b[1], 0)}-{fmt(b[2], 0)}) | {fmt(c[0], 0):>9} | "
           f"{fmt(ratio(b[0], c[0]), 3):>5} {('>=' + str(ft)) if ft else '':>6} | "
+          f"{fmt(ratio(b[0], cb[0]), 3):>6} | "
           f"{fmt(o[0], 0):>9} | {fmt(ratio(b[0], o[0]), 2):>5} {('>=' + str(ot)) if ot else '':>6} | "
-          f"{fmt(t[0], 0):>9} | {fmt(ratio(b[0], t[0]), 2):>5} | {fmt(bw, 0):>10} | {fmt(rss):>7}")
+          f"{fmt(t[0], 0):>9} | {fmt(ratio(b[0], t[0]), 2):>5} | {fmt(bw, 0):>10} | {fmt(rss):>7}"
+          + (f" | {fmt(off[0], 0):>9} {fmt(ratio(b[0], off[0]), 2):>5}" if off[0] else ''))
     return b[0]
 
 
@@ -163,7 +172,9 @@ def print_blas(got, coretype):
             if n == 'bptt':
                 seen.add(f"bptt: {r.get('blas')} {r.get('kernel')}, {r.get('threads')} thread(s)")
             elif n == 'roofline':
-                seen.add(f"roofline: OpenBLAS {r.get('corename')}")
+                seen.add(f"roofline: {r.get('libraries')}, OpenBLAS kernel {r.get('corename')}")
+            elif n == 'bptt-openblas':
+                seen.add(f"bptt with BPTT_DNNL=off: {r.get('blas')} {r.get('kernel')}")
             elif n == 'onednn':
                 seen.add(f"oneDNN {r.get('dnnl_version')}: isa {r.get('isa')}, rnn {r.get('rnn_fwd_impl')}"
                          f"/{r.get('rnn_bwd_impl')}, matmul {r.get('matmul_impl')}, {r.get('threads')} thread(s)")
@@ -185,7 +196,8 @@ def section_step(a, torch_py, coretype, steps, warm):
                 'wall-clock tokens/s (CPU time counts both threads at 2)')
         print(f'\n## training step, {th} thread(s): {kind}; {a.passes} passes of {steps} steps after {warm} warm-up')
         print(f"{'hidden':>6} | {'bptt':>9} {'(min-max)':>17} | {'roofline':>9} | {'frac':>5} {'target':>6} | "
-              f"{'oneDNN':>9} | {'vs':>5} {'target':>6} | {'torch':>9} | {'vs':>5} | {'bptt wall':>10} | {'RSS MB':>7}")
+              f"{'frac_o':>6} | {'oneDNN':>9} | {'vs':>5} {'target':>6} | {'torch':>9} | {'vs':>5} | "
+              f"{'bptt wall':>10} | {'RSS MB':>7}" + (f" | {'BPTT_DNNL=off':>13} {'vs':>5}" if a.dnnl_off else ''))
         all_got = {}
         for H in a.hidden:
             got = measure_step(a, H, th, steps, warm, torch_py, coretype)
@@ -193,7 +205,8 @@ def section_step(a, torch_py, coretype, steps, warm):
             print_step_row(H, th, got, cpu, targets)
             for n, rs in got.items():
                 all_got.setdefault(n, []).extend(rs)
-        print('  frac = bptt / roofline; vs = bptt / that side. Kernels and threads as each side reported:')
+        print('  roofline: the faster of OpenBLAS and oneDNN per GEMM shape (bench/roofline.c); frac = bptt / roofline;')
+        print('  frac_o = bptt / the OpenBLAS-only roofline; vs = bptt / that side. Kernels and threads as reported:')
         print_blas(all_got, coretype)
     if 1 in by_thread and len(by_thread) > 1:
         print('\n## thread scaling of bptt (wall clock): N threads / 1 thread, median step and fastest step')
@@ -286,6 +299,8 @@ def main():
     ap.add_argument('--only', default='step,fullbptt,checkpoint')
     ap.add_argument('--quick', action='store_true', help='fewer steps, smaller T (a smoke run)')
     ap.add_argument('--passes', type=int, default=2, help='alternating passes per workload')
+    ap.add_argument('--dnnl-off', action='store_true',
+                    help='with a -Dblas=dnnl build: also run bptt with BPTT_DNNL=off (every product on OpenBLAS)')
     ap.add_argument('--python', default=None,
                     help='interpreter for the PyTorch side (default: this one, else /usr/bin/python3)')
     ap.add_argument('--data', default=os.path.join(ROOT, 'data', 'timemachine.txt'),
