@@ -10,6 +10,7 @@
 
 #include "fastmath.h"
 #include "bptt_op.h"
+#include "packed.h"
 #include "wgrad.h"
 
 #if BT_REAL_DOUBLE
@@ -28,8 +29,9 @@ static void rnn_step_forward(bt_node *n)
         for (int r = 0; r < B; r++)
             memcpy(o + (size_t)r * H, wx->data + (size_t)n->ids[r] * H, sizeof(bt_real) * H);
     else
-        bt_gemm(false, false, B, H, wx->shape[0], 1, n->in[4]->data, wx->shape[0], wx->data, H, 0, o, H);
-    bt_gemm(false, false, B, H, H, 1, h->data, H, whh->data, H, 1, o, H);
+        bt_gemm_weight(n->graph, B, n->in[4]->data, wx, false, 0, o);
+    /* W_hh packed once per window where the backend keeps packs (packed.c) */
+    bt_gemm_weight(n->graph, B, h->data, whh, false, 1, o);
     for (int r = 0; r < B; r++) {
         bt_real *row = o + (size_t)r * H;
         for (int j = 0; j < H; j++)
@@ -56,7 +58,7 @@ static void rnn_step_backward(bt_node *n)
             for (int j = 0; j < H; j++)
                 b->grad[j] += da[(size_t)r * H + j];
     if (h->requires_grad) /* dh += dA W_hh^T: the recursion through time */
-        bt_gemm(false, true, B, H, H, 1, da, H, whh->data, H, 1, h->grad, H);
+        bt_gemm_weight(n->graph, B, da, whh, true, 1, h->grad);
     if (whh->requires_grad) /* dW_hh += h^T dA, batched over the sweep for a weight */
         bt_wgrad_add(n->graph, whh, h->data, da, B);
     if (wx->requires_grad) {
@@ -70,9 +72,8 @@ static void rnn_step_backward(bt_node *n)
         else /* dW_x += x^T dA */
             bt_wgrad_add(n->graph, wx, n->in[4]->data, da, B);
     }
-    if (!n->ids && n->in[4]->requires_grad)
-        bt_gemm(false, true, B, wx->shape[0], H, 1, da, H, wx->data, H, 1, n->in[4]->grad,
-                wx->shape[0]);
+    if (!n->ids && n->in[4]->requires_grad) /* dx += dA W_x^T */
+        bt_gemm_weight(n->graph, B, da, wx, true, 1, n->in[4]->grad);
 }
 
 /* out' = (1 - out^2) * A', A' = x' W_x + x W_x' + h' W_hh + h W_hh' + b' (the
