@@ -574,12 +574,19 @@ static bt_status run_update(bt_unroller *u, const bt_sequence *seq, const bt_unr
         (st = budget_spacing(u, reach, opts->memory_budget, &C, err, errlen)) != BT_OK)
         return st;
     bt_real *d0 = u->want_dh0 ? u->dh0_flat : NULL;
+    double loss_before = res->loss_sum;
     if (C > 0 && reach > C)
         st = run_window_checkpointed(u, seq, t - reach + 1, t, last_update + 1, weight, C, opts,
                                      d0, res, err, errlen);
     else
         st = run_window(u, seq, t - reach + 1, t, last_update + 1, weight, opts, d0, res, err,
                         errlen);
+    if (opts->on_update && !opts->accumulate) {
+        double loss = res->loss_sum - loss_before;
+        st = opts->on_update(opts->update_ctx, u->m->params, st, &loss, err, errlen);
+        if (st == BT_OK)
+            res->loss_sum = loss_before + loss;
+    }
     if (st == BT_OK && !opts->accumulate)
         optimizer_update(u, opts, res);
     return st;
