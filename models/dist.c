@@ -18,8 +18,8 @@ struct bt_dist {
     int rank, size;
     bool started;       /* the transport was started: finalize it */
     int failed;         /* lowest process that failed in the last failed agreement, or -1 */
-    bt_real *frame;     /* gradient frame [P + 1 + N], grown once */
-    size_t frame_cap;
+    bt_real *frame;     /* gradient frame [P + 1 + 2N], allocated by bt_dist_reserve */
+    size_t frame_cap, P;
     double *sums;       /* bt_dist_sum frame [n + N] */
     size_t sums_cap;
     uint64_t *words;    /* agreement frame [2N] */
@@ -177,35 +177,57 @@ static bool reserve(void **buf, size_t *cap, size_t n, size_t elem)
 
 bt_status bt_dist_reserve(bt_dist *d, size_t P, char *err, size_t errlen)
 {
-    if (!reserve((void **)&d->frame, &d->frame_cap, P + 1 + (size_t)d->size, sizeof(bt_real)))
+    if (!reserve((void **)&d->frame, &d->frame_cap, P + 1 + 2 * (size_t)d->size, sizeof(bt_real)))
         return bt_error(err, errlen, BT_ERR_NOMEM, "out of memory for the gradient frame of %zu "
                         "values", P);
+    d->P = P;
     return BT_OK;
 }
 
-bt_status bt_dist_reduce_grad(bt_dist *d, bt_params *p, bt_status st, double *loss, char *err,
-                              size_t errlen)
+/* Every process at the same update? Their digests, kept to 24 bits so that
+ * they sum exactly even in float, must equal process 0's. */
+static bt_status check_digests(bt_dist *d, const bt_real *tags, char *err, size_t errlen)
 {
-    size_t P = bt_params_total(p), N = (size_t)d->size, n = P + 1 + N;
+    for (int r = 1; r < d->size; r++)
+        if (tags[r] != tags[0]) {
+            d->failed = 0; /* every process knows; the first says it */
+            return bt_error(err, errlen, BT_ERR_ARG, "process %d does not take the update process "
+                            "0 takes (another window, other truncation factors, or other data "
+                            "in the minibatch): the processes must draw the same factors from "
+                            "the seed they are given and read the same data", r);
+        }
+    return BT_OK;
+}
+
+bt_status bt_dist_reduce_grad(bt_dist *d, bt_params *p, bt_status st, uint64_t digest,
+                              double *loss, char *err, size_t errlen)
+{
+    size_t P = d->P, N = (size_t)d->size, n = P + 1 + 2 * N;
     /* Reserved beforehand: a process without its frame could not answer. */
-    BT_ASSERT(d->frame_cap >= n, "bt_dist_reduce_grad: %zu values without bt_dist_reserve", P);
-    bt_real *f = d->frame, *g = bt_params_grad(p);
-    if (st == BT_OK)
+    BT_ASSERT(d->frame && (!p || bt_params_total(p) == P),
+              "bt_dist_reduce_grad: %zu values, %zu reserved", p ? bt_params_total(p) : 0, P);
+    bt_real *f = d->frame, *g = p ? bt_params_grad(p) : NULL;
+    if (st == BT_OK && g)
         memcpy(f, g, sizeof *f * P);
     else
         memset(f, 0, sizeof *f * P);
     f[P] = st == BT_OK ? (bt_real)*loss : 0;
-    memset(f + P + 1, 0, sizeof *f * N);
+    memset(f + P + 1, 0, sizeof *f * 2 * N);
     f[P + 1 + d->rank] = (bt_real)st;
+    f[P + 1 + N + d->rank] = (bt_real)(digest >> 40);
     double t0 = now_s();
     if (N > 1)
         bt_net_sum_real(f, n);
-    d->stats.seconds += now_s() - t0;
-    d->stats.reduces++;
-    d->stats.values = P;
+    if (g) { /* the figures are of updates, not markers */
+        d->stats.seconds += now_s() - t0;
+        d->stats.reduces++;
+        d->stats.values = P;
+    }
     int code = 0, failed = first_failed(d, slot_real, f + P + 1, &code);
     if (failed >= 0)
         return settle(d, failed, code, err, errlen);
+    if ((st = check_digests(d, f + P + 1 + N, err, errlen)) != BT_OK || !g)
+        return st;
     /* Each process's loss is the mean over its B/N rows: the mean over all B
      * rows is the sum over processes divided by N, and so is its gradient. */
     double scale = 1.0 / (double)N;
@@ -267,9 +289,10 @@ bt_status bt_dist_check_same(bt_dist *d, bt_status st, uint64_t checksum, const 
         if (w[N + r] != w[N]) {
             d->failed = 0; /* every process knows; the first says it */
             return bt_error(err, errlen, BT_ERR_ARG, "%s differ between processes: process %d "
-                            "has checksum %016llx, process 0 %016llx. The processes must take "
-                            "identical steps; a plugin or library that computes differently "
-                            "on one of them (or a faulty host) breaks that, so the run stops",
+                            "has checksum %016llx, process 0 %016llx. Every process must start "
+                            "from the same data and checkpoint and take identical steps; files "
+                            "that differ between hosts, a plugin that computes differently on "
+                            "one of them or a faulty host breaks that, so the run stops",
                             what ? what : "the values", r, (unsigned long long)w[N + r],
                             (unsigned long long)w[N]);
         }

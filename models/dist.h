@@ -62,10 +62,15 @@ BT_API bt_status bt_dist_reserve(bt_dist *d, size_t P, char *err, size_t errlen)
  * one all-reduce and divides both by N, so a process whose loss is the mean
  * over its B/N rows ends with the gradient and loss of the mean over all B
  * rows. st is the window's status: a process whose window failed still
- * calls, so the others learn of it (its gradient counts as zero). On a failed
- * agreement the gradient and *loss are left as they were. */
-BT_API bt_status bt_dist_reduce_grad(bt_dist *d, bt_params *p, bt_status st, double *loss,
-                                     char *err, size_t errlen);
+ * calls, so the others learn of it (its gradient counts as zero). digest says
+ * which update this is (unroll.h's, mixed with the position in the run): a
+ * process whose digest differs from process 0's is at another update, which
+ * stops every process (BT_ERR_ARG) before their collectives could go out of
+ * step. On a failed agreement the gradient and *loss are left as they were.
+ * With p NULL it is a marker (a point all processes must reach together, the
+ * end of an epoch): the same frame, no gradient. */
+BT_API bt_status bt_dist_reduce_grad(bt_dist *d, bt_params *p, bt_status st, uint64_t digest,
+                                     double *loss, char *err, size_t errlen);
 /* Sums v [n] over the processes (not divided) and agrees on st, in one
  * all-reduce; v is left as it was on a failed agreement. */
 BT_API bt_status bt_dist_sum(bt_dist *d, double *v, int n, bt_status st, char *err, size_t errlen);

@@ -39,6 +39,10 @@ struct bt_lm {
     bt_dist *dist;
     int row0, rows;
     bool agreed;   /* the current failure was already agreed on */
+    /* What each update's digest holds besides the unroller's: the position in
+     * the run and a checksum of the minibatch (all rows). */
+    int batch_at;
+    uint64_t batch_sum;
 };
 
 static double now_s(void)
@@ -423,13 +427,32 @@ static void add_batch(bt_lm *lm, epoch_sums *a, const bt_sequence *seq, const bt
 
 /* The update hook of a distributed run: the gradient and loss summed over
  * the processes, a failure on any of them agreed on. */
-static bt_status dist_update(void *ctx, bt_params *p, bt_status st, double *loss, char *err,
-                             size_t errlen)
+static bt_status dist_update(void *ctx, bt_params *p, bt_status st, uint64_t digest,
+                             double *loss, char *err, size_t errlen)
 {
     bt_lm *lm = ctx;
-    st = bt_dist_reduce_grad(lm->dist, p, st, loss, err, errlen);
+    int at[2] = {lm->epochs_done, lm->batch_at};
+    digest = bt_dist_checksum(bt_dist_checksum(digest, at, sizeof at), &lm->batch_sum,
+                              sizeof lm->batch_sum);
+    st = bt_dist_reduce_grad(lm->dist, p, st, digest, loss, err, errlen);
     lm->agreed = st != BT_OK;
     return st;
+}
+
+/* A checksum of every row of seq: processes reading different data differ. */
+static uint64_t sequence_sum(const bt_lm *lm, const bt_sequence *seq)
+{
+    size_t n = (size_t)seq->B * (size_t)seq->T;
+    uint64_t h = 0;
+    if (seq->ids)
+        h = bt_dist_checksum(h, seq->ids, sizeof(int32_t) * n);
+    if (seq->targets)
+        h = bt_dist_checksum(h, seq->targets, sizeof(int32_t) * n);
+    if (seq->x)
+        h = bt_dist_checksum(h, seq->x, sizeof(bt_real) * n * (size_t)lm->m->dims.input);
+    if (seq->y)
+        h = bt_dist_checksum(h, seq->y, sizeof(bt_real) * n * (size_t)lm->m->dims.output);
+    return h;
 }
 
 /* One minibatch through the unroller: all its rows, or this process's. A
@@ -442,6 +465,7 @@ static bt_status train_batch(bt_lm *lm, const bt_sequence *seq, const bt_unroll_
         return bt_unroll_run(lm->u, seq, lm->state, o, NULL, NULL, NULL, r, err, errlen);
     bt_sequence part;
     bt_real *mine[BT_MAX_STATES];
+    lm->batch_sum = sequence_sum(lm, seq);
     for (int k = 0; k < lm->m->n_states; k++)
         mine[k] = lm->state[k] + (size_t)lm->row0 * (size_t)lm->m->state_width[k];
     lm->agreed = false;
@@ -449,7 +473,7 @@ static bt_status train_batch(bt_lm *lm, const bt_sequence *seq, const bt_unroll_
                                  NULL, NULL, NULL, r, err, errlen);
     if (st != BT_OK && !lm->agreed) {
         double loss = 0;
-        st = bt_dist_reduce_grad(lm->dist, lm->m->params, st, &loss, err, errlen);
+        st = bt_dist_reduce_grad(lm->dist, lm->m->params, st, 0, &loss, err, errlen);
     }
     return st;
 }
@@ -479,6 +503,7 @@ static bt_status train_batches(bt_lm *lm, epoch_sums *a, int epochs_target,
             memset(lm->state_block, 0, lm->state_len * sizeof(bt_real));
         o.policy_seed = bt_rng_next(&lm->rng); /* drawn for every policy, so data order agrees */
         char uerr[BT_ERRMSG_LEN] = "";
+        lm->batch_at = a->done;
         bt_status st = train_batch(lm, &seq, &o, &r, uerr, sizeof uerr);
         if (st != BT_OK)
             return bt_error(err, errlen, st, "epoch %d, minibatch %d of %d: %s",
@@ -523,31 +548,65 @@ static bt_status finish_epoch(bt_lm *lm, const epoch_sums *a, double t_train, bt
     return BT_OK;
 }
 
+/* The checksum of what every process must hold alike: the sizes, the
+ * parameters and optimizer state, the run's RNG and progress. */
+static uint64_t run_sum(const bt_lm *lm)
+{
+    bt_params *p = lm->m->params;
+    size_t total = bt_params_total(p);
+    long sizes[6] = {(long)total, bt_optimizer_state_count(lm->opt), lm->cfg.batch,
+                     lm->cfg.steps, lm->epochs_done, (long)lm->updates};
+    uint64_t h = bt_dist_checksum(0, sizes, sizeof sizes);
+    h = bt_dist_checksum(h, lm->rng.s, sizeof lm->rng.s);
+    h = bt_dist_checksum(h, bt_params_data(p), total * sizeof(bt_real));
+    for (int i = 0; i < bt_optimizer_state_count(lm->opt); i++)
+        h = bt_dist_checksum(h, bt_optimizer_state(lm->opt, i), total * sizeof(bt_real));
+    return h;
+}
+
+/* The start of a distributed epoch, in a frame whose size depends only on N:
+ * every process holds the same model (same size: the gradient frames that
+ * follow match), optimizer state, RNG and progress (a checkpoint that differs
+ * between hosts, a plugin that initialises differently). */
+static bt_status dist_epoch_begin(bt_lm *lm, char *err, size_t errlen)
+{
+    char what[96];
+    snprintf(what, sizeof what, "before epoch %d, the model, optimizer state or progress",
+             lm->epochs_done + 1);
+    return bt_dist_check_same(lm->dist, BT_OK, run_sum(lm), what, err, errlen);
+}
+
 /* The end of a distributed epoch: every row's carried state gathered on
  * every process (a checkpoint holds them all), the parameters and optimizer
  * state checked to be bit for bit the same everywhere, and st agreed on. */
 static bt_status dist_epoch_end(bt_lm *lm, bt_status st, char *err, size_t errlen)
 {
     bt_model *m = lm->m;
+    /* First every process at the end of the epoch, in the frame of an
+     * update: one still updating is found there, not in a collective of
+     * another shape, which would never return. */
+    int end[2] = {lm->epochs_done, -1};
+    double none = 0;
+    st = bt_dist_reduce_grad(lm->dist, NULL, st, bt_dist_checksum(0, end, sizeof end), &none,
+                             err, errlen);
     for (int k = 0; k < m->n_states; k++)
         bt_dist_gather_rows(lm->dist, lm->state[k], (size_t)lm->rows * (size_t)m->state_width[k]);
-    size_t total = bt_params_total(m->params);
-    uint64_t h = bt_dist_checksum(0, bt_params_data(m->params), total * sizeof(bt_real));
-    for (int i = 0; i < bt_optimizer_state_count(lm->opt); i++)
-        h = bt_dist_checksum(h, bt_optimizer_state(lm->opt, i), total * sizeof(bt_real));
     char what[64];
     snprintf(what, sizeof what, "after epoch %d, the parameters or optimizer state",
              lm->epochs_done + 1);
-    return bt_dist_check_same(lm->dist, st, h, what, err, errlen);
+    return bt_dist_check_same(lm->dist, st, run_sum(lm), what, err, errlen);
 }
 
 bt_status bt_lm_train_epoch(bt_lm *lm, int epochs_target, const bt_lm_hooks *hooks,
                             bt_lm_epoch *e, char *err, size_t errlen)
 {
     epoch_sums a = {.t0 = now_s()};
+    bt_status st = lm->dist ? dist_epoch_begin(lm, err, errlen) : BT_OK;
+    if (st != BT_OK)
+        return st;
     lm->src->epoch(lm->src->ctx, &lm->rng);
     a.batches = lm->src->count(lm->src->ctx);
-    bt_status st = train_batches(lm, &a, epochs_target, hooks, err, errlen);
+    st = train_batches(lm, &a, epochs_target, hooks, err, errlen);
     if (st != BT_OK)
         return st;
     double t_train = now_s() - a.t0;

@@ -168,6 +168,12 @@ fault "the same NaN on one process" 3 "the loss became NaN" 1 -- \
     "$BPTT" train $FAULT --cell fault_nan --plugin "$PLUGIN"
 fault "cell error in the rows of process 1" 1 "fault_fail: row 0 reads token" 1 -- \
     $MPIRUN -np 2 "$BPTT" train $FAULT --cell fault_fail --plugin "$PLUGIN"
+sed 's/doctor/dactor/' fault.txt >other.txt
+fault "process 1 reads another text" 1 "process 1 does not take the update process 0 takes" 1 -- \
+    $MPIRUN -np 1 "$BPTT" train $FAULT : -np 1 "$BPTT" train $FAULT --data other.txt
+sed 's/doctor/doctor!/' fault.txt >bigger.txt
+fault "process 1 has another vocabulary (model size)" 1 "before epoch 1, the model, optimizer state or progress differ" 1 -- \
+    $MPIRUN -np 1 "$BPTT" train $FAULT : -np 1 "$BPTT" train $FAULT --data bigger.txt
 fault "parameters drift apart" 1 "differ between processes: process 1" 1 -- \
     $MPIRUN -np 2 "$BPTT" train $FAULT --optimizer fault_skew --plugin "$PLUGIN"
 fault "the same optimizer agrees on one process" 0 "done: epoch 2" 0 -- \
