@@ -9,6 +9,7 @@
 #define BPTT_LM_H
 
 #include "batcher.h"
+#include "dist.h"
 #include "model.h"
 #include "registry.h"
 #include "source.h"
@@ -103,6 +104,18 @@ typedef struct bt_lm_hooks {
 BT_API bt_status bt_lm_new(const bt_registry *reg, const bt_lm_config *cfg, bt_source *src, bt_lm **out,
                            char *err, size_t errlen);
 BT_API void bt_lm_free(bt_lm *lm);
+
+/* Trains data-parallel over the processes of d (dist.h): this process unrolls
+ * rows [rank * B/N, (rank + 1) * B/N) of every minibatch and its share of the
+ * validation rows; at each update the gradient is summed over the processes
+ * (and clipped on the norm of the sum), failures are agreed on, and at each
+ * epoch's end the parameters and optimizer state are checked to be bit for
+ * bit the same everywhere. BT_ERR_ARG when N does not divide the batch (the
+ * message lists the N that do). A group of one (or d NULL) changes nothing.
+ * Call it on every process before training; it is not collective. The
+ * carried state (bt_lm_state) holds every row after each epoch, before the
+ * epoch_done hook runs; during an epoch only this process's rows are current. */
+BT_API bt_status bt_lm_distribute(bt_lm *lm, bt_dist *d, char *err, size_t errlen);
 
 /* Trains until epoch `epochs` (a total: a resumed run at epoch 5 with epochs
  * 8 trains 3 more). BT_ERR_NUMERIC when the loss or the parameters become

@@ -2,12 +2,15 @@
  * model of a generated task (--task): progress, per-epoch metrics (CSV and
  * SVG), checkpoints every N epochs that --resume continues bit for bit, a stop
  * that keeps the last good checkpoint when the loss diverges, and a greedy
- * sample at the end (texts only). */
+ * sample at the end (texts only). Under mpirun, data-parallel (dist.h): every
+ * process trains its block of rows, process 0 alone prints and writes. */
 #include <math.h>
+#include <time.h>
 #include <stdlib.h>
 #include <unistd.h>
 
 #include "checkpoint.h"
+#include "dist_cli.h"
 #include "lm_cli.h"
 #include "svg.h"
 
@@ -32,7 +35,11 @@ const cli_command cmd_train_spec = {
              "model of a generated task (real-valued tasks report the loss, not perplexity,\n"
              "and need a cell with real inputs: --cell linear, or influence).",
     .notes = "Exit status: 0 done, 1 error, 2 bad command line, 3 the loss became NaN/inf (the\n"
-             "last good checkpoint is kept).",
+             "last good checkpoint is kept).\n\n"
+             "Under mpirun -np N (a build with MPI), the same run is trained data-parallel: each\n"
+             "process unrolls B/N rows of every minibatch (N must divide --batch) and the\n"
+             "gradients are summed at every update; process 0 prints and writes the files.\n"
+             "See docs/distributed.md.",
     .options = {lm_cli_options, options},
 };
 
@@ -40,6 +47,7 @@ typedef struct train_ctx {
     const char *save, *metrics, *data;
     int every, target, last_saved;
     bool quiet, tty, tokens_out;
+    bool writer; /* process 0 of a data-parallel run (or the only one): prints and writes */
 } train_ctx;
 
 static bt_status write_metrics(const char *path, bt_lm *lm, char *err, size_t errlen)
@@ -121,6 +129,11 @@ static bt_status write_plot(const char *path, bt_lm *lm, char *err, size_t errle
 static bt_status on_epoch(void *vctx, bt_lm *lm, const bt_lm_epoch *e, char *err, size_t errlen)
 {
     train_ctx *t = vctx;
+    bool save_now = t->save && (e->epoch % t->every == 0 || e->epoch >= t->target);
+    if (!t->writer) { /* process 0 saves; a failure to save stops every process */
+        t->last_saved = save_now ? e->epoch : t->last_saved;
+        return BT_OK;
+    }
     if (t->tty)
         lm_cli_progress_clear();
     if (!t->quiet) {
@@ -142,7 +155,7 @@ static bt_status on_epoch(void *vctx, bt_lm *lm, const bt_lm_epoch *e, char *err
     bt_status st;
     if (t->metrics && (st = write_metrics(t->metrics, lm, err, errlen)) != BT_OK)
         return st;
-    if (t->save && (e->epoch % t->every == 0 || e->epoch >= t->target)) {
+    if (save_now) {
         if ((st = bt_checkpoint_save(lm, t->save, t->data, err, errlen)) != BT_OK)
             return st;
         t->last_saved = e->epoch;
@@ -202,8 +215,9 @@ static bool check_outputs(const train_opts *o)
 
 /* The run's settings and data: the command line's, or with --resume the
  * checkpoint's (which the command line may not contradict). 0, or the exit
- * status with the message printed. */
-static int settings(train_run *r, const bt_registry *reg, const train_opts *o)
+ * status with the message printed. Only the process that writes checks the
+ * outputs: on other hosts their folders need not exist. */
+static int settings(train_run *r, const bt_registry *reg, const train_opts *o, bool writer)
 {
     char err[2048] = "";
     r->cfg = o->lm.run.cfg;
@@ -220,11 +234,12 @@ static int settings(train_run *r, const bt_registry *reg, const train_opts *o)
         return 1;
     if (!lm_cli_check_data(CMD, &o->lm, r->data.data, r->data.task))
         return 2;
-    return check_outputs(o) ? 0 : 1;
+    return !writer || check_outputs(o) ? 0 : 1;
 }
 
-/* Source, model (restored from the checkpoint when resuming); 0 or 1. */
-static int build(train_run *r, const bt_registry *reg)
+/* Source, model (restored from the checkpoint when resuming), this process's
+ * rows of a data-parallel run; 0 or 1. */
+static int build(train_run *r, const bt_registry *reg, bt_dist *d)
 {
     char err[2048] = "";
     if (lm_cli_source(&r->data, &r->cfg, &r->src, err, sizeof err) != BT_OK)
@@ -233,11 +248,13 @@ static int build(train_run *r, const bt_registry *reg)
         return cli_fail(CMD, "%s", err);
     if (r->ck && bt_checkpoint_restore(r->ck, r->lm, err, sizeof err) != BT_OK)
         return cli_fail(CMD, "--resume: %s", err);
+    if (bt_lm_distribute(r->lm, d, err, sizeof err) != BT_OK)
+        return cli_usage(CMD, "%s", err);
     return 0;
 }
 
 /* What is trained, on what, and how: three or four lines. */
-static void print_setup(const train_run *r, const train_opts *o)
+static void print_setup(const train_run *r, const train_opts *o, const dist_cli *dc)
 {
     const bt_lm_config *c = &r->cfg;
     const bt_source *src = &r->src;
@@ -271,6 +288,7 @@ static void print_setup(const train_run *r, const train_opts *o)
     if (r->ck)
         printf("  from epoch %d (%llu updates); --epochs %d is the total\n", r->ck->epoch,
                (unsigned long long)r->ck->updates, o->lm.epochs);
+    dist_cli_describe(dc, c->batch, n_params);
     fflush(stdout);
 }
 
@@ -300,56 +318,92 @@ static void print_done(train_run *r, const char *save)
     printf("%s%s\n", save ? ", saved " : "", save ? save : "");
 }
 
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* The message of a failed run, from the process that reports it; its exit
+ * status (the same on every process: the failure was agreed on). */
+static int train_failed(bt_status st, const char *err, const train_ctx *t, const bt_dist *d)
+{
+    if (!bt_dist_reports(d))
+        return st == BT_ERR_NUMERIC ? 3 : 1;
+    if (bt_dist_size(d) > 1) /* rows and minibatches in the message are this process's */
+        cli_fail(CMD, "process %d of %d: %s", bt_dist_rank(d), bt_dist_size(d), err);
+    else
+        cli_fail(CMD, "%s", err);
+    if (st != BT_ERR_NUMERIC)
+        return 1;
+    if (t->save && t->last_saved >= 0)
+        fprintf(stderr, "bptt train: training stopped; the last good checkpoint is %s "
+                "(epoch %d), left as it was\n", t->save, t->last_saved);
+    else if (t->save)
+        fprintf(stderr, "bptt train: training stopped before a checkpoint was written\n");
+    return 3;
+}
+
 /* bt_lm_train with progress, per-epoch lines, metrics and checkpoints; the
  * plot once it stops. 0, 1 on an error, 3 when the loss diverged. */
-static int train(train_run *r, const train_opts *o)
+static int train(train_run *r, const train_opts *o, const dist_cli *dc)
 {
     char err[2048] = "", perr[1024];
+    bool writer = bt_dist_rank(dc->d) == 0;
     train_ctx t = {
         .save = o->save, .metrics = o->lm.metrics, .data = r->data.data, .every = (int)o->every,
         .target = o->lm.epochs, .last_saved = r->ck ? r->ck->epoch : -1, .quiet = o->lm.quiet,
-        .tty = isatty(STDERR_FILENO), .tokens_out = r->src.tokens_out,
+        .tty = writer && isatty(STDERR_FILENO), .tokens_out = r->src.tokens_out, .writer = writer,
     };
     bt_lm_hooks hooks = {.progress = t.tty ? lm_cli_progress : NULL, .epoch_done = on_epoch, .ctx = &t};
     if (bt_lm_epochs_done(r->lm) >= o->lm.epochs)
         printf("the checkpoint is at epoch %d and --epochs is %d (a total): nothing to train\n",
                bt_lm_epochs_done(r->lm), o->lm.epochs);
+    double t0 = now_s();
     bt_status st = bt_lm_train(r->lm, o->lm.epochs, &hooks, err, sizeof err);
+    double seconds = now_s() - t0;
     if (t.tty)
         lm_cli_progress_clear();
-    if (o->plot && bt_lm_epochs_done(r->lm) > 0 &&
+    if (writer && o->plot && bt_lm_epochs_done(r->lm) > 0 &&
         write_plot(o->plot, r->lm, perr, sizeof perr) != BT_OK)
         fprintf(stderr, "bptt train: --plot: %s\n", perr);
-    if (st == BT_OK) {
+    if (st != BT_OK)
+        return train_failed(st, err, &t, dc->d);
+    if (writer)
         print_done(r, o->save);
-        return 0;
-    }
-    cli_fail(CMD, "%s", err);
-    if (st != BT_ERR_NUMERIC)
-        return 1;
-    if (o->save && t.last_saved >= 0)
-        fprintf(stderr, "bptt train: training stopped; the last good checkpoint is %s "
-                "(epoch %d), left as it was\n", o->save, t.last_saved);
-    else if (o->save)
-        fprintf(stderr, "bptt train: training stopped before a checkpoint was written\n");
-    return 3;
+    dist_cli_report(dc, seconds);
+    return 0;
 }
 
 int cmd_train(int argc, char **argv)
 {
     train_opts o;
-    bt_registry *reg;
+    bt_registry *reg = NULL;
+    dist_cli dc;
     int rc;
-    if (!cli_begin(&cmd_train_spec, argc, argv, read_options, &o, &reg, &rc))
+    if (!dist_cli_begin(&dc, &argc, &argv, CMD, &rc))
         return rc;
-    if (o.every_given && !o.save)
-        fprintf(stderr, "bptt train: note: --every has no effect without --save\n");
+    /* Every process sets up alone; then all agree to go on, or all stop with
+     * the status (plus one) of the first that cannot go on. */
     train_run r = {0};
-    if (!(rc = settings(&r, reg, &o)) && !(rc = build(&r, reg))) {
-        print_setup(&r, &o);
-        rc = train(&r, &o);
+    int stop = 0;
+    if (!cli_begin(&cmd_train_spec, argc, argv, read_options, &o, &reg, &rc))
+        stop = rc + 1;
+    else {
+        if (o.every_given && !o.save)
+            fprintf(stderr, "bptt train: note: --every has no effect without --save\n");
+        if ((rc = settings(&r, reg, &o, bt_dist_rank(dc.d) == 0)) || (rc = build(&r, reg, dc.d)))
+            stop = rc + 1;
+    }
+    if ((stop = dist_cli_agree(&dc, stop)) != 0)
+        rc = stop - 1;
+    else {
+        print_setup(&r, &o, &dc);
+        rc = train(&r, &o, &dc);
     }
     train_run_free(&r);
     bt_registry_free(reg);
+    dist_cli_end(&dc);
     return rc;
 }
