@@ -209,6 +209,11 @@ BT_API bt_tensor *bt_mse(bt_graph *g, bt_tensor *o, bt_tensor *y);
 BT_API bt_tensor *bt_detach(bt_graph *g, bt_tensor *x);
 /* Identity forward; backward multiplies the gradient by xi (xi = 0 is a detach). */
 BT_API bt_tensor *bt_grad_scale(bt_graph *g, bt_tensor *x, double xi);
+/* Inverted dropout: x * m / (1 - p), m_i = 1 when bt_dropout_uniform(seed, i)
+ * >= p (i the flat index), so a seed fixes the mask; p in [0, 1). */
+BT_API bt_tensor *bt_dropout(bt_graph *g, bt_tensor *x, double p, uint64_t seed);
+/* The uniform in [0, 1) that decides element i of seed's mask. */
+BT_API double bt_dropout_uniform(uint64_t seed, uint64_t i);
 
 /* Fused tanh RNN step: tanh(x W_x + h W_hh + b), x given as token ids (a row
  * lookup in W_x [V,H]) or as a real x [B,D] (ids NULL; W_x [D,H]). Keeps only

@@ -91,8 +91,18 @@ typedef struct bt_cell_def {
      * states, loss; lines end with '\n'), or NULL. Read only from a def whose
      * size covers it. */
     const char *doc;
+    /* BT_CELL_* below (appended after ABI 2.3's fields: read only from a def
+     * whose size covers it; an older plugin's cells have none set). */
+    unsigned flags;
     /* New fields go here, and only here. */
 } bt_cell_def;
+
+/* The cell can be a layer of a stack (models/stack.c): asked for dims.output
+ * 0, params() declares no output layer and step returns next_state[0] (h_t,
+ * [B, hidden]), which the next layer (or the host's output layer) reads. A
+ * step tells the two forms apart by params[k] == NULL for its first output
+ * parameter k (the host's table holds NULL past the declared parameters). */
+#define BT_CELL_STACKABLE 1u
 
 /* ---- truncation policies --------------------------------------------------- */
 

@@ -17,6 +17,7 @@
 
 #include "model.h"
 #include "registry.h"
+#include "stack.h"
 
 const char *bt_cell_origin(const bt_cell_def *cell, char *buf, size_t len)
 {
@@ -81,20 +82,20 @@ static bt_status declare_fail(bt_model *m, char *err, size_t errlen, const char 
     return BT_ERR_PLUGIN;
 }
 
-/* Parameter specs: 1 to BT_MAX_PARAMS, each named, shaped and initialised sanely. */
+/* Parameter specs: 1 to BT_MAX_CELL_PARAMS, each named, shaped and initialised sanely. */
 static bt_status declare_params(bt_model *m, double *values, char *err, size_t errlen)
 {
     char cerr[BT_ERRMSG_LEN];
     memset(cerr, 0, sizeof cerr);
     memset(m->specs, 0, sizeof m->specs);
-    m->n_params = m->cell->params(&m->dims, m->specs, BT_MAX_PARAMS, cerr, sizeof cerr);
+    m->n_params = m->cell->params(&m->dims, m->specs, BT_MAX_CELL_PARAMS, cerr, sizeof cerr);
     bt_plugin_text_clean(cerr, sizeof cerr); /* the cell may have left it unterminated */
     if (m->n_params < 0)
         return declare_fail(m, err, errlen, "params() refused these sizes: %s",
                             cerr[0] ? cerr : "(the cell gave no message)");
-    if (m->n_params < 1 || m->n_params > BT_MAX_PARAMS)
+    if (m->n_params < 1 || m->n_params > BT_MAX_CELL_PARAMS)
         return declare_fail(m, err, errlen, "params() declared %d parameters; a cell has 1 to %d",
-                            m->n_params, BT_MAX_PARAMS);
+                            m->n_params, BT_MAX_CELL_PARAMS);
     *values = 0;
     for (int i = 0; i < m->n_params; i++) {
         char why[BT_ERRMSG_LEN / 2], name[BT_NAME_LEN];
@@ -106,14 +107,14 @@ static bt_status declare_params(bt_model *m, double *values, char *err, size_t e
     return BT_OK;
 }
 
-/* State widths: 1 to BT_MAX_STATES states, each at least 1 wide. */
+/* State widths: 1 to BT_MAX_CELL_STATES states, each at least 1 wide. */
 static bt_status declare_states(bt_model *m, double *per_row, char *err, size_t errlen)
 {
     memset(m->state_width, 0, sizeof m->state_width);
-    m->n_states = m->cell->states(&m->dims, m->state_width, BT_MAX_STATES);
-    if (m->n_states < 1 || m->n_states > BT_MAX_STATES)
+    m->n_states = m->cell->states(&m->dims, m->state_width, BT_MAX_CELL_STATES);
+    if (m->n_states < 1 || m->n_states > BT_MAX_CELL_STATES)
         return declare_fail(m, err, errlen, "states() declared %d states; a cell has 1 to %d",
-                            m->n_states, BT_MAX_STATES);
+                            m->n_states, BT_MAX_CELL_STATES);
     *per_row = 0;
     for (int k = 0; k < m->n_states; k++) {
         if (m->state_width[k] < 1)
@@ -174,8 +175,9 @@ static bt_tensor *step_fail(bt_graph *g, const bt_model *m, const char *fmt, ...
     return NULL;
 }
 
-bt_tensor *bt_model_step(bt_graph *g, const bt_model *m, const bt_step_input *in,
-                         bt_tensor *const *state, bt_tensor **next)
+/* One cell's step, checked; a stack's layers come here one by one. */
+static bt_tensor *cell_step(bt_graph *g, const bt_model *m, const bt_step_input *in,
+                            bt_tensor *const *state, bt_tensor **next)
 {
     for (int k = 0; k < m->n_states; k++) /* next may hold just n_states */
         next[k] = NULL; /* so a state the cell left unset shows */
@@ -185,7 +187,7 @@ bt_tensor *bt_model_step(bt_graph *g, const bt_model *m, const bt_step_input *in
     if (!o)
         return step_fail(g, m, "returned no output and reported no error (a cell reports a "
                          "failure with host->graph_fail)");
-    int B = in->batch, Q = m->dims.output;
+    int B = in->batch, Q = m->dims.output ? m->dims.output : m->state_width[0]; /* a layer: h */
     char got[64];
     if (!is_matrix(o, B, Q)) {
         shape_of(o, got, sizeof got);
@@ -202,4 +204,33 @@ bt_tensor *bt_model_step(bt_graph *g, const bt_model *m, const bt_step_input *in
         }
     }
     return o;
+}
+
+bt_tensor *bt_model_step_at(bt_graph *g, const bt_model *m, const bt_step_input *in, long t,
+                            bt_tensor *const *state, bt_tensor **next)
+{
+    if (!m->n_layers)
+        return cell_step(g, m, in, state, next);
+    /* A stack: layer l reads layer l-1's h at the same step (dropped out in
+     * training), the output layer reads the top layer's. */
+    bt_step_input li = *in;
+    bt_tensor *h = NULL;
+    for (int l = 0; l < m->n_layers; l++) {
+        int s0 = m->layer_state0[l];
+        if (l > 0)
+            li = (bt_step_input){.batch = in->batch, .x = h};
+        h = cell_step(g, m->layer[l], &li, state + s0, next + s0);
+        if (!h)
+            return NULL;
+        if (m->dropout_on && m->dropout > 0)
+            h = bt_dropout(g, h, m->dropout, bt_stack_mask_seed(m, l, t));
+    }
+    int o = m->n_params - 2; /* out.W_hq, out.b_q */
+    return bt_add(g, bt_matmul(g, h, m->ptab[o]), m->ptab[o + 1]);
+}
+
+bt_tensor *bt_model_step(bt_graph *g, const bt_model *m, const bt_step_input *in,
+                         bt_tensor *const *state, bt_tensor **next)
+{
+    return bt_model_step_at(g, m, in, 0, state, next);
 }

@@ -52,6 +52,8 @@ void bt_model_free(bt_model *m)
 {
     if (!m)
         return;
+    for (int l = 0; l < m->n_layers; l++)
+        bt_model_free(m->layer[l]); /* a stack's layers: no parameter block of their own */
     bt_params_free(m->params);
     bt_free(m);
 }

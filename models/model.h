@@ -10,19 +10,38 @@
 extern "C" {
 #endif
 
-#define BT_MAX_PARAMS 16
-#define BT_MAX_STATES 4
+#define BT_MAX_PARAMS 64 /* a model's (a stack's: every layer's plus the output layer) */
+#define BT_MAX_STATES 16
+#define BT_MAX_LAYERS 8
+/* What one cell may declare (a stack's layers add up to the limits above). */
+#define BT_MAX_CELL_PARAMS 16
+#define BT_MAX_CELL_STATES 4
 
-typedef struct bt_model {
-    const bt_cell_def *cell;
-    bt_cell_dims dims;
+typedef struct bt_model bt_model;
+
+struct bt_model {
+    const bt_cell_def *cell; /* a stack: layer 1's (its input kind and name) */
+    bt_cell_dims dims;       /* a stack: input, layer 1's hidden, output */
     bt_params *params;
     int n_params;
     bt_param_spec specs[BT_MAX_PARAMS];
     bt_tensor *ptab[BT_MAX_PARAMS]; /* in spec order, what cell->step receives */
     int n_states;
     int state_width[BT_MAX_STATES];
-} bt_model;
+    /* A stack (stack.h): n_layers models without a parameter block of their
+     * own (their ptab points into this one's, their specs unprefixed), then
+     * the host's output layer out.W_hq [H_top,Q], out.b_q [Q]; 0 for the
+     * classic model, one cell with its own output layer. */
+    int n_layers;
+    bt_model *layer[BT_MAX_LAYERS];
+    int layer_param0[BT_MAX_LAYERS], layer_state0[BT_MAX_LAYERS];
+    double dropout;     /* on each layer's h before the next layer and the output layer */
+    bool variational;   /* one mask per sequence, shared by its steps */
+    /* Set by the unroller for a training run (bt_unroll_opts.dropout):
+     * dropout acts only then, with masks drawn from dropout_seed. */
+    bool dropout_on;
+    uint64_t dropout_seed;
+};
 
 BT_API bt_status bt_model_new(const bt_cell_def *cell, bt_cell_dims dims, bt_model **out, char *err,
                               size_t errlen);
@@ -31,8 +50,8 @@ BT_API void bt_model_free(bt_model *m);
 /* ---- the host's checks on a cell plugin (cell_guard.c) ---------------------------------- */
 
 /* Asks m->cell for its parameter specs and state widths at m->dims (into m) and
- * checks them: 1 to BT_MAX_PARAMS specs with terminated names, valid shapes,
- * known init kinds and finite scales; 1 to BT_MAX_STATES widths >= 1; and all
+ * checks them: 1 to BT_MAX_CELL_PARAMS specs with terminated names, valid shapes,
+ * known init kinds and finite scales; 1 to BT_MAX_CELL_STATES widths >= 1; and all
  * of it within the memory this process may use. BT_OK, or BT_ERR_PLUGIN with a
  * message naming the cell and its plugin file. bt_model_new calls it. */
 BT_API bt_status bt_model_declare(bt_model *m, char *err, size_t errlen);
@@ -42,6 +61,10 @@ BT_API bt_status bt_model_declare(bt_model *m, char *err, size_t errlen);
  * own, or one naming the cell, its plugin file and the broken promise). */
 BT_API bt_tensor *bt_model_step(bt_graph *g, const bt_model *m, const bt_step_input *in,
                                 bt_tensor *const *state, bt_tensor **next);
+/* The same at step t of a sequence (a stack's dropout masks depend on it
+ * unless variational); a classic model ignores t. */
+BT_API bt_tensor *bt_model_step_at(bt_graph *g, const bt_model *m, const bt_step_input *in,
+                                   long t, bt_tensor *const *state, bt_tensor **next);
 /* "cell 'gru' (plugin /path/cell_gru.so)", found from the address of its code. */
 BT_API const char *bt_cell_origin(const bt_cell_def *cell, char *buf, size_t len);
 /* Bytes this process may use: physical memory, or less under RLIMIT_AS / RLIMIT_DATA. */

@@ -160,7 +160,7 @@ bt_tensor *bt_unroll_step(bt_graph *g, const bt_model *m, const bt_sequence *seq
             memcpy(target->data + (size_t)b * Q, seq->y + ((size_t)b * T + s) * Q,
                    sizeof(bt_real) * Q);
     }
-    bt_tensor *o = bt_model_step(g, m, &in, state, next);
+    bt_tensor *o = bt_model_step_at(g, m, &in, s, state, next);
     if (!o)
         return NULL;
     return seq->targets ? bt_softmax_xent(g, o, tg) : bt_mse(g, o, target);
@@ -627,9 +627,9 @@ static void finish_run(bt_unroller *u, int T, bt_real *const *state, bt_real *co
     }
 }
 
-bt_status bt_unroll_run(bt_unroller *u, const bt_sequence *seq, bt_real *const *state,
-                        const bt_unroll_opts *opts, double *xi_used, bt_real *const *dh0,
-                        double *dh_norms, bt_unroll_result *res, char *err, size_t errlen)
+static bt_status unroll_run(bt_unroller *u, const bt_sequence *seq, bt_real *const *state,
+                            const bt_unroll_opts *opts, double *xi_used, bt_real *const *dh0,
+                            double *dh_norms, bt_unroll_result *res, char *err, size_t errlen)
 {
     memset(res, 0, sizeof *res);
     bt_status st = check_run(u, seq, opts, err, errlen);
@@ -667,4 +667,17 @@ bt_status bt_unroll_run(bt_unroller *u, const bt_sequence *seq, bt_real *const *
     }
     finish_run(u, T, state, u->want_dh0 ? dh0 : NULL, dh_norms, want_dh);
     return BT_OK;
+}
+
+bt_status bt_unroll_run(bt_unroller *u, const bt_sequence *seq, bt_real *const *state,
+                        const bt_unroll_opts *opts, double *xi_used, bt_real *const *dh0,
+                        double *dh_norms, bt_unroll_result *res, char *err, size_t errlen)
+{
+    /* A stack's dropout acts for this run only, its masks from the sequence's
+     * seed: every window that rebuilds a step draws that step's mask again. */
+    u->m->dropout_on = opts->dropout && u->m->dropout > 0;
+    u->m->dropout_seed = opts->policy_seed ^ 0x64726f706f7574ULL; /* "dropout" */
+    bt_status st = unroll_run(u, seq, state, opts, xi_used, dh0, dh_norms, res, err, errlen);
+    u->m->dropout_on = false;
+    return st;
 }

@@ -44,6 +44,9 @@ typedef struct bt_unroll_opts {
      * spacing that fits; a budget too small for any spacing is an error that
      * says the minimum. Ignored when checkpoint_every is set. */
     size_t memory_budget;
+    /* A stack's dropout (model.h) acts in this run, with masks drawn from
+     * policy_seed (so a sequence's masks replay); off: evaluation. */
+    bool dropout;
     bt_window *windows;      /* if not NULL, receives up to windows_cap windows */
     int windows_cap;
     /* Training only, may be NULL: called at every update after the window's

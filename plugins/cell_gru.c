@@ -16,6 +16,8 @@ static int gru_params(const bt_cell_dims *d, bt_param_spec *s, int max, char *er
     cell_param(&s[1], "b", 3 * h, 0, BT_INIT_ZERO, 0, false);
     cell_param(&s[2], "W_hzr", h, 2 * h, BT_INIT_NORMAL, CELL_SIGMA, true);
     cell_param(&s[3], "W_hh", h, h, BT_INIT_NORMAL, CELL_SIGMA, true);
+    if (d->output == 0) /* a layer of a stack: the host's output layer reads h */
+        return 4;
     cell_param(&s[4], "W_hq", h, d->output, BT_INIT_NORMAL, CELL_SIGMA, false);
     cell_param(&s[5], "b_q", d->output, 0, BT_INIT_ZERO, 0, false);
     return 6;
@@ -32,6 +34,8 @@ static bt_tensor *gru_step(const bt_host *H, bt_graph *g, bt_tensor *const *p,
     bt_tensor *cand = H->tanh(g, H->add(g, H->slice(g, xg, 2 * h, h),
                                         H->matmul(g, H->mul(g, r, hp), p[3])));
     next[0] = H->add(g, cand, H->mul(g, z, H->sub(g, hp, cand)));
+    if (!p[4]) /* no output layer (output 0): h_t is the output */
+        return next[0];
     return H->add(g, H->matmul(g, next[0], p[4]), p[5]);
 }
 
@@ -72,6 +76,7 @@ static const bt_cell_def gru = {
     .states = one_state,
     .step = gru_step,
     .doc = doc,
+    .flags = BT_CELL_STACKABLE,
 };
 
 static int init(const bt_host *host, bt_registrar *reg, char *err, size_t errlen)

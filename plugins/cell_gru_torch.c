@@ -20,6 +20,8 @@ static int gru_torch_params(const bt_cell_dims *d, bt_param_spec *s, int max, ch
     cell_param(&s[1], "W_hh", h, 3 * h, BT_INIT_NORMAL, CELL_SIGMA, true);
     cell_param(&s[2], "b_ih", 3 * h, 0, BT_INIT_ZERO, 0, false);
     cell_param(&s[3], "b_hh", 3 * h, 0, BT_INIT_ZERO, 0, false);
+    if (d->output == 0) /* a layer of a stack: the host's output layer reads h */
+        return 4;
     cell_param(&s[4], "W_hq", h, d->output, BT_INIT_NORMAL, CELL_SIGMA, false);
     cell_param(&s[5], "b_q", d->output, 0, BT_INIT_ZERO, 0, false);
     return 6;
@@ -39,6 +41,8 @@ static bt_tensor *gru_torch_step(const bt_host *H, bt_graph *g, bt_tensor *const
     bt_tensor *n = H->tanh(g, H->add(g, H->slice(g, gi, 2 * h, h),
                                      H->mul(g, r, H->slice(g, gh, 2 * h, h))));
     next[0] = H->add(g, n, H->mul(g, z, H->sub(g, hp, n)));
+    if (!p[4]) /* no output layer (output 0): h_t is the output */
+        return next[0];
     return H->add(g, H->matmul(g, next[0], p[4]), p[5]);              /* [B,V] */
 }
 
@@ -76,6 +80,7 @@ static const bt_cell_def gru_torch = {
     .states = one_state,
     .step = gru_torch_step,
     .doc = doc,
+    .flags = BT_CELL_STACKABLE,
 };
 
 static int init(const bt_host *host, bt_registrar *reg, char *err, size_t errlen)

@@ -13,6 +13,8 @@ static int linear_params(const bt_cell_dims *d, bt_param_spec *s, int max, char 
         return -1;
     cell_param(&s[0], "W_hx", d->hidden, d->input, BT_INIT_NORMAL, 0.3, false);
     cell_param(&s[1], "W_hh", d->hidden, d->hidden, BT_INIT_NORMAL, 0.3, true);
+    if (d->output == 0) /* a layer of a stack: the host's output layer reads h */
+        return 2;
     cell_param(&s[2], "W_qh", d->output, d->hidden, BT_INIT_NORMAL, 0.3, false);
     return 3;
 }
@@ -27,6 +29,8 @@ static bt_tensor *linear_step(const bt_host *H, bt_graph *g, bt_tensor *const *p
     bt_tensor *xh = H->matmul_t(g, in->x, false, p[0], true);        /* [B,H] */
     bt_tensor *hh = H->matmul_t(g, state[0], false, p[1], true);     /* [B,H] */
     next[0] = H->add(g, xh, hh);
+    if (!p[2]) /* no output layer (output 0): h_t is the output */
+        return next[0];
     return H->matmul_t(g, next[0], false, p[2], true);               /* [B,Q] */
 }
 
@@ -58,6 +62,7 @@ static const bt_cell_def linear = {
     .states = one_state,
     .step = linear_step,
     .doc = doc,
+    .flags = BT_CELL_STACKABLE,
 };
 
 static int init(const bt_host *host, bt_registrar *reg, char *err, size_t errlen)

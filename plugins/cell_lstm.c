@@ -16,6 +16,8 @@ static int lstm_params(const bt_cell_dims *d, bt_param_spec *s, int max, char *e
     cell_param(&s[0], "W_x", d->input, 4 * h, BT_INIT_NORMAL, CELL_SIGMA, false);
     cell_param(&s[1], "W_h", h, 4 * h, BT_INIT_NORMAL, CELL_SIGMA, true);
     cell_param(&s[2], "b", 4 * h, 0, BT_INIT_ZERO, 0, false);
+    if (d->output == 0) /* a layer of a stack: the host's output layer reads h */
+        return 3;
     cell_param(&s[3], "W_hq", h, d->output, BT_INIT_NORMAL, CELL_SIGMA, false);
     cell_param(&s[4], "b_q", d->output, 0, BT_INIT_ZERO, 0, false);
     return 5;
@@ -41,6 +43,8 @@ static bt_tensor *lstm_step(const bt_host *H, bt_graph *g, bt_tensor *const *p,
     bt_tensor *cand = H->tanh(g, H->slice(g, gates, 2 * h, h));
     next[1] = H->add(g, H->mul(g, f, state[1]), H->mul(g, i, cand));
     next[0] = H->mul(g, o, H->tanh(g, next[1]));
+    if (!p[3]) /* no output layer (output 0): h_t is the output */
+        return next[0];
     return H->add(g, H->matmul(g, next[0], p[3]), p[4]);
 }
 
@@ -80,6 +84,7 @@ static const bt_cell_def lstm = {
     .states = lstm_states,
     .step = lstm_step,
     .doc = doc,
+    .flags = BT_CELL_STACKABLE,
 };
 
 static int init(const bt_host *host, bt_registrar *reg, char *err, size_t errlen)

@@ -13,6 +13,8 @@ static int rnn_params(const bt_cell_dims *d, bt_param_spec *s, int max, char *er
     cell_param(&s[0], "W_xh", d->input, d->hidden, BT_INIT_NORMAL, CELL_SIGMA, false);
     cell_param(&s[1], "W_hh", d->hidden, d->hidden, BT_INIT_NORMAL, CELL_SIGMA, true);
     cell_param(&s[2], "b_h", d->hidden, 0, BT_INIT_ZERO, 0, false);
+    if (d->output == 0) /* a layer of a stack: the host's output layer reads h */
+        return 3;
     cell_param(&s[3], "W_hq", d->hidden, d->output, BT_INIT_NORMAL, CELL_SIGMA, false);
     cell_param(&s[4], "b_q", d->output, 0, BT_INIT_ZERO, 0, false);
     return 5;
@@ -24,6 +26,8 @@ static bt_tensor *rnn_step(const bt_host *H, bt_graph *g, bt_tensor *const *p,
     /* One fused op (keeps only h_t); the same as
      * tanh(add(add(cell_input(W_xh), matmul(h, W_hh)), b_h)). */
     next[0] = H->rnn_tanh_step(g, p[0], in->ids, in->x, state[0], p[1], p[2]); /* [B,H] */
+    if (!p[3]) /* no output layer (output 0): h_t is the output */
+        return next[0];
     return H->add(g, H->matmul(g, next[0], p[3]), p[4]);              /* [B,V] */
 }
 
@@ -58,6 +62,7 @@ static const bt_cell_def rnn_tanh = {
     .states = one_state,
     .step = rnn_step,
     .doc = doc,
+    .flags = BT_CELL_STACKABLE,
 };
 
 static int init(const bt_host *host, bt_registrar *reg, char *err, size_t errlen)

@@ -282,7 +282,7 @@ typedef struct opctx {
 
 enum { V_ADD, V_SUB, V_MUL, V_NEG, V_SCALE, V_EXP, V_LOG, V_TANH, V_SIGMOID, V_RELU, V_SUM,
        V_MEAN, V_CONCAT, V_SLICE, V_EMBEDDING, V_XENT, V_MSE, V_MSE_CONST_Y, V_MATMUL,
-       V_MATMUL_CONST_A, V_DETACH, V_GRAD_SCALE, V_GRAD_SCALE0, V_RNN_IDS, V_RNN_REAL };
+       V_MATMUL_CONST_A, V_DETACH, V_GRAD_SCALE, V_GRAD_SCALE0, V_RNN_IDS, V_RNN_REAL, V_DROPOUT };
 
 static int build_op(bt_graph *g, bt_tensor *const *L, void *ctx, bt_tensor **outs)
 {
@@ -299,6 +299,7 @@ static int build_op(bt_graph *g, bt_tensor *const *L, void *ctx, bt_tensor **out
     case V_TANH: y = bt_tanh(g, L[0]); break;
     case V_SIGMOID: y = bt_sigmoid(g, L[0]); break;
     case V_RELU: y = bt_relu(g, L[0]); break;
+    case V_DROPOUT: y = bt_dropout(g, L[0], o->c, 7); break; /* a fixed mask */
     case V_SUM: y = bt_sum(g, L[0]); break;
     case V_MEAN: y = bt_mean(g, L[0]); break;
     case V_CONCAT: y = bt_concat(g, (bt_tensor *[]){L[0], o->k[0], L[1]}, 3); break;
@@ -414,6 +415,14 @@ static void fam_log(jreport *w) { unary_case(w, "log", "log", V_LOG, 0.5, 2); }
 static void fam_tanh(jreport *w) { unary_case(w, "tanh", "tanh", V_TANH, -2, 2); }
 static void fam_sigmoid(jreport *w) { unary_case(w, "sigmoid", "sigmoid", V_SIGMOID, -3, 3); }
 static void fam_relu(jreport *w) { unary_case(w, "relu", "relu", V_RELU, -1, 1); }
+
+static void fam_dropout(jreport *w)
+{
+    opctx o = {.variant = V_DROPOUT, .c = 0.4};
+    CASE("dropout 0.4, seed 7", "dropout");
+    leaf(&c, 3, 4, 0, -1, 1, 0);
+    run_op_case(&c, w);
+}
 
 static void fam_sum(jreport *w)
 {
@@ -559,6 +568,7 @@ static const struct family {
     {"mean", fam_mean}, {"concat", fam_concat}, {"slice", fam_slice},
     {"embedding", fam_embedding}, {"softmax_xent", fam_xent}, {"mse", fam_mse},
     {"detach", fam_detach}, {"grad_scale", fam_grad_scale}, {"rnn_tanh_step", fam_rnn_step},
+    {"dropout", fam_dropout},
 };
 #define N_FAMILIES ((int)(sizeof families / sizeof *families))
 

@@ -173,7 +173,7 @@ UNUSED static int test_init(const bt_host *host, bt_registrar *reg, char *err, s
     static const bt_policy_def p = {sizeof p, "zz_policy", "", pol_create, opt_destroy, pol_begin,
                                     pol_decide, pol_reach, opt_describe, NULL};
     static const bt_cell_def c = {sizeof c, "aa_cell", "", BT_INPUT_REAL, BT_LOSS_MSE, cell_params,
-                                  cell_states, cell_step, NULL};
+                                  cell_states, cell_step, NULL, 0};
     static const bt_estimator_def e = {sizeof e, "aa_est", "", opt_create, opt_destroy,
                                        est_buffers, est_begin, est_step, opt_describe, NULL, 0};
     return host->register_optimizer(reg, &o) || host->register_policy(reg, &p) ||
@@ -253,7 +253,7 @@ UNUSED static int test_init(const bt_host *host, bt_registrar *reg, char *err, s
         bt_cell_def def;
         void *newer_fields[3];
     } big = {{sizeof big, "big_cell", "", BT_INPUT_REAL, BT_LOSS_MSE, cell_params, cell_states,
-              cell_step, NULL},
+              cell_step, NULL, 0},
              {(void *)1, (void *)2, (void *)3}};
     return host->register_cell(reg, &big.def) != 0;
 #elif defined(VARIANT_DEF_2_0)
@@ -266,7 +266,7 @@ UNUSED static int test_init(const bt_host *host, bt_registrar *reg, char *err, s
     static struct {
         bt_cell_def def;
     } c = {{0, "old_cell", "", BT_INPUT_REAL, BT_LOSS_MSE, cell_params, cell_states, cell_step,
-            "not this plugin's doc"}};
+            "not this plugin's doc", 0}};
     o.def.size = offsetof(bt_optimizer_def, doc);
     o.def.doc = "not this plugin's doc";
     c.def.size = offsetof(bt_cell_def, doc);
