@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cellcheck.h"
+#include "stack.h"
 
 typedef struct check {
     bt_model *m;
@@ -159,7 +160,7 @@ bt_status bt_cell_gradcheck(bt_model *m, const bt_sequence *seq, bt_real *const 
     bt_params_zero_grad(m->params);
     bt_unroll_opts opts = {.policy = policy, .policy_state = policy_state, .policy_seed = seed,
                            .xi = xi, .accumulate = true, .want_dh0 = true, .windows = win,
-                           .windows_cap = T};
+                           .windows_cap = T, .dropout = true};
     bt_unroll_result ur;
     if ((st = bt_unroll_run(u, seq, carry_k, &opts, xis, dh0_k, NULL, &ur, err, errlen)) != BT_OK)
         goto done;
@@ -169,6 +170,9 @@ bt_status bt_cell_gradcheck(bt_model *m, const bt_sequence *seq, bt_real *const 
     c.xi = xis;
     c.win = win;
     c.n_win = ur.n_windows;
+    /* A stack's dropout is checked as trained: on, with the run's masks fixed. */
+    m->dropout_on = m->dropout > 0;
+    m->dropout_seed = bt_dropout_sequence_seed(seed);
 
     if ((st = record_nominal(&c)) != BT_OK) {
         snprintf(err, errlen, "cell gradcheck: %s", bt_graph_error(c.g));
@@ -184,8 +188,8 @@ bt_status bt_cell_gradcheck(bt_model *m, const bt_sequence *seq, bt_real *const 
     }
     off = 0;
     for (int k = 0; k < m->n_states && st == BT_OK; k++) {
-        char name[8];
-        snprintf(name, sizeof name, "%c0", k == 0 ? 'h' : 'c');
+        char name[BT_NAME_LEN];
+        bt_model_state_name(m, k, name, sizeof name);
         size_t len = (size_t)B * m->state_width[k];
         compare(&res[n++], name, h0[k], len, analytic + P + off, &c, eps, rel_floor, &st);
         off += len;
@@ -194,6 +198,7 @@ bt_status bt_cell_gradcheck(bt_model *m, const bt_sequence *seq, bt_real *const 
         snprintf(err, errlen, "cell gradcheck: %s", bt_graph_error(c.g));
     *n_res = n;
 done:
+    m->dropout_on = false;
     bt_unroller_free(u);
     bt_graph_free(c.g);
     bt_free(c.nominal);

@@ -270,3 +270,8 @@ uint64_t bt_stack_mask_seed(const bt_model *m, int l, long t)
     uint64_t step = m->variational ? 0 : (uint64_t)t + 1;
     return mix(mix(m->dropout_seed ^ mix((uint64_t)l + 1)) ^ step);
 }
+
+uint64_t bt_dropout_sequence_seed(uint64_t policy_seed)
+{
+    return mix(policy_seed ^ 0x64726f706f7574ULL); /* "dropout" */
+}

@@ -55,6 +55,9 @@ BT_API const char *bt_model_state_name(const bt_model *m, int k, char *buf, size
 /* The layer (0-based) state k belongs to; 0 for the classic model. */
 BT_API int bt_model_state_layer(const bt_model *m, int k);
 
+/* The dropout seed of a sequence whose policy draws from policy_seed (the
+ * unroller's, and a gradient check's that replays it). */
+BT_API uint64_t bt_dropout_sequence_seed(uint64_t policy_seed);
 /* The seed of layer l's dropout mask at step t (t ignored when variational). */
 BT_API uint64_t bt_stack_mask_seed(const bt_model *m, int l, long t);
 

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "dist.h"
+#include "stack.h"
 #include "unroll.h"
 
 struct bt_unroller {
@@ -676,7 +677,7 @@ bt_status bt_unroll_run(bt_unroller *u, const bt_sequence *seq, bt_real *const *
     /* A stack's dropout acts for this run only, its masks from the sequence's
      * seed: every window that rebuilds a step draws that step's mask again. */
     u->m->dropout_on = opts->dropout && u->m->dropout > 0;
-    u->m->dropout_seed = opts->policy_seed ^ 0x64726f706f7574ULL; /* "dropout" */
+    u->m->dropout_seed = bt_dropout_sequence_seed(opts->policy_seed);
     bt_status st = unroll_run(u, seq, state, opts, xi_used, dh0, dh_norms, res, err, errlen);
     u->m->dropout_on = false;
     return st;
