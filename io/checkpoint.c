@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "checkpoint.h"
+#include "stack.h"
 #include "tasks.h"
 #include "text_source.h"
 
@@ -31,6 +32,20 @@ static bt_status meta_printf(bt_st_file *f, const char *key, const char *fmt, ..
     vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
     return bt_st_set_meta(f, key, buf);
+}
+
+/* A stack's layers and dropout (models/stack.h); a one-cell model without
+ * dropout writes none of them, so its file is what it was before stacks. */
+static bt_status add_arch(bt_st_file *f, const bt_lm_config *c)
+{
+    bt_status st = BT_OK;
+    if (c->layers[0])
+        st |= bt_st_set_meta(f, "layers", c->layers);
+    if (c->dropout > 0) {
+        st |= meta_printf(f, "dropout", "%.17g", c->dropout);
+        st |= bt_st_set_meta(f, "variational", c->variational ? "1" : "0");
+    }
+    return st;
 }
 
 static bt_status add_settings(bt_st_file *f, bt_lm *lm, const char *data_path)
@@ -60,6 +75,7 @@ static bt_status add_settings(bt_st_file *f, bt_lm *lm, const char *data_path)
     st |= bt_st_set_meta(f, "sampling", c->sampling == BT_BATCH_RANDOM ? "random" : "sequential");
     st |= meta_printf(f, "max_tokens", "%ld", c->max_tokens);
     st |= meta_printf(f, "val_fraction", "%.17g", c->val_fraction);
+    st |= add_arch(f, c);
     st |= meta_printf(f, "epoch", "%d", bt_lm_epochs_done(lm));
     st |= meta_printf(f, "updates", "%llu", (unsigned long long)bt_lm_updates(lm));
     st |= meta_printf(f, "optimizer_steps", "%llu",
@@ -250,6 +266,20 @@ static bt_status check_kind(const bt_checkpoint *c, char *err, size_t errlen)
     return BT_OK;
 }
 
+/* The stack's settings if the file has them (absent: one cell, no dropout). */
+static bt_status read_arch(bt_checkpoint *c, char *err, size_t errlen)
+{
+    bt_lm_config *cfg = &c->cfg;
+    const char *layers = bt_st_meta(c->file, "layers"), *var = bt_st_meta(c->file, "variational");
+    bt_status st = BT_OK;
+    if (layers)
+        st = meta_str(c, "layers", cfg->layers, sizeof cfg->layers, err, errlen);
+    if (st == BT_OK && bt_st_meta(c->file, "dropout"))
+        st = meta_num(c, "dropout", 0, 0.99, &cfg->dropout, err, errlen);
+    cfg->variational = var && !strcmp(var, "1");
+    return st;
+}
+
 /* Every setting add_settings wrote, each checked against its range. */
 static bt_status read_settings(bt_checkpoint *c, char *tok, char *smp, char *err, size_t errlen)
 {
@@ -281,6 +311,8 @@ static bt_status read_settings(bt_checkpoint *c, char *tok, char *smp, char *err
         st = meta_num(c, "clip", 0, INFINITY, &cfg->clip, err, errlen);
     if (st == BT_OK)
         st = meta_num(c, "val_fraction", 0, 0.5, &cfg->val_fraction, err, errlen);
+    if (st == BT_OK)
+        st = read_arch(c, err, errlen);
     cfg->hidden = (int)sizes[0], cfg->batch = (int)sizes[1], cfg->steps = (int)sizes[2];
     c->input_size = (int)sizes[3], c->output_size = (int)sizes[4], c->epoch = (int)sizes[5];
     return st;
@@ -461,12 +493,17 @@ bt_status bt_checkpoint_model(const bt_checkpoint *c, const bt_registry *reg, bt
                     "registered (known: %s): load the plugin that provides it with --plugin PATH",
                     c->path, c->cfg.cell, bt_registry_names(reg, BT_KIND_CELL, known, sizeof known));
     }
-    bt_status st = check_param_shapes(c, cell, err, errlen);
+    const bt_lm_config *cfg = &c->cfg;
+    bool stack = cfg->layers[0] || cfg->dropout > 0;
+    bt_status st = stack ? BT_OK : check_param_shapes(c, cell, err, errlen);
     if (st != BT_OK)
         return st;
     bt_cell_dims dims = {c->input_size, c->cfg.hidden, c->output_size};
     bt_model *m;
-    st = bt_model_new(cell, dims, &m, err, errlen);
+    /* A stack's layers are checked by the model and each tensor by load_params. */
+    st = stack ? bt_model_from_arch(reg, cfg->layers, cfg->cell, cfg->hidden, cfg->dropout,
+                                    cfg->variational, dims.input, dims.output, &m, err, errlen)
+               : bt_model_new(cell, dims, &m, err, errlen);
     if (st != BT_OK)
         return st;
     if ((st = load_params(c, m, err, errlen)) != BT_OK) {
@@ -625,6 +662,12 @@ static bool same_setting(const bt_registry *r, bt_lm_setting s, const bt_lm_conf
     case BT_LM_VAL_FRACTION:
         snprintf(theirs, len, "%g", c->val_fraction);
         return u->val_fraction == c->val_fraction;
+    case BT_LM_LAYERS:
+        snprintf(theirs, len, "'%s'", c->layers);
+        return !strcmp(u->layers, c->layers);
+    case BT_LM_DROPOUT:
+        snprintf(theirs, len, "%g%s", c->dropout, c->variational ? " (variational)" : "");
+        return u->dropout == c->dropout && u->variational == c->variational;
     case BT_LM_SETTING_COUNT: break;
     }
     return true;

@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "lm.h"
+#include "stack.h"
 
 struct bt_lm {
     bt_lm_config cfg;
@@ -71,7 +72,7 @@ const char *bt_lm_setting_name(bt_lm_setting s)
 {
     static const char *const names[BT_LM_SETTING_COUNT] = {
         "cell", "hidden", "batch", "steps", "optimizer", "clip", "truncation", "init",
-        "seed", "tokens", "sampling", "max-tokens", "val-fraction",
+        "seed", "tokens", "sampling", "max-tokens", "val-fraction", "layers", "dropout",
     };
     return s >= 0 && s < BT_LM_SETTING_COUNT ? names[s] : "?";
 }
@@ -195,7 +196,9 @@ bt_status bt_lm_new(const bt_registry *reg, const bt_lm_config *cfg, bt_source *
     char perr[BT_ERRMSG_LEN] = "";
     bt_cell_dims dims = {src->input_size, cfg->hidden, src->output_size};
     if ((st = make_policy(reg, lm, err, errlen)) != BT_OK ||
-        (st = bt_model_new(cell, dims, &lm->m, err, errlen)) != BT_OK)
+        (st = bt_model_from_arch(reg, cfg->layers, cfg->cell, cfg->hidden, cfg->dropout,
+                                 cfg->variational, dims.input, dims.output, &lm->m, err,
+                                 errlen)) != BT_OK)
         goto fail;
     bt_rng_seed(&lm->rng, cfg->seed);
     if ((st = bt_model_init(lm->m, cfg->init, &lm->rng, err, errlen)) != BT_OK)
@@ -495,6 +498,7 @@ static bt_status train_batches(bt_lm *lm, epoch_sums *a, int epochs_target,
         .memory_budget = (size_t)(lm->cfg.memory_budget_mb * 1048576.0),
         .on_update = lm->dist ? dist_update : NULL,
         .update_ctx = lm,
+        .dropout = true, /* a stack's dropout, masks from each minibatch's policy seed */
     };
     bt_sequence seq;
     bt_unroll_result r;

@@ -38,6 +38,14 @@ typedef struct bt_lm_config {
      * (-1: sqrt of the window), or within a window memory budget. */
     int checkpoint_every;
     double memory_budget_mb;
+    /* A stack (models/stack.h): "" for one cell (cell, hidden), else every
+     * layer as "C:H,C:H" (bt_layers_canonical; cell and hidden are then
+     * layer 1's). Dropout on each layer's h while training (0: none; a model
+     * with dropout is a stack even with one layer), variational: one mask per
+     * sequence. A checkpoint stores them. */
+    char layers[256];
+    double dropout;
+    bool variational;
 } bt_lm_config;
 
 /* The classic char-RNN setup (d2l): rnn_tanh, hidden 512, batch 32, 35 steps,
@@ -49,7 +57,7 @@ BT_API void bt_lm_config_default(bt_lm_config *c);
 typedef enum bt_lm_setting {
     BT_LM_CELL, BT_LM_HIDDEN, BT_LM_BATCH, BT_LM_STEPS, BT_LM_OPTIMIZER, BT_LM_CLIP,
     BT_LM_TRUNCATION, BT_LM_INIT, BT_LM_SEED, BT_LM_TOKENS, BT_LM_SAMPLING, BT_LM_MAX_TOKENS,
-    BT_LM_VAL_FRACTION, BT_LM_SETTING_COUNT
+    BT_LM_VAL_FRACTION, BT_LM_LAYERS, BT_LM_DROPOUT, BT_LM_SETTING_COUNT
 } bt_lm_setting;
 /* Its name, as `bptt train` spells the option: "hidden", "max-tokens". */
 BT_API const char *bt_lm_setting_name(bt_lm_setting s);

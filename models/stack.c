@@ -275,3 +275,82 @@ uint64_t bt_dropout_sequence_seed(uint64_t policy_seed)
 {
     return mix(policy_seed ^ 0x64726f706f7574ULL); /* "dropout" */
 }
+
+/* Entry "C[:H]" of a spec into name and width (hidden when left off). */
+static bool canonical_entry(const char *s, size_t len, const char *cell, int hidden, char *name,
+                            int *width)
+{
+    const char *colon = memchr(s, ':', len);
+    size_t nlen = colon ? (size_t)(colon - s) : len;
+    if (nlen >= BT_NAME_LEN)
+        return false;
+    memcpy(name, nlen ? s : cell, nlen ? nlen : strlen(cell) + 1);
+    name[nlen ? nlen : strlen(cell)] = '\0';
+    *width = hidden;
+    if (colon) {
+        char num[16] = "", *end;
+        size_t wl = len - nlen - 1;
+        if (wl == 0 || wl >= sizeof num)
+            return false;
+        memcpy(num, colon + 1, wl);
+        long v = strtol(num, &end, 10);
+        if (*end || v < 1 || v > 1 << 16)
+            return false;
+        *width = (int)v;
+    }
+    return name[0] != '\0';
+}
+
+bt_status bt_layers_canonical(char *layers, size_t len, char *cell, size_t cell_len, int *hidden,
+                              char *err, size_t errlen)
+{
+    if (!layers[0])
+        return BT_OK;
+    char names[BT_MAX_LAYERS][BT_NAME_LEN], *end;
+    int widths[BT_MAX_LAYERS], n = 0;
+    long count = strtol(layers, &end, 10);
+    if (*end == '\0' && end != layers) { /* "N": N layers of cell at hidden */
+        if (count < 1 || count > BT_MAX_LAYERS)
+            return bt_error(err, errlen, BT_ERR_ARG, "--layers %s: a stack has 1 to %d layers",
+                            layers, BT_MAX_LAYERS);
+        for (n = 0; n < count; n++) {
+            snprintf(names[n], sizeof names[n], "%s", cell);
+            widths[n] = *hidden;
+        }
+    } else
+        for (const char *s = layers; ; n++) {
+            const char *comma = strchr(s, ',');
+            size_t l = comma ? (size_t)(comma - s) : strlen(s);
+            if (n == BT_MAX_LAYERS)
+                return bt_error(err, errlen, BT_ERR_ARG, "--layers %s: a stack has at most %d "
+                                "layers", layers, BT_MAX_LAYERS);
+            if (!canonical_entry(s, l, cell, *hidden, names[n], &widths[n]))
+                return bt_error(err, errlen, BT_ERR_ARG, "--layers %s: '%.*s' is not CELL[:WIDTH] "
+                                "(a cell name, a width from 1 to 65536)", layers, (int)l, s);
+            if (!comma) {
+                n++;
+                break;
+            }
+            s = comma + 1;
+        }
+    snprintf(cell, cell_len, "%s", names[0]);
+    *hidden = widths[0];
+    size_t u = 0;
+    layers[0] = '\0';
+    for (int l = 0; n > 1 && l < n; l++) {
+        int w = snprintf(layers + u, len - u, "%s%s:%d", l ? "," : "", names[l], widths[l]);
+        if (w < 0 || (size_t)w >= len - u)
+            return bt_error(err, errlen, BT_ERR_ARG, "--layers: the stack's text is longer than "
+                            "%zu characters", len - 1);
+        u += (size_t)w;
+    }
+    return BT_OK;
+}
+
+const char *bt_model_layers_text(const bt_model *m, char *buf, size_t len)
+{
+    bt_layer_def d[BT_MAX_LAYERS];
+    for (int l = 0; l < m->n_layers; l++)
+        d[l] = (bt_layer_def){m->layer[l]->cell, m->layer[l]->dims.hidden};
+    return bt_layers_format(d, m->n_layers, buf, len);
+}

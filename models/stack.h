@@ -41,8 +41,18 @@ BT_API bt_status bt_model_new_stack(const bt_layer_def *layers, int n, int input
  * count, or -1 with a message (unknown cell, bad width, too many layers). */
 BT_API int bt_layers_parse(const bt_registry *reg, const char *layers, const char *cell,
                            int hidden, bt_layer_def *out, char *err, size_t errlen);
+/* A --layers spec in canonical form, in place and without the registry:
+ * one layer becomes "" with *cell and *hidden set to it; more become
+ * "C:H,C:H,..." with every cell and width written (cell and hidden fill what
+ * the spec leaves out), and *cell, *hidden are then layer 1's. BT_ERR_ARG
+ * with a message on a malformed spec. */
+BT_API bt_status bt_layers_canonical(char *layers, size_t len, char *cell, size_t cell_len,
+                                     int *hidden, char *err, size_t errlen);
 /* "lstm:256,lstm:256": the canonical per-layer form. */
 BT_API const char *bt_layers_format(const bt_layer_def *layers, int n, char *buf, size_t len);
+
+/* m's layers as "lstm:4,gru:3" (canonical; "" for the classic model). */
+BT_API const char *bt_model_layers_text(const bt_model *m, char *buf, size_t len);
 
 /* bt_layers_parse, then bt_model_new_stack. */
 BT_API bt_status bt_model_from_arch(const bt_registry *reg, const char *layers, const char *cell,

@@ -7,6 +7,7 @@
 
 #include "cellcheck.h"
 #include "cli_cell.h"
+#include "stack.h"
 
 const bt_cell_def *cli_cell_find(const bt_registry *r, const char *name, const char *command)
 {
@@ -179,6 +180,15 @@ int cli_cell_gradcheck(FILE *out, const bt_cell_def *cell, const cli_policy *pol
         cli_fail(command, "%s", err);
         return 2;
     }
+    return cli_model_gradcheck(out, m, pol, s, seed, tol, table, command);
+}
+
+int cli_model_gradcheck(FILE *out, bt_model *m, const cli_policy *pol, cli_check_size s,
+                        uint64_t seed, cli_check_tol tol, bool table, const char *command)
+{
+    const bt_cell_def *cell = m->cell;
+    int Q = m->dims.output;
+    char err[1024] = "";
     check_data d = {0};
     bt_cellcheck_result *res = bt_calloc(BT_MAX_PARAMS + BT_MAX_STATES, sizeof *res);
     int rc = 2, n = 0;
@@ -193,6 +203,12 @@ int cli_cell_gradcheck(FILE *out, const bt_cell_def *cell, const cli_policy *pol
         else {
             if (table)
                 print_header(out, cell, pol, s, seed, tol);
+            if (table && m->n_layers) {
+                char lt[256];
+                fprintf(out, "stack %s (H above is layer 1's), dropout %g%s, output %d\n",
+                        bt_model_layers_text(m, lt, sizeof lt), m->dropout,
+                        m->variational ? " variational" : "", Q);
+            }
             rc = print_results(out, res, n, d.xi, s.T, tol, table);
         }
     }

@@ -45,5 +45,9 @@ typedef struct cli_check_size {
 int cli_cell_gradcheck(FILE *out, const bt_cell_def *cell, const cli_policy *pol,
                        cli_check_size size, uint64_t seed, cli_check_tol tol, bool table,
                        const char *command);
+/* The same on a model built by the caller (a stack, stack.h; its sizes are
+ * m's, size gives B and T), which it frees. */
+int cli_model_gradcheck(FILE *out, bt_model *m, const cli_policy *pol, cli_check_size size,
+                        uint64_t seed, cli_check_tol tol, bool table, const char *command);
 
 #endif

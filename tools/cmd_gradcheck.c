@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "cli_cell.h"
+#include "stack.h"
 
 static const cli_option options[] = {
     {"cell", "NAME", "the cell to check (see bptt plugins)"},
@@ -13,6 +14,10 @@ static const cli_option options[] = {
     {"hidden", "H", "state size (default 4)"},
     {"vocab", "V", "vocabulary of a token cell, or input width of a real one (default 5)"},
     {"output", "Q", "output width (default: V)"},
+    {"layers", "N|C:H,...", "a stack: N layers of --cell at --hidden, or a cell and width per "
+                            "layer (gru:4,lstm:3)"},
+    {"dropout", "P", "dropout between layers and before the output (its masks fixed by --seed)"},
+    {"variational", NULL, "one dropout mask per sequence"},
     {"truncation", "POLICY", "full (default), fixed:K, random:PI[,seed=S], tbptt:K1,K2..."},
     {"seed", "S", "parameters, batch, initial state and policy draws (default 1)"},
     {"eps", "E", "central-difference step (default 1e-5 double build, 3e-3 float build)"},
@@ -34,8 +39,10 @@ const cli_command cmd_gradcheck_spec = {
 };
 
 typedef struct gc_opts {
-    const char *cell, *truncation;
+    const char *cell, *truncation, *layers;
     long T, B, H, V, Q, seed;
+    double dropout;
+    bool variational;
     cli_check_tol tol;
 } gc_opts;
 
@@ -45,12 +52,45 @@ static bool read_options(cli_args *a, void *vo)
     o->tol = cli_check_tol_default();
     o->cell = cli_get(a, "cell");
     o->truncation = cli_get(a, "truncation");
-    return cli_int(a, "steps", 6, 1, 10000, &o->T) && cli_int(a, "batch", 2, 1, 10000, &o->B) &&
+    o->layers = cli_get(a, "layers");
+    o->variational = cli_flag(a, "variational");
+    return cli_double(a, "dropout", 0, 0, 0.99, &o->dropout) &&
+           cli_int(a, "steps", 6, 1, 10000, &o->T) && cli_int(a, "batch", 2, 1, 10000, &o->B) &&
            cli_int(a, "hidden", 4, 1, 10000, &o->H) && cli_int(a, "vocab", 5, 1, 100000, &o->V) &&
            cli_int(a, "output", 0, 0, 100000, &o->Q) &&
            cli_int(a, "seed", 1, 0, 0x7fffffffffffffffL, &o->seed) &&
            cli_double(a, "eps", o->tol.eps, 1e-12, 1, &o->tol.eps) &&
            cli_double(a, "tolerance", o->tol.tol, 0, 1e9, &o->tol.tol);
+}
+
+/* The cell alone, or the stack --layers/--dropout describe; layer 1's cell
+ * (NULL after a message). */
+static const bt_cell_def *build_model(const bt_registry *reg, gc_opts *o, bt_model **m,
+                                      const char *cmd)
+{
+    char layers[256] = "", cell[BT_NAME_LEN] = "", err[1024] = "";
+    int H = (int)o->H;
+    if (o->variational && !(o->dropout > 0)) {
+        cli_usage(cmd, "--variational needs --dropout P (P > 0)");
+        return NULL;
+    }
+    snprintf(layers, sizeof layers, "%s", o->layers ? o->layers : "");
+    snprintf(cell, sizeof cell, "%s", o->cell ? o->cell : "");
+    if (bt_layers_canonical(layers, sizeof layers, cell, sizeof cell, &H, err, sizeof err) != BT_OK) {
+        cli_usage(cmd, "%s", err);
+        return NULL;
+    }
+    const bt_cell_def *def = cli_cell_find(reg, cell, cmd);
+    if (!def)
+        return NULL;
+    o->H = H;
+    int Q = o->Q > 0 ? (int)o->Q : (int)o->V;
+    if (bt_model_from_arch(reg, layers, cell, H, o->dropout, o->variational, (int)o->V, Q, m, err,
+                           sizeof err) != BT_OK) {
+        cli_fail(cmd, "%s", err);
+        return NULL;
+    }
+    return def;
 }
 
 int cmd_gradcheck(int argc, char **argv)
@@ -64,10 +104,12 @@ int cmd_gradcheck(int argc, char **argv)
         return rc ? 2 : 0;
     rc = 2;
     cli_policy pol = {0};
-    const bt_cell_def *cell = cli_cell_find(reg, o.cell, cmd);
+    bt_model *m = NULL;
+    const bt_cell_def *cell = build_model(reg, &o, &m, cmd);
     if (cell && cli_policy_new(reg, o.truncation ? o.truncation : "full", &pol, cmd)) {
         cli_check_size size = {(int)o.B, (int)o.T, (int)o.H, (int)o.V, (int)o.Q};
-        rc = cli_cell_gradcheck(stdout, cell, &pol, size, (uint64_t)o.seed, o.tol, true, cmd);
+        rc = cli_model_gradcheck(stdout, m, &pol, size, (uint64_t)o.seed, o.tol, true, cmd);
+        m = NULL; /* freed by the check */
         if (rc == 0)
             printf("PASS: every gradient of %s under %s matches central differences\n",
                    cell->name, pol.desc);
@@ -79,6 +121,7 @@ int cmd_gradcheck(int argc, char **argv)
                    BT_REAL_DOUBLE ? "" : " (float build: confirm with the double build)", o.tol.eps);
         cli_policy_free(&pol);
     }
+    bt_model_free(m);
     bt_registry_free(reg);
     return rc;
 }

@@ -285,6 +285,7 @@ static void print_setup(const train_run *r, const train_opts *o, const dist_cli 
            bt_lm_optimizer_describe(r->lm, opt, sizeof opt), c->clip,
            bt_lm_policy_describe(r->lm, pol, sizeof pol), c->init[0] ? c->init : "cell default",
            (unsigned long long)c->seed);
+    lm_cli_print_arch(c);
     if (r->ck)
         printf("  from epoch %d (%llu updates); --epochs %d is the total\n", r->ck->epoch,
                (unsigned long long)r->ck->updates, o->lm.epochs);

@@ -7,6 +7,7 @@
 
 #include "generate.h"
 #include "lm_cli.h"
+#include "stack.h"
 #include "tasks.h"
 
 const cli_option lm_cli_options[] = {
@@ -17,6 +18,10 @@ const cli_option lm_cli_options[] = {
     {"tokens", "chars|letters", "every character (default), or d2l's a-z + space + <unk>"},
     {"cell", "NAME", "recurrent cell (default rnn_tanh; see bptt plugins)"},
     {"hidden", "H", "state size (default 512)"},
+    {"layers", "N|C:H,...", "a stack: N layers of --cell at --hidden, or a cell and width per "
+                            "layer (gru:256,lstm:128); see docs/stacks.md"},
+    {"dropout", "P", "dropout on each layer's output in training (makes a stack; default 0)"},
+    {"variational", NULL, "one dropout mask per sequence, shared by its steps"},
     {"batch", "B", "rows per minibatch (default 32)"},
     {"steps", "T", "steps per minibatch (default 35; a task sets its own)"},
     {"epochs", "N", "epochs to train (default 10)"},
@@ -94,6 +99,42 @@ static bool get_text_modes(cli_args *a, bt_lm_given *g)
     return true;
 }
 
+bool lm_cli_arch(cli_args *a, bt_lm_given *g)
+{
+    bt_lm_config *c = &g->cfg;
+    char err[512];
+    if (!get_str(a, g, BT_LM_LAYERS, c->layers, sizeof c->layers))
+        return false;
+    note_given(a, g, BT_LM_DROPOUT);
+    c->variational = cli_flag(a, "variational");
+    if (!cli_double(a, "dropout", c->dropout, 0, 0.99, &c->dropout))
+        return false;
+    if (c->variational && !(c->dropout > 0)) {
+        fprintf(stderr, "bptt: --variational needs --dropout P (P > 0)\n");
+        return false;
+    }
+    if (c->variational && !g->raw[BT_LM_DROPOUT]) /* a given flag is a given setting */
+        g->raw[BT_LM_DROPOUT] = "(variational)";
+    g->given[BT_LM_DROPOUT] = g->given[BT_LM_DROPOUT] || c->variational;
+    if (bt_layers_canonical(c->layers, sizeof c->layers, c->cell, sizeof c->cell, &c->hidden, err,
+                            sizeof err) != BT_OK) {
+        fprintf(stderr, "bptt: %s\n", err);
+        return false;
+    }
+    return true;
+}
+
+void lm_cli_print_arch(const bt_lm_config *c)
+{
+    if (!c->layers[0] && !(c->dropout > 0))
+        return;
+    printf("  layers %s", c->layers[0] ? c->layers : "one");
+    if (c->dropout > 0)
+        printf(", dropout %g%s", c->dropout, c->variational ? " (variational: a mask per sequence)"
+                                                            : " (a mask per step)");
+    printf(", output layer out.W_hq, out.b_q\n");
+}
+
 bool lm_cli_parse(cli_args *a, lm_cli_opts *o)
 {
     memset(o, 0, sizeof *o);
@@ -125,6 +166,8 @@ bool lm_cli_parse(cli_args *a, lm_cli_opts *o)
     if (!cli_double(a, "clip", 1, 0, 1e30, &c->clip) ||
         !cli_checkpoint(a, &c->checkpoint_every, &c->memory_budget_mb) ||
         !cli_double(a, "val-fraction", 0, 0, 0.5, &c->val_fraction) || !get_text_modes(a, g))
+        return false;
+    if (!lm_cli_arch(a, g))
         return false;
     char ierr[256];
     if (bt_init_spec_check(c->init, ierr, sizeof ierr) != BT_OK) {

@@ -26,6 +26,11 @@ typedef struct lm_cli_opts {
 
 /* The options both commands take; false (message printed) on a bad value. */
 bool lm_cli_parse(cli_args *a, lm_cli_opts *o);
+/* --layers, --dropout, --variational into g (the layers in canonical form,
+ * cell and hidden then layer 1's); false with a message on bad values. */
+bool lm_cli_arch(cli_args *a, bt_lm_given *g);
+/* "  layers lstm:256,lstm:256, dropout 0.2 (variational)" for a stack; nothing otherwise. */
+void lm_cli_print_arch(const bt_lm_config *c);
 /* The table of the options lm_cli_parse reads (all but --truncation, whose
  * help differs between the commands: each command declares it). */
 extern const cli_option lm_cli_options[];
