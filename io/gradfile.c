@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "gradfile.h"
+#include "stack.h"
 
 /* ---- which cell dimension each declared parameter dimension is ------------ */
 
@@ -95,13 +96,11 @@ static const char *file_shape(const bt_st_tensor *t, char *buf, size_t len)
 static bool is_real(const bt_st_tensor *t) { return t->dtype == BT_ST_F32 || t->dtype == BT_ST_F64; }
 static bool is_int(const bt_st_tensor *t) { return t->dtype == BT_ST_I32 || t->dtype == BT_ST_I64; }
 
-/* "h0", "c0", then "s2_0", ...: the name of initial state k in P, and of grad.<name> in G. */
-static void state_name(int k, char *buf, size_t len)
+/* "h0", "c0", then "s2_0", ... (a stack's "l1.h0", "l2.c0"): the name of
+ * initial state k in P, and of grad.<name> in G. */
+static void state_name(const bt_model *m, int k, char *buf, size_t len)
 {
-    if (k < 2)
-        snprintf(buf, len, "%c0", k == 0 ? 'h' : 'c');
-    else
-        snprintf(buf, len, "s%d_0", k);
+    bt_model_state_name(m, k, buf, len);
 }
 
 /* ---- reading the parameters file ---------------------------------------------- */
@@ -377,7 +376,7 @@ static bt_status load_state_xi(bt_grad_input *in, char *err, size_t errlen)
     const bt_model *m = in->model;
     int B = in->seq.B;
     for (int k = 0; k < m->n_states; k++) {
-        state_name(k, name, sizeof name);
+        state_name(m, k, name, sizeof name);
         const bt_st_tensor *t = bt_st_find(in->file, name);
         int w = m->state_width[k];
         if (t) {
@@ -422,6 +421,74 @@ bt_status bt_grad_input_new(const bt_cell_def *cell, bt_st_file *f, bt_grad_inpu
     return BT_OK;
 }
 
+/* The input width of a stack's layer 1 from its parameters in P: declared at
+ * two input widths, the dimension that follows them is a multiple of D (or V). */
+static bt_status stack_input_size(const bt_layer_def *l1, bt_grad_input *in, int *D, char *err,
+                                  size_t errlen)
+{
+    bt_param_spec a[BT_MAX_CELL_PARAMS], b[BT_MAX_CELL_PARAMS];
+    char cerr[256], name[BT_NAME_LEN + 8];
+    const bt_cell_dims da = {37, l1->hidden, 0}, db = {53, l1->hidden, 0};
+    int na = l1->cell->params(&da, a, BT_MAX_CELL_PARAMS, cerr, sizeof cerr);
+    int nb = l1->cell->params(&db, b, BT_MAX_CELL_PARAMS, cerr, sizeof cerr);
+    for (int i = 0; na > 0 && na == nb && i < na; i++)
+        for (int j = 0; j < a[i].ndim && j < BT_MAX_DIMS; j++) {
+            int mult = a[i].shape[j] / 37;
+            if (a[i].shape[j] == b[i].shape[j] || mult < 1 || a[i].shape[j] != 37 * mult ||
+                b[i].shape[j] != 53 * mult)
+                continue;
+            snprintf(name, sizeof name, "l1.%s", a[i].name);
+            const bt_st_tensor *t = bt_st_find(in->file, name);
+            if (!t || t->ndim != a[i].ndim || t->shape[j] % mult || t->shape[j] < mult)
+                return bt_error(err, errlen, BT_ERR_FORMAT, "tensor '%s' is missing or has a "
+                                "shape that no input size gives (layer 1, cell %s, width %d)",
+                                name, l1->cell->name, l1->hidden);
+            *D = (int)(t->shape[j] / mult);
+            snprintf(in->dim_from[0], sizeof in->dim_from[0], "%s", name);
+            return BT_OK;
+        }
+    return bt_error(err, errlen, BT_ERR_FORMAT, "cannot tell the input size of layer 1 (cell %s) "
+                    "from its parameters", l1->cell->name);
+}
+
+bt_status bt_grad_input_new_stack(const bt_registry *reg, const char *layers, double dropout,
+                                  bool variational, bt_st_file *f, bt_grad_input **out,
+                                  char *err, size_t errlen)
+{
+    *out = NULL;
+    bt_layer_def defs[BT_MAX_LAYERS];
+    bt_grad_input *in = bt_calloc(1, sizeof *in);
+    if (!in) {
+        bt_st_free(f);
+        return bt_error(err, errlen, BT_ERR_NOMEM, "out of memory");
+    }
+    in->file = f;
+    int n = bt_layers_parse(reg, layers, NULL, 1, defs, err, errlen), D = 0;
+    const bt_st_tensor *bq = bt_st_find(f, "out.b_q");
+    bt_status st = n < 1 ? BT_ERR_ARG : stack_input_size(&defs[0], in, &D, err, errlen);
+    if (st == BT_OK && (!bq || bq->ndim != 1 || bq->shape[0] < 1 || bq->shape[0] > 1 << 24))
+        st = bt_error(err, errlen, BT_ERR_FORMAT, "%s tensor 'out.b_q': a stack's output bias, "
+                      "F32 or F64 [Q]", bq ? "bad shape of" : "missing");
+    if (st == BT_OK) {
+        snprintf(in->dim_from[2], sizeof in->dim_from[2], "out.b_q");
+        st = bt_model_new_stack(defs, n, D, (int)bq->shape[0], dropout, variational, &in->model,
+                                err, errlen);
+    }
+    layout L = {0}; /* names and shapes come from the stack itself */
+    if (st == BT_OK)
+        st = load_params(in->model->cell, &L, in, err, errlen);
+    if (st == BT_OK)
+        st = load_batch(in->model->cell, in, err, errlen);
+    if (st == BT_OK)
+        st = load_state_xi(in, err, errlen);
+    if (st != BT_OK) {
+        bt_grad_input_free(in);
+        return st;
+    }
+    *out = in;
+    return BT_OK;
+}
+
 bt_status bt_grad_input_read(const bt_cell_def *cell, const char *path, bt_grad_input **out,
                              char *err, size_t errlen)
 {
@@ -441,7 +508,7 @@ int bt_grad_input_unused(const bt_grad_input *in, const char **names, int max)
         for (int p = 0; !known && p < in->model->n_params; p++)
             known = !strcmp(t, in->model->specs[p].name);
         for (int k = 0; !known && k < in->model->n_states; k++) {
-            state_name(k, name, sizeof name);
+            state_name(in->model, k, name, sizeof name);
             known = !strcmp(t, name);
         }
         if (!known && n < max)
@@ -469,6 +536,9 @@ static bt_status grad_estimate(bt_grad_input *in, const bt_grad_options *opt, bt
 {
     bt_model *m = in->model;
     int B = in->seq.B;
+    if (m->dropout > 0)
+        return bt_error(err, errlen, BT_ERR_ARG, "estimator %s runs without dropout: compute "
+                        "a model with dropout under a truncation policy", opt->estimator);
     if (in->xi)
         return bt_error(err, errlen, BT_ERR_ARG, "P holds xi, truncation factors, which "
                         "estimator %s does not use: remove xi from P, or compute without the "
@@ -527,7 +597,8 @@ bt_status bt_grad_compute(bt_grad_input *in, const bt_grad_options *opt, bt_grad
                          .policy_seed = opt->seed, .xi = in->xi, .accumulate = true,
                          .want_dh0 = true, .want_dh_norms = true,
                          .checkpoint_every = opt->checkpoint_every,
-                         .memory_budget = (size_t)(opt->memory_budget_mb * 1048576.0)};
+                         .memory_budget = (size_t)(opt->memory_budget_mb * 1048576.0),
+                         .dropout = true}; /* a stack's, masks from the seed */
     bt_unroll_result res;
     char why[BT_ERRMSG_LEN];
     bt_params_zero_grad(m->params);
@@ -577,7 +648,7 @@ static bt_status add_tensors(bt_st_file *f, const bt_grad_input *in, const bt_gr
         st = bt_st_add_real(f, name, p->ndim, shape, p->grad, err, errlen);
     }
     for (int k = 0; st == BT_OK && k < m->n_states && o->dstate[k]; k++) {
-        state_name(k, sn, sizeof sn);
+        state_name(m, k, sn, sizeof sn);
         snprintf(name, sizeof name, "grad.%s", sn);
         st = bt_st_add_real(f, name, 2, (int64_t[]){in->seq.B, m->state_width[k]}, o->dstate[k],
                             err, errlen);
@@ -608,6 +679,15 @@ static bt_status add_metadata(bt_st_file *f, const bt_grad_input *in, const bt_g
     bt_status st = BT_OK;
     for (size_t i = 0; st == BT_OK && i < sizeof meta / sizeof *meta; i++)
         st = bt_st_set_meta(f, meta[i][0], meta[i][1]);
+    char lt[256];
+    if (st == BT_OK && m->n_layers) { /* a stack: what rebuilds it */
+        st = bt_st_set_meta(f, "layers", bt_model_layers_text(m, lt, sizeof lt));
+        snprintf(lt, sizeof lt, "%.17g", m->dropout);
+        if (st == BT_OK && m->dropout > 0)
+            st = bt_st_set_meta(f, "dropout", lt);
+        if (st == BT_OK && m->dropout > 0)
+            st = bt_st_set_meta(f, "variational", m->variational ? "1" : "0");
+    }
     const char *ikeys[] = {"B", "T", "input_size", "hidden", "output_size", "seed"};
     long long ivals[] = {in->seq.B, in->seq.T, m->dims.input, m->dims.hidden, m->dims.output,
                          (long long)opt->seed};

@@ -39,6 +39,13 @@ BT_API bt_status bt_grad_input_new(const bt_cell_def *cell, bt_st_file *f, bt_gr
 /* bt_st_read, then bt_grad_input_new. */
 BT_API bt_status bt_grad_input_read(const bt_cell_def *cell, const char *path,
                                     bt_grad_input **out, char *err, size_t errlen);
+/* A stack's P (models/stack.h): layers given as "C:H,C:H" (widths
+ * required), every parameter by its prefixed name (l1.W_x ... out.W_hq,
+ * out.b_q), initial states l1.h0, l2.c0, ...; the input size is read from
+ * layer 1's parameters, the output size from out.b_q. Takes f. */
+BT_API bt_status bt_grad_input_new_stack(const bt_registry *reg, const char *layers,
+                                         double dropout, bool variational, bt_st_file *f,
+                                         bt_grad_input **out, char *err, size_t errlen);
 BT_API void bt_grad_input_free(bt_grad_input *in);
 /* P's tensors that nothing reads (most likely misspelt names), up to max of
  * them into names (pointers into P); returns how many there are. */

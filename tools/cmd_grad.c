@@ -5,6 +5,7 @@
  * (io/gradfile.h, docs/grad-files.md); this command names them and prints. */
 #include "cli_cell.h"
 #include "gradfile.h"
+#include "stack.h"
 
 static const char *const CMD = "grad";
 
@@ -16,6 +17,12 @@ static const cli_option options[] = {
     {"estimator", "NAME[,OPTS]", "estimate the gradients online instead of backpropagating "
                                  "through time: rtrl (exact), uoro[,seed=S] (unbiased); see "
                                  "docs/estimators.md"},
+    {"layers", "C:H,...", "a stack (docs/stacks.md): a cell and width per layer (lstm:4,lstm:3), "
+                          "or N layers of --cell at --hidden; P names its parameters l1.W_x ... "
+                          "out.W_hq, out.b_q and its states l1.h0, l2.c0"},
+    {"hidden", "H", "the width of every layer with --layers N"},
+    {"dropout", "P", "a stack's dropout, its masks drawn from --seed"},
+    {"variational", NULL, "one dropout mask per sequence"},
     {"seed", "S", "the policy's or the estimator's draws (default 1)"},
     CLI_CHECKPOINT_OPTIONS,
     CLI_PLUGIN_OPTION,
@@ -39,8 +46,10 @@ const cli_command cmd_grad_spec = {
 };
 
 typedef struct grad_opts {
-    const char *cell, *params, *out, *truncation, *estimator;
-    long seed;
+    const char *cell, *params, *out, *truncation, *estimator, *layers;
+    long seed, hidden;
+    double dropout;
+    bool variational;
     int checkpoint_every;
     double budget_mb;
 } grad_opts;
@@ -53,7 +62,11 @@ static bool read_options(cli_args *a, void *vo)
     o->out = cli_get(a, "out");
     o->truncation = cli_get(a, "truncation");
     o->estimator = cli_get(a, "estimator");
+    o->layers = cli_get(a, "layers");
+    o->variational = cli_flag(a, "variational");
     return cli_int(a, "seed", 1, 0, 0x7fffffffffffffffL, &o->seed) &&
+           cli_int(a, "hidden", 0, 0, 1 << 16, &o->hidden) &&
+           cli_double(a, "dropout", 0, 0, 0.99, &o->dropout) &&
            cli_checkpoint(a, &o->checkpoint_every, &o->budget_mb);
 }
 
@@ -74,7 +87,9 @@ static int grad_files(const bt_registry *reg, const bt_cell_def *cell, const gra
     int rc = 1;
     if (bt_st_read(o->params, &f, err, sizeof err) != BT_OK)
         cli_fail(CMD, "--params %s: %s", o->params, err);
-    else if (bt_grad_input_new(cell, f, &in, err, sizeof err) != BT_OK)
+    else if ((o->layers ? bt_grad_input_new_stack(reg, o->layers, o->dropout, o->variational, f,
+                                                  &in, err, sizeof err)
+                        : bt_grad_input_new(cell, f, &in, err, sizeof err)) != BT_OK)
         cli_fail(CMD, "%s", err);
     else {
         const char *unused[64];
@@ -99,9 +114,40 @@ static int grad_files(const bt_registry *reg, const bt_cell_def *cell, const gra
     return rc;
 }
 
+/* The cell (a stack's layer 1, with o->layers made canonical in buf, "C:H"
+ * for every layer); NULL after a message, *rc the exit status. */
+static const bt_cell_def *stack_spec(const bt_registry *reg, grad_opts *o, char *buf, size_t len,
+                                     int *rc)
+{
+    char cell[BT_NAME_LEN] = "", err[512];
+    int H = (int)o->hidden;
+    *rc = 2;
+    if (!o->layers) {
+        if (o->hidden || o->dropout > 0 || o->variational)
+            return cli_usage(CMD, "--%s describes a stack: give --layers too (P's sizes give "
+                             "a single cell's)", o->hidden ? "hidden" : o->dropout > 0 ?
+                             "dropout" : "variational"), NULL;
+        *rc = 1;
+        return cli_cell_find(reg, o->cell, CMD);
+    }
+    snprintf(buf, len, "%s", o->layers);
+    snprintf(cell, sizeof cell, "%s", o->cell ? o->cell : "");
+    if (bt_layers_canonical(buf, len, cell, sizeof cell, &H, err, sizeof err) != BT_OK)
+        return cli_usage(CMD, "%s", err), NULL;
+    if (H < 1 || (o->variational && !(o->dropout > 0)))
+        return cli_usage(CMD, "%s", H < 1 ? "--layers: give every layer's width (C:H,C:H) or "
+                         "--hidden H" : "--variational needs --dropout P (P > 0)"), NULL;
+    if (!buf[0]) /* one layer: a stack only with dropout */
+        snprintf(buf, len, "%s:%d", cell, H);
+    o->layers = buf;
+    *rc = 1;
+    return cli_cell_find(reg, cell, CMD);
+}
+
 int cmd_grad(int argc, char **argv)
 {
     grad_opts o = {0}; /* cli_checkpoint leaves checkpoint_every alone when --checkpoint is absent */
+    char layers[256];
     bt_registry *reg;
     int rc;
     if (!cli_begin(&cmd_grad_spec, argc, argv, read_options, &o, &reg, &rc))
@@ -116,7 +162,7 @@ int cmd_grad(int argc, char **argv)
         rc = cli_usage(CMD, "--estimator %s replaces backpropagation through time: it takes no "
                        "--%s", o.estimator, o.truncation ? "truncation"
                        : o.checkpoint_every ? "checkpoint" : "memory-budget");
-    else if ((cell = cli_cell_find(reg, o.cell, CMD)) &&
+    else if ((cell = stack_spec(reg, &o, layers, sizeof layers, &rc)) &&
              cli_policy_new(reg, o.truncation ? o.truncation : "full", &pol, CMD))
         rc = grad_files(reg, cell, &o, &pol);
     cli_policy_free(&pol);
