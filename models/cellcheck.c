@@ -121,6 +121,31 @@ static void compare(bt_cellcheck_result *r, const char *name, bt_real *x, size_t
     }
 }
 
+/* Every parameter, then every initial state, against central differences;
+ * returns the count of results. analytic: [P] parameters then the states. */
+static int compare_all(check *c, bt_real *const *h0, const bt_real *analytic, size_t P,
+                       double eps, double rel_floor, bt_cellcheck_result *res, bt_status *st)
+{
+    const bt_model *m = c->m;
+    int n = 0;
+    size_t off = 0;
+    for (int i = 0; i < m->n_params && *st == BT_OK; i++) {
+        bt_tensor *t = m->ptab[i];
+        compare(&res[n++], m->specs[i].name, t->data, t->size, analytic + off, c, eps,
+                rel_floor, st);
+        off += t->size;
+    }
+    off = 0;
+    for (int k = 0; k < m->n_states && *st == BT_OK; k++) {
+        char name[BT_NAME_LEN];
+        bt_model_state_name(m, k, name, sizeof name);
+        size_t len = (size_t)c->seq->B * m->state_width[k];
+        compare(&res[n++], name, h0[k], len, analytic + P + off, c, eps, rel_floor, st);
+        off += len;
+    }
+    return n;
+}
+
 bt_status bt_cell_gradcheck(bt_model *m, const bt_sequence *seq, bt_real *const *h0,
                             const bt_policy_def *policy, void *policy_state, uint64_t seed,
                             const double *xi, double eps, double rel_floor,
@@ -178,22 +203,7 @@ bt_status bt_cell_gradcheck(bt_model *m, const bt_sequence *seq, bt_real *const 
         snprintf(err, errlen, "cell gradcheck: %s", bt_graph_error(c.g));
         goto done;
     }
-    int n = 0;
-    off = 0;
-    for (int i = 0; i < m->n_params && st == BT_OK; i++) {
-        bt_tensor *t = m->ptab[i];
-        compare(&res[n++], m->specs[i].name, t->data, t->size, analytic + off, &c, eps,
-                rel_floor, &st);
-        off += t->size;
-    }
-    off = 0;
-    for (int k = 0; k < m->n_states && st == BT_OK; k++) {
-        char name[BT_NAME_LEN];
-        bt_model_state_name(m, k, name, sizeof name);
-        size_t len = (size_t)B * m->state_width[k];
-        compare(&res[n++], name, h0[k], len, analytic + P + off, &c, eps, rel_floor, &st);
-        off += len;
-    }
+    int n = compare_all(&c, h0, analytic, P, eps, rel_floor, res, &st);
     if (st != BT_OK)
         snprintf(err, errlen, "cell gradcheck: %s", bt_graph_error(c.g));
     *n_res = n;

@@ -25,6 +25,7 @@ import tempfile
 import time
 
 BPTT, DOCS, FIXTURES, USER_SO = (os.path.abspath(a) for a in sys.argv[1:5])
+STACK_P = os.path.join(FIXTURES, "stack_lstm_params.safetensors")  # lstm:3,lstm:3
 failures = []
 
 
@@ -93,6 +94,8 @@ def configs(tmp, text, ckpt, in_the_way, double):
         "seed": "7", "sampling": "random", "max-tokens": "250", "val-fraction": "0.2",
         "checkpoint": "sqrt", "memory-budget": "10", "metrics": p("m.csv"),
         "plugin": USER_SO, "quiet": None, "threads": "1",
+        "layers": "gru:3,lstm:2", "dropout": "0.2",
+        "variational": {"value": None, "add": [("dropout", "0.3")]},
     }
     return {
         "train": (lm_base, dict(lm_values, **{
@@ -115,12 +118,22 @@ def configs(tmp, text, ckpt, in_the_way, double):
             "out": p("g2.safetensors"), "truncation": "fixed:2", "seed": "2", "plugin": USER_SO,
             "checkpoint": "2", "memory-budget": "10", "threads": "1",
             "estimator": "uoro,seed=3",
+            "layers": {"value": "lstm:3,lstm:3", "drop": ["cell", "params"],
+                       "add": [("params", STACK_P)]},
+            "hidden": {"value": "3", "drop": ["params"],
+                       "add": [("params", STACK_P), ("layers", "2"), ("cell", "lstm")]},
+            "dropout": {"value": "0.2", "drop": ["params"],
+                        "add": [("params", STACK_P), ("layers", "lstm:3,lstm:3")]},
+            "variational": {"value": None, "drop": ["params"],
+                            "add": [("params", STACK_P), ("layers", "lstm:3,lstm:3"),
+                                    ("dropout", "0.2")]},
         }),
         "gradcheck": ([("cell", "rnn_tanh"), ("steps", "3"), ("hidden", "3"), ("vocab", "4")], {
             "cell": "lstm", "plugin": USER_SO, "steps": "4", "batch": "1", "hidden": "2",
             "vocab": "3", "output": "2", "truncation": "fixed:2", "seed": "5",
             "eps": "1e-5" if double else "3e-3", "tolerance": "1e-5" if double else "5e-2",
-            "threads": "1",
+            "threads": "1", "layers": "gru:3,lstm:2", "dropout": "0.3",
+            "variational": {"value": None, "add": [("dropout", "0.3")]},
         }),
         "analyze": ([("cell", "rnn_tanh"), ("hidden", "4"), ("lags", "3"), ("batch", "2")], {
             "model": {"value": ckpt, "drop": ["cell", "hidden"]},

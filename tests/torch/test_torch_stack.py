@@ -14,7 +14,7 @@ and the initial states l<k>.h0 = h0[k-1] (l<k>.c0 = c0[k-1]).
 Loss: the mean over steps of the mean over rows of the cross-entropy of
 one-hot inputs' next token, as bptt grad (docs/grad-files.md).
 
-usage: test_torch_stack.py BPTT
+usage: test_torch_stack.py BPTT   |   test_torch_stack.py --fixture PATH
 Error per tensor: max |bptt - torch| / max |torch|; double build 1e-9, float
 build 1e-4 (every input is a float32 number, so both builds read the same P).
 Exit 0 when all agree, 1 otherwise, 77 without torch."""
@@ -144,7 +144,51 @@ def rel_err(a, b):
     return d / s if s > 0 else d
 
 
+def same_with_checkpoints(bptt, tmp, P, cell, H):
+    """With dropout (no torch counterpart: its masks are bptt's), checkpointed
+    windows recompute each stretch with the same masks: --checkpoint 2 gives
+    the gradients of the plain windows. Returns the number of failures."""
+    pfile = os.path.join(tmp, "Pd.st")
+    st_write(pfile, P)
+    G = []
+    for extra in ([], ["--checkpoint", "2"]):
+        gfile = os.path.join(tmp, f"Gd{len(G)}.st")
+        cmd = [bptt, "grad", "--layers", f"{cell}:{H},{cell}:{H}", "--dropout", "0.4",
+               "--truncation", "tbptt:2,5", "--seed", "7", "--params", pfile, "--out",
+               gfile] + extra
+        p = subprocess.run(cmd, capture_output=True, text=True)
+        if p.returncode != 0:
+            print(f"FAIL {' '.join(cmd)}\n{p.stderr}{p.stdout}")
+            return 1
+        G.append(st_read(gfile)[0])
+    tol = 1e-12 if st_read(gfile)[1].get("precision") == "double" else 1e-5
+    errs = {n: rel_err(G[1][n], G[0][n]) for n in G[0]}
+    worst = max(errs.values())
+    print(f"{'ok  ' if worst <= tol else 'FAIL'} {cell} dropout 0.4 tbptt:2,5: --checkpoint 2 "
+          f"= plain windows, largest relative difference {worst:.3g}")
+    return 0 if worst <= tol else 1
+
+
+def write_fixture(path):
+    """tests/fixtures/stack_lstm_params.safetensors: P of a stack lstm:3,lstm:3
+    (V = 4, B = 2, T = 5) for the option table test (numpy only, fixed seed)."""
+    rng = np.random.default_rng(15)
+    P = {}
+    for k, d in ((1, 4), (2, 3)):
+        P[f"l{k}.W_x"] = f32(rng.normal(0, 0.5, (d, 12)))
+        P[f"l{k}.W_h"] = f32(rng.normal(0, 0.5, (3, 12)))
+        P[f"l{k}.b"] = f32(rng.normal(0, 0.5, 12))
+    P["out.W_hq"] = f32(rng.normal(0, 0.5, (3, 4)))
+    P["out.b_q"] = f32(rng.normal(0, 0.5, 4))
+    P["X"] = rng.integers(0, 4, (2, 5)).astype(np.int32)
+    P["Y"] = rng.integers(0, 4, (2, 5)).astype(np.int32)
+    st_write(path, P)
+
+
 def main():
+    if sys.argv[1] == "--fixture":
+        write_fixture(sys.argv[2])
+        return 0
     bptt = sys.argv[1]
     rng = np.random.default_rng(20261201)
     precision = None
@@ -168,6 +212,7 @@ def main():
                 if kind == "lstm":
                     P[f"l{k}.c0"] = c0[k - 1]
             cell = MODULES[kind][0]
+            failures += same_with_checkpoints(bptt, tmp, P, cell, H)
             for policy in ["full", "fixed:3", "xi"]:
                 Pp = dict(P, xi=xi) if policy == "xi" else P
                 pfile, gfile = os.path.join(tmp, "P.st"), os.path.join(tmp, "G.st")
