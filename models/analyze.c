@@ -152,6 +152,12 @@ static bt_real *state_copy(const bt_model *m, int B, bt_real *const *h0, bt_real
 bt_status bt_grad_vs_lag(bt_model *m, const bt_sequence *seq, bt_real *const *h0, int K,
                          double *norm, char *err, size_t errlen)
 {
+    return bt_grad_vs_lag_state(m, seq, h0, K, 0, norm, err, errlen);
+}
+
+bt_status bt_grad_vs_lag_state(bt_model *m, const bt_sequence *seq, bt_real *const *h0, int K,
+                               int state, double *norm, char *err, size_t errlen)
+{
     int L = K + 1;
     if (K < 0 || seq->T < L) {
         snprintf(err, errlen, "analyze: %d lags need %d steps; the sequence has %d", K, L, seq->T);
@@ -172,7 +178,8 @@ bt_status bt_grad_vs_lag(bt_model *m, const bt_sequence *seq, bt_real *const *h0
         goto done;
     for (int t = 0; t < L; t++)
         xi[t] = 1; /* full BPTT: no cut anywhere */
-    bt_unroll_opts opts = {.xi = xi, .accumulate = true, .want_dh_norms = true};
+    bt_unroll_opts opts = {.xi = xi, .accumulate = true, .want_dh_norms = true,
+                           .dh_state = state};
     bt_unroll_result res;
     bt_params_zero_grad(m->params);
     st = bt_unroll_run(u, &sub, sp, &opts, NULL, NULL, dh, &res, err, errlen);
@@ -496,7 +503,43 @@ void bt_analysis_free(bt_analysis *a)
     bt_free(a->eig_im);
     bt_free(a->power_tan);
     bt_free(a->power_pred);
+    bt_free(a->layer_grad_norm);
     memset(a, 0, sizeof *a);
+}
+
+/* A stack: gradient norm against lag at the h of every layer. */
+static bt_status layer_norms(bt_model *m, const bt_sequence *seq, bt_real *const *h0, int K,
+                             bt_analysis *a, char *err, size_t errlen)
+{
+    if (!m->n_layers)
+        return BT_OK;
+    a->layer_grad_norm = bt_calloc((size_t)m->n_layers * ((size_t)K + 1), sizeof(double));
+    if (!a->layer_grad_norm)
+        return bt_error(err, errlen, BT_ERR_NOMEM, "analyze: out of memory");
+    a->n_layers = m->n_layers;
+    for (int l = 0; l < m->n_layers; l++) {
+        double *norm = a->layer_grad_norm + (size_t)l * ((size_t)K + 1);
+        bt_status st = bt_grad_vs_lag_state(m, seq, h0, K, m->layer_state0[l], norm, err, errlen);
+        if (st != BT_OK)
+            return st;
+        a->layer_rate[l] = bt_geometric_rate(norm, K + 1);
+    }
+    return BT_OK;
+}
+
+/* The figures against lag: gradient norms (every layer's for a stack), the
+ * Jacobian norms, and their fitted rates. */
+static bt_status lag_figures(bt_model *m, const bt_sequence *seq, bt_real *const *h0, int K,
+                             bt_analysis *a, char *err, size_t errlen)
+{
+    bt_status st = bt_grad_vs_lag(m, seq, h0, K, a->grad_norm, err, errlen);
+    if (st == BT_OK)
+        st = jacobian_norms(m, seq, h0, K, a->jac_norm, err, errlen);
+    if (st != BT_OK)
+        return st;
+    bt_geometric_fit(a->grad_norm, K + 1, &a->grad_scale, &a->grad_rate);
+    a->jac_rate = bt_geometric_rate(a->jac_norm, K + 1);
+    return layer_norms(m, seq, h0, K, a, err, errlen);
 }
 
 bt_status bt_analysis_run(bt_model *m, const bt_sequence *seq, bt_real *const *h0, int K,
@@ -511,15 +554,11 @@ bt_status bt_analysis_run(bt_model *m, const bt_sequence *seq, bt_real *const *h
         bt_analysis_free(a);
         return BT_ERR_NOMEM;
     }
-    bt_status st = bt_grad_vs_lag(m, seq, h0, K, a->grad_norm, err, errlen);
-    if (st == BT_OK)
-        st = jacobian_norms(m, seq, h0, K, a->jac_norm, err, errlen);
+    bt_status st = lag_figures(m, seq, h0, K, a, err, errlen);
     if (st != BT_OK) {
         bt_analysis_free(a);
         return st;
     }
-    bt_geometric_fit(a->grad_norm, K + 1, &a->grad_scale, &a->grad_rate);
-    a->jac_rate = bt_geometric_rate(a->jac_norm, K + 1);
 
     const bt_tensor *W = NULL;
     for (int i = 0; i < m->n_params && !W; i++)

@@ -29,6 +29,12 @@ typedef struct bt_analysis {
      * positive norms: grad_norm[k] ~ grad_scale * grad_rate^k. */
     double grad_rate, grad_scale;
     double jac_rate;    /* the same for jac_norm */
+    /* A stack (stack.h): the same ||dL_T/dh^l_{T-k}|| for the h of every layer
+     * l (layer 1's is grad_norm), and each one's fitted rate; 0 and NULL for
+     * the classic model. */
+    int n_layers;
+    double *layer_grad_norm; /* [n_layers][K+1] */
+    double layer_rate[BT_MAX_LAYERS];
 
     /* The first square recurrent parameter (W_hh); n 0 when the cell has none. */
     char matrix[BT_NAME_LEN];
@@ -65,6 +71,9 @@ BT_API void bt_analysis_free(bt_analysis *a);
 /* ||dL_T/dh_{T-k}|| alone, k = 0..K (norm[K+1]), as in bt_analysis. */
 BT_API bt_status bt_grad_vs_lag(bt_model *m, const bt_sequence *seq, bt_real *const *h0, int K,
                                 double *norm, char *err, size_t errlen);
+/* The same for state `state` of m (a stack's layer l: m->layer_state0[l]). */
+BT_API bt_status bt_grad_vs_lag_state(bt_model *m, const bt_sequence *seq, bt_real *const *h0,
+                                      int K, int state, double *norm, char *err, size_t errlen);
 
 /* Power iteration on a symmetric n x n matrix M (row-major): tan_angle[k] for
  * k = 0..K as above, pred[k] = tan_angle[0] |l2/l1|^k, l1/l2 (may be NULL)

@@ -34,7 +34,17 @@ struct bt_unroller {
     bt_real *dh0_flat;  /* [state_len] gradient of the initial state */
     double bytes_per_step; /* largest measured arena bytes per step of a stretch */
     bool want_dh0;         /* this run accumulates dL/dh0 (accumulate mode, asked, a buffer) */
+    int dh_state;          /* the state whose gradient norms this run reports */
 };
+
+/* The widest state: the per-step gradient buffer fits any of them. */
+static int max_width(const bt_model *m)
+{
+    int w = 0;
+    for (int k = 0; k < m->n_states; k++)
+        w = m->state_width[k] > w ? m->state_width[k] : w;
+    return w;
+}
 
 bt_status bt_unroller_new(bt_model *m, int B, int max_T, bt_unroller **out, char *err,
                           size_t errlen)
@@ -113,7 +123,7 @@ static bt_status reserve(bt_unroller *u, int T, int ring_n, bool dh)
         u->ring_n = ring_n;
     }
     if (dh && !u->dh) {
-        u->dh = bt_calloc((size_t)u->cap_T * (size_t)u->B * (size_t)u->m->state_width[0],
+        u->dh = bt_calloc((size_t)u->cap_T * (size_t)u->B * (size_t)max_width(u->m),
                           sizeof(bt_real));
         if (!u->dh)
             return BT_ERR_NOMEM;
@@ -264,9 +274,9 @@ static bt_status segment_forward(bt_unroller *u, const bt_sequence *seq, const s
                 l = bt_scale(g, l, lw);
             *total = *total ? bt_add(g, *total, l) : l;
         }
-        u->h_of[s] = next[0];
-        if (u->dh && opts->want_dh_norms && next[0])
-            next[0]->retain_grad = true; /* read after backward */
+        u->h_of[s] = next[u->dh_state];
+        if (u->dh && opts->want_dh_norms && next[u->dh_state])
+            next[u->dh_state]->retain_grad = true; /* read after backward */
         if (sg->store_states)
             store_state(u, s, next);
         memcpy(state, next, sizeof next);
@@ -312,7 +322,7 @@ static void segment_collect(bt_unroller *u, const segment *sg, const bt_unroll_o
         }
     }
     if (u->dh && opts->want_dh_norms) {
-        size_t w = (size_t)u->B * (size_t)u->m->state_width[0];
+        size_t w = (size_t)u->B * (size_t)u->m->state_width[u->dh_state];
         for (long s = sg->a; s <= sg->b; s++)
             if (u->h_of[s] && u->h_of[s]->grad)
                 for (size_t i = 0; i < w; i++)
@@ -515,7 +525,7 @@ static bt_status begin_run(bt_unroller *u, const bt_sequence *seq, bt_real *cons
         return bt_error(err, errlen, BT_ERR_NOMEM, "unroll: out of memory for %d steps", seq->T);
     memset(u->dh0_flat, 0, sizeof(bt_real) * u->state_len);
     if (want_dh)
-        memset(u->dh, 0, sizeof(bt_real) * (size_t)seq->T * (size_t)u->B * (size_t)u->m->state_width[0]);
+        memset(u->dh, 0, sizeof(bt_real) * (size_t)seq->T * (size_t)u->B * (size_t)max_width(u->m));
     bt_real *r0 = ring_at(u, 0);
     for (int k = 0; k < u->m->n_states; k++) {
         size_t len = (size_t)u->B * (size_t)u->m->state_width[k];
@@ -619,7 +629,7 @@ static void finish_run(bt_unroller *u, int T, bt_real *const *state, bt_real *co
         d += len;
         rT += len;
     }
-    size_t w = (size_t)u->B * (size_t)u->m->state_width[0];
+    size_t w = (size_t)u->B * (size_t)u->m->state_width[u->dh_state];
     for (int s = 0; want_dh && s < T; s++) {
         double n2 = 0;
         for (size_t i = 0; i < w; i++)
@@ -676,6 +686,10 @@ bt_status bt_unroll_run(bt_unroller *u, const bt_sequence *seq, bt_real *const *
 {
     /* A stack's dropout acts for this run only, its masks from the sequence's
      * seed: every window that rebuilds a step draws that step's mask again. */
+    if (opts->dh_state < 0 || opts->dh_state >= u->m->n_states)
+        return bt_error(err, errlen, BT_ERR_ARG, "unroll: dh_state %d is not one of the model's "
+                        "%d states", opts->dh_state, u->m->n_states);
+    u->dh_state = opts->dh_state;
     u->m->dropout_on = opts->dropout && u->m->dropout > 0;
     u->m->dropout_seed = bt_dropout_sequence_seed(opts->policy_seed);
     bt_status st = unroll_run(u, seq, state, opts, xi_used, dh0, dh_norms, res, err, errlen);

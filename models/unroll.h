@@ -35,6 +35,8 @@ typedef struct bt_unroll_opts {
     bool accumulate;
     bool want_dh0;           /* gradient of the initial state (accumulate mode) */
     bool want_dh_norms;      /* ||dL/dh_t|| per step (accumulate mode) */
+    int dh_state;            /* ... of this state (0: the first; a stack's layer l: its
+                                layer_state0[l]) */
     /* Exact BPTT in bounded memory: > 0 keeps one state every this many steps
      * of a window and recomputes the stretches between them during backward;
      * -1 picks sqrt(window length); 0 keeps the whole window's graph. */

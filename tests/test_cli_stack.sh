@@ -79,6 +79,32 @@ run "gradcheck: stack with variational dropout" 0 "PASS" -- \
 run "gradcheck: real-valued stack" 0 "PASS" -- \
     "$BPTT" gradcheck --layers linear:4,linear:3 --vocab 3 --output 2
 
+# ---- a model file: the same run as the options, recorded in the checkpoint ----
+printf '{"layers": [{"cell": "gru", "hidden": 12}, {"cell": "lstm", "hidden": 10}],\n "dropout": 0.3}\n' >m.json
+run "model file: train 4 epochs" 0 "layers gru:12,lstm:10, dropout 0.3" -- \
+    "$BPTT" train $SMALL --model-file m.json --epochs 4 --save mf.st
+run "model file = options, bit for bit" 0 "" -- \
+    "$ST_COMPARE" mf.st c.st --atol 0 --rtol 0 --skip history
+run "model file: resume needs nothing else" 0 "epoch 5/5" -- \
+    "$BPTT" train --resume mf.st --epochs 5
+run "model file: resume with the file" 0 "epoch 5/5" -- \
+    "$BPTT" train --resume mf.st --model-file m.json --epochs 5
+printf '{"cell": "lstm", "hidden": 3, "layers": 2, "dropout": 0.2, "init": "orthogonal"}\n' >s.json
+run "model file: gradcheck" 0 "PASS" -- "$BPTT" gradcheck --model-file s.json --truncation fixed:2
+run "model file: analyze per layer" 0 "layer 2" -- "$BPTT" analyze --model-file s.json --lags 4
+run "analyze --json per layer" 0 '"layers":\[{"layer":1' -- \
+    "$BPTT" analyze --layers rnn_tanh:4,gru:3 --lags 3 --json
+printf '{"cell": "lstm", "hidden": 3, "dropuot": 0.2}\n' >bad.json
+run "model file: unknown key" 2 'unknown key "dropuot"' -- \
+    "$BPTT" train $SMALL --model-file bad.json --epochs 1
+printf '{"layers": [{"cell": "lstm"}]}\n' >nowidth.json
+run "model file: no width" 2 "hidden. width" -- "$BPTT" train $SMALL --model-file nowidth.json --epochs 1
+printf '{"cell": "lstm", "hidden": 3,' >cut.json
+run "model file: not JSON" 2 "not JSON" -- "$BPTT" train $SMALL --model-file cut.json --epochs 1
+run "model file beside --hidden" 2 "drop --hidden" -- \
+    "$BPTT" train $SMALL --model-file s.json --hidden 4 --epochs 1
+run "model file missing" 2 "cannot open" -- "$BPTT" train $SMALL --model-file none.json --epochs 1
+
 # ---- bad input ----
 run "layers: unknown cell" 2 "unknown cell 'nosuch'" -- \
     "$BPTT" gradcheck --layers nosuch:3,lstm:3

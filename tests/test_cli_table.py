@@ -26,6 +26,7 @@ import time
 
 BPTT, DOCS, FIXTURES, USER_SO = (os.path.abspath(a) for a in sys.argv[1:5])
 STACK_P = os.path.join(FIXTURES, "stack_lstm_params.safetensors")  # lstm:3,lstm:3
+MODEL_FILE = os.path.join(FIXTURES, "stack_lstm.json")  # the model file of STACK_P
 failures = []
 
 
@@ -96,6 +97,7 @@ def configs(tmp, text, ckpt, in_the_way, double):
         "plugin": USER_SO, "quiet": None, "threads": "1",
         "layers": "gru:3,lstm:2", "dropout": "0.2",
         "variational": {"value": None, "add": [("dropout", "0.3")]},
+        "model-file": {"value": MODEL_FILE, "drop": ["hidden"]},
     }
     return {
         "train": (lm_base, dict(lm_values, **{
@@ -127,6 +129,8 @@ def configs(tmp, text, ckpt, in_the_way, double):
             "variational": {"value": None, "drop": ["params"],
                             "add": [("params", STACK_P), ("layers", "lstm:3,lstm:3"),
                                     ("dropout", "0.2")]},
+            "model-file": {"value": MODEL_FILE, "drop": ["cell", "params"],
+                           "add": [("params", STACK_P)]},
         }),
         "gradcheck": ([("cell", "rnn_tanh"), ("steps", "3"), ("hidden", "3"), ("vocab", "4")], {
             "cell": "lstm", "plugin": USER_SO, "steps": "4", "batch": "1", "hidden": "2",
@@ -134,12 +138,15 @@ def configs(tmp, text, ckpt, in_the_way, double):
             "eps": "1e-5" if double else "3e-3", "tolerance": "1e-5" if double else "5e-2",
             "threads": "1", "layers": "gru:3,lstm:2", "dropout": "0.3",
             "variational": {"value": None, "add": [("dropout", "0.3")]},
+            "model-file": {"value": MODEL_FILE, "drop": ["cell", "hidden"]},
         }),
         "analyze": ([("cell", "rnn_tanh"), ("hidden", "4"), ("lags", "3"), ("batch", "2")], {
             "model": {"value": ckpt, "drop": ["cell", "hidden"]},
             "cell": "linear", "hidden": "5", "init": "orthogonal", "input": "6", "output": "5",
             "data": text, "task": "copy:6,2", "lags": "2", "batch": "1", "seed": "3",
             "json": None, "plot": p("a.svg"), "plugin": USER_SO, "threads": "1",
+            "layers": "rnn_tanh:3,gru:2",
+            "model-file": {"value": MODEL_FILE, "drop": ["cell", "hidden"]},
         }),
         "demo": ([("out", in_the_way)], {"out": in_the_way, "plugin": USER_SO, "threads": "1"},
                  (1, "cannot create --out")),

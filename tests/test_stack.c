@@ -6,10 +6,13 @@
  * - xi reaches every layer: a detach at step s stops every layer's gradient;
  * - dropout: the mask's keep rate and scale, off outside training, one mask
  *   per sequence when variational;
- * - refusals: a cell that cannot be a layer, too many layers, bad specs. */
+ * - refusals: a cell that cannot be a layer, too many layers, bad specs;
+ * - the analysis shows each layer's gradient against lag (closed form for a
+ *   linear stack's top layer). */
 #include <stdio.h>
 #include <string.h>
 
+#include "analyze.h"
 #include "cellcheck.h"
 #include "check.h"
 #include "stack.h"
@@ -329,5 +332,68 @@ Test(stack, refusals)
     /* 8 LSTM layers: 16 states, the most a model holds */
     cr_expect_eq(bt_model_new_stack(d, BT_MAX_LAYERS, 5, 5, 0, false, &m, err, sizeof err), BT_OK,
                  "%s", err);
+    bt_model_free(m);
+}
+
+/* bptt analyze per layer: in a stack of linear cells, the top layer's state
+ * gradient k steps back is g W_hh2^k (row vectors: h2_t = ... + h2_{t-1}
+ * W_hh2^T), g its gradient at lag 0. The analysis must give those norms, and
+ * layer 1's column must be the single-layer figure (grad_norm). */
+Test(stack, analysis_shows_each_layers_gradient_against_lag)
+{
+    fixture f;
+    make_fixture(&f, "linear:4,linear:3", 0, false, 21);
+    bt_model *m = f.m;
+    enum { K = 4 };
+    bt_analysis an;
+    char err[512] = "";
+    cr_assert_eq(bt_analysis_run(m, &f.seq, NULL, K, 0, 1, &an, err, sizeof err), BT_OK, "%s", err);
+    cr_assert_eq(an.n_layers, 2);
+    for (int k = 0; k <= K; k++)
+        cr_expect_eq(an.layer_grad_norm[k], an.grad_norm[k]);
+    const bt_tensor *W = m->ptab[m->layer_param0[1] + 1]; /* l2.W_hh [3,3] */
+    cr_assert_str_eq(m->specs[m->layer_param0[1] + 1].name, "l2.W_hh");
+    /* g = dL/dh2_T: the loss is the last step's MSE 0.5 ||h2 Wo + b - y||^2 / B,
+     * so g = (o - y) Wo^T / B with o from a forward pass. */
+    bt_graph *g = bt_graph_new();
+    bt_tensor *st[BT_MAX_STATES], *next[BT_MAX_STATES], *o = NULL;
+    bt_real zeros[BT_MAX_STATES][B * 16] = {{0}};
+    for (int k = 0; k < m->n_states; k++)
+        st[k] = bt_graph_input(g, 2, (int[]){B, m->state_width[k]}, zeros[k]);
+    for (long s = 0; s <= K; s++) {
+        bt_step_input in = {.batch = B, .x = bt_graph_tensor2(g, B, V)};
+        for (int b = 0; b < B; b++)
+            memcpy(in.x->data + b * V, f.x + ((size_t)b * T + s) * V, sizeof(bt_real) * V);
+        o = bt_model_step_at(g, m, &in, s, st, next);
+        cr_assert_not_null(o, "%s", bt_graph_error(g));
+        memcpy(st, next, sizeof st);
+    }
+    const bt_tensor *Wo = m->ptab[m->n_params - 2]; /* out.W_hq [3,2] */
+    double gv[B][3], gk[B][3];
+    for (int b = 0; b < B; b++)
+        for (int i = 0; i < 3; i++) {
+            double acc = 0;
+            for (int q = 0; q < 2; q++)
+                acc += ((double)o->data[b * 2 + q] - (double)f.y[((size_t)b * T + K) * 2 + q]) *
+                       (double)Wo->data[i * 2 + q];
+            gv[b][i] = acc / B;
+        }
+    for (int k = 0; k <= K; k++) {
+        double n2 = 0;
+        for (int b = 0; b < B; b++)
+            for (int i = 0; i < 3; i++)
+                n2 += gv[b][i] * gv[b][i];
+        double want = sqrt(n2), got = an.layer_grad_norm[(K + 1) + k];
+        cr_expect(fabs(got - want) <= 1e-4 * want, "layer 2, lag %d: %g, want %g", k, got, want);
+        for (int b = 0; b < B; b++) /* one more step back: g W_hh2 */
+            for (int j = 0; j < 3; j++) {
+                gk[b][j] = 0;
+                for (int i = 0; i < 3; i++)
+                    gk[b][j] += gv[b][i] * (double)W->data[i * 3 + j];
+            }
+        memcpy(gv, gk, sizeof gv);
+    }
+    bt_graph_free(g);
+    bt_analysis_free(&an);
     bt_model_free(m);
 }

@@ -13,6 +13,31 @@
 /* Lags to show in a table: all up to 20, else about 20 evenly spaced and the last. */
 static int lag_step(int K) { return K <= 20 ? 1 : (K + 19) / 20; }
 
+/* A stack: the gradient norm against lag at every layer's h, side by side. */
+static void print_layers(const bt_analysis *a, FILE *f)
+{
+    if (!a->n_layers)
+        return;
+    fprintf(f, "per layer (a stack): ||dL_T/dh^l_{T-k}|| at the h of each layer l (the rows "
+               "above are layer 1's; the Jacobian and spectrum too):\n  %5s", "lag k");
+    for (int l = 0; l < a->n_layers; l++)
+        fprintf(f, "  %12s%-2d", "layer ", l + 1);
+    fputc('\n', f);
+    int step = lag_step(a->K);
+    for (int k = 0; k <= a->K; k++) {
+        if (k % step != 0 && k != a->K)
+            continue;
+        fprintf(f, "  %5d", k);
+        for (int l = 0; l < a->n_layers; l++)
+            fprintf(f, "  %14.6g", a->layer_grad_norm[(size_t)l * ((size_t)a->K + 1) + (size_t)k]);
+        fputc('\n', f);
+    }
+    fprintf(f, "  %5s", "rate");
+    for (int l = 0; l < a->n_layers; l++)
+        fprintf(f, "  %14.6g", a->layer_rate[l]);
+    fputc('\n', f);
+}
+
 void cli_analysis_print(const bt_analysis *a, FILE *f)
 {
     fprintf(f, "gradient that the loss at the last step sends back k steps (full BPTT;\n"
@@ -31,6 +56,7 @@ void cli_analysis_print(const bt_analysis *a, FILE *f)
         fprintf(f, "  -> %s: a factor of %.3g over %d steps\n",
                 a->grad_rate < 0.999 ? "vanishing" : a->grad_rate > 1.001 ? "exploding" : "neutral",
                 pow(a->grad_rate, a->K), a->K);
+    print_layers(a, f);
     if (a->n == 0) {
         fprintf(f, "no square recurrent matrix in this cell: no eigenvalues\n");
         return;
@@ -100,6 +126,18 @@ json_t *cli_analysis_to_json(const bt_analysis *a)
               put(o, "grad_scale", json_num(a->grad_scale)) && put(o, "jac_rate", json_num(a->jac_rate));
     if (ok && a->n > 0)
         ok = put_spectrum(o, a);
+    if (ok && a->n_layers) { /* a stack: [{"layer": l, "grad_norm": [...], "grad_rate": r}] */
+        json_t *layers = json_array();
+        ok = layers && put(o, "layers", layers);
+        for (int l = 0; ok && l < a->n_layers; l++) {
+            json_t *e = json_object();
+            ok = e && json_array_append_new(layers, e) == 0 &&
+                 put(e, "layer", json_integer(l + 1)) &&
+                 put(e, "grad_norm", json_nums(a->layer_grad_norm + (size_t)l * ((size_t)a->K + 1),
+                                               a->K + 1)) &&
+                 put(e, "grad_rate", json_num(a->layer_rate[l]));
+        }
+    }
     if (!ok)
         json_decref(o);
     return ok ? o : NULL;

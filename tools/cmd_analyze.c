@@ -12,6 +12,8 @@
 #include "checkpoint.h"
 #include "cli_cell.h"
 #include "corpus.h"
+#include "model_file.h"
+#include "stack.h"
 #include "tasks.h"
 
 #define CMD "analyze"
@@ -21,6 +23,10 @@ static const cli_option options[] = {
     {"cell", "C", "rnn_tanh, linear, gru, gru_torch, lstm, influence, or a plugin's cell"},
     {"hidden", "H", "hidden size"},
     {"init", "SPEC", "normal:SIGMA, orthogonal, identity[:SCALE], spectral:RHO"},
+    {"layers", "N|C:H,...", "a stack: N layers of --cell at --hidden, or a cell and width per "
+                            "layer; the gradient norm against lag is shown at every layer's h"},
+    {"model-file", "FILE", "the model (cell or layers, widths, init) from a JSON file "
+                           "(docs/stacks.md); its dropout is not used here"},
     {"input", "N", "input size (vocabulary for token cells; default 16, real 4)"},
     {"output", "N", "output size (default: the input size for token cells, 2 for real)"},
     {"data", "FILE", "a text: rows start at evenly spaced places in it"},
@@ -40,7 +46,7 @@ static const cli_option options[] = {
 const cli_command cmd_analyze_spec = {
     .name = "analyze",
     .summary = "vanishing and exploding gradients: norms against lag, eigenvalues",
-    .usage = "(--model FILE | --cell C --hidden H [--init SPEC]) [options]",
+    .usage = "(--model FILE | --cell C --hidden H [--init SPEC] | --model-file FILE) [options]",
     .about = "How much gradient one loss term sends back in time: the loss sits on the last of\n"
              "K+1 steps alone, full BPTT, and ||dL_T/dh_{T-k}|| is read from the tape for\n"
              "k = 0..K (the norm of the whole [B,H] gradient). Also ||dh_T/dh_{T-k}||_2, the\n"
@@ -121,7 +127,7 @@ static bool text_sequence(const char *path, const bt_checkpoint *ck, int B, int 
 }
 
 typedef struct analyze_opts {
-    const char *model, *cell, *init, *data, *task, *plot;
+    const char *model, *cell, *init, *data, *task, *plot, *layers, *model_file;
     bool json;
     long hidden, lags, batch, seed, input, output;
 } analyze_opts;
@@ -135,6 +141,8 @@ static bool read_options(cli_args *a, void *vo)
     o->data = cli_get(a, "data");
     o->task = cli_get(a, "task");
     o->plot = cli_get(a, "plot");
+    o->layers = cli_get(a, "layers");
+    o->model_file = cli_get(a, "model-file");
     o->json = cli_flag(a, "json");
     return cli_int(a, "hidden", 0, 1, 1 << 16, &o->hidden) &&
            cli_int(a, "lags", 30, 1, 100000, &o->lags) &&
@@ -148,10 +156,17 @@ static bool read_options(cli_args *a, void *vo)
 static int check_options(const analyze_opts *o)
 {
     char err[1024];
-    if (!o->model == !o->cell)
-        return cli_usage(CMD, "give either --model FILE or --cell C --hidden H (see bptt analyze "
-                         "--help)");
-    if (o->cell && o->hidden == 0)
+    if (o->model_file && (o->cell || o->hidden || o->layers || o->init || o->model))
+        return cli_usage(CMD, "--model-file %s sets the model: drop --%s", o->model_file,
+                         o->model ? "model" : o->cell ? "cell" : o->hidden ? "hidden"
+                         : o->layers ? "layers" : "init");
+    bool spec = o->cell || (o->layers && strchr(o->layers, ':'));
+    if (!o->model_file && !o->model == !spec)
+        return cli_usage(CMD, "give either --model FILE, --cell C --hidden H or --model-file "
+                         "FILE (see bptt analyze --help)");
+    if (o->model && o->layers)
+        return cli_usage(CMD, "--model takes its layers from the checkpoint: drop --layers");
+    if (spec && o->hidden == 0 && !(o->layers && strchr(o->layers, ':')))
         return cli_usage(CMD, "--cell %s needs --hidden H", o->cell);
     if (o->model && (o->init || o->hidden))
         return cli_usage(CMD, "--model takes its sizes and weights from the checkpoint: drop "
@@ -204,15 +219,41 @@ static bool task_sequence(probe *p, int B, uint64_t seed)
 }
 
 /* A new model of --cell: sizes from the options, the task or the text. */
+/* The architecture: the model file's, or --cell/--hidden/--layers/--init in
+ * canonical form; false with the message printed. */
+static bool arch_of(const analyze_opts *o, bt_model_file *mf)
+{
+    char err[1024] = "";
+    if (o->model_file) {
+        if (bt_model_file_read(o->model_file, mf, err, sizeof err) != BT_OK)
+            return cli_fail(CMD, "%s", err), false;
+        return true;
+    }
+    memset(mf, 0, sizeof *mf);
+    snprintf(mf->cell, sizeof mf->cell, "%s", o->cell ? o->cell : "");
+    snprintf(mf->layers, sizeof mf->layers, "%s", o->layers ? o->layers : "");
+    snprintf(mf->init, sizeof mf->init, "%s", o->init ? o->init : "");
+    mf->hidden = (int)o->hidden;
+    if (bt_layers_canonical(mf->layers, sizeof mf->layers, mf->cell, sizeof mf->cell, &mf->hidden,
+                            err, sizeof err) != BT_OK)
+        return cli_usage(CMD, "%s", err), false;
+    return true;
+}
+
 static bool cell_model(probe *p, const bt_registry *reg, const analyze_opts *o)
 {
     char err[1024] = "";
-    const bt_cell_def *def = cli_cell_find(reg, o->cell, CMD);
+    bt_model_file mf;
+    if (!arch_of(o, &mf)) {
+        p->usage = !o->model_file;
+        return false;
+    }
+    const bt_cell_def *def = cli_cell_find(reg, mf.cell, CMD);
     if (!def)
         return false;
     bool tokens = def->input == BT_INPUT_TOKENS;
     bool infl = strcmp(def->name, "influence") == 0;
-    bt_cell_dims dims = {tokens ? 16 : infl ? ((int)o->hidden + 1) / 2 : 4, (int)o->hidden,
+    bt_cell_dims dims = {tokens ? 16 : infl ? (mf.hidden + 1) / 2 : 4, mf.hidden,
                          tokens ? 16 : infl ? 1 : 2};
     if (o->input)
         dims.input = (int)o->input;
@@ -223,9 +264,10 @@ static bool cell_model(probe *p, const bt_registry *reg, const analyze_opts *o)
     } else if (o->data) {
         dims.input = dims.output = p->vocab;
     }
-    if (bt_model_new(def, dims, &p->m, err, sizeof err) != BT_OK)
+    if (bt_model_from_arch(reg, mf.layers, mf.cell, mf.hidden, 0, false, dims.input, dims.output,
+                           &p->m, err, sizeof err) != BT_OK)
         return cli_fail(CMD, "%s", err), false;
-    bt_status st = bt_model_init(p->m, o->init, &p->rng, err, sizeof err);
+    bt_status st = bt_model_init(p->m, mf.init, &p->rng, err, sizeof err);
     if (st == BT_ERR_ARG) /* the spec parsed: it does not suit this cell */
         p->usage = true;
     if (st != BT_OK)

@@ -5,6 +5,7 @@
  * (io/gradfile.h, docs/grad-files.md); this command names them and prints. */
 #include "cli_cell.h"
 #include "gradfile.h"
+#include "model_file.h"
 #include "stack.h"
 
 static const char *const CMD = "grad";
@@ -23,6 +24,8 @@ static const cli_option options[] = {
     {"hidden", "H", "the width of every layer with --layers N"},
     {"dropout", "P", "a stack's dropout, its masks drawn from --seed"},
     {"variational", NULL, "one dropout mask per sequence"},
+    {"model-file", "FILE", "the model (cell or layers, widths, dropout) from a JSON file "
+                           "(docs/stacks.md); P holds the parameters"},
     {"seed", "S", "the policy's or the estimator's draws (default 1)"},
     CLI_CHECKPOINT_OPTIONS,
     CLI_PLUGIN_OPTION,
@@ -46,7 +49,7 @@ const cli_command cmd_grad_spec = {
 };
 
 typedef struct grad_opts {
-    const char *cell, *params, *out, *truncation, *estimator, *layers;
+    const char *cell, *params, *out, *truncation, *estimator, *layers, *model_file;
     long seed, hidden;
     double dropout;
     bool variational;
@@ -63,6 +66,7 @@ static bool read_options(cli_args *a, void *vo)
     o->truncation = cli_get(a, "truncation");
     o->estimator = cli_get(a, "estimator");
     o->layers = cli_get(a, "layers");
+    o->model_file = cli_get(a, "model-file");
     o->variational = cli_flag(a, "variational");
     return cli_int(a, "seed", 1, 0, 0x7fffffffffffffffL, &o->seed) &&
            cli_int(a, "hidden", 0, 0, 1 << 16, &o->hidden) &&
@@ -119,9 +123,27 @@ static int grad_files(const bt_registry *reg, const bt_cell_def *cell, const gra
 static const bt_cell_def *stack_spec(const bt_registry *reg, grad_opts *o, char *buf, size_t len,
                                      int *rc)
 {
-    char cell[BT_NAME_LEN] = "", err[512];
+    char cell[BT_NAME_LEN] = "", err[1024];
     int H = (int)o->hidden;
     *rc = 2;
+    static bt_model_file mf; /* o->cell and o->layers point into it */
+    if (o->model_file) {
+        if (o->cell || o->layers || o->hidden || o->dropout > 0 || o->variational)
+            return cli_usage(CMD, "--model-file %s sets the model: drop --cell, --hidden, "
+                             "--layers, --dropout and --variational", o->model_file), NULL;
+        if (bt_model_file_read(o->model_file, &mf, err, sizeof err) != BT_OK)
+            return *rc = 1, cli_fail(CMD, "%s", err), NULL;
+        o->cell = mf.cell;
+        o->dropout = mf.dropout;
+        o->variational = mf.variational;
+        if (mf.layers[0] || mf.dropout > 0) {
+            o->layers = mf.layers[0] ? mf.layers : o->cell;
+            H = mf.hidden;
+        }
+        o->model_file = NULL;
+        o->hidden = H;
+        return stack_spec(reg, o, buf, len, rc);
+    }
     if (!o->layers) {
         if (o->hidden || o->dropout > 0 || o->variational)
             return cli_usage(CMD, "--%s describes a stack: give --layers too (P's sizes give "

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "cli_cell.h"
+#include "model_file.h"
 #include "stack.h"
 
 static const cli_option options[] = {
@@ -18,6 +19,8 @@ static const cli_option options[] = {
                             "layer (gru:4,lstm:3)"},
     {"dropout", "P", "dropout between layers and before the output (its masks fixed by --seed)"},
     {"variational", NULL, "one dropout mask per sequence"},
+    {"model-file", "FILE", "the model (cell or layers, widths, dropout) from a JSON file "
+                           "(docs/stacks.md)"},
     {"truncation", "POLICY", "full (default), fixed:K, random:PI[,seed=S], tbptt:K1,K2..."},
     {"seed", "S", "parameters, batch, initial state and policy draws (default 1)"},
     {"eps", "E", "central-difference step (default 1e-5 double build, 3e-3 float build)"},
@@ -39,7 +42,7 @@ const cli_command cmd_gradcheck_spec = {
 };
 
 typedef struct gc_opts {
-    const char *cell, *truncation, *layers;
+    const char *cell, *truncation, *layers, *model_file;
     long T, B, H, V, Q, seed;
     double dropout;
     bool variational;
@@ -53,7 +56,12 @@ static bool read_options(cli_args *a, void *vo)
     o->cell = cli_get(a, "cell");
     o->truncation = cli_get(a, "truncation");
     o->layers = cli_get(a, "layers");
+    o->model_file = cli_get(a, "model-file");
     o->variational = cli_flag(a, "variational");
+    if (o->model_file && (o->cell || o->layers || o->variational || cli_get(a, "hidden") ||
+                          cli_get(a, "dropout")))
+        return cli_usage("gradcheck", "--model-file %s sets the model: drop --cell, --hidden, "
+                         "--layers, --dropout and --variational", o->model_file), false;
     return cli_double(a, "dropout", 0, 0, 0.99, &o->dropout) &&
            cli_int(a, "steps", 6, 1, 10000, &o->T) && cli_int(a, "batch", 2, 1, 10000, &o->B) &&
            cli_int(a, "hidden", 4, 1, 10000, &o->H) && cli_int(a, "vocab", 5, 1, 100000, &o->V) &&
@@ -70,6 +78,20 @@ static const bt_cell_def *build_model(const bt_registry *reg, gc_opts *o, bt_mod
 {
     char layers[256] = "", cell[BT_NAME_LEN] = "", err[1024] = "";
     int H = (int)o->H;
+    bt_model_file mf;
+    if (o->model_file) { /* its init is not used: the check draws its own parameters */
+        if (bt_model_file_read(o->model_file, &mf, err, sizeof err) != BT_OK) {
+            cli_fail(cmd, "%s", err);
+            return NULL;
+        }
+        o->layers = mf.layers[0] ? mf.layers : NULL;
+        o->cell = mf.cell;
+        o->H = mf.hidden;
+        o->dropout = mf.dropout;
+        o->variational = mf.variational;
+        o->model_file = NULL; /* read: what it says is in o now (mf outlives the call) */
+        return build_model(reg, o, m, cmd);
+    }
     if (o->variational && !(o->dropout > 0)) {
         cli_usage(cmd, "--variational needs --dropout P (P > 0)");
         return NULL;

@@ -7,6 +7,7 @@
 
 #include "generate.h"
 #include "lm_cli.h"
+#include "model_file.h"
 #include "stack.h"
 #include "tasks.h"
 
@@ -22,6 +23,8 @@ const cli_option lm_cli_options[] = {
                             "layer (gru:256,lstm:128); see docs/stacks.md"},
     {"dropout", "P", "dropout on each layer's output in training (makes a stack; default 0)"},
     {"variational", NULL, "one dropout mask per sequence, shared by its steps"},
+    {"model-file", "FILE", "the model (cell or layers, widths, dropout, init) from a JSON file "
+                           "instead of those options; docs/stacks.md"},
     {"batch", "B", "rows per minibatch (default 32)"},
     {"steps", "T", "steps per minibatch (default 35; a task sets its own)"},
     {"epochs", "N", "epochs to train (default 10)"},
@@ -99,10 +102,49 @@ static bool get_text_modes(cli_args *a, bt_lm_given *g)
     return true;
 }
 
+/* --model-file FILE: the model's settings from the file, each marked given
+ * (so a resume checks them); refused beside the options it replaces. */
+static bool arch_from_file(cli_args *a, bt_lm_given *g, const char *path)
+{
+    static const bt_lm_setting set[] = {BT_LM_CELL, BT_LM_HIDDEN, BT_LM_LAYERS, BT_LM_DROPOUT,
+                                        BT_LM_INIT};
+    bt_lm_config *c = &g->cfg;
+    char err[1024];
+    for (size_t i = 0; i < sizeof set / sizeof *set; i++)
+        if (cli_get(a, bt_lm_setting_name(set[i]))) {
+            fprintf(stderr, "bptt: --model-file %s sets the model: drop --%s\n", path,
+                    bt_lm_setting_name(set[i]));
+            return false;
+        }
+    if (cli_flag(a, "variational")) {
+        fprintf(stderr, "bptt: --model-file %s sets the model: drop --variational\n", path);
+        return false;
+    }
+    bt_model_file mf;
+    if (bt_model_file_read(path, &mf, err, sizeof err) != BT_OK) {
+        fprintf(stderr, "bptt: %s\n", err);
+        return false;
+    }
+    snprintf(c->cell, sizeof c->cell, "%s", mf.cell);
+    snprintf(c->layers, sizeof c->layers, "%s", mf.layers);
+    snprintf(c->init, sizeof c->init, "%s", mf.init);
+    c->hidden = mf.hidden;
+    c->dropout = mf.dropout;
+    c->variational = mf.variational;
+    for (size_t i = 0; i < sizeof set / sizeof *set; i++) {
+        g->given[set[i]] = true;
+        g->raw[set[i]] = path;
+    }
+    return true;
+}
+
 bool lm_cli_arch(cli_args *a, bt_lm_given *g)
 {
     bt_lm_config *c = &g->cfg;
     char err[512];
+    const char *file = cli_get(a, "model-file");
+    if (file)
+        return arch_from_file(a, g, file);
     if (!get_str(a, g, BT_LM_LAYERS, c->layers, sizeof c->layers))
         return false;
     note_given(a, g, BT_LM_DROPOUT);
