@@ -5,7 +5,7 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 packages=(meson ninja-build gcc libc6-dev pkg-config python3
           libcriterion-dev uthash-dev libopenblas-dev libjansson-dev clang
-          python3-torch python3-numpy)
+          python3-torch python3-numpy libopenmpi-dev openmpi-bin)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
