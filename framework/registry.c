@@ -52,6 +52,7 @@ typedef struct bt_reg_item {
         bt_cell_def cell;
         bt_policy_def policy;
         bt_optimizer_def optimizer;
+        bt_estimator_def estimator;
     } def;
     bool oom;
     UT_hash_handle hh;
@@ -83,6 +84,7 @@ const char *bt_plugin_kind_name(bt_plugin_kind k)
     case BT_KIND_CELL: return "cell";
     case BT_KIND_POLICY: return "policy";
     case BT_KIND_OPTIMIZER: return "optimizer";
+    case BT_KIND_ESTIMATOR: return "estimator";
     }
     return "unknown";
 }
@@ -184,6 +186,12 @@ const bt_optimizer_def *bt_registry_optimizer(const bt_registry *r, const char *
     return e ? e->def : NULL;
 }
 
+const bt_estimator_def *bt_registry_estimator(const bt_registry *r, const char *name)
+{
+    const bt_registry_entry *e = bt_registry_find(r, BT_KIND_ESTIMATOR, name);
+    return e ? e->def : NULL;
+}
+
 static int bt_reg_item_cmp(const void *a, const void *b)
 {
     const bt_reg_item *x = *(bt_reg_item *const *)a, *y = *(bt_reg_item *const *)b;
@@ -255,18 +263,21 @@ static bt_status bt_registrar_fail(bt_registrar *g, bt_status s, const char *fmt
 #define BT_CELL_DEF_2_0 BT_SIZE_THROUGH(bt_cell_def, step)
 #define BT_POLICY_DEF_2_0 BT_SIZE_THROUGH(bt_policy_def, describe)
 #define BT_OPTIMIZER_DEF_2_0 BT_SIZE_THROUGH(bt_optimizer_def, describe)
+/* Estimators arrived with ABI 2.3: the least is everything up to describe. */
+#define BT_ESTIMATOR_DEF_2_3 BT_SIZE_THROUGH(bt_estimator_def, describe)
 /* A field appended after 2.0, read only when the plugin's def reaches it (an
  * ABI 2.0 plugin's def ends before it: what lies there is not the plugin's). */
 #define BT_FIELD_IF_COVERED(d, type, field) \
     ((d)->size >= BT_SIZE_THROUGH(type, field) ? (d)->field : NULL)
 
-/* What every kind checks before its own fields: a def, a size covering ABI
- * 2.0's fields, a valid name. The name sits at the same offset in every ABI 2
+/* What every kind checks before its own fields: a def, a size covering the
+ * fields of the ABI the kind arrived with (2.0; estimators 2.3), a valid name. The name sits at the same offset in every ABI 2
  * def (the descriptor's major says the plugin has them), so a def with a bad
  * size can still be named. */
 static bt_status bt_registrar_check(bt_registrar *g, bt_plugin_kind kind, const void *def,
                                     size_t size, size_t min, const char *name)
 {
+    int since = kind == BT_KIND_ESTIMATOR ? 3 : 0; /* the ABI minor the kind arrived with */
     const char *what = bt_plugin_kind_name(kind);
     if (!g || !g->reg)
         return BT_ERR_ARG; /* called outside init: nothing to report to */
@@ -283,9 +294,10 @@ static bt_status bt_registrar_check(bt_registrar *g, bt_plugin_kind kind, const 
                                  BT_NAME_LEN - 1);
     if (size < min)
         return bt_registrar_fail(g, BT_ERR_PLUGIN,
-                                 "%s '%s' has a definition of size %zu, smaller than ABI %d.0's %zu "
+                                 "%s '%s' has a definition of size %zu, smaller than ABI %d.%d's %zu "
                                  "bytes: set .size = sizeof(bt_%s_def) and rebuild the plugin "
-                                 "against this bptt", what, name, size, BT_ABI_MAJOR, min, what);
+                                 "against this bptt", what, name, size, BT_ABI_MAJOR, since, min,
+                                 what);
     return BT_OK;
 }
 
@@ -315,8 +327,10 @@ static const char *bt_doc_problem(const char *doc)
  * def opens with size, name, summary (checked below), so one assignment fits all. */
 _Static_assert(offsetof(bt_cell_def, name) == offsetof(bt_policy_def, name) &&
                offsetof(bt_cell_def, name) == offsetof(bt_optimizer_def, name) &&
+               offsetof(bt_cell_def, name) == offsetof(bt_estimator_def, name) &&
                offsetof(bt_cell_def, summary) == offsetof(bt_policy_def, summary) &&
-               offsetof(bt_cell_def, summary) == offsetof(bt_optimizer_def, summary),
+               offsetof(bt_cell_def, summary) == offsetof(bt_optimizer_def, summary) &&
+               offsetof(bt_cell_def, summary) == offsetof(bt_estimator_def, summary),
                "every def opens with size, name, summary");
 
 /* Stages a checked def; `problem` says what is wrong with this kind's own
@@ -434,6 +448,26 @@ static bt_status bt_host_register_optimizer(bt_registrar *g, const bt_optimizer_
     return st;
 }
 
+static bt_status bt_host_register_estimator(bt_registrar *g, const bt_estimator_def *d)
+{
+    bt_registrar_stage_report(g, BT_STAGE_ESTIMATOR);
+    bt_status st = bt_registrar_check(g, BT_KIND_ESTIMATOR, d, d ? d->size : 0,
+                                      BT_ESTIMATOR_DEF_2_3, d ? d->name : NULL);
+    if (st == BT_OK) {
+        const char *problem = !d->create ? BT_MISSING(create) : !d->destroy ? BT_MISSING(destroy)
+                            : !d->buffers ? BT_MISSING(buffers) : !d->begin ? BT_MISSING(begin)
+                            : !d->step ? BT_MISSING(step) : !d->describe ? BT_MISSING(describe)
+                            : bt_summary_problem(d->summary);
+        const char *doc = BT_FIELD_IF_COVERED(d, bt_estimator_def, doc);
+        if (!problem)
+            problem = bt_doc_problem(doc);
+        st = bt_registrar_stage(g, BT_KIND_ESTIMATOR, d->name, d->summary, doc, problem, d,
+                                d->size, sizeof *d);
+    }
+    bt_registrar_stage_report(g, BT_STAGE_INIT);
+    return st;
+}
+
 /* ---- the host table ------------------------------------------------------------- */
 
 static const bt_host bt_host_v2 = {
@@ -472,6 +506,9 @@ static const bt_host bt_host_v2 = {
     .rng_uniform = bt_rng_uniform,
     .rng_normal = bt_rng_normal,
     .rnn_tanh_step = bt_rnn_tanh_step,
+    .jvp = bt_jvp,                     /* ABI 2.2 */
+    .backward_from = bt_backward_from, /* ABI 2.2 */
+    .register_estimator = bt_host_register_estimator, /* ABI 2.3 */
 };
 
 const bt_host *bt_host_table(void) { return &bt_host_v2; }

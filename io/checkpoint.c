@@ -316,7 +316,9 @@ static bt_status read_source(bt_checkpoint *c, const char *tok, const char *smp,
     return BT_OK;
 }
 
-bt_status bt_checkpoint_read(const char *path, bt_checkpoint **out, char *err, size_t errlen)
+/* From the bytes of a file (path) or of a buffer (data, n, named path). */
+static bt_status checkpoint_read(const char *path, const void *data, size_t n, bt_checkpoint **out,
+                                 char *err, size_t errlen)
 {
     *out = NULL;
     bt_checkpoint *c = bt_calloc(1, sizeof *c);
@@ -325,7 +327,8 @@ bt_status bt_checkpoint_read(const char *path, bt_checkpoint **out, char *err, s
     snprintf(c->path, sizeof c->path, "%s", path);
     bt_lm_config_default(&c->cfg);
     char tok[WORD_LEN], smp[WORD_LEN];
-    bt_status st = bt_st_read(path, &c->file, err, errlen);
+    bt_status st = data ? bt_st_read_buffer(data, n, path, &c->file, err, errlen)
+                        : bt_st_read(path, &c->file, err, errlen);
     if (st == BT_OK)
         st = check_kind(c, err, errlen);
     if (st == BT_OK)
@@ -340,9 +343,21 @@ bt_status bt_checkpoint_read(const char *path, bt_checkpoint **out, char *err, s
     return BT_OK;
 }
 
-/* The tensor `name` as bt_real of exactly this shape, into dst. */
-static bt_status load_real(const bt_checkpoint *c, const char *name, int ndim, const int *shape,
-                           bt_real *dst, char *err, size_t errlen)
+bt_status bt_checkpoint_read(const char *path, bt_checkpoint **out, char *err, size_t errlen)
+{
+    return checkpoint_read(path, NULL, 0, out, err, errlen);
+}
+
+bt_status bt_checkpoint_read_buffer(const void *data, size_t n, const char *name,
+                                    bt_checkpoint **out, char *err, size_t errlen)
+{
+    static const char empty[1];
+    return checkpoint_read(name ? name : "(buffer)", data ? data : empty, n, out, err, errlen);
+}
+
+/* Tensor `name` is there, of this build's real type and exactly this shape. */
+static bt_status check_tensor(const bt_checkpoint *c, const char *name, int ndim, const int *shape,
+                              const bt_st_tensor **out, char *err, size_t errlen)
 {
     const bt_st_tensor *t = bt_st_find(c->file, name);
     if (!t)
@@ -368,14 +383,49 @@ static bt_status load_real(const bt_checkpoint *c, const char *name, int ndim, c
         return bt_error(err, errlen, BT_ERR_SHAPE, "checkpoint %s: tensor '%s' has shape %s, the "
                     "model expects %s", c->path, name, got, want);
     }
+    *out = t;
+    return BT_OK;
+}
+
+/* The tensor `name` as bt_real of exactly this shape, into dst. */
+static bt_status load_real(const bt_checkpoint *c, const char *name, int ndim, const int *shape,
+                           bt_real *dst, char *err, size_t errlen)
+{
+    const bt_st_tensor *t = NULL;
+    bt_status st = check_tensor(c, name, ndim, shape, &t, err, errlen);
+    if (st != BT_OK)
+        return st;
     char gerr[256] = "";
-    bt_status st = bt_st_get_real(t, dst, t->count, gerr, sizeof gerr);
+    st = bt_st_get_real(t, dst, t->count, gerr, sizeof gerr);
     if (st != BT_OK)
         return bt_error(err, errlen, st, "checkpoint %s: tensor '%s': %s", c->path, name, gerr);
     for (size_t i = 0; i < t->count; i++)
         if (!isfinite((double)dst[i]))
             return bt_error(err, errlen, BT_ERR_NUMERIC, "checkpoint %s: tensor '%s' holds a "
                         "non-finite value at %zu", c->path, name, i);
+    return BT_OK;
+}
+
+/* The cell's parameters for the stated sizes are all in the file with those
+ * shapes: checked before the model is built, so settings that claim a huge
+ * model cost a message, not the memory (the file's tensors bound it). */
+static bt_status check_param_shapes(const bt_checkpoint *c, const bt_cell_def *cell, char *err,
+                                    size_t errlen)
+{
+    bt_cell_dims dims = {c->input_size, c->cfg.hidden, c->output_size};
+    bt_param_spec specs[BT_MAX_PARAMS];
+    char cerr[256] = "", name[BT_NAME_LEN + 16];
+    int n = cell->params(&dims, specs, BT_MAX_PARAMS, cerr, sizeof cerr);
+    if (n <= 0 || n > BT_MAX_PARAMS)
+        return bt_error(err, errlen, BT_ERR_PLUGIN, "cell %s: bad parameter declaration%s%s",
+                        cell->name, cerr[0] ? ": " : "", cerr);
+    for (int i = 0; i < n; i++) {
+        const bt_st_tensor *t = NULL;
+        snprintf(name, sizeof name, "param.%.*s", BT_NAME_LEN, specs[i].name);
+        bt_status st = check_tensor(c, name, specs[i].ndim, specs[i].shape, &t, err, errlen);
+        if (st != BT_OK)
+            return st;
+    }
     return BT_OK;
 }
 
@@ -411,9 +461,12 @@ bt_status bt_checkpoint_model(const bt_checkpoint *c, const bt_registry *reg, bt
                     "registered (known: %s): load the plugin that provides it with --plugin PATH",
                     c->path, c->cfg.cell, bt_registry_names(reg, BT_KIND_CELL, known, sizeof known));
     }
+    bt_status st = check_param_shapes(c, cell, err, errlen);
+    if (st != BT_OK)
+        return st;
     bt_cell_dims dims = {c->input_size, c->cfg.hidden, c->output_size};
     bt_model *m;
-    bt_status st = bt_model_new(cell, dims, &m, err, errlen);
+    st = bt_model_new(cell, dims, &m, err, errlen);
     if (st != BT_OK)
         return st;
     if ((st = load_params(c, m, err, errlen)) != BT_OK) {

@@ -114,6 +114,7 @@ def configs(tmp, text, ckpt, in_the_way, double):
             "cell": "rnn_tanh", "params": os.path.join(FIXTURES, "rnn_tanh_params.safetensors"),
             "out": p("g2.safetensors"), "truncation": "fixed:2", "seed": "2", "plugin": USER_SO,
             "checkpoint": "2", "memory-budget": "10", "threads": "1",
+            "estimator": "uoro,seed=3",
         }),
         "gradcheck": ([("cell", "rnn_tanh"), ("steps", "3"), ("hidden", "3"), ("vocab", "4")], {
             "cell": "lstm", "plugin": USER_SO, "steps": "4", "batch": "1", "hidden": "2",

@@ -232,3 +232,30 @@ Test(compat, the_other_precision_is_refused_with_the_reason)
     cr_assert_null(ck);
     cr_assert_not_null(strstr(err, "-Dreal="), "%s", err);
 }
+
+/* bt_checkpoint_read_buffer on a file's bytes reads what bt_checkpoint_read
+ * reads from the file, and refuses every truncation of them by name. */
+Test(compat, a_buffer_reads_like_the_file)
+{
+    size_t n;
+    unsigned char *bytes = slurp(fixture(own_precision()), &n);
+    bt_checkpoint *a = NULL, *b = NULL;
+    cr_assert_eq(bt_checkpoint_read(fixture(own_precision()), &a, err, sizeof err), BT_OK, "%s", err);
+    cr_assert_eq(bt_checkpoint_read_buffer(bytes, n, "mem", &b, err, sizeof err), BT_OK, "%s", err);
+    cr_expect_str_eq(b->path, "mem");
+    cr_expect(memcmp(&a->cfg, &b->cfg, sizeof a->cfg) == 0, "settings differ");
+    cr_expect(a->input_size == b->input_size && a->output_size == b->output_size &&
+              a->epoch == b->epoch && a->updates == b->updates && a->opt_steps == b->opt_steps);
+    cr_expect(bt_vocab_equal(a->vocab, b->vocab));
+    cr_expect_str_eq(a->data, b->data);
+    cr_expect_eq(bt_st_count(a->file), bt_st_count(b->file));
+    bt_checkpoint_free(a);
+    bt_checkpoint_free(b);
+    for (size_t len = 0; len < n; len += 97) {
+        b = (bt_checkpoint *)1;
+        cr_assert_neq(bt_checkpoint_read_buffer(bytes, len, "cut", &b, err, sizeof err), BT_OK);
+        cr_assert_null(b);
+        cr_assert(strstr(err, "cut"), "%s", err);
+    }
+    free(bytes);
+}
