@@ -12,6 +12,8 @@ update and its share of the training time (the program's `all-reduce:` line; the
 includes waiting for the slower process). Layouts alternate within each repeat so that
 all see the same load on a shared machine; the table gives the median and best of the
 repeats. Scaling efficiency of 2 processes = tokens/s(2p x 1t) / (2 x tokens/s(1p x 1t)).
+The floor column is bench/allreduce (built with MPI): the same all-reduce of P values on
+2 processes that enter it together, i.e. the transfer without the waiting.
 
 OpenBLAS's kernel: --coretype NAME sets OPENBLAS_CORETYPE for every process (mpirun's
 children inherit it); without it each bptt picks one itself (bptt --version says which).
@@ -59,6 +61,18 @@ def run_one(args, hidden, procs, threads, tmp):
             int(p.group(1)) if p else 0)
 
 
+def allreduce_floor(args, P):
+    """Median ms of MPI_Allreduce of P values on 2 processes entering together, or None."""
+    exe = os.path.join(args.build, "bench", "allreduce")
+    if not os.path.exists(exe):
+        return None
+    cmd = ["mpirun", "-q", "-np", "2", "--bind-to", "none"] + \
+          (["--allow-run-as-root"] if os.geteuid() == 0 else []) + [exe, str(P), "200"]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    m = re.search(r"median ([0-9.]+) ms", out.stdout)
+    return float(m.group(1)) if m else None
+
+
 def fmt(values, best):
     if not values:
         return "-"
@@ -101,8 +115,9 @@ def main():
                           flush=True)
     print(f"\nbatch 64 x 35 steps, full BPTT, {args.epochs} epoch(s) of {args.max_tokens} chars, "
           f"{args.repeats} repeat(s): median / best")
+    floors = {h: allreduce_floor(args, n_params[h]) for h in hiddens}
     print(f"{'hidden':>6} {'params':>8} {'KB/update':>9}  {'layout':8} {'tokens/s':>17} "
-          f"{'all-reduce ms':>15} {'share %':>13} {'vs 1p x 1t':>10}")
+          f"{'all-reduce ms':>15} {'share %':>13} {'floor ms':>8} {'vs 1p x 1t':>10}")
     for h in hiddens:
         P = n_params[h]
         real = 8 if "double" in version else 4
@@ -110,8 +125,9 @@ def main():
         for name, procs, _ in LAYOUTS:
             r = res[(h, name)]
             speed = statistics.median(r["tps"]) / base
+            floor = f"{floors[h]:.3f}" if procs > 1 and floors[h] is not None else "-"
             print(f"{h:>6} {P:>8} {P * real / 1024:>9.0f}  {name:8} {fmt(r['tps'], max):>17} "
-                  f"{fmt(r['ms'], min):>15} {fmt(r['share'], min):>13} {speed:>9.2f}x")
+                  f"{fmt(r['ms'], min):>15} {fmt(r['share'], min):>13} {floor:>8} {speed:>9.2f}x")
         eff = statistics.median(res[(h, "2p x 1t")]["tps"]) / (2 * base)
         print(f"{'':>6} scaling efficiency of 2 processes over 1 (medians): {100 * eff:.0f}%")
 
