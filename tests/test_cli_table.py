@@ -97,13 +97,17 @@ def configs(tmp, text, ckpt, in_the_way, double):
     return {
         "train": (lm_base, dict(lm_values, **{
             "truncation": "fixed:2",
+            "estimator": "uoro,seed=3",
+            "update-every": {"value": "2", "add": [("estimator", "rtrl")]},
             "save": p("s.safetensors"),
             "every": {"value": "1", "add": [("save", p("e.safetensors"))]},
             "resume": {"value": ckpt, "add": [("epochs", "2")]},
             "plot": p("t.svg"),
         })),
         "compare": (lm_base + [("truncation", "full,fixed:2"), ("plot", p("c.svg"))],
-                    dict(lm_values, truncation="full,tbptt:2,4", plot=p("c2.svg"))),
+                    dict(lm_values, truncation="full,tbptt:2,4", plot=p("c2.svg"),
+                         estimator="rtrl,uoro,seed=3",
+                         **{"update-every": {"value": "3", "add": [("estimator", "uoro")]}})),
         "generate": ([("model", ckpt), ("length", "5")], {
             "model": ckpt, "prefix": "the doc", "length": "3", "temperature": "0.5",
             "seed": "3", "plugin": USER_SO, "threads": "2",
