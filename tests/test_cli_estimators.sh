@@ -118,6 +118,34 @@ awk -F, 'NR > 1 { l[substr($1, 2, 4), $(NF - 7)] = $(NF - 6) + 0 } END {
                 l["uoro", 2] < l["uoro", 1]) }' inf.csv ||
     { fail "influence: losses out of line"; cat inf.csv; }
 
+# ---- analyze: bias and variance against full BPTT ----
+# Invariants, not figures: full and rtrl are exact (one draw: the same
+# gradient twice; rtrl's bias is rounding), uoro's mean is within 4 noise
+# floors of the exact gradient, fixed:K's bias shrinks as K grows, and a
+# draw's cosine never exceeds 1.
+run "analyze --estimator" 0 "" -- "$BPTT" analyze --cell rnn_tanh --hidden 6 --init spectral:0.9 \
+    --lags 15 --truncation full,fixed:1,fixed:4,random:0.8 --estimator rtrl,uoro,seed=1 \
+    --draws 400 --json --plot an.svg
+cp out.txt an.json
+python3 - an.json <<'PY' || fail "analyze --estimator: figures out of line: $(cat an.json)"
+import json, sys
+j = json.loads([l for l in open(sys.argv[1]) if l.startswith("{")][0])
+m = {x["method"].split(",")[0]: x for x in j["methods"]}
+tiny = 1e-4
+assert m["full"]["rel_bias"] == 0 and m["full"]["draws"] == 1
+assert m["rtrl"]["rel_bias"] < tiny and m["rtrl"]["draws"] == 1 and m["rtrl"]["online"]
+u = m["uoro"]
+assert u["draws"] == 400 and u["rel_var"] > 0 and u["rel_bias"] < 4 * u["rel_se"], u
+assert m["fixed:1"]["rel_bias"] > m["fixed:4"]["rel_bias"] > 4 * m["random:0.8"]["rel_se"]
+assert m["random:0.8"]["rel_bias"] < 4 * m["random:0.8"]["rel_se"]
+assert all(x["cos_draw"] <= 1 + 1e-9 and x["cos_mean"] <= 1 + 1e-9 for x in j["methods"])
+PY
+grep -q "error of the mean of n draws" an.svg || fail "analyze --estimator: the figure lacks its panel"
+run "analyze: --draws alone" 2 "--draws applies to --estimator" -- \
+    "$BPTT" analyze --cell rnn_tanh --hidden 4 --draws 5
+run "analyze: a policy in --estimator" 2 "fixed:2 is a truncation policy" -- \
+    "$BPTT" analyze --cell rnn_tanh --hidden 4 --estimator fixed:2
+
 if [ "$failures" -ne 0 ]; then
     echo "$failures check(s) failed"
     exit 1
