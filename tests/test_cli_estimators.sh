@@ -118,6 +118,11 @@ awk -F, 'NR > 1 { l[substr($1, 2, 4), $(NF - 7)] = $(NF - 6) + 0 } END {
                 l["uoro", 2] < l["uoro", 1]) }' inf.csv ||
     { fail "influence: losses out of line"; cat inf.csv; }
 
+# ---- influence balancing in bptt demo: the sentences come from the numbers ----
+run "demo" 0 "rtrl brought theta from 0 to" -- "$BPTT" demo --out demo
+grep -q "uoro brought theta from 0 to" out.txt || fail "demo: uoro did not reach theta*"
+grep -q "fixed:1 moved theta from 0 to .*away from theta" out.txt || fail "demo: fixed:1 did not walk away"
+
 # ---- analyze: bias and variance against full BPTT ----
 # Invariants, not figures: full and rtrl are exact (one draw: the same
 # gradient twice; rtrl's bias is rounding), uoro's mean is within 4 noise

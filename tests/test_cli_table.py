@@ -131,6 +131,8 @@ def configs(tmp, text, ckpt, in_the_way, double):
             "cell": "linear", "hidden": "5", "init": "orthogonal", "input": "6", "output": "5",
             "data": text, "task": "copy:6,2", "lags": "2", "batch": "1", "seed": "3",
             "json": None, "plot": p("a.svg"), "plugin": USER_SO, "threads": "1",
+            "estimator": "rtrl,uoro,seed=2", "truncation": "fixed:2,random:0.5",
+            "draws": {"value": "3", "add": [("estimator", "uoro")]},
         }),
         "demo": ([("out", in_the_way)], {"out": in_the_way, "plugin": USER_SO, "threads": "1"},
                  (1, "cannot create --out")),
