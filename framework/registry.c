@@ -388,84 +388,103 @@ static void bt_registrar_stage_report(const bt_registrar *g, bt_scan_stage s)
         bt_stage(g->reg, s);
 }
 
-static bt_status bt_host_register_cell(bt_registrar *g, const bt_cell_def *d)
+/* The head every kind's def opens with (bt_registrar_check relies on it too). */
+typedef struct def_head {
+    size_t size;
+    const char *name;
+    const char *summary;
+} def_head;
+
+/* What a def of one kind lacks (a required callback, a field out of range),
+ * and its doc (NULL when the plugin's def ends before the field): read only
+ * after bt_registrar_check has accepted the def's size. */
+typedef struct def_facts {
+    const char *problem;
+    const char *doc;
+} def_facts;
+
+/* Every kind registers alike: report the stage (to a scan process), check the
+ * head, then the kind's own facts, the summary and the doc, and stage it. */
+static bt_status register_def(bt_registrar *g, bt_plugin_kind kind, bt_scan_stage stage,
+                              const void *def, size_t least, size_t host_size,
+                              def_facts (*facts)(const void *def))
 {
-    bt_registrar_stage_report(g, BT_STAGE_CELL);
-    bt_status st = bt_registrar_check(g, BT_KIND_CELL, d, d ? d->size : 0, BT_CELL_DEF_2_0,
-                                      d ? d->name : NULL);
+    bt_registrar_stage_report(g, stage);
+    const def_head *h = def;
+    bt_status st = bt_registrar_check(g, kind, def, h ? h->size : 0, least, h ? h->name : NULL);
     if (st == BT_OK) {
-        const char *problem = !d->params ? BT_MISSING(params) : !d->states ? BT_MISSING(states)
-                            : !d->step ? BT_MISSING(step) : bt_summary_problem(d->summary);
-        const char *doc = BT_FIELD_IF_COVERED(d, bt_cell_def, doc);
+        def_facts f = facts(def);
+        const char *problem = f.problem ? f.problem : bt_summary_problem(h->summary);
         if (!problem)
-            problem = bt_doc_problem(doc);
-        st = bt_registrar_stage(g, BT_KIND_CELL, d->name, d->summary, doc, problem, d, d->size,
-                                sizeof *d);
+            problem = bt_doc_problem(f.doc);
+        st = bt_registrar_stage(g, kind, h->name, h->summary, f.doc, problem, def, h->size,
+                                host_size);
     }
     bt_registrar_stage_report(g, BT_STAGE_INIT);
     return st;
+}
+
+static def_facts cell_facts(const void *def)
+{
+    const bt_cell_def *d = def;
+    return (def_facts){
+        !d->params ? BT_MISSING(params) : !d->states ? BT_MISSING(states)
+        : !d->step ? BT_MISSING(step) : NULL,
+        BT_FIELD_IF_COVERED(d, bt_cell_def, doc)};
+}
+
+static def_facts policy_facts(const void *def)
+{
+    const bt_policy_def *d = def;
+    return (def_facts){
+        !d->create ? BT_MISSING(create) : !d->destroy ? BT_MISSING(destroy)
+        : !d->begin ? BT_MISSING(begin) : !d->decide ? BT_MISSING(decide)
+        : !d->max_reach ? BT_MISSING(max_reach) : !d->describe ? BT_MISSING(describe) : NULL,
+        BT_FIELD_IF_COVERED(d, bt_policy_def, doc)};
+}
+
+static def_facts optimizer_facts(const void *def)
+{
+    const bt_optimizer_def *d = def;
+    return (def_facts){
+        !d->create ? BT_MISSING(create) : !d->destroy ? BT_MISSING(destroy)
+        : !d->step ? BT_MISSING(step) : !d->describe ? BT_MISSING(describe)
+        : (d->n_state < 0 || d->n_state > 16) ? "asks for a number of state buffers outside 0 to 16"
+        : NULL,
+        BT_FIELD_IF_COVERED(d, bt_optimizer_def, doc)};
+}
+
+static def_facts estimator_facts(const void *def)
+{
+    const bt_estimator_def *d = def;
+    return (def_facts){
+        !d->create ? BT_MISSING(create) : !d->destroy ? BT_MISSING(destroy)
+        : !d->buffers ? BT_MISSING(buffers) : !d->begin ? BT_MISSING(begin)
+        : !d->step ? BT_MISSING(step) : !d->describe ? BT_MISSING(describe) : NULL,
+        BT_FIELD_IF_COVERED(d, bt_estimator_def, doc)};
+}
+
+static bt_status bt_host_register_cell(bt_registrar *g, const bt_cell_def *d)
+{
+    return register_def(g, BT_KIND_CELL, BT_STAGE_CELL, d, BT_CELL_DEF_2_0, sizeof *d, cell_facts);
 }
 
 static bt_status bt_host_register_policy(bt_registrar *g, const bt_policy_def *d)
 {
-    bt_registrar_stage_report(g, BT_STAGE_POLICY);
-    bt_status st = bt_registrar_check(g, BT_KIND_POLICY, d, d ? d->size : 0, BT_POLICY_DEF_2_0,
-                                      d ? d->name : NULL);
-    if (st == BT_OK) {
-        const char *problem = !d->create ? BT_MISSING(create) : !d->destroy ? BT_MISSING(destroy)
-                            : !d->begin ? BT_MISSING(begin) : !d->decide ? BT_MISSING(decide)
-                            : !d->max_reach ? BT_MISSING(max_reach)
-                            : !d->describe ? BT_MISSING(describe)
-                            : bt_summary_problem(d->summary);
-        const char *doc = BT_FIELD_IF_COVERED(d, bt_policy_def, doc);
-        if (!problem)
-            problem = bt_doc_problem(doc);
-        st = bt_registrar_stage(g, BT_KIND_POLICY, d->name, d->summary, doc, problem, d, d->size,
-                                sizeof *d);
-    }
-    bt_registrar_stage_report(g, BT_STAGE_INIT);
-    return st;
+    return register_def(g, BT_KIND_POLICY, BT_STAGE_POLICY, d, BT_POLICY_DEF_2_0, sizeof *d,
+                        policy_facts);
 }
 
 static bt_status bt_host_register_optimizer(bt_registrar *g, const bt_optimizer_def *d)
 {
-    bt_registrar_stage_report(g, BT_STAGE_OPTIMIZER);
-    bt_status st = bt_registrar_check(g, BT_KIND_OPTIMIZER, d, d ? d->size : 0,
-                                      BT_OPTIMIZER_DEF_2_0, d ? d->name : NULL);
-    if (st == BT_OK) {
-        const char *problem = !d->create ? BT_MISSING(create) : !d->destroy ? BT_MISSING(destroy)
-                            : !d->step ? BT_MISSING(step) : !d->describe ? BT_MISSING(describe)
-                            : (d->n_state < 0 || d->n_state > 16)
-                                ? "asks for a number of state buffers outside 0 to 16"
-                                : bt_summary_problem(d->summary);
-        const char *doc = BT_FIELD_IF_COVERED(d, bt_optimizer_def, doc);
-        if (!problem)
-            problem = bt_doc_problem(doc);
-        st = bt_registrar_stage(g, BT_KIND_OPTIMIZER, d->name, d->summary, doc, problem, d,
-                                d->size, sizeof *d);
-    }
-    bt_registrar_stage_report(g, BT_STAGE_INIT);
-    return st;
+    return register_def(g, BT_KIND_OPTIMIZER, BT_STAGE_OPTIMIZER, d, BT_OPTIMIZER_DEF_2_0,
+                        sizeof *d, optimizer_facts);
 }
 
 static bt_status bt_host_register_estimator(bt_registrar *g, const bt_estimator_def *d)
 {
-    bt_registrar_stage_report(g, BT_STAGE_ESTIMATOR);
-    bt_status st = bt_registrar_check(g, BT_KIND_ESTIMATOR, d, d ? d->size : 0,
-                                      BT_ESTIMATOR_DEF_2_3, d ? d->name : NULL);
-    if (st == BT_OK) {
-        const char *problem = !d->create ? BT_MISSING(create) : !d->destroy ? BT_MISSING(destroy)
-                            : !d->buffers ? BT_MISSING(buffers) : !d->begin ? BT_MISSING(begin)
-                            : !d->step ? BT_MISSING(step) : !d->describe ? BT_MISSING(describe)
-                            : bt_summary_problem(d->summary);
-        const char *doc = BT_FIELD_IF_COVERED(d, bt_estimator_def, doc);
-        if (!problem)
-            problem = bt_doc_problem(doc);
-        st = bt_registrar_stage(g, BT_KIND_ESTIMATOR, d->name, d->summary, doc, problem, d,
-                                d->size, sizeof *d);
-    }
-    bt_registrar_stage_report(g, BT_STAGE_INIT);
-    return st;
+    return register_def(g, BT_KIND_ESTIMATOR, BT_STAGE_ESTIMATOR, d, BT_ESTIMATOR_DEF_2_3,
+                        sizeof *d, estimator_facts);
 }
 
 /* ---- the host table ------------------------------------------------------------- */

@@ -20,6 +20,27 @@
 #define R_TANH bt_fast_tanhf
 #endif
 
+/* o[B,H] = tanh(o + b), row by row. */
+BT_VECTOR_CLONES static void tanh_bias_rows(bt_real *o, const bt_real *b, int B, int H)
+{
+    for (int r = 0; r < B; r++) {
+        bt_real *row = o + (size_t)r * H;
+        for (int j = 0; j < H; j++)
+            row[j] = R_TANH(row[j] + b[j]);
+    }
+}
+
+/* da = dout (1 - out^2), and db += the column sums of da when db is given. */
+BT_VECTOR_CLONES static void dtanh_rows(bt_real *da, const bt_real *dout, const bt_real *out,
+                                        bt_real *db, int B, int H)
+{
+    for (size_t i = 0, len = (size_t)B * H; i < len; i++)
+        da[i] = dout[i] * (1 - out[i] * out[i]);
+    for (int r = 0; db && r < B; r++)
+        for (int j = 0; j < H; j++)
+            db[j] += da[(size_t)r * H + j];
+}
+
 static void rnn_step_forward(bt_node *n)
 {
     bt_tensor *wx = n->in[0], *h = n->in[1], *whh = n->in[2], *b = n->in[3], *out = n->out;
@@ -32,11 +53,7 @@ static void rnn_step_forward(bt_node *n)
         bt_gemm_weight(n->graph, B, n->in[4]->data, wx, false, 0, o);
     /* W_hh packed once per window where the backend keeps packs (packed.c) */
     bt_gemm_weight(n->graph, B, h->data, whh, false, 1, o);
-    for (int r = 0; r < B; r++) {
-        bt_real *row = o + (size_t)r * H;
-        for (int j = 0; j < H; j++)
-            row[j] = R_TANH(row[j] + b->data[j]);
-    }
+    tanh_bias_rows(o, b->data, B, H);
 }
 
 static void rnn_step_backward(bt_node *n)
@@ -51,12 +68,7 @@ static void rnn_step_backward(bt_node *n)
         if (!da)
             return;
     }
-    for (size_t i = 0; i < out->size; i++)
-        da[i] = out->grad[i] * (1 - out->data[i] * out->data[i]);
-    if (b->requires_grad)
-        for (int r = 0; r < B; r++)
-            for (int j = 0; j < H; j++)
-                b->grad[j] += da[(size_t)r * H + j];
+    dtanh_rows(da, out->grad, out->data, b->requires_grad ? b->grad : NULL, B, H);
     if (h->requires_grad) /* dh += dA W_hh^T: the recursion through time */
         bt_gemm_weight(n->graph, B, da, whh, true, 1, h->grad);
     if (whh->requires_grad) /* dW_hh += h^T dA, batched over the sweep for a weight */
