@@ -1,16 +1,19 @@
-/* estimators.c: time and memory per step of the online gradient estimators
- * (rtrl, uoro; docs/estimators.md), with full BPTT over a T-step sequence as
- * the yardstick, on the tanh RNN with a 28-letter vocabulary (accumulate
- * mode: the gradients of one sequence, parameters fixed). Methods alternate
- * round by round, so a busy machine slows them alike; the figure is the
- * median over rounds. Memory is what each method holds for the sequence
- * beyond the model: the estimator's state and the largest step arena (graph,
- * activations, tangents), or the unroller's window arena.
+/* estimators.c: time and memory per step of the gradient methods of issue
+ * 16 side by side: full BPTT over T and T_long steps, truncated BPTT
+ * (tbptt:10,20), random truncation (random:0.9) over T_long steps, and the
+ * online estimators uoro and rtrl (docs/estimators.md), on the tanh RNN with
+ * a 28-letter vocabulary (accumulate mode: the gradients of one sequence,
+ * parameters fixed). Methods alternate round by round, so a busy machine
+ * slows them alike; the figure is the median over rounds of the process's
+ * CPU time per step (set OPENBLAS_NUM_THREADS=1: one thread's CPU time is
+ * its time). Memory is what each method holds for the sequence beyond the
+ * model: the estimator's state and the largest step arena (graph,
+ * activations, tangents), or the unroller's largest window arena.
  *
- *   estimators [--hidden 16,64,256] [--batch 1] [--rounds 5] [--rtrl-max-hidden 64]
- *              [--steps-rtrl 8] [--steps 100]
+ *   estimators [--hidden 16,64,256] [--batch 1] [--rounds 5] [--rtrl-max-hidden 256]
+ *              [--steps-rtrl 4] [--steps 100] [--steps-long 1000]
  *
- * Prints a table, then one JSON line per (method, hidden).
+ * Prints a table, then one JSON line per (method, hidden) on stderr.
  * Dimension letters: B batch, T steps, H hidden, V vocabulary, S = B H, P parameters. */
 #include <math.h>
 #include <stdio.h>
@@ -20,12 +23,12 @@
 
 #include "online.h"
 
-enum { V = 28, MAX_H = 16, N_METHODS = 3 };
+enum { V = 28, MAX_H = 16, N_METHODS = 6 };
 
 static double now(void)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
@@ -56,8 +59,8 @@ typedef struct bench_h {
     int32_t *ids, *tg;
     bt_real *h;
     bt_unroller *u;
-    const bt_policy_def *pd;
-    void *ps;
+    const bt_policy_def *pd[N_METHODS];
+    void *ps[N_METHODS];
     bt_estimator *est[N_METHODS];
     bt_online *on;
     double *secs[N_METHODS]; /* per round: seconds per step */
@@ -65,15 +68,36 @@ typedef struct bench_h {
     size_t P;
 } bench_h;
 
-static const char *const method_name[N_METHODS] = {"full BPTT", "uoro", "rtrl"};
+/* Policies on the unroller first, then the online estimators. */
+static const char *const method_name[N_METHODS] = {"full BPTT", "full BPTT", "tbptt:10,20",
+                                                   "random:0.9", "uoro", "rtrl"};
+static const char *const method_spec[N_METHODS] = {"full", "full", "tbptt:10,20", "random:0.9",
+                                                   "uoro", "rtrl,max_mb=100000"};
+enum { FIRST_ONLINE = 4 };
 
-static void setup(bench_h *b, bt_registry *reg, int H, int B, int rounds, int t_full, int t_rtrl,
-                  bool with_rtrl)
+/* The policies' states, on one unroller sized for the longest sequence. */
+static void setup_policies(bench_h *b, bt_registry *reg, int t_long)
+{
+    char err[2048] = "", name[BT_NAME_LEN + 1];
+    for (int k = 0; k < FIRST_ONLINE; k++) {
+        const char *opts;
+        bt_split_spec(method_spec[k], name, sizeof name, &opts);
+        b->pd[k] = bt_registry_policy(reg, name);
+        if (!b->pd[k] || bt_policy_create(b->pd[k], opts, &b->ps[k], err, sizeof err) != BT_OK)
+            fail(method_spec[k], err);
+    }
+    if (bt_unroller_new(b->m, b->B, t_long, &b->u, err, sizeof err) != BT_OK)
+        fail("unroller", err);
+}
+
+static void setup(bench_h *b, bt_registry *reg, int H, int B, int rounds, int t_full, int t_long,
+                  int t_rtrl, bool with_rtrl)
 {
     char err[2048] = "";
     memset(b, 0, sizeof *b);
     b->H = H, b->B = B;
-    b->T[0] = t_full, b->T[1] = t_full, b->T[2] = with_rtrl ? t_rtrl : 0;
+    b->T[0] = t_full, b->T[1] = t_long, b->T[2] = t_long, b->T[3] = t_long;
+    b->T[4] = t_full, b->T[5] = with_rtrl ? t_rtrl : 0;
     const bt_cell_def *cell = bt_registry_cell(reg, "rnn_tanh");
     if (!cell || bt_model_new(cell, (bt_cell_dims){V, H, V}, &b->m, err, sizeof err) != BT_OK)
         fail("model", err);
@@ -82,23 +106,18 @@ static void setup(bench_h *b, bt_registry *reg, int H, int B, int rounds, int t_
     if (bt_model_init(b->m, "normal:0.1", &rng, err, sizeof err) != BT_OK)
         fail("init", err);
     b->P = bt_params_total(b->m->params);
-    b->ids = malloc(sizeof(int32_t) * (size_t)B * t_full);
-    b->tg = malloc(sizeof(int32_t) * (size_t)B * t_full);
-    for (int i = 0; i < B * t_full; i++) {
+    b->ids = malloc(sizeof(int32_t) * (size_t)B * t_long);
+    b->tg = malloc(sizeof(int32_t) * (size_t)B * t_long);
+    for (int i = 0; i < B * t_long; i++) {
         b->ids[i] = (int32_t)(bt_rng_next(&rng) % V);
         b->tg[i] = (int32_t)(bt_rng_next(&rng) % V);
     }
     b->h = calloc((size_t)B * H, sizeof(bt_real));
-    b->pd = bt_registry_policy(reg, "full");
-    if (!b->pd || bt_policy_create(b->pd, "", &b->ps, err, sizeof err) != BT_OK)
-        fail("policy full", err);
-    if (bt_unroller_new(b->m, B, t_full, &b->u, err, sizeof err) != BT_OK)
-        fail("unroller", err);
-    if (bt_estimator_new(reg, "uoro", b->m, B, false, &b->est[1], err, sizeof err) != BT_OK)
-        fail("uoro", err);
-    if (with_rtrl &&
-        bt_estimator_new(reg, "rtrl,max_mb=100000", b->m, B, false, &b->est[2], err, sizeof err))
-        fail("rtrl", err);
+    setup_policies(b, reg, t_long);
+    for (int k = FIRST_ONLINE; k < N_METHODS; k++)
+        if (b->T[k] && bt_estimator_new(reg, method_spec[k], b->m, B, false, &b->est[k], err,
+                                        sizeof err) != BT_OK)
+            fail(method_spec[k], err);
     if (bt_online_new(b->m, B, &b->on, err, sizeof err) != BT_OK)
         fail("online", err);
     for (int k = 0; k < N_METHODS; k++)
@@ -113,7 +132,8 @@ static void teardown(bench_h *b)
     }
     bt_online_free(b->on);
     bt_unroller_free(b->u);
-    b->pd->destroy(b->ps);
+    for (int k = 0; k < FIRST_ONLINE; k++)
+        b->pd[k]->destroy(b->ps[k]);
     bt_model_free(b->m);
     free(b->ids), free(b->tg), free(b->h);
 }
@@ -128,8 +148,9 @@ static double run_once(bench_h *b, int k)
     memset(b->h, 0, sizeof(bt_real) * (size_t)b->B * b->H);
     bt_unroll_result res;
     double t0 = now();
-    if (k == 0) {
-        bt_unroll_opts o = {.policy = b->pd, .policy_state = b->ps, .accumulate = true};
+    if (k < FIRST_ONLINE) {
+        bt_unroll_opts o = {.policy = b->pd[k], .policy_state = b->ps[k], .policy_seed = 1,
+                            .accumulate = true};
         bt_params_zero_grad(b->m->params);
         if (bt_unroll_run(b->u, &seq, hp, &o, NULL, NULL, NULL, &res, err, sizeof err) != BT_OK)
             fail("full BPTT", err);
@@ -139,7 +160,7 @@ static double run_once(bench_h *b, int k)
             fail(method_name[k], err);
     }
     double secs = (now() - t0) / b->T[k];
-    b->bytes[k] = res.peak_arena + (k ? bt_estimator_bytes(b->est[k]) : 0);
+    b->bytes[k] = res.peak_arena + (b->est[k] ? bt_estimator_bytes(b->est[k]) : 0);
     return secs;
 }
 
@@ -152,7 +173,7 @@ static void report(const bench_h *b, int rounds)
         memcpy(s, b->secs[k], sizeof(double) * (size_t)rounds);
         qsort(s, (size_t)rounds, sizeof(double), cmp_double);
         double med = s[rounds / 2];
-        printf("%-10s H=%-4d B=%d P=%-7zu T=%-4d  %10.3f ms/step (rounds %.3f..%.3f)  %10.3f MB\n",
+        printf("%-11s H=%-4d B=%d P=%-7zu T=%-4d  %10.3f ms/step (rounds %.3f..%.3f)  %10.3f MB\n",
                method_name[k], b->H, b->B, b->P, b->T[k], 1e3 * med, 1e3 * s[0],
                1e3 * s[rounds - 1], (double)b->bytes[k] / 1048576.0);
         fprintf(stderr, "{\"method\": \"%s\", \"hidden\": %d, \"batch\": %d, \"P\": %zu, "
@@ -172,20 +193,21 @@ int main(int argc, char **argv)
         hs[nh++] = atoi(p);
     int B = atoi(arg(argc, argv, "--batch", "1"));
     int rounds = atoi(arg(argc, argv, "--rounds", "5"));
-    int rtrl_max = atoi(arg(argc, argv, "--rtrl-max-hidden", "64"));
-    int t_rtrl = atoi(arg(argc, argv, "--steps-rtrl", "8"));
+    int rtrl_max = atoi(arg(argc, argv, "--rtrl-max-hidden", "256"));
+    int t_rtrl = atoi(arg(argc, argv, "--steps-rtrl", "4"));
     int t_full = atoi(arg(argc, argv, "--steps", "100"));
-    if (rounds < 1 || rounds > 64 || B < 1 || t_rtrl < 1 || t_full < t_rtrl)
-        fail("arguments", "rounds 1..64, batch >= 1, 1 <= steps-rtrl <= steps");
+    int t_long = atoi(arg(argc, argv, "--steps-long", "1000"));
+    if (rounds < 1 || rounds > 64 || B < 1 || t_rtrl < 1 || t_full < t_rtrl || t_long < t_full)
+        fail("arguments", "rounds 1..64, batch >= 1, 1 <= steps-rtrl <= steps <= steps-long");
     char err[2048] = "";
     bt_registry *reg = bt_registry_new();
     if (bt_registry_load_default(reg, err, sizeof err) != BT_OK)
         fail("plugins", err);
-    printf("per step, median of %d alternating rounds (rnn_tanh, V=%d, %s; the machine may be "
-           "shared: compare within one run)\n", rounds, V, BT_REAL_DOUBLE ? "double" : "float");
+    printf("CPU time per step, median of %d alternating rounds (rnn_tanh, V=%d, %s; the machine "
+           "may be shared: compare within one run)\n", rounds, V, BT_REAL_DOUBLE ? "double" : "float");
     for (int i = 0; i < nh; i++) {
         bench_h b;
-        setup(&b, reg, hs[i], B, rounds, t_full, t_rtrl, hs[i] <= rtrl_max);
+        setup(&b, reg, hs[i], B, rounds, t_full, t_long, t_rtrl, hs[i] <= rtrl_max);
         for (int k = 0; k < N_METHODS; k++) /* warm-up: arenas and caches */
             if (b.T[k])
                 run_once(&b, k);

@@ -80,6 +80,11 @@ static bt_status add_settings(bt_st_file *f, bt_lm *lm, const char *data_path)
     st |= meta_printf(f, "updates", "%llu", (unsigned long long)bt_lm_updates(lm));
     st |= meta_printf(f, "optimizer_steps", "%llu",
                       (unsigned long long)bt_optimizer_steps(bt_lm_optimizer(lm)));
+    if (c->estimator[0]) { /* absent for BPTT, so older bptt reads the file as before */
+        st |= bt_st_set_meta(f, "estimator", c->estimator);
+        st |= bt_st_set_meta(f, "estimator_canonical", bt_lm_policy_describe(lm, buf, sizeof buf));
+        st |= meta_printf(f, "update_every", "%d", c->update_every);
+    }
     st |= bt_st_set_meta(f, "source", src->name ? src->name : "");
     st |= bt_st_set_meta(f, "data", data_path ? data_path : "");
     if (src->name && bt_task_spec_is_task(src->name)) /* the spec recreates the task */
@@ -92,6 +97,29 @@ static bt_status add_settings(bt_st_file *f, bt_lm *lm, const char *data_path)
         bt_free(json);
     }
     return st == BT_OK ? BT_OK : BT_ERR_ARG;
+}
+
+/* The online estimator's state, when the run has one: each buffer it
+ * declared as estimator.<name> [count], and its RNG as estimator.rng. */
+static bt_status add_estimator(bt_st_file *f, bt_lm *lm, char *aerr, size_t len)
+{
+    bt_estimator *e = bt_lm_estimator(lm);
+    bt_status st = BT_OK;
+    char name[BT_NAME_LEN + 16];
+    for (int i = 0; e && i < bt_estimator_buffer_count(e) && st == BT_OK; i++) {
+        const char *bname;
+        size_t count;
+        bt_real *v = bt_estimator_buffer_at(e, i, &bname, &count);
+        int64_t n = (int64_t)count;
+        snprintf(name, sizeof name, "estimator.%s", bname);
+        st = bt_st_add_real(f, name, 1, &n, v, aerr, len);
+    }
+    if (e && st == BT_OK) {
+        int64_t four = 4, words[4];
+        memcpy(words, bt_estimator_rng(e)->s, sizeof words);
+        st = bt_st_add(f, "estimator.rng", BT_ST_I64, 1, &four, words, aerr, len);
+    }
+    return st;
 }
 
 bt_status bt_checkpoint_save(bt_lm *lm, const char *path, const char *data_path, char *err,
@@ -137,6 +165,8 @@ bt_status bt_checkpoint_save(bt_lm *lm, const char *path, const char *data_path,
         int64_t shape[2] = {c->batch, m->state_width[k]};
         st = bt_st_add_real(f, name, 2, shape, state[k], aerr, sizeof aerr);
     }
+    if (st == BT_OK)
+        st = add_estimator(f, lm, aerr, sizeof aerr);
     const bt_lm_epoch *h;
     int n = bt_lm_history(lm, &h);
     if (st == BT_OK) {
@@ -280,6 +310,23 @@ static bt_status read_arch(bt_checkpoint *c, char *err, size_t errlen)
     return st;
 }
 
+/* The online estimator and its update interval: only a run with one writes them. */
+static bt_status read_estimator_settings(bt_checkpoint *c, char *err, size_t errlen)
+{
+    bt_lm_config *cfg = &c->cfg;
+    if (!bt_st_meta(c->file, "estimator"))
+        return BT_OK;
+    long every = 1;
+    bt_status st = meta_str(c, "estimator", cfg->estimator, sizeof cfg->estimator, err, errlen);
+    if (st == BT_OK)
+        st = meta_int(c, "update_every", 1, 0x7fffffff, &every, err, errlen);
+    if (st == BT_OK && !cfg->estimator[0])
+        st = bt_error(err, errlen, BT_ERR_FORMAT, "checkpoint %s: the setting 'estimator' is "
+                      "empty", c->path);
+    cfg->update_every = (int)every;
+    return st;
+}
+
 /* Every setting add_settings wrote, each checked against its range. */
 static bt_status read_settings(bt_checkpoint *c, char *tok, char *smp, char *err, size_t errlen)
 {
@@ -315,7 +362,7 @@ static bt_status read_settings(bt_checkpoint *c, char *tok, char *smp, char *err
         st = read_arch(c, err, errlen);
     cfg->hidden = (int)sizes[0], cfg->batch = (int)sizes[1], cfg->steps = (int)sizes[2];
     c->input_size = (int)sizes[3], c->output_size = (int)sizes[4], c->epoch = (int)sizes[5];
-    return st;
+    return st == BT_OK ? read_estimator_settings(c, err, errlen) : st;
 }
 
 /* What it was trained on: tokens and sampling, the text or task, the vocabulary. */
@@ -461,6 +508,44 @@ static bt_status check_param_shapes(const bt_checkpoint *c, const bt_cell_def *c
     return BT_OK;
 }
 
+/* The online estimator's buffers and RNG (a run with one): every buffer it
+ * declares, of the size it declares, and no buffer it does not. */
+static bt_status load_estimator(const bt_checkpoint *c, bt_lm *lm, char *err, size_t errlen)
+{
+    bt_estimator *e = bt_lm_estimator(lm);
+    char name[BT_NAME_LEN + 16];
+    size_t found = 0;
+    for (int i = 0; i < bt_st_count(c->file); i++)
+        found += strncmp(bt_st_at(c->file, i)->name, "estimator.", 10) == 0;
+    if (!e)
+        return found ? bt_error(err, errlen, BT_ERR_FORMAT, "checkpoint %s holds an estimator's "
+                                "state but names no estimator (damaged file)", c->path) : BT_OK;
+    int n = bt_estimator_buffer_count(e);
+    if (found != (size_t)n + 1)
+        return bt_error(err, errlen, BT_ERR_FORMAT, "checkpoint %s: it holds %zu estimator "
+                        "tensors; estimator %s keeps %d buffers and an RNG", c->path, found,
+                        bt_estimator_name(e), n);
+    for (int i = 0; i < n; i++) {
+        const char *bname;
+        size_t count;
+        bt_real *v = bt_estimator_buffer_at(e, i, &bname, &count);
+        int shape = (int)count;
+        snprintf(name, sizeof name, "estimator.%s", bname);
+        if (count > 0x7fffffff)
+            return bt_error(err, errlen, BT_ERR_FORMAT, "checkpoint %s: estimator buffer %s is too "
+                            "large", c->path, bname);
+        bt_status st = load_real(c, name, 1, &shape, v, err, errlen);
+        if (st != BT_OK)
+            return st;
+    }
+    const bt_st_tensor *r = bt_st_find(c->file, "estimator.rng");
+    if (!r || r->dtype != BT_ST_I64 || r->count != 4)
+        return bt_error(err, errlen, BT_ERR_FORMAT, "checkpoint %s: tensor 'estimator.rng' is "
+                        "missing or is not 4 x I64", c->path);
+    memcpy(bt_estimator_rng(e)->s, r->data, sizeof(uint64_t) * 4);
+    return BT_OK;
+}
+
 /* A count from the history table; a damaged value becomes -1, not undefined behaviour. */
 static int to_int(double x) { return x >= -1 && x <= 2147483647.0 ? (int)x : -1; }
 
@@ -562,6 +647,8 @@ bt_status bt_checkpoint_restore(const bt_checkpoint *c, bt_lm *lm, char *err, si
         if ((st = load_real(c, name, 2, shape, state[k], err, errlen)) != BT_OK)
             return st;
     }
+    if ((st = load_estimator(c, lm, err, errlen)) != BT_OK)
+        return st;
     const bt_st_tensor *h = bt_st_find(c->file, "history");
     if (!h || h->dtype != BT_ST_F64 || h->ndim != 2 || h->shape[1] != HIST_COLS ||
         h->shape[0] > c->epoch)
@@ -630,6 +717,14 @@ static bool same_policy(const bt_registry *r, const char *a, const char *b)
     return strcmp(d[0], d[1]) == 0;
 }
 
+/* The same estimator spec, its options after a ':' or a ',' ("uoro:seed=3", "uoro,seed=3"). */
+static bool same_estimator(const char *a, const char *b)
+{
+    size_t na = strcspn(a, ":,"), nb = strcspn(b, ":,");
+    return na == nb && strncmp(a, b, na) == 0 && !a[na] == !b[nb] &&
+           (!a[na] || strcmp(a + na + 1, b + nb + 1) == 0);
+}
+
 /* Does setting s of u agree with the checkpoint's c? Its value in c as text into theirs. */
 static bool same_setting(const bt_registry *r, bt_lm_setting s, const bt_lm_config *u,
                          const bt_lm_config *c, char *theirs, size_t len)
@@ -668,6 +763,12 @@ static bool same_setting(const bt_registry *r, bt_lm_setting s, const bt_lm_conf
     case BT_LM_DROPOUT:
         snprintf(theirs, len, "%g%s", c->dropout, c->variational ? " (variational)" : "");
         return u->dropout == c->dropout && u->variational == c->variational;
+    case BT_LM_ESTIMATOR:
+        snprintf(theirs, len, "%s", c->estimator[0] ? c->estimator : "(none: BPTT)");
+        return same_estimator(u->estimator, c->estimator);
+    case BT_LM_UPDATE_EVERY:
+        snprintf(theirs, len, "%d", c->update_every);
+        return u->update_every == c->update_every;
     case BT_LM_SETTING_COUNT: break;
     }
     return true;

@@ -149,6 +149,23 @@ bt_status bt_estimator_new(const bt_registry *r, const char *spec, const bt_mode
     return BT_OK;
 }
 
+bt_status bt_estimator_check_spec(const bt_registry *r, const char *spec, char *err,
+                                  size_t errlen)
+{
+    char name[BT_NAME_LEN], perr[BT_ERRMSG_LEN] = "";
+    const char *options;
+    const bt_estimator_def *def = find_def(r, spec, name, sizeof name, &options, err, errlen);
+    if (!def)
+        return BT_ERR_NOT_FOUND;
+    void *cfg = NULL;
+    if (def->create(bt_host_table(), options, &cfg, perr, sizeof perr) != 0) {
+        bt_plugin_text_clean(perr, sizeof perr);
+        return bt_error(err, errlen, BT_ERR_ARG, "%s", perr[0] ? perr : "estimator: invalid options");
+    }
+    def->destroy(cfg);
+    return BT_OK;
+}
+
 void bt_estimator_free(bt_estimator *e)
 {
     if (!e)

@@ -27,6 +27,10 @@ BT_API bt_status bt_estimator_new(const bt_registry *r, const char *spec, const 
                                   int B, bool want_dstate0, bt_estimator **out, char *err,
                                   size_t errlen);
 BT_API void bt_estimator_free(bt_estimator *e);
+/* Checks a spec's name and options alone, before any model exists (a typo is
+ * reported before data is read): BT_OK, BT_ERR_NOT_FOUND or BT_ERR_ARG. */
+BT_API bt_status bt_estimator_check_spec(const bt_registry *r, const char *spec, char *err,
+                                         size_t errlen);
 
 /* A sequence starts from states that do not depend on the parameters: the
  * buffers go to the estimator's start state and its RNG is seeded from seed. */

@@ -22,6 +22,9 @@ struct bt_lm {
     const bt_policy_def *pdef;
     void *pstate;
     bt_unroller *u;
+    /* With an online estimator (cfg.estimator): it and its runner replace u. */
+    bt_estimator *est;
+    bt_online *onl;
     bt_rng rng;
     bt_real *state_block;            /* [sum_k B * width_k] */
     bt_real *state[BT_MAX_STATES];   /* views into state_block */
@@ -66,13 +69,15 @@ void bt_lm_config_default(bt_lm_config *c)
     c->seed = 0;
     c->tokens = BT_TOKENS_CHARS;
     c->sampling = BT_BATCH_SEQUENTIAL;
+    c->update_every = 1;
 }
 
 const char *bt_lm_setting_name(bt_lm_setting s)
 {
     static const char *const names[BT_LM_SETTING_COUNT] = {
         "cell", "hidden", "batch", "steps", "optimizer", "clip", "truncation", "init",
-        "seed", "tokens", "sampling", "max-tokens", "val-fraction", "layers", "dropout",
+        "seed", "tokens", "sampling", "max-tokens", "val-fraction", "estimator", "update-every",
+        "layers", "dropout",
     };
     return s >= 0 && s < BT_LM_SETTING_COUNT ? names[s] : "?";
 }
@@ -84,6 +89,8 @@ void bt_lm_free(bt_lm *lm)
     if (lm->pstate && lm->pdef->destroy)
         lm->pdef->destroy(lm->pstate);
     bt_unroller_free(lm->u);
+    bt_online_free(lm->onl);
+    bt_estimator_free(lm->est);
     bt_optimizer_free(lm->opt);
     bt_model_free(lm->m);
     bt_graph_free(lm->eval_g);
@@ -161,6 +168,28 @@ static bt_status make_policy(const bt_registry *reg, bt_lm *lm, char *err, size_
     return BT_OK;
 }
 
+/* The online estimator of cfg and its runner, when the run has one. It
+ * replaces BPTT, so the settings of BPTT's memory are refused with it. */
+static bt_status make_estimator(const bt_registry *reg, bt_lm *lm, char *err, size_t errlen)
+{
+    const bt_lm_config *c = &lm->cfg;
+    if (!c->estimator[0])
+        return BT_OK;
+    if (c->update_every < 1)
+        return bt_error(err, errlen, BT_ERR_ARG, "update every %d steps: expected at least 1",
+                        c->update_every);
+    if (c->checkpoint_every != 0 || c->memory_budget_mb > 0)
+        return bt_error(err, errlen, BT_ERR_ARG, "--estimator %s replaces backpropagation "
+                        "through time: it takes no --checkpoint or --memory-budget",
+                        c->estimator);
+    char eerr[BT_ERRMSG_LEN] = "";
+    bt_status st = bt_estimator_new(reg, c->estimator, lm->m, c->batch, false, &lm->est, eerr,
+                                    sizeof eerr);
+    if (st == BT_OK)
+        st = bt_online_new(lm->m, c->batch, &lm->onl, eerr, sizeof eerr);
+    return st == BT_OK ? BT_OK : bt_error(err, errlen, st, "--estimator %s: %s", c->estimator, eerr);
+}
+
 /* The carried state (one block, a view per state) and the evaluation graph. */
 static bt_status make_state(bt_lm *lm, char *err, size_t errlen)
 {
@@ -209,7 +238,8 @@ bt_status bt_lm_new(const bt_registry *reg, const bt_lm_config *cfg, bt_source *
         goto fail;
     }
     if ((st = bt_unroller_new(lm->m, cfg->batch, cfg->steps, &lm->u, err, errlen)) != BT_OK ||
-        (st = make_state(lm, err, errlen)) != BT_OK)
+        (st = make_state(lm, err, errlen)) != BT_OK ||
+        (st = make_estimator(reg, lm, err, errlen)) != BT_OK)
         goto fail;
     *out = lm;
     return BT_OK;
@@ -236,6 +266,10 @@ bt_status bt_lm_distribute(bt_lm *lm, bt_dist *d, char *err, size_t errlen)
     int N = bt_dist_size(d), B = lm->cfg.batch;
     if (N <= 1)
         return BT_OK;
+    if (lm->est)
+        return bt_error(err, errlen, BT_ERR_ARG, "--estimator %s trains on one process: an "
+                        "online estimator's state spans every row, and its data-parallel form "
+                        "is not written; run it without mpirun", lm->cfg.estimator);
     char ok[256];
     if (B % N != 0)
         return bt_error(err, errlen, BT_ERR_ARG, "--batch %d does not split into %d equal blocks "
@@ -458,12 +492,26 @@ static uint64_t sequence_sum(const bt_lm *lm, const bt_sequence *seq)
     return h;
 }
 
+/* One minibatch through the online estimator, updating as it goes. fresh:
+ * the state was just zeroed, so the estimator's state starts afresh (seeded
+ * with the minibatch's draw); else it carries on with the state. */
+static bt_status train_online(bt_lm *lm, const bt_sequence *seq, const bt_unroll_opts *o,
+                              bool fresh, bt_unroll_result *r, char *err, size_t errlen)
+{
+    bt_online_opts oo = {.estimator = lm->est, .begin = fresh, .seed = o->policy_seed,
+                         .optimizer = lm->opt, .clip = lm->cfg.clip,
+                         .update_every = lm->cfg.update_every};
+    return bt_online_run(lm->onl, seq, lm->state, &oo, NULL, r, err, errlen);
+}
+
 /* One minibatch through the unroller: all its rows, or this process's. A
  * failure the update hook did not carry to the other processes (one before
  * any window) is sent in the frame they are waiting in. */
 static bt_status train_batch(bt_lm *lm, const bt_sequence *seq, const bt_unroll_opts *o,
-                             bt_unroll_result *r, char *err, size_t errlen)
+                             bool fresh, bt_unroll_result *r, char *err, size_t errlen)
 {
+    if (lm->est)
+        return train_online(lm, seq, o, fresh, r, err, errlen);
     if (!lm->dist)
         return bt_unroll_run(lm->u, seq, lm->state, o, NULL, NULL, NULL, r, err, errlen);
     bt_sequence part;
@@ -503,12 +551,13 @@ static bt_status train_batches(bt_lm *lm, epoch_sums *a, int epochs_target,
     bt_sequence seq;
     bt_unroll_result r;
     while (src->next(src->ctx, &seq)) {
+        bool fresh = !src->carry_state || a->done == 0;
         if (!src->carry_state && a->done > 0)
             memset(lm->state_block, 0, lm->state_len * sizeof(bt_real));
         o.policy_seed = bt_rng_next(&lm->rng); /* drawn for every policy, so data order agrees */
         char uerr[BT_ERRMSG_LEN] = "";
         lm->batch_at = a->done;
-        bt_status st = train_batch(lm, &seq, &o, &r, uerr, sizeof uerr);
+        bt_status st = train_batch(lm, &seq, &o, fresh, &r, uerr, sizeof uerr);
         if (st != BT_OK)
             return bt_error(err, errlen, st, "epoch %d, minibatch %d of %d: %s",
                             lm->epochs_done + 1, a->done + 1, a->batches, uerr);
@@ -651,11 +700,14 @@ bt_optimizer *bt_lm_optimizer(bt_lm *lm) { return lm->opt; }
 bt_source *bt_lm_source(bt_lm *lm) { return lm->src; }
 bt_rng *bt_lm_rng(bt_lm *lm) { return &lm->rng; }
 bt_real *const *bt_lm_state(bt_lm *lm) { return lm->state; }
+bt_estimator *bt_lm_estimator(bt_lm *lm) { return lm->est; }
 int bt_lm_epochs_done(const bt_lm *lm) { return lm->epochs_done; }
 uint64_t bt_lm_updates(const bt_lm *lm) { return lm->updates; }
 
 const char *bt_lm_policy_describe(const bt_lm *lm, char *buf, size_t len)
 {
+    if (lm->est)
+        return bt_estimator_describe(lm->est, buf, len);
     if (lm->pdef->describe && bt_policy_describe(lm->pdef, lm->pstate, buf, len))
         return buf;
     snprintf(buf, len, "%s", lm->cfg.truncation);
@@ -671,6 +723,9 @@ size_t bt_lm_memory(const bt_lm *lm)
 {
     size_t total = bt_params_total(lm->m->params);
     size_t n_opt = (size_t)bt_optimizer_state_count(lm->opt);
+    if (lm->est) /* the runner's running sum and two flat states, the estimator's buffers, a step's arena */
+        return sizeof(bt_real) * (total * (3 + n_opt) + 3 * lm->state_len) +
+               bt_estimator_bytes(lm->est) + lm->peak_arena;
     int reach = lm->pdef->max_reach ? lm->pdef->max_reach(lm->pstate) : 0;
     /* The unroller's ring keeps max(reach, 1) + 1 states. */
     size_t ring = lm->state_len * (size_t)((reach > 0 ? reach : 1) + 1);
@@ -701,7 +756,8 @@ bt_status bt_lm_set_progress(bt_lm *lm, int epochs_done, uint64_t updates,
     return BT_OK;
 }
 
-/* Does a registered policy name start at s, followed by ':', ',' or the end? */
+/* Does a registered policy (or estimator) name start at s, followed by ':',
+ * ',' or the end? */
 static bool policy_starts(const bt_registry *r, const char *s)
 {
     size_t n = strcspn(s, ":,");
@@ -710,20 +766,22 @@ static bool policy_starts(const bt_registry *r, const char *s)
         return false;
     memcpy(name, s, n);
     name[n] = '\0';
-    return bt_registry_policy(r, name) != NULL;
+    return bt_registry_policy(r, name) != NULL || bt_registry_estimator(r, name) != NULL;
 }
 
 int bt_lm_split_policies(const bt_registry *r, const char *list, char (*out)[256], int max,
                          char *err, size_t errlen)
 {
-    char known[512];
+    char known[512], kest[256];
     if (!list || !*list) {
         snprintf(err, errlen, "no truncation policy given");
         return -1;
     }
     if (!policy_starts(r, list)) {
-        snprintf(err, errlen, "'%.*s' is not a truncation policy (known: %s)",
-                 (int)strcspn(list, ":,"), list, bt_registry_names(r, BT_KIND_POLICY, known, sizeof known));
+        snprintf(err, errlen, "'%.*s' is not a truncation policy (known: %s) nor an estimator "
+                 "(%s)", (int)strcspn(list, ":,"), list,
+                 bt_registry_names(r, BT_KIND_POLICY, known, sizeof known),
+                 bt_registry_names(r, BT_KIND_ESTIMATOR, kest, sizeof kest));
         return -1;
     }
     int n = 0;
@@ -743,13 +801,16 @@ int bt_lm_split_policies(const bt_registry *r, const char *list, char (*out)[256
         }
         memcpy(out[n], start, len);
         out[n][len] = '\0';
-        /* "full,bogus:3" reads as policy "full,bogus": name the stray word. */
+        /* "full,bogus:3" reads as policy "full,bogus": name the stray word (an
+         * option with '=' is no stray word: "uoro,seed=3"). */
         size_t name_len = strcspn(out[n], ":");
         const char *comma = memchr(out[n], ',', name_len);
-        if (comma) {
-            snprintf(err, errlen, "'%.*s' is not a truncation policy (known: %s)",
-                     (int)(name_len - (size_t)(comma + 1 - out[n])), comma + 1,
-                     bt_registry_names(r, BT_KIND_POLICY, known, sizeof known));
+        size_t word = comma ? strcspn(comma + 1, ",:") : 0;
+        if (comma && !memchr(comma + 1, '=', word)) {
+            snprintf(err, errlen, "'%.*s' is not a truncation policy (known: %s) nor an "
+                     "estimator (%s)", (int)(name_len - (size_t)(comma + 1 - out[n])), comma + 1,
+                     bt_registry_names(r, BT_KIND_POLICY, known, sizeof known),
+                     bt_registry_names(r, BT_KIND_ESTIMATOR, kest, sizeof kest));
             return -1;
         }
         n++;

@@ -11,6 +11,7 @@
 #include "batcher.h"
 #include "dist.h"
 #include "model.h"
+#include "online.h"
 #include "registry.h"
 #include "source.h"
 #include "tokenize.h"
@@ -27,6 +28,11 @@ typedef struct bt_lm_config {
     char optimizer[256];    /* "sgd:lr=1" as given */
     double clip;            /* global-norm theta; <= 0 disables */
     char truncation[256];   /* "full", "fixed:35", "random:0.1,seed=3", "tbptt:5,35" */
+    /* An online gradient estimator instead of BPTT ("rtrl", "uoro,seed=3"; ""
+     * for BPTT under the truncation policy), updating the parameters after
+     * every update_every steps and at the end of each minibatch. */
+    char estimator[256];
+    int update_every;
     char init[128];         /* --init spec; "" for the cell's defaults */
     uint64_t seed;
     bt_tokens_kind tokens;
@@ -57,7 +63,8 @@ BT_API void bt_lm_config_default(bt_lm_config *c);
 typedef enum bt_lm_setting {
     BT_LM_CELL, BT_LM_HIDDEN, BT_LM_BATCH, BT_LM_STEPS, BT_LM_OPTIMIZER, BT_LM_CLIP,
     BT_LM_TRUNCATION, BT_LM_INIT, BT_LM_SEED, BT_LM_TOKENS, BT_LM_SAMPLING, BT_LM_MAX_TOKENS,
-    BT_LM_VAL_FRACTION, BT_LM_LAYERS, BT_LM_DROPOUT, BT_LM_SETTING_COUNT
+    BT_LM_VAL_FRACTION, BT_LM_ESTIMATOR, BT_LM_UPDATE_EVERY, BT_LM_LAYERS, BT_LM_DROPOUT,
+    BT_LM_SETTING_COUNT
 } bt_lm_setting;
 /* Its name, as `bptt train` spells the option: "hidden", "max-tokens". */
 BT_API const char *bt_lm_setting_name(bt_lm_setting s);
@@ -147,7 +154,10 @@ BT_API bt_rng *bt_lm_rng(bt_lm *lm);
 BT_API bt_real *const *bt_lm_state(bt_lm *lm);
 BT_API int bt_lm_epochs_done(const bt_lm *lm);
 BT_API uint64_t bt_lm_updates(const bt_lm *lm);
-/* Canonical policy and optimizer descriptions ("fixed:35", "sgd:lr=1,weight_decay=0"). */
+/* The online estimator of a run with one (estimator.h), else NULL. */
+BT_API bt_estimator *bt_lm_estimator(bt_lm *lm);
+/* Canonical policy and optimizer descriptions ("fixed:35", "sgd:lr=1,weight_decay=0"); a
+ * run with an estimator is described by it ("uoro,eps=1e-07"). */
 BT_API const char *bt_lm_policy_describe(const bt_lm *lm, char *buf, size_t len);
 BT_API const char *bt_lm_optimizer_describe(const bt_lm *lm, char *buf, size_t len);
 /* Bytes the run holds for training: parameters, gradients, optimizer state,
@@ -163,7 +173,8 @@ BT_API bool bt_lm_params_finite(const bt_lm *lm);
 
 /* Splits a list of policy specs, "full,fixed:35,random:0.1,seed=3,tbptt:5,35":
  * commas also separate a policy's options, so a new spec starts only at a
- * comma followed by a registered policy name and then ':', ',' or the end.
+ * comma followed by a registered policy (or estimator: "full,rtrl,uoro,seed=3")
+ * name and then ':', ',' or the end.
  * Returns the count, or -1 with a message (empty list or entry, unknown
  * first name, more than max, a spec longer than 255 bytes). */
 BT_API int bt_lm_split_policies(const bt_registry *r, const char *list, char (*out)[256], int max,

@@ -2,12 +2,16 @@
 """mpi_compare.py ACTUAL EXPECTED [--rtol R | --bitwise] [--skip NAME]...: two
 bptt checkpoints, tensor by tensor (tests/test_mpi.sh).
 
-Every tensor of EXPECTED must be in ACTUAL with the same shape and dtype. With
+The two files must hold the same tensors with the same shapes and dtypes, and
+the same metadata (every key and value: settings, progress, vocabulary). With
 --rtol, the relative difference of a tensor, max|a - e| / max|e| (an exactly
 zero tensor must stay zero), must be at most R; with --bitwise the bytes must
-be equal. --skip leaves a tensor out (the history holds timings). Prints the
-worst relative difference and the tensor it is in; exit 0 when all agree, 1
-when one does not, 2 when a file cannot be read."""
+be equal. The history is compared column by column, without the columns that
+measure the machine (tokens/s, seconds, elapsed seconds, peak arena bytes): its
+training and validation losses, gradient norms and update counts must agree
+like any tensor. --skip leaves a tensor out. Prints the worst relative
+difference and the tensor it is in; exit 0 when all agree, 1 when one does
+not, 2 when a file cannot be read."""
 import os
 import sys
 
@@ -15,6 +19,26 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
 from safetensors_np import st_read  # noqa: E402
+
+# io/checkpoint.c's history columns: epoch, train_loss, val_loss, tokens_per_s,
+# grad_norm_mean, grad_norm_max, updates, skipped, seconds, elapsed, peak_arena.
+HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "tokens_per_s", "grad_norm_mean",
+                   "grad_norm_max", "updates", "skipped", "seconds", "elapsed", "peak_arena"]
+MACHINE_COLUMNS = {"tokens_per_s", "seconds", "elapsed", "peak_arena"}
+
+
+def split_history(tensors):
+    """The history tensor replaced by one tensor per column that does not
+    depend on the machine ("history.val_loss", ...)."""
+    h = tensors.pop("history", None)
+    if h is None:
+        return
+    if h.ndim != 2 or h.shape[1] != len(HISTORY_COLUMNS):
+        tensors["history"] = h  # another layout: compared whole
+        return
+    for i, name in enumerate(HISTORY_COLUMNS):
+        if name not in MACHINE_COLUMNS:
+            tensors["history." + name] = np.ascontiguousarray(h[:, i])
 
 
 def main(argv):
@@ -34,12 +58,17 @@ def main(argv):
         print(__doc__.strip().splitlines()[0], file=sys.stderr)
         return 2
     try:
-        act, _ = st_read(files[0])
-        exp, _ = st_read(files[1])
+        act, act_meta = st_read(files[0])
+        exp, exp_meta = st_read(files[1])
     except (OSError, ValueError) as e:
         print(f"mpi_compare: {e}", file=sys.stderr)
         return 2
+    split_history(act)
+    split_history(exp)
     worst, where, bad = 0.0, "", []
+    for key in sorted(set(act_meta) | set(exp_meta)):
+        if act_meta.get(key) != exp_meta.get(key):
+            bad.append(f"metadata '{key}': {act_meta.get(key)!r} vs {exp_meta.get(key)!r}")
     for name, e in exp.items():
         if name in skip:
             continue

@@ -5,11 +5,15 @@
  *              of the vocabulary (the rarest character): a non-finite loss in
  *              the rows of the process that holds them;
  *   fault_fail the same RNN failing with a cell error on those rows;
+ *   fault_kill the same RNN whose process is killed (SIGKILL, as by the
+ *              kernel's out-of-memory killer) on those rows: a process that
+ *              dies without a word, which mpirun must turn into the job's end;
  *   fault_skew SGD whose learning rate is 1e-6 larger on every process but
  *              the first (a plugin that computes differently on one host):
  *              the parameters drift apart, which the per-epoch check stops.
  * Shapes: W_xh [V,H], W_hh [H,H], b_h [H], W_hq [H,V]. */
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -92,6 +96,16 @@ static bt_tensor *fail_step(const bt_host *H, bt_graph *g, bt_tensor *const *p,
     return o;
 }
 
+static bt_tensor *kill_step(const bt_host *H, bt_graph *g, bt_tensor *const *p,
+                            const bt_step_input *in, bt_tensor *const *state, bt_tensor **next)
+{
+    int row;
+    bt_tensor *o = rnn_out(H, g, p, in, state, next, &row);
+    if (o && row >= 0)
+        raise(SIGKILL);
+    return o;
+}
+
 static const bt_cell_def fault_nan = {
     .size = sizeof(bt_cell_def), .name = "fault_nan",
     .summary = "test: NaN output on rows reading the last token",
@@ -104,6 +118,13 @@ static const bt_cell_def fault_fail = {
     .summary = "test: a cell error on rows reading the last token",
     .input = BT_INPUT_TOKENS, .loss = BT_LOSS_XENT,
     .params = fault_params, .states = fault_states, .step = fail_step,
+};
+
+static const bt_cell_def fault_kill = {
+    .size = sizeof(bt_cell_def), .name = "fault_kill",
+    .summary = "test: the process is killed on rows reading the last token",
+    .input = BT_INPUT_TOKENS, .loss = BT_LOSS_XENT,
+    .params = fault_params, .states = fault_states, .step = kill_step,
 };
 
 static int skew_create(const bt_host *host, const char *options, void **cfg, char *err,
@@ -144,7 +165,8 @@ static const bt_optimizer_def fault_skew = {
 static int init(const bt_host *host, bt_registrar *reg, char *err, size_t errlen)
 {
     (void)err, (void)errlen;
-    if (host->register_cell(reg, &fault_nan) != BT_OK || host->register_cell(reg, &fault_fail) != BT_OK)
+    if (host->register_cell(reg, &fault_nan) != BT_OK || host->register_cell(reg, &fault_fail) != BT_OK ||
+        host->register_cell(reg, &fault_kill) != BT_OK)
         return -1;
     return host->register_optimizer(reg, &fault_skew);
 }

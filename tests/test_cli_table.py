@@ -102,13 +102,17 @@ def configs(tmp, text, ckpt, in_the_way, double):
     return {
         "train": (lm_base, dict(lm_values, **{
             "truncation": "fixed:2",
+            "estimator": "uoro,seed=3",
+            "update-every": {"value": "2", "add": [("estimator", "rtrl")]},
             "save": p("s.safetensors"),
             "every": {"value": "1", "add": [("save", p("e.safetensors"))]},
             "resume": {"value": ckpt, "add": [("epochs", "2")]},
             "plot": p("t.svg"),
         })),
         "compare": (lm_base + [("truncation", "full,fixed:2"), ("plot", p("c.svg"))],
-                    dict(lm_values, truncation="full,tbptt:2,4", plot=p("c2.svg"))),
+                    dict(lm_values, truncation="full,tbptt:2,4", plot=p("c2.svg"),
+                         estimator="rtrl,uoro,seed=3",
+                         **{"update-every": {"value": "3", "add": [("estimator", "uoro")]}})),
         "generate": ([("model", ckpt), ("length", "5")], {
             "model": ckpt, "prefix": "the doc", "length": "3", "temperature": "0.5",
             "seed": "3", "plugin": USER_SO, "threads": "2",
@@ -147,6 +151,8 @@ def configs(tmp, text, ckpt, in_the_way, double):
             "json": None, "plot": p("a.svg"), "plugin": USER_SO, "threads": "1",
             "layers": "rnn_tanh:3,gru:2",
             "model-file": {"value": MODEL_FILE, "drop": ["cell", "hidden"]},
+            "estimator": "rtrl,uoro,seed=2", "truncation": "fixed:2,random:0.5",
+            "draws": {"value": "3", "add": [("estimator", "uoro")]},
         }),
         "demo": ([("out", in_the_way)], {"out": in_the_way, "plugin": USER_SO, "threads": "1"},
                  (1, "cannot create --out")),

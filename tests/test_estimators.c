@@ -11,7 +11,8 @@
  *   through the optimizer runner as the unroller does; influence balancing
  *   (influence:23,10): rtrl and uoro reach the optimum theta* = -1/6 online;
  * - refusals: rtrl above its memory limit, unknown names, bad options, a
- *   runner and an estimator bound to different sizes.
+ *   runner and an estimator bound to different sizes;
+ * - a training run's checkpoint round trip keeps the estimator's state.
  * Dimension letters: B rows, T steps, H hidden, V vocabulary, S state
  * numbers, P parameters. */
 #include <math.h>
@@ -20,6 +21,8 @@
 #include <string.h>
 
 #include "check.h"
+#include "checkpoint.h"
+#include "lm.h"
 #include "online.h"
 #include "tasks.h"
 
@@ -614,4 +617,81 @@ Test(estimators, refusals_say_what_to_change)
     bt_online_free(on);
     bt_estimator_free(e);
     free_case(&c);
+}
+
+/* A training run's checkpoint holds the estimator's state (every buffer and
+ * its RNG), and restoring it gives it back: the restored run saves the same
+ * file, tensor for tensor, though its estimator starts from zeros and seed 0. */
+static void expect_same_tensors(const char *a, const char *b)
+{
+    char err[1024] = "";
+    bt_st_file *fa, *fb;
+    cr_assert_eq(bt_st_read(a, &fa, err, sizeof err), BT_OK, "%s", err);
+    cr_assert_eq(bt_st_read(b, &fb, err, sizeof err), BT_OK, "%s", err);
+    cr_assert_eq(bt_st_count(fa), bt_st_count(fb));
+    int n_est = 0;
+    for (int i = 0; i < bt_st_count(fa); i++) {
+        const bt_st_tensor *ta = bt_st_at(fa, i), *tb = bt_st_find(fb, ta->name);
+        cr_assert_not_null(tb, "%s missing after the round trip", ta->name);
+        n_est += strncmp(ta->name, "estimator.", 10) == 0;
+        if (strcmp(ta->name, "history") == 0) /* timings */
+            continue;
+        size_t nbytes = ta->count * bt_st_dtype_size(ta->dtype);
+        cr_expect(ta->dtype == tb->dtype && ta->count == tb->count &&
+                  memcmp(ta->data, tb->data, nbytes) == 0,
+                  "tensor %s differs after the round trip", ta->name);
+    }
+    cr_expect_geq(n_est, 2, "the checkpoint holds %d estimator tensors", n_est);
+    bt_st_free(fa);
+    bt_st_free(fb);
+}
+
+static bt_lm *influence_lm(const char *est, bt_source *src)
+{
+    char err[1024] = "";
+    bt_lm_config cfg;
+    bt_lm_config_default(&cfg);
+    snprintf(cfg.cell, sizeof cfg.cell, "influence");
+    snprintf(cfg.optimizer, sizeof cfg.optimizer, "adam:lr=1e-3");
+    snprintf(cfg.estimator, sizeof cfg.estimator, "%s", est);
+    cfg.hidden = 23, cfg.batch = 1, cfg.steps = 50, cfg.clip = 0.5, cfg.update_every = 7;
+    cr_assert_eq(bt_task_source_new("influence:23,10,len=50,batches=4", 1, 1, src, err,
+                                    sizeof err), BT_OK, "%s", err);
+    bt_lm *lm;
+    cr_assert_eq(bt_lm_new(reg, &cfg, src, &lm, err, sizeof err), BT_OK, "%s", err);
+    return lm;
+}
+
+Test(estimators, checkpoint_round_trip_keeps_the_estimator_state)
+{
+    const char *specs[] = {"rtrl", "uoro,seed=4"};
+    for (int k = 0; k < 2; k++) {
+        char err[1024] = "", a[] = "/tmp/bptt-est-ckA-XXXXXX", b[] = "/tmp/bptt-est-ckB-XXXXXX";
+        cr_assert_geq(mkstemp(a), 0);
+        cr_assert_geq(mkstemp(b), 0);
+        bt_source src, src2;
+        bt_lm *lm = influence_lm(specs[k], &src);
+        cr_assert_eq(bt_lm_train(lm, 1, NULL, err, sizeof err), BT_OK, "%s", err);
+        /* the state at the stream's end is not the start's */
+        const char *name;
+        size_t count;
+        bt_real *v = bt_estimator_buffer_at(bt_lm_estimator(lm), 0, &name, &count);
+        double sum = 0;
+        for (size_t i = 0; i < count; i++)
+            sum += fabs((double)v[i]);
+        cr_expect_gt(sum, 0, "%s: buffer %s is all zeros after training", specs[k], name);
+        cr_assert_eq(bt_checkpoint_save(lm, a, NULL, err, sizeof err), BT_OK, "%s", err);
+        bt_checkpoint *ck;
+        cr_assert_eq(bt_checkpoint_read(a, &ck, err, sizeof err), BT_OK, "%s", err);
+        cr_expect_str_eq(ck->cfg.estimator, specs[k]);
+        cr_expect_eq(ck->cfg.update_every, 7);
+        bt_lm *back = influence_lm(specs[k], &src2);
+        cr_assert_eq(bt_checkpoint_restore(ck, back, err, sizeof err), BT_OK, "%s", err);
+        cr_assert_eq(bt_checkpoint_save(back, b, NULL, err, sizeof err), BT_OK, "%s", err);
+        expect_same_tensors(a, b);
+        bt_checkpoint_free(ck);
+        bt_lm_free(lm), bt_lm_free(back);
+        bt_source_free(&src), bt_source_free(&src2);
+        remove(a), remove(b);
+    }
 }

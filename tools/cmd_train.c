@@ -18,6 +18,10 @@
 
 static const cli_option options[] = {
     {"truncation", "POLICY", "full (default), fixed:K, random:PI[,seed=S], tbptt:K1,K2"},
+    {"estimator", "NAME[,OPTS]", "estimate the gradient online instead of backpropagating "
+                                 "through time: rtrl (exact), uoro[,seed=S] (unbiased); the "
+                                 "parameters are updated every --update-every steps (see "
+                                 "docs/estimators.md)"},
     {"save", "FILE", "checkpoint (safetensors), written atomically"},
     {"every", "N", "save every N epochs (default 1) and at the end"},
     {"resume", "FILE", "continue a checkpoint with its own settings and text; --epochs is the "
@@ -175,6 +179,12 @@ static bool read_options(cli_args *a, void *vo)
     train_opts *o = vo;
     if (!lm_cli_parse(a, &o->lm) || !cli_int(a, "every", 1, 1, 100000000, &o->every))
         return false;
+    const bt_lm_given *g = &o->lm.run;
+    if (g->given[BT_LM_ESTIMATOR] && g->given[BT_LM_TRUNCATION]) {
+        cli_usage(CMD, "--estimator %s replaces backpropagation through time: drop --truncation",
+                  g->raw[BT_LM_ESTIMATOR]);
+        return false;
+    }
     o->save = cli_get(a, "save");
     o->resume = cli_get(a, "resume");
     o->plot = cli_get(a, "plot");
@@ -232,6 +242,9 @@ static int settings(train_run *r, const bt_registry *reg, const train_opts *o, b
     }
     if (!lm_cli_validate(CMD, reg, &r->cfg))
         return 1;
+    if (o->lm.run.given[BT_LM_UPDATE_EVERY] && !r->cfg.estimator[0])
+        return cli_usage(CMD, "--update-every applies to an online estimator (--estimator); "
+                         "under BPTT the truncation policy decides when to update");
     if (!lm_cli_check_data(CMD, &o->lm, r->data.data, r->data.task))
         return 2;
     return !writer || check_outputs(o) ? 0 : 1;
@@ -281,10 +294,16 @@ static void print_setup(const train_run *r, const train_opts *o, const dist_cli 
                c->batch, c->steps, src->count(src->ctx), src->carry_state ? " (state carried)" : "",
                val ? "held-out validation minibatches" : "no validation data");
     }
-    printf("  optimizer %s, clip %g, truncation %s, init %s, seed %llu\n",
-           bt_lm_optimizer_describe(r->lm, opt, sizeof opt), c->clip,
-           bt_lm_policy_describe(r->lm, pol, sizeof pol), c->init[0] ? c->init : "cell default",
-           (unsigned long long)c->seed);
+    char how[192];
+    if (c->estimator[0])
+        snprintf(how, sizeof how, "estimator %s (an update every %d step%s)",
+                 bt_lm_policy_describe(r->lm, pol, sizeof pol), c->update_every,
+                 c->update_every == 1 ? "" : "s");
+    else
+        snprintf(how, sizeof how, "truncation %s", bt_lm_policy_describe(r->lm, pol, sizeof pol));
+    printf("  optimizer %s, clip %g, %s, init %s, seed %llu\n",
+           bt_lm_optimizer_describe(r->lm, opt, sizeof opt), c->clip, how,
+           c->init[0] ? c->init : "cell default", (unsigned long long)c->seed);
     lm_cli_print_arch(c);
     if (r->ck)
         printf("  from epoch %d (%llu updates); --epochs %d is the total\n", r->ck->epoch,

@@ -38,6 +38,8 @@ const cli_option lm_cli_options[] = {
     {"max-tokens", "N", "use only the first N tokens of the text (0: all, default)"},
     {"val-fraction", "F", "hold out the last F of the tokens for validation perplexity (default "
                           "0; 0.1 is a good choice)"},
+    {"update-every", "N", "with an online estimator: a parameter update after every N steps "
+                          "(default 1) and at the end of each minibatch"},
     CLI_CHECKPOINT_OPTIONS,
     {"metrics", "FILE.csv", "per-epoch figures as CSV (compare: with a policy column)"},
     CLI_PLUGIN_OPTION,
@@ -190,6 +192,8 @@ bool lm_cli_parse(cli_args *a, lm_cli_opts *o)
         !get_str(a, g, BT_LM_OPTIMIZER, c->optimizer, sizeof c->optimizer) ||
         !get_str(a, g, BT_LM_TRUNCATION, c->truncation, sizeof c->truncation) ||
         !get_str(a, g, BT_LM_INIT, c->init, sizeof c->init) ||
+        !get_str(a, g, BT_LM_ESTIMATOR, c->estimator, sizeof c->estimator) ||
+        !get_int(a, g, BT_LM_UPDATE_EVERY, 1, 1 << 30, &c->update_every) ||
         !get_int(a, g, BT_LM_HIDDEN, 1, 1 << 16, &c->hidden) ||
         !get_int(a, g, BT_LM_BATCH, 1, 1 << 20, &c->batch) ||
         !get_int(a, g, BT_LM_STEPS, 1, 1 << 20, &c->steps))
@@ -244,6 +248,10 @@ bool lm_cli_validate(const char *command, const bt_registry *r, const bt_lm_conf
         return false;
     }
     def->destroy(state);
+    if (cfg->estimator[0] && bt_estimator_check_spec(r, cfg->estimator, err, sizeof err) != BT_OK) {
+        cli_fail(command, "--estimator %s: %s", cfg->estimator, err);
+        return false;
+    }
     /* The optimizer on a one-value block: only its name and options matter here. */
     bt_params *p = bt_params_new();
     bt_optimizer *o = NULL;
