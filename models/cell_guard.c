@@ -17,7 +17,6 @@
 
 #include "model.h"
 #include "registry.h"
-#include "stack.h"
 
 const char *bt_cell_origin(const bt_cell_def *cell, char *buf, size_t len)
 {
@@ -175,7 +174,7 @@ static bt_tensor *step_fail(bt_graph *g, const bt_model *m, const char *fmt, ...
     return NULL;
 }
 
-/* One cell's step, checked; a stack's layers come here one by one. */
+/* One cell's step, checked; a stack's layers come here one by one (stack.c). */
 static bt_tensor *cell_step(bt_graph *g, const bt_model *m, const bt_step_input *in,
                             bt_tensor *const *state, bt_tensor **next)
 {
@@ -206,31 +205,9 @@ static bt_tensor *cell_step(bt_graph *g, const bt_model *m, const bt_step_input 
     return o;
 }
 
-bt_tensor *bt_model_step_at(bt_graph *g, const bt_model *m, const bt_step_input *in, long t,
-                            bt_tensor *const *state, bt_tensor **next)
-{
-    if (!m->n_layers)
-        return cell_step(g, m, in, state, next);
-    /* A stack: layer l reads layer l-1's h at the same step (dropped out in
-     * training), the output layer reads the top layer's. */
-    bt_step_input li = *in;
-    bt_tensor *h = NULL;
-    for (int l = 0; l < m->n_layers; l++) {
-        int s0 = m->layer_state0[l];
-        if (l > 0)
-            li = (bt_step_input){.batch = in->batch, .x = h};
-        h = cell_step(g, m->layer[l], &li, state + s0, next + s0);
-        if (!h)
-            return NULL;
-        if (m->dropout_on && m->dropout > 0)
-            h = bt_dropout(g, h, m->dropout, bt_stack_mask_seed(m, l, t));
-    }
-    int o = m->n_params - 2; /* out.W_hq, out.b_q */
-    return bt_add(g, bt_matmul(g, h, m->ptab[o]), m->ptab[o + 1]);
-}
-
 bt_tensor *bt_model_step(bt_graph *g, const bt_model *m, const bt_step_input *in,
                          bt_tensor *const *state, bt_tensor **next)
 {
-    return bt_model_step_at(g, m, in, 0, state, next);
+    return m->n_layers ? bt_model_step_at(g, m, in, 0, state, next) /* a stack: stack.c */
+                       : cell_step(g, m, in, state, next);
 }

@@ -132,6 +132,29 @@ bt_status bt_model_new_stack(const bt_layer_def *layers, int n, int input, int o
     return BT_OK;
 }
 
+bt_tensor *bt_model_step_at(bt_graph *g, const bt_model *m, const bt_step_input *in, long t,
+                            bt_tensor *const *state, bt_tensor **next)
+{
+    if (!m->n_layers)
+        return bt_model_step(g, m, in, state, next);
+    /* A stack: layer l reads layer l-1's h at the same step (dropped out in
+     * training), the output layer reads the top layer's. */
+    bt_step_input li = *in;
+    bt_tensor *h = NULL;
+    for (int l = 0; l < m->n_layers; l++) {
+        int s0 = m->layer_state0[l];
+        if (l > 0)
+            li = (bt_step_input){.batch = in->batch, .x = h};
+        h = bt_model_step(g, m->layer[l], &li, state + s0, next + s0); /* checked there */
+        if (!h)
+            return NULL;
+        if (m->dropout_on && m->dropout > 0)
+            h = bt_dropout(g, h, m->dropout, bt_stack_mask_seed(m, l, t));
+    }
+    int o = m->n_params - 2; /* out.W_hq, out.b_q */
+    return bt_add(g, bt_matmul(g, h, m->ptab[o]), m->ptab[o + 1]);
+}
+
 /* One "C[:H]" entry into d. */
 static bool parse_layer(const bt_registry *reg, const char *s, size_t len, int hidden,
                         bt_layer_def *d, char *err, size_t errlen)

@@ -3,7 +3,8 @@
 PyTorch float64 nn.LSTM(num_layers=2) and nn.RNN(num_layers=2, tanh) with
 an nn.Linear head, dropout 0, under full BPTT, fixed:K truncation (the state
 of every layer detached between chunks) and given factors xi (a custom
-gradient-scale node on every layer's recurrent edge, xi = 0 a cut).
+gradient-scale node on every layer's recurrent edge, xi = 0 a cut); and
+`bptt grad --estimator rtrl` (forward-mode, exact) against the full gradient.
 
 The weight mapping (docs/stacks.md): for layer k = 1, 2 (torch index k-1)
   lstm:     l<k>.W_x = weight_ih_l<k-1>^T, l<k>.W_h = weight_hh_l<k-1>^T,
@@ -213,12 +214,13 @@ def main():
                     P[f"l{k}.c0"] = c0[k - 1]
             cell = MODULES[kind][0]
             failures += same_with_checkpoints(bptt, tmp, P, cell, H)
-            for policy in ["full", "fixed:3", "xi"]:
+            for policy in ["full", "fixed:3", "xi", "rtrl"]:
                 Pp = dict(P, xi=xi) if policy == "xi" else P
                 pfile, gfile = os.path.join(tmp, "P.st"), os.path.join(tmp, "G.st")
                 st_write(pfile, Pp)
                 cmd = [bptt, "grad", "--layers", f"{cell}:{H},{cell}:{H}", "--params", pfile,
-                       "--out", gfile] + ([] if policy == "xi" else ["--truncation", policy])
+                       "--out", gfile] + ([] if policy == "xi" else ["--estimator", "rtrl"]
+                                          if policy == "rtrl" else ["--truncation", policy])
                 p = subprocess.run(cmd, capture_output=True, text=True)
                 label = f"case {case} {kind} B={B} T={T} H={H} V={V} {policy}"
                 if p.returncode != 0:
@@ -228,7 +230,8 @@ def main():
                 Gb, meta = st_read(gfile)
                 precision = meta.get("precision", "float")
                 tol = 1e-9 if precision == "double" else 1e-4
-                Gt, loss = torch_grads(kind, rnn, head, X, Y, h0, c0, policy, xi)
+                Gt, loss = torch_grads(kind, rnn, head, X, Y, h0, c0,
+                                       "full" if policy == "rtrl" else policy, xi)
                 errs = {"loss": rel_err(Gb["loss"].reshape(()), np.float64(loss))}
                 for n, g in Gt.items():
                     errs[n] = rel_err(Gb["grad." + n], g) if "grad." + n in Gb else float("inf")
