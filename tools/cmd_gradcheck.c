@@ -130,16 +130,21 @@ int cmd_gradcheck(int argc, char **argv)
     const bt_cell_def *cell = build_model(reg, &o, &m, cmd);
     if (cell && cli_policy_new(reg, o.truncation ? o.truncation : "full", &pol, cmd)) {
         cli_check_size size = {(int)o.B, (int)o.T, (int)o.H, (int)o.V, (int)o.Q};
+        char what[300];
+        if (m->n_layers) /* a stack: its layers, not layer 1's cell alone */
+            bt_model_layers_text(m, what, sizeof what);
+        else
+            snprintf(what, sizeof what, "%s", cell->name);
         rc = cli_model_gradcheck(stdout, m, &pol, size, (uint64_t)o.seed, o.tol, true, cmd);
         m = NULL; /* freed by the check */
         if (rc == 0)
             printf("PASS: every gradient of %s under %s matches central differences\n",
-                   cell->name, pol.desc);
+                   what, pol.desc);
         else if (rc == 1)
             printf("FAIL: %s under %s: some gradients differ from central differences%s\n"
                    "  if the cell has ReLU or another kink, a central difference across it is "
                    "wrong: try a smaller --eps than %g (docs/gradcheck.md)\n",
-                   cell->name, pol.desc,
+                   what, pol.desc,
                    BT_REAL_DOUBLE ? "" : " (float build: confirm with the double build)", o.tol.eps);
         cli_policy_free(&pol);
     }
