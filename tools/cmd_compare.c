@@ -13,6 +13,7 @@
 #include "compare.h"
 #include "generate.h"
 #include "lm_cli.h"
+#include "paths.h"
 #include "svg.h"
 
 #define CMD "compare"
@@ -333,14 +334,19 @@ int cmd_compare(int argc, char **argv)
     lm_cli_data d = {.o = &o.lm, .data = o.lm.data, .task = o.lm.task};
     bt_lm_config cfg = o.lm.run.cfg;
     bt_compare_run *runs = NULL;
+    bt_files *files = NULL;
     char err[2048] = "";
     rc = 2;
     if (lm_cli_check_data(CMD, &o.lm, o.lm.data, o.lm.task) &&
         (n = policy_list(reg, &o, specs, &rc)) > 0) {
         rc = 1;
         /* Every run is built first: a bad policy option fails before any training. */
-        if (bt_atomic_check_writable(o.plot, err, sizeof err) != BT_OK)
-            cli_fail(CMD, "--plot: %s", err);
+        const bt_file_use uses[] = {{"--data", o.lm.data, false, 0},
+                                    {"--plot", o.plot, true, 0},
+                                    {"--metrics", o.lm.metrics, true, 0}};
+        bt_status st = bt_files_claim(uses, 3, &files, err, sizeof err);
+        if (st != BT_OK)
+            rc = st == BT_ERR_ARG ? cli_usage(CMD, "%s", err) : cli_fail(CMD, "%s", err);
         else if (bt_compare_new(reg, &cfg, (const char (*)[256])specs, n, lm_cli_source, &d, &runs,
                                 err, sizeof err) != BT_OK)
             cli_fail(CMD, "%s", err);
@@ -352,6 +358,7 @@ int cmd_compare(int argc, char **argv)
         }
     }
     bt_compare_free(runs, n);
+    bt_files_release(files);
     bt_corpus_free(d.corpus);
     bt_registry_free(reg);
     return rc;

@@ -4,6 +4,7 @@
  * (io/gradfile.h, docs/grad-files.md); this command names them and prints. */
 #include "cli_cell.h"
 #include "gradfile.h"
+#include "paths.h"
 
 static const char *const CMD = "grad";
 
@@ -97,12 +98,19 @@ int cmd_grad(int argc, char **argv)
     rc = 1;
     cli_policy pol = {0};
     const bt_cell_def *cell = NULL;
+    const bt_file_use uses[] = {{"--params", o.params, false, 0}, {"--out", o.out, true, 0}};
+    bt_files *files = NULL;
+    char err[2048];
+    bt_status st;
     if (!o.params || !o.out)
         cli_fail(CMD, "--params P.safetensors and --out G.safetensors are required "
                  "(see bptt grad --help)");
+    else if ((st = bt_files_claim(uses, 2, &files, err, sizeof err)) != BT_OK)
+        rc = st == BT_ERR_ARG ? cli_usage(CMD, "%s", err) : cli_fail(CMD, "%s", err);
     else if ((cell = cli_cell_find(reg, o.cell, CMD)) &&
              cli_policy_new(reg, o.truncation ? o.truncation : "full", &pol, CMD))
         rc = grad_files(cell, &o, &pol);
+    bt_files_release(files);
     cli_policy_free(&pol);
     bt_registry_free(reg);
     return rc;

@@ -9,6 +9,7 @@
 
 #include "checkpoint.h"
 #include "lm_cli.h"
+#include "paths.h"
 #include "svg.h"
 
 #define CMD "train"
@@ -176,28 +177,33 @@ typedef struct train_run {
     bt_source src;
     bt_lm_config cfg;
     bt_lm *lm;
+    bt_files *files;    /* the outputs, locked for the run */
 } train_run;
 
 static void train_run_free(train_run *r)
 {
+    bt_files_release(r->files);
     bt_lm_free(r->lm);
     bt_source_free(&r->src);
     bt_corpus_free(r->data.corpus);
     bt_checkpoint_free(r->ck);
 }
 
-/* Every file the run will write can be written: checked before the first epoch. */
-static bool check_outputs(const train_opts *o)
+/* Every file the run reads and writes, claimed before the first epoch: no
+ * two the same file (a resume may save over its checkpoint), every output
+ * writable and locked for the run. 0, or the exit status with the message printed. */
+static int claim_files(train_run *r, const train_opts *o)
 {
-    const char *what[] = {"--save", "--plot", "--metrics"};
-    const char *path[] = {o->save, o->plot, o->lm.metrics};
+    const bt_file_use uses[] = {
+        {"--data", r->data.data, false, 0}, {"--resume", o->resume, false, 1},
+        {"--save", o->save, true, 1}, {"--metrics", o->lm.metrics, true, 0},
+        {"--plot", o->plot, true, 0},
+    };
     char err[2048];
-    for (int i = 0; i < 3; i++)
-        if (path[i] && bt_atomic_check_writable(path[i], err, sizeof err) != BT_OK) {
-            cli_fail(CMD, "%s: %s", what[i], err);
-            return false;
-        }
-    return true;
+    bt_status st = bt_files_claim(uses, 5, &r->files, err, sizeof err);
+    if (st == BT_OK)
+        return 0;
+    return st == BT_ERR_ARG ? cli_usage(CMD, "%s", err) : cli_fail(CMD, "%s", err);
 }
 
 /* The run's settings and data: the command line's, or with --resume the
@@ -220,7 +226,7 @@ static int settings(train_run *r, const bt_registry *reg, const train_opts *o)
         return 1;
     if (!lm_cli_check_data(CMD, &o->lm, r->data.data, r->data.task))
         return 2;
-    return check_outputs(o) ? 0 : 1;
+    return claim_files(r, o);
 }
 
 /* Source, model (restored from the checkpoint when resuming); 0 or 1. */
