@@ -25,7 +25,7 @@ typedef struct task {
     int32_t *ids, *targets; /* [B*T] */
     bt_real *x, *y;         /* [B*T*D], [B*T*Q] */
     bt_real *weight;        /* [T] */
-    char name[64];
+    char *name;             /* the spec as given, whole: it recreates the task */
 } task;
 
 /* One minibatch of the task from rng into the task's buffers. */
@@ -129,6 +129,7 @@ static void task_destroy(void *ctx)
     bt_free(k->x);
     bt_free(k->y);
     bt_free(k->weight);
+    bt_free(k->name);
     bt_free(k);
 }
 
@@ -263,12 +264,13 @@ bt_status bt_task_source_new(const char *spec, int B, uint64_t seed, bt_source *
     k->batches = (int)batches;
     k->seed = seed;
     bt_rng_seed(&k->rng, seed);
-    if (!task_buffers(k)) {
+    size_t n = strlen(spec) + 1;
+    if (!task_buffers(k) || !(k->name = bt_malloc(n))) {
         task_destroy(k);
         snprintf(err, errlen, "task %s: out of memory for %d x %d steps", spec, B, k->T);
         return BT_ERR_NOMEM;
     }
-    snprintf(k->name, sizeof k->name, "%s", spec); /* as given: it recreates the task */
+    memcpy(k->name, spec, n); /* as given: it recreates the task */
     *out = (bt_source){
         .name = k->name,
         .tokens_in = k->kind == TASK_COPY,

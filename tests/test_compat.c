@@ -6,7 +6,9 @@
  * - the stored vocabulary is the one this code builds from the same text;
  * - the model, optimizer state, RNG, carried state and history restored into
  *   a run are the tensors in the file;
- * - reading a fixture and writing it again gives the same bytes;
+ * - reading a fixture and writing it again gives the same tensors and
+ *   metadata, plus the checksums it did not have (then the same bytes again);
+ * - they load unverified (no checksums), and say so (bt_checkpoint.verified);
  * - a file of the other precision is refused with a message saying why. */
 #include <errno.h>
 #include <stdio.h>
@@ -114,6 +116,7 @@ Test(compat, chars_checkpoint_reads_resumes_and_matches_the_file)
     cr_assert_eq(ck->cfg.tokens, BT_TOKENS_CHARS);
     cr_assert_eq(ck->epoch, 2);
     cr_assert_str_eq(ck->version, "0.1.0");
+    cr_assert_not(ck->verified, "a file from before checksums cannot be verified");
     assert_vocab_of_text(ck->vocab, BT_TOKENS_CHARS);
 
     bt_corpus *c = NULL;
@@ -201,23 +204,48 @@ Test(compat, letters_and_task_checkpoints_load)
     bt_checkpoint_free(ck);
 }
 
-Test(compat, rewriting_an_old_file_gives_the_same_bytes)
+/* a and b hold the same tensors (bytes) and the same metadata, checksums aside. */
+static void assert_same_content(const bt_st_file *a, const bt_st_file *b, const char *what)
+{
+    cr_assert_eq(bt_st_count(a), bt_st_count(b), "%s: tensor count", what);
+    for (int i = 0; i < bt_st_count(a); i++) {
+        const bt_st_tensor *t = bt_st_at(a, i), *u = bt_st_find(b, t->name);
+        cr_assert_not_null(u, "%s: %s lost", what, t->name);
+        cr_assert(t->dtype == u->dtype && t->count == u->count &&
+                  memcmp(t->data, u->data, t->count * bt_st_dtype_size(t->dtype)) == 0,
+                  "%s: %s differs", what, t->name);
+    }
+    static const char *const keys[] = {"format", "bptt_version", "cell", "hidden", "optimizer",
+                                       "truncation", "seed", "epoch", "data", "vocab", "task"};
+    for (size_t k = 0; k < sizeof keys / sizeof *keys; k++) {
+        const char *x = bt_st_meta(a, keys[k]), *y = bt_st_meta(b, keys[k]);
+        cr_assert((!x && !y) || (x && y && strcmp(x, y) == 0), "%s: metadata %s", what, keys[k]);
+    }
+}
+
+Test(compat, rewriting_an_old_file_keeps_its_content_and_adds_checksums)
 {
     static const char *const names[] = {
         "ckpt_v1_chars_float.safetensors", "ckpt_v1_chars_double.safetensors",
         "ckpt_v1_letters_float.safetensors", "ckpt_v1_task_float.safetensors",
     };
     for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
-        bt_st_file *f = NULL;
+        bt_st_file *f = NULL, *g = NULL;
         cr_assert_eq(bt_st_read(fixture(names[i]), &f, err, sizeof err), BT_OK, "%s", err);
-        char out[128];
+        cr_assert_not(bt_st_checksummed(f), "%s: a file from before checksums", names[i]);
+        char out[128], again[128];
         snprintf(out, sizeof out, "%s/%zu.safetensors", dir, i);
+        snprintf(again, sizeof again, "%s/%zu.again.safetensors", dir, i);
         cr_assert_eq(bt_st_write(f, out, err, sizeof err), BT_OK, "%s", err);
+        cr_assert_eq(bt_st_read(out, &g, err, sizeof err), BT_OK, "%s", err);
+        cr_assert(bt_st_checksummed(g), "%s: rewritten without checksums", names[i]);
+        assert_same_content(f, g, names[i]);
+        cr_assert_eq(bt_st_write(g, again, err, sizeof err), BT_OK, "%s", err);
         bt_st_free(f);
+        bt_st_free(g);
         size_t na, nb;
-        unsigned char *a = slurp(fixture(names[i]), &na), *b = slurp(out, &nb);
-        cr_assert_eq(na, nb, "%s: %zu bytes rewritten as %zu", names[i], na, nb);
-        cr_assert(memcmp(a, b, na) == 0, "%s: rewritten bytes differ", names[i]);
+        unsigned char *a = slurp(out, &na), *b = slurp(again, &nb);
+        cr_assert(na == nb && memcmp(a, b, na) == 0, "%s: a second rewrite differs", names[i]);
         free(a);
         free(b);
     }

@@ -235,7 +235,7 @@ static int policy_list(const bt_registry *reg, const compare_opts *o, char (*spe
     }
     for (int k = 0; k < n; k++) {
         bt_lm_config cfg = g->cfg;
-        memcpy(cfg.truncation, specs[k], sizeof cfg.truncation); /* both 256 bytes */
+        cfg.truncation = specs[k];
         if (!lm_cli_validate(CMD, reg, &cfg)) {
             *rc = 1;
             return 0;
@@ -330,7 +330,6 @@ int cmd_compare(int argc, char **argv)
     if (!cli_begin(&cmd_compare_spec, argc, argv, read_options, &o, &reg, &rc))
         return rc;
     static char specs[MAX_POLICIES][256];
-    _Static_assert(sizeof specs[0] == sizeof ((bt_lm_config *)0)->truncation, "spec sizes");
     lm_cli_data d = {.o = &o.lm, .data = o.lm.data, .task = o.lm.task};
     bt_lm_config cfg = o.lm.run.cfg;
     bt_compare_run *runs = NULL;

@@ -93,14 +93,16 @@ static bool influence_run(const bt_registry *reg, const char *spec, int i, trace
     /* One epoch of the task is the stream: the state carries between its sequences. */
     bt_lm_config cfg;
     bt_lm_config_default(&cfg);
-    snprintf(cfg.cell, sizeof cfg.cell, "influence");
+    char optimizer[64];
+    snprintf(optimizer, sizeof optimizer, "sgd:lr=%g", INF_LR_STEP * INF_LEN);
+    cfg.cell = "influence";
     cfg.hidden = INF_N;
     cfg.batch = 1;
     cfg.steps = INF_LEN;
     cfg.clip = 0;
     cfg.seed = 1;
-    snprintf(cfg.optimizer, sizeof cfg.optimizer, "sgd:lr=%g", INF_LR_STEP * INF_LEN);
-    snprintf(cfg.truncation, sizeof cfg.truncation, "%s", inf_policies[i]);
+    cfg.optimizer = optimizer;
+    cfg.truncation = inf_policies[i];
     bt_source src = {0};
     char err[1024] = "";
     double t0 = now();

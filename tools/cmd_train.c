@@ -217,10 +217,10 @@ static int settings(train_run *r, const bt_registry *reg, const train_opts *o)
     if (o->resume) {
         if (bt_checkpoint_read(o->resume, &r->ck, err, sizeof err) != BT_OK)
             return cli_fail(CMD, "--resume: %s", err);
-        if (bt_checkpoint_check_resume(r->ck, reg, &o->lm.run, &r->data.data, &r->data.task, err,
-                                       sizeof err) != BT_OK)
+        if (bt_checkpoint_check_resume(r->ck, reg, &o->lm.run, &r->data.data, &r->data.task,
+                                       &r->cfg, err, sizeof err) != BT_OK)
             return cli_fail(CMD, "%s", err);
-        r->cfg = r->ck->cfg;
+        lm_cli_resume_notes(CMD, r->ck, &r->cfg);
     }
     if (!lm_cli_validate(CMD, reg, &r->cfg))
         return 1;

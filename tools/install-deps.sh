@@ -4,7 +4,7 @@
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 packages=(meson ninja-build gcc libc6-dev pkg-config python3
-          libcriterion-dev uthash-dev libopenblas-dev libjansson-dev clang
+          libcriterion-dev uthash-dev libopenblas-dev libjansson-dev zlib1g-dev clang
           python3-torch python3-numpy)
 missing=()
 for p in "${packages[@]}"; do

@@ -37,20 +37,15 @@ const cli_option lm_cli_options[] = {
     {NULL, NULL, NULL},
 };
 
-/* A text setting: its value into dst, remembered as given. */
-static bool get_str(cli_args *a, bt_lm_given *g, bt_lm_setting id, char *dst, size_t len)
+/* A text setting: its value (argv's, of any length) into *dst, remembered as given. */
+static void get_str(cli_args *a, bt_lm_given *g, bt_lm_setting id, const char **dst)
 {
-    const char *name = bt_lm_setting_name(id), *v = cli_get(a, name);
+    const char *v = cli_get(a, bt_lm_setting_name(id));
     if (!v)
-        return true;
-    if (strlen(v) >= len) {
-        fprintf(stderr, "bptt: --%s: value too long (at most %zu characters)\n", name, len - 1);
-        return false;
-    }
-    memcpy(dst, v, strlen(v) + 1);
+        return;
+    *dst = v;
     g->given[id] = true;
     g->raw[id] = v;
-    return true;
 }
 
 /* A number setting: read with cli_int / cli_double, remembered as given. */
@@ -103,11 +98,11 @@ bool lm_cli_parse(cli_args *a, lm_cli_opts *o)
     long seed, epochs;
     o->data = cli_get(a, "data");
     o->task = cli_get(a, "task");
-    if (!get_str(a, g, BT_LM_CELL, c->cell, sizeof c->cell) ||
-        !get_str(a, g, BT_LM_OPTIMIZER, c->optimizer, sizeof c->optimizer) ||
-        !get_str(a, g, BT_LM_TRUNCATION, c->truncation, sizeof c->truncation) ||
-        !get_str(a, g, BT_LM_INIT, c->init, sizeof c->init) ||
-        !get_int(a, g, BT_LM_HIDDEN, 1, 1 << 16, &c->hidden) ||
+    get_str(a, g, BT_LM_CELL, &c->cell);
+    get_str(a, g, BT_LM_OPTIMIZER, &c->optimizer);
+    get_str(a, g, BT_LM_TRUNCATION, &c->truncation);
+    get_str(a, g, BT_LM_INIT, &c->init);
+    if (!get_int(a, g, BT_LM_HIDDEN, 1, 1 << 16, &c->hidden) ||
         !get_int(a, g, BT_LM_BATCH, 1, 1 << 20, &c->batch) ||
         !get_int(a, g, BT_LM_STEPS, 1, 1 << 20, &c->steps))
         return false;
@@ -122,6 +117,8 @@ bool lm_cli_parse(cli_args *a, lm_cli_opts *o)
     o->epochs = (int)epochs;
     note_given(a, g, BT_LM_CLIP);
     note_given(a, g, BT_LM_VAL_FRACTION);
+    note_given(a, g, BT_LM_CHECKPOINT);
+    note_given(a, g, BT_LM_MEMORY_BUDGET);
     if (!cli_double(a, "clip", 1, 0, 1e30, &c->clip) ||
         !cli_checkpoint(a, &c->checkpoint_every, &c->memory_budget_mb) ||
         !cli_double(a, "val-fraction", 0, 0, 0.5, &c->val_fraction) || !get_text_modes(a, g))
@@ -150,7 +147,8 @@ bool lm_cli_validate(const char *command, const bt_registry *r, const bt_lm_conf
     const bt_policy_def *def = bt_registry_policy(r, name);
     void *state = NULL;
     if (!def) {
-        cli_fail(command, "unknown truncation policy '%s' (known: %s)", name,
+        cli_fail(command, "unknown truncation policy '%.*s' (known: %s)",
+                 (int)strcspn(cfg->truncation, ":"), cfg->truncation,
                  bt_registry_names(r, BT_KIND_POLICY, known, sizeof known));
         return false;
     }
@@ -169,6 +167,40 @@ bool lm_cli_validate(const char *command, const bt_registry *r, const bt_lm_conf
     bt_optimizer_free(o);
     bt_params_free(p);
     return ok;
+}
+
+void lm_cli_integrity_note(const char *command, const bt_checkpoint *ck)
+{
+    if (!ck->verified)
+        fprintf(stderr, "bptt %s: note: %s was written before checkpoints had checksums (format "
+                "%s): it loads, but damage to it cannot be detected; a new save adds them\n",
+                command, ck->path, BT_CHECKPOINT_FORMAT_V1);
+}
+
+/* "sqrt", "off", "7"; "64 MB", "none" */
+static const char *spacing_text(int every, char *buf, size_t len)
+{
+    if (every <= 0)
+        snprintf(buf, len, "%s", every < 0 ? "sqrt" : "off");
+    else
+        snprintf(buf, len, "%d", every);
+    return buf;
+}
+
+void lm_cli_resume_notes(const char *command, const bt_checkpoint *ck, const bt_lm_config *run)
+{
+    lm_cli_integrity_note(command, ck);
+    char a[32], b[32];
+    if (run->checkpoint_every != ck->cfg.checkpoint_every)
+        fprintf(stderr, "bptt %s: note: --checkpoint %s replaces the checkpoint's %s: the same "
+                "gradients up to rounding, so the run no longer repeats the original bit for bit\n",
+                command, spacing_text(run->checkpoint_every, a, sizeof a),
+                spacing_text(ck->cfg.checkpoint_every, b, sizeof b));
+    if (run->memory_budget_mb != ck->cfg.memory_budget_mb)
+        fprintf(stderr, "bptt %s: note: --memory-budget %g replaces the checkpoint's %g MB%s: the "
+                "same gradients up to rounding, so the run no longer repeats the original bit for "
+                "bit\n", command, run->memory_budget_mb, ck->cfg.memory_budget_mb,
+                ck->cfg.memory_budget_mb == 0 ? " (none)" : "");
 }
 
 bool lm_cli_check_data(const char *command, const lm_cli_opts *o, const char *data,

@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 
+#include "checkpoint.h"
 #include "cli.h"
 #include "compare.h"
 #include "lm.h"
@@ -33,6 +34,12 @@ extern const cli_option lm_cli_options[];
 /* Checks cell, truncation and optimizer names and options before any data is
  * read, so a typo is reported first; prints the error and returns false. */
 bool lm_cli_validate(const char *command, const bt_registry *r, const bt_lm_config *cfg);
+/* What a resume should know, on stderr: a checkpoint from before checksums
+ * (its integrity unchecked), a --checkpoint or --memory-budget that replaces
+ * the stored one (same gradients up to rounding, so not bit for bit). */
+void lm_cli_resume_notes(const char *command, const bt_checkpoint *ck, const bt_lm_config *run);
+/* The first of those alone (generate, analyze --model). */
+void lm_cli_integrity_note(const char *command, const bt_checkpoint *ck);
 /* Exactly one of data and task, and no text-only option (--tokens, --sampling,
  * --max-tokens, --val-fraction) with a task; prints the error and returns false. */
 bool lm_cli_check_data(const char *command, const lm_cli_opts *o, const char *data,
