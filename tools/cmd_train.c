@@ -4,6 +4,7 @@
  * that keeps the last good checkpoint when the loss diverges, and a greedy
  * sample at the end (texts only). */
 #include <math.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -32,16 +33,28 @@ const cli_command cmd_train_spec = {
              "rnn_tanh, hidden 512, batch 32 x 35 steps, sgd lr 1, clip 1, full BPTT), or a\n"
              "model of a generated task (real-valued tasks report the loss, not perplexity,\n"
              "and need a cell with real inputs: --cell linear, or influence).",
-    .notes = "Exit status: 0 done, 1 error, 2 bad command line, 3 the loss became NaN/inf (the\n"
-             "last good checkpoint is kept).",
+    .notes = "Ctrl-C (or SIGTERM) stops after the minibatch under way and saves the run to\n"
+             "--save, where --resume continues it exactly, even within an epoch; a second Ctrl-C\n"
+             "quits at once without saving.\n\n"
+             "Exit status: 0 done, 1 error, 2 bad command line, 3 the loss became NaN/inf (the\n"
+             "last good checkpoint is kept), 130 stopped by Ctrl-C (SIGINT), 143 by SIGTERM.",
     .options = {lm_cli_options, options},
 };
 
 typedef struct train_ctx {
     const char *save, *metrics, *data;
     int every, target, last_saved;
+    long batches;       /* minibatches trained by this process */
     bool quiet, tty, tokens_out;
 } train_ctx;
+
+static void on_progress(void *vctx, const bt_lm_progress *p)
+{
+    train_ctx *t = vctx;
+    t->batches++;
+    if (t->tty)
+        lm_cli_progress(NULL, p);
+}
 
 static bt_status write_metrics(const char *path, bt_lm *lm, char *err, size_t errlen)
 {
@@ -280,7 +293,8 @@ static void print_setup(const train_run *r, const train_opts *o)
     fflush(stdout);
 }
 
-/* The greedy sample (texts only) and the last epoch's figures. */
+/* The greedy sample (texts only) and the last epoch's figures; `save` is the
+ * checkpoint this process wrote (NULL when it wrote none). */
 static void print_done(train_run *r, const char *save)
 {
     char *sample = lm_cli_sample(r->lm, r->data.corpus, 60);
@@ -306,8 +320,35 @@ static void print_done(train_run *r, const char *save)
     printf("%s%s\n", save ? ", saved " : "", save ? save : "");
 }
 
+/* The run stopped on a signal: its checkpoint (with --save, when anything
+ * was trained), where it stands, and 128 + the signal (1 if it cannot be saved). */
+static int interrupted(train_run *r, const train_opts *o, const train_ctx *t)
+{
+    int sig = lm_cli_stop_signal();
+    const char *name = sig == SIGTERM ? "SIGTERM" : "SIGINT";
+    bt_lm_position p;
+    bt_lm_position_get(r->lm, &p);
+    char where[96], err[2048];
+    if (p.batches_done)
+        snprintf(where, sizeof where, "in epoch %d after minibatch %d", bt_lm_epochs_done(r->lm) + 1,
+                 p.batches_done);
+    else
+        snprintf(where, sizeof where, "after epoch %d", bt_lm_epochs_done(r->lm));
+    if (!t->batches)
+        fprintf(stderr, "bptt train: %s before training began: nothing written\n", name);
+    else if (!o->save)
+        fprintf(stderr, "bptt train: %s: stopped %s; without --save nothing is kept\n", name, where);
+    else if (bt_checkpoint_save(r->lm, o->save, r->data.data, err, sizeof err) != BT_OK)
+        return cli_fail(CMD, "%s: stopped %s, but the run could not be saved: %s", name, where, err);
+    else
+        fprintf(stderr, "bptt train: %s: stopped %s; the run is saved in %s: continue it with "
+                "bptt train --resume %s --epochs %d\n", name, where, o->save, o->save, t->target);
+    return 128 + sig;
+}
+
 /* bt_lm_train with progress, per-epoch lines, metrics and checkpoints; the
- * plot once it stops. 0, 1 on an error, 3 when the loss diverged. */
+ * plot once it stops. 0, 1 on an error, 3 when the loss diverged, 128 + the
+ * signal when one stopped it. */
 static int train(train_run *r, const train_opts *o)
 {
     char err[2048] = "", perr[1024];
@@ -316,7 +357,7 @@ static int train(train_run *r, const train_opts *o)
         .target = o->lm.epochs, .last_saved = r->ck ? r->ck->epoch : -1, .quiet = o->lm.quiet,
         .tty = isatty(STDERR_FILENO), .tokens_out = r->src.tokens_out,
     };
-    bt_lm_hooks hooks = {.progress = t.tty ? lm_cli_progress : NULL, .epoch_done = on_epoch, .ctx = &t};
+    bt_lm_hooks hooks = {.progress = on_progress, .epoch_done = on_epoch, .ctx = &t};
     if (bt_lm_epochs_done(r->lm) >= o->lm.epochs)
         printf("the checkpoint is at epoch %d and --epochs is %d (a total): nothing to train\n",
                bt_lm_epochs_done(r->lm), o->lm.epochs);
@@ -326,9 +367,11 @@ static int train(train_run *r, const train_opts *o)
     if (o->plot && bt_lm_epochs_done(r->lm) > 0 &&
         write_plot(o->plot, r->lm, perr, sizeof perr) != BT_OK)
         fprintf(stderr, "bptt train: --plot: %s\n", perr);
+    if (st == BT_OK && bt_lm_stopped(r->lm))
+        return interrupted(r, o, &t);
     if (st == BT_OK) {
-        print_done(r, o->save);
-        return 0;
+        print_done(r, t.last_saved > (r->ck ? r->ck->epoch : -1) ? o->save : NULL);
+        return lm_cli_stop_signal() ? 128 + lm_cli_stop_signal() : 0; /* it came too late to stop */
     }
     cli_fail(CMD, "%s", err);
     if (st != BT_ERR_NUMERIC)
@@ -351,10 +394,13 @@ int cmd_train(int argc, char **argv)
     if (o.every_given && !o.save)
         fprintf(stderr, "bptt train: note: --every has no effect without --save\n");
     train_run r = {0};
+    lm_cli_stop_begin(CMD);
     if (!(rc = settings(&r, reg, &o)) && !(rc = build(&r, reg))) {
         print_setup(&r, &o);
+        lm_cli_stop_attach(r.lm);
         rc = train(&r, &o);
     }
+    lm_cli_stop_end();
     train_run_free(&r);
     bt_registry_free(reg);
     return rc;

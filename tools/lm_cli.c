@@ -1,9 +1,11 @@
 /* lm_cli.c: the run options shared by `bptt train` and `bptt compare`, and
  * the bits of output both print (progress line, greedy sample). */
 #include <math.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "generate.h"
 #include "lm_cli.h"
@@ -299,6 +301,63 @@ const char *lm_cli_duration(double s, char *buf, size_t len)
         snprintf(buf, len, "%.1fs", s);
     return buf;
 }
+
+/* ---- stopping on a signal ---- */
+
+static bt_lm *volatile stop_lm;           /* the run a signal stops */
+static volatile sig_atomic_t stop_sig;    /* the first signal caught */
+static const char *stop_command = "train";
+static struct sigaction stop_old[2];
+
+static void on_stop_signal(int sig)
+{
+    if (stop_sig)
+        _exit(128 + stop_sig); /* the second: at once, nothing written */
+    stop_sig = sig;
+    bt_lm *lm = stop_lm;
+    if (lm)
+        bt_lm_request_stop(lm);
+    /* write(2) alone: the only output a handler may make. */
+    static const char a[] = "\nbptt ", b[] = ": stopping after this minibatch to save the run "
+                                              "(press Ctrl-C again to quit at once, unsaved)\n";
+    ssize_t ignored = write(STDERR_FILENO, a, sizeof a - 1);
+    ignored = write(STDERR_FILENO, stop_command, strlen(stop_command));
+    ignored = write(STDERR_FILENO, b, sizeof b - 1);
+    (void)ignored;
+}
+
+void lm_cli_stop_begin(const char *command)
+{
+    stop_command = command;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sa.sa_flags = SA_RESTART; /* reads and writes under way go on */
+    sigemptyset(&sa.sa_mask);
+    /* SIGINT ignored on entry (nohup, a shell's background job) stays ignored. */
+    sigaction(SIGINT, NULL, &stop_old[0]);
+    if (stop_old[0].sa_handler != SIG_IGN)
+        sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, &stop_old[1]);
+}
+
+void lm_cli_stop_attach(bt_lm *lm)
+{
+    stop_lm = lm;
+    if (stop_sig && lm)
+        bt_lm_request_stop(lm);
+}
+
+int lm_cli_stop_signal(void) { return (int)stop_sig; }
+
+void lm_cli_stop_end(void)
+{
+    stop_lm = NULL;
+    sigaction(SIGINT, &stop_old[0], NULL);
+    sigaction(SIGTERM, &stop_old[1], NULL);
+}
+
+/* ---- progress ---- */
 
 static bool progress_shown;
 static double progress_last;

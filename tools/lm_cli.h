@@ -71,6 +71,19 @@ const char *lm_cli_num(double x, char *buf, size_t len);
 const char *lm_cli_si(double x, char *buf, size_t len);
 /* "1h02m", "3m05s", "12.3s" */
 const char *lm_cli_duration(double s, char *buf, size_t len);
+/* Ctrl-C and SIGTERM for a training command. The first asks the attached run
+ * to stop after the minibatch under way (bt_lm_request_stop: the library
+ * installs no handler itself) and says so on stderr; the command then saves
+ * and exits 128 + the signal (130, 143). A second one exits at once with that
+ * status, writing nothing: an atomic write cut short leaves the old file
+ * whole and a temporary the next save removes. begin installs the handlers
+ * (before any work, so a signal during loading is kept too), attach names
+ * the run (a signal already caught stops it at once), signal is the one
+ * caught (0 if none), end restores the previous handlers. */
+void lm_cli_stop_begin(const char *command);
+void lm_cli_stop_attach(bt_lm *lm);
+int lm_cli_stop_signal(void);
+void lm_cli_stop_end(void);
 /* Progress hook: one line on stderr redrawn with \r (for a terminal). */
 void lm_cli_progress(void *ctx, const bt_lm_progress *p);
 /* Clears the progress line if one is shown. */
