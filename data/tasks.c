@@ -12,6 +12,7 @@
 
 enum { TASK_ADDING, TASK_COPY, TASK_INFLUENCE };
 enum { N_VALID = 4 }; /* validation minibatches of the tasks with held-out draws */
+enum { TASK_MAX_VALUES = 1 << 28 }; /* per minibatch buffer: 1 GB of float */
 
 typedef struct task {
     int kind;
@@ -25,7 +26,7 @@ typedef struct task {
     int32_t *ids, *targets; /* [B*T] */
     bt_real *x, *y;         /* [B*T*D], [B*T*Q] */
     bt_real *weight;        /* [T] */
-    char *name;             /* the spec as given, whole: it recreates the task */
+    char *name;             /* the spec as given, whatever its length: it recreates the task */
 } task;
 
 /* One minibatch of the task from rng into the task's buffers. */
@@ -260,17 +261,28 @@ bt_status bt_task_source_new(const char *spec, int B, uint64_t seed, bt_source *
         bt_free(k);
         return BT_ERR_ARG;
     }
+    /* The buffers of one minibatch, per value: B x T x the widest of input
+     * and output. A spec asking for more is refused by name, not left to an
+     * allocation that would fail, or succeed and exhaust memory later. */
+    size_t width = k->kind == TASK_COPY ? 2 : (size_t)(k->D > k->Q ? k->D : k->Q);
+    if ((double)B * k->T * (double)width > TASK_MAX_VALUES) {
+        snprintf(err, errlen, "task %s: a minibatch of %d x %d steps x %zu values is too large "
+                 "(at most %d values): use a smaller batch or a shorter task", spec, B, k->T,
+                 width, TASK_MAX_VALUES);
+        bt_free(k);
+        return BT_ERR_ARG;
+    }
     k->B = B;
     k->batches = (int)batches;
     k->seed = seed;
     bt_rng_seed(&k->rng, seed);
-    size_t n = strlen(spec) + 1;
-    if (!task_buffers(k) || !(k->name = bt_malloc(n))) {
-        task_destroy(k);
+    size_t len = strlen(spec) + 1;
+    if (!task_buffers(k) || !(k->name = bt_malloc(len))) {
         snprintf(err, errlen, "task %s: out of memory for %d x %d steps", spec, B, k->T);
+        task_destroy(k); /* after the message, which reads k->T */
         return BT_ERR_NOMEM;
     }
-    memcpy(k->name, spec, n); /* as given: it recreates the task */
+    memcpy(k->name, spec, len); /* as given: it recreates the task */
     *out = (bt_source){
         .name = k->name,
         .tokens_in = k->kind == TASK_COPY,

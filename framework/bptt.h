@@ -1,7 +1,8 @@
 /* bptt.h: the public API of the bptt autodiff engine.
  *
  * A graph (tape) records every op in creation order; bt_backward walks it in
- * reverse and accumulates gradients. Parameters live in a model-lifetime block
+ * reverse and accumulates gradients; bt_jvp walks it forward and pushes
+ * tangents (forward mode, docs/forward-mode.md). Parameters live in a model-lifetime block
  * (bt_params); activations and tape nodes live in the graph's arena, which
  * bt_graph_reset releases in O(1).
  *
@@ -84,6 +85,9 @@ typedef struct bt_tensor {
                              ops may batch over a backward sweep (complete when it returns) */
     bt_node *node;        /* op that produced it, NULL for a leaf */
     const char *name;     /* optional, for messages */
+    bt_real *tangent;     /* [size] or NULL (a zero tangent): forward mode (bt_jvp).
+                             Leaf: set by the caller, who owns the buffer; op output:
+                             written by bt_jvp, valid until the next sweep or reset */
 } bt_tensor;
 
 /* The one shape check: 0 to BT_MAX_DIMS dims, each size positive, and a
@@ -156,6 +160,21 @@ BT_API bt_tensor *bt_graph_input(bt_graph *g, int ndim, const int *shape, const 
 BT_API bt_status bt_backward(bt_graph *g, bt_tensor *loss);
 /* Same, seeding dloss with a given gradient of loss's shape. */
 BT_API bt_status bt_backward_from(bt_graph *g, bt_tensor *out, const bt_real *dout);
+
+/* Forward-mode sweep (docs/forward-mode.md): walks the tape in creation order
+ * and sets the tangent of every recorded op's output, out' = sum_i df/din_i
+ * in_i', from the tangents the caller put on leaves (t->tangent, NULL = zero).
+ * Only recorded nodes carry tangents, and a node is recorded only when an
+ * input requires grad: a leaf with a tangent must have requires_grad set (a
+ * tangent on a leaf that does not is ignored, as are tangents a caller puts
+ * on op outputs). detach and grad_scale(0) pass a zero tangent (a constant,
+ * as in backward); grad_scale(xi != 0) passes it unchanged (xi scales only
+ * backward). A sweep can be repeated on the same recorded graph with other
+ * leaf tangents, before or after bt_backward, any number of times: each
+ * recomputes every output tangent, reusing its buffers (in the graph's arena,
+ * made by the first sweep that reaches a node), so later sweeps allocate
+ * nothing. BT_ERR_ARG if the tape holds an op without a tangent rule. */
+BT_API bt_status bt_jvp(bt_graph *g);
 
 /* ---- ops (in ops/, forward and backward side by side) ---------------------- */
 

@@ -1,9 +1,16 @@
 /* bptt_op.h: what it takes to add an op, for ops/ and anyone writing their own.
- * An op is a descriptor (name, arity, forward, backward, side by side in one
- * file) and a constructor that checks its inputs, makes its output, records a
- * node on the tape and runs forward. Backward reads out->grad and accumulates
+ * An op is a descriptor (name, arity, forward, backward, jvp, side by side in
+ * one file) and a constructor that checks its inputs, makes its output, records
+ * a node on the tape and runs forward. Backward reads out->grad and accumulates
  * (+=) into in[i]->grad for every input with requires_grad; the tape has made
- * those buffers before it runs. Users of ops need only bptt.h.
+ * those buffers before it runs. The tangent rule (jvp) is the forward-mode
+ * twin: it runs only when some input has a tangent, finds out->tangent NULL,
+ * takes a zeroed buffer with bt_node_tangent(n) and accumulates (+=) the
+ * contribution of every input whose tangent is not NULL (NULL is zero); or
+ * leaves out->tangent NULL (zero), or points it at an input's tangent (an
+ * alias). It reads only data, saved scratch and tangents, never gradients, so
+ * a graph can be swept forward before or after backward. Users of ops need
+ * only bptt.h.
  *
  * A constructor, in order (see ops/unary.c for the shortest):
  *   if (!bt_op_begin(g, in, n_in)) return NULL;      NULL input or failed graph
@@ -28,6 +35,8 @@ typedef struct bt_op {
     int arity;                    /* -1: variadic */
     void (*forward)(bt_node *n);  /* out->data = f(in) */
     void (*backward)(bt_node *n); /* in->grad += ... for inputs with requires_grad */
+    void (*jvp)(bt_node *n);      /* out->tangent = sum_i df/din_i in_i->tangent; NULL: the
+                                     op has no tangent rule (bt_jvp refuses the graph) */
 } bt_op;
 
 /* One op application, as its forward and backward see it. */
@@ -52,6 +61,10 @@ BT_API bt_node *bt_graph_record(bt_graph *g, const bt_op *op, bt_tensor *out,
 /* A tensor's gradient buffer, zeroed on first use (from the graph's arena or
  * its pool of consumed gradients); NULL (and the graph's error) without memory. */
 BT_API bt_real *bt_graph_grad_of(bt_graph *g, bt_tensor *t);
+/* For a tangent rule: n's output tangent, zeroed, set as n->out->tangent. The
+ * buffer is made once per recorded node (graph's arena) and reused by every
+ * later sweep; NULL (and the graph's error) without memory. Only inside bt_jvp. */
+BT_API bt_real *bt_node_tangent(bt_node *n);
 /* An op's output tensor in the graph's arena (data not zeroed). */
 BT_API bt_tensor *bt_op_output(bt_graph *g, int ndim, const int *shape);
 /* Scratch memory in the graph's arena, alive until bt_graph_reset. */

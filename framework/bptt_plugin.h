@@ -23,7 +23,7 @@ extern "C" {
 #endif
 
 #define BT_ABI_MAJOR 2
-#define BT_ABI_MINOR 1
+#define BT_ABI_MINOR 2
 #define BT_PLUGIN_ENTRY_SYMBOL "bt_plugin_entry"
 #define BT_PLUGIN_EXPORT __attribute__((visibility("default")))
 /* Strings a plugin hands over end with a NUL within these many bytes (NUL
@@ -197,6 +197,13 @@ struct bt_host {
     double (*rng_normal)(bt_rng *r);
     bt_tensor *(*rnn_tanh_step)(bt_graph *g, bt_tensor *w_x, const int32_t *ids, bt_tensor *x,
                                 bt_tensor *h, bt_tensor *w_hh, bt_tensor *b);
+    /* ABI 2.2: forward mode and reverse sweeps a plugin runs itself (online
+     * estimators, docs/forward-mode.md). Tangents are set and read through
+     * bt_tensor's `tangent` field (also 2.2): the plugin points a leaf's tangent
+     * at a buffer it owns (or one from graph_tensor), runs jvp, and reads each
+     * output's tangent, valid until the next sweep. */
+    bt_status (*jvp)(bt_graph *g);
+    bt_status (*backward_from)(bt_graph *g, bt_tensor *out, const bt_real *dout);
     /* New entries go here, and only here. */
 };
 

@@ -1,6 +1,7 @@
 /* graph.c: the tape. Op constructors record nodes in creation order; backward
- * walks them in reverse, so no topological sort is ever needed. Everything a
- * window creates (tensors, nodes, gradients) lives in one arena. What makes
+ * walks them in reverse and forward mode (bt_jvp) in order, so no topological
+ * sort is ever needed. Everything a window creates (tensors, nodes, gradients,
+ * tangents) lives in one arena. What makes
  * the walk fast (batched weight gradients, recycled gradient buffers) is in
  * wgrad.c, so this file reads as the algorithm. */
 #include <stdarg.h>
@@ -11,16 +12,18 @@
 #include "first_error.h"
 #include "wgrad.h"
 
-/* A node on the tape: what the op sees, and the link to the node before it. */
+/* A node on the tape: what the op sees, and the links to its neighbours. */
 typedef struct tape_node {
     bt_node node; /* first, so an op's bt_node * is its tape node */
-    struct tape_node *prev;
+    struct tape_node *prev, *next;
+    bt_real *tangent; /* its output's tangent buffer, kept across forward-mode sweeps */
 } tape_node;
 
 struct bt_graph {
     bt_arena *arena;
     bt_wgrad *wgrad;
-    tape_node *last; /* newest node; ->prev walks back in time */
+    tape_node *first, *last; /* oldest and newest node; ->prev walks back in time */
+    tape_node *jvp_running;  /* the node whose tangent rule runs, inside bt_jvp */
     size_t n_nodes;
     bool grad_enabled;
     bt_status status;
@@ -57,7 +60,7 @@ void bt_graph_reset(bt_graph *g)
     BT_ASSERT(g, "bt_graph_reset: no graph (a window needs the graph it was built on)");
     bt_arena_reset(g->arena);
     bt_wgrad_reset(g->wgrad);
-    g->last = NULL;
+    g->first = g->last = NULL;
     g->n_nodes = 0;
     bt_graph_clear_error(g);
 }
@@ -172,6 +175,10 @@ bt_node *bt_graph_record(bt_graph *g, const bt_op *op, bt_tensor *out, bt_tensor
         memcpy(ins, in, sizeof(bt_tensor *) * (size_t)n_in);
         memset(t, 0, sizeof *t);
         t->prev = g->last;
+        if (g->last)
+            g->last->next = t;
+        else
+            g->first = t;
         g->last = t;
         g->n_nodes++;
         n = &t->node;
@@ -254,4 +261,60 @@ bt_status bt_backward(bt_graph *g, bt_tensor *loss)
                              bt_shp(loss));
     bt_real one = 1;
     return bt_backward_from(g, loss, &one);
+}
+
+/* ---- forward mode ------------------------------------------------------------------ */
+
+bt_real *bt_node_tangent(bt_node *n)
+{
+    bt_graph *g = n->graph;
+    tape_node *t = (tape_node *)n;
+    BT_ASSERT(g->jvp_running == t, "bt_node_tangent for op %s outside its tangent rule",
+              n->op->name);
+    size_t bytes = n->out->size * sizeof(bt_real);
+    if (!t->tangent) {
+        t->tangent = bt_arena_alloc(g->arena, bytes);
+        if (!t->tangent) {
+            bt_graph_fail(g, BT_ERR_NOMEM, "out of memory for a tangent of %zu values",
+                          n->out->size);
+            return NULL;
+        }
+    }
+    n->out->tangent = memset(t->tangent, 0, bytes);
+    return t->tangent;
+}
+
+static bool has_tangent_input(const bt_node *n)
+{
+    for (int i = 0; i < n->n_in; i++)
+        if (n->in[i]->tangent)
+            return true;
+    return false;
+}
+
+bt_status bt_jvp(bt_graph *g)
+{
+    if (!g)
+        return BT_ERR_ARG;
+    if (g->status != BT_OK)
+        return g->status;
+    /* Every input of a node is a leaf or the output of an older node, so walking
+     * in creation order finds each input's tangent final when its node runs. */
+    for (tape_node *t = g->first; t; t = t->next) {
+        bt_node *n = &t->node;
+        n->out->tangent = NULL; /* a sweep owes nothing to the one before */
+        if (!has_tangent_input(n))
+            continue; /* zero in, zero out: most of a sweep seeded on one weight */
+        if (!n->op->jvp)
+            return bt_graph_fail(g, BT_ERR_ARG,
+                                 "op %s has no tangent rule (jvp): forward mode cannot pass "
+                                 "through it; give its bt_op a jvp",
+                                 n->op->name);
+        g->jvp_running = t;
+        n->op->jvp(n);
+        g->jvp_running = NULL;
+        if (g->status != BT_OK)
+            return g->status;
+    }
+    return BT_OK;
 }

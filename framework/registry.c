@@ -472,6 +472,8 @@ static const bt_host bt_host_v2 = {
     .rng_uniform = bt_rng_uniform,
     .rng_normal = bt_rng_normal,
     .rnn_tanh_step = bt_rnn_tanh_step,
+    .jvp = bt_jvp,                     /* ABI 2.2 */
+    .backward_from = bt_backward_from, /* ABI 2.2 */
 };
 
 const bt_host *bt_host_table(void) { return &bt_host_v2; }

@@ -456,7 +456,9 @@ static bt_status read_position(bt_checkpoint *c, char *err, size_t errlen)
     return BT_OK;
 }
 
-bt_status bt_checkpoint_read(const char *path, bt_checkpoint **out, char *err, size_t errlen)
+/* From the bytes of a file (path) or of a buffer (data, n, named path). */
+static bt_status checkpoint_read(const char *path, const void *data, size_t n, bt_checkpoint **out,
+                                 char *err, size_t errlen)
 {
     *out = NULL;
     bt_checkpoint *c = bt_calloc(1, sizeof *c);
@@ -467,7 +469,8 @@ bt_status bt_checkpoint_read(const char *path, bt_checkpoint **out, char *err, s
     bt_lm_config_default(&c->cfg);
     c->task = "";
     const char *tok = NULL, *smp = NULL;
-    bt_status st = bt_st_read(path, &c->file, err, errlen);
+    bt_status st = data ? bt_st_read_buffer(data, n, path, &c->file, err, errlen)
+                        : bt_st_read(path, &c->file, err, errlen);
     if (st == BT_OK)
         st = check_kind(c, err, errlen);
     if (st == BT_OK)
@@ -482,6 +485,18 @@ bt_status bt_checkpoint_read(const char *path, bt_checkpoint **out, char *err, s
     }
     *out = c;
     return BT_OK;
+}
+
+bt_status bt_checkpoint_read(const char *path, bt_checkpoint **out, char *err, size_t errlen)
+{
+    return checkpoint_read(path, NULL, 0, out, err, errlen);
+}
+
+bt_status bt_checkpoint_read_buffer(const void *data, size_t n, const char *name,
+                                    bt_checkpoint **out, char *err, size_t errlen)
+{
+    static const char empty[1];
+    return checkpoint_read(name ? name : "(buffer)", data ? data : empty, n, out, err, errlen);
 }
 
 /* The tensor `name` as bt_real of exactly this shape, into dst. */

@@ -60,6 +60,10 @@ BT_API bt_status bt_checkpoint_save(bt_lm *lm, const char *path, const char *dat
 
 /* Reads and checks the metadata; tensors are checked when loaded. */
 BT_API bt_status bt_checkpoint_read(const char *path, bt_checkpoint **out, char *err, size_t errlen);
+/* The same from n bytes at data (what bt_checkpoint_read runs on a file's
+ * bytes; the fuzz targets use it), named `name` in messages (NULL: "(buffer)"). */
+BT_API bt_status bt_checkpoint_read_buffer(const void *data, size_t n, const char *name,
+                                           bt_checkpoint **out, char *err, size_t errlen);
 BT_API void bt_checkpoint_free(bt_checkpoint *c);
 
 /* The model alone (generation): cell from reg (an unknown cell suggests

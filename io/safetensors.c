@@ -402,33 +402,9 @@ static uLong header_crc(const unsigned char *len8, const char *hdr, size_t n, si
     return crc_add(crc, hdr + at + 8, n - at - 8);
 }
 
-bt_status bt_st_write(const bt_st_file *f, const char *path, char *err, size_t errlen)
+/* The header's own checksum into its placeholder digits. */
+static void st_seal_header(char *hdr, size_t padded)
 {
-    if (!f || !path || !*path)
-        return bt_error(err, errlen, BT_ERR_ARG, "safetensors: bt_st_write needs a file and a path");
-    uLong data_crc = crc32(0L, Z_NULL, 0);
-    for (int i = 0; i < f->n; i++)
-        data_crc = crc_add(data_crc, f->items[i]->t.data,
-                           f->items[i]->t.count * st_dtypes[f->items[i]->t.dtype].size);
-    json_t *root = st_header_json(f, data_crc);
-    /* Compact, and padded with spaces until 8 + N is a multiple of 8, so the
-     * data section is 8-aligned. */
-    size_t n = root ? json_dumpb(root, NULL, 0, JSON_COMPACT) : 0;
-    size_t padded = (n + 8 + 7) / 8 * 8 - 8;
-    char *hdr = n ? bt_malloc(padded) : NULL;
-    if (hdr && json_dumpb(root, hdr, n, JSON_COMPACT) == n)
-        memset(hdr + n, ' ', padded - n);
-    else
-        bt_free(hdr), hdr = NULL;
-    json_decref(root);
-    if (!hdr)
-        return bt_error(err, errlen, BT_ERR_NOMEM, "%s: out of memory building the header", path);
-    if (padded > ST_MAX_HEADER) {
-        bt_free(hdr);
-        return bt_error(err, errlen, BT_ERR_ARG,
-                       "%s: header would be %zu bytes, over the %llu-byte limit readers accept",
-                       path, padded, ST_MAX_HEADER);
-    }
     unsigned char len8[8];
     for (int i = 0; i < 8; i++)
         len8[i] = (unsigned char)((uint64_t)padded >> (8 * i));
@@ -438,19 +414,126 @@ bt_status bt_st_write(const bt_st_file *f, const char *path, char *err, size_t e
     char digits[9];
     snprintf(digits, sizeof digits, "%08lx", header_crc(len8, hdr, padded, at) & 0xffffffffUL);
     memcpy(hdr + at, digits, 8);
+}
 
+/* The padded header (8 + N a multiple of 8, so the data section is 8-aligned)
+ * with both checksums into *hdr (bt_malloc'd) and *len; its message names
+ * `path`. Files and buffers alike get it. */
+static bt_status st_header_bytes(const bt_st_file *f, const char *path, char **hdr, size_t *len,
+                                 char *err, size_t errlen)
+{
+    uLong data_crc = crc32(0L, Z_NULL, 0);
+    for (int i = 0; i < f->n; i++)
+        data_crc = crc_add(data_crc, f->items[i]->t.data,
+                           f->items[i]->t.count * st_dtypes[f->items[i]->t.dtype].size);
+    json_t *root = st_header_json(f, data_crc);
+    size_t n = root ? json_dumpb(root, NULL, 0, JSON_COMPACT) : 0;
+    size_t padded = (n + 8 + 7) / 8 * 8 - 8;
+    char *h = n ? bt_malloc(padded) : NULL;
+    if (h && json_dumpb(root, h, n, JSON_COMPACT) == n)
+        memset(h + n, ' ', padded - n);
+    else
+        bt_free(h), h = NULL;
+    json_decref(root);
+    if (!h)
+        return bt_error(err, errlen, BT_ERR_NOMEM, "%s: out of memory building the header", path);
+    if (padded > ST_MAX_HEADER) {
+        bt_free(h);
+        return bt_error(err, errlen, BT_ERR_ARG,
+                       "%s: header would be %zu bytes, over the %llu-byte limit readers accept",
+                       path, padded, ST_MAX_HEADER);
+    }
+    st_seal_header(h, padded);
+    *hdr = h;
+    *len = padded;
+    return BT_OK;
+}
+
+/* Where the bytes go: the atomic file, or a buffer sized in advance. */
+typedef bool (*st_put_fn)(void *ctx, const void *data, size_t n);
+
+/* The whole file, in order: header length, header, tensor data. */
+static bool st_emit(const bt_st_file *f, const char *hdr, size_t hlen, st_put_fn put, void *ctx)
+{
+    unsigned char len8[8];
+    for (int i = 0; i < 8; i++)
+        len8[i] = (unsigned char)((uint64_t)hlen >> (8 * i));
+    bool ok = put(ctx, len8, 8) && put(ctx, hdr, hlen);
+    for (int i = 0; ok && i < f->n; i++) {
+        const bt_st_tensor *t = &f->items[i]->t;
+        ok = put(ctx, t->data, t->count * st_dtypes[t->dtype].size);
+    }
+    return ok;
+}
+
+static bool st_put_atomic(void *ctx, const void *data, size_t n)
+{
+    return bt_atomic_write(ctx, data, n);
+}
+
+bt_status bt_st_write(const bt_st_file *f, const char *path, char *err, size_t errlen)
+{
+    if (!f || !path || !*path)
+        return bt_error(err, errlen, BT_ERR_ARG, "safetensors: bt_st_write needs a file and a path");
+    char *hdr;
+    size_t hlen;
+    bt_status s = st_header_bytes(f, path, &hdr, &hlen, err, errlen);
+    if (s != BT_OK)
+        return s;
     bt_atomic_file *out;
-    bt_status s = bt_atomic_open(path, &out, err, errlen);
+    s = bt_atomic_open(path, &out, err, errlen);
     if (s == BT_OK) {
-        bool ok = bt_atomic_write(out, len8, 8) && bt_atomic_write(out, hdr, padded);
-        for (int i = 0; ok && i < f->n; i++) {
-            const bt_st_tensor *t = &f->items[i]->t;
-            ok = bt_atomic_write(out, t->data, t->count * st_dtypes[t->dtype].size);
-        }
+        st_emit(f, hdr, hlen, st_put_atomic, out); /* a failed write: commit reports it */
         s = bt_atomic_commit(out, err, errlen);
     }
     bt_free(hdr);
     return s;
+}
+
+typedef struct st_membuf {
+    unsigned char *p;
+    size_t used;
+} st_membuf;
+
+static bool st_put_mem(void *ctx, const void *data, size_t n)
+{
+    st_membuf *m = ctx;
+    if (n)
+        memcpy(m->p + m->used, data, n);
+    m->used += n;
+    return true;
+}
+
+bt_status bt_st_write_buffer(const bt_st_file *f, void **out, size_t *n, char *err, size_t errlen)
+{
+    if (!f || !out || !n)
+        return bt_error(err, errlen, BT_ERR_ARG,
+                       "safetensors: bt_st_write_buffer needs a file and out pointers");
+    *out = NULL;
+    *n = 0;
+    char *hdr;
+    size_t hlen;
+    bt_status s = st_header_bytes(f, "safetensors buffer", &hdr, &hlen, err, errlen);
+    if (s != BT_OK)
+        return s;
+    /* Every tensor fitted in memory once, so the sum only overflows if the
+     * header itself is absurd; check anyway rather than wrap. */
+    size_t total = 8 + hlen;
+    for (int i = 0; i < f->n; i++) {
+        size_t bytes = f->items[i]->t.count * st_dtypes[f->items[i]->t.dtype].size;
+        total = bytes <= SIZE_MAX - total ? total + bytes : SIZE_MAX;
+    }
+    st_membuf m = {.p = total < SIZE_MAX ? bt_malloc(total) : NULL};
+    if (!m.p) {
+        bt_free(hdr);
+        return bt_error(err, errlen, BT_ERR_NOMEM, "safetensors: out of memory for a %zu-byte file",
+                       total);
+    }
+    st_emit(f, hdr, hlen, st_put_mem, &m);
+    bt_free(hdr);
+    *out = m.p;
+    *n = m.used;
+    return BT_OK;
 }
 
 /* ---- reading the header --------------------------------------------------------- */
@@ -731,22 +814,43 @@ bool bt_st_checksummed(const bt_st_file *f)
     return f && f->checksummed;
 }
 
-static bt_status st_read_fp(FILE *fp, const char *path, bt_st_file *f, char *err, size_t errlen)
+/* Where the bytes come from: a file (read front to back, never all at once,
+ * so tensor data is copied once) or a buffer already in memory. */
+typedef struct st_reader {
+    FILE *fp;                  /* NULL: read from buf */
+    const unsigned char *buf;
+    uint64_t size, pos;        /* size of the whole input */
+} st_reader;
+
+/* Exactly n bytes into dst; false at the end of the input or on a read error. */
+static bool st_take(st_reader *r, void *dst, size_t n)
 {
-    struct stat sb;
-    if (fstat(fileno(fp), &sb) != 0)
-        return bt_error(err, errlen, BT_ERR_IO, "%s: cannot stat: %s", path, strerror(errno));
-    if (!S_ISREG(sb.st_mode))
-        return bt_error(err, errlen, BT_ERR_IO, "%s: not a regular file", path);
-    uint64_t size = (uint64_t)sb.st_size;
+    if (r->fp)
+        return fread(dst, 1, n, r->fp) == n;
+    if (n > r->size - r->pos)
+        return false;
+    memcpy(dst, r->buf + r->pos, n);
+    r->pos += n;
+    return true;
+}
+
+static const char *st_take_error(const st_reader *r, const char *eof)
+{
+    return r->fp && ferror(r->fp) ? strerror(errno) : eof;
+}
+
+static bt_status st_read_all(st_reader *r, const char *path, bt_st_file *f, char *err,
+                             size_t errlen)
+{
+    uint64_t size = r->size;
     if (size < 8)
         return bt_error(err, errlen, BT_ERR_FORMAT,
                        "%s: file is %" PRIu64 " bytes, shorter than the 8-byte header length: "
                        "not a safetensors file", path, size);
     unsigned char len8[8];
-    if (fread(len8, 1, 8, fp) != 8)
+    if (!st_take(r, len8, 8))
         return bt_error(err, errlen, BT_ERR_IO, "%s: cannot read: %s", path,
-                       ferror(fp) ? strerror(errno) : "unexpected end of file");
+                       st_take_error(r, "unexpected end of file"));
     uint64_t hlen = 0;
     for (int i = 7; i >= 0; i--)
         hlen = hlen << 8 | len8[i];
@@ -763,10 +867,10 @@ static bt_status st_read_fp(FILE *fp, const char *path, bt_st_file *f, char *err
     if (!hdr)
         return bt_error(err, errlen, BT_ERR_NOMEM, "%s: out of memory for a %" PRIu64 "-byte header",
                        path, hlen);
-    if (fread(hdr, 1, (size_t)hlen, fp) != hlen) {
+    if (!st_take(r, hdr, (size_t)hlen)) {
         bt_free(hdr);
         return bt_error(err, errlen, BT_ERR_IO, "%s: cannot read the header: %s", path,
-                       ferror(fp) ? strerror(errno) : "file shrank while reading");
+                       st_take_error(r, "file shrank while reading"));
     }
     st_problem pb = {.status = BT_ERR_FORMAT};
     bool ok = st_read_header(&pb, f, hdr, (size_t)hlen);
@@ -786,12 +890,27 @@ static bt_status st_read_fp(FILE *fp, const char *path, bt_st_file *f, char *err
         if (!t->data)
             return bt_error(err, errlen, BT_ERR_NOMEM, "%s: out of memory for tensor '%.80s' (%zu bytes)",
                            path, t->name, bytes);
-        if (fread(t->data, 1, bytes, fp) != bytes)
+        if (!st_take(r, t->data, bytes))
             return bt_error(err, errlen, BT_ERR_IO, "%s: cannot read tensor '%.80s': %s", path,
-                           t->name, ferror(fp) ? strerror(errno) : "file shrank while reading");
+                           t->name, st_take_error(r, "file shrank while reading"));
         crc = crc_add(crc, t->data, bytes);
     }
     return check_data_crc(f, crc, path, err, errlen);
+}
+
+/* A new file from r; *out is NULL on failure. */
+static bt_status st_read_new(st_reader *r, const char *path, bt_st_file **out, char *err,
+                             size_t errlen)
+{
+    bt_st_file *f = bt_st_new();
+    bt_status s = f ? st_read_all(r, path, f, err, errlen)
+                    : bt_error(err, errlen, BT_ERR_NOMEM, "%s: out of memory", path);
+    if (s != BT_OK) {
+        bt_st_free(f);
+        f = NULL;
+    }
+    *out = f;
+    return s;
 }
 
 bt_status bt_st_read(const char *path, bt_st_file **out, char *err, size_t errlen)
@@ -802,14 +921,27 @@ bt_status bt_st_read(const char *path, bt_st_file **out, char *err, size_t errle
     FILE *fp = fopen(path, "rb");
     if (!fp)
         return bt_error(err, errlen, BT_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    bt_st_file *f = bt_st_new();
-    bt_status s = f ? st_read_fp(fp, path, f, err, errlen)
-                    : bt_error(err, errlen, BT_ERR_NOMEM, "%s: out of memory", path);
-    fclose(fp);
-    if (s != BT_OK) {
-        bt_st_free(f);
-        return s;
+    struct stat sb;
+    bt_status s;
+    if (fstat(fileno(fp), &sb) != 0)
+        s = bt_error(err, errlen, BT_ERR_IO, "%s: cannot stat: %s", path, strerror(errno));
+    else if (!S_ISREG(sb.st_mode))
+        s = bt_error(err, errlen, BT_ERR_IO, "%s: not a regular file", path);
+    else {
+        st_reader r = {.fp = fp, .size = (uint64_t)sb.st_size};
+        s = st_read_new(&r, path, out, err, errlen);
     }
-    *out = f;
-    return BT_OK;
+    fclose(fp);
+    return s;
+}
+
+bt_status bt_st_read_buffer(const void *data, size_t n, const char *name, bt_st_file **out,
+                            char *err, size_t errlen)
+{
+    if (!out || (!data && n > 0))
+        return bt_error(err, errlen, BT_ERR_ARG,
+                       "safetensors: bt_st_read_buffer needs the bytes and an out pointer");
+    *out = NULL;
+    st_reader r = {.buf = data, .size = n};
+    return st_read_new(&r, name ? name : "(buffer)", out, err, errlen);
 }

@@ -82,6 +82,18 @@ BT_API bt_status bt_st_read(const char *path, bt_st_file **out, char *err, size_
 /* Did f come from a file whose checksums were present and matched? */
 BT_API bool bt_st_checksummed(const bt_st_file *f);
 
+/* The same two in memory (bt_st_read and bt_st_write run this very code; the
+ * fuzz targets and tests use it directly). bt_st_read_buffer reads n bytes at
+ * data, naming the input `name` in messages (NULL: "(buffer)"), and copies
+ * what it keeps, verifying checksums as bt_st_read does. bt_st_write_buffer
+ * puts the file's bytes, exactly as bt_st_write would write them (checksums
+ * included), in *out (bt_malloc'd; release with bt_free)
+ * and their count in *n. */
+BT_API bt_status bt_st_read_buffer(const void *data, size_t n, const char *name, bt_st_file **out,
+                                   char *err, size_t errlen);
+BT_API bt_status bt_st_write_buffer(const bt_st_file *f, void **out, size_t *n, char *err,
+                                    size_t errlen);
+
 /* "F32", "F64", "I32", "I64", "U8"; "?" for a value outside the enum. */
 BT_API const char *bt_st_dtype_name(bt_st_dtype dt);
 BT_API size_t bt_st_dtype_size(bt_st_dtype dt); /* bytes per element, 0 if unknown */

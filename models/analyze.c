@@ -268,7 +268,7 @@ done:
     return st;
 }
 
-double bt_geometric_rate(const double *y, int n)
+bt_status bt_geometric_fit(const double *y, int n, double *scale, double *rate)
 {
     double sx = 0, sy = 0, sxx = 0, sxy = 0;
     int c = 0;
@@ -282,9 +282,21 @@ double bt_geometric_rate(const double *y, int n)
             c++;
         }
     double den = c * sxx - sx * sx;
-    if (c < 2 || den == 0)
-        return NAN;
-    return exp((c * sxy - sx * sy) / den);
+    if (c < 2 || den == 0) {
+        *scale = *rate = NAN;
+        return BT_ERR_NUMERIC;
+    }
+    double slope = (c * sxy - sx * sy) / den;
+    *rate = exp(slope);
+    *scale = exp((sy - slope * sx) / c);
+    return BT_OK;
+}
+
+double bt_geometric_rate(const double *y, int n)
+{
+    double scale, rate;
+    bt_geometric_fit(y, n, &scale, &rate);
+    return rate;
 }
 
 /* ---- symmetric eigenproblems and power iteration ------------------------------- */
@@ -506,7 +518,7 @@ bt_status bt_analysis_run(bt_model *m, const bt_sequence *seq, bt_real *const *h
         bt_analysis_free(a);
         return st;
     }
-    a->grad_rate = bt_geometric_rate(a->grad_norm, K + 1);
+    bt_geometric_fit(a->grad_norm, K + 1, &a->grad_scale, &a->grad_rate);
     a->jac_rate = bt_geometric_rate(a->jac_norm, K + 1);
 
     const bt_tensor *W = NULL;

@@ -25,7 +25,9 @@ typedef struct bt_analysis {
      * Jacobian product (for tanh: prod diag(1 - h^2) W_hh^T). An upper bound
      * on grad_norm[k] / grad_norm[0] for that row. */
     double *jac_norm;   /* [K+1] */
-    double grad_rate;   /* exp(slope) of a least-squares line through (k, log grad_norm[k]) */
+    /* A least-squares line through (k, log grad_norm[k]) over the finite,
+     * positive norms: grad_norm[k] ~ grad_scale * grad_rate^k. */
+    double grad_rate, grad_scale;
     double jac_rate;    /* the same for jac_norm */
 
     /* The first square recurrent parameter (W_hh); n 0 when the cell has none. */
@@ -75,8 +77,11 @@ BT_API bt_status bt_power_angles(const double *M, int n, int K, const double *x0
  * LAPACK dsyev when available, else cyclic Jacobi. */
 BT_API bt_status bt_sym_eigen(const double *M, int n, double *w, double *V);
 
-/* exp of the least-squares slope of log y[k] against k over the finite,
- * positive y; NAN with fewer than two such points. */
+/* The least-squares line through (k, log y[k]) over the finite, positive
+ * y[k], k = 0..n-1, as y[k] ~ scale * rate^k (scale = exp(intercept), rate =
+ * exp(slope)). BT_ERR_NUMERIC and both NAN with fewer than two such points. */
+BT_API bt_status bt_geometric_fit(const double *y, int n, double *scale, double *rate);
+/* The rate alone (NAN where bt_geometric_fit fails). */
 BT_API double bt_geometric_rate(const double *y, int n);
 
 #ifdef __cplusplus

@@ -170,40 +170,92 @@ bt_status bt_init_spec_check(const char *spec, char *err, size_t errlen)
     return parse_init(spec, &s, err, errlen);
 }
 
+/* Whether spec sets parameter i of m (rather than leaving the cell's own
+ * initialisation): normal the normally drawn weights and the recurrent
+ * matrices, orthogonal and identity the recurrent matrices, spectral the
+ * square ones among them. */
+static bool spec_sets(const init_spec *s, const bt_model *m, int i)
+{
+    const bt_param_spec *ps = &m->specs[i];
+    const bt_tensor *t = m->ptab[i];
+    switch (s->kind) {
+    case SPEC_NORMAL: return ps->init == BT_INIT_NORMAL || ps->recurrent;
+    case SPEC_ORTHOGONAL:
+    case SPEC_IDENTITY: return ps->recurrent;
+    case SPEC_SPECTRAL: return ps->recurrent && t->ndim == 2 && t->shape[0] == t->shape[1];
+    default: return false;
+    }
+}
+
+int bt_init_count(const bt_model *m, const char *spec)
+{
+    init_spec s;
+    char err[256];
+    if (parse_init(spec, &s, err, sizeof err) != BT_OK)
+        return -1;
+    int n = 0;
+    for (int i = 0; i < m->n_params; i++)
+        n += spec_sets(&s, m, i);
+    return n;
+}
+
+/* A spec that would set nothing on a cell that has recurrent matrices (a
+ * spectral radius for non-square ones) is refused, naming the cell and its
+ * first recurrent matrix; a cell without any (influence) keeps its own. */
+static bt_status check_applies(const bt_model *m, const init_spec *s, const char *spec, char *err,
+                               size_t errlen)
+{
+    int rec = -1, n = 0;
+    for (int i = 0; i < m->n_params; i++) {
+        n += spec_sets(s, m, i);
+        if (rec < 0 && m->specs[i].recurrent)
+            rec = i;
+    }
+    if (s->kind == SPEC_DEFAULT || n > 0 || rec < 0)
+        return BT_OK;
+    const bt_tensor *t = m->ptab[rec];
+    char shape[64] = "";
+    for (int d = 0; d < t->ndim; d++)
+        snprintf(shape + strlen(shape), sizeof shape - strlen(shape), "%s%d", d ? "," : "",
+                 t->shape[d]);
+    return bt_error(err, errlen, BT_ERR_ARG,
+                    "--init %s: cell %s has no square recurrent matrix to give a spectral radius "
+                    "(%s is [%s]); use orthogonal, identity[:SCALE] or normal:SIGMA",
+                    spec, m->cell->name, m->specs[rec].name, shape);
+}
+
 bt_status bt_model_init(bt_model *m, const char *spec, bt_rng *rng, char *err, size_t errlen)
 {
     init_spec s;
     bt_status st = parse_init(spec, &s, err, errlen);
-    if (st != BT_OK)
+    if (st != BT_OK || (st = check_applies(m, &s, spec, err, errlen)) != BT_OK)
         return st;
     for (int i = 0; i < m->n_params; i++) {
         const bt_param_spec *ps = &m->specs[i];
         bt_tensor *t = m->ptab[i];
         bt_init_kind kind = ps->init;
         double scale = ps->scale;
-        if (s.kind == SPEC_NORMAL && (kind == BT_INIT_NORMAL || ps->recurrent)) {
+        bool set = spec_sets(&s, m, i);
+        if (set && s.kind == SPEC_NORMAL)
             kind = BT_INIT_NORMAL;
-            scale = s.value;
-        } else if (ps->recurrent && s.kind == SPEC_ORTHOGONAL) {
+        else if (set && s.kind == SPEC_ORTHOGONAL)
             kind = BT_INIT_ORTHOGONAL;
-            scale = s.value;
-        } else if (ps->recurrent && s.kind == SPEC_IDENTITY) {
+        else if (set && s.kind == SPEC_IDENTITY)
             kind = BT_INIT_IDENTITY;
+        if (set && s.kind != SPEC_SPECTRAL)
             scale = s.value;
-        }
         init_tensor(t, kind, scale, rng);
-        if (ps->recurrent && s.kind == SPEC_SPECTRAL) {
-            if (t->ndim != 2 || t->shape[0] != t->shape[1])
-                continue; /* a spectral radius needs a square matrix */
-            double radius;
-            if ((st = bt_eigenvalues(t->data, t->shape[0], NULL, NULL, &radius)) != BT_OK) {
-                snprintf(err, errlen, "--init spectral: eigenvalues of %s failed", ps->name);
-                return st;
-            }
-            if (radius > 0)
-                for (size_t k = 0; k < t->size; k++)
-                    t->data[k] = (bt_real)(t->data[k] * (s.value / radius));
+        if (!set || s.kind != SPEC_SPECTRAL)
+            continue;
+        /* The cell's draw, rescaled to spectral radius RHO. */
+        double radius;
+        if ((st = bt_eigenvalues(t->data, t->shape[0], NULL, NULL, &radius)) != BT_OK) {
+            snprintf(err, errlen, "--init spectral: eigenvalues of %s failed", ps->name);
+            return st;
         }
+        if (radius > 0)
+            for (size_t k = 0; k < t->size; k++)
+                t->data[k] = (bt_real)(t->data[k] * (s.value / radius));
     }
     return BT_OK;
 }

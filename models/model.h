@@ -47,10 +47,20 @@ BT_API const char *bt_cell_origin(const bt_cell_def *cell, char *buf, size_t len
 /* Bytes this process may use: physical memory, or less under RLIMIT_AS / RLIMIT_DATA. */
 BT_API size_t bt_memory_limit(void);
 
-/* Initialises every parameter from its spec with rng, then applies spec to
- * the recurrent matrices: NULL or "" (the cell's defaults), "normal:SIGMA",
- * "orthogonal", "identity[:SCALE]", "spectral:RHO" (rescale to spectral radius RHO). */
+/* Initialises every parameter from its spec with rng, then applies spec: NULL
+ * or "" (the cell's defaults); "normal:SIGMA" (N(0, SIGMA^2) for the normally
+ * drawn weights and the recurrent matrices); "orthogonal", "identity[:SCALE]"
+ * (the recurrent matrices; a [H, kH] one gets orthonormal rows, or SCALE * I
+ * in each H x H block); "spectral:RHO" (each square recurrent matrix, drawn
+ * as the cell does, rescaled to spectral radius RHO). BT_ERR_ARG with a
+ * message naming the cell when the cell has recurrent matrices but the spec
+ * can act on none of them (spectral on lstm's W_h [H,4H]); a cell with no
+ * recurrent matrix at all (influence) keeps its own initialisation
+ * (bt_init_count tells). */
 BT_API bt_status bt_model_init(bt_model *m, const char *spec, bt_rng *rng, char *err, size_t errlen);
+/* How many of m's parameters spec sets (0 for NULL or "": the cell's own
+ * initialisation stands; -1 for a spec that does not parse). */
+BT_API int bt_init_count(const bt_model *m, const char *spec);
 /* Checks an --init spec without a model. */
 BT_API bt_status bt_init_spec_check(const char *spec, char *err, size_t errlen);
 

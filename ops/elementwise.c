@@ -1,6 +1,7 @@
 /* elementwise.c: add, sub, mul with numpy-style broadcasting (shapes aligned
  * to the right; each dim equal or 1). A row bias [N] on [M,N] is the common
- * case. Backward sums the gradient over the broadcast dims. */
+ * case. Backward sums the gradient over the broadcast dims; the tangent rule
+ * reads the inputs' tangents through the same broadcast. */
 #include <string.h>
 
 #include "bptt_op.h"
@@ -137,9 +138,42 @@ static void ew_backward(bt_node *n)
     }
 }
 
-static const bt_op op_add = {"add", 2, ew_forward, ew_backward};
-static const bt_op op_sub = {"sub", 2, ew_forward, ew_backward};
-static const bt_op op_mul = {"mul", 2, ew_forward, ew_backward};
+/* out' = a' + b', a' - b', or a' y + x b' (product rule), NULL tangents zero. */
+static void ew_jvp(bt_node *n)
+{
+    const bt_tensor *a = n->in[0], *b = n->in[1];
+    const bt_real *x = a->data, *y = b->data, *ta = a->tangent, *tb = b->tangent;
+    bt_real *to = bt_node_tangent(n);
+    if (!to)
+        return;
+    int kind = n->iarg[0];
+    bt_real sb = kind == EW_SUB ? -1 : 1;
+    if (bt_shape_equal(a, b)) {
+        for (size_t i = 0, len = a->size; ta && i < len; i++)
+            to[i] += kind == EW_MUL ? ta[i] * y[i] : ta[i];
+        for (size_t i = 0, len = b->size; tb && i < len; i++)
+            to[i] += kind == EW_MUL ? x[i] * tb[i] : sb * tb[i];
+        return;
+    }
+    plan p;
+    BT_ASSERT(make_plan(a, b, &p), "%s and %s broadcast when the op was recorded", bt_shp(a),
+              bt_shp(b));
+    if (kind == EW_MUL) {
+        FOR_EACH_BCAST(p, {
+            if (ta) to[io] += ta[ia] * y[ib];
+            if (tb) to[io] += x[ia] * tb[ib];
+        });
+    } else {
+        FOR_EACH_BCAST(p, {
+            if (ta) to[io] += ta[ia];
+            if (tb) to[io] += sb * tb[ib];
+        });
+    }
+}
+
+static const bt_op op_add = {"add", 2, ew_forward, ew_backward, ew_jvp};
+static const bt_op op_sub = {"sub", 2, ew_forward, ew_backward, ew_jvp};
+static const bt_op op_mul = {"mul", 2, ew_forward, ew_backward, ew_jvp};
 
 static bt_tensor *elementwise(bt_graph *g, const bt_op *op, int kind, bt_tensor *a, bt_tensor *b)
 {

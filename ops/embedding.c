@@ -1,5 +1,6 @@
 /* embedding.c: out[M,N] = table[ids[i], :], the same as one-hot(ids) x table
- * without building the one-hot. Backward scatters rows into dtable. */
+ * without building the one-hot. Backward scatters rows into dtable; the
+ * tangent gathers the same rows of the table's tangent. */
 #include <string.h>
 
 #include "bptt_op.h"
@@ -25,7 +26,18 @@ static void embedding_backward(bt_node *n)
     }
 }
 
-static const bt_op op_embedding = {"embedding", 1, embedding_forward, embedding_backward};
+static void embedding_jvp(bt_node *n)
+{
+    const bt_tensor *table = n->in[0];
+    int width = table->shape[1];
+    bt_real *to = bt_node_tangent(n);
+    for (int i = 0; to && i < n->out->shape[0]; i++)
+        memcpy(to + (size_t)i * width, table->tangent + (size_t)n->ids[i] * width,
+               sizeof(bt_real) * width);
+}
+
+static const bt_op op_embedding = {"embedding", 1, embedding_forward, embedding_backward,
+                                   embedding_jvp};
 
 bt_tensor *bt_embedding(bt_graph *g, bt_tensor *table, const int32_t *ids, int m)
 {

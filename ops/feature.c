@@ -1,5 +1,6 @@
 /* feature.c: concat and slice along the last (feature) axis, the plumbing of
- * gates in GRU and LSTM cells. A tensor is seen as [rows, features]. */
+ * gates in GRU and LSTM cells. A tensor is seen as [rows, features]. Both are
+ * linear: a tangent goes where the data goes. */
 #include <string.h>
 
 #include "bptt_op.h"
@@ -36,7 +37,21 @@ static void concat_backward(bt_node *n)
     }
 }
 
-static const bt_op op_concat = {"concat", -1, concat_forward, concat_backward};
+static void concat_jvp(bt_node *n)
+{
+    size_t r = rows(n->out);
+    int width = features(n->out), col = 0;
+    bt_real *to = bt_node_tangent(n);
+    for (int k = 0; to && k < n->n_in; k++) {
+        int f = features(n->in[k]);
+        if (n->in[k]->tangent) /* else its columns stay zero */
+            for (size_t i = 0; i < r; i++)
+                memcpy(to + i * width + col, n->in[k]->tangent + i * f, sizeof(bt_real) * f);
+        col += f;
+    }
+}
+
+static const bt_op op_concat = {"concat", -1, concat_forward, concat_backward, concat_jvp};
 
 bt_tensor *bt_concat(bt_graph *g, bt_tensor *const *parts, int n)
 {
@@ -95,7 +110,16 @@ static void slice_backward(bt_node *n)
     }
 }
 
-static const bt_op op_slice = {"slice", 1, slice_forward, slice_backward};
+static void slice_jvp(bt_node *n)
+{
+    size_t r = rows(n->out);
+    int f = features(n->in[0]), start = n->iarg[0], len = n->iarg[1];
+    bt_real *to = bt_node_tangent(n);
+    for (size_t i = 0; to && i < r; i++)
+        memcpy(to + i * len, n->in[0]->tangent + i * f + start, sizeof(bt_real) * len);
+}
+
+static const bt_op op_slice = {"slice", 1, slice_forward, slice_backward, slice_jvp};
 
 bt_tensor *bt_slice(bt_graph *g, bt_tensor *a, int start, int len)
 {

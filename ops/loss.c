@@ -1,6 +1,7 @@
 /* loss.c: the two losses of bptt's models, each reduced to a scalar mean over
  * rows. Softmax cross-entropy subtracts the row max before exp (stable) and
- * saves the probabilities, which are all its backward needs. */
+ * saves the probabilities, which are all its backward and its tangent rule
+ * need. Both tangents are scalars: the gradient dotted with the tangent. */
 #include <math.h>
 #include <string.h>
 
@@ -53,7 +54,26 @@ static void xent_backward(bt_node *n)
     }
 }
 
-static const bt_op op_xent = {"softmax_xent", 1, xent_forward, xent_backward};
+/* L' = mean_i (sum_j p_ij x'_ij - x'_i[t_i]) */
+static void xent_jvp(bt_node *n)
+{
+    const bt_tensor *x = n->in[0];
+    int m = x->shape[0], v = x->shape[1];
+    bt_real *to = bt_node_tangent(n);
+    if (!to)
+        return;
+    double total = 0;
+    for (int i = 0; i < m; i++) {
+        const bt_real *p = n->saved + (size_t)i * v, *tx = x->tangent + (size_t)i * v;
+        double s = 0;
+        for (int j = 0; j < v; j++)
+            s += (double)p[j] * (double)tx[j];
+        total += s - (double)tx[n->ids[i]];
+    }
+    to[0] = (bt_real)(total / m);
+}
+
+static const bt_op op_xent = {"softmax_xent", 1, xent_forward, xent_backward, xent_jvp};
 
 bt_tensor *bt_softmax_xent(bt_graph *g, bt_tensor *logits, const int32_t *targets)
 {
@@ -113,7 +133,24 @@ static void mse_backward(bt_node *n)
     }
 }
 
-static const bt_op op_mse = {"mse", 2, mse_forward, mse_backward};
+/* L' = mean over rows of sum (o - y)(o' - y') */
+static void mse_jvp(bt_node *n)
+{
+    const bt_tensor *o = n->in[0], *y = n->in[1];
+    bt_real *to = bt_node_tangent(n);
+    if (!to)
+        return;
+    double s = 0;
+    for (size_t i = 0; i < o->size; i++) {
+        double d = (double)o->data[i] - (double)y->data[i];
+        double t = (o->tangent ? (double)o->tangent[i] : 0) - (y->tangent ? (double)y->tangent[i] : 0);
+        s += d * t;
+    }
+    int m = o->ndim ? o->shape[0] : 1;
+    to[0] = (bt_real)(s / m);
+}
+
+static const bt_op op_mse = {"mse", 2, mse_forward, mse_backward, mse_jvp};
 
 bt_tensor *bt_mse(bt_graph *g, bt_tensor *o, bt_tensor *y)
 {

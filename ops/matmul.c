@@ -1,6 +1,8 @@
 /* matmul.c: out[M,N] = op(a) op(b), op = optional transpose.
  * Both operands may need gradients: da = dout op(b)^T, db = op(a)^T dout,
- * written for the stored (possibly transposed) layouts. */
+ * written for the stored (possibly transposed) layouts. The tangent is the
+ * product rule, out' = op(a') op(b) + op(a) op(b'), in the stored layouts as
+ * they are (a tangent has its tensor's layout). */
 #include "bptt_op.h"
 #include "wgrad.h"
 
@@ -34,7 +36,21 @@ static void matmul_backward(bt_node *n)
     }
 }
 
-static const bt_op op_matmul = {"matmul", 2, matmul_forward, matmul_backward};
+static void matmul_jvp(bt_node *n)
+{
+    bt_tensor *a = n->in[0], *b = n->in[1], *out = n->out;
+    bool ta = n->iarg[0], tb = n->iarg[1];
+    int m = out->shape[0], nn = out->shape[1], k = ta ? a->shape[0] : a->shape[1];
+    bt_real *to = bt_node_tangent(n);
+    if (!to)
+        return;
+    if (a->tangent)
+        bt_gemm(ta, tb, m, nn, k, 1, a->tangent, a->shape[1], b->data, b->shape[1], 1, to, nn);
+    if (b->tangent)
+        bt_gemm(ta, tb, m, nn, k, 1, a->data, a->shape[1], b->tangent, b->shape[1], 1, to, nn);
+}
+
+static const bt_op op_matmul = {"matmul", 2, matmul_forward, matmul_backward, matmul_jvp};
 
 bt_tensor *bt_matmul_t(bt_graph *g, bt_tensor *a, bool trans_a, bt_tensor *b, bool trans_b)
 {

@@ -1,4 +1,5 @@
-/* reduce.c: sum and mean of all elements, to a scalar (ndim 0). */
+/* reduce.c: sum and mean of all elements, to a scalar (ndim 0); the tangent
+ * is the same reduction of the input's tangent. */
 #include "bptt_op.h"
 
 static void reduce_forward(bt_node *n)
@@ -18,8 +19,20 @@ static void reduce_backward(bt_node *n)
         gx[i] += d;
 }
 
-static const bt_op op_sum = {"sum", 1, reduce_forward, reduce_backward};
-static const bt_op op_mean = {"mean", 1, reduce_forward, reduce_backward};
+static void reduce_jvp(bt_node *n)
+{
+    const bt_real *tx = n->in[0]->tangent;
+    bt_real *to = bt_node_tangent(n);
+    if (!to)
+        return;
+    double s = 0;
+    for (size_t i = 0, len = n->in[0]->size; i < len; i++)
+        s += tx[i];
+    to[0] = (bt_real)(s * n->scalar);
+}
+
+static const bt_op op_sum = {"sum", 1, reduce_forward, reduce_backward, reduce_jvp};
+static const bt_op op_mean = {"mean", 1, reduce_forward, reduce_backward, reduce_jvp};
 
 static bt_tensor *reduce(bt_graph *g, const bt_op *op, bt_tensor *a, bool mean)
 {

@@ -1,8 +1,9 @@
 /* rnn_step.c: the fused tanh RNN step, out[B,H] = tanh(x W_x + h W_hh + b).
  * The five primitive ops it replaces (lookup or product, product, two adds,
  * tanh) would keep five [B,H] buffers per step; this op keeps only its output,
- * which is all its backward needs: dA = dout (1 - out^2). Added because the
- * benchmark said so (bench/), and gradient-checked like every other op.
+ * which is all its backward needs: dA = dout (1 - out^2), and all its tangent
+ * rule needs: out' = (1 - out^2) A'. Added because the benchmark said so
+ * (bench/), and gradient-checked like every other op.
  * x W_x is a row lookup for token ids (W_x [V,H]) or a product for real x [B,D]
  * (W_x [D,H]). Inputs: W_x, h [B,H], W_hh [H,H], b [H], then x if real. */
 #include <string.h>
@@ -74,7 +75,37 @@ static void rnn_step_backward(bt_node *n)
                 wx->shape[0]);
 }
 
-static const bt_op op_rnn_step = {"rnn_tanh_step", -1, rnn_step_forward, rnn_step_backward};
+/* out' = (1 - out^2) * A', A' = x' W_x + x W_x' + h' W_hh + h W_hh' + b' (the
+ * product rule on each term; for ids, x W_x' is a row lookup in W_x'). */
+static void rnn_step_jvp(bt_node *n)
+{
+    bt_tensor *wx = n->in[0], *h = n->in[1], *whh = n->in[2], *b = n->in[3], *out = n->out;
+    bt_tensor *x = n->ids ? NULL : n->in[4];
+    int B = out->shape[0], H = out->shape[1], D = wx->shape[0];
+    bt_real *ta = bt_node_tangent(n); /* A', then out' in place */
+    if (!ta)
+        return;
+    if (wx->tangent && n->ids)
+        for (int r = 0; r < B; r++)
+            memcpy(ta + (size_t)r * H, wx->tangent + (size_t)n->ids[r] * H, sizeof(bt_real) * H);
+    else if (wx->tangent)
+        bt_gemm(false, false, B, H, D, 1, x->data, D, wx->tangent, H, 1, ta, H);
+    if (x && x->tangent)
+        bt_gemm(false, false, B, H, D, 1, x->tangent, D, wx->data, H, 1, ta, H);
+    if (h->tangent)
+        bt_gemm(false, false, B, H, H, 1, h->tangent, H, whh->data, H, 1, ta, H);
+    if (whh->tangent)
+        bt_gemm(false, false, B, H, H, 1, h->data, H, whh->tangent, H, 1, ta, H);
+    for (int r = 0; r < B; r++) {
+        bt_real *row = ta + (size_t)r * H;
+        const bt_real *y = out->data + (size_t)r * H;
+        for (int j = 0; j < H; j++)
+            row[j] = (row[j] + (b->tangent ? b->tangent[j] : 0)) * (1 - y[j] * y[j]);
+    }
+}
+
+static const bt_op op_rnn_step = {"rnn_tanh_step", -1, rnn_step_forward, rnn_step_backward,
+                                  rnn_step_jvp};
 
 bt_tensor *bt_rnn_tanh_step(bt_graph *g, bt_tensor *w_x, const int32_t *ids, bt_tensor *x,
                             bt_tensor *h, bt_tensor *w_hh, bt_tensor *b)

@@ -3,7 +3,13 @@
  * they differ only in what flows back:
  *   detach         nothing (the recurrent edge is cut);
  *   grad_scale(xi) xi * gradient; xi = 0 adds nothing at all, so an infinite
- *                  upstream gradient cannot become 0 * inf = NaN. */
+ *                  upstream gradient cannot become 0 * inf = NaN.
+ * And forward (bt_jvp, docs/forward-mode.md): detach makes its output a
+ * constant, tangent zero, as backward does; grad_scale is the identity, so its
+ * tangent is the input's (shared, no copy): xi scales only what flows back. A
+ * grad_scale(0) is recorded as a cut (nothing downstream of it alone is on the
+ * tape), so it is a detach in both directions. */
+#include <math.h>
 #include <string.h>
 
 #include "bptt_op.h"
@@ -23,8 +29,17 @@ static void grad_scale_backward(bt_node *n)
         gx[i] += xi * gy[i];
 }
 
-static const bt_op op_detach = {"detach", 1, alias_forward, detach_backward};
-static const bt_op op_grad_scale = {"grad_scale", 1, alias_forward, grad_scale_backward};
+static void detach_jvp(bt_node *n) { (void)n; /* out->tangent stays NULL: zero */ }
+
+static void grad_scale_jvp(bt_node *n)
+{
+    if (n->scalar != 0)
+        n->out->tangent = n->in[0]->tangent;
+}
+
+static const bt_op op_detach = {"detach", 1, alias_forward, detach_backward, detach_jvp};
+static const bt_op op_grad_scale = {"grad_scale", 1, alias_forward, grad_scale_backward,
+                                    grad_scale_jvp};
 
 static bt_tensor *alias(bt_graph *g, const bt_op *op, bt_tensor *x, double xi)
 {

@@ -1,6 +1,8 @@
 /* unary.c: elementwise ops of one input. Each saves only what its backward
  * needs: exp, tanh and sigmoid reuse their output (d tanh = 1 - y^2), log and
- * relu read their input. */
+ * relu read their input. The derivative f'(x) is one expression, DF, which
+ * backward multiplies into the gradient and the tangent rule into x's tangent
+ * (a diagonal Jacobian is its own transpose). */
 #include <math.h>
 
 #include "fastmath.h"
@@ -18,7 +20,7 @@
 #define R_SIGMOID bt_fast_sigmoidf
 #endif
 
-#define UNARY(NAME, FWD, BWD)                                                   \
+#define UNARY(NAME, FWD, DF)                                                    \
     static void NAME##_forward(bt_node *n)                                      \
     {                                                                           \
         const bt_real *x = n->in[0]->data;                                      \
@@ -35,9 +37,18 @@
         const bt_real c = (bt_real)n->scalar;                                   \
         (void)x; (void)y; (void)c;                                              \
         for (size_t i = 0, len = n->out->size; i < len; i++)                    \
-            gx[i] += gy[i] * (BWD);                                             \
+            gx[i] += gy[i] * (DF);                                              \
     }                                                                           \
-    static const bt_op op_##NAME = {#NAME, 1, NAME##_forward, NAME##_backward};
+    static void NAME##_jvp(bt_node *n)                                          \
+    {                                                                           \
+        const bt_real *x = n->in[0]->data, *y = n->out->data, *tx = n->in[0]->tangent; \
+        bt_real *ty = bt_node_tangent(n);                                       \
+        const bt_real c = (bt_real)n->scalar;                                   \
+        (void)x; (void)y; (void)c;                                              \
+        for (size_t i = 0, len = ty ? n->out->size : 0; i < len; i++)           \
+            ty[i] += tx[i] * (DF);                                              \
+    }                                                                           \
+    static const bt_op op_##NAME = {#NAME, 1, NAME##_forward, NAME##_backward, NAME##_jvp};
 
 UNARY(neg, -x[i], -1)
 UNARY(scale, c * x[i], c)

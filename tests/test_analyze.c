@@ -12,6 +12,8 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include "analyze.h"
 #include "cellcheck.h"
@@ -98,6 +100,8 @@ static void check_c_pow_k(double c)
                   "(relative) at k = %d", c, worst, at);
     cr_expect_leq(worst_j, CK_TOL, "c = %g: ||dh_T/dh_{T-k}||_2 is off c^k by %.3g", c, worst_j);
     cr_expect_float_eq(a.grad_rate, c, CK_TOL, "fitted rate %.9g, want %g", a.grad_rate, c);
+    cr_expect_leq(fabs(a.grad_scale / a.grad_norm[0] - 1), CK_TOL,
+                  "fitted scale %.9g, want ||dL_T/dh_T|| = %.9g", a.grad_scale, a.grad_norm[0]);
     /* W = cQ: every eigenvalue has modulus c. */
     cr_expect_float_eq(a.radius, c, 1e-5, "spectral radius %.9g, want %g", a.radius, c);
     for (int i = 0; i < a.n; i++)
@@ -108,6 +112,31 @@ static void check_c_pow_k(double c)
 }
 
 Test(analysis, gradient_norm_follows_c_pow_k_contracting) { check_c_pow_k(0.5); }
+
+/* The line the analyze figure draws: scale and rate of a least-squares fit
+ * of log y against k, with an intercept (closed forms). */
+Test(analysis, geometric_fit_has_an_intercept)
+{
+    /* y = 3 * 0.7^k where defined; NAN, 0 and -1 are left out of the fit. */
+    double y[8];
+    for (int k = 0; k < 8; k++)
+        y[k] = 3 * pow(0.7, k);
+    y[2] = NAN, y[4] = 0, y[6] = -1;
+    double scale, rate;
+    cr_assert_eq(bt_geometric_fit(y, 8, &scale, &rate), BT_OK);
+    cr_expect_float_eq(scale, 3.0, 1e-12, "scale %.15g", scale);
+    cr_expect_float_eq(rate, 0.7, 1e-12, "rate %.15g", rate);
+    cr_expect_float_eq(bt_geometric_rate(y, 8), 0.7, 1e-12);
+    /* log y = 0, 1, 0: the least-squares line is flat at 1/3, through none of them. */
+    double bump[3] = {1, exp(1), 1};
+    cr_assert_eq(bt_geometric_fit(bump, 3, &scale, &rate), BT_OK);
+    cr_expect_float_eq(rate, 1.0, 1e-12, "rate %.15g", rate);
+    cr_expect_float_eq(log(scale), 1.0 / 3, 1e-12, "log scale %.15g", log(scale));
+    /* One usable point is not a line. */
+    double one[3] = {2, NAN, 0};
+    cr_expect_eq(bt_geometric_fit(one, 3, &scale, &rate), BT_ERR_NUMERIC);
+    cr_expect(isnan(scale) && isnan(rate));
+}
 Test(analysis, gradient_norm_follows_c_pow_k_expanding) { check_c_pow_k(1.5); }
 
 Test(analysis, every_cell_can_be_analyzed)
@@ -411,6 +440,44 @@ Test(analysis, init_specs)
     bt_model_free(m);
 }
 
+/* Each --init kind on each shipped cell sets what its documentation says
+ * (models/model.h): the count of parameters it sets, and a refusal exactly
+ * where a cell has recurrent matrices but none square for spectral. */
+Test(analysis, init_kinds_on_every_cell)
+{
+    static const struct {
+        const char *cell;
+        int normal, recurrent, square; /* parameters normal, orthogonal/identity, spectral set */
+    } cells[] = {
+        {"rnn_tanh", 3, 1, 1}, {"linear", 3, 1, 1}, {"gru", 4, 2, 1},
+        {"gru_torch", 3, 1, 0}, {"lstm", 3, 1, 0}, {"influence", 0, 0, 0},
+    };
+    for (size_t c = 0; c < sizeof cells / sizeof *cells; c++) {
+        bool infl = strcmp(cells[c].cell, "influence") == 0;
+        bool real = infl || strcmp(cells[c].cell, "linear") == 0;
+        bt_model *m = make_model(cells[c].cell, infl ? 3 : 5, 6, infl ? 1 : real ? 2 : 5);
+        cr_expect_eq(bt_init_count(m, NULL), 0);
+        cr_expect_eq(bt_init_count(m, "bogus"), -1);
+        cr_expect_eq(bt_init_count(m, "normal:0.1"), cells[c].normal, "%s", cells[c].cell);
+        cr_expect_eq(bt_init_count(m, "orthogonal"), cells[c].recurrent, "%s", cells[c].cell);
+        cr_expect_eq(bt_init_count(m, "identity"), cells[c].recurrent, "%s", cells[c].cell);
+        cr_expect_eq(bt_init_count(m, "spectral:1.2"), cells[c].square, "%s", cells[c].cell);
+        bt_rng r;
+        bt_rng_seed(&r, 5);
+        char err[256] = "";
+        bt_status st = bt_model_init(m, "spectral:1.2", &r, err, sizeof err);
+        if (cells[c].recurrent && !cells[c].square) {
+            cr_expect_eq(st, BT_ERR_ARG, "%s: spectral on no square matrix accepted", cells[c].cell);
+            cr_expect(strstr(err, cells[c].cell) && strstr(err, "square"), "message: %s", err);
+        } else {
+            cr_expect_eq(st, BT_OK, "%s: %s", cells[c].cell, err);
+        }
+        for (size_t i = 0; infl && i < m->ptab[0]->size; i++)
+            cr_expect_eq(m->ptab[0]->data[i], 0, "influence keeps theta = 0");
+        bt_model_free(m);
+    }
+}
+
 /* ---- task sources ------------------------------------------------------------------- */
 
 static bt_source task(const char *spec, int B)
@@ -536,4 +603,37 @@ Test(analysis, influence_task_and_bad_specs)
         cr_expect(strlen(err) > 10, "'%s': message '%s'", bad[i], err);
     }
     cr_expect(bt_task_spec_is_task("adding:5") && !bt_task_spec_is_task("corpus.txt"));
+
+    /* A valid spec whose minibatch would not fit in memory (3.2 TB here) is
+     * refused by its size before any allocation (an input fuzz_spec reaches). */
+    char err[256] = "";
+    cr_expect_eq(bt_task_source_new("influence:100000,100000,len=1000000", 8, 1, &s, err,
+                                    sizeof err), BT_ERR_ARG, "%s", err);
+    cr_expect(strstr(err, "too large") && strstr(err, "influence:100000"), "%s", err);
+}
+
+/* When the buffers of a task cannot be allocated, the message names the
+ * sizes asked for. (It read them from the task after freeing it; glibc
+ * reuses those bytes, so the message showed garbage steps.) The address
+ * space is capped 200 MB above what the process maps now, so the 800 MB of
+ * adding:1000000 x 100 rows cannot be had; ASan's allocator does not live
+ * under such a cap, so a sanitizer build skips this. */
+Test(analysis, task_out_of_memory_names_the_sizes)
+{
+#if defined(__SANITIZE_ADDRESS__)
+    cr_skip_test("an address-space cap and AddressSanitizer do not mix");
+#endif
+    long pages = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    cr_assert_not_null(f);
+    cr_assert_eq(fscanf(f, "%ld", &pages), 1);
+    fclose(f);
+    struct rlimit rl = {.rlim_cur = (rlim_t)pages * (rlim_t)sysconf(_SC_PAGESIZE) + (200 << 20),
+                        .rlim_max = RLIM_INFINITY};
+    cr_assert_eq(setrlimit(RLIMIT_AS, &rl), 0);
+    bt_source s;
+    char err[256] = "";
+    cr_assert_eq(bt_task_source_new("adding:1000000", 100, 1, &s, err, sizeof err), BT_ERR_NOMEM,
+                 "%s", err);
+    cr_expect(strstr(err, "100 x 1000000 steps"), "%s", err);
 }

@@ -260,3 +260,44 @@ Test(compat, the_other_precision_is_refused_with_the_reason)
     cr_assert_null(ck);
     cr_assert_not_null(strstr(err, "-Dreal="), "%s", err);
 }
+
+static bool same_str(const char *a, const char *b) { return !strcmp(a ? a : "", b ? b : ""); }
+
+/* Every setting equal (the strings by value: each checkpoint owns its own). */
+static bool same_config(const bt_lm_config *a, const bt_lm_config *b)
+{
+    return same_str(a->cell, b->cell) && same_str(a->optimizer, b->optimizer) &&
+           same_str(a->truncation, b->truncation) && same_str(a->init, b->init) &&
+           a->hidden == b->hidden && a->batch == b->batch && a->steps == b->steps &&
+           a->clip == b->clip && a->seed == b->seed && a->tokens == b->tokens &&
+           a->sampling == b->sampling && a->max_tokens == b->max_tokens &&
+           a->val_fraction == b->val_fraction && a->checkpoint_every == b->checkpoint_every &&
+           a->memory_budget_mb == b->memory_budget_mb;
+}
+
+/* bt_checkpoint_read_buffer on a file's bytes reads what bt_checkpoint_read
+ * reads from the file, and refuses every truncation of them by name. */
+Test(compat, a_buffer_reads_like_the_file)
+{
+    size_t n;
+    unsigned char *bytes = slurp(fixture(own_precision()), &n);
+    bt_checkpoint *a = NULL, *b = NULL;
+    cr_assert_eq(bt_checkpoint_read(fixture(own_precision()), &a, err, sizeof err), BT_OK, "%s", err);
+    cr_assert_eq(bt_checkpoint_read_buffer(bytes, n, "mem", &b, err, sizeof err), BT_OK, "%s", err);
+    cr_expect_str_eq(b->path, "mem");
+    cr_expect(same_config(&a->cfg, &b->cfg), "settings differ");
+    cr_expect(a->input_size == b->input_size && a->output_size == b->output_size &&
+              a->epoch == b->epoch && a->updates == b->updates && a->opt_steps == b->opt_steps);
+    cr_expect(bt_vocab_equal(a->vocab, b->vocab));
+    cr_expect_str_eq(a->data, b->data);
+    cr_expect_eq(bt_st_count(a->file), bt_st_count(b->file));
+    bt_checkpoint_free(a);
+    bt_checkpoint_free(b);
+    for (size_t len = 0; len < n; len += 97) {
+        b = (bt_checkpoint *)1;
+        cr_assert_neq(bt_checkpoint_read_buffer(bytes, len, "cut", &b, err, sizeof err), BT_OK);
+        cr_assert_null(b);
+        cr_assert(strstr(err, "cut"), "%s", err);
+    }
+    free(bytes);
+}

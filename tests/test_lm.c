@@ -301,6 +301,34 @@ Test(lm, resume_is_bitwise_adam) { check_resume("adam:lr=0.01", "fixed:3", BT_BA
 Test(lm, resume_is_bitwise_random_policy) { check_resume("momentum:lr=0.1,mu=0.9", "random:0.6", BT_BATCH_SEQUENTIAL); }
 Test(lm, resume_is_bitwise_random_sampling) { check_resume("adam", "tbptt:2,5", BT_BATCH_RANDOM); }
 
+/* A task spec longer than any fixed name buffer (here 90 characters, blanks
+ * between its options) is kept whole by the source and the checkpoint, so
+ * a resume re-creates the very task. (Found by fuzz_spec: the source cut
+ * its name to 63 characters.) */
+Test(lm, long_task_spec_survives_the_checkpoint)
+{
+    char spec[128];
+    snprintf(spec, sizeof spec, "adding:12,%70sbatches=3", "");
+    cr_assert_gt(strlen(spec), 80);
+    bt_lm_config cfg = tiny_config("sgd:lr=0.1", "full");
+    cfg.cell = "linear";
+    cfg.steps = 12;
+    bt_source src;
+    cr_assert_eq(bt_task_source_new(spec, cfg.batch, cfg.seed, &src, err, sizeof err), BT_OK, "%s", err);
+    cr_expect_str_eq(src.name, spec);
+    bt_lm *lm;
+    cr_assert_eq(bt_lm_new(reg, &cfg, &src, &lm, err, sizeof err), BT_OK, "%s", err);
+    cr_assert_eq(bt_lm_train(lm, 1, NULL, err, sizeof err), BT_OK, "%s", err);
+    const char *path = in_dir("long.safetensors");
+    cr_assert_eq(bt_checkpoint_save(lm, path, NULL, err, sizeof err), BT_OK, "%s", err);
+    bt_checkpoint *ck;
+    cr_assert_eq(bt_checkpoint_read(path, &ck, err, sizeof err), BT_OK, "%s", err);
+    cr_expect_str_eq(ck->task, spec);
+    bt_checkpoint_free(ck);
+    bt_lm_free(lm);
+    bt_source_free(&src);
+}
+
 /* A task run: the checkpoint names the task (no vocabulary), a source
  * re-created from that spec resumes bit for bit, and another source is refused. */
 Test(lm, task_checkpoint_resumes_on_its_task)
@@ -605,6 +633,11 @@ Test(lm, bad_content_is_rejected_with_a_reason)
     assert_rejected(altered(good, NULL, NULL, 0, 0, NULL, "hidden", "x3"), BT_ERR_FORMAT, "hidden");
     assert_rejected(altered(good, NULL, NULL, 0, 0, NULL, "hidden", "4"), BT_ERR_FORMAT,
                     "hidden 4, output 16, batch 2) do not fit tensor 'param.W_xh' [16,3]");
+    /* Settings claiming a model of terabytes are checked against the tensors
+     * before anything is allocated (fuzz_checkpoint reported such a 2 KB
+     * file, its seed claims_huge_hidden, as a 3.6 GB out-of-memory). */
+    assert_rejected(altered(good, NULL, NULL, 0, 0, NULL, "hidden", "1048576"), BT_ERR_FORMAT,
+                    "do not fit tensor 'param.");
     assert_rejected(altered(good, NULL, NULL, 0, 0, NULL, "batch", "5"), BT_ERR_FORMAT,
                     "batch 5) do not fit tensor 'state.0' [2,3], which they make [5,3]");
     assert_rejected(altered(good, NULL, "opt.1", BT_REAL_DOUBLE ? BT_ST_F64 : BT_ST_F32, 1,

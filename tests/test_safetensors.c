@@ -574,3 +574,39 @@ Test(safetensors, rejects_every_truncation)
     cr_assert_not_null(strstr(err, "truncated: expected"), "%s", err);
     free(full);
 }
+
+/* The buffer entry points are the file reader and writer on memory: the same
+ * bytes out, the same tensors in, the same refusals (every truncation), with
+ * the given name in messages. */
+Test(safetensors, buffers_match_files)
+{
+    bt_st_file *f = make_sample();
+    const char *path = in_dir("file.safetensors");
+    cr_assert_eq(bt_st_write(f, path, err, sizeof err), BT_OK, "%s", err);
+    size_t n, m;
+    unsigned char *disk = slurp(path, &n);
+    void *mem = NULL;
+    cr_assert_eq(bt_st_write_buffer(f, &mem, &m, err, sizeof err), BT_OK, "%s", err);
+    cr_assert_eq(m, n);
+    cr_assert_eq(memcmp(mem, disk, n), 0, "the buffer writer's bytes differ from the file's");
+
+    bt_st_file *g = NULL;
+    cr_assert_eq(bt_st_read_buffer(mem, m, "mem", &g, err, sizeof err), BT_OK, "%s", err);
+    assert_same(f, g);
+    cr_assert_str_eq(bt_st_meta(g, "unicode"), "héllo ✓ 𝄞 日本");
+    bt_st_free(g);
+    for (size_t len = 0; len < m; len++) {
+        g = (bt_st_file *)1;
+        err[0] = '\0';
+        cr_assert_eq(bt_st_read_buffer(mem, len, "cut", &g, err, sizeof err), BT_ERR_FORMAT,
+                     "length %zu of %zu: %s", len, m, err);
+        cr_assert_null(g);
+        cr_assert(strncmp(err, "cut: ", 5) == 0, "%s", err);
+    }
+    cr_assert_eq(bt_st_read_buffer(NULL, 0, NULL, &g, err, sizeof err), BT_ERR_FORMAT);
+    cr_assert(strstr(err, "(buffer)"), "%s", err);
+    cr_assert_eq(bt_st_read_buffer(NULL, 8, NULL, &g, err, sizeof err), BT_ERR_ARG);
+    bt_free(mem);
+    free(disk);
+    bt_st_free(f);
+}

@@ -1,6 +1,9 @@
 /* test_svg.c: every kind of chart is written into a temp folder and read back:
- * well-formed enough to open, labels present and escaped, no NaN or inf in the
- * file, decade ticks on log axes, and I/O failures reported as BT_ERR_IO.
+ * well-formed enough to open, labels present, whole (wrapped, never cut) and
+ * escaped, no NaN or inf in the file, decade ticks on log axes and round
+ * values on a narrow one, whole-number ticks for whole-number x, and I/O
+ * failures reported as BT_ERR_IO. Where the text lands on the page is
+ * test_figures.py's to check, with a real renderer and the font files.
  */
 #include <criterion/criterion.h>
 
@@ -144,6 +147,85 @@ Test(svg, log_axis_has_decade_ticks)
         snprintf(want, sizeof want, "%s%d</tspan>", k < 0 ? "\u2212" : ">", k < 0 ? -k : k);
         cr_expect(strstr(s, want), "no decade label 10^%d", k);
     }
+    free(s);
+}
+
+/* A log axis within a decade fits the data and labels round values: no
+ * bare 10^1..10^2 frame around curves between 12 and 38. */
+Test(svg, narrow_log_axis_fits_the_data)
+{
+    double y[4] = {38, 25, 17, 12};
+    bt_plot *p = bt_plot_new("perplexity", "epoch", "perplexity");
+    bt_plot_set_logy(p, true);
+    cr_assert_eq(bt_plot_line(p, "train", NULL, y, 4), BT_OK);
+    cr_assert_eq(bt_plot_write(p, path_of("narrow.svg"), NULL, 0), BT_OK);
+    bt_plot_free(p);
+    char *s = check_svg(path_of("narrow.svg"));
+    cr_expect(strstr(s, ">20<") && strstr(s, ">30<"), "round values 20 and 30 labelled");
+    cr_expect_null(strstr(s, ">2</tspan>"), "no 10^2 label: the axis ends near 38");
+    cr_expect_null(strstr(s, ">1</tspan>"), "no 10^1 label: the axis starts near 12");
+    free(s);
+}
+
+/* Epochs 1..3 get ticks 1, 2, 3, never 1.5. */
+Test(svg, whole_number_x_has_whole_ticks)
+{
+    double x[3] = {1, 2, 3}, y[3] = {0.5, 0.25, 0.2};
+    bt_plot *p = bt_plot_new(NULL, "epoch", "loss");
+    cr_assert_eq(bt_plot_line(p, "train", x, y, 3), BT_OK);
+    cr_assert_eq(bt_plot_write(p, path_of("whole.svg"), NULL, 0), BT_OK);
+    bt_plot_free(p);
+    char *s = check_svg(path_of("whole.svg"));
+    cr_expect(strstr(s, ">1<") && strstr(s, ">2<") && strstr(s, ">3<"));
+    cr_expect_null(strstr(s, ">1.5<"));
+    cr_expect_null(strstr(s, ">2.5<"));
+    free(s);
+}
+
+/* The contents of every <text> whose attributes contain attr, in document
+ * order, joined without their spaces. */
+static void joined_text(const char *s, const char *attr, char *out, size_t len)
+{
+    size_t n = 0;
+    for (const char *t = strstr(s, "<text "); t; t = strstr(t + 1, "<text ")) {
+        const char *gt = strchr(t, '>'), *end = gt ? strstr(gt, "</text>") : NULL;
+        const char *a = strstr(t, attr);
+        if (!end || !a || a > gt)
+            continue;
+        for (const char *c = gt + 1; c < end && n + 1 < len; c++)
+            if (*c != ' ')
+                out[n++] = *c;
+    }
+    out[n] = '\0';
+}
+
+/* Legend and segments labels are shown whole, never cut with an ellipsis:
+ * a long one wraps onto lines that together hold every character. */
+Test(svg, long_labels_are_whole)
+{
+    const char *legend = "predicted, |l2/l1| = 0.994: tan(angle_0) |l2/l1|^k over 200 steps";
+    const char *row = "geoseg:mean=6,min=2,max=40,seed=12345678,extra=a-long-tail";
+    double y[3] = {1, 2, 3};
+    bt_figure *f = bt_figure_new(NULL, 1);
+    bt_plot *p = bt_plot_new("t", NULL, NULL);
+    cr_assert_eq(bt_plot_line(p, legend, NULL, y, 3), BT_OK);
+    cr_assert_eq(bt_figure_add(f, p), BT_OK);
+    bt_segments_row rows[1] = {{row, NULL}};
+    cr_assert_eq(bt_figure_add_segments(f, "s", "some text here", 14, rows, 1), BT_OK);
+    cr_assert_eq(bt_figure_write(f, path_of("long.svg"), NULL, 0), BT_OK);
+    bt_figure_free(f);
+    char *s = check_svg(path_of("long.svg"));
+    cr_expect_null(strstr(s, "\u2026"), "a label was cut");
+    /* Each label's lines, joined, are the label (its spaces aside). */
+    char legend_text[512], row_text[512];
+    joined_text(s, "class=\"legend\"", legend_text, sizeof legend_text);
+    joined_text(s, "text-anchor=\"end\" fill=", row_text, sizeof row_text);
+    cr_expect(strstr(legend_text, "predicted,|l2/l1|=0.994:tan(angle_0)|l2/l1|^kover200steps"),
+              "legend lines: %s", legend_text);
+    cr_expect(strstr(row_text, "geoseg:mean=6,min=2,max=40,seed=12345678,extra=a-long-tail"),
+              "row label lines: %s", row_text);
+    cr_expect(strstr(s, ">geoseg:mean=6,min=2,max=40,<") || strstr(s, ">geoseg:mean=6,min=2,"),
+              "the row label breaks after a comma");
     free(s);
 }
 

@@ -362,7 +362,7 @@ static void probe_backward(bt_node *n)
         n->in[0]->grad[i] += n->out->grad[i];
 }
 
-static const bt_op op_probe = {"probe", 1, probe_forward, probe_backward};
+static const bt_op op_probe = {"probe", 1, probe_forward, probe_backward, NULL}; /* no jvp */
 
 static bt_tensor *probe(bt_graph *g, bt_tensor *w)
 {

@@ -24,8 +24,9 @@ void cli_analysis_print(const bt_analysis *a, FILE *f)
         if (k % step == 0 || k == a->K)
             fprintf(f, "  %5d  %14.6g  %12.6g  %16.6g\n", k, a->grad_norm[k],
                     a->grad_norm[0] > 0 ? a->grad_norm[k] / a->grad_norm[0] : NAN, a->jac_norm[k]);
-    fprintf(f, "geometric rate per step (least squares on log norm): gradient %.6g, Jacobian %.6g\n",
-            a->grad_rate, a->jac_rate);
+    fprintf(f, "geometric rate per step (least squares on log norm): gradient %.6g, Jacobian %.6g\n"
+               "  (gradient norm ~ %.6g x %.6g^k)\n",
+            a->grad_rate, a->jac_rate, a->grad_scale, a->grad_rate);
     if (isfinite(a->grad_rate))
         fprintf(f, "  -> %s: a factor of %.3g over %d steps\n",
                 a->grad_rate < 0.999 ? "vanishing" : a->grad_rate > 1.001 ? "exploding" : "neutral",
@@ -95,7 +96,8 @@ json_t *cli_analysis_to_json(const bt_analysis *a)
               put(o, "norm", json_string("frobenius over the batch")) &&
               put(o, "grad_norm", json_nums(a->grad_norm, a->K + 1)) &&
               put(o, "jac_norm", json_nums(a->jac_norm, a->K + 1)) &&
-              put(o, "grad_rate", json_num(a->grad_rate)) && put(o, "jac_rate", json_num(a->jac_rate));
+              put(o, "grad_rate", json_num(a->grad_rate)) &&
+              put(o, "grad_scale", json_num(a->grad_scale)) && put(o, "jac_rate", json_num(a->jac_rate));
     if (ok && a->n > 0)
         ok = put_spectrum(o, a);
     if (!ok)
@@ -103,51 +105,70 @@ json_t *cli_analysis_to_json(const bt_analysis *a)
     return ok ? o : NULL;
 }
 
-bt_status cli_analysis_svg(const bt_analysis *a, const char *title, const char *path, char *err,
-                           size_t errlen)
+/* The first panel: the gradient ratio and the Jacobian norm against lag, and
+ * the fitted line c r^k through the ratios (the fit of log ||dL_T/dh_{T-k}||
+ * divided by lag 0's norm, so it passes through the data, not through 1). */
+static bt_plot *lag_panel(const bt_analysis *a)
 {
-    bt_figure *fig = bt_figure_new(title, a->n > 0 ? 3 : 1);
-    if (!fig)
-        return BT_ERR_NOMEM;
     int K = a->K;
     double *ratio = bt_malloc(sizeof(double) * ((size_t)K + 1) * 2), *fit = ratio + K + 1;
-    if (!ratio) {
-        bt_figure_free(fig);
-        return BT_ERR_NOMEM;
+    bt_plot *p = ratio ? bt_plot_new("gradient sent back k steps", "lag k",
+                                     "||dL_T/dh_{T-k}|| / ||dL_T/dh_T||") : NULL;
+    if (!p) {
+        bt_free(ratio);
+        return NULL;
     }
+    double c = a->grad_norm[0] > 0 ? a->grad_scale / a->grad_norm[0] : NAN;
     for (int k = 0; k <= K; k++) {
         ratio[k] = a->grad_norm[0] > 0 ? a->grad_norm[k] / a->grad_norm[0] : NAN;
-        fit[k] = pow(a->grad_rate, k);
+        fit[k] = c * pow(a->grad_rate, k);
     }
-    bt_plot *p = bt_plot_new("gradient sent back k steps", "lag k",
-                             "||dL_T/dh_{T-k}|| / ||dL_T/dh_T||");
     bt_plot_set_logy(p, true);
     bt_plot_line(p, "gradient norm ratio", NULL, ratio, K + 1);
     bt_plot_line(p, "||dh_T/dh_{T-k}||_2", NULL, a->jac_norm, K + 1);
-    char label[64];
-    snprintf(label, sizeof label, "fit: %.3g^k", a->grad_rate);
+    char label[128];
+    snprintf(label, sizeof label, "fit %.3g \u00d7 %.3g^k\n(least squares on log ratio)", c,
+             a->grad_rate);
     bt_plot_line(p, label, NULL, fit, K + 1);
-    bt_status st = bt_figure_add(fig, p);
     bt_free(ratio);
-    if (st == BT_OK && a->n > 0) {
-        char t[96];
-        snprintf(t, sizeof t, "eigenvalues of %s (radius %.3g)", a->matrix, a->radius);
-        p = bt_plot_new(t, "Re", "Im");
-        bt_plot_set_equal_aspect(p, true);
-        bt_plot_circle(p, "unit circle", 0, 0, 1);
-        bt_plot_points(p, "eigenvalues", a->eig_re, a->eig_im, a->n);
-        st = bt_figure_add(fig, p);
-        if (st == BT_OK) {
-            snprintf(t, sizeof t, "power iteration on (%s+%s^T)/2", a->matrix, a->matrix);
-            p = bt_plot_new(t, "k", "tan angle(M^k x, v1)");
-            bt_plot_set_logy(p, true);
-            bt_plot_line(p, "measured", NULL, a->power_tan, a->power_K + 1);
-            snprintf(label, sizeof label, "predicted: %.3g^k = |l2/l1|^k",
-                     a->lambda1 != 0 ? fabs(a->lambda2 / a->lambda1) : NAN);
-            bt_plot_line(p, label, NULL, a->power_pred, a->power_K + 1);
-            st = bt_figure_add(fig, p);
-        }
-    }
+    return p;
+}
+
+/* The eigenvalues with the unit circle, and power iteration on the symmetric
+ * part against its prediction. */
+static bt_status spectrum_panels(bt_figure *fig, const bt_analysis *a)
+{
+    char t[96], label[128];
+    snprintf(t, sizeof t, "eigenvalues of %s (radius %.3g)", a->matrix, a->radius);
+    bt_plot *p = bt_plot_new(t, "Re", "Im");
+    bt_plot_set_equal_aspect(p, true);
+    bt_plot_circle(p, "unit circle", 0, 0, 1);
+    bt_plot_points(p, "eigenvalues", a->eig_re, a->eig_im, a->n);
+    bt_status st = bt_figure_add(fig, p);
+    if (st != BT_OK)
+        return st;
+    snprintf(t, sizeof t, "power iteration on (%s+%s^T)/2", a->matrix, a->matrix);
+    p = bt_plot_new(t, "k", "tan angle(M^k x, v1)");
+    bt_plot_set_logy(p, true);
+    bt_plot_line(p, "measured", NULL, a->power_tan, a->power_K + 1);
+    snprintf(label, sizeof label, "predicted, |l2/l1| = %.3g:\ntan(angle_0) |l2/l1|^k",
+             a->lambda1 != 0 ? fabs(a->lambda2 / a->lambda1) : NAN);
+    bt_plot_line(p, label, NULL, a->power_pred, a->power_K + 1);
+    return bt_figure_add(fig, p);
+}
+
+bt_status cli_analysis_svg(const bt_analysis *a, const char *title, const char *path, char *err,
+                           size_t errlen)
+{
+    /* Two columns: three panels side by side would be 1800 px wide, too wide
+     * for a screen and unreadable when scaled down to fit one. */
+    bt_figure *fig = bt_figure_new(title, a->n > 0 ? 2 : 1);
+    if (!fig)
+        return BT_ERR_NOMEM;
+    bt_plot *p = lag_panel(a);
+    bt_status st = p ? bt_figure_add(fig, p) : BT_ERR_NOMEM;
+    if (st == BT_OK && a->n > 0)
+        st = spectrum_panels(fig, a);
     if (st == BT_OK)
         st = bt_figure_write(fig, path, err, errlen);
     bt_figure_free(fig);

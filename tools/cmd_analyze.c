@@ -145,6 +145,7 @@ typedef struct probe {
     const char *task, *data_desc;
     int K, vocab;
     bt_rng rng;
+    bool usage;        /* a failure was the command line's (exit 2) */
 } probe;
 
 static void probe_free(probe *p)
@@ -194,8 +195,12 @@ static bool cell_model(probe *p, const bt_registry *reg, const analyze_opts *o)
     } else if (o->data) {
         dims.input = dims.output = p->vocab;
     }
-    if (bt_model_new(def, dims, &p->m, err, sizeof err) != BT_OK ||
-        bt_model_init(p->m, o->init, &p->rng, err, sizeof err) != BT_OK)
+    if (bt_model_new(def, dims, &p->m, err, sizeof err) != BT_OK)
+        return cli_fail(CMD, "%s", err), false;
+    bt_status st = bt_model_init(p->m, o->init, &p->rng, err, sizeof err);
+    if (st == BT_ERR_ARG) /* the spec parsed: it does not suit this cell */
+        p->usage = true;
+    if (st != BT_OK)
         return cli_fail(CMD, "%s", err), false;
     return true;
 }
@@ -254,6 +259,13 @@ static int report(const bt_analysis *an, const probe *p, const analyze_opts *o)
 {
     const char *cell_name = p->m->cell->name;
     const char *init_desc = o->model ? o->model : o->init ? o->init : "cell default";
+    char init_buf[192];
+    if (!o->model && o->init && *o->init && bt_init_count(p->m, o->init) == 0) {
+        /* A cell with no recurrent matrix (influence) keeps its own weights. */
+        snprintf(init_buf, sizeof init_buf, "cell default (--init %s has nothing to set: cell %s "
+                 "has no recurrent matrix)", o->init, cell_name);
+        init_desc = init_buf;
+    }
     if (o->json) {
         json_t *j = json_pack("{s:s, s:s, s:s, s:i, s:I}", "cell", cell_name, "init", init_desc,
                               "data", p->data_desc, "batch", (int)o->batch, "seed",
@@ -307,6 +319,8 @@ int cmd_analyze(int argc, char **argv)
                 cli_fail(CMD, "%s", err);
             else
                 rc = report(&an, &p, &o);
+        } else if (p.usage) {
+            rc = 2;
         }
     }
     bt_analysis_free(&an);

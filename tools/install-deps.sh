@@ -3,9 +3,12 @@
 # Run as root (CI and a fresh machine are root; elsewhere prefix with sudo).
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
+# clang also builds the fuzz targets; their runtime (libFuzzer, the clang
+# sanitizers) is libclang-rt-dev, which clang only recommends.
 packages=(meson ninja-build gcc libc6-dev pkg-config python3
-          libcriterion-dev uthash-dev libopenblas-dev libjansson-dev zlib1g-dev clang
-          python3-torch python3-numpy)
+          libcriterion-dev uthash-dev libopenblas-dev libjansson-dev zlib1g-dev clang libclang-rt-dev
+          python3-torch python3-numpy
+          librsvg2-bin fonts-dejavu-core) # rsvg-convert and the fonts: tests/test_figures.py
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -4,6 +4,7 @@
  */
 #include "atomic.h"
 #include "svg.h"
+#include "svg_text.h"
 #include "utf8.h"
 
 #include <float.h>
@@ -19,11 +20,20 @@
 enum {
     PANEL_W = 600, PANEL_H = 400,
     MARGIN_L = 72, MARGIN_R = 18, MARGIN_T = 40, MARGIN_B = 56,
-    FIG_TITLE_H = 40,
-    LEGEND_ROW = 18, LEGEND_MAX_CHARS = 28,
+    FIG_TITLE_H = 40, FIG_TITLE_LINE = 22, /* and one line more per wrapped line */
+    LEGEND_ROW = 18, LEGEND_LINE = 13, /* between entries; between lines of one entry */
+    LEGEND_TEXT_W = 170,               /* a longer legend label wraps */
+    SEG_LABEL_W = 240, SEG_LINE = 15,  /* a longer segments row label wraps */
+    MAX_LINES = 12,                    /* lines one label may wrap onto */
     CELL_W = 13, ROW_H = 26, ROW_GAP = 8,
     MARKER_MAX_POINTS = 30, /* lines with at most this many points get markers */
 };
+/* Font sizes in pixels, as svg_style sets them; layout measures text with them. */
+#define PX_FIG_TITLE 18.0
+#define PX_TITLE 15.0
+#define PX_LABEL 13.0
+#define PX_TICK 11.0
+#define PX_LEGEND 11.0
 #ifndef M_PI
 #define M_PI 3.14159265358979323846
 #endif
@@ -124,16 +134,6 @@ static int utf8_next(const unsigned char *s, size_t len, uint32_t *cp)
     if (n == 0 || v == 0xFFFE || v == 0xFFFF)
         return 1;
     *cp = v;
-    return n;
-}
-
-static int utf8_len(const char *s)
-{
-    int n = 0;
-    size_t len = s ? strlen(s) : 0;
-    uint32_t cp;
-    for (size_t i = 0; i < len; n++)
-        i += (size_t)utf8_next((const unsigned char *)s + i, len - i, &cp);
     return n;
 }
 
@@ -262,20 +262,12 @@ static void sb_group(sbuf *b, double ox, double oy)
     sb_puts(b, ")\">\n");
 }
 
-/* XML text or attribute content: escapes markup characters, turns malformed
- * UTF-8 and control characters XML forbids into U+FFFD. At most max_chars
- * characters, then an ellipsis (max_chars < 0: no limit). */
-static void sb_esc(sbuf *b, const char *s, int max_chars)
+/* XML text or attribute content from the first len bytes of s: escapes
+ * markup characters, turns malformed UTF-8 and control characters XML
+ * forbids into U+FFFD. Never cut: figures show their labels whole. */
+static void sb_esc_len(sbuf *b, const char *s, size_t len)
 {
-    if (!s)
-        return;
-    size_t len = strlen(s);
-    int count = 0;
-    for (size_t i = 0; i < len;) {
-        if (max_chars >= 0 && count == max_chars) {
-            sb_puts(b, "\u2026");
-            return;
-        }
+    for (size_t i = 0; s && i < len;) {
         uint32_t cp;
         int k = utf8_next((const unsigned char *)s + i, len - i, &cp);
         switch (cp) {
@@ -291,18 +283,47 @@ static void sb_esc(sbuf *b, const char *s, int max_chars)
                 sb_put(b, s + i, (size_t)k);
         }
         i += (size_t)k;
-        count++;
     }
 }
 
-/* <text ATTRS x="X" y="Y"AFTER>text</text>, the text escaped and cut to max_chars. */
-static void sb_text(sbuf *b, const char *attrs, double x, double y, const char *after,
-                    const char *text, int max_chars)
+static void sb_esc(sbuf *b, const char *s) { sb_esc_len(b, s, s ? strlen(s) : 0); }
+
+/* <text ATTRS x="X" y="Y"AFTER>text</text>, bytes [0, len) of text escaped. */
+static void sb_text_len(sbuf *b, const char *attrs, double x, double y, const char *after,
+                        const char *text, size_t len)
 {
     sb_printf(b, "<text %s ", attrs);
     sb_xy(b, x, y);
     sb_printf(b, "%s>", after);
-    sb_esc(b, text, max_chars);
+    sb_esc_len(b, text, len);
+    sb_puts(b, "</text>\n");
+}
+
+/* A font size that fits text of width w (measured at px) into room pixels:
+ * px, or smaller when the text is wider. */
+static double fit_px(double w, double px, double room)
+{
+    return w > room && w > 0 && room > 0 ? px * room / w : px;
+}
+
+/* A one-line text centred at x, set in a smaller font when wider than
+ * [lo, hi] and shifted to stay within it: cls and px its class and size. */
+static void sb_text_fit(sbuf *b, const char *cls, double px, bool bold, double x, double y,
+                        double lo, double hi, const char *text)
+{
+    double w = bt_svgtext_width(text, strlen(text), px, bold);
+    double size = fit_px(w, px, hi - lo);
+    w *= size / px;
+    x = x - w / 2 < lo ? lo + w / 2 : x + w / 2 > hi ? hi - w / 2 : x;
+    sb_printf(b, "<text class=\"%s\" text-anchor=\"middle\" ", cls);
+    if (size < px) {
+        sb_puts(b, "style=\"font-size:");
+        sb_px(b, floor(size * 10) / 10);
+        sb_puts(b, "px\" ");
+    }
+    sb_xy(b, x, y);
+    sb_puts(b, ">");
+    sb_esc(b, text);
     sb_puts(b, "</text>\n");
 }
 
@@ -310,9 +331,16 @@ static void sb_text(sbuf *b, const char *attrs, double x, double y, const char *
 
 typedef struct axis {
     bool log;
-    double lo, hi;      /* linear: data units; log: decade exponents (integers) */
+    bool whole;         /* every value is a whole number: no ticks between them */
+    double lo, hi;      /* linear: data units; log: decade exponents */
     double p0, p1;      /* pixel positions of lo and hi */
 } axis;
+
+/* Where an axis's tick labels reach: the widest one, and the pixel extent
+ * along the axis (for the horizontal one: how far left and right). */
+typedef struct tick_ext {
+    double w, lo, hi;
+} tick_ext;
 
 static bool axis_ok(const axis *a, double v)
 {
@@ -337,8 +365,10 @@ static double clamp_real(double v)
     return v > DBL_MAX ? DBL_MAX : v < -DBL_MAX ? -DBL_MAX : v;
 }
 
-/* Fits the axis to data in [lo, hi] (has = false: no data). Log axes snap to
- * whole decades; linear axes get a 4% margin like matplotlib. */
+/* Fits the axis to data in [lo, hi] (has = false: no data), with a margin
+ * like matplotlib's: 8% of the half span on a linear axis, 5% of the span on
+ * a log axis, which shows at least 0.3 decades. Log axes do not snap to whole
+ * decades, so that curves a few percent apart use the panel's height. */
 static void axis_fit(axis *a, bool has, double lo, double hi)
 {
     if (a->log) {
@@ -346,12 +376,10 @@ static void axis_fit(axis *a, bool has, double lo, double hi)
             a->lo = 0, a->hi = 1;
             return;
         }
-        a->lo = floor(log10(lo));
-        a->hi = ceil(log10(hi));
-        if (a->hi - a->lo < 1) { /* all values one exact power of ten */
-            a->lo -= 1;
-            a->hi += 1;
-        }
+        double l0 = log10(lo), l1 = log10(hi), span = l1 - l0;
+        double pad = span < 0.3 ? (0.3 - span) / 2 : 0.05 * span;
+        a->lo = l0 - pad;
+        a->hi = l1 + pad;
         return;
     }
     if (!has) {
@@ -444,11 +472,12 @@ static void format_tick(double v, double step, double maxabs, char *out, size_t 
     tidy_number(raw, out, len);
 }
 
-/* Writes "10" with exponent k as a superscript; a minus sign is typographic. */
-static void sb_decade(sbuf *b, int k)
+/* Notes a tick label of width w at pos in e. */
+static void ext_add(tick_ext *e, double pos, double w)
 {
-    sb_printf(b, "10<tspan dy=\"-0.5em\" font-size=\"75%%\">%s%d</tspan>", k < 0 ? "\u2212" : "",
-              k < 0 ? -k : k);
+    e->w = fmax(e->w, w);
+    e->lo = fmin(e->lo, pos - w / 2);
+    e->hi = fmax(e->hi, pos + w / 2);
 }
 
 /* One grid line across the plot at pos on axis x (the horizontal one) or y;
@@ -476,63 +505,136 @@ static void label_open(sbuf *b, bool x, double pos, double q0)
     sb_puts(b, x ? ">" : " dy=\"0.35em\">");
 }
 
-/* The minor lines 2..9 x 10^k of decade k on a log axis from decade k0 over
- * ndec decades (labels 2 and 5 when the axis spans at most one decade). */
-static void log_minor_ticks(sbuf *b, const axis *a, bool x, int k, int k0, int ndec, bool labels,
-                            double q0, double q1)
+/* A plain tick label lab at pos. */
+static void tick_label(sbuf *b, bool x, double pos, double q0, const char *lab, tick_ext *e)
+{
+    label_open(b, x, pos, q0);
+    sb_printf(b, "%s</text>\n", lab);
+    ext_add(e, pos, bt_svgtext_width(lab, strlen(lab), PX_TICK, false));
+}
+
+/* "10" with exponent k as a superscript; a minus sign is typographic. */
+static void tick_decade(sbuf *b, bool x, double pos, double q0, int k, tick_ext *e)
+{
+    char exp[16];
+    snprintf(exp, sizeof exp, "%s%d", k < 0 ? "\u2212" : "", k < 0 ? -k : k);
+    label_open(b, x, pos, q0);
+    sb_printf(b, "10<tspan dy=\"-0.5em\" font-size=\"75%%\">%s</tspan></text>\n", exp);
+    ext_add(e, pos, bt_svgtext_width("10", 2, PX_TICK, false) +
+                        bt_svgtext_width(exp, strlen(exp), PX_TICK * 0.75, false));
+}
+
+/* Pixel position of log10(value) = v on a log axis. */
+static double log_pos(const axis *a, double v)
+{
+    return a->p0 + (v - a->lo) / (a->hi - a->lo) * (a->p1 - a->p0);
+}
+
+/* m x 10^k as a plain number ("0.02", "500") within 10^-4..10^5, else "2e7". */
+static void log_value_label(int m, int k, char *lab, size_t len)
+{
+    char raw[64];
+    if (k >= -4 && k <= 5)
+        snprintf(raw, sizeof raw, "%.*f", k < 0 ? -k : 0, m * pow(10, k));
+    else
+        snprintf(raw, sizeof raw, "%de%d", m, k);
+    tidy_number(raw, lab, len);
+}
+
+/* The minor lines 2..9 x 10^k of decade k that lie on a log axis, labelled
+ * at 2 and 5 when labels is set. */
+static void log_minor_ticks(sbuf *b, const axis *a, bool x, int k, bool labels, double q0,
+                            double q1, tick_ext *e)
 {
     for (int m = 2; m <= 9; m++) {
-        double mp = a->p0 + (k - k0 + log10(m)) / ndec * (a->p1 - a->p0);
-        grid_line(b, x, "minor", mp, q0, q1);
+        double v = k + log10(m);
+        if (v < a->lo || v > a->hi)
+            continue;
+        grid_line(b, x, "minor", log_pos(a, v), q0, q1);
         if (labels && (m == 2 || m == 5)) {
-            char lab[64], raw[64];
-            if (k >= -4 && k <= 5)
-                snprintf(raw, sizeof raw, "%.*f", k < 0 ? -k : 0, m * pow(10, k));
-            else
-                snprintf(raw, sizeof raw, "%de%d", m, k);
-            tidy_number(raw, lab, sizeof lab);
-            label_open(b, x, mp, q0);
-            sb_printf(b, "%s</text>\n", lab);
+            char lab[64];
+            log_value_label(m, k, lab, sizeof lab);
+            tick_label(b, x, log_pos(a, v), q0, lab, e);
         }
     }
 }
 
-/* Decade lines and 10^k labels, thinned to about 8 labels. */
-static void log_axis_draw(sbuf *b, const axis *a, bool x, double q0, double q1)
+/* A log axis spanning less than a decade: round values in 1-2-5 steps placed
+ * on the log scale (decades alone would leave it bare), a label left out
+ * where it would crowd the previous one. False when the values overflow. */
+static bool log_axis_narrow(sbuf *b, const axis *a, bool x, double q0, double q1, tick_ext *e)
 {
-    int k0 = (int)a->lo, k1 = (int)a->hi, ndec = k1 - k0;
+    axis lin = {.lo = pow(10, a->lo), .hi = pow(10, a->hi)};
+    if (!(lin.lo > 0) || !isfinite(lin.hi) || lin.hi <= lin.lo)
+        return false;
+    int target = (int)(fabs(a->p1 - a->p0) / (x ? 90 : 45));
+    double step = nice_step(&lin, target < 3 ? 3 : target), last = NAN;
+    /* Round values crowd at the top of a log scale: widen the step (1, 2, 5,
+     * 10...) until the top two ticks are a label's room apart. */
+    for (int i = 0; i < 6; i++) {
+        double v1 = floor(lin.hi / step) * step, v0 = v1 - step;
+        if (v0 <= lin.lo || fabs(axis_px(a, v1) - axis_px(a, v0)) >= (x ? 70 : 24))
+            break;
+        double mag = pow(10, floor(log10(step) + 1e-9)), m = step / mag;
+        step = (m < 1.5 ? 2 : m < 3.5 ? 5 : 10) * mag;
+    }
+    for (double k = ceil(lin.lo / step), n = 0; k * step <= lin.hi && n < 60; k++, n++) {
+        double pos = axis_px(a, k * step);
+        grid_line(b, x, "grid", pos, q0, q1);
+        char lab[64];
+        format_tick(k * step, step, lin.hi, lab, sizeof lab);
+        if (isnan(last) || fabs(pos - last) >= (x ? 60 : 18)) {
+            tick_label(b, x, pos, q0, lab, e);
+            last = pos;
+        }
+    }
+    return true;
+}
+
+/* Decade lines labelled 10^k (thinned to about 8 labels), minor lines 2..9
+ * within up to 6 decades, labelled at 2 and 5 within 2.5. */
+static void log_axis_draw(sbuf *b, const axis *a, bool x, double q0, double q1, tick_ext *e)
+{
+    double span = a->hi - a->lo;
+    if (span < 1 && log_axis_narrow(b, a, x, q0, q1, e))
+        return;
+    int k0 = (int)ceil(a->lo - 1e-9), k1 = (int)floor(a->hi + 1e-9), ndec = k1 - k0;
     /* At most about 8 decade labels, every 1, 2, 5, 10, 20, 50... decades. */
     int stride = 1;
     for (int m = 1; stride * 8 < ndec; m *= 10)
         stride = ndec <= 8 * m ? m : ndec <= 16 * m ? 2 * m : ndec <= 40 * m ? 5 * m : 10 * m;
-    bool minor = ndec <= 6;
-    bool minor_labels = ndec <= 1; /* within one decade, label 2 and 5 too */
-    for (int k = k0; k <= k1; k++) {
-        double pos = a->p0 + (double)(k - k0) / ndec * (a->p1 - a->p0);
+    for (int k = k0 - 1; k <= k1; k++) {
         bool labelled = ((k % stride) + stride) % stride == 0;
-        if (labelled || ndec <= 30)
-            grid_line(b, x, labelled ? "grid" : "minor", pos, q0, q1);
-        if (labelled) {
-            label_open(b, x, pos, q0);
-            sb_decade(b, k);
-            sb_puts(b, "</text>\n");
+        if (k >= k0 && (labelled || ndec <= 30))
+            grid_line(b, x, labelled ? "grid" : "minor", log_pos(a, k), q0, q1);
+        /* Beside the plain 2 and 5 labels of a short axis, plain decades too. */
+        bool plain = span <= 2.5 && k >= -4 && k <= 5;
+        char lab[64];
+        if (k >= k0 && labelled && plain) {
+            log_value_label(1, k, lab, sizeof lab);
+            tick_label(b, x, log_pos(a, k), q0, lab, e);
+        } else if (k >= k0 && labelled) {
+            tick_decade(b, x, log_pos(a, k), q0, k, e);
         }
-        if (minor && k < k1)
-            log_minor_ticks(b, a, x, k, k0, ndec, minor_labels, q0, q1);
+        if (span <= 6)
+            log_minor_ticks(b, a, x, k, span <= 2.5, q0, q1, e);
     }
 }
 
 /* Grid lines, ticks and labels for one axis. x: the horizontal axis. The
- * other axis spans [q0, q1] in pixels. */
-static void axis_draw(sbuf *b, const axis *a, bool x, double q0, double q1)
+ * other axis spans [q0, q1] in pixels. Where the labels reach goes to e. */
+static void axis_draw(sbuf *b, const axis *a, bool x, double q0, double q1, tick_ext *e)
 {
+    *e = (tick_ext){0, INFINITY, -INFINITY};
     if (a->log) {
-        log_axis_draw(b, a, x, q0, q1);
+        log_axis_draw(b, a, x, q0, q1, e);
         return;
     }
     double lo_px = fmin(a->p0, a->p1), hi_px = fmax(a->p0, a->p1);
     int target = (int)((hi_px - lo_px) / (x ? 90 : 55));
     double step = nice_step(a, target < 3 ? 3 : target);
+    if (a->whole && step < 1)
+        step = 1;
     double maxabs = fmax(fabs(a->lo), fabs(a->hi));
     double k0 = ceil(a->lo / step), k1 = floor(a->hi / step);
     for (double k = k0, count = 0; k <= k1 && count < 60; k++, count++) {
@@ -543,8 +645,7 @@ static void axis_draw(sbuf *b, const axis *a, bool x, double q0, double q1)
         grid_line(b, x, v == 0 ? "zero" : "grid", pos, q0, q1);
         char lab[64];
         format_tick(v, step, maxabs, lab, sizeof lab);
-        label_open(b, x, pos, q0);
-        sb_printf(b, "%s</text>\n", lab);
+        tick_label(b, x, pos, q0, lab, e);
     }
 }
 
@@ -788,24 +889,45 @@ static void plot_bounds(const bt_plot *p, const axis *ax, const axis *ay, bool *
     }
 }
 
-static int legend_entries(const bt_plot *p, int *max_chars)
+/* True when every drawable x of the lines and points is a whole number
+ * (epochs, steps, lags), so ticks between them would mean nothing. */
+static bool whole_x(const bt_plot *p, const axis *ax, const axis *ay)
 {
     int n = 0;
-    *max_chars = 0;
-    for (int i = 0; i < p->ns; i++) {
-        if (!p->s[i].label)
+    for (int j = 0; j < p->ns; j++) {
+        const series *s = &p->s[j];
+        if (s->kind != SERIES_LINE && s->kind != SERIES_POINTS)
             continue;
-        int c = utf8_len(p->s[i].label);
-        if (c > LEGEND_MAX_CHARS)
-            c = LEGEND_MAX_CHARS + 1;
-        if (c > *max_chars)
-            *max_chars = c;
-        n++;
+        for (int i = 0; i < s->n; i++)
+            if (axis_ok(ax, s->x[i]) && axis_ok(ay, s->y[i])) {
+                if (s->x[i] != floor(s->x[i]))
+                    return false;
+                n++;
+            }
     }
-    return n;
+    return n > 0;
 }
 
-/* Draws one panel with its top-left corner at (ox, oy); id makes its clip path unique. */
+/* The width of the legend's text column: the widest line of any label, each
+ * wrapped at LEGEND_TEXT_W; *n the number of entries. */
+static double legend_text_w(const bt_plot *p, int *n)
+{
+    double w = 0;
+    bt_svgtext_line lines[MAX_LINES];
+    *n = 0;
+    for (int i = 0; i < p->ns; i++) {
+        const char *l = p->s[i].label;
+        if (!l)
+            continue;
+        int k = bt_svgtext_wrap(l, PX_LEGEND, false, LEGEND_TEXT_W, lines, MAX_LINES);
+        while (k-- > 0)
+            w = fmax(w, bt_svgtext_width(l + lines[k].start, lines[k].end - lines[k].start,
+                                         PX_LEGEND, false));
+        (*n)++;
+    }
+    return w;
+}
+
 /* A panel's plot area in pixels: x from L to R, y from T (top) to B. */
 typedef struct area {
     double L, R, T, B;
@@ -817,6 +939,7 @@ static void plot_axes(const bt_plot *p, const area *r, axis *ax, axis *ay, bool 
 {
     *ax = (axis){.log = p->logx, .p0 = r->L, .p1 = r->R};
     *ay = (axis){.log = p->logy, .p0 = r->B, .p1 = r->T};
+    ax->whole = whole_x(p, ax, ay);
     double xlo = 0, xhi = 0, ylo = 0, yhi = 0;
     *hasx = *hasy = false;
     plot_bounds(p, ax, ay, hasx, &xlo, &xhi, hasy, &ylo, &yhi);
@@ -833,8 +956,37 @@ static void plot_axes(const bt_plot *p, const area *r, axis *ax, axis *ay, bool 
     }
 }
 
-/* The frame, "no data to draw" when nothing was drawable, the axis labels. */
-static void plot_labels(sbuf *b, const bt_plot *p, const area *r, bool has_data)
+/* The plot area of a panel pw wide, leaving legend_w on the right for the
+ * legend, room on the left for the y tick labels and the y label, and the x
+ * tick labels inside the panel; the axes fitted to it. The labels depend on
+ * the area, so it is measured and refitted (a few passes settle it). */
+static void plot_layout(const bt_plot *p, double pw, double legend_w, area *r, axis *ax, axis *ay,
+                        bool *hasx, bool *hasy)
+{
+    *r = (area){MARGIN_L, pw - MARGIN_R - legend_w, MARGIN_T, PANEL_H - MARGIN_B};
+    for (int pass = 0;; pass++) {
+        plot_axes(p, r, ax, ay, hasx, hasy);
+        if (pass == 3)
+            break;
+        sbuf scratch = {0};
+        tick_ext ex, ey;
+        axis_draw(&scratch, ax, true, r->B, r->T, &ex);
+        axis_draw(&scratch, ay, false, r->L, r->R, &ey);
+        bt_free(scratch.s);
+        /* y tick labels end 7 px left of the axis; the rotated y label's
+         * glyphs (baseline at x = 18) reach x = 22. */
+        double need_l = ey.w + 7 + (p->ylabel ? 28 : 6), over_r = ex.hi - (pw - 4);
+        if (need_l <= r->L + 0.5 && over_r <= 0)
+            break;
+        r->L = fmax(r->L, need_l);
+        if (over_r > 0)
+            r->R -= over_r;
+    }
+}
+
+/* The frame, "no data to draw" when nothing was drawable, the axis labels
+ * (in a smaller font when longer than the panel allows). */
+static void plot_labels(sbuf *b, const bt_plot *p, const area *r, double pw, bool has_data)
 {
     sb_puts(b, "<rect class=\"frame\" ");
     sb_box(b, r->L, r->T, r->R - r->L, r->B - r->T);
@@ -845,77 +997,96 @@ static void plot_labels(sbuf *b, const bt_plot *p, const area *r, bool has_data)
         sb_puts(b, ">no data to draw</text>\n");
     }
     if (p->xlabel)
-        sb_text(b, "class=\"label\" text-anchor=\"middle\"", (r->L + r->R) / 2, r->B + 42, "",
-                p->xlabel, -1);
+        sb_text_fit(b, "label", PX_LABEL, false, (r->L + r->R) / 2, r->B + 42, 4, pw - 4,
+                    p->xlabel);
     if (p->ylabel) {
-        sb_puts(b, "<text class=\"label\" text-anchor=\"middle\" transform=\"translate(18,");
+        double w = bt_svgtext_width(p->ylabel, strlen(p->ylabel), PX_LABEL, false);
+        double size = fit_px(w, PX_LABEL, r->B - r->T + 20); /* T-10..B+10 */
+        sb_puts(b, "<text class=\"label\" text-anchor=\"middle\" ");
+        if (size < PX_LABEL) {
+            sb_puts(b, "style=\"font-size:");
+            sb_px(b, floor(size * 10) / 10);
+            sb_puts(b, "px\" ");
+        }
+        sb_puts(b, "transform=\"translate(18,");
         sb_px(b, (r->T + r->B) / 2);
         sb_puts(b, ") rotate(-90)\">");
-        sb_esc(b, p->ylabel, -1);
+        sb_esc(b, p->ylabel);
         sb_puts(b, "</text>\n");
     }
 }
 
-/* The legend, outside the plot area so it never hides data: as many rows as
- * fit, then "... N more". */
-static void plot_legend(sbuf *b, const bt_plot *p, const area *r, int n_legend)
+/* A legend entry's key at (x, y): a dot for points, else a short line. */
+static void legend_key(sbuf *b, const series *s, double x, double y)
 {
-    double lx = r->R + 14, ly = r->T + 8;
-    int rows_fit = (int)((r->B - r->T) / LEGEND_ROW);
-    int shown = 0;
-    for (int i = 0; i < p->ns && n_legend; i++) {
+    const char *colour = palette[s->colour % PALETTE_N];
+    if (s->kind == SERIES_POINTS) {
+        sb_dot(b, x + 10, y, 3.5, colour, "");
+        return;
+    }
+    sb_printf(b, "<line stroke=\"%s\" stroke-width=\"2\"%s ", colour, series_dash(s));
+    sb_line_end(b, x, x + 20, y, y);
+}
+
+/* The legend, outside the plot area so it never hides data; each label
+ * whole, wrapped onto lines LEGEND_TEXT_W wide. As many entries as fit the
+ * plot's height, then "... N more". */
+static void plot_legend(sbuf *b, const bt_plot *p, const area *r)
+{
+    double lx = r->R + 14, ly = r->T + 8, bottom = r->B - 6;
+    int left = 0;
+    for (int i = 0; i < p->ns; i++)
+        left += p->s[i].label != NULL;
+    bt_svgtext_line lines[MAX_LINES];
+    for (int i = 0; i < p->ns && left > 0; i++) {
         const series *s = &p->s[i];
         if (!s->label)
             continue;
-        if (shown == rows_fit - 1 && n_legend > rows_fit) {
+        int n = bt_svgtext_wrap(s->label, PX_LEGEND, false, LEGEND_TEXT_W, lines, MAX_LINES);
+        double last = ly + (n - 1) * LEGEND_LINE; /* this entry's last line */
+        /* Room for it, and for the "more" line after it when others follow. */
+        if (last + (left > 1 ? LEGEND_ROW : 0) > bottom) {
             sb_puts(b, "<text class=\"legend\" fill=\"#777\" ");
             sb_xy(b, lx, ly);
-            sb_printf(b, " dy=\"0.35em\">\u2026 %d more</text>\n", n_legend - shown);
-            break;
+            sb_printf(b, " dy=\"0.35em\">\u2026 %d more</text>\n", left);
+            return;
         }
-        const char *colour = palette[s->colour % PALETTE_N];
-        if (s->kind == SERIES_POINTS) {
-            sb_dot(b, lx + 10, ly, 3.5, colour, "");
-        } else {
-            sb_printf(b, "<line stroke=\"%s\" stroke-width=\"2\"%s ", colour, series_dash(s));
-            sb_line_end(b, lx, lx + 20, ly, ly);
-        }
-        sb_text(b, "class=\"legend\"", lx + 26, ly, " dy=\"0.35em\"", s->label, LEGEND_MAX_CHARS);
-        ly += LEGEND_ROW;
-        shown++;
+        legend_key(b, s, lx, ly);
+        for (int k = 0; k < n; k++)
+            sb_text_len(b, "class=\"legend\"", lx + 26, ly + k * LEGEND_LINE, " dy=\"0.35em\"",
+                        s->label + lines[k].start, lines[k].end - lines[k].start);
+        ly = last + LEGEND_ROW;
+        left--;
     }
 }
 
-static void render_plot(sbuf *b, const bt_plot *p, double ox, double oy, int id)
+/* Draws one panel pw wide with its top-left corner at (ox, oy); id makes
+ * its clip path unique. */
+static void render_plot(sbuf *b, const bt_plot *p, double ox, double oy, double pw, int id)
 {
-    int max_chars;
-    int n_legend = legend_entries(p, &max_chars);
-    double legend_w = n_legend ? 40 + max_chars * 6.6 : 0;
-    area r = {MARGIN_L, PANEL_W - MARGIN_R - legend_w, MARGIN_T, PANEL_H - MARGIN_B};
+    int n_legend;
+    double tw = legend_text_w(p, &n_legend), legend_w = n_legend ? 40 + tw : 0;
+    area r;
     axis ax, ay;
     bool hasx, hasy;
-    plot_axes(p, &r, &ax, &ay, &hasx, &hasy);
+    plot_layout(p, pw, legend_w, &r, &ax, &ay, &hasx, &hasy);
 
     sb_group(b, ox, oy);
     sb_printf(b, "<clipPath id=\"clip%d\"><rect ", id);
     sb_box(b, r.L - 6, r.T - 6, r.R - r.L + 12, r.B - r.T + 12);
     sb_puts(b, "/></clipPath>\n");
-    if (p->title) {
-        sb_puts(b, "<text class=\"title\" text-anchor=\"middle\" x=\"");
-        sb_px(b, (r.L + r.R) / 2);
-        sb_puts(b, "\" y=\"24\">");
-        sb_esc(b, p->title, -1);
-        sb_puts(b, "</text>\n");
-    }
-    axis_draw(b, &ax, true, r.B, r.T);
-    axis_draw(b, &ay, false, r.L, r.R);
+    if (p->title)
+        sb_text_fit(b, "title", PX_TITLE, true, (r.L + r.R) / 2, 24, 4, pw - 4, p->title);
+    tick_ext e;
+    axis_draw(b, &ax, true, r.B, r.T, &e);
+    axis_draw(b, &ay, false, r.L, r.R, &e);
     sb_printf(b, "<g clip-path=\"url(#clip%d)\" stroke-width=\"1.8\" stroke-linejoin=\"round\">\n",
               id);
     for (int i = 0; i < p->ns; i++)
         draw_series(b, &p->s[i], &ax, &ay, r.L, r.R);
     sb_puts(b, "</g>\n");
-    plot_labels(b, p, &r, hasx && hasy);
-    plot_legend(b, p, &r, n_legend);
+    plot_labels(b, p, &r, pw, hasx && hasy);
+    plot_legend(b, p, &r);
     sb_puts(b, "</g>\n");
 }
 
@@ -939,25 +1110,47 @@ static void segments_free(segments *s)
     bt_free(s);
 }
 
-static int segments_label_chars(const segments *s)
+/* Row r's label wrapped at SEG_LABEL_W (0 lines without a label). */
+static int segments_label_lines(const segments *s, int r, bt_svgtext_line *lines)
 {
-    int m = 0;
-    for (int r = 0; r < s->n_rows; r++) {
-        int c = s->labels[r] ? utf8_len(s->labels[r]) : 0;
-        c = c > LEGEND_MAX_CHARS ? LEGEND_MAX_CHARS + 1 : c;
-        m = c > m ? c : m;
-    }
-    return m;
+    if (!s->labels[r])
+        return 0;
+    return bt_svgtext_wrap(s->labels[r], PX_LABEL, false, SEG_LABEL_W, lines, MAX_LINES);
 }
 
-static double segments_label_w(const segments *s) { return 24 + segments_label_chars(s) * 7.2; }
+/* Left of the characters: the widest line of any row's label, and a margin. */
+static double segments_label_w(const segments *s)
+{
+    double w = 0;
+    bt_svgtext_line lines[MAX_LINES];
+    for (int r = 0; r < s->n_rows; r++)
+        for (int k = segments_label_lines(s, r, lines); k-- > 0;)
+            w = fmax(w, bt_svgtext_width(s->labels[r] + lines[k].start,
+                                         lines[k].end - lines[k].start, PX_LABEL, false));
+    return 24 + w;
+}
+
+/* Row r's height: a cell, or its label's lines when it wrapped onto more. */
+static double segments_row_h(const segments *s, int r)
+{
+    bt_svgtext_line lines[MAX_LINES];
+    return fmax(ROW_H, segments_label_lines(s, r, lines) * SEG_LINE + 4);
+}
+
+/* The characters, the segment counts after them, and the title above. */
 static double segments_width(const segments *s)
 {
-    return segments_label_w(s) + s->n * CELL_W + 110;
+    double x0 = segments_label_w(s);
+    double title = s->title ? bt_svgtext_width(s->title, strlen(s->title), PX_TITLE, true) : 0;
+    return x0 + fmax(s->n * CELL_W + 110, title + 10);
 }
+
 static double segments_height(const segments *s)
 {
-    return 64 + s->n_rows * (ROW_H + ROW_GAP) + 10;
+    double h = 64 + 10;
+    for (int r = 0; r < s->n_rows; r++)
+        h += segments_row_h(s, r) + ROW_GAP;
+    return h;
 }
 
 /* One character in a cell: visible stand-ins for white space, so that where a
@@ -977,69 +1170,79 @@ static void sb_cell_char(sbuf *b, const char *c, int len)
     else {
         char tmp[8] = {0};
         memcpy(tmp, c, (size_t)(len < 7 ? len : 7));
-        sb_esc(b, tmp, 1);
+        sb_esc(b, tmp);
     }
 }
 
-/* One row: its label, the segments shaded alternately with a bar at each
- * cut, the characters, and the count of segments. */
-static void render_segment_row(sbuf *b, const segments *s, int r, double x0, double y0)
+/* Row r's label, right-aligned before x0, its lines centred on mid. */
+static void segments_label(sbuf *b, const segments *s, int r, double x0, double mid)
+{
+    bt_svgtext_line lines[MAX_LINES];
+    int n = segments_label_lines(s, r, lines);
+    char attrs[96];
+    snprintf(attrs, sizeof attrs, "class=\"label\" text-anchor=\"end\" fill=\"%s\"",
+             palette[r % PALETTE_N]);
+    for (int k = 0; k < n; k++)
+        sb_text_len(b, attrs, x0 - 10, mid + (k - (n - 1) / 2.0) * SEG_LINE, " dy=\"0.35em\"",
+                    s->labels[r] + lines[k].start, lines[k].end - lines[k].start);
+}
+
+/* One row h high: its label, the segments shaded alternately with a bar at
+ * each cut, the characters, and the count of segments. */
+static void render_segment_row(sbuf *b, const segments *s, int r, double x0, double y0, double h)
 {
     const char *colour = palette[r % PALETTE_N];
     const unsigned char *cut = s->cuts[r];
-    char attrs[96];
-    if (s->labels[r]) {
-        snprintf(attrs, sizeof attrs, "class=\"label\" text-anchor=\"end\" fill=\"%s\"", colour);
-        sb_text(b, attrs, x0 - 10, y0 + ROW_H / 2.0, " dy=\"0.35em\"", s->labels[r],
-                LEGEND_MAX_CHARS);
-    }
+    double mid = y0 + h / 2;
+    segments_label(b, s, r, x0, mid);
     int seg = 0;
     for (int i = 0; i < s->n; seg++) {
         int j = i + 1;
         while (j < s->n && !cut[j])
             j++;
         sb_printf(b, "<rect fill=\"%s\" fill-opacity=\"%s\" ", colour, seg % 2 ? "0.30" : "0.12");
-        sb_xy(b, x0 + i * CELL_W, y0);
-        sb_puts(b, " width=\"");
-        sb_px(b, (j - i) * CELL_W);
-        sb_printf(b, "\" height=\"%d\"/>\n", ROW_H);
+        sb_box(b, x0 + i * CELL_W, y0, (j - i) * CELL_W, h);
+        sb_puts(b, "/>\n");
         if (i > 0) {
             sb_printf(b, "<line stroke=\"%s\" stroke-width=\"2\" ", colour);
-            sb_line_end(b, x0 + i * CELL_W, x0 + i * CELL_W, y0 - 3, y0 + ROW_H + 3);
+            sb_line_end(b, x0 + i * CELL_W, x0 + i * CELL_W, y0 - 3, y0 + h + 3);
         }
         i = j;
     }
     for (int i = 0; i < s->n; i++) {
         sb_puts(b, "<text class=\"cell\" text-anchor=\"middle\" ");
-        sb_xy(b, x0 + (i + 0.5) * CELL_W, y0 + ROW_H / 2.0);
+        sb_xy(b, x0 + (i + 0.5) * CELL_W, mid);
         sb_puts(b, " dy=\"0.35em\">");
         sb_cell_char(b, s->text + s->off[i], s->off[i + 1] - s->off[i]);
         sb_puts(b, "</text>\n");
     }
     sb_puts(b, "<text class=\"legend\" fill=\"#777\" ");
-    sb_xy(b, x0 + s->n * CELL_W + 10, y0 + ROW_H / 2.0);
+    sb_xy(b, x0 + s->n * CELL_W + 10, mid);
     sb_printf(b, " dy=\"0.35em\">%d segment%s</text>\n", seg, seg == 1 ? "" : "s");
 }
 
 static void render_segments(sbuf *b, const segments *s, double ox, double oy)
 {
-    double x0 = segments_label_w(s), top = 56;
+    double x0 = segments_label_w(s), y = 56;
     sb_group(b, ox, oy);
     if (s->title) {
-        sb_puts(b, "<text class=\"title\" x=\"");
-        sb_px(b, x0);
-        sb_puts(b, "\" y=\"24\">");
-        sb_esc(b, s->title, -1);
+        sb_puts(b, "<text class=\"title\" ");
+        sb_xy(b, x0, 24);
+        sb_puts(b, ">");
+        sb_esc(b, s->title);
         sb_puts(b, "</text>\n");
     }
     /* A ruler of character positions every 10 cells. */
     for (int i = 0; i < s->n; i += 10) {
         sb_puts(b, "<text class=\"tick\" text-anchor=\"middle\" ");
-        sb_xy(b, x0 + (i + 0.5) * CELL_W, top - 8);
+        sb_xy(b, x0 + (i + 0.5) * CELL_W, y - 8);
         sb_printf(b, ">%d</text>\n", i);
     }
-    for (int r = 0; r < s->n_rows; r++)
-        render_segment_row(b, s, r, x0, top + r * (ROW_H + ROW_GAP));
+    for (int r = 0; r < s->n_rows; r++) {
+        double h = segments_row_h(s, r);
+        render_segment_row(b, s, r, x0, y, h);
+        y += h + ROW_GAP;
+    }
     sb_puts(b, "</g>\n");
 }
 
@@ -1161,16 +1364,89 @@ static const char svg_style[] =
     ".frame{fill:none;stroke:#888;stroke-width:1}\n"
     "</style>\n";
 
-/* Lays the items out on the grid (a segments picture takes a whole row) and
- * renders the document into b. */
+/* The figure's width: as many panels as its widest row of plots holds, or
+ * the widest segments picture when that is wider (the panels then widen to
+ * share it); *pw the width of one panel. */
+static double figure_width(const bt_figure *f, double *pw)
+{
+    int plots = 0;
+    double seg_w = 0;
+    for (int i = 0; i < f->n; i++)
+        if (f->items[i].plot)
+            plots++;
+        else
+            seg_w = fmax(seg_w, segments_width(f->items[i].seg));
+    int cols = plots < f->cols ? plots : f->cols;
+    double width = fmax(cols * (double)PANEL_W, seg_w);
+    if (!plots && !seg_w)
+        width = PANEL_W;
+    *pw = cols ? width / cols : width;
+    return width;
+}
+
+/* The figure title's lines: wrapped to the figure's width, at most 3. */
+static int title_lines(const bt_figure *f, double width, bt_svgtext_line *lines)
+{
+    if (!f->title)
+        return 0;
+    return bt_svgtext_wrap(f->title, PX_FIG_TITLE, true, width - 16, lines, 3);
+}
+
+/* The document's opening: size, style sheet, background and the title, each
+ * of its lines centred (in a smaller font when one alone is wider than the
+ * figure). */
+static void figure_open(sbuf *b, const bt_figure *f, double width, double height)
+{
+    sb_puts(b, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+               "<svg xmlns=\"http://www.w3.org/2000/svg\" version=\"1.1\" width=\"");
+    sb_px(b, width);
+    sb_puts(b, "\" height=\"");
+    sb_px(b, height);
+    sb_puts(b, "\" viewBox=\"0 0 ");
+    sb_px(b, width);
+    sb_puts(b, " ");
+    sb_px(b, height);
+    sb_puts(b, "\" font-family=\"" FONT_SANS "\">\n");
+    sb_puts(b, svg_style);
+    sb_puts(b, "<rect width=\"100%\" height=\"100%\" fill=\"#fff\"/>\n");
+    bt_svgtext_line lines[3];
+    int n = title_lines(f, width, lines);
+    for (int k = 0; k < n; k++) {
+        const char *t = f->title + lines[k].start;
+        size_t len = lines[k].end - lines[k].start;
+        double w = bt_svgtext_width(t, len, PX_FIG_TITLE, true);
+        sb_puts(b, "<text class=\"title\" style=\"font-size:");
+        sb_px(b, floor(fit_px(w, PX_FIG_TITLE, width - 16) * 10) / 10);
+        sb_puts(b, "px\" text-anchor=\"middle\" ");
+        sb_xy(b, width / 2, 27 + k * FIG_TITLE_LINE);
+        sb_puts(b, ">");
+        sb_esc_len(b, t, len);
+        sb_puts(b, "</text>\n");
+    }
+}
+
+/* The plots in the grid row that item i starts: up to cols of them, up to
+ * the next segments picture. */
+static int row_plots(const bt_figure *f, int i)
+{
+    int n = 0;
+    while (i + n < f->n && n < f->cols && f->items[i + n].plot)
+        n++;
+    return n;
+}
+
+/* Lays the items out on the grid (a segments picture takes a whole row, a
+ * row with fewer plots than columns is centred) and renders the document
+ * into b. */
 static void render_figure(sbuf *b, const bt_figure *f)
 {
-    double top = f->title ? FIG_TITLE_H : 0;
-    double width = (double)(f->n < f->cols ? (f->n ? f->n : 1) : f->cols) * PANEL_W;
-    /* First pass: the size; second pass: the drawing. */
-    double height = 0;
+    double pw, width = figure_width(f, &pw);
+    bt_svgtext_line lines[3];
+    int n_title = title_lines(f, width, lines);
+    double top = n_title ? FIG_TITLE_H + (n_title - 1) * FIG_TITLE_LINE : 0;
+    /* First pass: the height; second pass: the drawing. */
     for (int pass = 0; pass < 2; pass++) {
-        double y = top;
+        double y = top, x0 = 0;
         int col = 0, clip = 0;
         for (int i = 0; i < f->n; i++) {
             const item *it = &f->items[i];
@@ -1179,8 +1455,10 @@ static void render_figure(sbuf *b, const bt_figure *f)
                     y += PANEL_H;
                     col = 0;
                 }
+                if (col == 0)
+                    x0 = (width - row_plots(f, i) * pw) / 2;
                 if (pass)
-                    render_plot(b, it->plot, (double)col * PANEL_W, y, clip++);
+                    render_plot(b, it->plot, x0 + col * pw, y, pw, clip++);
                 col++;
             } else {
                 if (col > 0)
@@ -1188,35 +1466,13 @@ static void render_figure(sbuf *b, const bt_figure *f)
                 col = 0;
                 if (pass)
                     render_segments(b, it->seg, 0, y);
-                else if (segments_width(it->seg) > width)
-                    width = segments_width(it->seg);
                 y += segments_height(it->seg);
             }
         }
         if (col > 0)
             y += PANEL_H;
-        if (pass == 0) {
-            height = y > top ? y : top + 40;
-            sb_puts(b, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
-                       "<svg xmlns=\"http://www.w3.org/2000/svg\" version=\"1.1\" width=\"");
-            sb_px(b, width);
-            sb_puts(b, "\" height=\"");
-            sb_px(b, height);
-            sb_puts(b, "\" viewBox=\"0 0 ");
-            sb_px(b, width);
-            sb_puts(b, " ");
-            sb_px(b, height);
-            sb_puts(b, "\" font-family=\"" FONT_SANS "\">\n");
-            sb_puts(b, svg_style);
-            sb_puts(b, "<rect width=\"100%\" height=\"100%\" fill=\"#fff\"/>\n");
-            if (f->title) {
-                sb_puts(b, "<text class=\"title\" style=\"font-size:18px\" text-anchor=\"middle\" x=\"");
-                sb_px(b, width / 2);
-                sb_puts(b, "\" y=\"27\">");
-                sb_esc(b, f->title, -1);
-                sb_puts(b, "</text>\n");
-            }
-        }
+        if (pass == 0)
+            figure_open(b, f, width, y > top ? y : top + 40);
     }
     sb_puts(b, "</svg>\n");
 }

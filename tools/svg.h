@@ -8,6 +8,13 @@
  * once. Values that cannot be drawn (NaN, inf, and <= 0 on a log axis) are
  * skipped, never written. Files are written atomically (io/atomic.h).
  *
+ * Text is never cut: legend and segments labels wrap (at a newline, else at a
+ * space, comma or semicolon, else at a colon or equals sign, else inside a
+ * word), titles and axis labels too long for their room are set smaller, and
+ * margins grow for wide tick labels; the layout measures text with DejaVu
+ * Sans's advance widths (svg_text.h). tests/test_figures.py renders every
+ * figure the program writes and checks that all its text is on the page.
+ *
  * Presentation of the `bptt` program (tools/): built into an internal static
  * library that the program and tests/test_svg.c link; not installed, and not
  * part of libbptt or libbptt-train.
@@ -32,7 +39,10 @@ typedef struct bt_plot bt_plot;
 bt_plot *bt_plot_new(const char *title, const char *xlabel, const char *ylabel);
 void bt_plot_free(bt_plot *p); /* NULL is fine */
 
-/* Log axes have decade ticks (labelled 10^k); values <= 0 are skipped. */
+/* Log axes fit the data (no snap to whole decades): decade ticks labelled
+ * 10^k, with 2 and 5 labelled too within 2.5 decades, and round values in
+ * 1-2-5 steps within one; values <= 0 are skipped. When every x is a whole
+ * number (epochs, steps, lags), x ticks fall on whole numbers only. */
 void bt_plot_set_logx(bt_plot *p, bool on);
 void bt_plot_set_logy(bt_plot *p, bool on);
 /* One data unit is as long on x as on y (linear axes only): for the complex plane. */
@@ -62,7 +72,9 @@ typedef struct bt_segments_row {
     const int *cut_before; /* [n_chars] */
 } bt_segments_row;
 
-/* title may be NULL; cols < 1 counts as 1. NULL when out of memory. */
+/* title may be NULL; cols < 1 counts as 1. Panels are 600 x 400, wider when
+ * a segments picture makes the figure wider than its columns of panels; a
+ * last row with fewer panels than columns is centred. NULL when out of memory. */
 bt_figure *bt_figure_new(const char *title, int cols);
 void bt_figure_free(bt_figure *f); /* frees the plots it owns; NULL is fine */
 
