@@ -16,7 +16,8 @@
 #    the run is, and a checkpoint that resumes to the same end; SIGTERM
 #    once: exit 143, the same.
 #  - two SIGINTs (the second while the minibatch under way still runs):
-#    exit 130, nothing written, no temporary left.
+#    exit 130, nothing written, no temporary left. Without --save: exit
+#    130 and a message that nothing is kept.
 #  - a full disk: a 4 MB tmpfs filled up (mounted when running as root and
 #    allowed; otherwise skipped with a message), and a file-size limit
 #    (RLIMIT_FSIZE, with SIGXFSZ ignored: write fails with EFBIG), which
@@ -207,6 +208,20 @@ if [ "$rc" = 130 ] && [ ! -e ck.st ] && ! ls ck.st.tmp.* >/dev/null 2>&1; then
     echo "ok: two SIGINTs: exit 130, nothing written"
 else
     fail "two SIGINTs: exit status $rc$([ -e ck.st ] && echo ', and a checkpoint was written')"
+    cat run.txt
+fi
+
+# ---- without --save: exit 130, and the message says nothing is kept ----------------------------
+"$BPTT" train $BASE --epochs $EPOCHS >run.txt 2>&1 &
+pid=$!
+wait_for "^epoch 1/" run.txt $pid || fail "SIGINT without --save: the run never finished an epoch"
+kill -INT $pid 2>/dev/null
+wait $pid
+rc=$?
+if [ "$rc" = 130 ] && grep -q "without --save nothing is kept" run.txt; then
+    echo "ok: SIGINT without --save: $(grep -o 'SIGINT: .*' run.txt)"
+else
+    fail "SIGINT without --save: exit status $rc, expected 130 and a message"
     cat run.txt
 fi
 
