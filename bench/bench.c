@@ -19,12 +19,18 @@
 #include "corpus.h"
 #include "unroll.h"
 
-static double now(void)
+static double clock_s(clockid_t id)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(id, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
+
+static double now(void) { return clock_s(CLOCK_MONOTONIC); }
+/* Process CPU time (all threads): blind to time spent waiting for a core on a
+ * shared machine, so a steadier rate at one thread; at N threads it counts
+ * every thread's time and is no measure of speed. */
+static double cpu_now(void) { return clock_s(CLOCK_PROCESS_CPUTIME_ID); }
 
 static double peak_rss_mb(void)
 {
@@ -197,7 +203,7 @@ static void run_timed(bench *k, const bench_args *a)
     int B = a->B, T = a->T, steps = a->steps, warmup = a->warmup;
     char err[2048] = "";
     int32_t *X = malloc(sizeof(int32_t) * (size_t)B * T), *Y = malloc(sizeof(int32_t) * (size_t)B * T);
-    double *times = malloc(sizeof(double) * (size_t)(steps > 0 ? steps : 1));
+    double *times = malloc(sizeof(double) * 2 * (size_t)(steps > 0 ? steps : 1)), *cpu = times + steps;
     bt_real *hp[1] = {k->h};
     bt_unroll_result res;
     size_t peak_arena = 0;
@@ -215,25 +221,32 @@ static void run_timed(bench *k, const bench_args *a)
         bt_sequence seq = {.B = B, .T = T, .ids = X, .targets = Y};
         bt_unroll_opts o = {.policy = k->pd, .policy_state = k->ps, .optimizer = k->opt, .clip = 1,
                             .checkpoint_every = a->every};
-        double t0 = now();
+        double t0 = now(), c0 = cpu_now();
         if (bt_unroll_run(k->u, &seq, hp, &o, NULL, NULL, NULL, &res, err, sizeof err) != BT_OK)
             fail(err);
-        double dt = now() - t0;
+        double dt = now() - t0, dc = cpu_now() - c0;
         if (res.peak_arena > peak_arena)
             peak_arena = res.peak_arena;
-        if (it >= warmup)
+        if (it >= warmup) {
             times[it - warmup] = dt;
+            cpu[it - warmup] = dc;
+        }
     }
     qsort(times, (size_t)steps, sizeof *times, cmp_double);
+    qsort(cpu, (size_t)steps, sizeof *cpu, cmp_double);
     double med = times[steps / 2], tok = (double)B * T;
+    bt_blas_info bi;
+    bt_blas_info_get(&bi);
     printf("{\"impl\": \"bptt\", \"mode\": \"%s\", \"hidden\": %d, \"batch\": %d, \"T\": %d, "
            "\"checkpoint_every\": %d, \"tokens_per_s\": %.1f, \"tokens_per_s_min\": %.1f, "
            "\"tokens_per_s_max\": %.1f, \"us_per_token\": %.3f, \"peak_rss_mb\": %.1f, "
            "\"rss_start_mb\": %.1f, \"rss_growth_mb\": %.2f, \"window_arena_mb\": %.3f, "
-           "\"arena_kb_per_step\": %.2f, \"precision\": \"%s\"}\n",
+           "\"arena_kb_per_step\": %.2f, \"tokens_per_cpu_s\": %.1f, \"us_cpu_per_token\": %.3f, "
+           "\"blas\": \"%s\", \"kernel\": \"%s\", \"threads\": %d, \"precision\": \"%s\"}\n",
            a->mode, a->H, B, T, a->every, tok / med, tok / times[steps - 1], tok / times[0],
            med / tok * 1e6, peak_rss_mb(), k->rss_start, peak_rss_mb() - rss_before,
-           (double)peak_arena / 1048576.0, (double)peak_arena / 1024.0 / T,
+           (double)peak_arena / 1048576.0, (double)peak_arena / 1024.0 / T, tok / cpu[steps / 2],
+           cpu[steps / 2] / tok * 1e6, bi.library, bi.kernel, bi.threads,
            BT_REAL_DOUBLE ? "double" : "float");
     free(times);
     free(X);

@@ -19,6 +19,15 @@
  * the time the process waited for a core (one thread only). bptt's CPU figure
  * is the whole child run's (warm-up and setup included), a slight underestimate.
  *
+ * When oneDNN is found at build time (bench/meson.build), every shape is also
+ * timed with oneDNN's matmul ("gflops_onednn..."): the per-step products
+ * (op(A) plain) on weights packed once in the layout it prefers, as
+ * -Dblas=dnnl runs them (framework/packed.c; the packing, twice per window, is
+ * left out: a ceiling is a best case), the weight gradients on plain operands.
+ * The ceiling then takes the faster library per shape ("ceiling_*"), and
+ * "ceiling_openblas_*" keeps the OpenBLAS-only figure: what this machine can
+ * do with the libraries it has, whichever build of bptt is measured.
+ *
  * The shapes are those bptt calls (checked once by logging cblas_sgemm under
  * `bench step`): per step h W_hh, h_t W_hq, dlogits W_hq^T, dA W_hh^T (T - 1
  * times: the window's first state is a detached leaf), and once per window the
@@ -38,6 +47,9 @@
 #if BT_HAVE_CBLAS
 #include <cblas.h>
 #endif
+#if BENCH_HAVE_DNNL
+#include <oneapi/dnnl/dnnl.h>
+#endif
 
 /* framework/graph.c: a deferred weight-gradient group runs once
  * rows * (K + N) reaches this many values. Keep the two in step. */
@@ -55,6 +67,7 @@ typedef struct shape {
     double best;        /* the fastest batch (what an idle machine gives) */
     double cpu;         /* median by process CPU time: blind to time spent
                            descheduled on a shared machine (1 thread only) */
+    double d_gflops, d_best, d_cpu; /* the same with oneDNN's matmul (0: not timed) */
 } shape;
 
 typedef struct opts {
@@ -81,7 +94,7 @@ static int cmp_double(const void *a, const void *b)
 
 static shape shape_of(const char *name, bool ta, bool tb, int m, int n, int k, bt_real beta, int per)
 {
-    return (shape){name, ta, tb, m, n, k, beta, per, 0, 0, 0};
+    return (shape){name, ta, tb, m, n, k, beta, per, 0, 0, 0, 0, 0, 0};
 }
 
 /* The deferred weight gradient dW[K,N] += A^T D over R stacked rows, split
@@ -139,23 +152,19 @@ static bt_real *random_buffer(size_t n, unsigned *seed)
     return p;
 }
 
-/* GFLOP/s of `reps` batches, each long enough to last min_ms: the median
- * into sh->gflops, the fastest into sh->best, the median by CPU time into sh->cpu. */
-static void time_shape(shape *sh, int reps, double min_ms)
+typedef void (*product_fn)(void *ctx);
+
+/* GFLOP/s of `reps` batches of fn(ctx), each long enough to last min_ms:
+ * the median into *med, the fastest into *best, the median by CPU time into *cpu. */
+static void time_batches(product_fn fn, void *ctx, double flops, int reps, double min_ms,
+                         double *med, double *best, double *cpu_med)
 {
-    unsigned seed = 7;
-    /* Stored layouts: A is [m,k] or [k,m] (ta); B is [k,n] or [n,k] (tb). */
-    bt_real *a = random_buffer((size_t)sh->m * sh->k, &seed);
-    bt_real *b = random_buffer((size_t)sh->k * sh->n, &seed);
-    bt_real *c = random_buffer((size_t)sh->m * sh->n, &seed);
-    int lda = sh->ta ? sh->m : sh->k, ldb = sh->tb ? sh->k : sh->n;
-    double flops = 2.0 * sh->m * sh->n * sh->k, *rate = malloc(sizeof(double) * 2 * (size_t)reps);
-    double *cpu = rate + reps;
+    double *rate = malloc(sizeof(double) * 2 * (size_t)reps), *cpu = rate + reps;
     long calls = 1;
     for (;;) { /* warm up and size a batch */
         double t0 = now();
         for (long i = 0; i < calls; i++)
-            bt_gemm(sh->ta, sh->tb, sh->m, sh->n, sh->k, 1, a, lda, b, ldb, sh->beta, c, sh->n);
+            fn(ctx);
         if (now() - t0 >= min_ms * 1e-3 || calls > (1L << 24))
             break;
         calls *= 2;
@@ -163,27 +172,157 @@ static void time_shape(shape *sh, int reps, double min_ms)
     for (int r = 0; r < reps; r++) {
         double t0 = now(), c0 = cpu_now();
         for (long i = 0; i < calls; i++)
-            bt_gemm(sh->ta, sh->tb, sh->m, sh->n, sh->k, 1, a, lda, b, ldb, sh->beta, c, sh->n);
+            fn(ctx);
         rate[r] = flops * (double)calls / (now() - t0) * 1e-9;
         cpu[r] = flops * (double)calls / (cpu_now() - c0) * 1e-9;
     }
     qsort(rate, (size_t)reps, sizeof *rate, cmp_double);
     qsort(cpu, (size_t)reps, sizeof *cpu, cmp_double);
-    sh->gflops = rate[reps / 2];
-    sh->best = rate[reps - 1];
-    sh->cpu = cpu[reps / 2];
-    free(a); free(b); free(c); free(rate);
+    *med = rate[reps / 2];
+    *best = rate[reps - 1];
+    *cpu_med = cpu[reps / 2];
+    free(rate);
 }
 
-enum rate_kind { RATE_MEDIAN, RATE_BEST, RATE_CPU };
+/* One shape's operands. Stored layouts: A is [m,k] or [k,m] (ta); B is [k,n]
+ * or [n,k] (tb). */
+typedef struct operands {
+    const shape *sh;
+    bt_real *a, *b, *c;
+    int lda, ldb;
+} operands;
 
-/* Tokens/s if the window's products ran at the measured rates and nothing else ran. */
+static void product_blas(void *ctx)
+{
+    operands *o = ctx;
+    const shape *sh = o->sh;
+    bt_gemm(sh->ta, sh->tb, sh->m, sh->n, sh->k, 1, o->a, o->lda, o->b, o->ldb, sh->beta, o->c, sh->n);
+}
+
+#if BENCH_HAVE_DNNL
+static void time_shape_dnnl(shape *sh, operands *o, int reps, double min_ms);
+#endif
+
+/* Times one shape through bt_gemm (and oneDNN when built with it). */
+static void time_shape(shape *sh, int reps, double min_ms)
+{
+    unsigned seed = 7;
+    operands o = {sh, random_buffer((size_t)sh->m * sh->k, &seed),
+                  random_buffer((size_t)sh->k * sh->n, &seed),
+                  random_buffer((size_t)sh->m * sh->n, &seed), sh->ta ? sh->m : sh->k,
+                  sh->tb ? sh->k : sh->n};
+    double flops = 2.0 * sh->m * sh->n * sh->k;
+    time_batches(product_blas, &o, flops, reps, min_ms, &sh->gflops, &sh->best, &sh->cpu);
+#if BENCH_HAVE_DNNL
+    time_shape_dnnl(sh, &o, reps, min_ms);
+#endif
+    free(o.a); free(o.b); free(o.c);
+}
+
+#if BENCH_HAVE_DNNL
+#define DN(call)                                                                              \
+    do {                                                                                      \
+        if ((call) != dnnl_success) {                                                         \
+            fprintf(stderr, "roofline: %s:%d: %s failed\n", __FILE__, __LINE__, #call);       \
+            exit(1);                                                                          \
+        }                                                                                     \
+    } while (0)
+
+typedef struct dnnl_product {
+    dnnl_stream_t stream;
+    dnnl_primitive_t mm;
+    dnnl_exec_arg_t args[3];
+} dnnl_product;
+
+static void product_dnnl(void *ctx)
+{
+    dnnl_product *d = ctx;
+    DN(dnnl_primitive_execute(d->mm, d->stream, 3, d->args));
+    DN(dnnl_stream_wait(d->stream));
+}
+
+static dnnl_memory_desc_t md2(int rows, int cols, bool trans)
+{
+    dnnl_memory_desc_t md; /* rows x cols, stored transposed when trans */
+    DN(dnnl_memory_desc_init_by_strides(&md, 2, (dnnl_dims_t){rows, cols}, dnnl_f32,
+                                        trans ? (dnnl_dims_t){1, rows} : (dnnl_dims_t){cols, 1}));
+    return md;
+}
+
+/* oneDNN's matmul on the same operands: the weight (B) of a per-step product
+ * (A plain) packed once in oneDNN's layout, a weight gradient (A^T) plain. */
+static void time_shape_dnnl(shape *sh, operands *o, int reps, double min_ms)
+{
+    static dnnl_engine_t eng;
+    static dnnl_stream_t stream;
+    if (!eng) {
+        DN(dnnl_engine_create(&eng, dnnl_cpu, 0));
+        DN(dnnl_stream_create(&stream, eng, dnnl_stream_default_flags));
+    }
+    bool pack = !sh->ta;
+    dnnl_memory_desc_t a = md2(sh->m, sh->k, sh->ta), b = md2(sh->k, sh->n, sh->tb);
+    dnnl_memory_desc_t c = md2(sh->m, sh->n, false), b_any;
+    DN(dnnl_memory_desc_init_by_tag(&b_any, 2, (dnnl_dims_t){sh->k, sh->n}, dnnl_f32, dnnl_format_tag_any));
+    dnnl_primitive_attr_t attr;
+    dnnl_post_ops_t po;
+    DN(dnnl_primitive_attr_create(&attr));
+    DN(dnnl_post_ops_create(&po));
+    if (sh->beta != 0)
+        DN(dnnl_post_ops_append_sum(po, 1.0f));
+    DN(dnnl_primitive_attr_set_post_ops(attr, po));
+    dnnl_matmul_desc_t desc;
+    dnnl_primitive_desc_t pd;
+    DN(dnnl_matmul_desc_init(&desc, &a, pack ? &b_any : &b, NULL, &c));
+    DN(dnnl_primitive_desc_create(&pd, &desc, attr, eng, NULL));
+    const dnnl_memory_desc_t *wmd = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+    dnnl_memory_t ma, mb, mc, mw;
+    DN(dnnl_memory_create(&ma, &a, eng, o->a));
+    DN(dnnl_memory_create(&mb, &b, eng, o->b));
+    DN(dnnl_memory_create(&mc, &c, eng, o->c));
+    mw = mb;
+    if (pack) { /* once: a window packs its weight once for all its steps */
+        dnnl_primitive_desc_t rpd;
+        dnnl_primitive_t r;
+        DN(dnnl_memory_create(&mw, wmd, eng, DNNL_MEMORY_ALLOCATE));
+        DN(dnnl_reorder_primitive_desc_create(&rpd, &b, eng, wmd, eng, NULL));
+        DN(dnnl_primitive_create(&r, rpd));
+        DN(dnnl_primitive_execute(r, stream, 2, (dnnl_exec_arg_t[]){{DNNL_ARG_FROM, mb}, {DNNL_ARG_TO, mw}}));
+        DN(dnnl_stream_wait(stream));
+        dnnl_primitive_destroy(r);
+        dnnl_primitive_desc_destroy(rpd);
+    }
+    dnnl_product d = {stream, NULL, {{DNNL_ARG_SRC, ma}, {DNNL_ARG_WEIGHTS, mw}, {DNNL_ARG_DST, mc}}};
+    DN(dnnl_primitive_create(&d.mm, pd));
+    time_batches(product_dnnl, &d, 2.0 * sh->m * sh->n * sh->k, reps, min_ms, &sh->d_gflops,
+                 &sh->d_best, &sh->d_cpu);
+    dnnl_primitive_destroy(d.mm);
+    if (pack)
+        dnnl_memory_destroy(mw);
+    dnnl_memory_destroy(ma); dnnl_memory_destroy(mb); dnnl_memory_destroy(mc);
+    dnnl_primitive_desc_destroy(pd);
+    dnnl_post_ops_destroy(po);
+    dnnl_primitive_attr_destroy(attr);
+}
+#endif
+
+enum rate_kind { RATE_MEDIAN, RATE_BEST, RATE_CPU, OPENBLAS_ONLY = 4 };
+
+static double rate_of(const shape *s, enum rate_kind kind)
+{
+    int k = kind & 3;
+    double blas = k == RATE_BEST ? s->best : k == RATE_CPU ? s->cpu : s->gflops;
+    double dnnl = k == RATE_BEST ? s->d_best : k == RATE_CPU ? s->d_cpu : s->d_gflops;
+    return kind & OPENBLAS_ONLY || dnnl < blas ? blas : dnnl;
+}
+
+/* Tokens/s if the window's products ran at the measured rates (the faster
+ * library per shape, unless OPENBLAS_ONLY) and nothing else ran. */
 static double ceiling(const shape *s, int ns, int B, int T, enum rate_kind kind, double *flops_per_token)
 {
     double secs = 0, flops = 0;
     for (int i = 0; i < ns; i++) {
         double f = 2.0 * s[i].m * s[i].n * s[i].k * s[i].per_window;
-        double rate = kind == RATE_BEST ? s[i].best : kind == RATE_CPU ? s[i].cpu : s[i].gflops;
+        double rate = rate_of(&s[i], kind);
         flops += f;
         secs += f / (rate * 1e9);
     }
@@ -277,10 +416,11 @@ static void print_shape(const shape *s, int H, int B, int T)
     printf("{\"kind\": \"shape\", \"hidden\": %d, \"name\": \"%s\", \"trans_a\": %d, \"trans_b\": %d, "
            "\"m\": %d, \"n\": %d, \"k\": %d, \"beta\": %g, \"per_window\": %d, "
            "\"flops_per_token\": %.1f, \"gflops\": %.2f, \"gflops_best\": %.2f, \"gflops_cpu\": %.2f, "
-           "\"us_per_call\": %.3f, \"corename\": \"%s\"}\n",
+           "\"us_per_call\": %.3f, \"gflops_onednn\": %.2f, \"gflops_onednn_best\": %.2f, "
+           "\"gflops_onednn_cpu\": %.2f, \"corename\": \"%s\"}\n",
            H, s->name, s->ta, s->tb, s->m, s->n, s->k, (double)s->beta, s->per_window,
            f * s->per_window / ((double)B * T), s->gflops, s->best, s->cpu, f / (s->gflops * 1e3),
-           corename());
+           s->d_gflops, s->d_best, s->d_cpu, corename());
 }
 
 static void fmt_or_null(char *buf, size_t len, double v, const char *fmt)
@@ -298,8 +438,10 @@ static void print_ceiling(const opts *o, int H, const shape *s, const shape *w, 
     double ceil_best = ceiling(s, ns, o->B, o->T, RATE_BEST, &fpt);
     double ceil_cpu = ceiling(s, ns, o->B, o->T, RATE_CPU, &fpt);
     double ceil_w = ceiling(w, ns, o->B, o->T, RATE_MEDIAN, &fpt);
+    double ob_tok = ceiling(s, ns, o->B, o->T, RATE_MEDIAN | OPENBLAS_ONLY, &fpt);
+    double ob_cpu = ceiling(s, ns, o->B, o->T, RATE_CPU | OPENBLAS_ONLY, &fpt);
     for (int i = 0; i < ns; i++) { /* time share of the per-step [B,*] products */
-        double t = 2.0 * s[i].m * s[i].n * s[i].k * s[i].per_window / s[i].gflops;
+        double t = 2.0 * s[i].m * s[i].n * s[i].k * s[i].per_window / rate_of(&s[i], RATE_MEDIAN);
         total += t;
         skinny += s[i].m == o->B ? t : 0;
     }
@@ -315,9 +457,12 @@ static void print_ceiling(const opts *o, int H, const shape *s, const shape *w, 
            "\"ceiling_cpu_tokens_per_s\": %.1f, \"ceiling_gflops\": %.2f, \"per_step_time_share\": %.3f, "
            "\"ceiling_batched_output_tokens_per_s\": %.1f, \"bptt_tokens_per_s\": %s, "
            "\"fraction_of_ceiling\": %s, \"bptt_tokens_per_cpu_s\": %s, \"fraction_of_ceiling_cpu\": %s, "
+           "\"ceiling_openblas_tokens_per_s\": %.1f, \"ceiling_openblas_cpu_tokens_per_s\": %.1f, "
+           "\"libraries\": \"%s\", "
            "\"corename\": \"%s\", \"OPENBLAS_CORETYPE\": \"%s\", \"precision\": \"%s\"}\n",
            H, o->B, o->T, o->V, fpt, 6.0 * H * H + 10.0 * o->V * H, ceil_tok, ceil_best, ceil_cpu,
-           ceil_tok * fpt * 1e-9, skinny / total, ceil_w, tok, frac, tok_cpu, frac_cpu, corename(),
+           ceil_tok * fpt * 1e-9, skinny / total, ceil_w, tok, frac, tok_cpu, frac_cpu, ob_tok, ob_cpu,
+           BENCH_HAVE_DNNL ? "faster of OpenBLAS and oneDNN per shape" : "OpenBLAS", corename(),
            env ? env : "", BT_REAL_DOUBLE ? "double" : "float");
     fflush(stdout);
 }

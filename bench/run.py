@@ -1,42 +1,53 @@
 #!/usr/bin/env python3
-"""bench/run.py: bptt against PyTorch on this machine, in one run, alternating.
+"""bench/run.py: bptt against this machine's GEMM roofline, oneDNN's RNN primitive and PyTorch,
+in one run, alternating.
 
 Workloads (step and fullbptt read data/timemachine.txt as d2l's letters tokens, vocabulary 28):
   step        classic char-RNN training step (vocab 28, batch 32, 35 steps, SGD, clip 1,
-              state carried and detached), hidden 64/256/512/1024, 1 thread (and 2 with --threads 1,2)
+              state carried and detached), hidden 64/256/512/1024, 1 thread (and 2 with --threads 1,2).
+              Per hidden size and pass, four processes in rotating order: bptt (build/bench/bench),
+              the roofline (build/bench/roofline: every GEMM shape of the step timed through bptt's
+              own bt_gemm, and the tokens/s the step would reach if its products were all it did),
+              oneDNN's vanilla RNN primitive on the same step (build/bench/dnnl_rnn, --input narrow:
+              bptt's FLOPs minus the embedding lookup), and PyTorch's nn.RNN.
   fullbptt    one sequence of T = 35..2240 steps, hidden 256, batch 32: time per token and memory vs T
-  checkpoint  bptt's exact checkpointed full BPTT (O(sqrt T) memory) up to T = 100,000
+  checkpoint  bptt's exact checkpointed full BPTT (O(sqrt T) memory) against plain, up to T = 100,000
 
-Each measurement runs in its own process; bptt (build/bench/bench) and PyTorch alternate so that
-both see the same machine load. The PyTorch side is the repository's own reference,
-bench/torch_ref.py (nn.RNN for the step, d2l's per-step loop for full BPTT; it also trains d2l's
-run with `converge`), run by the first of this Python and /usr/bin/python3 that can import torch
-(--python PATH picks one). Without PyTorch (apt-get install python3-torch) one line says so and
-only bptt runs. The machine may be shared: compare the ratios of one run. Usage:
-  python3 bench/run.py [--build build] [--quick] [--threads 1,2] [--only step,fullbptt,checkpoint]
-                       [--python PATH] [--data FILE]
+Rates: at one thread the tables print tokens per CPU second of the measured process (the median of
+per-step CPU times; the roofline's per-batch CPU times), which do not count time spent waiting for a
+core when the machine is shared; wall-clock medians are printed beside them. At two threads CPU time
+sums both threads, so those rows are wall-clock (median, and the fastest step: what an idle machine
+gives). Every child runs with the same OPENBLAS_CORETYPE (the kernel `bptt --version` chooses for
+this CPU unless the environment names one: Debian's OpenBLAS 0.3.21 falls back to SSE3 kernels on
+CPUs it does not know), OPENBLAS_NUM_THREADS and OMP_NUM_THREADS, printed at the top.
+
+The PyTorch side is the repository's own reference, bench/torch_ref.py, run by the first of this
+Python and /usr/bin/python3 that can import torch (--python PATH picks one). Without PyTorch, or
+without oneDNN (build/bench/dnnl_rnn is built when libdnnl-dev is installed), one line says so and
+the rest runs. The machine may be shared: compare the ratios of one run. Usage:
+  python3 bench/run.py [--build build] [--quick] [--threads 1,2] [--passes 2] [--hidden 64,256,512,1024]
+                       [--only step,fullbptt,checkpoint] [--python PATH] [--data FILE] [--dnnl-off]
+(--dnnl-off, with a -Dblas=dnnl build: bptt also runs with BPTT_DNNL=off, every product on OpenBLAS,
+as a fifth side of each pass: the backend's gain in the same run.)
 """
-import argparse, json, os, statistics, subprocess, sys
+import argparse, json, os, re, statistics, subprocess, sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 TORCH_REF = os.path.join(HERE, 'torch_ref.py')
+BASE_ENV = dict(os.environ)
 
 
-def run_json(cmd, env):
+def run_json(cmd, env, want=None):
+    """The last JSON line of cmd's output (the last one with every key in `want`), or None."""
     out = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if out.returncode != 0:
         sys.stderr.write(f"failed: {' '.join(cmd)}\n{out.stderr[-2000:]}\n")
         return None
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def torch_rates(r):
-    """PyTorch's script reports step times; the token-rate range (min, max) from them."""
-    if not r or 'step_ms_min' not in r:
-        return None, None
-    tokens_per_step = r['tokens_per_s'] * r['step_ms_median'] / 1e3
-    return tokens_per_step / r['step_ms_max'] * 1e3, tokens_per_step / r['step_ms_min'] * 1e3
+    lines = [json.loads(x) for x in out.stdout.splitlines() if x.startswith('{')]
+    if want:
+        lines = [x for x in lines if all(x.get(k) == v for k, v in want.items())]
+    return lines[-1] if lines else None
 
 
 def find_torch(python):
@@ -53,10 +64,28 @@ def find_torch(python):
     return None, ' or '.join(tried)
 
 
-def env_threads(n):
-    env = dict(os.environ)
+def choose_kernel(build):
+    """(OPENBLAS_CORETYPE for every child, where it came from)."""
+    if BASE_ENV.get('OPENBLAS_CORETYPE'):
+        return BASE_ENV['OPENBLAS_CORETYPE'], 'from the environment'
+    bptt = os.path.join(build, 'tools', 'bptt')
+    try:
+        r = subprocess.run([bptt, '--version'], capture_output=True, text=True)
+        m = re.search(r'kernel (\S+) \((.*)\), \d+ thread', r.stdout)
+    except OSError:
+        m = None
+    if not m:
+        return None, f'not set ({bptt} --version names no OpenBLAS kernel: portable build?)'
+    return m.group(1), f'as `bptt --version` chose it: {m.group(2)}'
+
+
+def env_threads(n, coretype, build):
+    env = dict(BASE_ENV)
     env['OPENBLAS_NUM_THREADS'] = str(n)
     env['OMP_NUM_THREADS'] = str(n)
+    if coretype:
+        env['OPENBLAS_CORETYPE'] = coretype
+    env.setdefault('BPTT_PLUGIN_PATH', os.path.join(build, 'plugins'))
     return env
 
 
@@ -64,117 +93,255 @@ def fmt(x, nd=1):
     return '-' if x is None else f'{x:,.{nd}f}'
 
 
+def med(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def ratio(a, b):
+    return a / b if a and b else None
+
+
+def step_runners(a, H, th, steps, warm, torch_py):
+    """name -> command for one measurement of the step at hidden H, th threads."""
+    b = a.build
+    bptt = [os.path.join(b, 'bench', 'bench'), 'step', '--hidden', str(H), '--warmup', str(warm),
+            '--steps', str(steps), '--data', a.data]
+    r = {'bptt': bptt,
+         'roofline': [os.path.join(b, 'bench', 'roofline'), '--hidden', str(H), '--threads', str(th),
+                      '--reps', '5' if a.quick else '7']}
+    dnnl = os.path.join(b, 'bench', 'dnnl_rnn')
+    if os.path.exists(dnnl):
+        r['onednn'] = [dnnl, 'step', '--hidden', str(H), '--input', 'narrow', '--threads', str(th),
+                       '--warmup', str(warm), '--steps', str(steps)]
+    if a.dnnl_off:  # the same build with every product on OpenBLAS (framework/packed.c)
+        r['bptt-openblas'] = ['env', 'BPTT_DNNL=off'] + bptt
+    if torch_py:
+        r['torch'] = [torch_py, TORCH_REF, 'step', '--variant', 'nnrnn', '--data', a.data, '--hidden', str(H),
+                      '--threads', str(th), '--warmup', str(warm), '--steps', str(steps)]
+    return r
+
+
+WANT = {'roofline': {'kind': 'ceiling'}}
+
+
+def measure_step(a, H, th, steps, warm, torch_py, coretype):
+    """Every side's JSON results at hidden H over the passes, the order rotating per pass."""
+    runners = step_runners(a, H, th, steps, warm, torch_py)
+    names = list(runners)
+    got = {n: [] for n in names}
+    for p in range(a.passes):
+        for n in names[p % len(names):] + names[:p % len(names)]:
+            r = run_json(runners[n], env_threads(th, coretype, a.build), WANT.get(n))
+            if r:
+                got[n].append(r)
+    return got
+
+
+def rates(results, key_cpu, key_wall, cpu):
+    """(median, min, max) over passes of the CPU-time rate (cpu) or the wall-clock one."""
+    xs = [r.get(key_cpu if cpu else key_wall) for r in results]
+    xs = [x for x in xs if x]
+    return (statistics.median(xs), min(xs), max(xs)) if xs else (None, None, None)
+
+
+def print_step_row(H, th, got, cpu, targets):
+    b = rates(got['bptt'], 'tokens_per_cpu_s', 'tokens_per_s', cpu)
+    c = rates(got['roofline'], 'ceiling_cpu_tokens_per_s', 'ceiling_tokens_per_s', cpu)
+    cb = rates(got['roofline'], 'ceiling_openblas_cpu_tokens_per_s', 'ceiling_openblas_tokens_per_s', cpu)
+    off = rates(got.get('bptt-openblas', []), 'tokens_per_cpu_s', 'tokens_per_s', cpu)
+    o = rates(got.get('onednn', []), 'tokens_per_cpu_s', 'tokens_per_s', cpu)
+    t = rates(got.get('torch', []), 'tokens_per_cpu_s', 'tokens_per_s', cpu)
+    bw = med([r['tokens_per_s'] for r in got['bptt']])
+    rss = max((r['peak_rss_mb'] for r in got['bptt']), default=None)
+    ft, ot = targets.get(H, (None, None)) if th == 1 else (None, None)
+    print(f"{H:>6} | {fmt(b[0], 0):>9} ({fmt(b[1], 0)}-{fmt(b[2], 0)}) | {fmt(c[0], 0):>9} | "
+          f"{fmt(ratio(b[0], c[0]), 3):>5} {('>=' + str(ft)) if ft else '':>6} | "
+          f"{fmt(ratio(b[0], cb[0]), 3):>6} | "
+          f"{fmt(o[0], 0):>9} | {fmt(ratio(b[0], o[0]), 2):>5} {('>=' + str(ot)) if ot else '':>6} | "
+          f"{fmt(t[0], 0):>9} | {fmt(ratio(b[0], t[0]), 2):>5} | {fmt(bw, 0):>10} | {fmt(rss):>7}"
+          + (f" | {fmt(off[0], 0):>9} {fmt(ratio(b[0], off[0]), 2):>5}" if off[0] else ''))
+    return b[0]
+
+
+def print_blas(got, coretype):
+    """The kernels each side ran on, from their own reports."""
+    seen = set()
+    for n, rs in got.items():
+        for r in rs:
+            if n == 'bptt':
+                seen.add(f"bptt: {r.get('blas')} {r.get('kernel')}, {r.get('threads')} thread(s)")
+            elif n == 'roofline':
+                seen.add(f"roofline: {r.get('libraries')}, OpenBLAS kernel {r.get('corename')}")
+            elif n == 'bptt-openblas':
+                seen.add(f"bptt with BPTT_DNNL=off: {r.get('blas')} {r.get('kernel')}")
+            elif n == 'onednn':
+                seen.add(f"oneDNN {r.get('dnnl_version')}: isa {r.get('isa')}, rnn {r.get('rnn_fwd_impl')}"
+                         f"/{r.get('rnn_bwd_impl')}, matmul {r.get('matmul_impl')}, {r.get('threads')} thread(s)")
+            elif n == 'torch':
+                seen.add(f"torch {r.get('torch')}: {r.get('torch_threads')} thread(s), "
+                         f"OPENBLAS_CORETYPE={r.get('env', {}).get('OPENBLAS_CORETYPE')}")
+    for s in sorted(seen):
+        print(f'  {s}')
+
+
+def section_step(a, torch_py, coretype, steps, warm):
+    # (fraction of the roofline, ratio to oneDNN) the issue asks for at one thread
+    targets = {256: (0.70, 1.0), 512: (0.85, 1.0), 1024: (0.85, 1.0)}
+    by_thread = {}
+    for th in [int(x) for x in a.threads.split(',')]:
+        cpu = th == 1
+        kind = ('tokens per CPU second (median over passes of each run\'s median step; '
+                'min-max over passes)' if cpu else
+                'wall-clock tokens/s (CPU time counts both threads at 2)')
+        print(f'\n## training step, {th} thread(s): {kind}; {a.passes} passes of {steps} steps after {warm} warm-up')
+        print(f"{'hidden':>6} | {'bptt':>9} {'(min-max)':>17} | {'roofline':>9} | {'frac':>5} {'target':>6} | "
+              f"{'frac_o':>6} | {'oneDNN':>9} | {'vs':>5} {'target':>6} | {'torch':>9} | {'vs':>5} | "
+              f"{'bptt wall':>10} | {'RSS MB':>7}" + (f" | {'BPTT_DNNL=off':>13} {'vs':>5}" if a.dnnl_off else ''))
+        all_got = {}
+        for H in a.hidden:
+            got = measure_step(a, H, th, steps, warm, torch_py, coretype)
+            by_thread.setdefault(th, {})[H] = got
+            print_step_row(H, th, got, cpu, targets)
+            for n, rs in got.items():
+                all_got.setdefault(n, []).extend(rs)
+        print('  roofline: the faster of OpenBLAS and oneDNN per GEMM shape (bench/roofline.c); frac = bptt / roofline;')
+        print('  frac_o = bptt / the OpenBLAS-only roofline; vs = bptt / that side. Kernels and threads as reported:')
+        print_blas(all_got, coretype)
+    if 1 in by_thread and len(by_thread) > 1:
+        print('\n## thread scaling of bptt (wall clock): N threads / 1 thread, median step and fastest step')
+        for th in sorted(by_thread):
+            if th == 1:
+                continue
+            for H in a.hidden:
+                one, many = by_thread[1][H]['bptt'], by_thread[th][H]['bptt']
+                m1, mn = med([r['tokens_per_s'] for r in one]), med([r['tokens_per_s'] for r in many])
+                b1 = max((r['tokens_per_s_max'] for r in one), default=None)
+                bn = max((r['tokens_per_s_max'] for r in many), default=None)
+                tgt = '>=1.7' if H >= 512 else ''
+                print(f'  hidden {H:>5}: {th} threads {fmt(ratio(mn, m1), 2)}x (median), '
+                      f'{fmt(ratio(bn, b1), 2)}x (fastest step) {tgt}')
+
+
+def section_fullbptt(a, torch_py, coretype, steps):
+    Ts = (35, 140, 560) if a.quick else (35, 140, 560, 2240)
+    env = env_threads(1, coretype, a.build)
+    bench = os.path.join(a.build, 'bench', 'bench')
+    print('\n## full BPTT over one sequence, hidden 256, batch 32, 1 thread (wall clock)')
+    print(f"{'T':>6} | {'bptt us/tok':>11} {'KB/step':>8} {'RSS growth MB':>13} | {'torch us/tok':>12} {'RSS growth MB':>13} | {'speed ratio':>11}")
+    for T in Ts:
+        n = max(3, min(steps, 20000 // T))
+        r = run_json([bench, 'fullbptt', '--hidden', '256', '--steps-per-seq', str(T), '--warmup', '1',
+                      '--steps', str(n), '--data', a.data], env)
+        t = None
+        if torch_py:
+            t = run_json([torch_py, TORCH_REF, 'fullbptt', '--variant', 'loop', '--data', a.data,
+                          '--hidden', '256', '--threads', '1', '--num-steps', str(T), '--warmup', '1',
+                          '--steps', str(n)], env)
+        tg = (t['peak_rss_mb'] - t['rss_before_train_mb']) if t else None
+        print(f"{T:>6} | {fmt(r and r['us_per_token'], 2):>11} {fmt(r and r['arena_kb_per_step']):>8} "
+              f"{fmt(r and r['rss_growth_mb']):>13} | {fmt(t and t['us_per_token'], 2):>12} {fmt(tg):>13} | "
+              f"{fmt(t['us_per_token'] / r['us_per_token'] if r and t else None, 2):>11}")
+
+
+def section_checkpoint(a, coretype):
+    Ts = (2240, 10000) if a.quick else (2240, 10000, 100000)
+    env = env_threads(1, coretype, a.build)
+    bench = os.path.join(a.build, 'bench', 'bench')
+    print('\n## exact full BPTT, plain vs checkpointed (sqrt T), hidden 256, batch 32, 1 thread')
+    print('   CPU-time us/token (median over passes; plain and checkpointed alternate in each pass); '
+          'the time ratio by CPU time and by wall clock')
+    print(f"{'T':>7} | {'plain us/tok':>12} {'plain arena MB':>14} | {'ckpt us/tok':>11} {'ckpt arena MB':>13} | "
+          f"{'memory ratio':>12} {'time ratio':>10} {'(wall)':>6}")
+    per_step = plain_cpu = plain_wall = None
+    for T in Ts:
+        # Both sides warm up once (the first pass pays page faults for the
+        # arena); T = 100,000 runs once, cold, and is compared with the warm
+        # plain time per token at the largest T that fits (plain cannot: about 8 GB).
+        warm_up, n = ('1', '2') if T <= 10000 else ('0', '1')
+        plains, cks = [], []
+        for p in range(a.passes if T <= 10000 else 1):
+            pair = []
+            if T <= 10000:
+                pair.append(('plain', [bench, 'fullbptt', '--hidden', '256', '--steps-per-seq', str(T),
+                                       '--warmup', warm_up, '--steps', n]))
+            pair.append(('ckpt', [bench, 'fullbptt', '--hidden', '256', '--steps-per-seq', str(T),
+                                  '--warmup', warm_up, '--steps', n, '--checkpoint-every', '-1']))
+            for kind, cmd in (pair if p % 2 == 0 else pair[::-1]):
+                r = run_json(cmd, env)
+                if r:
+                    (plains if kind == 'plain' else cks).append(r)
+        if plains:
+            per_step = plains[0]['window_arena_mb'] / T
+            plain_cpu = med([r['us_cpu_per_token'] for r in plains])
+            plain_wall = med([r['us_per_token'] for r in plains])
+        ck_cpu = med([r['us_cpu_per_token'] for r in cks])
+        ck_wall = med([r['us_per_token'] for r in cks])
+        ck_mb = max((r['window_arena_mb'] for r in cks), default=None)
+        plain_mb = plains[0]['window_arena_mb'] if plains else (per_step * T if per_step else None)
+        tag = '' if plains else ' (plain extrapolated)'
+        print(f"{T:>7} | {fmt(plain_cpu if plains else None, 2):>12} {fmt(plain_mb):>14} | "
+              f"{fmt(ck_cpu, 2):>11} {fmt(ck_mb, 2):>13} | "
+              f"{fmt(ratio(ck_mb, plain_mb), 3):>12} {fmt(ratio(ck_cpu, plain_cpu), 2):>10} "
+              f"{fmt(ratio(ck_wall, plain_wall), 2):>6}{tag}")
+    print('   target: time ratio <= 1.25 at T = 2,240 and 100,000')
+    eq = run_json([bench, 'ckptcheck', '--hidden', '256', '--steps-per-seq', '2240'], env)
+    if eq:
+        print(f"gradients at T = 2240, checkpointed vs plain: largest difference {eq['max_rel_diff']:.2g} "
+              f"of the largest component ({eq['precision']}; target <= 1e-6)")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--build', default=os.path.join(ROOT, 'build'))
     ap.add_argument('--threads', default='1')
+    ap.add_argument('--hidden', default='64,256,512,1024')
     ap.add_argument('--only', default='step,fullbptt,checkpoint')
     ap.add_argument('--quick', action='store_true', help='fewer steps, smaller T (a smoke run)')
     ap.add_argument('--passes', type=int, default=2, help='alternating passes per workload')
+    ap.add_argument('--dnnl-off', action='store_true',
+                    help='with a -Dblas=dnnl build: also run bptt with BPTT_DNNL=off (every product on OpenBLAS)')
     ap.add_argument('--python', default=None,
                     help='interpreter for the PyTorch side (default: this one, else /usr/bin/python3)')
     ap.add_argument('--data', default=os.path.join(ROOT, 'data', 'timemachine.txt'),
                     help='the text both sides read (default: data/timemachine.txt)')
     a = ap.parse_args()
+    a.build = os.path.abspath(a.build)
+    a.hidden = [int(x) for x in a.hidden.split(',')]
     bench = os.path.join(a.build, 'bench', 'bench')
     if not os.path.exists(bench):
         sys.exit(f'{bench} not found: build first (meson setup build && meson compile -C build)')
-    data = a.data
-    if not os.path.isfile(data):
-        sys.exit(f'{data} not found (the repository ships data/timemachine.txt)')
+    if not os.path.isfile(a.data):
+        sys.exit(f'{a.data} not found (the repository ships data/timemachine.txt)')
     py, torch_version = find_torch(a.python)
-    torch_ok = py is not None
     only = a.only.split(',')
     warm, steps = (3, 10) if a.quick else (10, 30)
-    print(f"bptt benchmark: OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '-')}")
-    print(f'PyTorch {torch_version} ({py}, bench/torch_ref.py)' if torch_ok else
+    coretype, why = choose_kernel(a.build)
+    print(f'bptt benchmark: every process runs with OPENBLAS_CORETYPE={coretype or "-"} ({why}), '
+          f'OPENBLAS_NUM_THREADS = OMP_NUM_THREADS = the thread count of its table')
+    try:
+        print(f'load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs')
+    except OSError:
+        pass
+    print(f'PyTorch {torch_version} ({py}, bench/torch_ref.py)' if py else
           f'PyTorch: not available ({torch_version} cannot import torch: apt-get install python3-torch, '
-          f'or --python PATH); running the bptt side only')
-
+          f'or --python PATH); running without it')
+    dnnl = os.path.join(a.build, 'bench', 'dnnl_rnn')
+    if not os.path.exists(dnnl):
+        print('oneDNN: not available (build/bench/dnnl_rnn is built when libdnnl-dev is installed)')
+    elif 'step' in only:
+        chk = run_json([dnnl, 'check'], env_threads(1, coretype, a.build))
+        print(f"oneDNN's RNN step against a plain C reference: {'ok' if chk and chk.get('ok') else 'FAILED'}")
     if 'step' in only:
-        targets = {64: 2.0, 256: 1.25, 512: 1.25, 1024: 1.1}
-        for th in [int(x) for x in a.threads.split(',')]:
-            print(f'\n## training step, {th} thread(s): tokens/s (median of {steps} steps after {warm} warm-up; min-max)')
-            print(f"{'hidden':>6} | {'bptt tok/s':>10} {'(min-max)':>17} | {'torch nn.RNN':>12} {'(min-max)':>17} | "
-                  f"{'ratio':>5} {'target':>6} | {'bptt RSS MB':>11} {'torch RSS MB':>12}")
-            for H in (64, 256, 512, 1024):
-                bs, ts = [], []
-                for _ in range(a.passes):
-                    cmd = [bench, 'step', '--hidden', str(H), '--warmup', str(warm), '--steps', str(steps),
-                           '--data', data]
-                    r = run_json(cmd, env_threads(th))
-                    if r: bs.append(r)
-                    if torch_ok:
-                        r = run_json([py, TORCH_REF, 'step', '--variant', 'nnrnn', '--data', data,
-                                      '--hidden', str(H), '--threads', str(th), '--warmup', str(warm),
-                                      '--steps', str(steps)], env_threads(th))
-                        if r: ts.append(r)
-                # Median over passes of each pass's median; the range spans every step of every pass.
-                bt = statistics.median([r['tokens_per_s'] for r in bs]) if bs else None
-                tt = statistics.median([r['tokens_per_s'] for r in ts]) if ts else None
-                blo = min(r['tokens_per_s_min'] for r in bs) if bs else None
-                bhi = max(r['tokens_per_s_max'] for r in bs) if bs else None
-                tr = [torch_rates(r) for r in ts]
-                tlo = min(x[0] for x in tr) if tr and tr[0][0] else None
-                thi = max(x[1] for x in tr) if tr and tr[0][1] else None
-                b = bs[0] if bs else None
-                t = max(ts, key=lambda r: r['peak_rss_mb']) if ts else None
-                if bs:
-                    b = max(bs, key=lambda r: r['peak_rss_mb'])
-                ratio = bt / tt if bt and tt else None
-                print(f"{H:>6} | {fmt(bt, 0):>10} ({fmt(blo, 0)}-{fmt(bhi, 0)}) | "
-                      f"{fmt(tt, 0):>12} ({fmt(tlo, 0)}-{fmt(thi, 0)}) | "
-                      f"{fmt(ratio, 2):>5} {('>=' + str(targets[H])) if th == 1 else '':>6} | "
-                      f"{fmt(b and b['peak_rss_mb']):>11} {fmt(t and t['peak_rss_mb']):>12}")
-
+        section_step(a, py, coretype, steps, warm)
     if 'fullbptt' in only:
-        Ts = (35, 140, 560) if a.quick else (35, 140, 560, 2240)
-        print('\n## full BPTT over one sequence, hidden 256, batch 32, 1 thread')
-        print(f"{'T':>6} | {'bptt us/tok':>11} {'KB/step':>8} {'RSS growth MB':>13} | {'torch us/tok':>12} {'RSS growth MB':>13} | {'speed ratio':>11}")
-        for T in Ts:
-            n = max(3, min(steps, 20000 // T))
-            r = run_json([bench, 'fullbptt', '--hidden', '256', '--steps-per-seq', str(T), '--warmup', '1',
-                          '--steps', str(n), '--data', data], env_threads(1))
-            t = None
-            if torch_ok:
-                t = run_json([py, TORCH_REF, 'fullbptt', '--variant', 'loop', '--data', data,
-                              '--hidden', '256', '--threads', '1', '--num-steps', str(T), '--warmup', '1',
-                              '--steps', str(n)], env_threads(1))
-            tg = (t['peak_rss_mb'] - t['rss_before_train_mb']) if t else None
-            print(f"{T:>6} | {fmt(r and r['us_per_token'], 2):>11} {fmt(r and r['arena_kb_per_step']):>8} "
-                  f"{fmt(r and r['rss_growth_mb']):>13} | {fmt(t and t['us_per_token'], 2):>12} {fmt(tg):>13} | "
-                  f"{fmt(t['us_per_token'] / r['us_per_token'] if r and t else None, 2):>11}")
-
+        section_fullbptt(a, py, coretype, steps)
     if 'checkpoint' in only:
-        Ts = (2240, 10000) if a.quick else (2240, 10000, 100000)
-        print('\n## exact full BPTT, plain vs checkpointed (sqrt T), hidden 256, batch 32, 1 thread')
-        print(f"{'T':>7} | {'plain us/tok':>12} {'plain arena MB':>14} | {'ckpt us/tok':>11} {'ckpt arena MB':>13} | "
-              f"{'memory ratio':>12} {'time ratio':>10}")
-        per_step = plain_us = None
-        for T in Ts:
-            # Both sides warm up once (the first pass pays page faults for the
-            # arena); T = 100,000 runs once, cold, and is compared with the
-            # warm plain time per token, which is flat in T.
-            warm_up, n = ('1', '2') if T <= 10000 else ('0', '1')
-            plain = None
-            if T <= 10000:
-                plain = run_json([bench, 'fullbptt', '--hidden', '256', '--steps-per-seq', str(T), '--warmup', warm_up,
-                                  '--steps', n], env_threads(1))
-                if plain:
-                    per_step = plain['window_arena_mb'] / T
-                    plain_us = plain['us_per_token']
-            ck = run_json([bench, 'fullbptt', '--hidden', '256', '--steps-per-seq', str(T), '--warmup', warm_up,
-                           '--steps', n, '--checkpoint-every', '-1'], env_threads(1))
-            plain_mb = plain['window_arena_mb'] if plain else (per_step * T if per_step else None)
-            tag = '' if plain else ' (plain extrapolated)'
-            print(f"{T:>7} | {fmt(plain and plain['us_per_token'], 2):>12} {fmt(plain_mb):>14} | "
-                  f"{fmt(ck and ck['us_per_token'], 2):>11} {fmt(ck and ck['window_arena_mb'], 2):>13} | "
-                  f"{fmt(ck['window_arena_mb'] / plain_mb if ck and plain_mb else None, 3):>12} "
-                  f"{fmt(ck['us_per_token'] / plain_us if ck and plain_us else None, 2):>10}{tag}")
-        eq = run_json([bench, 'ckptcheck', '--hidden', '256', '--steps-per-seq', '2240'], env_threads(1))
-        if eq:
-            print(f"gradients at T = 2240, checkpointed vs plain: largest difference {eq['max_rel_diff']:.2g} "
-                  f"of the largest component ({eq['precision']}; target <= 1e-6)")
+        section_checkpoint(a, coretype)
+    try:
+        print(f'\nload average at end: {os.getloadavg()[0]:.1f}')
+    except OSError:
+        pass
 
 
 if __name__ == '__main__':

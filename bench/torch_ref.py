@@ -206,20 +206,23 @@ def run_timed(a):
         batches = batches[:n]
     state = model.begin_state(B)
     rss_before = peak_rss_mb()
-    times, losses = [], []
+    times, cpu, losses = [], [], []
     for X, Y in batches:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         state = model.begin_state(B) if a.mode == 'fullbptt' else detach(state)
         loss, state = train_step(model, X, Y, state, a.lr, a.clip)
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)  # all threads; a speed measure at 1 thread only
         losses.append(loss)
     timed = times[a.warmup:]
     med, tok = statistics.median(timed), B * T
+    cpu_med = statistics.median(cpu[a.warmup:])
     out = dict(mode=a.mode, variant=a.variant, layers=a.layers, hidden=a.hidden, threads=a.threads,
                batch=B, num_steps=T, warmup=a.warmup, steps=len(timed),
                step_ms_median=med * 1e3, step_ms_min=min(timed) * 1e3, step_ms_max=max(timed) * 1e3,
                tokens_per_s=tok / med, tokens_per_s_min=tok / max(timed), tokens_per_s_max=tok / min(timed),
-               us_per_token=med / tok * 1e6, peak_rss_mb=peak_rss_mb(), rss_before_train_mb=rss_before,
+               us_per_token=med / tok * 1e6, tokens_per_cpu_s=tok / cpu_med if cpu_med > 0 else None,
+               peak_rss_mb=peak_rss_mb(), rss_before_train_mb=rss_before,
                first_loss=losses[0], last_loss=losses[-1])
     if a.mode == 'fullbptt':
         out['autograd_saved_mb'] = autograd_saved_mb(model, *batches[0], B)

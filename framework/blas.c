@@ -12,6 +12,10 @@
 #if BT_HAVE_CBLAS
 #include <cblas.h>
 #endif
+#if BT_HAVE_DNNL
+#include <omp.h>
+#include <stdlib.h>
+#endif
 
 #if !BT_HAVE_CBLAS
 /* C = alpha op(A) op(B) + beta C, row-major, i-k-j order for contiguous rows. */
@@ -67,6 +71,11 @@ void bt_blas_info_get(bt_blas_info *out)
 {
 #if BT_HAVE_CBLAS
     out->library = "OpenBLAS";
+#if BT_HAVE_DNNL /* framework/packed.c: the per-step weight products on oneDNN */
+    const char *env = getenv("BPTT_DNNL");
+    out->library = env && !strcmp(env, "off") ? "OpenBLAS (oneDNN off: BPTT_DNNL=off)"
+                                               : "OpenBLAS + oneDNN (packed weights)";
+#endif
     out->kernel = openblas_get_corename();
     out->threads = openblas_get_num_threads();
 #else
@@ -78,6 +87,9 @@ void bt_blas_info_get(bt_blas_info *out)
 
 void bt_blas_set_threads(int n)
 {
+#if BT_HAVE_DNNL
+    omp_set_num_threads(n < 1 ? 1 : n); /* Debian's oneDNN runs on OpenMP */
+#endif
 #if BT_HAVE_CBLAS
     openblas_set_num_threads(n < 1 ? 1 : n);
 #else

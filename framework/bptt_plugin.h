@@ -1,13 +1,14 @@
 /* bptt_plugin.h: the plugin ABI. A plugin is one shared object exporting one
  * symbol, bt_plugin_entry, which returns a versioned descriptor. Its init
  * receives a table of host functions (append-only: new entries only ever go
- * at the end) and registers cells, truncation policies and optimizers by name.
+ * at the end) and registers cells, truncation policies, optimizers and (ABI
+ * 2.3) online gradient estimators by name.
  * Plugins include this header for types but never link against libbptt.
  *
  * Versioning: the host accepts a plugin whose ABI major equals its own and
  * whose minor is not newer. Append to bt_host -> bump the minor; change or
- * remove anything -> bump the major. Cell, policy and optimizer definitions
- * start with their own size (set it to sizeof the struct, as below), so fields
+ * remove anything -> bump the major. Cell, policy, optimizer and estimator
+ * definitions start with their own size (set it to sizeof the struct, as below), so fields
  * can be appended to them too: the host reads a field only when the plugin's
  * size covers it, and ignores fields beyond its own struct.
  *
@@ -23,7 +24,7 @@ extern "C" {
 #endif
 
 #define BT_ABI_MAJOR 2
-#define BT_ABI_MINOR 2
+#define BT_ABI_MINOR 3
 #define BT_PLUGIN_ENTRY_SYMBOL "bt_plugin_entry"
 #define BT_PLUGIN_EXPORT __attribute__((visibility("default")))
 /* Strings a plugin hands over end with a NUL within these many bytes (NUL
@@ -138,6 +139,95 @@ typedef struct bt_optimizer_def {
     /* New fields go here, and only here. */
 } bt_optimizer_def;
 
+/* ---- online gradient estimators (ABI 2.3, docs/estimators.md) ------------------ */
+
+/* An estimator replaces backpropagation through time: the host runs the model
+ * forward one step at a time, records each step on a fresh graph, and hands
+ * the recording to the estimator, which adds its estimate of the step loss's
+ * gradient to a host buffer and carries what it needs forward (RTRL's
+ * influence matrix, UORO's rank-one factors) in host-owned buffers, so a
+ * checkpoint can save them. Notation: the model's states s = (s_1 ... s_K),
+ * each [B, w_k], are S = sum_k B w_k numbers, flattened state after state,
+ * each row-major; s_t is the state after step t, s_{-1} the initial state
+ * (bptt grad's h0, c0); the parameters theta are P numbers, in the order of the
+ * parameter tensors the host passes (tensor q holds theta[off_q ...], off_q
+ * the sum of the earlier tensors' sizes). */
+
+/* The sizes an estimator is bound to. */
+typedef struct bt_estimator_dims {
+    size_t S;            /* numbers in the states */
+    size_t P;            /* parameters */
+    int B;               /* rows */
+    int n_states;        /* K */
+    const int *widths;   /* [K]: w_k */
+    bool want_dstate0;   /* the host asks for dL/ds_{-1} too (only of an estimator with
+                            BT_ESTIMATOR_DSTATE0) */
+} bt_estimator_dims;
+
+/* One buffer of an estimator's state: `count` values, owned by the host
+ * (zeroed when made), saved under `name` by checkpoints. Scratch that need
+ * not survive a step comes from the step's graph (host->graph_tensor). */
+typedef struct bt_estimator_buffer {
+    char name[BT_NAME_LEN]; /* "M", "s_tilde": unique within the estimator */
+    size_t count;
+} bt_estimator_buffer;
+#define BT_ESTIMATOR_MAX_BUFFERS 8
+
+/* What the host hands an estimator in begin and step. */
+typedef struct bt_estimator_ctx {
+    size_t size;                 /* sizeof(bt_estimator_ctx) of the host */
+    const bt_host *host;
+    bt_estimator_dims dims;
+    int n_buffers;
+    bt_real *const *buf;         /* [n_buffers], as buffers() declared them */
+    bt_rng *rng;                 /* the estimator's RNG: host-owned, saved by checkpoints */
+    /* step only (NULL / 0 in begin): */
+    bt_graph *g;                 /* the step's recording, fresh for this step */
+    long t;                      /* the step, 0-based within the sequence */
+    double weight;               /* w_t, the step loss's weight in L (1/T for plain
+                                    sequences); 0: the loss does not count */
+    bt_tensor *loss;             /* l_t, a scalar, unweighted */
+    bt_tensor *const *state;     /* [K] leaves s_{t-1,k} [B, w_k], requires_grad set */
+    bt_tensor *const *next;      /* [K] s_{t,k} = F_k(s_{t-1}, x_t; theta) */
+    int n_params;
+    bt_tensor *const *params;    /* the parameter tensors (leaves, requires_grad) */
+    bt_real *grad;               /* [P]: add (+=) w_t times the estimate of dl_t/dtheta */
+    bt_real *dstate0;            /* [S]: add w_t dl_t/ds_{-1}, or NULL (not asked) */
+} bt_estimator_ctx;
+
+/* flags of bt_estimator_def */
+#define BT_ESTIMATOR_EXACT 1u   /* the estimate is the exact gradient (draws nothing) */
+#define BT_ESTIMATOR_DSTATE0 2u /* computes dL/ds_{-1} when dims.want_dstate0 is set */
+
+typedef struct bt_estimator_def {
+    size_t size; /* sizeof(bt_estimator_def) */
+    const char *name;
+    const char *summary;
+    /* Parses options ("seed=3", "max_mb=4096"); 0, or -1 with a message. */
+    int (*create)(const bt_host *host, const char *options, void **cfg, char *err, size_t errlen);
+    void (*destroy)(void *cfg);
+    /* Its state at these sizes: fills up to max buffers, returns how many (0 to
+     * BT_ESTIMATOR_MAX_BUFFERS), or -1 with a message (a state too large for
+     * the limit its options set, say what to change). */
+    int (*buffers)(void *cfg, const bt_estimator_dims *d, bt_estimator_buffer *out, int max,
+                   char *err, size_t errlen);
+    /* A sequence starts from states that do not depend on theta: put the
+     * buffers in their start state and seed c->rng from seed (mixed with any
+     * seed of its own options), so runs replay. */
+    void (*begin)(void *cfg, const bt_estimator_ctx *c, uint64_t seed);
+    /* Step c->t on its recording: add the weighted estimate to c->grad (and
+     * to c->dstate0 when given), advance the buffers. On entry every
+     * parameter's gradient is zero; on return the host ignores (and zeroes)
+     * them and the parameters' tangents, so the estimator may use both as
+     * scratch. 0, or -1 with a message. */
+    int (*step)(void *cfg, const bt_estimator_ctx *c, char *err, size_t errlen);
+    /* Canonical option string for logs and checkpoints ("uoro,seed=3"). */
+    const char *(*describe)(void *cfg, char *buf, size_t len);
+    const char *doc;  /* as bt_cell_def's (equations, options, costs, state), or NULL */
+    unsigned flags;   /* BT_ESTIMATOR_EXACT, BT_ESTIMATOR_DSTATE0 */
+    /* New fields go here, and only here. */
+} bt_estimator_def;
+
 /* ---- options ----------------------------------------------------------------- */
 
 /* "lr=0.1,mu=0.9" or positional "5,35". Positional values fill, in order, the
@@ -204,6 +294,8 @@ struct bt_host {
      * output's tangent, valid until the next sweep. */
     bt_status (*jvp)(bt_graph *g);
     bt_status (*backward_from)(bt_graph *g, bt_tensor *out, const bt_real *dout);
+    /* ABI 2.3: online gradient estimators (bt_estimator_def above). */
+    bt_status (*register_estimator)(bt_registrar *r, const bt_estimator_def *def);
     /* New entries go here, and only here. */
 };
 

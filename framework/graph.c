@@ -10,6 +10,7 @@
 
 #include "bt_assert.h"
 #include "first_error.h"
+#include "packed.h"
 #include "wgrad.h"
 
 /* A node on the tape: what the op sees, and the links to its neighbours. */
@@ -22,6 +23,7 @@ typedef struct tape_node {
 struct bt_graph {
     bt_arena *arena;
     bt_wgrad *wgrad;
+    bt_packs *packs;         /* weights packed for this window's products, or NULL */
     tape_node *first, *last; /* oldest and newest node; ->prev walks back in time */
     tape_node *jvp_running;  /* the node whose tangent rule runs, inside bt_jvp */
     size_t n_nodes;
@@ -42,6 +44,7 @@ bt_graph *bt_graph_new(void)
         bt_free(g);
         return NULL;
     }
+    g->packs = bt_packs_new(); /* NULL (no backend, or no memory): plain products */
     g->grad_enabled = true;
     return g;
 }
@@ -50,6 +53,7 @@ void bt_graph_free(bt_graph *g)
 {
     if (!g)
         return;
+    bt_packs_free(g->packs);
     bt_wgrad_free(g->wgrad);
     bt_arena_free(g->arena);
     bt_free(g);
@@ -60,6 +64,7 @@ void bt_graph_reset(bt_graph *g)
     BT_ASSERT(g, "bt_graph_reset: no graph (a window needs the graph it was built on)");
     bt_arena_reset(g->arena);
     bt_wgrad_reset(g->wgrad);
+    bt_packs_reset(g->packs); /* parameters may change between windows */
     g->first = g->last = NULL;
     g->n_nodes = 0;
     bt_graph_clear_error(g);
@@ -70,6 +75,7 @@ bool bt_graph_grad_enabled(const bt_graph *g) { return g->grad_enabled; }
 size_t bt_graph_node_count(const bt_graph *g) { return g->n_nodes; }
 bt_arena *bt_graph_arena(bt_graph *g) { return g->arena; }
 bt_wgrad *bt_graph_wgrad(bt_graph *g) { return g->wgrad; }
+bt_packs *bt_graph_packs(bt_graph *g) { return g->packs; }
 bt_status bt_graph_status(const bt_graph *g) { return g ? g->status : BT_ERR_ARG; }
 const char *bt_graph_error(const bt_graph *g) { return g ? g->error : "no graph"; }
 

@@ -82,6 +82,8 @@ static const char *stage_text(bt_scan_stage s)
         [BT_STAGE_POLICY] = "while bptt read a policy definition it registered (a bad pointer?)",
         [BT_STAGE_OPTIMIZER] = "while bptt read an optimizer definition it registered "
                                "(a bad pointer?)",
+        [BT_STAGE_ESTIMATOR] = "while bptt read an estimator definition it registered "
+                               "(a bad pointer?)",
         [BT_STAGE_COMMIT] = "after its init function returned",
     };
     return (s >= 0 && s < BT_STAGE_COUNT) ? text[s] : "at an unknown step";

@@ -20,6 +20,7 @@ typedef enum {
     BT_STAGE_CELL,       /* the host reading a cell definition the plugin registered */
     BT_STAGE_POLICY,
     BT_STAGE_OPTIMIZER,
+    BT_STAGE_ESTIMATOR,  /* ABI 2.3 */
     BT_STAGE_COMMIT,     /* init returned; the host files what it registered */
     BT_STAGE_COUNT
 } bt_scan_stage;

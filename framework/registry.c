@@ -52,6 +52,7 @@ typedef struct bt_reg_item {
         bt_cell_def cell;
         bt_policy_def policy;
         bt_optimizer_def optimizer;
+        bt_estimator_def estimator;
     } def;
     bool oom;
     UT_hash_handle hh;
@@ -83,6 +84,7 @@ const char *bt_plugin_kind_name(bt_plugin_kind k)
     case BT_KIND_CELL: return "cell";
     case BT_KIND_POLICY: return "policy";
     case BT_KIND_OPTIMIZER: return "optimizer";
+    case BT_KIND_ESTIMATOR: return "estimator";
     }
     return "unknown";
 }
@@ -184,6 +186,12 @@ const bt_optimizer_def *bt_registry_optimizer(const bt_registry *r, const char *
     return e ? e->def : NULL;
 }
 
+const bt_estimator_def *bt_registry_estimator(const bt_registry *r, const char *name)
+{
+    const bt_registry_entry *e = bt_registry_find(r, BT_KIND_ESTIMATOR, name);
+    return e ? e->def : NULL;
+}
+
 static int bt_reg_item_cmp(const void *a, const void *b)
 {
     const bt_reg_item *x = *(bt_reg_item *const *)a, *y = *(bt_reg_item *const *)b;
@@ -255,18 +263,21 @@ static bt_status bt_registrar_fail(bt_registrar *g, bt_status s, const char *fmt
 #define BT_CELL_DEF_2_0 BT_SIZE_THROUGH(bt_cell_def, step)
 #define BT_POLICY_DEF_2_0 BT_SIZE_THROUGH(bt_policy_def, describe)
 #define BT_OPTIMIZER_DEF_2_0 BT_SIZE_THROUGH(bt_optimizer_def, describe)
+/* Estimators arrived with ABI 2.3: the least is everything up to describe. */
+#define BT_ESTIMATOR_DEF_2_3 BT_SIZE_THROUGH(bt_estimator_def, describe)
 /* A field appended after 2.0, read only when the plugin's def reaches it (an
  * ABI 2.0 plugin's def ends before it: what lies there is not the plugin's). */
 #define BT_FIELD_IF_COVERED(d, type, field) \
     ((d)->size >= BT_SIZE_THROUGH(type, field) ? (d)->field : NULL)
 
-/* What every kind checks before its own fields: a def, a size covering ABI
- * 2.0's fields, a valid name. The name sits at the same offset in every ABI 2
+/* What every kind checks before its own fields: a def, a size covering the
+ * fields of the ABI the kind arrived with (2.0; estimators 2.3), a valid name. The name sits at the same offset in every ABI 2
  * def (the descriptor's major says the plugin has them), so a def with a bad
  * size can still be named. */
 static bt_status bt_registrar_check(bt_registrar *g, bt_plugin_kind kind, const void *def,
                                     size_t size, size_t min, const char *name)
 {
+    int since = kind == BT_KIND_ESTIMATOR ? 3 : 0; /* the ABI minor the kind arrived with */
     const char *what = bt_plugin_kind_name(kind);
     if (!g || !g->reg)
         return BT_ERR_ARG; /* called outside init: nothing to report to */
@@ -283,9 +294,10 @@ static bt_status bt_registrar_check(bt_registrar *g, bt_plugin_kind kind, const 
                                  BT_NAME_LEN - 1);
     if (size < min)
         return bt_registrar_fail(g, BT_ERR_PLUGIN,
-                                 "%s '%s' has a definition of size %zu, smaller than ABI %d.0's %zu "
+                                 "%s '%s' has a definition of size %zu, smaller than ABI %d.%d's %zu "
                                  "bytes: set .size = sizeof(bt_%s_def) and rebuild the plugin "
-                                 "against this bptt", what, name, size, BT_ABI_MAJOR, min, what);
+                                 "against this bptt", what, name, size, BT_ABI_MAJOR, since, min,
+                                 what);
     return BT_OK;
 }
 
@@ -315,8 +327,10 @@ static const char *bt_doc_problem(const char *doc)
  * def opens with size, name, summary (checked below), so one assignment fits all. */
 _Static_assert(offsetof(bt_cell_def, name) == offsetof(bt_policy_def, name) &&
                offsetof(bt_cell_def, name) == offsetof(bt_optimizer_def, name) &&
+               offsetof(bt_cell_def, name) == offsetof(bt_estimator_def, name) &&
                offsetof(bt_cell_def, summary) == offsetof(bt_policy_def, summary) &&
-               offsetof(bt_cell_def, summary) == offsetof(bt_optimizer_def, summary),
+               offsetof(bt_cell_def, summary) == offsetof(bt_optimizer_def, summary) &&
+               offsetof(bt_cell_def, summary) == offsetof(bt_estimator_def, summary),
                "every def opens with size, name, summary");
 
 /* Stages a checked def; `problem` says what is wrong with this kind's own
@@ -374,64 +388,103 @@ static void bt_registrar_stage_report(const bt_registrar *g, bt_scan_stage s)
         bt_stage(g->reg, s);
 }
 
-static bt_status bt_host_register_cell(bt_registrar *g, const bt_cell_def *d)
+/* The head every kind's def opens with (bt_registrar_check relies on it too). */
+typedef struct def_head {
+    size_t size;
+    const char *name;
+    const char *summary;
+} def_head;
+
+/* What a def of one kind lacks (a required callback, a field out of range),
+ * and its doc (NULL when the plugin's def ends before the field): read only
+ * after bt_registrar_check has accepted the def's size. */
+typedef struct def_facts {
+    const char *problem;
+    const char *doc;
+} def_facts;
+
+/* Every kind registers alike: report the stage (to a scan process), check the
+ * head, then the kind's own facts, the summary and the doc, and stage it. */
+static bt_status register_def(bt_registrar *g, bt_plugin_kind kind, bt_scan_stage stage,
+                              const void *def, size_t least, size_t host_size,
+                              def_facts (*facts)(const void *def))
 {
-    bt_registrar_stage_report(g, BT_STAGE_CELL);
-    bt_status st = bt_registrar_check(g, BT_KIND_CELL, d, d ? d->size : 0, BT_CELL_DEF_2_0,
-                                      d ? d->name : NULL);
+    bt_registrar_stage_report(g, stage);
+    const def_head *h = def;
+    bt_status st = bt_registrar_check(g, kind, def, h ? h->size : 0, least, h ? h->name : NULL);
     if (st == BT_OK) {
-        const char *problem = !d->params ? BT_MISSING(params) : !d->states ? BT_MISSING(states)
-                            : !d->step ? BT_MISSING(step) : bt_summary_problem(d->summary);
-        const char *doc = BT_FIELD_IF_COVERED(d, bt_cell_def, doc);
+        def_facts f = facts(def);
+        const char *problem = f.problem ? f.problem : bt_summary_problem(h->summary);
         if (!problem)
-            problem = bt_doc_problem(doc);
-        st = bt_registrar_stage(g, BT_KIND_CELL, d->name, d->summary, doc, problem, d, d->size,
-                                sizeof *d);
+            problem = bt_doc_problem(f.doc);
+        st = bt_registrar_stage(g, kind, h->name, h->summary, f.doc, problem, def, h->size,
+                                host_size);
     }
     bt_registrar_stage_report(g, BT_STAGE_INIT);
     return st;
+}
+
+static def_facts cell_facts(const void *def)
+{
+    const bt_cell_def *d = def;
+    return (def_facts){
+        !d->params ? BT_MISSING(params) : !d->states ? BT_MISSING(states)
+        : !d->step ? BT_MISSING(step) : NULL,
+        BT_FIELD_IF_COVERED(d, bt_cell_def, doc)};
+}
+
+static def_facts policy_facts(const void *def)
+{
+    const bt_policy_def *d = def;
+    return (def_facts){
+        !d->create ? BT_MISSING(create) : !d->destroy ? BT_MISSING(destroy)
+        : !d->begin ? BT_MISSING(begin) : !d->decide ? BT_MISSING(decide)
+        : !d->max_reach ? BT_MISSING(max_reach) : !d->describe ? BT_MISSING(describe) : NULL,
+        BT_FIELD_IF_COVERED(d, bt_policy_def, doc)};
+}
+
+static def_facts optimizer_facts(const void *def)
+{
+    const bt_optimizer_def *d = def;
+    return (def_facts){
+        !d->create ? BT_MISSING(create) : !d->destroy ? BT_MISSING(destroy)
+        : !d->step ? BT_MISSING(step) : !d->describe ? BT_MISSING(describe)
+        : (d->n_state < 0 || d->n_state > 16) ? "asks for a number of state buffers outside 0 to 16"
+        : NULL,
+        BT_FIELD_IF_COVERED(d, bt_optimizer_def, doc)};
+}
+
+static def_facts estimator_facts(const void *def)
+{
+    const bt_estimator_def *d = def;
+    return (def_facts){
+        !d->create ? BT_MISSING(create) : !d->destroy ? BT_MISSING(destroy)
+        : !d->buffers ? BT_MISSING(buffers) : !d->begin ? BT_MISSING(begin)
+        : !d->step ? BT_MISSING(step) : !d->describe ? BT_MISSING(describe) : NULL,
+        BT_FIELD_IF_COVERED(d, bt_estimator_def, doc)};
+}
+
+static bt_status bt_host_register_cell(bt_registrar *g, const bt_cell_def *d)
+{
+    return register_def(g, BT_KIND_CELL, BT_STAGE_CELL, d, BT_CELL_DEF_2_0, sizeof *d, cell_facts);
 }
 
 static bt_status bt_host_register_policy(bt_registrar *g, const bt_policy_def *d)
 {
-    bt_registrar_stage_report(g, BT_STAGE_POLICY);
-    bt_status st = bt_registrar_check(g, BT_KIND_POLICY, d, d ? d->size : 0, BT_POLICY_DEF_2_0,
-                                      d ? d->name : NULL);
-    if (st == BT_OK) {
-        const char *problem = !d->create ? BT_MISSING(create) : !d->destroy ? BT_MISSING(destroy)
-                            : !d->begin ? BT_MISSING(begin) : !d->decide ? BT_MISSING(decide)
-                            : !d->max_reach ? BT_MISSING(max_reach)
-                            : !d->describe ? BT_MISSING(describe)
-                            : bt_summary_problem(d->summary);
-        const char *doc = BT_FIELD_IF_COVERED(d, bt_policy_def, doc);
-        if (!problem)
-            problem = bt_doc_problem(doc);
-        st = bt_registrar_stage(g, BT_KIND_POLICY, d->name, d->summary, doc, problem, d, d->size,
-                                sizeof *d);
-    }
-    bt_registrar_stage_report(g, BT_STAGE_INIT);
-    return st;
+    return register_def(g, BT_KIND_POLICY, BT_STAGE_POLICY, d, BT_POLICY_DEF_2_0, sizeof *d,
+                        policy_facts);
 }
 
 static bt_status bt_host_register_optimizer(bt_registrar *g, const bt_optimizer_def *d)
 {
-    bt_registrar_stage_report(g, BT_STAGE_OPTIMIZER);
-    bt_status st = bt_registrar_check(g, BT_KIND_OPTIMIZER, d, d ? d->size : 0,
-                                      BT_OPTIMIZER_DEF_2_0, d ? d->name : NULL);
-    if (st == BT_OK) {
-        const char *problem = !d->create ? BT_MISSING(create) : !d->destroy ? BT_MISSING(destroy)
-                            : !d->step ? BT_MISSING(step) : !d->describe ? BT_MISSING(describe)
-                            : (d->n_state < 0 || d->n_state > 16)
-                                ? "asks for a number of state buffers outside 0 to 16"
-                                : bt_summary_problem(d->summary);
-        const char *doc = BT_FIELD_IF_COVERED(d, bt_optimizer_def, doc);
-        if (!problem)
-            problem = bt_doc_problem(doc);
-        st = bt_registrar_stage(g, BT_KIND_OPTIMIZER, d->name, d->summary, doc, problem, d,
-                                d->size, sizeof *d);
-    }
-    bt_registrar_stage_report(g, BT_STAGE_INIT);
-    return st;
+    return register_def(g, BT_KIND_OPTIMIZER, BT_STAGE_OPTIMIZER, d, BT_OPTIMIZER_DEF_2_0,
+                        sizeof *d, optimizer_facts);
+}
+
+static bt_status bt_host_register_estimator(bt_registrar *g, const bt_estimator_def *d)
+{
+    return register_def(g, BT_KIND_ESTIMATOR, BT_STAGE_ESTIMATOR, d, BT_ESTIMATOR_DEF_2_3,
+                        sizeof *d, estimator_facts);
 }
 
 /* ---- the host table ------------------------------------------------------------- */
@@ -474,6 +527,7 @@ static const bt_host bt_host_v2 = {
     .rnn_tanh_step = bt_rnn_tanh_step,
     .jvp = bt_jvp,                     /* ABI 2.2 */
     .backward_from = bt_backward_from, /* ABI 2.2 */
+    .register_estimator = bt_host_register_estimator, /* ABI 2.3 */
 };
 
 const bt_host *bt_host_table(void) { return &bt_host_v2; }

@@ -12,19 +12,21 @@
 extern "C" {
 #endif
 
-typedef enum { BT_KIND_CELL, BT_KIND_POLICY, BT_KIND_OPTIMIZER } bt_plugin_kind;
-BT_API const char *bt_plugin_kind_name(bt_plugin_kind k); /* "cell", "policy", "optimizer" */
+typedef enum { BT_KIND_CELL, BT_KIND_POLICY, BT_KIND_OPTIMIZER, BT_KIND_ESTIMATOR } bt_plugin_kind;
+/* "cell", "policy", "optimizer", "estimator" */
+BT_API const char *bt_plugin_kind_name(bt_plugin_kind k);
 
 typedef struct bt_registry bt_registry;
 
 typedef struct bt_registry_entry {
     bt_plugin_kind kind;
-    const char *name;           /* cell/policy/optimizer name */
+    const char *name;           /* cell/policy/optimizer/estimator name */
     const char *plugin;         /* plugin name */
     const char *plugin_version;
     const char *file;           /* path of the shared object */
     const char *summary;
-    const void *def;            /* bt_cell_def / bt_policy_def / bt_optimizer_def */
+    const void *def;            /* bt_cell_def / bt_policy_def / bt_optimizer_def /
+                                   bt_estimator_def */
     const char *doc;            /* the def's multi-line description; NULL when the plugin
                                    gives none (or predates ABI 2.1, which added it) */
 } bt_registry_entry;
@@ -57,6 +59,7 @@ BT_API const bt_registry_entry *bt_registry_find(const bt_registry *r, bt_plugin
 BT_API const bt_cell_def *bt_registry_cell(const bt_registry *r, const char *name);
 BT_API const bt_policy_def *bt_registry_policy(const bt_registry *r, const char *name);
 BT_API const bt_optimizer_def *bt_registry_optimizer(const bt_registry *r, const char *name);
+BT_API const bt_estimator_def *bt_registry_estimator(const bt_registry *r, const char *name);
 /* "adam, momentum, sgd": the names registered for kind, sorted, into buf (cut
  * to len), or "none: no optimizer plugin is loaded"; returns buf. For messages
  * that list what the user could have typed. */

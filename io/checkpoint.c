@@ -118,6 +118,11 @@ static bt_status add_settings(bt_st_file *f, bt_lm *lm, const char *data_path)
     st |= meta_printf(f, "updates", "%llu", (unsigned long long)bt_lm_updates(lm));
     st |= meta_printf(f, "optimizer_steps", "%llu",
                       (unsigned long long)bt_optimizer_steps(bt_lm_optimizer(lm)));
+    if (bt_lm_config_online(c)) { /* absent for BPTT, so older bptt reads the file as before */
+        st |= bt_st_set_meta(f, "estimator", c->estimator);
+        st |= bt_st_set_meta(f, "estimator_canonical", bt_lm_policy_describe(lm, buf, sizeof buf));
+        st |= meta_printf(f, "update_every", "%d", c->update_every);
+    }
     st |= bt_st_set_meta(f, "source", src->name ? src->name : "");
     st |= set_path(f, data_path ? data_path : "");
     if (src->name && bt_task_spec_is_task(src->name)) /* the spec recreates the task */
@@ -166,6 +171,29 @@ static bt_status add_run_tensors(bt_st_file *f, bt_lm *lm, char *aerr, size_t al
     return st;
 }
 
+/* The online estimator's state, when the run has one: each buffer it
+ * declared as estimator.<name> [count], and its RNG as estimator.rng. */
+static bt_status add_estimator(bt_st_file *f, bt_lm *lm, char *aerr, size_t len)
+{
+    bt_estimator *e = bt_lm_estimator(lm);
+    bt_status st = BT_OK;
+    char name[BT_NAME_LEN + 16];
+    for (int i = 0; e && i < bt_estimator_buffer_count(e) && st == BT_OK; i++) {
+        const char *bname;
+        size_t count;
+        bt_real *v = bt_estimator_buffer_at(e, i, &bname, &count);
+        int64_t n = (int64_t)count;
+        snprintf(name, sizeof name, "estimator.%s", bname);
+        st = bt_st_add_real(f, name, 1, &n, v, aerr, len);
+    }
+    if (e && st == BT_OK) {
+        int64_t four = 4, words[4];
+        memcpy(words, bt_estimator_rng(e)->s, sizeof words);
+        st = bt_st_add(f, "estimator.rng", BT_ST_I64, 1, &four, words, aerr, len);
+    }
+    return st;
+}
+
 /* The per-epoch history as an [epochs, HIST_COLS] F64 table. */
 static bt_status add_history(bt_st_file *f, bt_lm *lm, char *aerr, size_t alen)
 {
@@ -203,6 +231,8 @@ bt_status bt_checkpoint_save(bt_lm *lm, const char *path, const char *data_path,
         snprintf(aerr, sizeof aerr, "%s", st == BT_ERR_NOMEM ? "out of memory" : "bad metadata");
     if (st == BT_OK)
         st = add_run_tensors(f, lm, aerr, sizeof aerr);
+    if (st == BT_OK)
+        st = add_estimator(f, lm, aerr, sizeof aerr);
     if (st == BT_OK)
         st = add_history(f, lm, aerr, sizeof aerr);
     if (st == BT_OK)
@@ -336,6 +366,23 @@ static bt_status check_kind(bt_checkpoint *c, char *err, size_t errlen)
     return BT_OK;
 }
 
+/* The online estimator and its update interval: only a run with one writes them. */
+static bt_status read_estimator_settings(bt_checkpoint *c, char *err, size_t errlen)
+{
+    bt_lm_config *cfg = &c->cfg;
+    if (!bt_st_meta(c->file, "estimator"))
+        return BT_OK;
+    long every = 1;
+    bt_status st = meta_str(c, "estimator", &cfg->estimator, err, errlen);
+    if (st == BT_OK)
+        st = meta_int(c, "update_every", 1, 0x7fffffff, NULL, &every, err, errlen);
+    if (st == BT_OK && !cfg->estimator[0])
+        st = bt_error(err, errlen, BT_ERR_FORMAT, "checkpoint %s: the setting 'estimator' is "
+                      "empty", c->path);
+    cfg->update_every = (int)every;
+    return st;
+}
+
 /* Every setting add_settings wrote, each checked against its range (those
  * added since format 1 are optional, with the defaults of that time). */
 static bt_status read_settings(bt_checkpoint *c, const char **tok, const char **smp, char *err,
@@ -377,7 +424,7 @@ static bt_status read_settings(bt_checkpoint *c, const char **tok, const char **
     cfg->hidden = (int)v[0], cfg->batch = (int)v[1], cfg->steps = (int)v[2];
     c->input_size = (int)v[3], c->output_size = (int)v[4], c->epoch = (int)v[5];
     cfg->checkpoint_every = (int)v[6], c->position.batches_done = (int)v[7];
-    return st;
+    return st == BT_OK ? read_estimator_settings(c, err, errlen) : st;
 }
 
 /* The text it was trained on, byte for byte: data_hex when the path is not
@@ -535,6 +582,44 @@ static bt_status load_real(const bt_checkpoint *c, const char *name, int ndim, c
         if (!isfinite((double)dst[i]))
             return bt_error(err, errlen, BT_ERR_NUMERIC, "checkpoint %s: tensor '%s' holds a "
                         "non-finite value at %zu", c->path, name, i);
+    return BT_OK;
+}
+
+/* The online estimator's buffers and RNG (a run with one): every buffer it
+ * declares, of the size it declares, and no buffer it does not. */
+static bt_status load_estimator(const bt_checkpoint *c, bt_lm *lm, char *err, size_t errlen)
+{
+    bt_estimator *e = bt_lm_estimator(lm);
+    char name[BT_NAME_LEN + 16];
+    size_t found = 0;
+    for (int i = 0; i < bt_st_count(c->file); i++)
+        found += strncmp(bt_st_at(c->file, i)->name, "estimator.", 10) == 0;
+    if (!e)
+        return found ? bt_error(err, errlen, BT_ERR_FORMAT, "checkpoint %s holds an estimator's "
+                                "state but names no estimator (damaged file)", c->path) : BT_OK;
+    int n = bt_estimator_buffer_count(e);
+    if (found != (size_t)n + 1)
+        return bt_error(err, errlen, BT_ERR_FORMAT, "checkpoint %s: it holds %zu estimator "
+                        "tensors; estimator %s keeps %d buffers and an RNG", c->path, found,
+                        bt_estimator_name(e), n);
+    for (int i = 0; i < n; i++) {
+        const char *bname;
+        size_t count;
+        bt_real *v = bt_estimator_buffer_at(e, i, &bname, &count);
+        int shape = (int)count;
+        snprintf(name, sizeof name, "estimator.%s", bname);
+        if (count > 0x7fffffff)
+            return bt_error(err, errlen, BT_ERR_FORMAT, "checkpoint %s: estimator buffer %s is too "
+                            "large", c->path, bname);
+        bt_status st = load_real(c, name, 1, &shape, v, err, errlen);
+        if (st != BT_OK)
+            return st;
+    }
+    const bt_st_tensor *r = bt_st_find(c->file, "estimator.rng");
+    if (!r || r->dtype != BT_ST_I64 || r->count != 4)
+        return bt_error(err, errlen, BT_ERR_FORMAT, "checkpoint %s: tensor 'estimator.rng' is "
+                        "missing or is not 4 x I64", c->path);
+    memcpy(bt_estimator_rng(e)->s, r->data, sizeof(uint64_t) * 4);
     return BT_OK;
 }
 
@@ -756,6 +841,8 @@ bt_status bt_checkpoint_restore(const bt_checkpoint *c, bt_lm *lm, char *err, si
         if ((st = load_real(c, name, 2, shape, state[k], err, errlen)) != BT_OK)
             return st;
     }
+    if ((st = load_estimator(c, lm, err, errlen)) != BT_OK)
+        return st;
     if ((st = restore_history(c, lm, err, errlen)) != BT_OK)
         return st;
     return bt_lm_position_set(lm, &c->position, err, errlen); /* after the RNG: it checks the replay */
@@ -805,6 +892,16 @@ static bool same_policy(const bt_registry *r, const char *a, const char *b)
     return strcmp(d[0], d[1]) == 0;
 }
 
+/* The same estimator spec, its options after a ':' or a ',' ("uoro:seed=3",
+ * "uoro,seed=3"); NULL is "" (none: BPTT). */
+static bool same_estimator(const char *a, const char *b)
+{
+    a = a ? a : "", b = b ? b : "";
+    size_t na = strcspn(a, ":,"), nb = strcspn(b, ":,");
+    return na == nb && strncmp(a, b, na) == 0 && !a[na] == !b[nb] &&
+           (!a[na] || strcmp(a + na + 1, b + nb + 1) == 0);
+}
+
 /* Does setting s of u agree with the checkpoint's c? Its value in c as text into theirs. */
 static bool same_setting(const bt_registry *r, bt_lm_setting s, const bt_lm_config *u,
                          const bt_lm_config *c, char *theirs, size_t len)
@@ -839,6 +936,12 @@ static bool same_setting(const bt_registry *r, bt_lm_setting s, const bt_lm_conf
     case BT_LM_VAL_FRACTION:
         snprintf(theirs, len, "%g", c->val_fraction);
         return u->val_fraction == c->val_fraction;
+    case BT_LM_ESTIMATOR:
+        snprintf(theirs, len, "%s", bt_lm_config_online(c) ? c->estimator : "(none: BPTT)");
+        return same_estimator(u->estimator, c->estimator);
+    case BT_LM_UPDATE_EVERY:
+        snprintf(theirs, len, "%d", c->update_every);
+        return u->update_every == c->update_every;
     case BT_LM_CHECKPOINT: /* how backward runs: a resume may change it */
     case BT_LM_MEMORY_BUDGET:
     case BT_LM_SETTING_COUNT: break;

@@ -1,8 +1,9 @@
 /* gradfile.c: the files of `bptt grad` (docs/grad-files.md). Reading P finds
  * the cell's sizes in the parameter shapes, then checks every tensor against
  * them with a message that names the tensor and the shape it should have;
- * computing runs the unroller over the batch under the policy; writing G
- * adds the metadata that lets another framework replay the run.
+ * computing runs the unroller over the batch under the policy, or the online
+ * runner with an estimator; writing G adds the metadata that lets another
+ * framework replay the run.
  *
  * Dimension letters: B rows, T steps, H hidden, V vocabulary, D input width,
  * Q output width. Token inputs are ids [B,T]; real inputs x [B,T,D]. */
@@ -474,6 +475,43 @@ void bt_grad_output_free(bt_grad_output *o)
     memset(o, 0, sizeof *o);
 }
 
+/* The online path: the estimator bound to the model at B (asked for dL/ds_0),
+ * the estimates summed over the steps with the parameters fixed. */
+static bt_status grad_estimate(bt_grad_input *in, const bt_grad_options *opt, bt_grad_output *o,
+                               char *err, size_t errlen)
+{
+    bt_model *m = in->model;
+    int B = in->seq.B;
+    if (in->xi)
+        return bt_error(err, errlen, BT_ERR_ARG, "P holds xi, truncation factors, which "
+                        "estimator %s does not use: remove xi from P, or compute without the "
+                        "estimator", opt->estimator);
+    bt_estimator *e = NULL;
+    bt_online *on = NULL;
+    bt_status st = bt_estimator_new(opt->registry, opt->estimator, m, B, true, &e, err, errlen);
+    if (st == BT_OK)
+        st = bt_online_new(m, B, &on, err, errlen);
+    for (int k = 0; st == BT_OK && bt_estimator_has_dstate0(e) && k < m->n_states; k++)
+        if (!(o->dstate[k] = bt_calloc((size_t)B * (size_t)m->state_width[k], sizeof(bt_real))))
+            st = bt_error(err, errlen, BT_ERR_NOMEM, "out of memory for B=%d", B);
+    if (st == BT_OK) {
+        bt_estimator_describe(e, o->estimator, sizeof o->estimator);
+        bt_online_opts oo = {.estimator = e, .begin = true, .seed = opt->seed,
+                             .accumulate = true};
+        bt_unroll_result res;
+        char why[BT_ERRMSG_LEN];
+        /* The runner advances in->state in place to the final state. */
+        st = bt_online_run(on, &in->seq, in->state, &oo, o->dstate, &res, why, sizeof why);
+        if (st != BT_OK)
+            bt_errorf(err, errlen, "cell %s with estimator %s: %s", m->cell->name, o->estimator,
+                      why);
+        o->loss = res.loss_terms ? res.loss_sum / (double)res.loss_terms : 0;
+    }
+    bt_online_free(on);
+    bt_estimator_free(e);
+    return st;
+}
+
 bt_status bt_grad_compute(bt_grad_input *in, const bt_grad_options *opt, bt_grad_output *o,
                           char *err, size_t errlen)
 {
@@ -483,6 +521,12 @@ bt_status bt_grad_compute(bt_grad_input *in, const bt_grad_options *opt, bt_grad
     size_t budget;
     if (bt_unroll_budget_bytes(opt->memory_budget_mb, &budget, err, errlen) != BT_OK)
         return BT_ERR_ARG;
+    if (opt->estimator) {
+        bt_status st = grad_estimate(in, opt, o, err, errlen);
+        if (st != BT_OK)
+            bt_grad_output_free(o);
+        return st;
+    }
     o->xi_used = bt_calloc((size_t)T, sizeof(double));
     o->dh_norms = bt_calloc((size_t)T, sizeof(double));
     bool ok = o->xi_used && o->dh_norms;
@@ -548,27 +592,31 @@ static bt_status add_tensors(bt_st_file *f, const bt_grad_input *in, const bt_gr
         snprintf(name, sizeof name, "grad.%s", m->specs[i].name);
         st = bt_st_add_real(f, name, p->ndim, shape, p->grad, err, errlen);
     }
-    for (int k = 0; st == BT_OK && k < m->n_states; k++) {
+    for (int k = 0; st == BT_OK && k < m->n_states && o->dstate[k]; k++) {
         state_name(k, sn, sizeof sn);
         snprintf(name, sizeof name, "grad.%s", sn);
         st = bt_st_add_real(f, name, 2, (int64_t[]){in->seq.B, m->state_width[k]}, o->dstate[k],
                             err, errlen);
     }
-    if (st == BT_OK)
+    if (st == BT_OK && o->xi_used)
         st = add_doubles(f, "xi", o->xi_used, in->seq.T, err, errlen);
-    if (st == BT_OK)
+    if (st == BT_OK && o->dh_norms)
         st = add_doubles(f, "grad_norm_h", o->dh_norms, in->seq.T, err, errlen);
     return st;
 }
 
-static bt_status add_metadata(bt_st_file *f, const bt_grad_input *in, const bt_grad_options *opt)
+/* An estimator's G says which estimator (and no policy, no xi source). */
+static bt_status add_metadata(bt_st_file *f, const bt_grad_input *in, const bt_grad_options *opt,
+                              const bt_grad_output *o)
 {
     const bt_model *m = in->model;
+    bool est = o->estimator[0] != '\0';
     const char *meta[][2] = {
         {"format", BT_GRAD_FORMAT},
         {"cell", m->cell->name},
-        {"policy", opt->policy_desc ? opt->policy_desc : ""},
-        {"xi_source", in->xi ? "given" : "policy"},
+        {est ? "estimator" : "policy", est ? o->estimator : opt->policy_desc ? opt->policy_desc : ""},
+        {est ? "grad_h0" : "xi_source", est ? (o->dstate[0] ? "computed" : "absent")
+                                            : in->xi ? "given" : "policy"},
         {"loss", m->cell->loss == BT_LOSS_XENT ? "xent" : "mse"},
         {"bptt_version", bt_version()},
         {"precision", BT_REAL_DOUBLE ? "double" : "float"},
@@ -596,7 +644,7 @@ bt_status bt_grad_output_write(const bt_grad_input *in, const bt_grad_options *o
         return bt_error(err, errlen, BT_ERR_NOMEM, "out of memory");
     bt_status st = add_tensors(f, in, o, why, sizeof why);
     if (st == BT_OK)
-        st = add_metadata(f, in, opt);
+        st = add_metadata(f, in, opt, o);
     if (st == BT_OK)
         st = bt_st_write(f, path, why, sizeof why);
     bt_st_free(f);

@@ -2,13 +2,15 @@
  * A parameters file P (every parameter of a cell by name, the batch X and Y,
  * optional initial states h0/c0 and factors xi) is read and checked against a
  * cell; the gradients of that batch under a truncation policy are computed
- * with the unroller; the gradients file G is written with its metadata.
+ * with the unroller, or estimated online by an estimator (online.h); the
+ * gradients file G is written with its metadata.
  *
  * Dimension letters: B rows, T steps, H hidden, V vocabulary, D input width,
  * Q output width. Token inputs are ids [B,T]; real inputs x [B,T,D]. */
 #ifndef BPTT_GRADFILE_H
 #define BPTT_GRADFILE_H
 
+#include "online.h"
 #include "safetensors.h"
 #include "unroll.h"
 
@@ -52,25 +54,36 @@ typedef struct bt_grad_options {
     uint64_t seed;
     int checkpoint_every;
     double memory_budget_mb;
+    /* An online gradient estimator instead of the policy (docs/estimators.md):
+     * its spec ("rtrl", "uoro,seed=3") and the registry that has it. The
+     * policy, xi and the checkpoint options are then unused (xi in P is an
+     * error); seed seeds the estimator. NULL: the policy. */
+    const char *estimator;
+    const bt_registry *registry;
 } bt_grad_options;
 
 /* What G holds besides the parameter gradients (those are in the model's
  * parameter block, in->model->params). */
 typedef struct bt_grad_output {
     double loss;                      /* mean step loss */
-    bt_real *dstate[BT_MAX_STATES];   /* [B, width]: dL/dh0 (dc0, ...) */
-    double *xi_used;                  /* [T]: the factors used */
-    double *dh_norms;                 /* [T]: ||dL/dh_t|| summed over windows */
+    bt_real *dstate[BT_MAX_STATES];   /* [B, width]: dL/dh0 (dc0, ...); NULL from an
+                                         estimator that does not compute it (uoro) */
+    double *xi_used;                  /* [T]: the factors used; NULL with an estimator */
+    double *dh_norms;                 /* [T]: ||dL/dh_t|| summed over windows; NULL with an
+                                         estimator (it needs the future's gradient) */
+    char estimator[128];              /* the estimator's canonical spec, "" for a policy */
 } bt_grad_output;
 
 /* The gradients of in's batch under the policy, summed over its windows with
- * no optimizer step between them. The states in `in` are advanced in place
- * to the final state. */
+ * no optimizer step between them; or, with o->estimator, the estimator's
+ * estimate summed over the steps with the parameters fixed. The states in
+ * `in` are advanced in place to the final state. */
 BT_API bt_status bt_grad_compute(bt_grad_input *in, const bt_grad_options *o, bt_grad_output *out,
                                  char *err, size_t errlen);
 BT_API void bt_grad_output_free(bt_grad_output *out);
-/* G, atomically: loss, grad.<param>, grad.h0 (c0...), xi, grad_norm_h and the
- * metadata (format, cell, policy, sizes, seed, version, precision). */
+/* G, atomically: loss, grad.<param>, grad.h0 (c0...), xi, grad_norm_h (those
+ * of out that are not NULL) and the metadata (format, cell, policy or
+ * estimator, sizes, seed, version, precision). */
 BT_API bt_status bt_grad_output_write(const bt_grad_input *in, const bt_grad_options *o,
                                       const bt_grad_output *out, const char *path, char *err,
                                       size_t errlen);

@@ -1,5 +1,6 @@
-/* compare.c: one run per truncation policy over the same model and data, the
- * figures of each, and a policy's cuts replayed outside any graph. */
+/* compare.c: one run per truncation policy (or online estimator) over the
+ * same model and data, the figures of each, and a policy's cuts replayed
+ * outside any graph. */
 #include <stdio.h>
 #include <string.h>
 
@@ -36,6 +37,17 @@ void bt_compare_free(bt_compare_run *runs, int n)
     bt_free(runs);
 }
 
+bool bt_compare_is_estimator(const bt_registry *reg, const char *spec)
+{
+    size_t n = strcspn(spec, ",:"); /* an estimator's options may follow ',' or ':' */
+    char name[BT_NAME_LEN + 1];
+    if (n == 0 || n > BT_NAME_LEN)
+        return false;
+    memcpy(name, spec, n);
+    name[n] = '\0';
+    return bt_registry_estimator(reg, name) != NULL;
+}
+
 bt_status bt_compare_new(const bt_registry *reg, bt_lm_config *cfg, const char (*specs)[256],
                          int n, bt_compare_source_fn make_source, void *ctx,
                          bt_compare_run **out, char *err, size_t errlen)
@@ -49,7 +61,9 @@ bt_status bt_compare_new(const bt_registry *reg, bt_lm_config *cfg, const char (
         bt_compare_run *r = &runs[k];
         bt_lm_config c = *cfg;
         snprintf(r->spec, sizeof r->spec, "%s", specs[k]);
-        c.truncation = specs[k];
+        bool online = bt_compare_is_estimator(reg, specs[k]); /* else a truncation policy */
+        c.estimator = online ? specs[k] : "";
+        c.truncation = online ? "full" : specs[k];
         if ((st = make_source(ctx, &c, &r->src, err, errlen)) != BT_OK)
             break;
         cfg->steps = c.steps; /* a task's length */

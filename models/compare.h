@@ -1,6 +1,7 @@
-/* compare.h: the same model trained once per truncation policy, from the
- * same initialisation on the same minibatches (what `bptt compare` and the
- * demo run), a summary of each run, and where a policy cuts a sequence. */
+/* compare.h: the same model trained once per truncation policy or online
+ * estimator, from the same initialisation on the same minibatches (what
+ * `bptt compare` and the demo run), a summary of each run, and where a
+ * policy cuts a sequence. */
 #ifndef BPTT_COMPARE_H
 #define BPTT_COMPARE_H
 
@@ -21,9 +22,9 @@ typedef struct bt_lm_summary {
 } bt_lm_summary;
 BT_API void bt_lm_summarize(const bt_lm *lm, bt_lm_summary *s);
 
-/* One policy's run. */
+/* One policy's (or estimator's) run. */
 typedef struct bt_compare_run {
-    char spec[256];         /* the policy as given */
+    char spec[256];         /* the policy or estimator as given */
     char desc[128];         /* its canonical description ("fixed:35") */
     bt_source src;          /* the run's own source (made by the caller's function) */
     bt_lm *lm;
@@ -32,12 +33,17 @@ typedef struct bt_compare_run {
     bt_lm_summary summary;  /* after bt_compare_train */
 } bt_compare_run;
 
+/* Does spec name an online estimator ("uoro,seed=3", "rtrl:max_mb=64"), not
+ * a truncation policy? */
+BT_API bool bt_compare_is_estimator(const bt_registry *reg, const char *spec);
+
 /* Makes a run's source for cfg; may set cfg->steps (a task fixes its length).
  * BT_OK, or a status with the message in err. */
 typedef bt_status (*bt_compare_source_fn)(void *ctx, bt_lm_config *cfg, bt_source *src, char *err,
                                           size_t errlen);
 
-/* One run per spec: cfg with that truncation, a fresh source from make_source
+/* One run per spec: cfg with that truncation (or, when the spec names an
+ * estimator, with that estimator and cfg's update_every), a fresh source from make_source
  * (so a task with the same seed gives every run the same minibatches), the
  * model initialised from cfg->seed. Every run is built before any trains, so
  * a bad setting fails first. cfg->steps takes the sources' length. On failure

@@ -23,6 +23,9 @@ struct bt_lm {
     const bt_policy_def *pdef;
     void *pstate;
     bt_unroller *u;
+    /* With an online estimator (cfg.estimator): it and its runner replace u. */
+    bt_estimator *est;
+    bt_online *onl;
     bt_rng rng;
     bt_real *state_block;            /* [sum_k B * width_k] */
     bt_real *state[BT_MAX_STATES];   /* views into state_block */
@@ -42,6 +45,15 @@ struct bt_lm {
     bool stopped;                    /* the last train call stopped early */
     bt_lm_position pos;              /* of the epoch under way (batches_done 0: none) */
     uint64_t rng_now[4];             /* the restored RNG the replay must reach */
+    /* Data parallelism (dist.h): NULL for one process. This process unrolls
+     * rows [row0, row0 + rows) of every minibatch. */
+    bt_dist *dist;
+    int row0, rows;
+    bool agreed;   /* the current failure was already agreed on */
+    /* What each update's digest holds besides the unroller's: the position in
+     * the run and a checksum of the minibatch (all rows). */
+    int batch_at;
+    uint64_t batch_sum;
 };
 
 static double now_s(void)
@@ -65,13 +77,15 @@ void bt_lm_config_default(bt_lm_config *c)
     c->seed = 0;
     c->tokens = BT_TOKENS_CHARS;
     c->sampling = BT_BATCH_SEQUENTIAL;
+    c->update_every = 1;
 }
 
 const char *bt_lm_setting_name(bt_lm_setting s)
 {
     static const char *const names[BT_LM_SETTING_COUNT] = {
         "cell", "hidden", "batch", "steps", "optimizer", "clip", "truncation", "init",
-        "seed", "tokens", "sampling", "max-tokens", "val-fraction", "checkpoint", "memory-budget",
+        "seed", "tokens", "sampling", "max-tokens", "val-fraction", "estimator", "update-every",
+        "checkpoint", "memory-budget",
     };
     return s >= 0 && s < BT_LM_SETTING_COUNT ? names[s] : "?";
 }
@@ -83,6 +97,8 @@ void bt_lm_free(bt_lm *lm)
     if (lm->pstate && lm->pdef->destroy)
         lm->pdef->destroy(lm->pstate);
     bt_unroller_free(lm->u);
+    bt_online_free(lm->onl);
+    bt_estimator_free(lm->est);
     bt_optimizer_free(lm->opt);
     bt_model_free(lm->m);
     bt_graph_free(lm->eval_g);
@@ -96,15 +112,17 @@ void bt_lm_free(bt_lm *lm)
 /* cfg's strings copied into one block owned by lm, lm->cfg pointing at them. */
 static bt_status own_strings(bt_lm *lm, const bt_lm_config *cfg, char *err, size_t errlen)
 {
-    const char *src[4] = {cfg->cell, cfg->optimizer, cfg->truncation, cfg->init ? cfg->init : ""};
-    const char **dst[4] = {&lm->cfg.cell, &lm->cfg.optimizer, &lm->cfg.truncation, &lm->cfg.init};
+    const char *src[5] = {cfg->cell, cfg->optimizer, cfg->truncation, cfg->init ? cfg->init : "",
+                          cfg->estimator ? cfg->estimator : ""};
+    const char **dst[5] = {&lm->cfg.cell, &lm->cfg.optimizer, &lm->cfg.truncation, &lm->cfg.init,
+                           &lm->cfg.estimator};
     size_t total = 0;
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < 5; i++)
         total += strlen(src[i]) + 1;
     char *p = lm->strings = bt_malloc(total);
     if (!p)
         return bt_error(err, errlen, BT_ERR_NOMEM, "out of memory for the run's settings");
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < 5; i++) {
         size_t n = strlen(src[i]) + 1;
         memcpy(p, src[i], n);
         *dst[i] = p;
@@ -191,6 +209,28 @@ static bt_status make_policy(const bt_registry *reg, bt_lm *lm, char *err, size_
     return BT_OK;
 }
 
+/* The online estimator of cfg and its runner, when the run has one. It
+ * replaces BPTT, so the settings of BPTT's memory are refused with it. */
+static bt_status make_estimator(const bt_registry *reg, bt_lm *lm, char *err, size_t errlen)
+{
+    const bt_lm_config *c = &lm->cfg;
+    if (!bt_lm_config_online(c))
+        return BT_OK;
+    if (c->update_every < 1)
+        return bt_error(err, errlen, BT_ERR_ARG, "update every %d steps: expected at least 1",
+                        c->update_every);
+    if (c->checkpoint_every != 0 || c->memory_budget_mb > 0)
+        return bt_error(err, errlen, BT_ERR_ARG, "--estimator %s replaces backpropagation "
+                        "through time: it takes no --checkpoint or --memory-budget",
+                        c->estimator);
+    char eerr[BT_ERRMSG_LEN] = "";
+    bt_status st = bt_estimator_new(reg, c->estimator, lm->m, c->batch, false, &lm->est, eerr,
+                                    sizeof eerr);
+    if (st == BT_OK)
+        st = bt_online_new(lm->m, c->batch, &lm->onl, eerr, sizeof eerr);
+    return st == BT_OK ? BT_OK : bt_error(err, errlen, st, "--estimator %s: %s", c->estimator, eerr);
+}
+
 /* The carried state (one block, a view per state) and the evaluation graph. */
 static bt_status make_state(bt_lm *lm, char *err, size_t errlen)
 {
@@ -240,7 +280,8 @@ bt_status bt_lm_new(const bt_registry *reg, const bt_lm_config *cfg, bt_source *
         goto fail;
     }
     if ((st = bt_unroller_new(lm->m, cfg->batch, cfg->steps, &lm->u, err, errlen)) != BT_OK ||
-        (st = make_state(lm, err, errlen)) != BT_OK)
+        (st = make_state(lm, err, errlen)) != BT_OK ||
+        (st = make_estimator(reg, lm, err, errlen)) != BT_OK)
         goto fail;
     bt_unroll_budget_bytes(cfg->memory_budget_mb, &lm->budget, NULL, 0); /* checked above */
     *out = lm;
@@ -248,6 +289,50 @@ bt_status bt_lm_new(const bt_registry *reg, const bt_lm_config *cfg, bt_source *
 fail:
     bt_lm_free(lm);
     return st;
+}
+
+/* "1, 2, 3, 6": the numbers of processes that split B rows evenly. */
+static const char *divisors(int B, char *buf, size_t len)
+{
+    size_t used = 0;
+    buf[0] = '\0';
+    for (int n = 1; n <= B && used + 16 < len; n++)
+        if (B % n == 0)
+            used += (size_t)snprintf(buf + used, len - used, "%s%d", used ? ", " : "", n);
+    if (used + 16 >= len)
+        snprintf(buf + used, len - used, ", ...");
+    return buf;
+}
+
+bt_status bt_lm_distribute(bt_lm *lm, bt_dist *d, char *err, size_t errlen)
+{
+    int N = bt_dist_size(d), B = lm->cfg.batch;
+    if (N <= 1)
+        return BT_OK;
+    if (lm->est)
+        return bt_error(err, errlen, BT_ERR_ARG, "--estimator %s trains on one process: an "
+                        "online estimator's state spans every row, and its data-parallel form "
+                        "is not written; run it without mpirun", lm->cfg.estimator);
+    char ok[256];
+    if (B % N != 0)
+        return bt_error(err, errlen, BT_ERR_ARG, "--batch %d does not split into %d equal blocks "
+                        "of rows, one per process: run with a number of processes that divides "
+                        "the batch (%s), or a batch that %d divides", B, N,
+                        divisors(B, ok, sizeof ok), N);
+    bt_unroller *u = NULL;
+    bt_status st = bt_unroller_new(lm->m, B / N, lm->cfg.steps, &u, err, errlen);
+    if (st == BT_OK)
+        st = bt_dist_reserve(d, bt_params_total(lm->m->params), err, errlen);
+    if (st != BT_OK) {
+        bt_unroller_free(u);
+        return st;
+    }
+    bt_unroller_free(lm->u);
+    lm->u = u;
+    lm->dist = d;
+    lm->rows = B / N;
+    lm->row0 = lm->rows * bt_dist_rank(d);
+    return BT_OK;
 }
 
 bool bt_lm_params_finite(const bt_lm *lm)
@@ -261,58 +346,97 @@ bool bt_lm_params_finite(const bt_lm *lm)
     return acc == 0;
 }
 
+/* Rows [first, first + count) of seq: a block of rows is a pointer offset. */
+static const bt_sequence *rows_of(const bt_lm *lm, const bt_sequence *seq, int first, int count,
+                                  bt_sequence *part)
+{
+    size_t at = (size_t)first * (size_t)seq->T;
+    *part = *seq;
+    part->B = count;
+    part->ids = seq->ids ? seq->ids + at : NULL;
+    part->targets = seq->targets ? seq->targets + at : NULL;
+    part->x = seq->x ? seq->x + at * (size_t)lm->m->dims.input : NULL;
+    part->y = seq->y ? seq->y + at * (size_t)lm->m->dims.output : NULL;
+    return part;
+}
+
+/* One validation minibatch from the state in eval_block (zeroed first when
+ * fresh), which it leaves at the minibatch's end; adds its loss to *sum and
+ * its scored rows to *terms. */
+static bt_status eval_batch(bt_lm *lm, const bt_sequence *seq, bool fresh, double *sum,
+                            long *terms, char *err, size_t errlen)
+{
+    bt_model *m = lm->m;
+    bt_graph *g = lm->eval_g;
+    size_t need = 0;
+    for (int k = 0; k < m->n_states; k++)
+        need += (size_t)seq->B * (size_t)m->state_width[k];
+    if (need > lm->eval_cap) { /* once per run: validation batches keep their shape */
+        bt_free(lm->eval_block);
+        lm->eval_block = bt_calloc(need, sizeof(bt_real));
+        lm->eval_cap = lm->eval_block ? need : 0;
+        if (!lm->eval_block)
+            return bt_error(err, errlen, BT_ERR_NOMEM, "out of memory for validation");
+    }
+    if (fresh)
+        memset(lm->eval_block, 0, need * sizeof(bt_real));
+    bt_graph_reset(g);
+    bt_tensor *state[BT_MAX_STATES], *next[BT_MAX_STATES];
+    bt_real *src_state = lm->eval_block;
+    for (int k = 0; k < m->n_states; k++) {
+        state[k] = bt_graph_input(g, 2, (int[]){seq->B, m->state_width[k]}, src_state);
+        src_state += (size_t)seq->B * (size_t)m->state_width[k];
+    }
+    for (long s = 0; s < seq->T; s++) {
+        bt_tensor *l = bt_unroll_step(g, m, seq, s, state, next);
+        if (!l) {
+            snprintf(err, errlen, "validation: cell %s: %s", m->cell->name, bt_graph_error(g));
+            return bt_graph_status(g) != BT_OK ? bt_graph_status(g) : BT_ERR_ARG;
+        }
+        double w = seq->loss_weight ? (double)seq->loss_weight[s] : 1.0;
+        *sum += (double)l->data[0] * w * seq->B;
+        *terms += w != 0 ? seq->B : 0;
+        memcpy(state, next, sizeof(bt_tensor *) * (size_t)m->n_states);
+    }
+    bt_real *dst = lm->eval_block;
+    for (int k = 0; k < m->n_states; k++) {
+        memcpy(dst, state[k]->data, sizeof(bt_real) * state[k]->size);
+        dst += state[k]->size;
+    }
+    return BT_OK;
+}
+
 bt_status bt_lm_evaluate(bt_lm *lm, double *loss, char *err, size_t errlen)
 {
     bt_source *src = lm->src;
-    bt_model *m = lm->m;
-    bt_graph *g = lm->eval_g;
     *loss = NAN;
     double sum = 0;
     long terms = 0;
     int rows = -1;
-    bt_sequence seq;
-    for (int i = 0; src->validation && src->validation(src->ctx, i, &seq); i++) {
-        size_t need = 0;
-        for (int k = 0; k < m->n_states; k++)
-            need += (size_t)seq.B * (size_t)m->state_width[k];
-        if (need > lm->eval_cap) { /* once per run: validation batches keep their shape */
-            bt_free(lm->eval_block);
-            lm->eval_block = bt_calloc(need, sizeof(bt_real));
-            lm->eval_cap = lm->eval_block ? need : 0;
-            if (!lm->eval_block) {
-                snprintf(err, errlen, "out of memory for validation");
-                return BT_ERR_NOMEM;
-            }
-        }
+    bt_sequence seq, part;
+    bt_status st = BT_OK;
+    for (int i = 0; st == BT_OK && src->validation && src->validation(src->ctx, i, &seq); i++) {
         /* The state starts at zero for every independent minibatch, and for a
          * new row layout (or the start) of a text read from start to end. */
-        if (!src->val_carry_state || seq.B != rows)
-            memset(lm->eval_block, 0, need * sizeof(bt_real));
+        bool fresh = !src->val_carry_state || seq.B != rows;
         rows = seq.B;
-        bt_graph_reset(g);
-        bt_tensor *state[BT_MAX_STATES], *next[BT_MAX_STATES];
-        bt_real *src_state = lm->eval_block;
-        for (int k = 0; k < m->n_states; k++) {
-            state[k] = bt_graph_input(g, 2, (int[]){seq.B, m->state_width[k]}, src_state);
-            src_state += (size_t)seq.B * (size_t)m->state_width[k];
+        const bt_sequence *mine = &seq;
+        if (lm->dist) { /* this process's share of the rows */
+            int first, count;
+            bt_dist_rows(lm->dist, seq.B, &first, &count);
+            mine = rows_of(lm, &seq, first, count, &part);
         }
-        for (long s = 0; s < seq.T; s++) {
-            bt_tensor *l = bt_unroll_step(g, m, &seq, s, state, next);
-            if (!l) {
-                snprintf(err, errlen, "validation: cell %s: %s", m->cell->name, bt_graph_error(g));
-                return bt_graph_status(g) != BT_OK ? bt_graph_status(g) : BT_ERR_ARG;
-            }
-            double w = seq.loss_weight ? (double)seq.loss_weight[s] : 1.0;
-            sum += (double)l->data[0] * w * seq.B;
-            terms += w != 0 ? seq.B : 0;
-            memcpy(state, next, sizeof(bt_tensor *) * (size_t)m->n_states);
-        }
-        bt_real *dst = lm->eval_block;
-        for (int k = 0; k < m->n_states; k++) {
-            memcpy(dst, state[k]->data, sizeof(bt_real) * state[k]->size);
-            dst += state[k]->size;
-        }
+        if (mine->B > 0)
+            st = eval_batch(lm, mine, fresh, &sum, &terms, err, errlen);
     }
+    if (lm->dist) { /* the sums over all rows; a failure anywhere stops every process */
+        double v[2] = {sum, (double)terms};
+        st = bt_dist_sum(lm->dist, v, 2, st, err, errlen);
+        sum = v[0];
+        terms = (long)v[1];
+    }
+    if (st != BT_OK)
+        return st;
     if (terms == 0) {
         snprintf(err, errlen, "no validation data (use --val-fraction)");
         return BT_ERR_NOT_FOUND;
@@ -440,9 +564,77 @@ static bt_status begin_epoch(bt_lm *lm, epoch_sums *a, char *err, size_t errlen)
     return within ? replay_epoch(lm, a, err, errlen) : BT_OK;
 }
 
+/* The update hook of a distributed run: the gradient and loss summed over
+ * the processes, a failure on any of them agreed on. */
+static bt_status dist_update(void *ctx, bt_params *p, bt_status st, uint64_t digest,
+                             double *loss, char *err, size_t errlen)
+{
+    bt_lm *lm = ctx;
+    int at[2] = {lm->epochs_done, lm->batch_at};
+    digest = bt_dist_checksum(bt_dist_checksum(digest, at, sizeof at), &lm->batch_sum,
+                              sizeof lm->batch_sum);
+    st = bt_dist_reduce_grad(lm->dist, p, st, digest, loss, err, errlen);
+    lm->agreed = st != BT_OK;
+    return st;
+}
+
+/* A checksum of every row of seq: processes reading different data differ. */
+static uint64_t sequence_sum(const bt_lm *lm, const bt_sequence *seq)
+{
+    size_t n = (size_t)seq->B * (size_t)seq->T;
+    uint64_t h = 0;
+    if (seq->ids)
+        h = bt_dist_checksum(h, seq->ids, sizeof(int32_t) * n);
+    if (seq->targets)
+        h = bt_dist_checksum(h, seq->targets, sizeof(int32_t) * n);
+    if (seq->x)
+        h = bt_dist_checksum(h, seq->x, sizeof(bt_real) * n * (size_t)lm->m->dims.input);
+    if (seq->y)
+        h = bt_dist_checksum(h, seq->y, sizeof(bt_real) * n * (size_t)lm->m->dims.output);
+    return h;
+}
+
+/* One minibatch through the online estimator, updating as it goes. fresh:
+ * the state was just zeroed, so the estimator's state starts afresh (seeded
+ * with the minibatch's draw); else it carries on with the state. */
+static bt_status train_online(bt_lm *lm, const bt_sequence *seq, const bt_unroll_opts *o,
+                              bool fresh, bt_unroll_result *r, char *err, size_t errlen)
+{
+    bt_online_opts oo = {.estimator = lm->est, .begin = fresh, .seed = o->policy_seed,
+                         .optimizer = lm->opt, .clip = lm->cfg.clip,
+                         .update_every = lm->cfg.update_every};
+    return bt_online_run(lm->onl, seq, lm->state, &oo, NULL, r, err, errlen);
+}
+
+/* One minibatch through the unroller: all its rows, or this process's. A
+ * failure the update hook did not carry to the other processes (one before
+ * any window) is sent in the frame they are waiting in. */
+static bt_status train_batch(bt_lm *lm, const bt_sequence *seq, const bt_unroll_opts *o,
+                             bool fresh, bt_unroll_result *r, char *err, size_t errlen)
+{
+    if (lm->est)
+        return train_online(lm, seq, o, fresh, r, err, errlen);
+    if (!lm->dist)
+        return bt_unroll_run(lm->u, seq, lm->state, o, NULL, NULL, NULL, r, err, errlen);
+    bt_sequence part;
+    bt_real *mine[BT_MAX_STATES];
+    lm->batch_sum = sequence_sum(lm, seq);
+    for (int k = 0; k < lm->m->n_states; k++)
+        mine[k] = lm->state[k] + (size_t)lm->row0 * (size_t)lm->m->state_width[k];
+    lm->agreed = false;
+    bt_status st = bt_unroll_run(lm->u, rows_of(lm, seq, lm->row0, lm->rows, &part), mine, o,
+                                 NULL, NULL, NULL, r, err, errlen);
+    if (st != BT_OK && !lm->agreed) {
+        double loss = 0;
+        st = bt_dist_reduce_grad(lm->dist, lm->m->params, st, 0, &loss, err, errlen);
+    }
+    return st;
+}
+
 /* Every minibatch of the epoch (those left, when it continues one) through
  * the unroller, with its updates; on a stop request, the position is kept
- * and the epoch left unfinished. */
+ * and the epoch left unfinished. A distributed run stops only between epochs
+ * (bt_lm_train_epoch), where every process holds every row's state. */
 static bt_status train_batches(bt_lm *lm, epoch_sums *a, int epochs_target,
                                const bt_lm_hooks *hooks, char *err, size_t errlen)
 {
@@ -454,21 +646,24 @@ static bt_status train_batches(bt_lm *lm, epoch_sums *a, int epochs_target,
         .clip = lm->cfg.clip,
         .checkpoint_every = lm->cfg.checkpoint_every,
         .memory_budget = lm->budget,
+        .on_update = lm->dist ? dist_update : NULL,
+        .update_ctx = lm,
     };
     bt_sequence seq;
     bt_unroll_result r;
     while (src->next(src->ctx, &seq)) {
+        bool fresh = !src->carry_state || a->done == 0;
         if (!src->carry_state && a->done > 0)
             memset(lm->state_block, 0, lm->state_len * sizeof(bt_real));
         o.policy_seed = bt_rng_next(&lm->rng); /* drawn for every policy, so data order agrees */
         char uerr[BT_ERRMSG_LEN] = "";
-        bt_status st = bt_unroll_run(lm->u, &seq, lm->state, &o, NULL, NULL, NULL, &r, uerr,
-                                     sizeof uerr);
+        lm->batch_at = a->done;
+        bt_status st = train_batch(lm, &seq, &o, fresh, &r, uerr, sizeof uerr);
         if (st != BT_OK)
             return bt_error(err, errlen, st, "epoch %d, minibatch %d of %d: %s",
                             lm->epochs_done + 1, a->done + 1, a->batches, uerr);
         add_batch(lm, a, &seq, &r, epochs_target, hooks);
-        if (atomic_load(&lm->stop) && a->done < a->batches) {
+        if (!lm->dist && atomic_load(&lm->stop) && a->done < a->batches) {
             keep_position(lm, a);
             lm->stopped = true;
             break;
@@ -512,29 +707,98 @@ static bt_status finish_epoch(bt_lm *lm, const epoch_sums *a, double t_train, bt
     return BT_OK;
 }
 
+/* The checksum of what every process must hold alike: the sizes, the
+ * parameters and optimizer state, the run's RNG and progress. */
+static uint64_t run_sum(const bt_lm *lm)
+{
+    bt_params *p = lm->m->params;
+    size_t total = bt_params_total(p);
+    long sizes[6] = {(long)total, bt_optimizer_state_count(lm->opt), lm->cfg.batch,
+                     lm->cfg.steps, lm->epochs_done, (long)lm->updates};
+    uint64_t h = bt_dist_checksum(0, sizes, sizeof sizes);
+    h = bt_dist_checksum(h, lm->rng.s, sizeof lm->rng.s);
+    h = bt_dist_checksum(h, bt_params_data(p), total * sizeof(bt_real));
+    for (int i = 0; i < bt_optimizer_state_count(lm->opt); i++)
+        h = bt_dist_checksum(h, bt_optimizer_state(lm->opt, i), total * sizeof(bt_real));
+    return h;
+}
+
+/* The start of a distributed epoch, in a frame whose size depends only on N:
+ * every process holds the same model (same size: the gradient frames that
+ * follow match), optimizer state, RNG and progress (a checkpoint that differs
+ * between hosts, a plugin that initialises differently). */
+static bt_status dist_epoch_begin(bt_lm *lm, char *err, size_t errlen)
+{
+    char what[96];
+    snprintf(what, sizeof what, "before epoch %d, the model, optimizer state or progress",
+             lm->epochs_done + 1);
+    return bt_dist_check_same(lm->dist, BT_OK, run_sum(lm), what, err, errlen);
+}
+
+/* The end of a distributed epoch: every row's carried state gathered on
+ * every process (a checkpoint holds them all), the parameters and optimizer
+ * state checked to be bit for bit the same everywhere, and st agreed on. */
+static bt_status dist_epoch_end(bt_lm *lm, bt_status st, char *err, size_t errlen)
+{
+    bt_model *m = lm->m;
+    /* First every process at the end of the epoch, in the frame of an
+     * update: one still updating is found there, not in a collective of
+     * another shape, which would never return. */
+    int end[2] = {lm->epochs_done, -1};
+    double none = 0;
+    st = bt_dist_reduce_grad(lm->dist, NULL, st, bt_dist_checksum(0, end, sizeof end), &none,
+                             err, errlen);
+    for (int k = 0; k < m->n_states; k++)
+        bt_dist_gather_rows(lm->dist, lm->state[k], (size_t)lm->rows * (size_t)m->state_width[k]);
+    char what[64];
+    snprintf(what, sizeof what, "after epoch %d, the parameters or optimizer state",
+             lm->epochs_done + 1);
+    return bt_dist_check_same(lm->dist, st, run_sum(lm), what, err, errlen);
+}
+
+/* Was a stop requested? Distributed, on any process (each may have had its
+ * own signal, or none), agreed on by all, so they stop together. */
+static bt_status stop_requested(bt_lm *lm, char *err, size_t errlen)
+{
+    double v = atomic_load(&lm->stop) != 0;
+    bt_status st = lm->dist ? bt_dist_sum(lm->dist, &v, 1, BT_OK, err, errlen) : BT_OK;
+    lm->stopped = st == BT_OK && v > 0;
+    return st;
+}
+
 bt_status bt_lm_train_epoch(bt_lm *lm, int epochs_target, const bt_lm_hooks *hooks,
                             bt_lm_epoch *e, char *err, size_t errlen)
 {
-    lm->stopped = atomic_load(&lm->stop) != 0; /* before anything: the position stands */
-    if (lm->stopped)
-        return BT_OK;
+    bt_status st = stop_requested(lm, err, errlen); /* before anything: the position stands */
+    if (st != BT_OK || lm->stopped)
+        return st;
     epoch_sums a = {.t0 = now_s()};
-    bt_status st = begin_epoch(lm, &a, err, errlen);
+    st = lm->dist ? dist_epoch_begin(lm, err, errlen) : BT_OK;
+    if (st == BT_OK)
+        st = begin_epoch(lm, &a, err, errlen);
     if (st == BT_OK)
         st = train_batches(lm, &a, epochs_target, hooks, err, errlen);
     if (st != BT_OK || lm->stopped)
         return st;
     double t_train = now_s() - a.t0;
     if (!bt_lm_params_finite(lm))
-        return bt_error(err, errlen, BT_ERR_NUMERIC, "epoch %d: the parameters became non-finite: "
-                        "lower the learning rate or clip gradients (--clip)", lm->epochs_done + 1);
-    if ((st = finish_epoch(lm, &a, t_train, e, err, errlen)) != BT_OK)
+        st = bt_error(err, errlen, BT_ERR_NUMERIC, "epoch %d: the parameters became non-finite: "
+                      "lower the learning rate or clip gradients (--clip)", lm->epochs_done + 1);
+    /* Distributed, each step below ends in an agreement, so a process that
+     * fails never leaves the others waiting in a collective it skips. */
+    if (lm->dist)
+        st = dist_epoch_end(lm, st, err, errlen);
+    if (st == BT_OK)
+        st = finish_epoch(lm, &a, t_train, e, err, errlen);
+    if (lm->dist)
+        st = bt_dist_agree(lm->dist, st, err, errlen);
+    if (st != BT_OK)
         return st;
     lm->epochs_done++;
     lm->updates += (uint64_t)a.updates;
     if (hooks && hooks->epoch_done)
-        return hooks->epoch_done(hooks->ctx, lm, e, err, errlen);
-    return BT_OK;
+        st = hooks->epoch_done(hooks->ctx, lm, e, err, errlen);
+    return lm->dist ? bt_dist_agree(lm->dist, st, err, errlen) : st;
 }
 
 bt_status bt_lm_train(bt_lm *lm, int epochs, const bt_lm_hooks *hooks, char *err, size_t errlen)
@@ -576,11 +840,14 @@ bt_optimizer *bt_lm_optimizer(bt_lm *lm) { return lm->opt; }
 bt_source *bt_lm_source(bt_lm *lm) { return lm->src; }
 bt_rng *bt_lm_rng(bt_lm *lm) { return &lm->rng; }
 bt_real *const *bt_lm_state(bt_lm *lm) { return lm->state; }
+bt_estimator *bt_lm_estimator(bt_lm *lm) { return lm->est; }
 int bt_lm_epochs_done(const bt_lm *lm) { return lm->epochs_done; }
 uint64_t bt_lm_updates(const bt_lm *lm) { return lm->updates; }
 
 const char *bt_lm_policy_describe(const bt_lm *lm, char *buf, size_t len)
 {
+    if (lm->est)
+        return bt_estimator_describe(lm->est, buf, len);
     if (lm->pdef->describe && bt_policy_describe(lm->pdef, lm->pstate, buf, len))
         return buf;
     snprintf(buf, len, "%s", lm->cfg.truncation);
@@ -596,6 +863,9 @@ size_t bt_lm_memory(const bt_lm *lm)
 {
     size_t total = bt_params_total(lm->m->params);
     size_t n_opt = (size_t)bt_optimizer_state_count(lm->opt);
+    if (lm->est) /* the runner's running sum and two flat states, the estimator's buffers, a step's arena */
+        return sizeof(bt_real) * (total * (3 + n_opt) + 3 * lm->state_len) +
+               bt_estimator_bytes(lm->est) + lm->peak_arena;
     int reach = lm->pdef->max_reach ? lm->pdef->max_reach(lm->pstate) : 0;
     /* The unroller's ring keeps max(reach, 1) + 1 states. */
     size_t ring = lm->state_len * (size_t)((reach > 0 ? reach : 1) + 1);
@@ -626,7 +896,8 @@ bt_status bt_lm_set_progress(bt_lm *lm, int epochs_done, uint64_t updates,
     return BT_OK;
 }
 
-/* Does a registered policy name start at s, followed by ':', ',' or the end? */
+/* Does a registered policy (or estimator) name start at s, followed by ':',
+ * ',' or the end? */
 static bool policy_starts(const bt_registry *r, const char *s)
 {
     size_t n = strcspn(s, ":,");
@@ -635,20 +906,22 @@ static bool policy_starts(const bt_registry *r, const char *s)
         return false;
     memcpy(name, s, n);
     name[n] = '\0';
-    return bt_registry_policy(r, name) != NULL;
+    return bt_registry_policy(r, name) != NULL || bt_registry_estimator(r, name) != NULL;
 }
 
 int bt_lm_split_policies(const bt_registry *r, const char *list, char (*out)[256], int max,
                          char *err, size_t errlen)
 {
-    char known[512];
+    char known[512], kest[256];
     if (!list || !*list) {
         snprintf(err, errlen, "no truncation policy given");
         return -1;
     }
     if (!policy_starts(r, list)) {
-        snprintf(err, errlen, "'%.*s' is not a truncation policy (known: %s)",
-                 (int)strcspn(list, ":,"), list, bt_registry_names(r, BT_KIND_POLICY, known, sizeof known));
+        snprintf(err, errlen, "'%.*s' is not a truncation policy (known: %s) nor an estimator "
+                 "(%s)", (int)strcspn(list, ":,"), list,
+                 bt_registry_names(r, BT_KIND_POLICY, known, sizeof known),
+                 bt_registry_names(r, BT_KIND_ESTIMATOR, kest, sizeof kest));
         return -1;
     }
     int n = 0;
@@ -668,13 +941,16 @@ int bt_lm_split_policies(const bt_registry *r, const char *list, char (*out)[256
         }
         memcpy(out[n], start, len);
         out[n][len] = '\0';
-        /* "full,bogus:3" reads as policy "full,bogus": name the stray word. */
+        /* "full,bogus:3" reads as policy "full,bogus": name the stray word (an
+         * option with '=' is no stray word: "uoro,seed=3"). */
         size_t name_len = strcspn(out[n], ":");
         const char *comma = memchr(out[n], ',', name_len);
-        if (comma) {
-            snprintf(err, errlen, "'%.*s' is not a truncation policy (known: %s)",
-                     (int)(name_len - (size_t)(comma + 1 - out[n])), comma + 1,
-                     bt_registry_names(r, BT_KIND_POLICY, known, sizeof known));
+        size_t word = comma ? strcspn(comma + 1, ",:") : 0;
+        if (comma && !memchr(comma + 1, '=', word)) {
+            snprintf(err, errlen, "'%.*s' is not a truncation policy (known: %s) nor an "
+                     "estimator (%s)", (int)(name_len - (size_t)(comma + 1 - out[n])), comma + 1,
+                     bt_registry_names(r, BT_KIND_POLICY, known, sizeof known),
+                     bt_registry_names(r, BT_KIND_ESTIMATOR, kest, sizeof kest));
             return -1;
         }
         n++;

@@ -9,7 +9,9 @@
 #define BPTT_LM_H
 
 #include "batcher.h"
+#include "dist.h"
 #include "model.h"
+#include "online.h"
 #include "registry.h"
 #include "source.h"
 #include "tokenize.h"
@@ -29,6 +31,11 @@ typedef struct bt_lm_config {
     const char *optimizer;  /* "sgd:lr=1" as given */
     double clip;            /* global-norm theta; <= 0 disables */
     const char *truncation; /* "full", "fixed:35", "random:0.1,seed=3", "tbptt:5,35" */
+    /* An online gradient estimator instead of BPTT ("rtrl", "uoro,seed=3"; ""
+     * or NULL for BPTT under the truncation policy), updating the parameters
+     * after every update_every steps and at the end of each minibatch. */
+    const char *estimator;
+    int update_every;
     const char *init;       /* --init spec; "" (or NULL) for the cell's defaults */
     uint64_t seed;
     bt_tokens_kind tokens;
@@ -44,6 +51,12 @@ typedef struct bt_lm_config {
     double memory_budget_mb;
 } bt_lm_config;
 
+/* Does c name an online estimator (rather than BPTT under a policy)? */
+static inline bool bt_lm_config_online(const bt_lm_config *c)
+{
+    return c->estimator && c->estimator[0];
+}
+
 /* The classic char-RNN setup (d2l): rnn_tanh, hidden 512, batch 32, 35 steps,
  * sgd:lr=1, clip 1, full BPTT over each minibatch, chars, sequential, seed 0. */
 BT_API void bt_lm_config_default(bt_lm_config *c);
@@ -53,7 +66,7 @@ BT_API void bt_lm_config_default(bt_lm_config *c);
 typedef enum bt_lm_setting {
     BT_LM_CELL, BT_LM_HIDDEN, BT_LM_BATCH, BT_LM_STEPS, BT_LM_OPTIMIZER, BT_LM_CLIP,
     BT_LM_TRUNCATION, BT_LM_INIT, BT_LM_SEED, BT_LM_TOKENS, BT_LM_SAMPLING, BT_LM_MAX_TOKENS,
-    BT_LM_VAL_FRACTION,
+    BT_LM_VAL_FRACTION, BT_LM_ESTIMATOR, BT_LM_UPDATE_EVERY,
     BT_LM_CHECKPOINT, BT_LM_MEMORY_BUDGET, /* how, not what: a resume may change them */
     BT_LM_SETTING_COUNT
 } bt_lm_setting;
@@ -124,6 +137,18 @@ BT_API bt_status bt_lm_new(const bt_registry *reg, const bt_lm_config *cfg, bt_s
                            char *err, size_t errlen);
 BT_API void bt_lm_free(bt_lm *lm);
 
+/* Trains data-parallel over the processes of d (dist.h): this process unrolls
+ * rows [rank * B/N, (rank + 1) * B/N) of every minibatch and its share of the
+ * validation rows; at each update the gradient is summed over the processes
+ * (and clipped on the norm of the sum), failures are agreed on, and at each
+ * epoch's end the parameters and optimizer state are checked to be bit for
+ * bit the same everywhere. BT_ERR_ARG when N does not divide the batch (the
+ * message lists the N that do). A group of one (or d NULL) changes nothing.
+ * Call it on every process before training; it is not collective. The
+ * carried state (bt_lm_state) holds every row after each epoch, before the
+ * epoch_done hook runs; during an epoch only this process's rows are current. */
+BT_API bt_status bt_lm_distribute(bt_lm *lm, bt_dist *d, char *err, size_t errlen);
+
 /* Trains until epoch `epochs` (a total: a resumed run at epoch 5 with epochs
  * 8 trains 3 more). BT_ERR_NUMERIC when the loss or the parameters become
  * non-finite; the hooks have then not seen the bad epoch. A stop requested
@@ -137,7 +162,9 @@ BT_API bt_status bt_lm_train(bt_lm *lm, int epochs, const bt_lm_hooks *hooks, ch
 BT_API bt_status bt_lm_train_epoch(bt_lm *lm, int epochs_target, const bt_lm_hooks *hooks,
                                    bt_lm_epoch *e, char *err, size_t errlen);
 /* Asks the run to stop at the next minibatch boundary: the minibatch under
- * way (and its updates) finishes, then bt_lm_train returns. Only sets a
+ * way (and its updates) finishes, then bt_lm_train returns. A distributed run
+ * (bt_lm_distribute) stops at the end of the epoch under way instead, every
+ * process together, when any of them was asked. Only sets a
  * flag: safe to call from a signal handler (the library installs none; the
  * program's handler calls this). */
 BT_API void bt_lm_request_stop(bt_lm *lm);
@@ -165,7 +192,10 @@ BT_API bt_rng *bt_lm_rng(bt_lm *lm);
 BT_API bt_real *const *bt_lm_state(bt_lm *lm);
 BT_API int bt_lm_epochs_done(const bt_lm *lm);
 BT_API uint64_t bt_lm_updates(const bt_lm *lm);
-/* Canonical policy and optimizer descriptions ("fixed:35", "sgd:lr=1,weight_decay=0"). */
+/* The online estimator of a run with one (estimator.h), else NULL. */
+BT_API bt_estimator *bt_lm_estimator(bt_lm *lm);
+/* Canonical policy and optimizer descriptions ("fixed:35", "sgd:lr=1,weight_decay=0"); a
+ * run with an estimator is described by it ("uoro,eps=1e-07"). */
 BT_API const char *bt_lm_policy_describe(const bt_lm *lm, char *buf, size_t len);
 BT_API const char *bt_lm_optimizer_describe(const bt_lm *lm, char *buf, size_t len);
 /* Bytes the run holds for training: parameters, gradients, optimizer state,
@@ -181,7 +211,8 @@ BT_API bool bt_lm_params_finite(const bt_lm *lm);
 
 /* Splits a list of policy specs, "full,fixed:35,random:0.1,seed=3,tbptt:5,35":
  * commas also separate a policy's options, so a new spec starts only at a
- * comma followed by a registered policy name and then ':', ',' or the end.
+ * comma followed by a registered policy (or estimator: "full,rtrl,uoro,seed=3")
+ * name and then ':', ',' or the end.
  * Returns the count, or -1 with a message (empty list or entry, unknown
  * first name, more than max, a spec longer than 255 bytes). */
 BT_API int bt_lm_split_policies(const bt_registry *r, const char *list, char (*out)[256], int max,

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "dist.h"
 #include "unroll.h"
 
 struct bt_unroller {
@@ -572,6 +573,15 @@ static long window_reach(long t, long last_update, const bt_policy_decision *d, 
     return reach > t + 1 ? t + 1 : reach;
 }
 
+/* What the update at step t is: its window (start g0, losses from loss_from)
+ * and the factors on its steps, as one checksum (dist.h's). */
+static uint64_t update_digest(const bt_unroller *u, long t, long g0, long loss_from)
+{
+    long at[3] = {t, g0, loss_from};
+    uint64_t h = bt_dist_checksum(0, at, sizeof at);
+    return bt_dist_checksum(h, u->xi + g0, sizeof(double) * (size_t)(t - g0 + 1));
+}
+
 /* The update at step t: one window, plain or checkpointed, then (training)
  * the optimizer step. */
 static bt_status run_update(bt_unroller *u, const bt_sequence *seq, const bt_unroll_opts *opts,
@@ -588,12 +598,21 @@ static bt_status run_update(bt_unroller *u, const bt_sequence *seq, const bt_unr
         (st = budget_spacing(u, reach, opts->memory_budget, &C, err, errlen)) != BT_OK)
         return st;
     bt_real *d0 = u->want_dh0 ? u->dh0_flat : NULL;
+    double loss_before = res->loss_sum;
     if (C > 0 && reach > C)
         st = run_window_checkpointed(u, seq, t - reach + 1, t, last_update + 1, weight, C, opts,
                                      d0, res, err, errlen);
     else
         st = run_window(u, seq, t - reach + 1, t, last_update + 1, weight, opts, d0, res, err,
                         errlen);
+    if (opts->on_update && !opts->accumulate) {
+        double loss = res->loss_sum - loss_before;
+        st = opts->on_update(opts->update_ctx, u->m->params, st,
+                             update_digest(u, t, t - reach + 1, last_update + 1), &loss, err,
+                             errlen);
+        if (st == BT_OK)
+            res->loss_sum = loss_before + loss;
+    }
     if (st == BT_OK && !opts->accumulate)
         optimizer_update(u, opts, res);
     return st;

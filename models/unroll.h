@@ -46,6 +46,19 @@ typedef struct bt_unroll_opts {
     size_t memory_budget;
     bt_window *windows;      /* if not NULL, receives up to windows_cap windows */
     int windows_cap;
+    /* Training only, may be NULL: called at every update after the window's
+     * backward and before clipping and the optimizer step, so data
+     * parallelism (dist.h) can sum the gradient block over processes there.
+     * st is the window's status: a failed window still calls, so that every
+     * process learns of the failure; digest is a checksum of what the update
+     * is (its window and the factors xi on its steps), which processes that
+     * take the same update share; *loss is the loss the window added to
+     * loss_sum, which the hook may replace (by the mean over processes). The
+     * hook returns the status the run goes on with (err says why when it is
+     * not BT_OK). */
+    bt_status (*on_update)(void *ctx, bt_params *p, bt_status st, uint64_t digest, double *loss,
+                           char *err, size_t errlen);
+    void *update_ctx;
 } bt_unroll_opts;
 
 /* The bytes of a memory budget given in MB (--memory-budget), for

@@ -15,7 +15,7 @@
 #endif
 
 /* logits [M,V], targets [M] -> mean_i (logsumexp(logits_i) - logits_i[t_i]) */
-static void xent_forward(bt_node *n)
+BT_VECTOR_CLONES static void xent_forward(bt_node *n)
 {
     const bt_tensor *x = n->in[0];
     int m = x->shape[0], v = x->shape[1];

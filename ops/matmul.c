@@ -4,6 +4,7 @@
  * product rule, out' = op(a') op(b) + op(a) op(b'), in the stored layouts as
  * they are (a tangent has its tensor's layout). */
 #include "bptt_op.h"
+#include "packed.h"
 #include "wgrad.h"
 
 static void matmul_forward(bt_node *n)
@@ -11,7 +12,10 @@ static void matmul_forward(bt_node *n)
     bt_tensor *a = n->in[0], *b = n->in[1], *out = n->out;
     bool ta = n->iarg[0], tb = n->iarg[1];
     int m = out->shape[0], nn = out->shape[1], k = ta ? a->shape[0] : a->shape[1];
-    bt_gemm(ta, tb, m, nn, k, 1, a->data, a->shape[1], b->data, b->shape[1], 0, out->data, nn);
+    if (!ta) /* x W: a weight b may be read packed (packed.c) */
+        bt_gemm_weight(n->graph, m, a->data, b, tb, 0, out->data);
+    else
+        bt_gemm(ta, tb, m, nn, k, 1, a->data, a->shape[1], b->data, b->shape[1], 0, out->data, nn);
 }
 
 static void matmul_backward(bt_node *n)
@@ -22,7 +26,7 @@ static void matmul_backward(bt_node *n)
     int lda = a->shape[1], ldb = b->shape[1];
     if (a->requires_grad) {
         if (!ta) /* da[M,K] += dout[M,N] op(b)^T */
-            bt_gemm(false, !tb, m, k, nn, 1, out->grad, nn, b->data, ldb, 1, a->grad, lda);
+            bt_gemm_weight(n->graph, m, out->grad, b, !tb, 1, a->grad);
         else /* a stored [K,M]: da += op(b) dout^T */
             bt_gemm(tb, true, k, m, nn, 1, b->data, ldb, out->grad, nn, 1, a->grad, lda);
     }

@@ -10,6 +10,7 @@
 
 #include "fastmath.h"
 #include "bptt_op.h"
+#include "packed.h"
 #include "wgrad.h"
 
 #if BT_REAL_DOUBLE
@@ -18,6 +19,27 @@
 #else
 #define R_TANH bt_fast_tanhf
 #endif
+
+/* o[B,H] = tanh(o + b), row by row. */
+BT_VECTOR_CLONES static void tanh_bias_rows(bt_real *o, const bt_real *b, int B, int H)
+{
+    for (int r = 0; r < B; r++) {
+        bt_real *row = o + (size_t)r * H;
+        for (int j = 0; j < H; j++)
+            row[j] = R_TANH(row[j] + b[j]);
+    }
+}
+
+/* da = dout (1 - out^2), and db += the column sums of da when db is given. */
+BT_VECTOR_CLONES static void dtanh_rows(bt_real *da, const bt_real *dout, const bt_real *out,
+                                        bt_real *db, int B, int H)
+{
+    for (size_t i = 0, len = (size_t)B * H; i < len; i++)
+        da[i] = dout[i] * (1 - out[i] * out[i]);
+    for (int r = 0; db && r < B; r++)
+        for (int j = 0; j < H; j++)
+            db[j] += da[(size_t)r * H + j];
+}
 
 static void rnn_step_forward(bt_node *n)
 {
@@ -28,13 +50,10 @@ static void rnn_step_forward(bt_node *n)
         for (int r = 0; r < B; r++)
             memcpy(o + (size_t)r * H, wx->data + (size_t)n->ids[r] * H, sizeof(bt_real) * H);
     else
-        bt_gemm(false, false, B, H, wx->shape[0], 1, n->in[4]->data, wx->shape[0], wx->data, H, 0, o, H);
-    bt_gemm(false, false, B, H, H, 1, h->data, H, whh->data, H, 1, o, H);
-    for (int r = 0; r < B; r++) {
-        bt_real *row = o + (size_t)r * H;
-        for (int j = 0; j < H; j++)
-            row[j] = R_TANH(row[j] + b->data[j]);
-    }
+        bt_gemm_weight(n->graph, B, n->in[4]->data, wx, false, 0, o);
+    /* W_hh packed once per window where the backend keeps packs (packed.c) */
+    bt_gemm_weight(n->graph, B, h->data, whh, false, 1, o);
+    tanh_bias_rows(o, b->data, B, H);
 }
 
 static void rnn_step_backward(bt_node *n)
@@ -49,14 +68,9 @@ static void rnn_step_backward(bt_node *n)
         if (!da)
             return;
     }
-    for (size_t i = 0; i < out->size; i++)
-        da[i] = out->grad[i] * (1 - out->data[i] * out->data[i]);
-    if (b->requires_grad)
-        for (int r = 0; r < B; r++)
-            for (int j = 0; j < H; j++)
-                b->grad[j] += da[(size_t)r * H + j];
+    dtanh_rows(da, out->grad, out->data, b->requires_grad ? b->grad : NULL, B, H);
     if (h->requires_grad) /* dh += dA W_hh^T: the recursion through time */
-        bt_gemm(false, true, B, H, H, 1, da, H, whh->data, H, 1, h->grad, H);
+        bt_gemm_weight(n->graph, B, da, whh, true, 1, h->grad);
     if (whh->requires_grad) /* dW_hh += h^T dA, batched over the sweep for a weight */
         bt_wgrad_add(n->graph, whh, h->data, da, B);
     if (wx->requires_grad) {
@@ -70,9 +84,8 @@ static void rnn_step_backward(bt_node *n)
         else /* dW_x += x^T dA */
             bt_wgrad_add(n->graph, wx, n->in[4]->data, da, B);
     }
-    if (!n->ids && n->in[4]->requires_grad)
-        bt_gemm(false, true, B, wx->shape[0], H, 1, da, H, wx->data, H, 1, n->in[4]->grad,
-                wx->shape[0]);
+    if (!n->ids && n->in[4]->requires_grad) /* dx += dA W_x^T */
+        bt_gemm_weight(n->graph, B, da, wx, true, 1, n->in[4]->grad);
 }
 
 /* out' = (1 - out^2) * A', A' = x' W_x + x W_x' + h' W_hh + h W_hh' + b' (the

@@ -21,7 +21,7 @@
 #endif
 
 #define UNARY(NAME, FWD, DF)                                                    \
-    static void NAME##_forward(bt_node *n)                                      \
+    BT_VECTOR_CLONES static void NAME##_forward(bt_node *n)                     \
     {                                                                           \
         const bt_real *x = n->in[0]->data;                                      \
         bt_real *y = n->out->data;                                              \
@@ -30,7 +30,7 @@
         for (size_t i = 0, len = n->out->size; i < len; i++)                    \
             y[i] = FWD;                                                         \
     }                                                                           \
-    static void NAME##_backward(bt_node *n)                                     \
+    BT_VECTOR_CLONES static void NAME##_backward(bt_node *n)                    \
     {                                                                           \
         const bt_real *x = n->in[0]->data, *y = n->out->data, *gy = n->out->grad; \
         bt_real *gx = n->in[0]->grad;                                           \

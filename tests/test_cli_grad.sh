@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # test_cli_grad.sh: the gradient commands end to end through the `bptt` binary:
 # plugins (table and JSON), gradcheck for every shipped cell and policy,
-# selfcheck, grad against the committed reference fixtures (full, fixed:2 and
-# a given xi), and the error cases a user meets (each must name the problem).
+# selfcheck, grad against the committed reference fixtures (full, fixed:2, a
+# given xi, and the rtrl estimator against full), uoro's files, and the error
+# cases a user meets (each must name the problem).
 #
 #   test_cli_grad.sh BPTT ST_COMPARE FIXTURES_DIR USER_CELL_SO   (BPTT_PLUGIN_PATH set by meson)
 set -u
@@ -50,11 +51,12 @@ refuse() {
 
 # ---- plugins -------------------------------------------------------------------
 run "plugins" "$BPTT" plugins
-for name in rnn_tanh linear gru gru_torch lstm influence full fixed random tbptt sgd momentum adam; do
-    grep -Eq "^(cell|policy|optimizer) +$name " "$TMP/out" || fail "plugins: '$name' not listed"
+for name in rnn_tanh linear gru gru_torch lstm influence full fixed random tbptt sgd momentum adam \
+    rtrl uoro; do
+    grep -Eq "^(cell|policy|optimizer|estimator) +$name " "$TMP/out" || fail "plugins: '$name' not listed"
 done
 run "plugins --json" "$BPTT" plugins --json
-for pair in 'cell:rnn_tanh' 'cell:lstm' 'policy:tbptt' 'optimizer:adam'; do
+for pair in 'cell:rnn_tanh' 'cell:lstm' 'policy:tbptt' 'optimizer:adam' 'estimator:uoro'; do
     grep -q "\"kind\": \"${pair%%:*}\", \"name\": \"${pair#*:}\"" "$TMP/out" ||
         fail "plugins --json: no object for ${pair}"
 done
@@ -79,7 +81,7 @@ for policy in full fixed:2 random:0.5 tbptt:2,4; do # its output is one unit, it
 done
 # --describe: every shipped name prints its plugin's text (docs/cells.md embeds
 # it; test_describe_docs.py checks that); an unknown name is one line, exit 1.
-for name in rnn_tanh gru_torch influence tbptt adam; do
+for name in rnn_tanh gru_torch influence tbptt adam rtrl uoro; do
     run "plugins --describe $name" "$BPTT" plugins --describe "$name"
     [ "$(wc -l <"$TMP/out")" -gt 5 ] || fail "plugins --describe $name: no description"
     grep -q "no description" "$TMP/out" && fail "plugins --describe $name: no description"
@@ -137,6 +139,48 @@ grad_case linear_xi linear_xi.expected.safetensors \
 "$COMPARE" "$TMP/rnn_tanh_fixed2.safetensors" "$FIX/rnn_tanh_fixed2.expected.safetensors" \
     --meta cell=rnn_tanh --meta policy=fixed:2 --meta B=2 --meta T=5 --meta loss=xent \
     >"$TMP/cmp" 2>&1 || { fail "grad metadata"; cat "$TMP/cmp"; }
+
+# ---- grad --estimator: rtrl is full BPTT computed forward in time ---------------------
+# Against the same fixtures (an explicit-loop BPTT in double): every tensor rtrl
+# writes (loss, grad.<param>, grad.h0); it writes no xi and no grad_norm_h.
+est_case() {
+    local name=$1 expected=$2
+    shift 2
+    if ! "$BPTT" grad "$@" --out "$TMP/$name.safetensors" >"$TMP/out" 2>&1; then
+        fail "grad $name (exit $?)"
+        cat "$TMP/out"
+        return
+    fi
+    if "$COMPARE" "$TMP/$name.safetensors" "$FIX/$expected" --skip xi --skip grad_norm_h \
+        --meta estimator=rtrl,max_mb=1024 --meta grad_h0=computed >"$TMP/cmp" 2>&1; then
+        echo "ok   grad $name: $(tail -n 1 "$TMP/cmp")"
+    else
+        fail "grad $name differs from $expected"
+        cat "$TMP/cmp"
+    fi
+}
+est_case rnn_tanh_rtrl rnn_tanh_full.expected.safetensors \
+    --cell rnn_tanh --params "$FIX/rnn_tanh_params.safetensors" --estimator rtrl
+est_case linear_rtrl linear_full.expected.safetensors \
+    --cell linear --params "$FIX/linear_params.safetensors" --estimator rtrl:max_mb=1024
+# uoro: an estimate (not the gradient), the same for the same seed, no grad.h0.
+P="$FIX/rnn_tanh_params.safetensors"
+run "grad uoro" "$BPTT" grad --cell rnn_tanh --params "$P" --estimator uoro --seed 5 --out "$TMP/u1.st"
+grep -q "with estimator uoro,eps=1e-07" "$TMP/out" || fail "grad uoro: $(cat "$TMP/out")"
+run "grad uoro again" "$BPTT" grad --cell rnn_tanh --params "$P" --estimator uoro --seed 5 --out "$TMP/u2.st"
+"$COMPARE" "$TMP/u1.st" "$TMP/u2.st" --atol 0 --rtol 0 --meta grad_h0=absent >"$TMP/cmp" 2>&1 ||
+    { fail "grad uoro: two runs with --seed 5 differ"; cat "$TMP/cmp"; }
+run "grad uoro seed 6" "$BPTT" grad --cell rnn_tanh --params "$P" --estimator uoro,seed=6 --seed 5 --out "$TMP/u3.st"
+"$COMPARE" "$TMP/u3.st" "$TMP/u1.st" >/dev/null 2>&1 && fail "grad uoro: seed=6 gave seed 5's estimate"
+"$COMPARE" "$TMP/u1.st" "$FIX/rnn_tanh_full.expected.safetensors" --skip xi --skip grad_norm_h \
+    --skip grad.h0 >/dev/null 2>&1 && fail "grad uoro: one draw equals the exact gradient"
+refuse "estimator with truncation" "takes no --truncation" "$BPTT" grad --cell rnn_tanh --params "$P" --estimator rtrl --truncation fixed:2 --out "$TMP/x"
+"$BPTT" grad --cell rnn_tanh --params "$P" --estimator rtrl --checkpoint 2 --out "$TMP/x" 2>/dev/null
+[ $? -eq 2 ] || fail "grad --estimator --checkpoint: want exit status 2 (usage)"
+refuse "unknown estimator" "unknown estimator 'nope'.*rtrl, uoro" "$BPTT" grad --cell rnn_tanh --params "$P" --estimator nope --out "$TMP/x"
+refuse "estimator bad option" "estimator uoro.*colour" "$BPTT" grad --cell rnn_tanh --params "$P" --estimator uoro,colour=2 --out "$TMP/x"
+refuse "rtrl above its limit" "above max_mb=1e-06: raise the limit" "$BPTT" grad --cell rnn_tanh --params "$P" --estimator rtrl,max_mb=0.000001 --out "$TMP/x"
+refuse "estimator and xi" "P holds xi.*remove xi" "$BPTT" grad --cell linear --params "$FIX/linear_xi_params.safetensors" --estimator rtrl --out "$TMP/x"
 
 # ---- errors: non-zero exit and a message naming the problem --------------------------
 P="$FIX/rnn_tanh_params.safetensors"

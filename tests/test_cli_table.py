@@ -97,13 +97,17 @@ def configs(tmp, text, ckpt, in_the_way, double):
     return {
         "train": (lm_base, dict(lm_values, **{
             "truncation": "fixed:2",
+            "estimator": "uoro,seed=3",
+            "update-every": {"value": "2", "add": [("estimator", "rtrl")]},
             "save": p("s.safetensors"),
             "every": {"value": "1", "add": [("save", p("e.safetensors"))]},
             "resume": {"value": ckpt, "add": [("epochs", "2")]},
             "plot": p("t.svg"),
         })),
         "compare": (lm_base + [("truncation", "full,fixed:2"), ("plot", p("c.svg"))],
-                    dict(lm_values, truncation="full,tbptt:2,4", plot=p("c2.svg"))),
+                    dict(lm_values, truncation="full,tbptt:2,4", plot=p("c2.svg"),
+                         estimator="rtrl,uoro,seed=3",
+                         **{"update-every": {"value": "3", "add": [("estimator", "uoro")]}})),
         "generate": ([("model", ckpt), ("length", "5")], {
             "model": ckpt, "prefix": "the doc", "length": "3", "temperature": "0.5",
             "seed": "3", "plugin": USER_SO, "threads": "2",
@@ -114,6 +118,7 @@ def configs(tmp, text, ckpt, in_the_way, double):
             "cell": "rnn_tanh", "params": os.path.join(FIXTURES, "rnn_tanh_params.safetensors"),
             "out": p("g2.safetensors"), "truncation": "fixed:2", "seed": "2", "plugin": USER_SO,
             "checkpoint": "2", "memory-budget": "10", "threads": "1",
+            "estimator": "uoro,seed=3",
         }),
         "gradcheck": ([("cell", "rnn_tanh"), ("steps", "3"), ("hidden", "3"), ("vocab", "4")], {
             "cell": "lstm", "plugin": USER_SO, "steps": "4", "batch": "1", "hidden": "2",
@@ -126,6 +131,8 @@ def configs(tmp, text, ckpt, in_the_way, double):
             "cell": "linear", "hidden": "5", "init": "orthogonal", "input": "6", "output": "5",
             "data": text, "task": "copy:6,2", "lags": "2", "batch": "1", "seed": "3",
             "json": None, "plot": p("a.svg"), "plugin": USER_SO, "threads": "1",
+            "estimator": "rtrl,uoro,seed=2", "truncation": "fixed:2,random:0.5",
+            "draws": {"value": "3", "add": [("estimator", "uoro")]},
         }),
         "demo": ([("out", in_the_way)], {"out": in_the_way, "plugin": USER_SO, "threads": "1"},
                  (1, "cannot create --out")),

@@ -1,17 +1,19 @@
 #!/usr/bin/env python3
-"""test_describe_docs.py: docs/cells.md against the program (suite cli).
+"""test_describe_docs.py: docs/cells.md (and docs/estimators.md) against the
+program (suite cli).
 
-The page embeds, after each marker line `<!-- bptt plugins --describe NAME -->`,
+Each page embeds, after each marker line `<!-- bptt plugins --describe NAME -->`,
 a ```text block holding exactly what `bptt plugins --describe NAME` prints: the
 text the plugin itself carries (its def's `doc`). This checks that
   (a) every such block equals the program's output, byte for byte;
-  (b) every cell, policy and optimizer the shipped plugins register (those
-      in the folder of BPTT_PLUGIN_PATH, which meson points at the build's
-      plugins/) has its block, so a new plugin cannot go undocumented.
+  (b) every cell, policy, optimizer and estimator the shipped plugins
+      register (those in the folder of BPTT_PLUGIN_PATH, which meson points
+      at the build's plugins/) has its block on one of the pages, so a new
+      plugin cannot go undocumented.
 After changing a plugin's text, rewrite the blocks with --update and read the
-diff:  python3 tests/test_describe_docs.py build/tools/bptt docs/cells.md --update
+diff:  python3 tests/test_describe_docs.py build/tools/bptt docs/cells.md docs/estimators.md --update
 
-usage: test_describe_docs.py BPTT DOCS.md [--update]"""
+usage: test_describe_docs.py BPTT DOCS.md... [--update]"""
 import json
 import os
 import re
@@ -40,14 +42,10 @@ def shipped_names(bptt):
     return out
 
 
-def main():
-    if len(sys.argv) not in (3, 4) or (len(sys.argv) == 4 and sys.argv[3] != "--update"):
-        print(__doc__.strip().splitlines()[-1], file=sys.stderr)
-        return 2
-    bptt, page, update = sys.argv[1], sys.argv[2], len(sys.argv) == 4
+def check_page(bptt, page, update, failures, seen):
+    """Checks (and with update rewrites) the blocks of one page."""
     with open(page, encoding="utf-8") as f:
         text = f.read()
-    failures, seen = [], []
 
     def block(m):
         name, body = m.group(1), m.group(2)
@@ -60,22 +58,38 @@ def main():
             if not update:
                 a, b = body.splitlines(), want.splitlines()
                 i = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
-                failures.append(f"{name}: the block differs from `bptt plugins --describe {name}` "
-                                f"at its line {i + 1}:\n    page:    {a[i] if i < len(a) else '(end)'!r}"
+                failures.append(f"{name}: {page}'s block differs from `bptt plugins --describe "
+                                f"{name}` at its line {i + 1}:\n    page:    "
+                                f"{a[i] if i < len(a) else '(end)'!r}"
                                 f"\n    program: {b[i] if i < len(b) else '(end)'!r}")
             return f"<!-- bptt plugins --describe {name} -->\n```text\n{want}```\n"
         return m.group(0)
 
     new = MARKER.sub(block, text)
-    for kind, name in shipped_names(bptt):
-        if name not in seen:
-            failures.append(f"{kind} {name}: {page} has no block for it (add the marker "
-                            f"`<!-- bptt plugins --describe {name} -->` and a ```text block)")
     if update and new != text:
         with open(page, "w", encoding="utf-8") as f:
             f.write(new)
         print(f"{page}: blocks rewritten from the program")
-    print(f"{page}: {len(seen)} blocks checked against `bptt plugins --describe`")
+
+
+def main():
+    args = sys.argv[1:]
+    update = bool(args) and args[-1] == "--update"
+    if update:
+        args = args[:-1]
+    if len(args) < 2:
+        print(__doc__.strip().splitlines()[-1], file=sys.stderr)
+        return 2
+    bptt, pages = args[0], args[1:]
+    failures, seen = [], []
+    for page in pages:
+        check_page(bptt, page, update, failures, seen)
+    for kind, name in shipped_names(bptt):
+        if name not in seen:
+            failures.append(f"{kind} {name}: no page of {', '.join(pages)} has a block for it (add "
+                            f"the marker `<!-- bptt plugins --describe {name} -->` and a ```text "
+                            f"block)")
+    print(f"{', '.join(pages)}: {len(seen)} blocks checked against `bptt plugins --describe`")
     for f in failures:
         print("FAIL: " + f)
     return 1 if failures else 0

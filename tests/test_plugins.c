@@ -190,15 +190,18 @@ Test(plugins, entries_sorted_by_kind_then_name)
     load_ok(broken("good_mixed.so"));
     load_ok(shipped("optim_adam.so"));
     const char *want[][2] = {{"cell", "aa_cell"}, {"policy", "zz_policy"}, {"optimizer", "adam"},
-                             {"optimizer", "mixed_opt"}, {"optimizer", "sgd"}};
-    cr_assert_eq(bt_registry_count(reg), 5);
-    for (int i = 0; i < 5; i++) {
+                             {"optimizer", "mixed_opt"}, {"optimizer", "sgd"},
+                             {"estimator", "aa_est"}};
+    cr_assert_eq(bt_registry_count(reg), 6);
+    for (int i = 0; i < 6; i++) {
         const bt_registry_entry *e = bt_registry_at(reg, i);
         cr_expect_str_eq(bt_plugin_kind_name(e->kind), want[i][0], "entry %d", i);
         cr_expect_str_eq(e->name, want[i][1], "entry %d", i);
     }
     cr_expect_not_null(bt_registry_cell(reg, "aa_cell"));
     cr_expect_not_null(bt_registry_policy(reg, "zz_policy"));
+    cr_expect_not_null(bt_registry_estimator(reg, "aa_est"));
+    cr_expect_null(bt_registry_estimator(reg, "aa_cell"), "names are per kind");
 }
 
 /* The one list of names per kind that every "unknown ..." message uses. */
@@ -214,6 +217,7 @@ Test(plugins, registry_names_per_kind)
                      "adam, mixed_opt, sgd");
     cr_expect_str_eq(bt_registry_names(reg, BT_KIND_CELL, buf, sizeof buf), "aa_cell");
     cr_expect_str_eq(bt_registry_names(reg, BT_KIND_POLICY, buf, sizeof buf), "zz_policy");
+    cr_expect_str_eq(bt_registry_names(reg, BT_KIND_ESTIMATOR, buf, sizeof buf), "aa_est");
     char small[8];
     cr_expect_str_eq(bt_registry_names(reg, BT_KIND_OPTIMIZER, small, sizeof small), "adam, m");
 }
@@ -314,10 +318,10 @@ Test(plugins, load_dir_reports_every_error_and_loads_the_rest, .timeout = 120)
     cr_expect_null(bt_registry_optimizer(reg, "onlyb"));
     cr_expect_null(bt_registry_optimizer(reg, "staged_opt"));
     cr_expect_not_null(bt_registry_cell(reg, "big_cell"));
-    /* dupopt, good_mixed's three, big_cell, good_def_2_0's two, doc_policy, the
+    /* dupopt, good_mixed's four, big_cell, good_def_2_0's two, doc_policy, the
      * 15 cells of bad_cell.c (they misbehave only when used) and str_describe's
      * optimizer and policy. */
-    cr_expect_eq(bt_registry_count(reg), 25);
+    cr_expect_eq(bt_registry_count(reg), 26);
 }
 
 Test(plugins, load_dir_missing_folder)
@@ -591,6 +595,19 @@ Test(plugins, cell_missing_callback)
                       "cell 'nostepcell' has no params callback");
 }
 
+Test(plugins, estimator_missing_callback)
+{
+    expect_load_fails(broken("bad_estimator.so"), BT_ERR_PLUGIN, "plugin 'bad_estimator'",
+                      "estimator 'nostepest' has no step callback");
+}
+
+Test(plugins, estimator_def_smaller_than_its_first_abi)
+{
+    expect_load_fails(broken("bad_small_estimator.so"), BT_ERR_PLUGIN,
+                      "estimator 'smallest' has a definition of size",
+                      "set .size = sizeof(bt_estimator_def)");
+}
+
 Test(plugins, empty_name)
 {
     expect_load_fails(broken("bad_empty_name.so"), BT_ERR_PLUGIN, "plugin 'bad_empty_name'",
@@ -633,6 +650,9 @@ Test(plugins, host_table_is_complete)
     cr_expect_eq((void *)(uintptr_t)h->rng_normal, (void *)(uintptr_t)bt_rng_normal);
     cr_expect_eq((void *)(uintptr_t)h->parse_options, (void *)(uintptr_t)bt_parse_options);
     cr_expect_eq((void *)(uintptr_t)h->graph_fail, (void *)(uintptr_t)bt_graph_fail);
+    /* ABI 2.3 appended register_estimator: it is the last entry. */
+    cr_expect_eq(offsetof(bt_host, register_estimator) + sizeof h->register_estimator,
+                 sizeof(bt_host));
 }
 
 /* Plugin authors copy from docs/writing-a-plugin.md: its descriptor line must
@@ -660,6 +680,7 @@ Test(plugins, kind_names)
     cr_expect_str_eq(bt_plugin_kind_name(BT_KIND_CELL), "cell");
     cr_expect_str_eq(bt_plugin_kind_name(BT_KIND_POLICY), "policy");
     cr_expect_str_eq(bt_plugin_kind_name(BT_KIND_OPTIMIZER), "optimizer");
+    cr_expect_str_eq(bt_plugin_kind_name(BT_KIND_ESTIMATOR), "estimator");
 }
 
 /* ---- options ------------------------------------------------------------------------- */

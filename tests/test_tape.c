@@ -1,6 +1,7 @@
 /* test_tape.c: the tape's contract: exact detach and grad_scale, fan-out,
  * no-grad mode, sticky errors, O(1) reset with a flat arena, and no heap
  * allocation in a steady-state window. */
+#include <math.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -411,4 +412,73 @@ Test(tape, only_parameters_have_their_weight_gradient_batched)
     }
     bt_tensor_free(leaf);
     bt_params_free(p);
+}
+
+/* ---- weight products (framework/packed.c) ------------------------------------ */
+
+/* Largest |got - want| relative to the largest |want|. */
+static double rel_err(const bt_real *got, const double *want, int n)
+{
+    double worst = 0, scale = 0;
+    for (int i = 0; i < n; i++) {
+        worst = fmax(worst, fabs((double)got[i] - want[i]));
+        scale = fmax(scale, fabs(want[i]));
+    }
+    return scale > 0 ? worst / scale : worst;
+}
+
+/* A backend may pack a weight on its first product after a reset and read
+ * the packed copy for the rest of the window (-Dblas=dnnl; every build runs
+ * this). The weights change between windows, as an optimizer changes them:
+ * each window's products (x W, x U^T) and input gradient (dy W^T + dy U)
+ * must follow, against a triple loop in double. Big enough to be packed:
+ * [32,96] x [96,80]. */
+Test(tape, weight_products_follow_the_weight_between_windows)
+{
+    enum { B = 32, K = 96, N = 80 };
+    bt_params *p = bt_params_new();
+    bt_tensor *w = bt_params_add(p, "W", 2, (int[]){K, N}), *u = bt_params_add(p, "U", 2, (int[]){N, K});
+    cr_assert_eq(bt_params_finalize(p), BT_OK, "%s", bt_params_error(p));
+    bt_tensor *x = test_tensor2(B, K, true);
+    static bt_real dy[B * N];
+    static double y_ref[B * N], dx_ref[B * K];
+    for (int i = 0; i < B * K; i++)
+        x->data[i] = (bt_real)sin(0.1 * i);
+    for (int i = 0; i < B * N; i++)
+        dy[i] = (bt_real)cos(0.07 * i);
+    bt_graph *g = bt_graph_new();
+    for (int win = 0; win < 3; win++) {
+        for (int i = 0; i < K * N; i++) { /* new weights, as after an optimizer step */
+            w->data[i] = (bt_real)sin(0.37 * i + win);
+            u->data[i] = (bt_real)cos(0.23 * i - 2 * win);
+        }
+        bt_graph_reset(g);
+        bt_tensor_zero_grad(x);
+        /* y = x W + x U^T, with x W twice: the second reads the packed copy */
+        bt_tensor *xw = bt_matmul(g, x, w);
+        bt_tensor *y = bt_add(g, bt_add(g, xw, bt_matmul_t(g, x, false, u, true)), bt_matmul(g, x, w));
+        cr_assert_eq(bt_backward_from(g, y, dy), BT_OK, "%s", bt_graph_error(g));
+        for (int r = 0; r < B; r++)
+            for (int c = 0; c < N; c++) {
+                double s = 0;
+                for (int k = 0; k < K; k++)
+                    s += (double)x->data[r * K + k] * (2 * (double)w->data[k * N + c] + (double)u->data[c * K + k]);
+                y_ref[r * N + c] = s;
+            }
+        for (int r = 0; r < B; r++)
+            for (int k = 0; k < K; k++) {
+                double s = 0;
+                for (int c = 0; c < N; c++)
+                    s += (double)dy[r * N + c] * (2 * (double)w->data[k * N + c] + (double)u->data[c * K + k]);
+                dx_ref[r * K + k] = s;
+            }
+        double tol = BT_REAL_DOUBLE ? 1e-12 : 1e-5;
+        cr_expect_leq(rel_err(y->data, y_ref, B * N), tol, "window %d: y = x W + x U^T + x W off by %.3g", win,
+                      rel_err(y->data, y_ref, B * N));
+        cr_expect_leq(rel_err(x->grad, dx_ref, B * K), tol, "window %d: dx off by %.3g", win,
+                      rel_err(x->grad, dx_ref, B * K));
+    }
+    bt_tensor_free(x);
+    bt_params_free(p);
+    bt_graph_free(g);
 }

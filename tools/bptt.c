@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "dist.h"
 
 static const struct {
     cli_command_fn fn;
@@ -71,6 +72,15 @@ int main(int argc, char **argv)
         if (i >= 0)
             cli_print_option_list(stdout, commands[i].spec);
         return i >= 0 ? 0 : 2;
+    }
+    /* Under mpirun only train is data-parallel: N copies of another command
+     * would each do the whole job and write the same files. */
+    int rank, launched = bt_dist_launched(&rank);
+    if (launched > 1 && strcmp(argv[1], "train") != 0) {
+        if (rank == 0)
+            fprintf(stderr, "bptt: '%s' does not run under mpirun (%d processes): only bptt "
+                    "train trains data-parallel; run it without mpirun\n", argv[1], launched);
+        return 2;
     }
     int i = find(argv[1]);
     return i >= 0 ? commands[i].fn(argc - 1, argv + 1) : 2;

@@ -10,6 +10,8 @@
 
 #include "analysis_report.h"
 #include "checkpoint.h"
+#include "compare.h"
+#include "grad_stats_report.h"
 #include "cli_cell.h"
 #include "corpus.h"
 #include "paths.h"
@@ -31,6 +33,11 @@ static const cli_option options[] = {
     {"lags", "K", "largest lag (default 30)"},
     {"batch", "B", "rows (default 4)"},
     {"seed", "S", "initialisation and data (default 0)"},
+    {"estimator", "LIST", "instead: the bias and variance of these online estimators' gradients "
+                          "against full BPTT's (rtrl,uoro,seed=3); see docs/estimators.md"},
+    {"truncation", "LIST", "with --estimator or alone: truncation policies measured the same way "
+                           "(fixed:5,random:0.9)"},
+    {"draws", "N", "seeds per method for --estimator/--truncation (default 100)"},
     {"json", NULL, "print JSON instead of the table"},
     {"plot", "FILE.svg", "gradient norm against lag (log), eigenvalues with the unit circle, "
                          "power-iteration angle against |l2/l1|^k"},
@@ -46,7 +53,11 @@ const cli_command cmd_analyze_spec = {
              "K+1 steps alone, full BPTT, and ||dL_T/dh_{T-k}|| is read from the tape for\n"
              "k = 0..K (the norm of the whole [B,H] gradient). Also ||dh_T/dh_{T-k}||_2, the\n"
              "eigenvalues of the recurrent matrix, and power iteration on its symmetric part.",
-    .notes = "Exit status: 0 done, 1 error, 2 bad command line.",
+    .notes = "With --estimator or --truncation, analyze measures gradient estimates instead:\n"
+             "the exact gradient of the mean loss over the sequence (full BPTT, K+1 steps, or\n"
+             "a task's length) against each method's over --draws seeds: the relative bias of\n"
+             "their mean, cosine similarities, the relative variance (a table, --json, --plot).\n\n"
+             "Exit status: 0 done, 1 error, 2 bad command line.",
     .options = {options},
 };
 
@@ -93,9 +104,9 @@ static bool text_sequence(const char *path, const bt_checkpoint *ck, int B, int 
 }
 
 typedef struct analyze_opts {
-    const char *model, *cell, *init, *data, *task, *plot;
-    bool json;
-    long hidden, lags, batch, seed, input, output;
+    const char *model, *cell, *init, *data, *task, *plot, *estimator, *truncation;
+    bool json, draws_given;
+    long hidden, lags, batch, seed, input, output, draws;
 } analyze_opts;
 
 static bool read_options(cli_args *a, void *vo)
@@ -108,7 +119,11 @@ static bool read_options(cli_args *a, void *vo)
     o->task = cli_get(a, "task");
     o->plot = cli_get(a, "plot");
     o->json = cli_flag(a, "json");
+    o->estimator = cli_get(a, "estimator");
+    o->truncation = cli_get(a, "truncation");
+    o->draws_given = cli_get(a, "draws") != NULL;
     return cli_int(a, "hidden", 0, 1, 1 << 16, &o->hidden) &&
+           cli_int(a, "draws", 100, 1, 1000000, &o->draws) &&
            cli_int(a, "lags", 30, 1, 100000, &o->lags) &&
            cli_int(a, "batch", 4, 1, 1 << 16, &o->batch) &&
            cli_int(a, "seed", 0, 0, LONG_MAX, &o->seed) &&
@@ -132,6 +147,8 @@ static int check_options(const analyze_opts *o)
         return cli_usage(CMD, "give --data FILE or --task SPEC, not both");
     if (o->init && bt_init_spec_check(o->init, err, sizeof err) != BT_OK)
         return cli_usage(CMD, "%s", err);
+    if (o->draws_given && !o->estimator && !o->truncation)
+        return cli_usage(CMD, "--draws applies to --estimator and --truncation");
     return 0;
 }
 
@@ -294,6 +311,91 @@ static int report(const bt_analysis *an, const probe *p, const analyze_opts *o)
     return 0;
 }
 
+/* The methods of --truncation and --estimator, in that order: their count,
+ * or 0 with the message printed. */
+static int method_list(const bt_registry *reg, const analyze_opts *o, char (*specs)[256], int max)
+{
+    char err[1024];
+    int n = 0, m = 0;
+    if (o->truncation && (n = bt_lm_split_policies(reg, o->truncation, specs, max, err,
+                                                   sizeof err)) < 0)
+        return cli_usage(CMD, "--truncation: %s", err), 0;
+    if (o->estimator && (m = bt_lm_split_policies(reg, o->estimator, specs + n, max - n, err,
+                                                  sizeof err)) < 0)
+        return cli_usage(CMD, "--estimator: %s", err), 0;
+    for (int k = n; k < n + m; k++)
+        if (!bt_compare_is_estimator(reg, specs[k]))
+            return cli_usage(CMD, "--estimator: %s is a truncation policy: give it with "
+                             "--truncation", specs[k]), 0;
+    return n + m;
+}
+
+/* The gradient-estimate report: table or JSON, then the figure. 0 or 1. */
+static int stats_report(const bt_grad_stats *s, int n, double gnorm, const probe *p,
+                        const analyze_opts *o)
+{
+    const char *cell = p->m->cell->name;
+    if (o->json) {
+        json_t *j = json_pack("{s:s, s:s, s:i, s:i, s:I, s:f, s:o}", "cell", cell, "data",
+                              p->data_desc, "batch", p->seq.B, "steps", p->seq.T, "seed",
+                              (json_int_t)o->seed, "exact_norm", gnorm, "methods",
+                              cli_grad_stats_to_json(s, n));
+        bool ok = j && json_dumpf(j, stdout, JSON_COMPACT | JSON_REAL_PRECISION(10)) == 0;
+        json_decref(j);
+        if (!ok)
+            return cli_fail(CMD, "out of memory");
+        putchar('\n');
+    } else {
+        printf("cell %s, hidden %d, %s data, %d rows x %d steps, seeds %ld..%ld\n", cell,
+               p->m->dims.hidden, p->data_desc, p->seq.B, p->seq.T, o->seed, o->seed + o->draws - 1);
+        cli_grad_stats_print(s, n, gnorm, stdout);
+    }
+    if (!o->plot)
+        return 0;
+    char title[256], err[2048] = "";
+    snprintf(title, sizeof title, "bptt analyze: gradient estimates against full BPTT, %s, "
+             "hidden %d, %d x %d steps", cell, p->m->dims.hidden, p->seq.B, p->seq.T);
+    if (cli_grad_stats_svg(s, n, title, o->plot, err, sizeof err) != BT_OK)
+        return cli_fail(CMD, "%s", err);
+    fprintf(o->json ? stderr : stdout, "wrote %s\n", o->plot);
+    return 0;
+}
+
+/* --estimator / --truncation: each method's estimates against full BPTT's
+ * gradient over the whole probe sequence. 0, 1 or 2. */
+static int estimate_part(const bt_registry *reg, probe *p, const analyze_opts *o)
+{
+    enum { MAX_METHODS = 16 };
+    static char specs[MAX_METHODS][256];
+    int n = method_list(reg, o, specs, MAX_METHODS);
+    if (n == 0)
+        return 2;
+    char err[2048] = "";
+    size_t P = bt_params_total(p->m->params);
+    bt_real *g = bt_malloc(sizeof(bt_real) * (P ? P : 1));
+    static bt_grad_stats s[MAX_METHODS];
+    double gnorm = 0;
+    int rc = 1, done = 0;
+    if (!g)
+        cli_fail(CMD, "out of memory");
+    else if (bt_grad_exact(reg, p->m, &p->seq, g, &gnorm, err, sizeof err) != BT_OK)
+        cli_fail(CMD, "full BPTT: %s", err);
+    else {
+        for (; done < n; done++)
+            if (bt_grad_stats_run(reg, p->m, &p->seq, specs[done], (int)o->draws,
+                                  (uint64_t)o->seed, g, gnorm, &s[done], err, sizeof err) != BT_OK)
+                break;
+        if (done < n)
+            cli_fail(CMD, "%s: %s", specs[done], err);
+        else
+            rc = stats_report(s, n, gnorm, p, o);
+    }
+    for (int k = 0; k < done; k++)
+        bt_grad_stats_free(&s[k]);
+    bt_free(g);
+    return rc;
+}
+
 int cmd_analyze(int argc, char **argv)
 {
     analyze_opts o;
@@ -314,7 +416,9 @@ int cmd_analyze(int argc, char **argv)
     else if (!rc) {
         rc = 1;
         if (probe_new(&p, reg, &o)) {
-            if (bt_analysis_run(p.m, &p.seq, NULL, p.K, 0, (uint64_t)o.seed, &an, err,
+            if (o.estimator || o.truncation)
+                rc = estimate_part(reg, &p, &o);
+            else if (bt_analysis_run(p.m, &p.seq, NULL, p.K, 0, (uint64_t)o.seed, &an, err,
                                 sizeof err) != BT_OK)
                 cli_fail(CMD, "%s", err);
             else

@@ -23,17 +23,21 @@
 static const cli_option options[] = {
     {"truncation", "LIST", "policies separated by commas; options may hold commas too: "
                            "full,fixed:35,random:0.1,seed=3,tbptt:5,35 (default "
-                           "full,fixed:10,random:0.1)"},
+                           "full,fixed:10,random:0.1; an estimator's name may stand in the "
+                           "list too)"},
+    {"estimator", "LIST", "online estimators trained next to the policies: rtrl,uoro,seed=3 "
+                          "(with --update-every N); see docs/estimators.md"},
     {"plot", "FILE.svg", "perplexity (or loss) curves and segments picture (default compare.svg)"},
     {NULL, NULL, NULL},
 };
 
 const cli_command cmd_compare_spec = {
     .name = "compare",
-    .summary = "train once per truncation policy and compare them",
-    .usage = "(--data FILE | --task SPEC) --truncation LIST [options]",
-    .about = "Trains the same model once per truncation policy (same initialisation, same\n"
-             "minibatches) and compares them. Real-valued tasks report the loss.",
+    .summary = "train once per truncation policy or estimator and compare them",
+    .usage = "(--data FILE | --task SPEC) [--truncation LIST] [--estimator LIST] [options]",
+    .about = "Trains the same model once per truncation policy and online gradient estimator\n"
+             "(same initialisation, same minibatches) and compares them. Real-valued tasks\n"
+             "report the loss.",
     .notes = "The table's memory column is what training holds: parameters, gradients,\n"
              "optimizer state, carried state and the unroller's state ring, plus the largest\n"
              "window arena (activations and tape). The process peak RSS is printed below it.",
@@ -155,7 +159,7 @@ static bt_status write_figure(const char *path, const bt_registry *reg, const bt
                               const bt_lm_config *cfg, char *err, size_t errlen)
 {
     char title[512];
-    snprintf(title, sizeof title, "Truncation compared: %s, hidden %d, batch %d x %d steps, %s%s%s",
+    snprintf(title, sizeof title, "Gradients compared: %s, hidden %d, batch %d x %d steps, %s%s%s",
              cfg->cell, cfg->hidden, cfg->batch, cfg->steps, cfg->optimizer, task ? ", task " : "",
              task ? task : "");
     bt_figure *f = bt_figure_new(title, 2);
@@ -220,22 +224,38 @@ static bool read_options(cli_args *a, void *vo)
     return true;
 }
 
-/* The policies of --truncation, each checked before any data is read: their
- * count, or 0 with the message printed and *rc the exit status. */
+/* The policies of --truncation, then the estimators of --estimator, each
+ * checked before any data is read: their count, or 0 with the message
+ * printed and *rc the exit status. */
 static int policy_list(const bt_registry *reg, const compare_opts *o, char (*specs)[256], int *rc)
 {
     const bt_lm_given *g = &o->lm.run;
+    bool est = g->given[BT_LM_ESTIMATOR], pol = g->given[BT_LM_TRUNCATION] || !est;
     const char *list = g->given[BT_LM_TRUNCATION] ? g->raw[BT_LM_TRUNCATION]
                                                    : "full,fixed:10,random:0.1";
     char err[1024];
-    int n = bt_lm_split_policies(reg, list, specs, MAX_POLICIES, err, sizeof err);
+    int n = pol ? bt_lm_split_policies(reg, list, specs, MAX_POLICIES, err, sizeof err) : 0, m = 0;
     if (n < 0) {
         *rc = cli_usage(CMD, "--truncation: %s", err);
         return 0;
     }
+    if (est && (m = bt_lm_split_policies(reg, g->raw[BT_LM_ESTIMATOR], specs + n,
+                                         MAX_POLICIES - n, err, sizeof err)) < 0) {
+        *rc = cli_usage(CMD, "--estimator: %s", err);
+        return 0;
+    }
+    for (int k = n; k < n + m; k++)
+        if (!bt_compare_is_estimator(reg, specs[k])) {
+            *rc = cli_usage(CMD, "--estimator: %s is a truncation policy: give it with "
+                            "--truncation", specs[k]);
+            return 0;
+        }
+    n += m;
     for (int k = 0; k < n; k++) {
         bt_lm_config cfg = g->cfg;
-        cfg.truncation = specs[k];
+        bool online = bt_compare_is_estimator(reg, specs[k]);
+        cfg.truncation = online ? "full" : specs[k];
+        cfg.estimator = online ? specs[k] : "";
         if (!lm_cli_validate(CMD, reg, &cfg)) {
             *rc = 1;
             return 0;
@@ -248,11 +268,11 @@ static void print_heading(const compare_opts *o, const bt_lm_config *cfg, int n,
                           const bt_corpus *corpus, bool ppl)
 {
     if (corpus)
-        printf("comparing %d policies: %s, hidden %d, %d epochs on %s (%ld tokens, vocabulary %d)\n",
+        printf("comparing %d runs: %s, hidden %d, %d epochs on %s (%ld tokens, vocabulary %d)\n",
                n, cfg->cell, cfg->hidden, o->lm.epochs, o->lm.data, corpus->n,
                bt_vocab_size(corpus->vocab));
     else
-        printf("comparing %d policies: %s, hidden %d, %d epochs on task %s (batch %d x %d steps; "
+        printf("comparing %d runs: %s, hidden %d, %d epochs on task %s (batch %d x %d steps; "
                "%s)\n", n, cfg->cell, cfg->hidden, o->lm.epochs, o->lm.task, cfg->batch,
                cfg->steps, ppl ? "cross-entropy, perplexity" : "squared error, loss");
     fflush(stdout);
@@ -280,10 +300,21 @@ static bool train_all(bt_compare_run *runs, int n, const compare_opts *o, bool p
     return true;
 }
 
+/* A model of one parameter (influence): its final value, where the runs went. */
+static bool one_param(const bt_compare_run *r, double *theta)
+{
+    bt_model *m = bt_lm_model(r->lm);
+    *theta = (double)bt_params_data(m->params)[0];
+    return bt_params_total(m->params) == 1;
+}
+
 static void print_table(const bt_compare_run *runs, int n, bool ppl)
 {
-    printf("\n%-22s %10s %10s %9s %10s %8s %9s %9s\n", "policy", ppl ? "train ppl" : "train loss",
-           ppl ? "val ppl" : "val loss", "tok/s", "memory", "skipped", "|g| mean", "|g| max");
+    double theta;
+    bool one = one_param(&runs[0], &theta);
+    printf("\n%-22s %10s %10s %9s %10s %8s %9s %9s%s\n", "policy", ppl ? "train ppl" : "train loss",
+           ppl ? "val ppl" : "val loss", "tok/s", "memory", "skipped", "|g| mean", "|g| max",
+           one ? "     theta" : "");
     for (int k = 0; k < n; k++) {
         const bt_compare_run *r = &runs[k];
         const bt_lm_summary *s = &r->summary;
@@ -296,9 +327,12 @@ static void print_table(const bt_compare_run *runs, int n, bool ppl)
                 fig_text(h[ne - 1].val_loss, ppl, ppl ? 3 : 2, va, sizeof va);
         }
         snprintf(mem, sizeof mem, "%.2f MB", (double)s->memory / 1048576.0);
-        printf("%-22s %10s %10s %9s %10s %8ld %9.4f %9.4f%s\n", r->desc, tr, va,
+        printf("%-22s %10s %10s %9s %10s %8ld %9.4f %9.4f", r->desc, tr, va,
                lm_cli_si(s->tokens_per_s, tps, sizeof tps), mem, s->skipped, s->grad_norm_mean,
-               s->grad_norm_max, r->diverged ? "  (diverged)" : "");
+               s->grad_norm_max);
+        if (one && one_param(r, &theta))
+            printf(" %+9.4g", theta);
+        printf("%s\n", r->diverged ? "  (diverged)" : "");
     }
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
@@ -306,6 +340,8 @@ static void print_table(const bt_compare_run *runs, int n, bool ppl)
            "gradients, optimizer state, state ring, largest window arena); process peak RSS "
            "%.1f MB\n", ppl ? "perplexities are" : "losses (0.5 ||o - y||^2 per step) are",
            (double)ru.ru_maxrss / 1024.0);
+    if (one)
+        printf("theta: the model's one parameter at the end\n");
 }
 
 /* The table, the figure and the metrics of trained runs; 0 or 1. */

@@ -1,9 +1,9 @@
 /* cmd_demo.c: `bptt demo`, a tour in about 4 s of CPU time with no files needed:
  * (1) influence balancing, where a short truncation walks theta the wrong way
- * while full and (unbiased) random truncation converge; (2) the gradient norm
- * against lag for contracting and expanding recurrent matrices; (3) a short
- * char-level training on an embedded text under full, fixed and random
- * truncation. Tables, sentences computed from the numbers, and SVG figures. */
+ * while full and (unbiased) random truncation converge, as do the online
+ * estimators rtrl and uoro; (2) the gradient norm against lag for contracting
+ * and expanding recurrent matrices; (3) a short char-level training on an
+ * embedded text under full, fixed and random truncation. Tables, sentences computed from the numbers, and SVG figures. */
 #include <errno.h>
 #include <math.h>
 #include <string.h>
@@ -38,7 +38,8 @@ const cli_command cmd_demo_spec = {
     .about = "Three short experiments (about 4 s of CPU time; longer on a busy machine), with\n"
              "figures in DIR:\n"
              "  1. influence balancing (Tallec & Ollivier): truncated BPTT moves the parameter\n"
-             "     the wrong way; full and random (unbiased) truncation converge;\n"
+             "     the wrong way; full and random (unbiased) truncation converge, and so do\n"
+             "     the online estimators rtrl and uoro;\n"
              "  2. the gradient one loss sends back k steps, for spectral radius 0.8 and 1.2;\n"
              "  3. a char-level RNN trained on an embedded public-domain text under full,\n"
              "     fixed and random truncation.",
@@ -84,8 +85,14 @@ static void trace_add(void *ctx, const bt_lm_progress *p)
     t->loss = p->batch_loss;
 }
 
-static const char *const inf_policies[] = {"full", "fixed:1", "random:0.97"};
-enum { INF_NP = 3 };
+/* Truncation policies, then online estimators (an sgd step after every time
+ * step, at half BPTT's rate per step of loss: uoro's noisy estimate diverges
+ * at the full rate). */
+static const char *const inf_policies[] = {"full", "fixed:1", "random:0.97", "rtrl", "uoro"};
+enum { INF_NP = 5, INF_FIRST_ESTIMATOR = 3 };
+#define INF_LR_ONLINE (INF_LR_STEP / 2)
+
+static double inf_lr(int i) { return i >= INF_FIRST_ESTIMATOR ? INF_LR_ONLINE : INF_LR_STEP; }
 
 /* One pass over the stream under policy i, theta traced; false with the message printed. */
 static bool influence_run(const bt_registry *reg, const char *spec, int i, trace *tr,
@@ -95,7 +102,7 @@ static bool influence_run(const bt_registry *reg, const char *spec, int i, trace
     bt_lm_config cfg;
     bt_lm_config_default(&cfg);
     char optimizer[64];
-    snprintf(optimizer, sizeof optimizer, "sgd:lr=%g", INF_LR_STEP * INF_LEN);
+    snprintf(optimizer, sizeof optimizer, "sgd:lr=%g", inf_lr(i) * INF_LEN);
     cfg.cell = "influence";
     cfg.hidden = INF_N;
     cfg.batch = 1;
@@ -103,7 +110,10 @@ static bool influence_run(const bt_registry *reg, const char *spec, int i, trace
     cfg.clip = 0;
     cfg.seed = 1;
     cfg.optimizer = optimizer;
-    cfg.truncation = inf_policies[i];
+    if (i >= INF_FIRST_ESTIMATOR)
+        cfg.estimator = inf_policies[i];
+    else
+        cfg.truncation = inf_policies[i];
     bt_source src = {0};
     char err[1024] = "";
     double t0 = now();
@@ -126,12 +136,12 @@ static bool influence_run(const bt_registry *reg, const char *spec, int i, trace
 /* The table of final thetas and a sentence per policy on where it went. */
 static void influence_report(const trace *tr, const int *updates, double opt)
 {
-    printf("\n  %-12s %8s %12s %12s %12s\n", "truncation", "updates", "final theta",
-           "|theta-theta*|", "final loss");
+    printf("\n  %-12s %8s %8s %12s %12s %12s\n", "gradient", "sgd/step", "updates",
+           "final theta", "|theta-theta*|", "final loss");
     for (int i = 0; i < INF_NP; i++) {
         double th = tr[i].n ? tr[i].theta[tr[i].n - 1] : 0;
-        printf("  %-12s %8d %+12.4f %12.4g %12.3g\n", inf_policies[i], updates[i], th,
-               fabs(th - opt), tr[i].loss);
+        printf("  %-12s %8.2g %8d %+12.4f %12.4g %12.3g\n", inf_policies[i], inf_lr(i),
+               updates[i], th, fabs(th - opt), tr[i].loss);
     }
     printf("\n");
     for (int i = 0; i < INF_NP; i++) {
@@ -150,7 +160,7 @@ static void influence_report(const trace *tr, const int *updates, double opt)
 
 static bool influence_part(const bt_registry *reg, const char *dir)
 {
-    trace tr[INF_NP] = {{.n = 1}, {.n = 1}, {.n = 1}};
+    trace tr[INF_NP] = {{.n = 1}, {.n = 1}, {.n = 1}, {.n = 1}, {.n = 1}};
     double secs[INF_NP];
     int updates[INF_NP];
     char err[1024] = "", spec[64];
@@ -161,9 +171,11 @@ static bool influence_part(const bt_registry *reg, const char *dir)
     printf("\n== 1. influence balancing (%s; Tallec & Ollivier, UORO paper) ==\n", spec);
     printf("s' = A s + theta*(+1 x %d, -1 x %d): one step of theta moves s[0] by +theta, the long\n"
            "run by %+.0f theta, so the optimum is theta* = %.4f. %d steps of one stream, sequences\n"
-           "of %d, sgd %g per step of loss (lr %g over a sequence's mean), theta starts at 0.\n",
+           "of %d, sgd %g per step of loss (lr %g over a sequence's mean), theta starts at 0.\n"
+           "BPTT updates once per sequence; the online estimators rtrl (exact, forward in time)\n"
+           "and uoro (unbiased, rank one) update after every step, at %g per step of loss.\n",
            INF_P, INF_N - INF_P, longrun, opt, INF_SEQS * INF_LEN, INF_LEN, INF_LR_STEP,
-           INF_LR_STEP * INF_LEN);
+           INF_LR_STEP * INF_LEN, INF_LR_ONLINE);
     for (int i = 0; i < INF_NP; i++)
         if (!influence_run(reg, spec, i, &tr[i], &secs[i], &updates[i]))
             return false;

@@ -1,6 +1,7 @@
 /* cmd_grad.c: `bptt grad`, the gradients of one batch under a truncation
- * policy, read from and written to safetensors, so a user can compare the
- * whole unrolled graph with another framework. The files are the library's
+ * policy (or estimated online by an estimator), read from and written to
+ * safetensors, so a user can compare the whole unrolled graph with another
+ * framework. The files are the library's
  * (io/gradfile.h, docs/grad-files.md); this command names them and prints. */
 #include "cli_cell.h"
 #include "gradfile.h"
@@ -13,7 +14,10 @@ static const cli_option options[] = {
     {"params", "P.safetensors", "parameters, batch, optional h0/c0 and xi (docs/grad-files.md)"},
     {"out", "G.safetensors", "where the loss and gradients go"},
     {"truncation", "POLICY", "full (default), fixed:K, random:PI[,seed=S], tbptt:K1,K2"},
-    {"seed", "S", "the policy's draws (default 1)"},
+    {"estimator", "NAME[,OPTS]", "estimate the gradients online instead of backpropagating "
+                                 "through time: rtrl (exact), uoro[,seed=S] (unbiased); see "
+                                 "docs/estimators.md"},
+    {"seed", "S", "the policy's or the estimator's draws (default 1)"},
     CLI_CHECKPOINT_OPTIONS,
     CLI_PLUGIN_OPTION,
     {NULL, NULL, NULL},
@@ -28,12 +32,15 @@ const cli_command cmd_grad_spec = {
              "for lstm) and xi [T], the factors that replace the policy's draws. G receives\n"
              "loss, grad.<param>, grad.h0, xi and grad_norm_h. See docs/grad-files.md.\n"
              "--checkpoint and --memory-budget store each window as bptt train does; the\n"
-             "gradients are the same as without them (only memory and time change).",
+             "gradients are the same as without them (only memory and time change).\n"
+             "--estimator runs the batch forward one step at a time with an online gradient\n"
+             "estimator instead (parameters fixed); G then holds loss, grad.<param> and,\n"
+             "from rtrl, grad.h0 (no xi, no grad_norm_h).",
     .options = {options},
 };
 
 typedef struct grad_opts {
-    const char *cell, *params, *out, *truncation;
+    const char *cell, *params, *out, *truncation, *estimator;
     long seed;
     int checkpoint_every;
     double budget_mb;
@@ -46,13 +53,15 @@ static bool read_options(cli_args *a, void *vo)
     o->params = cli_get(a, "params");
     o->out = cli_get(a, "out");
     o->truncation = cli_get(a, "truncation");
+    o->estimator = cli_get(a, "estimator");
     return cli_int(a, "seed", 1, 0, 0x7fffffffffffffffL, &o->seed) &&
            cli_checkpoint(a, &o->checkpoint_every, &o->budget_mb);
 }
 
 /* P read and checked (a warning per tensor nothing reads), the gradients
  * computed, G written; 0, or 1 with the message printed. */
-static int grad_files(const bt_cell_def *cell, const grad_opts *o, const cli_policy *pol)
+static int grad_files(const bt_registry *reg, const bt_cell_def *cell, const grad_opts *o,
+                      const cli_policy *pol)
 {
     char err[2048] = "";
     bt_st_file *f = NULL;
@@ -61,7 +70,8 @@ static int grad_files(const bt_cell_def *cell, const grad_opts *o, const cli_pol
     bt_grad_options go = {.policy = pol->def, .policy_state = pol->state,
                           .policy_desc = pol->desc, .seed = (uint64_t)o->seed,
                           .checkpoint_every = o->checkpoint_every,
-                          .memory_budget_mb = o->budget_mb};
+                          .memory_budget_mb = o->budget_mb, .estimator = o->estimator,
+                          .registry = reg};
     int rc = 1;
     if (bt_st_read(o->params, &f, err, sizeof err) != BT_OK)
         cli_fail(CMD, "--params %s: %s", o->params, err);
@@ -78,8 +88,10 @@ static int grad_files(const bt_cell_def *cell, const grad_opts *o, const cli_pol
         else if (bt_grad_output_write(in, &go, &out, o->out, err, sizeof err) != BT_OK)
             cli_fail(CMD, "--out %s: %s", o->out, err);
         else {
-            printf("%s under %s%s: B=%d T=%d, loss %.9g -> %s\n", cell->name, pol->desc,
-                   in->xi ? " (given xi)" : "", in->seq.B, in->seq.T, out.loss, o->out);
+            printf("%s %s %s%s: B=%d T=%d, loss %.9g -> %s\n", cell->name,
+                   o->estimator ? "with estimator" : "under",
+                   o->estimator ? out.estimator : pol->desc, in->xi ? " (given xi)" : "",
+                   in->seq.B, in->seq.T, out.loss, o->out);
             rc = 0;
         }
     }
@@ -90,7 +102,7 @@ static int grad_files(const bt_cell_def *cell, const grad_opts *o, const cli_pol
 
 int cmd_grad(int argc, char **argv)
 {
-    grad_opts o;
+    grad_opts o = {0}; /* cli_checkpoint leaves checkpoint_every alone when --checkpoint is absent */
     bt_registry *reg;
     int rc;
     if (!cli_begin(&cmd_grad_spec, argc, argv, read_options, &o, &reg, &rc))
@@ -105,11 +117,15 @@ int cmd_grad(int argc, char **argv)
     if (!o.params || !o.out)
         cli_fail(CMD, "--params P.safetensors and --out G.safetensors are required "
                  "(see bptt grad --help)");
+    else if (o.estimator && (o.truncation || o.checkpoint_every || o.budget_mb > 0))
+        rc = cli_usage(CMD, "--estimator %s replaces backpropagation through time: it takes no "
+                       "--%s", o.estimator, o.truncation ? "truncation"
+                       : o.checkpoint_every ? "checkpoint" : "memory-budget");
     else if ((st = bt_files_claim(uses, 2, &files, err, sizeof err)) != BT_OK)
         rc = st == BT_ERR_ARG ? cli_usage(CMD, "%s", err) : cli_fail(CMD, "%s", err);
     else if ((cell = cli_cell_find(reg, o.cell, CMD)) &&
              cli_policy_new(reg, o.truncation ? o.truncation : "full", &pol, CMD))
-        rc = grad_files(cell, &o, &pol);
+        rc = grad_files(reg, cell, &o, &pol);
     bt_files_release(files);
     cli_policy_free(&pol);
     bt_registry_free(reg);

@@ -1,5 +1,5 @@
-/* cmd_plugins.c: `bptt plugins`, every registered cell, truncation policy and
- * optimizer with the plugin that brought it, as a table or (--json) a JSON
+/* cmd_plugins.c: `bptt plugins`, every registered cell, truncation policy,
+ * optimizer and online gradient estimator with the plugin that brought it, as a table or (--json) a JSON
  * array a script can read; --describe NAME prints one entry's description,
  * the text its plugin gives (docs/cells.md embeds those of the shipped ones). */
 #include <string.h>
@@ -10,15 +10,15 @@
 
 static const cli_option options[] = {
     {"json", NULL, "print a JSON array (kind, name, plugin, version, file, summary)"},
-    {"describe", "NAME", "print the description of the cell, policy or optimizer NAME: "
-                         "equations, parameters and their PyTorch mapping, options"},
+    {"describe", "NAME", "print the description of the cell, policy, optimizer or estimator "
+                         "NAME: equations, parameters and their PyTorch mapping, options"},
     CLI_PLUGIN_OPTION,
     {NULL, NULL, NULL},
 };
 
 const cli_command cmd_plugins_spec = {
     .name = "plugins",
-    .summary = "list registered cells, truncation policies and optimizers",
+    .summary = "list registered cells, truncation policies, optimizers and estimators",
     .usage = "[--json | --describe NAME] [--plugin PATH]...",
     .about = "Lists what the default plugin folders (BPTT_PLUGIN_PATH, the build tree, the\n"
              "install folder) and each --plugin file registered: kind, name, plugin, its\n"
@@ -80,12 +80,13 @@ static int print_description(const bt_registry *r, const char *name)
     }
     if (found)
         return 0;
-    char cells[256], policies[256], optimizers[256];
-    return cli_fail("plugins", "--describe %s: no cell, policy or optimizer has that name "
-                    "(cells: %s; policies: %s; optimizers: %s)", name,
+    char cells[256], policies[256], optimizers[256], estimators[256];
+    return cli_fail("plugins", "--describe %s: no cell, policy, optimizer or estimator has that "
+                    "name (cells: %s; policies: %s; optimizers: %s; estimators: %s)", name,
                     bt_registry_names(r, BT_KIND_CELL, cells, sizeof cells),
                     bt_registry_names(r, BT_KIND_POLICY, policies, sizeof policies),
-                    bt_registry_names(r, BT_KIND_OPTIMIZER, optimizers, sizeof optimizers));
+                    bt_registry_names(r, BT_KIND_OPTIMIZER, optimizers, sizeof optimizers),
+                    bt_registry_names(r, BT_KIND_ESTIMATOR, estimators, sizeof estimators));
 }
 
 int cmd_plugins(int argc, char **argv)

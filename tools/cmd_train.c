@@ -2,13 +2,16 @@
  * model of a generated task (--task): progress, per-epoch metrics (CSV and
  * SVG), checkpoints every N epochs that --resume continues bit for bit, a stop
  * that keeps the last good checkpoint when the loss diverges, and a greedy
- * sample at the end (texts only). */
+ * sample at the end (texts only). Under mpirun, data-parallel (dist.h): every
+ * process trains its block of rows, process 0 alone prints and writes. */
 #include <math.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "checkpoint.h"
+#include "dist_cli.h"
 #include "lm_cli.h"
 #include "paths.h"
 #include "svg.h"
@@ -17,6 +20,10 @@
 
 static const cli_option options[] = {
     {"truncation", "POLICY", "full (default), fixed:K, random:PI[,seed=S], tbptt:K1,K2"},
+    {"estimator", "NAME[,OPTS]", "estimate the gradient online instead of backpropagating "
+                                 "through time: rtrl (exact), uoro[,seed=S] (unbiased); the "
+                                 "parameters are updated every --update-every steps (see "
+                                 "docs/estimators.md)"},
     {"save", "FILE", "checkpoint (safetensors), written atomically"},
     {"every", "N", "save every N epochs (default 1) and at the end"},
     {"resume", "FILE", "continue a checkpoint with its own settings and text; --epochs is the "
@@ -37,7 +44,12 @@ const cli_command cmd_train_spec = {
              "--save, where --resume continues it exactly, even within an epoch; a second Ctrl-C\n"
              "quits at once without saving.\n\n"
              "Exit status: 0 done, 1 error, 2 bad command line, 3 the loss became NaN/inf (the\n"
-             "last good checkpoint is kept), 130 stopped by Ctrl-C (SIGINT), 143 by SIGTERM.",
+             "last good checkpoint is kept), 130 stopped by Ctrl-C (SIGINT), 143 by SIGTERM.\n\n"
+             "Under mpirun -np N (a build with MPI), the same run is trained data-parallel: each\n"
+             "process unrolls B/N rows of every minibatch (N must divide --batch) and the\n"
+             "gradients are summed at every update; process 0 prints and writes the files.\n"
+             "There, Ctrl-C and SIGTERM are mpirun's to handle: the processes end without\n"
+             "saving. See docs/distributed.md.",
     .options = {lm_cli_options, options},
 };
 
@@ -46,6 +58,7 @@ typedef struct train_ctx {
     int every, target, last_saved;
     long batches;       /* minibatches trained by this process */
     bool quiet, tty, tokens_out;
+    bool writer; /* process 0 of a data-parallel run (or the only one): prints and writes */
 } train_ctx;
 
 static void on_progress(void *vctx, const bt_lm_progress *p)
@@ -135,6 +148,11 @@ static bt_status write_plot(const char *path, bt_lm *lm, char *err, size_t errle
 static bt_status on_epoch(void *vctx, bt_lm *lm, const bt_lm_epoch *e, char *err, size_t errlen)
 {
     train_ctx *t = vctx;
+    bool save_now = t->save && (e->epoch % t->every == 0 || e->epoch >= t->target);
+    if (!t->writer) { /* process 0 saves; a failure to save stops every process */
+        t->last_saved = save_now ? e->epoch : t->last_saved;
+        return BT_OK;
+    }
     if (t->tty)
         lm_cli_progress_clear();
     if (!t->quiet) {
@@ -156,7 +174,7 @@ static bt_status on_epoch(void *vctx, bt_lm *lm, const bt_lm_epoch *e, char *err
     bt_status st;
     if (t->metrics && (st = write_metrics(t->metrics, lm, err, errlen)) != BT_OK)
         return st;
-    if (t->save && (e->epoch % t->every == 0 || e->epoch >= t->target)) {
+    if (save_now) {
         if ((st = bt_checkpoint_save(lm, t->save, t->data, err, errlen)) != BT_OK)
             return st;
         t->last_saved = e->epoch;
@@ -176,6 +194,12 @@ static bool read_options(cli_args *a, void *vo)
     train_opts *o = vo;
     if (!lm_cli_parse(a, &o->lm) || !cli_int(a, "every", 1, 1, 100000000, &o->every))
         return false;
+    const bt_lm_given *g = &o->lm.run;
+    if (g->given[BT_LM_ESTIMATOR] && g->given[BT_LM_TRUNCATION]) {
+        cli_usage(CMD, "--estimator %s replaces backpropagation through time: drop --truncation",
+                  g->raw[BT_LM_ESTIMATOR]);
+        return false;
+    }
     o->save = cli_get(a, "save");
     o->resume = cli_get(a, "resume");
     o->plot = cli_get(a, "plot");
@@ -221,8 +245,9 @@ static int claim_files(train_run *r, const train_opts *o)
 
 /* The run's settings and data: the command line's, or with --resume the
  * checkpoint's (which the command line may not contradict). 0, or the exit
- * status with the message printed. */
-static int settings(train_run *r, const bt_registry *reg, const train_opts *o)
+ * status with the message printed. Only the process that writes checks the
+ * outputs: on other hosts their folders need not exist. */
+static int settings(train_run *r, const bt_registry *reg, const train_opts *o, bool writer)
 {
     char err[2048] = "";
     r->cfg = o->lm.run.cfg;
@@ -237,13 +262,17 @@ static int settings(train_run *r, const bt_registry *reg, const train_opts *o)
     }
     if (!lm_cli_validate(CMD, reg, &r->cfg))
         return 1;
+    if (o->lm.run.given[BT_LM_UPDATE_EVERY] && !bt_lm_config_online(&r->cfg))
+        return cli_usage(CMD, "--update-every applies to an online estimator (--estimator); "
+                         "under BPTT the truncation policy decides when to update");
     if (!lm_cli_check_data(CMD, &o->lm, r->data.data, r->data.task))
         return 2;
-    return claim_files(r, o);
+    return writer ? claim_files(r, o) : 0;
 }
 
-/* Source, model (restored from the checkpoint when resuming); 0 or 1. */
-static int build(train_run *r, const bt_registry *reg)
+/* Source, model (restored from the checkpoint when resuming), this process's
+ * rows of a data-parallel run; 0 or 1. */
+static int build(train_run *r, const bt_registry *reg, bt_dist *d)
 {
     char err[2048] = "";
     if (lm_cli_source(&r->data, &r->cfg, &r->src, err, sizeof err) != BT_OK)
@@ -252,11 +281,13 @@ static int build(train_run *r, const bt_registry *reg)
         return cli_fail(CMD, "%s", err);
     if (r->ck && bt_checkpoint_restore(r->ck, r->lm, err, sizeof err) != BT_OK)
         return cli_fail(CMD, "--resume: %s", err);
+    if (bt_lm_distribute(r->lm, d, err, sizeof err) != BT_OK)
+        return cli_usage(CMD, "%s", err);
     return 0;
 }
 
 /* What is trained, on what, and how: three or four lines. */
-static void print_setup(const train_run *r, const train_opts *o)
+static void print_setup(const train_run *r, const train_opts *o, const dist_cli *dc)
 {
     const bt_lm_config *c = &r->cfg;
     const bt_source *src = &r->src;
@@ -283,13 +314,20 @@ static void print_setup(const train_run *r, const train_opts *o)
                c->batch, c->steps, src->count(src->ctx), src->carry_state ? " (state carried)" : "",
                val ? "held-out validation minibatches" : "no validation data");
     }
-    printf("  optimizer %s, clip %g, truncation %s, init %s, seed %llu\n",
-           bt_lm_optimizer_describe(r->lm, opt, sizeof opt), c->clip,
-           bt_lm_policy_describe(r->lm, pol, sizeof pol), c->init[0] ? c->init : "cell default",
-           (unsigned long long)c->seed);
+    char how[192];
+    if (bt_lm_config_online(c))
+        snprintf(how, sizeof how, "estimator %s (an update every %d step%s)",
+                 bt_lm_policy_describe(r->lm, pol, sizeof pol), c->update_every,
+                 c->update_every == 1 ? "" : "s");
+    else
+        snprintf(how, sizeof how, "truncation %s", bt_lm_policy_describe(r->lm, pol, sizeof pol));
+    printf("  optimizer %s, clip %g, %s, init %s, seed %llu\n",
+           bt_lm_optimizer_describe(r->lm, opt, sizeof opt), c->clip, how,
+           c->init[0] ? c->init : "cell default", (unsigned long long)c->seed);
     if (r->ck)
         printf("  from epoch %d (%llu updates); --epochs %d is the total\n", r->ck->epoch,
                (unsigned long long)r->ck->updates, o->lm.epochs);
+    dist_cli_describe(dc, c->batch, n_params);
     fflush(stdout);
 }
 
@@ -322,86 +360,133 @@ static void print_done(train_run *r, const char *save)
 
 /* The run stopped on a signal: its checkpoint (with --save, when anything
  * was trained), where it stands, and 128 + the signal (1 if it cannot be saved). */
-static int interrupted(train_run *r, const train_opts *o, const train_ctx *t)
+static int interrupted(train_run *r, const train_opts *o, const train_ctx *t, bt_dist *d)
 {
-    int sig = lm_cli_stop_signal();
+    /* Distributed, the processes stopped together, maybe on one's signal. */
+    int code = bt_dist_agree_code(d, lm_cli_stop_signal() ? 128 + lm_cli_stop_signal() : 0);
+    int sig = code > 128 ? code - 128 : SIGINT;
     const char *name = sig == SIGTERM ? "SIGTERM" : "SIGINT";
     bt_lm_position p;
     bt_lm_position_get(r->lm, &p);
     char where[96], err[2048];
+    int failed = 0;
     if (p.batches_done)
         snprintf(where, sizeof where, "in epoch %d after minibatch %d", bt_lm_epochs_done(r->lm) + 1,
                  p.batches_done);
     else
         snprintf(where, sizeof where, "after epoch %d", bt_lm_epochs_done(r->lm));
-    if (!t->batches)
+    if (!t->writer) /* process 0 alone writes and speaks */
+        ;
+    else if (!t->batches)
         fprintf(stderr, "bptt train: %s before training began: nothing written\n", name);
     else if (!o->save)
         fprintf(stderr, "bptt train: %s: stopped %s; without --save nothing is kept\n", name, where);
     else if (bt_checkpoint_save(r->lm, o->save, r->data.data, err, sizeof err) != BT_OK)
-        return cli_fail(CMD, "%s: stopped %s, but the run could not be saved: %s", name, where, err);
+        failed = cli_fail(CMD, "%s: stopped %s, but the run could not be saved: %s", name, where,
+                          err);
     else
         fprintf(stderr, "bptt train: %s: stopped %s; the run is saved in %s: continue it with "
                 "bptt train --resume %s --epochs %d\n", name, where, o->save, o->save, t->target);
-    return 128 + sig;
+    failed = bt_dist_agree_code(d, failed);
+    return failed ? failed : 128 + sig;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* The message of a failed run, from the process that reports it; its exit
+ * status (the same on every process: the failure was agreed on). */
+static int train_failed(bt_status st, const char *err, const train_ctx *t, const bt_dist *d)
+{
+    if (!bt_dist_reports(d))
+        return st == BT_ERR_NUMERIC ? 3 : 1;
+    if (bt_dist_size(d) > 1) /* rows and minibatches in the message are this process's */
+        cli_fail(CMD, "process %d of %d: %s", bt_dist_rank(d), bt_dist_size(d), err);
+    else
+        cli_fail(CMD, "%s", err);
+    if (st != BT_ERR_NUMERIC)
+        return 1;
+    if (t->save && t->last_saved >= 0)
+        fprintf(stderr, "bptt train: training stopped; the last good checkpoint is %s "
+                "(epoch %d), left as it was\n", t->save, t->last_saved);
+    else if (t->save)
+        fprintf(stderr, "bptt train: training stopped before a checkpoint was written\n");
+    return 3;
 }
 
 /* bt_lm_train with progress, per-epoch lines, metrics and checkpoints; the
  * plot once it stops. 0, 1 on an error, 3 when the loss diverged, 128 + the
  * signal when one stopped it. */
-static int train(train_run *r, const train_opts *o)
+static int train(train_run *r, const train_opts *o, const dist_cli *dc)
 {
     char err[2048] = "", perr[1024];
+    bool writer = bt_dist_rank(dc->d) == 0;
     train_ctx t = {
         .save = o->save, .metrics = o->lm.metrics, .data = r->data.data, .every = (int)o->every,
         .target = o->lm.epochs, .last_saved = r->ck ? r->ck->epoch : -1, .quiet = o->lm.quiet,
-        .tty = isatty(STDERR_FILENO), .tokens_out = r->src.tokens_out,
+        .tty = writer && isatty(STDERR_FILENO), .tokens_out = r->src.tokens_out, .writer = writer,
     };
     bt_lm_hooks hooks = {.progress = on_progress, .epoch_done = on_epoch, .ctx = &t};
     if (bt_lm_epochs_done(r->lm) >= o->lm.epochs)
         printf("the checkpoint is at epoch %d and --epochs is %d (a total): nothing to train\n",
                bt_lm_epochs_done(r->lm), o->lm.epochs);
+    double t0 = now_s();
     bt_status st = bt_lm_train(r->lm, o->lm.epochs, &hooks, err, sizeof err);
+    double seconds = now_s() - t0;
     if (t.tty)
         lm_cli_progress_clear();
-    if (o->plot && bt_lm_epochs_done(r->lm) > 0 &&
+    if (writer && o->plot && bt_lm_epochs_done(r->lm) > 0 &&
         write_plot(o->plot, r->lm, perr, sizeof perr) != BT_OK)
         fprintf(stderr, "bptt train: --plot: %s\n", perr);
     if (st == BT_OK && bt_lm_stopped(r->lm))
-        return interrupted(r, o, &t);
-    if (st == BT_OK) {
+        return interrupted(r, o, &t, dc->d);
+    if (st != BT_OK)
+        return train_failed(st, err, &t, dc->d);
+    if (writer)
         print_done(r, t.last_saved > (r->ck ? r->ck->epoch : -1) ? o->save : NULL);
-        return lm_cli_stop_signal() ? 128 + lm_cli_stop_signal() : 0; /* it came too late to stop */
-    }
-    cli_fail(CMD, "%s", err);
-    if (st != BT_ERR_NUMERIC)
-        return 1;
-    if (o->save && t.last_saved >= 0)
-        fprintf(stderr, "bptt train: training stopped; the last good checkpoint is %s "
-                "(epoch %d), left as it was\n", o->save, t.last_saved);
-    else if (o->save)
-        fprintf(stderr, "bptt train: training stopped before a checkpoint was written\n");
-    return 3;
+    dist_cli_report(dc, seconds);
+    return lm_cli_stop_signal() ? 128 + lm_cli_stop_signal() : 0; /* it came too late to stop */
 }
 
 int cmd_train(int argc, char **argv)
 {
     train_opts o;
-    bt_registry *reg;
+    bt_registry *reg = NULL;
+    dist_cli dc;
     int rc;
-    if (!cli_begin(&cmd_train_spec, argc, argv, read_options, &o, &reg, &rc))
+    if (!dist_cli_begin(&dc, &argc, &argv, CMD, &rc))
         return rc;
-    if (o.every_given && !o.save)
-        fprintf(stderr, "bptt train: note: --every has no effect without --save\n");
+    /* Every process sets up alone; then all agree to go on, or all stop with
+     * the status (plus one) of the first that cannot go on. */
     train_run r = {0};
-    lm_cli_stop_begin(CMD);
-    if (!(rc = settings(&r, reg, &o)) && !(rc = build(&r, reg))) {
-        print_setup(&r, &o);
+    int stop = 0;
+    /* Under mpirun a signal is mpirun's: it ends every process (SIGTERM, then
+     * SIGKILL), one blocked in a collective included, which could never
+     * reach a minibatch boundary to stop there. */
+    if (bt_dist_size(dc.d) == 1)
+        lm_cli_stop_begin(CMD);
+    if (!cli_begin(&cmd_train_spec, argc, argv, read_options, &o, &reg, &rc))
+        stop = rc + 1;
+    else {
+        if (o.every_given && !o.save)
+            fprintf(stderr, "bptt train: note: --every has no effect without --save\n");
+        if ((rc = settings(&r, reg, &o, bt_dist_rank(dc.d) == 0)) || (rc = build(&r, reg, dc.d)))
+            stop = rc + 1;
+    }
+    if ((stop = dist_cli_agree(&dc, stop)) != 0)
+        rc = stop - 1;
+    else {
+        print_setup(&r, &o, &dc);
         lm_cli_stop_attach(r.lm);
-        rc = train(&r, &o);
+        rc = train(&r, &o, &dc);
     }
     lm_cli_stop_end();
     train_run_free(&r);
     bt_registry_free(reg);
+    dist_cli_end(&dc);
     return rc;
 }

@@ -7,7 +7,7 @@ export DEBIAN_FRONTEND=noninteractive
 # sanitizers) is libclang-rt-dev, which clang only recommends.
 packages=(meson ninja-build gcc libc6-dev pkg-config python3
           libcriterion-dev uthash-dev libopenblas-dev libjansson-dev zlib1g-dev clang libclang-rt-dev
-          python3-torch python3-numpy
+          python3-torch python3-numpy libopenmpi-dev openmpi-bin
           librsvg2-bin fonts-dejavu-core) # rsvg-convert and the fonts: tests/test_figures.py
 missing=()
 for p in "${packages[@]}"; do

@@ -32,6 +32,8 @@ const cli_option lm_cli_options[] = {
     {"max-tokens", "N", "use only the first N tokens of the text (0: all, default)"},
     {"val-fraction", "F", "hold out the last F of the tokens for validation perplexity (default "
                           "0; 0.1 is a good choice)"},
+    {"update-every", "N", "with an online estimator: a parameter update after every N steps "
+                          "(default 1) and at the end of each minibatch"},
     CLI_CHECKPOINT_OPTIONS,
     {"metrics", "FILE.csv", "per-epoch figures as CSV (compare: with a policy column)"},
     CLI_PLUGIN_OPTION,
@@ -104,7 +106,9 @@ bool lm_cli_parse(cli_args *a, lm_cli_opts *o)
     get_str(a, g, BT_LM_OPTIMIZER, &c->optimizer);
     get_str(a, g, BT_LM_TRUNCATION, &c->truncation);
     get_str(a, g, BT_LM_INIT, &c->init);
-    if (!get_int(a, g, BT_LM_HIDDEN, 1, 1 << 16, &c->hidden) ||
+    get_str(a, g, BT_LM_ESTIMATOR, &c->estimator);
+    if (!get_int(a, g, BT_LM_UPDATE_EVERY, 1, 1 << 30, &c->update_every) ||
+        !get_int(a, g, BT_LM_HIDDEN, 1, 1 << 16, &c->hidden) ||
         !get_int(a, g, BT_LM_BATCH, 1, 1 << 20, &c->batch) ||
         !get_int(a, g, BT_LM_STEPS, 1, 1 << 20, &c->steps))
         return false;
@@ -159,6 +163,11 @@ bool lm_cli_validate(const char *command, const bt_registry *r, const bt_lm_conf
         return false;
     }
     def->destroy(state);
+    if (bt_lm_config_online(cfg) &&
+        bt_estimator_check_spec(r, cfg->estimator, err, sizeof err) != BT_OK) {
+        cli_fail(command, "--estimator %s: %s", cfg->estimator, err);
+        return false;
+    }
     /* The optimizer on a one-value block: only its name and options matter here. */
     bt_params *p = bt_params_new();
     bt_optimizer *o = NULL;
@@ -308,6 +317,7 @@ static bt_lm *volatile stop_lm;           /* the run a signal stops */
 static volatile sig_atomic_t stop_sig;    /* the first signal caught */
 static const char *stop_command = "train";
 static struct sigaction stop_old[2];
+static bool stop_installed;
 
 static void on_stop_signal(int sig)
 {
@@ -339,6 +349,7 @@ void lm_cli_stop_begin(const char *command)
     if (stop_old[0].sa_handler != SIG_IGN)
         sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, &stop_old[1]);
+    stop_installed = true;
 }
 
 void lm_cli_stop_attach(bt_lm *lm)
@@ -353,8 +364,11 @@ int lm_cli_stop_signal(void) { return (int)stop_sig; }
 void lm_cli_stop_end(void)
 {
     stop_lm = NULL;
+    if (!stop_installed)
+        return;
     sigaction(SIGINT, &stop_old[0], NULL);
     sigaction(SIGTERM, &stop_old[1], NULL);
+    stop_installed = false;
 }
 
 /* ---- progress ---- */

@@ -191,6 +191,9 @@ int main(int argc, char **argv)
             else if (e->kind == BT_KIND_POLICY)
                 printf("  policy %s: give a spec to try it (try_plugin %s %s:OPTIONS)\n", e->name,
                        argv[1], e->name);
+            else if (e->kind == BT_KIND_ESTIMATOR)
+                printf("  estimator %s: compare it with full BPTT: bptt grad --plugin %s "
+                       "--estimator %s (docs/estimators.md)\n", e->name, argv[1], e->name);
             else
                 printf("  cell %s: check it with bptt gradcheck --plugin %s --cell %s\n", e->name,
                        argv[1], e->name);

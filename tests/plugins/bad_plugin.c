@@ -103,6 +103,22 @@ UNUSED static bt_tensor *cell_step(const bt_host *h, bt_graph *g, bt_tensor *con
     return s[0];
 }
 
+UNUSED static int est_buffers(void *cfg, const bt_estimator_dims *d, bt_estimator_buffer *out,
+                              int max, char *e, size_t n)
+{
+    (void)cfg, (void)d, (void)out, (void)max, (void)e, (void)n;
+    return 0;
+}
+UNUSED static void est_begin(void *cfg, const bt_estimator_ctx *c, uint64_t seed)
+{
+    (void)cfg, (void)c, (void)seed;
+}
+UNUSED static int est_step(void *cfg, const bt_estimator_ctx *c, char *e, size_t n)
+{
+    (void)cfg, (void)c, (void)e, (void)n;
+    return 0;
+}
+
 /* A complete optimizer def under a given name. */
 #define OPT(NAME) \
     {sizeof(bt_optimizer_def), NAME, "test optimizer", 0, opt_create, opt_destroy, opt_step, \
@@ -158,8 +174,22 @@ UNUSED static int test_init(const bt_host *host, bt_registrar *reg, char *err, s
                                     pol_decide, pol_reach, opt_describe, NULL};
     static const bt_cell_def c = {sizeof c, "aa_cell", "", BT_INPUT_REAL, BT_LOSS_MSE, cell_params,
                                   cell_states, cell_step, NULL};
+    static const bt_estimator_def e = {sizeof e, "aa_est", "", opt_create, opt_destroy,
+                                       est_buffers, est_begin, est_step, opt_describe, NULL, 0};
     return host->register_optimizer(reg, &o) || host->register_policy(reg, &p) ||
-           host->register_cell(reg, &c);
+           host->register_cell(reg, &c) || host->register_estimator(reg, &e);
+#elif defined(VARIANT_ESTIMATOR_NO_STEP)
+    static const bt_estimator_def d = {.size = sizeof d, .name = "nostepest", .summary = "",
+                                       .create = opt_create, .destroy = opt_destroy,
+                                       .buffers = est_buffers, .begin = est_begin,
+                                       .describe = opt_describe};
+    return host->register_estimator(reg, &d) != 0;
+#elif defined(VARIANT_ESTIMATOR_SMALL)
+    /* A def cut before describe: less than the least an estimator (ABI 2.3) has. */
+    bt_estimator_def d = {sizeof d, "smallest", "", opt_create, opt_destroy, est_buffers,
+                          est_begin, est_step, opt_describe, NULL, 0};
+    d.size = offsetof(bt_estimator_def, describe);
+    return host->register_estimator(reg, &d) != 0;
 #elif defined(VARIANT_SMALL_DEF)
     /* A def whose size was never set: what forgetting .size = sizeof looks like. */
     bt_optimizer_def d = OPT("unsized");

@@ -3,6 +3,10 @@
 implementation (reference.py), for every shipped cell under every policy,
 with and without checkpointed windows, and against torch.nn.RNN / nn.GRU /
 nn.LSTM where their conventions match bptt's (rnn_tanh, gru_torch, lstm).
+Also `bptt grad --estimator rtrl` (real-time recurrent learning, issue 16) on
+every case: against the reference's full-BPTT gradient (torch float64
+autograd), and against bptt's own `--truncation full` (1e-10 relative in the
+double build).
 
 usage: test_torch_diff.py BPTT [--only CELL] [--verbose]
 Exit 0: every tensor agrees; 1: a disagreement (each is printed); 77: no torch
@@ -57,6 +61,8 @@ CKPT_OPTIONS = [["--checkpoint", "2"], ["--checkpoint", "sqrt"]]
 BUDGET_OPTION = ["--memory-budget", "0.001"]
 
 DOUBLE_TOL = 1e-9
+# rtrl against bptt's own full BPTT: the same gradient summed in another order.
+RTRL_VS_FULL_TOL = 1e-10
 # Float floor: 16 float32 units in the last place at the tensor's largest
 # magnitude (2^-24 relative each). Two correct float32 evaluations that sum in
 # different orders (BLAS blocking, one fused GEMM per window) differ by a few
@@ -134,7 +140,9 @@ class Run:
 
 def run_bptt(bptt, r):
     cmd = [bptt, "grad", "--cell", r.cell, "--params", r.pfile, "--out", r.out] + r.opts
-    if r.policy != "xi":
+    if r.policy == "rtrl":
+        cmd += ["--estimator", "rtrl"]
+    elif r.policy != "xi":
         cmd += ["--truncation", r.policy]
     p = subprocess.run(cmd, capture_output=True, text=True)
     r.rc, r.stderr = p.returncode, (p.stderr + p.stdout).strip()
@@ -228,6 +236,7 @@ def build_runs(cells, tmp):
                     opts.append(BUDGET_OPTION)
                 for c, o in enumerate(opts):
                     runs.append(Run(cell, idx, spec, o, PP, pf, f"{base}.{j}.{c}.G.st"))
+            runs.append(Run(cell, idx, "rtrl", [], P, base + ".P.st", f"{base}.rtrl.G.st"))
     return runs, cases
 
 
@@ -243,6 +252,8 @@ class Tally:
         self.worst_ckpt = 0.0  # checkpointed vs plain bptt
         self.tensors = 0
         self.edges = {"cut": 0, "scaled": 0}  # xi values other than 1 exercised
+        self.rtrl_ref = {c: 0.0 for c in cells}   # rtrl vs the float64 reference
+        self.rtrl_full = {c: 0.0 for c in cells}  # rtrl vs bptt's own full BPTT
 
     def fail(self, label, what):
         self.failures.append((label, what))
@@ -301,13 +312,43 @@ def compare_run(r, G, meta, refs, label, tally, verbose):
             tally.fail(label, f"reference check: torch.nn's ({what}) two bias gradients differ")
 
 
+def compare_rtrl(r, G, meta, R64, E32, Gfull, label, tally):
+    """rtrl's G: loss, grad.<param> and grad.<state> (no xi, no grad_norm_h)
+    against the float64 reference's full BPTT and bptt's own full-BPTT run."""
+    prec = meta.get("precision")
+    expected = {k for k in R64 if k == "loss" or k.startswith("grad.")}
+    if set(G) != expected:
+        tally.fail(label, f"rtrl wrote {sorted(G)}, expected {sorted(expected)}")
+    if meta.get("estimator", "").split(",")[0] != "rtrl" or "policy" in meta:
+        tally.fail(label, f"rtrl's metadata: {meta}")
+    for name in sorted(expected & set(G)):
+        e = rel_err(G[name], R64[name])
+        allowed = DOUBLE_TOL if prec == "double" else FLOAT_FACTOR * E32[name] + FLOAT_FLOOR
+        tally.tensors += 1
+        tally.rtrl_ref[r.cell] = max(tally.rtrl_ref[r.cell], e)
+        if not e <= allowed:
+            tally.fail(label, f"rtrl's {name} differs from the float64 reference's full BPTT by "
+                       f"{e:.3g} (allowed {allowed:.3g})")
+        if Gfull is None or name not in Gfull:
+            tally.fail(label, f"no full-BPTT run of bptt to compare rtrl's {name} with")
+            continue
+        ef = rel_err(G[name], Gfull[name])
+        tally.rtrl_full[r.cell] = max(tally.rtrl_full[r.cell], ef)
+        allowed_f = RTRL_VS_FULL_TOL if prec == "double" else allowed
+        if not ef <= allowed_f:
+            tally.fail(label, f"rtrl's {name} differs from bptt's full BPTT by {ef:.3g} "
+                       f"(allowed {allowed_f:.3g})")
+
+
 def summary(args, cells, cases, done, tally, precision, seconds):
-    n_plain = sum(1 for r in done if not r.opts)
+    n_rtrl = sum(1 for r in done if r.policy == "rtrl")
+    n_plain = sum(1 for r in done if not r.opts) - n_rtrl
     print(f"bptt grad vs PyTorch float64 ({precision} build, {args.bptt}):")
     print(f"  {len(cases) // len(cells)} cases x {len(POLICIES)} policies x {len(cells)} cells = "
-          f"{n_plain} runs, plus {len(done) - n_plain} checkpointed runs "
+          f"{n_plain} runs, plus {len(done) - n_plain - n_rtrl} checkpointed runs "
           f"({', '.join(map(' '.join, CKPT_OPTIONS))} on {len(CKPT_POLICIES)} policies, "
-          f"{' '.join(BUDGET_OPTION)} on full; cases with T >= 5)")
+          f"{' '.join(BUDGET_OPTION)} on full; cases with T >= 5) and {n_rtrl} runs of "
+          f"--estimator rtrl")
     print(f"  {tally.tensors} tensors compared; tolerance: "
           + ("1e-9 relative to each tensor's largest magnitude" if precision == "double" else
              f"{FLOAT_FACTOR:g} x PyTorch float32's own error + {FLOAT_FLOOR:.3g}"))
@@ -320,6 +361,10 @@ def summary(args, cells, cases, done, tally, precision, seconds):
               + (f"  (worst error / allowed {q['plain']:.3g} | {q['ckpt']:.3g})"
                  if precision == "float" else ""))
     print(f"  checkpointed vs plain bptt: worst relative difference {tally.worst_ckpt:.3g}")
+    print("  --estimator rtrl, worst relative error against the reference's full BPTT | against "
+          "bptt's --truncation full:")
+    for c in cells:
+        print(f"    {c:10s} {tally.rtrl_ref[c]:.3g} | {tally.rtrl_full[c]:.3g}")
     if tally.bptt_vs_nn:
         print("  bptt against torch.nn with mapped weights (float64), worst relative error: "
               + ", ".join(f"{c} vs nn.{ {'rnn_tanh': 'RNN', 'gru_torch': 'GRU', 'lstm': 'LSTM'}[c]} "
@@ -365,6 +410,12 @@ def main():
             continue
         G, meta = ref.st_read(r.out)
         precision = precision or meta.get("precision")
+        if r.policy == "rtrl":  # after the plain full run of its case (run order)
+            key = (r.cell, r.idx, "full")
+            if key not in refs:
+                refs[key] = references(r, ("edges", [1.0] * r.P["X"].shape[1]), precision)
+            compare_rtrl(r, G, meta, refs[key][0], refs[key][1], plain.get(key), label, tally)
+            continue
         if r.policy == "xi":
             spec, bad = ("edges", [float(v) for v in r.P["xi"]]), None
         else:
