@@ -3,7 +3,8 @@
  * bit where the run never stopped would (issue 12, defect 15): parameters,
  * optimizer state and steps, RNG, carried state, counters and every epoch's
  * figures. Under sequential and random sampling, every policy kind (full,
- * fixed, random draws, tbptt), a generated task (its own RNG), stops at
+ * fixed, random draws, tbptt), the online estimators (rtrl, uoro: their own
+ * state and RNG), a generated task (its own RNG), stops at
  * several minibatches, twice in one epoch, at an epoch's last minibatch
  * (the epoch then finishes), before any work; a damaged position is refused. */
 #include <errno.h>
@@ -209,6 +210,26 @@ Test(stop, a_task_with_its_own_rng)
     k.cfg.cell = "linear", k.cfg.hidden = 6, k.cfg.batch = 4, k.cfg.steps = 12, k.cfg.seed = 3;
     k.cfg.optimizer = "adam:lr=0.01", k.cfg.truncation = "random:0.6";
     check(&k, 3, (const int[][2]){{2, 4}}, 1, "task adding");
+}
+
+/* The influence task carries its state between the minibatches of an epoch,
+ * so a stop within one must keep the online estimator's own state (its
+ * buffers and RNG) as well as the run's. */
+static kind online_kind(const char *estimator)
+{
+    kind k = {"influence:6,3,len=12,batches=7", {0}};
+    bt_lm_config_default(&k.cfg);
+    k.cfg.cell = "influence", k.cfg.hidden = 6, k.cfg.batch = 1, k.cfg.steps = 12, k.cfg.seed = 4;
+    k.cfg.optimizer = "sgd:lr=0.01", k.cfg.clip = 0.5, k.cfg.estimator = estimator;
+    k.cfg.update_every = 5;
+    return k;
+}
+
+Test(stop, online_estimators_rtrl_and_uoro)
+{
+    kind r = online_kind("rtrl"), u = online_kind("uoro,seed=2");
+    check(&r, 3, (const int[][2]){{2, 3}}, 1, "rtrl");
+    check(&u, 3, (const int[][2]){{1, 5}, {3, 2}}, 2, "uoro");
 }
 
 Test(stop, at_the_last_minibatch_the_epoch_finishes)
