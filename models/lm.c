@@ -927,10 +927,13 @@ int bt_lm_split_policies(const bt_registry *r, const char *list, char (*out)[256
     int n = 0;
     const char *start = list;
     for (const char *p = list;; p++) {
-        if (*p != '\0' && !(*p == ',' && (p[1] == '\0' || p[1] == ',' || policy_starts(r, p + 1))))
+        /* An entry that begins with ',' is empty ("full,,lr=0.1"), whatever follows. */
+        bool empty = p == start && (*p == ',' || *p == '\0');
+        if (!empty && *p != '\0' &&
+            !(*p == ',' && (p[1] == '\0' || p[1] == ',' || policy_starts(r, p + 1))))
             continue;
         size_t len = (size_t)(p - start);
-        if (len == 0) {
+        if (empty || len == 0) {
             snprintf(err, errlen, "empty entry in the policy list '%s'", list);
             return -1;
         }

@@ -717,6 +717,10 @@ Test(lm, policy_lists_split_at_policy_names)
     cr_assert_eq(bt_lm_split_policies(reg, "full,bogus:3", out, 8, err, sizeof err), -1);
     cr_assert_not_null(strstr(err, "'bogus' is not"), "%s", err);
     cr_assert_eq(bt_lm_split_policies(reg, "full,,fixed:3", out, 8, err, sizeof err), -1);
+    /* An empty entry before an option-like word (found by fuzz_spec: it was
+     * taken for a second entry ",lr=0.1"). */
+    cr_assert_eq(bt_lm_split_policies(reg, "full,,lr=0.1", out, 8, err, sizeof err), -1);
+    cr_assert_not_null(strstr(err, "empty entry"), "%s", err);
     cr_assert_eq(bt_lm_split_policies(reg, "", out, 8, err, sizeof err), -1);
 }
 

@@ -172,4 +172,5 @@ spec 'Lrandom:0.5,fixed:2'
 spec 'C--data\ntext.txt\n--hidden\n8\n--optimizer=adam:lr=0.01\n--truncation\ntbptt:2,4\n--init\nspectral:1.1'
 spec 'C--task\ncopy:4,2\n--batch\n2\n--cell\nlstm\n--clip\n0\n--checkpoint\nsqrt\n--quiet'
 spec 'C--data\x00a.txt\x00--tokens\x00letters\x00--sampling\x00random\x00--val-fraction\x000.1\x00--memory-budget\x001'
+spec 'C--task\ninfluence:3,2,len=4\n--cell\ninfluence\n--batch\n1\n--estimator\nuoro,seed=3\n--update-every\n2'
 echo "seeds: $(find "$corpus" -type f | wc -l) files, $(du -sk "$corpus" | cut -f1) KB in $corpus"
