@@ -2,8 +2,11 @@
  * (not empty, no NUL, valid UTF-8, not mostly control bytes), tokenizes it,
  * builds the vocabulary from the whole text and keeps the first max_tokens. */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "corpus.h"
 #include "utf8.h"
@@ -124,46 +127,70 @@ bt_status bt_corpus_from_string(const char *text, size_t len, bt_tokens_kind kin
                         max_tokens, out, err, errlen);
 }
 
+bt_status bt_corpus_read_file(const char *path, char **text, size_t *len, char *err,
+                              size_t errlen)
+{
+    *text = NULL;
+    *len = 0;
+    /* O_NONBLOCK: opening a FIFO must not wait for a writer before we can refuse it. */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0)
+        return bt_error(err, errlen, BT_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
+    struct stat sb;
+    const char *why = fstat(fd, &sb) != 0 ? strerror(errno)
+                      : S_ISDIR(sb.st_mode) ? "it is a folder"
+                      : !S_ISREG(sb.st_mode) ? "it is a device, FIFO or socket, which may never end"
+                                             : NULL;
+    if (why) {
+        close(fd);
+        return bt_error(err, errlen, BT_ERR_IO, "'%s' is not a regular file (%s): give a text file",
+                        path, why);
+    }
+    /* At most the size it had when opened: a file that grows is read as it was. */
+    size_t want = (size_t)sb.st_size, got = 0;
+    char *buf = bt_malloc(want + 1);
+    bt_status st = buf ? BT_OK : bt_error(err, errlen, BT_ERR_NOMEM, "out of memory reading '%s' "
+                                          "(%zu bytes)", path, want);
+    while (st == BT_OK && got < want) {
+        ssize_t n = read(fd, buf + got, want - got);
+        if (n < 0 && (errno == EINTR || errno == EAGAIN))
+            continue;
+        if (n < 0)
+            st = bt_error(err, errlen, BT_ERR_IO, "cannot read '%s': %s", path, strerror(errno));
+        if (n <= 0)
+            break; /* shrank while read: what is there */
+        got += (size_t)n;
+    }
+    close(fd);
+    if (st != BT_OK) {
+        bt_free(buf);
+        return st;
+    }
+    buf[got] = '\0';
+    *text = buf;
+    *len = got;
+    return BT_OK;
+}
+
 bt_status bt_corpus_load(const char *path, bt_tokens_kind kind, long max_tokens, bt_corpus **out,
                          char *err, size_t errlen)
 {
     if (!path || !out)
         return bt_error(err, errlen, BT_ERR_ARG, "bt_corpus_load: NULL argument");
     *out = NULL;
-    FILE *f = fopen(path, "rb"); /* binary: no newline or locale translation */
-    if (!f)
-        return bt_error(err, errlen, BT_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
-    size_t len = 0, cap = 1 << 16;
-    unsigned char *buf = bt_malloc(cap);
-    bt_status st = BT_OK;
-    if (!buf) {
+    char *text;
+    size_t len;
+    bt_status st = bt_corpus_read_file(path, &text, &len, err, errlen);
+    if (st != BT_OK)
+        return st;
+    size_t namelen = strlen(path) + 3;
+    char *name = bt_malloc(namelen);
+    if (name) {
+        snprintf(name, namelen, "'%s'", path);
+        st = corpus_build(name, (const unsigned char *)text, len, kind, max_tokens, out, err, errlen);
+    } else
         st = bt_error(err, errlen, BT_ERR_NOMEM, "out of memory reading '%s'", path);
-        goto done;
-    }
-    for (;;) {
-        if (len == cap) {
-            unsigned char *g = bt_realloc(buf, cap * 2);
-            if (!g) {
-                st = bt_error(err, errlen, BT_ERR_NOMEM, "out of memory reading '%s'", path);
-                goto done;
-            }
-            buf = g, cap *= 2;
-        }
-        size_t got = fread(buf + len, 1, cap - len, f);
-        len += got;
-        if (got == 0) {
-            if (ferror(f))
-                st = bt_error(err, errlen, BT_ERR_IO, "cannot read '%s': %s", path, strerror(errno));
-            break;
-        }
-    }
-    if (st == BT_OK) {
-        char name[1024];
-        snprintf(name, sizeof name, "'%s'", path);
-        st = corpus_build(name, buf, len, kind, max_tokens, out, err, errlen);
-    }
-done:
-    bt_free(buf);
-    fclose(f);
+    bt_free(name);
+    bt_free(text);
     return st;
 }

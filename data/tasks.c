@@ -282,7 +282,7 @@ bt_status bt_task_source_new(const char *spec, int B, uint64_t seed, bt_source *
         task_destroy(k); /* after the message, which reads k->T */
         return BT_ERR_NOMEM;
     }
-    memcpy(k->name, spec, len);
+    memcpy(k->name, spec, len); /* as given: it recreates the task */
     *out = (bt_source){
         .name = k->name,
         .tokens_in = k->kind == TASK_COPY,

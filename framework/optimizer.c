@@ -34,8 +34,8 @@ bt_status bt_optimizer_new(const bt_registry *r, const char *spec, bt_params *p,
     const bt_optimizer_def *def = bt_registry_optimizer(r, name);
     if (!def) {
         char known[256];
-        bt_errorf(err, errlen, "unknown optimizer '%s' (known: %s)", name,
-                  bt_registry_names(r, BT_KIND_OPTIMIZER, known, sizeof known));
+        bt_errorf(err, errlen, "unknown optimizer '%.*s' (known: %s)", (int)strcspn(spec, ":"),
+                  spec, bt_registry_names(r, BT_KIND_OPTIMIZER, known, sizeof known));
         return BT_ERR_NOT_FOUND;
     }
     size_t total = bt_params_total(p);

@@ -178,18 +178,21 @@ bt_status bt_parse_options(const char *text, bt_option *opts, int n, const char 
     return BT_OK;
 }
 
-void bt_split_spec(const char *spec, char *name, size_t name_len, const char **options)
+bool bt_split_spec(const char *spec, char *name, size_t name_len, const char **options)
 {
     if (!spec)
         spec = "";
     const char *colon = strchr(spec, ':');
     size_t len = colon ? (size_t)(colon - spec) : strlen(spec);
+    bool fits = len < name_len;
     if (name && name_len) {
-        if (len >= name_len)
-            len = name_len - 1;
+        /* Never a prefix: a name cut short could be another registered name. */
+        if (!fits)
+            len = 0;
         memcpy(name, spec, len);
         name[len] = '\0';
     }
     if (options)
         *options = colon ? colon + 1 : "";
+    return fits;
 }

@@ -16,8 +16,11 @@ extern "C" {
  * values are written only on BT_OK. */
 BT_API bt_status bt_parse_options(const char *text, bt_option *opts, int n, const char *what,
                                   char *err, size_t errlen);
-/* Splits "name:options" at the first ':' (options "" when absent). */
-BT_API void bt_split_spec(const char *spec, char *name, size_t name_len, const char **options);
+/* Splits "name:options" at the first ':' (options "" when absent). A name
+ * that does not fit name[name_len] is never cut short (a prefix could be
+ * another name): name is then "" and the result false. Messages about an
+ * unknown name can quote it from spec (its strcspn(spec, ":") bytes). */
+BT_API bool bt_split_spec(const char *spec, char *name, size_t name_len, const char **options);
 
 #ifdef __cplusplus
 }

@@ -94,6 +94,18 @@ static const char *file_shape(const bt_st_tensor *t, char *buf, size_t len)
 }
 
 static bool is_real(const bt_st_tensor *t) { return t->dtype == BT_ST_F32 || t->dtype == BT_ST_F64; }
+
+/* Refuses a NaN or an infinity in the values of tensor t: the checkpoint
+ * loader refuses them in parameters, and so does P, in every real tensor. */
+static bt_status check_finite(const bt_st_tensor *t, const bt_real *v, size_t n, char *err,
+                              size_t errlen)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite((double)v[i]))
+            return bt_error(err, errlen, BT_ERR_NUMERIC, "tensor '%s' is not finite at element "
+                            "%zu (%g): every value in P must be finite", t->name, i, (double)v[i]);
+    return BT_OK;
+}
 static bool is_int(const bt_st_tensor *t) { return t->dtype == BT_ST_I32 || t->dtype == BT_ST_I64; }
 
 /* "h0", "c0", then "s2_0", ... (a stack's "l1.h0", "l2.c0"): the name of
@@ -222,6 +234,9 @@ static bt_status load_params(const bt_cell_def *cell, const layout *L, bt_grad_i
         }
         if (bt_st_get_real(t, m->ptab[i]->data, m->ptab[i]->size, why, sizeof why) != BT_OK)
             return bt_error(err, errlen, BT_ERR_FORMAT, "tensor '%s': %s", s->name, why);
+        bt_status st = check_finite(t, m->ptab[i]->data, m->ptab[i]->size, err, errlen);
+        if (st != BT_OK)
+            return st;
     }
     return BT_OK;
 }
@@ -264,7 +279,7 @@ static bt_status read_real(const bt_st_tensor *t, int ndim, const int64_t *shape
         return bt_error(err, errlen, BT_ERR_NOMEM, "out of memory for '%s'", t->name);
     if (bt_st_get_real(t, *out, t->count, why, sizeof why) != BT_OK)
         return bt_error(err, errlen, BT_ERR_FORMAT, "tensor '%s': %s", t->name, why);
-    return BT_OK;
+    return check_finite(t, *out, t->count, err, errlen);
 }
 
 /* X's kind and shape, which give B and T: token cells take ids [B,T] or real
@@ -359,9 +374,7 @@ static bt_status load_xi(bt_grad_input *in, const bt_st_tensor *t, char *err, si
         return st;
     in->xi = bt_calloc((size_t)in->seq.T, sizeof(double));
     for (int s = 0; in->xi && s < in->seq.T && st == BT_OK; s++) {
-        in->xi[s] = (double)xr[s];
-        if (!isfinite(in->xi[s]))
-            st = bt_error(err, errlen, BT_ERR_NUMERIC, "xi[%d] is not finite", s);
+        in->xi[s] = (double)xr[s]; /* finite: read_real checked */
     }
     bt_free(xr);
     if (st == BT_OK && !in->xi)
@@ -575,6 +588,9 @@ bt_status bt_grad_compute(bt_grad_input *in, const bt_grad_options *opt, bt_grad
     bt_model *m = in->model;
     int B = in->seq.B, T = in->seq.T;
     memset(o, 0, sizeof *o);
+    size_t budget;
+    if (bt_unroll_budget_bytes(opt->memory_budget_mb, &budget, err, errlen) != BT_OK)
+        return BT_ERR_ARG;
     if (opt->estimator) {
         bt_status st = grad_estimate(in, opt, o, err, errlen);
         if (st != BT_OK)
@@ -597,7 +613,7 @@ bt_status bt_grad_compute(bt_grad_input *in, const bt_grad_options *opt, bt_grad
                          .policy_seed = opt->seed, .xi = in->xi, .accumulate = true,
                          .want_dh0 = true, .want_dh_norms = true,
                          .checkpoint_every = opt->checkpoint_every,
-                         .memory_budget = (size_t)(opt->memory_budget_mb * 1048576.0),
+                         .memory_budget = budget,
                          .dropout = true}; /* a stack's, masks from the seed */
     bt_unroll_result res;
     char why[BT_ERRMSG_LEN];

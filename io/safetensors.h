@@ -5,10 +5,12 @@
  * and layout and reports what is wrong with BT_ERR_FORMAT and a message.
  * Layout: u64 LE header length N, N bytes of JSON (space padded so 8 + N is a
  * multiple of 8), then the little-endian tensor bytes, contiguous, in file order.
+ * Files bptt writes carry CRC-32 checksums of both parts in their metadata.
  */
 #ifndef BPTT_SAFETENSORS_H
 #define BPTT_SAFETENSORS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -67,16 +69,25 @@ BT_API const bt_st_tensor *bt_st_find(const bt_st_file *f, const char *name); /*
 BT_API bt_status bt_st_get_real(const bt_st_tensor *t, bt_real *dst, size_t count,
                                 char *err, size_t errlen);
 
-/* Atomic: the old file at path is either kept whole or replaced whole. */
+/* Atomic: the old file at path is either kept whole or replaced whole. The
+ * metadata gets two checksums, checksum_data and checksum_header, each
+ * "crc32:" and eight hex digits (zlib's CRC-32): of the data section, and of
+ * the length and header bytes with the header's own eight digits counted as
+ * "00000000". Any checksum_* entries of f are replaced. */
 BT_API bt_status bt_st_write(const bt_st_file *f, const char *path, char *err, size_t errlen);
-/* *out is a new file on success, NULL on failure. */
+/* *out is a new file on success, NULL on failure. A file with checksums is
+ * verified (BT_ERR_FORMAT naming what does not match); one without them (not
+ * written by bptt, or before checksums) is read as it is. */
 BT_API bt_status bt_st_read(const char *path, bt_st_file **out, char *err, size_t errlen);
+/* Did f come from a file whose checksums were present and matched? */
+BT_API bool bt_st_checksummed(const bt_st_file *f);
 
 /* The same two in memory (bt_st_read and bt_st_write run this very code; the
  * fuzz targets and tests use it directly). bt_st_read_buffer reads n bytes at
  * data, naming the input `name` in messages (NULL: "(buffer)"), and copies
- * what it keeps. bt_st_write_buffer puts the file's bytes, exactly as
- * bt_st_write would write them, in *out (bt_malloc'd; release with bt_free)
+ * what it keeps, verifying checksums as bt_st_read does. bt_st_write_buffer
+ * puts the file's bytes, exactly as bt_st_write would write them (checksums
+ * included), in *out (bt_malloc'd; release with bt_free)
  * and their count in *n. */
 BT_API bt_status bt_st_read_buffer(const void *data, size_t n, const char *name, bt_st_file **out,
                                    char *err, size_t errlen);

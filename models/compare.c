@@ -62,8 +62,8 @@ bt_status bt_compare_new(const bt_registry *reg, bt_lm_config *cfg, const char (
         bt_lm_config c = *cfg;
         snprintf(r->spec, sizeof r->spec, "%s", specs[k]);
         bool online = bt_compare_is_estimator(reg, specs[k]); /* else a truncation policy */
-        snprintf(c.estimator, sizeof c.estimator, "%s", online ? specs[k] : "");
-        snprintf(c.truncation, sizeof c.truncation, "%s", online ? "full" : specs[k]);
+        c.estimator = online ? specs[k] : "";
+        c.truncation = online ? "full" : specs[k];
         if ((st = make_source(ctx, &c, &r->src, err, errlen)) != BT_OK)
             break;
         cfg->steps = c.steps; /* a task's length */
@@ -99,7 +99,8 @@ bt_status bt_policy_cuts(const bt_registry *r, const char *spec, int T, uint64_t
     const bt_policy_def *def = bt_registry_policy(r, name);
     void *st = NULL;
     if (!def)
-        return bt_error(err, errlen, BT_ERR_NOT_FOUND, "unknown truncation policy '%s'", name);
+        return bt_error(err, errlen, BT_ERR_NOT_FOUND, "unknown truncation policy '%.*s'",
+                        (int)strcspn(spec, ":"), spec);
     if (bt_policy_create(def, opts, &st, why, sizeof why) != BT_OK)
         return bt_error(err, errlen, BT_ERR_ARG, "%s: %s", spec, why);
     bt_rng rng;

@@ -7,6 +7,7 @@
  *
  * Dimension letters: B rows, T steps, H hidden, V vocabulary. */
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -15,7 +16,8 @@
 #include "stack.h"
 
 struct bt_lm {
-    bt_lm_config cfg;
+    bt_lm_config cfg;                /* its strings point into `strings` */
+    char *strings;                   /* the run's copies of cfg's strings, one block */
     bt_source *src;
     bt_model *m;
     bt_optimizer *opt;
@@ -38,6 +40,12 @@ struct bt_lm {
     bt_lm_epoch *hist;
     int n_hist, cap_hist;
     size_t peak_arena;
+    size_t budget;                   /* cfg.memory_budget_mb in bytes */
+    /* Stopping within an epoch, and continuing there. */
+    volatile atomic_int stop;        /* bt_lm_request_stop; a signal handler may set it */
+    bool stopped;                    /* the last train call stopped early */
+    bt_lm_position pos;              /* of the epoch under way (batches_done 0: none) */
+    uint64_t rng_now[4];             /* the restored RNG the replay must reach */
     /* Data parallelism (dist.h): NULL for one process. This process unrolls
      * rows [row0, row0 + rows) of every minibatch. */
     bt_dist *dist;
@@ -59,13 +67,14 @@ static double now_s(void)
 void bt_lm_config_default(bt_lm_config *c)
 {
     memset(c, 0, sizeof *c);
-    snprintf(c->cell, sizeof c->cell, "rnn_tanh");
+    c->cell = "rnn_tanh";
     c->hidden = 512;
     c->batch = 32;
     c->steps = 35;
-    snprintf(c->optimizer, sizeof c->optimizer, "sgd:lr=1");
+    c->optimizer = "sgd:lr=1";
     c->clip = 1;
-    snprintf(c->truncation, sizeof c->truncation, "full");
+    c->truncation = "full";
+    c->init = "";
     c->seed = 0;
     c->tokens = BT_TOKENS_CHARS;
     c->sampling = BT_BATCH_SEQUENTIAL;
@@ -77,7 +86,7 @@ const char *bt_lm_setting_name(bt_lm_setting s)
     static const char *const names[BT_LM_SETTING_COUNT] = {
         "cell", "hidden", "batch", "steps", "optimizer", "clip", "truncation", "init",
         "seed", "tokens", "sampling", "max-tokens", "val-fraction", "estimator", "update-every",
-        "layers", "dropout",
+        "layers", "dropout", "checkpoint", "memory-budget",
     };
     return s >= 0 && s < BT_LM_SETTING_COUNT ? names[s] : "?";
 }
@@ -97,7 +106,30 @@ void bt_lm_free(bt_lm *lm)
     bt_free(lm->state_block);
     bt_free(lm->eval_block);
     bt_free(lm->hist);
+    bt_free(lm->strings);
     bt_free(lm);
+}
+
+/* cfg's strings copied into one block owned by lm, lm->cfg pointing at them. */
+static bt_status own_strings(bt_lm *lm, const bt_lm_config *cfg, char *err, size_t errlen)
+{
+    const char *src[5] = {cfg->cell, cfg->optimizer, cfg->truncation, cfg->init ? cfg->init : "",
+                          cfg->estimator ? cfg->estimator : ""};
+    const char **dst[5] = {&lm->cfg.cell, &lm->cfg.optimizer, &lm->cfg.truncation, &lm->cfg.init,
+                           &lm->cfg.estimator};
+    size_t total = 0;
+    for (int i = 0; i < 5; i++)
+        total += strlen(src[i]) + 1;
+    char *p = lm->strings = bt_malloc(total);
+    if (!p)
+        return bt_error(err, errlen, BT_ERR_NOMEM, "out of memory for the run's settings");
+    for (int i = 0; i < 5; i++) {
+        size_t n = strlen(src[i]) + 1;
+        memcpy(p, src[i], n);
+        *dst[i] = p;
+        p += n;
+    }
+    return BT_OK;
 }
 
 /* The registered cells whose input and loss fit src, "a, b" into buf. */
@@ -121,6 +153,9 @@ static bt_status check_run(const bt_registry *reg, const bt_lm_config *cfg, cons
                            const bt_cell_def **cell, char *err, size_t errlen)
 {
     char known[512];
+    if (!cfg->cell || !cfg->optimizer || !cfg->truncation)
+        return bt_error(err, errlen, BT_ERR_ARG, "the run needs a cell, an optimizer and a "
+                        "truncation policy (bt_lm_config_default gives them)");
     if (cfg->hidden < 1 || cfg->batch < 1 || cfg->steps < 1)
         return bt_error(err, errlen, BT_ERR_ARG,
                         "hidden (%d), batch (%d) and steps (%d) must be at least 1", cfg->hidden,
@@ -132,6 +167,12 @@ static bt_status check_run(const bt_registry *reg, const bt_lm_config *cfg, cons
     if (!(cfg->clip >= 0) || !isfinite(cfg->clip))
         return bt_error(err, errlen, BT_ERR_ARG,
                         "clip %g: expected a number >= 0 (0 disables clipping)", cfg->clip);
+    size_t budget;
+    if (cfg->checkpoint_every < -1)
+        return bt_error(err, errlen, BT_ERR_ARG, "checkpoint spacing %d: expected -1 (sqrt), 0 "
+                        "(off) or a number of steps", cfg->checkpoint_every);
+    if (bt_unroll_budget_bytes(cfg->memory_budget_mb, &budget, err, errlen) != BT_OK)
+        return BT_ERR_ARG;
     const bt_cell_def *c = *cell = bt_registry_cell(reg, cfg->cell);
     if (!c)
         return bt_error(err, errlen, BT_ERR_NOT_FOUND,
@@ -159,8 +200,9 @@ static bt_status make_policy(const bt_registry *reg, bt_lm *lm, char *err, size_
     bt_split_spec(lm->cfg.truncation, name, sizeof name, &opts);
     lm->pdef = bt_registry_policy(reg, name);
     if (!lm->pdef)
-        return bt_error(err, errlen, BT_ERR_NOT_FOUND, "unknown truncation policy '%s' (known: %s)",
-                        name, bt_registry_names(reg, BT_KIND_POLICY, known, sizeof known));
+        return bt_error(err, errlen, BT_ERR_NOT_FOUND, "unknown truncation policy '%.*s' (known: "
+                        "%s)", (int)strcspn(lm->cfg.truncation, ":"), lm->cfg.truncation,
+                        bt_registry_names(reg, BT_KIND_POLICY, known, sizeof known));
     if (bt_policy_create(lm->pdef, opts, &lm->pstate, perr, sizeof perr) != BT_OK) {
         lm->pstate = NULL;
         return bt_error(err, errlen, BT_ERR_ARG, "--truncation %s: %s", lm->cfg.truncation, perr);
@@ -173,7 +215,7 @@ static bt_status make_policy(const bt_registry *reg, bt_lm *lm, char *err, size_
 static bt_status make_estimator(const bt_registry *reg, bt_lm *lm, char *err, size_t errlen)
 {
     const bt_lm_config *c = &lm->cfg;
-    if (!c->estimator[0])
+    if (!bt_lm_config_online(c))
         return BT_OK;
     if (c->update_every < 1)
         return bt_error(err, errlen, BT_ERR_ARG, "update every %d steps: expected at least 1",
@@ -220,9 +262,12 @@ bt_status bt_lm_new(const bt_registry *reg, const bt_lm_config *cfg, bt_source *
     bt_lm *lm = bt_calloc(1, sizeof *lm);
     if (!lm)
         return BT_ERR_NOMEM;
+    char perr[BT_ERRMSG_LEN] = "";
     lm->cfg = *cfg;
     lm->src = src;
-    char perr[BT_ERRMSG_LEN] = "";
+    if ((st = own_strings(lm, cfg, err, errlen)) != BT_OK)
+        goto fail;
+    cfg = &lm->cfg; /* the run's own copies from here */
     bt_cell_dims dims = {src->input_size, cfg->hidden, src->output_size};
     if ((st = make_policy(reg, lm, err, errlen)) != BT_OK ||
         (st = bt_model_from_arch(reg, cfg->layers, cfg->cell, cfg->hidden, cfg->dropout,
@@ -241,6 +286,7 @@ bt_status bt_lm_new(const bt_registry *reg, const bt_lm_config *cfg, bt_source *
         (st = make_state(lm, err, errlen)) != BT_OK ||
         (st = make_estimator(reg, lm, err, errlen)) != BT_OK)
         goto fail;
+    bt_unroll_budget_bytes(cfg->memory_budget_mb, &lm->budget, NULL, 0); /* checked above */
     *out = lm;
     return BT_OK;
 fail:
@@ -462,6 +508,65 @@ static void add_batch(bt_lm *lm, epoch_sums *a, const bt_sequence *seq, const bt
     hooks->progress(hooks->ctx, &p);
 }
 
+/* Where the epoch stands, kept when the run stops within it. */
+static void keep_position(bt_lm *lm, const epoch_sums *a)
+{
+    double *v = lm->pos.sums;
+    lm->pos.batches_done = a->done;
+    v[BT_LM_SUM_LOSS] = a->loss_sum, v[BT_LM_SUM_TERMS] = (double)a->terms;
+    v[BT_LM_SUM_TOKENS] = (double)a->tokens, v[BT_LM_SUM_UPDATES] = a->updates;
+    v[BT_LM_SUM_SKIPPED] = a->skipped, v[BT_LM_SUM_GNORM] = a->gsum, v[BT_LM_SUM_GMAX] = a->gmax;
+    v[BT_LM_SUM_PEAK] = (double)a->peak, v[BT_LM_SUM_SECONDS] = now_s() - a->t0;
+}
+
+/* An epoch continued where a restored run stopped: its order replayed from
+ * the RNG it began with, the minibatches done skipped (with the policy seeds
+ * they drew), and the sums so far restored. */
+static bt_status replay_epoch(bt_lm *lm, epoch_sums *a, char *err, size_t errlen)
+{
+    int skip = lm->pos.batches_done;
+    if (skip >= a->batches)
+        return bt_error(err, errlen, BT_ERR_FORMAT, "the run stopped after minibatch %d of an "
+                        "epoch that has %d: not this data", skip, a->batches);
+    bt_sequence seq;
+    for (int i = 0; i < skip; i++) {
+        if (!lm->src->next(lm->src->ctx, &seq))
+            return bt_error(err, errlen, BT_ERR_FORMAT, "the epoch ended at minibatch %d of the "
+                            "%d the run had done", i, skip);
+        bt_rng_next(&lm->rng); /* the policy seed that minibatch drew */
+    }
+    if (memcmp(lm->rng.s, lm->rng_now, sizeof lm->rng_now) != 0)
+        return bt_error(err, errlen, BT_ERR_FORMAT, "replaying the %d minibatches done does not "
+                        "reach the run's RNG: the position within the epoch is damaged, or the "
+                        "data is not the run's", skip);
+    const double *v = lm->pos.sums;
+    a->done = skip;
+    a->loss_sum = v[BT_LM_SUM_LOSS], a->terms = (long)v[BT_LM_SUM_TERMS];
+    a->tokens = (long)v[BT_LM_SUM_TOKENS], a->updates = (int)v[BT_LM_SUM_UPDATES];
+    a->skipped = (int)v[BT_LM_SUM_SKIPPED], a->gsum = v[BT_LM_SUM_GNORM];
+    a->gmax = v[BT_LM_SUM_GMAX], a->peak = (size_t)v[BT_LM_SUM_PEAK];
+    a->t0 = now_s() - v[BT_LM_SUM_SECONDS];
+    lm->pos.batches_done = 0; /* consumed: the next epoch starts afresh */
+    return BT_OK;
+}
+
+/* The epoch's data order drawn (or replayed), the state zeroed at its start. */
+static bt_status begin_epoch(bt_lm *lm, epoch_sums *a, char *err, size_t errlen)
+{
+    bool within = lm->pos.batches_done > 0;
+    if (within)
+        memcpy(lm->rng.s, lm->pos.epoch_rng, sizeof lm->rng.s);
+    else {
+        memcpy(lm->pos.epoch_rng, lm->rng.s, sizeof lm->rng.s);
+        /* d2l starts every epoch from a zero state; random sampling also zeroes
+         * it before each minibatch, since neighbouring rows are unrelated text. */
+        memset(lm->state_block, 0, lm->state_len * sizeof(bt_real));
+    }
+    lm->src->epoch(lm->src->ctx, &lm->rng);
+    a->batches = lm->src->count(lm->src->ctx);
+    return within ? replay_epoch(lm, a, err, errlen) : BT_OK;
+}
+
 /* The update hook of a distributed run: the gradient and loss summed over
  * the processes, a failure on any of them agreed on. */
 static bt_status dist_update(void *ctx, bt_params *p, bt_status st, uint64_t digest,
@@ -529,21 +634,21 @@ static bt_status train_batch(bt_lm *lm, const bt_sequence *seq, const bt_unroll_
     return st;
 }
 
-/* Every minibatch of the epoch through the unroller, with its updates. */
+/* Every minibatch of the epoch (those left, when it continues one) through
+ * the unroller, with its updates; on a stop request, the position is kept
+ * and the epoch left unfinished. A distributed run stops only between epochs
+ * (bt_lm_train_epoch), where every process holds every row's state. */
 static bt_status train_batches(bt_lm *lm, epoch_sums *a, int epochs_target,
                                const bt_lm_hooks *hooks, char *err, size_t errlen)
 {
     bt_source *src = lm->src;
-    /* d2l starts every epoch from a zero state; random sampling also zeroes it
-     * before each minibatch, since neighbouring rows are unrelated text. */
-    memset(lm->state_block, 0, lm->state_len * sizeof(bt_real));
     bt_unroll_opts o = {
         .policy = lm->pdef,
         .policy_state = lm->pstate,
         .optimizer = lm->opt,
         .clip = lm->cfg.clip,
         .checkpoint_every = lm->cfg.checkpoint_every,
-        .memory_budget = (size_t)(lm->cfg.memory_budget_mb * 1048576.0),
+        .memory_budget = lm->budget,
         .on_update = lm->dist ? dist_update : NULL,
         .update_ctx = lm,
         .dropout = true, /* a stack's dropout, masks from each minibatch's policy seed */
@@ -562,6 +667,11 @@ static bt_status train_batches(bt_lm *lm, epoch_sums *a, int epochs_target,
             return bt_error(err, errlen, st, "epoch %d, minibatch %d of %d: %s",
                             lm->epochs_done + 1, a->done + 1, a->batches, uerr);
         add_batch(lm, a, &seq, &r, epochs_target, hooks);
+        if (!lm->dist && atomic_load(&lm->stop) && a->done < a->batches) {
+            keep_position(lm, a);
+            lm->stopped = true;
+            break;
+        }
     }
     return BT_OK;
 }
@@ -650,17 +760,29 @@ static bt_status dist_epoch_end(bt_lm *lm, bt_status st, char *err, size_t errle
     return bt_dist_check_same(lm->dist, st, run_sum(lm), what, err, errlen);
 }
 
+/* Was a stop requested? Distributed, on any process (each may have had its
+ * own signal, or none), agreed on by all, so they stop together. */
+static bt_status stop_requested(bt_lm *lm, char *err, size_t errlen)
+{
+    double v = atomic_load(&lm->stop) != 0;
+    bt_status st = lm->dist ? bt_dist_sum(lm->dist, &v, 1, BT_OK, err, errlen) : BT_OK;
+    lm->stopped = st == BT_OK && v > 0;
+    return st;
+}
+
 bt_status bt_lm_train_epoch(bt_lm *lm, int epochs_target, const bt_lm_hooks *hooks,
                             bt_lm_epoch *e, char *err, size_t errlen)
 {
-    epoch_sums a = {.t0 = now_s()};
-    bt_status st = lm->dist ? dist_epoch_begin(lm, err, errlen) : BT_OK;
-    if (st != BT_OK)
+    bt_status st = stop_requested(lm, err, errlen); /* before anything: the position stands */
+    if (st != BT_OK || lm->stopped)
         return st;
-    lm->src->epoch(lm->src->ctx, &lm->rng);
-    a.batches = lm->src->count(lm->src->ctx);
-    st = train_batches(lm, &a, epochs_target, hooks, err, errlen);
-    if (st != BT_OK)
+    epoch_sums a = {.t0 = now_s()};
+    st = lm->dist ? dist_epoch_begin(lm, err, errlen) : BT_OK;
+    if (st == BT_OK)
+        st = begin_epoch(lm, &a, err, errlen);
+    if (st == BT_OK)
+        st = train_batches(lm, &a, epochs_target, hooks, err, errlen);
+    if (st != BT_OK || lm->stopped)
         return st;
     double t_train = now_s() - a.t0;
     if (!bt_lm_params_finite(lm))
@@ -688,9 +810,31 @@ bt_status bt_lm_train(bt_lm *lm, int epochs, const bt_lm_hooks *hooks, char *err
     while (lm->epochs_done < epochs) {
         bt_lm_epoch e;
         bt_status st = bt_lm_train_epoch(lm, epochs, hooks, &e, err, errlen);
-        if (st != BT_OK)
+        if (st != BT_OK || lm->stopped)
             return st;
     }
+    return BT_OK;
+}
+
+void bt_lm_request_stop(bt_lm *lm)
+{
+    atomic_store(&lm->stop, 1);
+}
+
+bool bt_lm_stopped(const bt_lm *lm) { return lm->stopped; }
+
+void bt_lm_position_get(const bt_lm *lm, bt_lm_position *p) { *p = lm->pos; }
+
+bt_status bt_lm_position_set(bt_lm *lm, const bt_lm_position *p, char *err, size_t errlen)
+{
+    bool ok = p->batches_done >= 0;
+    for (int i = 0; ok && i < BT_LM_SUMS; i++)
+        ok = isfinite(p->sums[i]) && (i == BT_LM_SUM_LOSS || p->sums[i] >= 0);
+    if (!ok)
+        return bt_error(err, errlen, BT_ERR_FORMAT, "bad position within the epoch: %d minibatches "
+                        "done, sums not finite or negative", p->batches_done);
+    lm->pos = *p;
+    memcpy(lm->rng_now, lm->rng.s, sizeof lm->rng_now); /* where the replay must arrive */
     return BT_OK;
 }
 
@@ -787,10 +931,13 @@ int bt_lm_split_policies(const bt_registry *r, const char *list, char (*out)[256
     int n = 0;
     const char *start = list;
     for (const char *p = list;; p++) {
-        if (*p != '\0' && !(*p == ',' && (p[1] == '\0' || p[1] == ',' || policy_starts(r, p + 1))))
+        /* An entry that begins with ',' is empty ("full,,lr=0.1"), whatever follows. */
+        bool empty = p == start && (*p == ',' || *p == '\0');
+        if (!empty && *p != '\0' &&
+            !(*p == ',' && (p[1] == '\0' || p[1] == ',' || policy_starts(r, p + 1))))
             continue;
         size_t len = (size_t)(p - start);
-        if (len == 0) {
+        if (empty || len == 0) {
             snprintf(err, errlen, "empty entry in the policy list '%s'", list);
             return -1;
         }

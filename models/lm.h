@@ -21,27 +21,32 @@
 extern "C" {
 #endif
 
-/* Every setting of a run: what a checkpoint stores and a resume must match. */
+/* Every setting of a run: what a checkpoint stores and a resume must match.
+ * The strings are borrowed, of any length: they must stay valid while the
+ * config is used, and bt_lm_new keeps its own copies (bt_lm_config_of gives
+ * those), so no spec is ever cut short. */
 typedef struct bt_lm_config {
-    char cell[64];          /* "rnn_tanh" */
+    const char *cell;       /* "rnn_tanh" */
     int hidden, batch, steps;
-    char optimizer[256];    /* "sgd:lr=1" as given */
+    const char *optimizer;  /* "sgd:lr=1" as given */
     double clip;            /* global-norm theta; <= 0 disables */
-    char truncation[256];   /* "full", "fixed:35", "random:0.1,seed=3", "tbptt:5,35" */
+    const char *truncation; /* "full", "fixed:35", "random:0.1,seed=3", "tbptt:5,35" */
     /* An online gradient estimator instead of BPTT ("rtrl", "uoro,seed=3"; ""
-     * for BPTT under the truncation policy), updating the parameters after
-     * every update_every steps and at the end of each minibatch. */
-    char estimator[256];
+     * or NULL for BPTT under the truncation policy), updating the parameters
+     * after every update_every steps and at the end of each minibatch. */
+    const char *estimator;
     int update_every;
-    char init[128];         /* --init spec; "" for the cell's defaults */
+    const char *init;       /* --init spec; "" (or NULL) for the cell's defaults */
     uint64_t seed;
     bt_tokens_kind tokens;
     bt_batch_mode sampling;
     long max_tokens;        /* 0: the whole text */
     double val_fraction;    /* the end of the text held out for validation */
-    /* How backward runs, not what it computes (a checkpoint does not store them):
-     * exact checkpointed BPTT keeping one state every checkpoint_every steps
-     * (-1: sqrt of the window), or within a window memory budget. */
+    /* How backward runs, not what it computes (the same gradients up to
+     * rounding): exact checkpointed BPTT keeping one state every
+     * checkpoint_every steps (-1: sqrt of the window; 0 off), or within a
+     * window memory budget (MB; 0 none, else at least one byte). A checkpoint
+     * stores them and a resume keeps them unless told otherwise. */
     int checkpoint_every;
     double memory_budget_mb;
     /* A stack (models/stack.h): "" for one cell (cell, hidden), else every
@@ -54,6 +59,12 @@ typedef struct bt_lm_config {
     bool variational;
 } bt_lm_config;
 
+/* Does c name an online estimator (rather than BPTT under a policy)? */
+static inline bool bt_lm_config_online(const bt_lm_config *c)
+{
+    return c->estimator && c->estimator[0];
+}
+
 /* The classic char-RNN setup (d2l): rnn_tanh, hidden 512, batch 32, 35 steps,
  * sgd:lr=1, clip 1, full BPTT over each minibatch, chars, sequential, seed 0. */
 BT_API void bt_lm_config_default(bt_lm_config *c);
@@ -64,6 +75,7 @@ typedef enum bt_lm_setting {
     BT_LM_CELL, BT_LM_HIDDEN, BT_LM_BATCH, BT_LM_STEPS, BT_LM_OPTIMIZER, BT_LM_CLIP,
     BT_LM_TRUNCATION, BT_LM_INIT, BT_LM_SEED, BT_LM_TOKENS, BT_LM_SAMPLING, BT_LM_MAX_TOKENS,
     BT_LM_VAL_FRACTION, BT_LM_ESTIMATOR, BT_LM_UPDATE_EVERY, BT_LM_LAYERS, BT_LM_DROPOUT,
+    BT_LM_CHECKPOINT, BT_LM_MEMORY_BUDGET, /* how, not what: a resume may change them */
     BT_LM_SETTING_COUNT
 } bt_lm_setting;
 /* Its name, as `bptt train` spells the option: "hidden", "max-tokens". */
@@ -105,6 +117,19 @@ typedef struct bt_lm_progress {
 
 typedef struct bt_lm bt_lm;
 
+/* How far a run is into the epoch under way, enough to continue it exactly:
+ * the minibatches done (0 at an epoch's end, when nothing else matters), the
+ * RNG as the epoch began (replaying the epoch's data order and offsets, and
+ * the policy seeds of the minibatches done, reaches the run's RNG now), and
+ * the epoch's sums so far, so its figures are those of an epoch never stopped. */
+enum { BT_LM_SUM_LOSS, BT_LM_SUM_TERMS, BT_LM_SUM_TOKENS, BT_LM_SUM_UPDATES, BT_LM_SUM_SKIPPED,
+       BT_LM_SUM_GNORM, BT_LM_SUM_GMAX, BT_LM_SUM_PEAK, BT_LM_SUM_SECONDS, BT_LM_SUMS };
+typedef struct bt_lm_position {
+    int batches_done;
+    uint64_t epoch_rng[4];
+    double sums[BT_LM_SUMS];
+} bt_lm_position;
+
 typedef struct bt_lm_hooks {
     void (*progress)(void *ctx, const bt_lm_progress *p); /* may be NULL */
     /* After each epoch; a status other than BT_OK stops the run with it (a
@@ -134,11 +159,32 @@ BT_API bt_status bt_lm_distribute(bt_lm *lm, bt_dist *d, char *err, size_t errle
 
 /* Trains until epoch `epochs` (a total: a resumed run at epoch 5 with epochs
  * 8 trains 3 more). BT_ERR_NUMERIC when the loss or the parameters become
- * non-finite; the hooks have then not seen the bad epoch. */
+ * non-finite; the hooks have then not seen the bad epoch. A stop requested
+ * with bt_lm_request_stop ends it early with BT_OK: bt_lm_stopped says so,
+ * and the run (bt_lm_position) can be checkpointed and continued exactly. */
 BT_API bt_status bt_lm_train(bt_lm *lm, int epochs, const bt_lm_hooks *hooks, char *err, size_t errlen);
-/* One epoch; fills *e and appends it to the history. */
+/* One epoch (the rest of it, when the run stopped or was restored within
+ * it); fills *e and appends it to the history. A stop requested before the
+ * epoch's last minibatch returns BT_OK at once with *e untouched and the
+ * epoch unfinished (bt_lm_stopped). */
 BT_API bt_status bt_lm_train_epoch(bt_lm *lm, int epochs_target, const bt_lm_hooks *hooks,
                                    bt_lm_epoch *e, char *err, size_t errlen);
+/* Asks the run to stop at the next minibatch boundary: the minibatch under
+ * way (and its updates) finishes, then bt_lm_train returns. A distributed run
+ * (bt_lm_distribute) stops at the end of the epoch under way instead, every
+ * process together, when any of them was asked. Only sets a
+ * flag: safe to call from a signal handler (the library installs none; the
+ * program's handler calls this). */
+BT_API void bt_lm_request_stop(bt_lm *lm);
+/* Did the last bt_lm_train(_epoch) stop on request before its end? */
+BT_API bool bt_lm_stopped(const bt_lm *lm);
+/* Where the run is within the epoch under way (for checkpoints). */
+BT_API void bt_lm_position_get(const bt_lm *lm, bt_lm_position *p);
+/* Continues a run within an epoch (checkpoint loading, after the run's RNG,
+ * state, parameters and progress are restored): the next epoch replays the
+ * data order from p->epoch_rng, skips the minibatches done, and checks that
+ * it reaches the restored RNG. */
+BT_API bt_status bt_lm_position_set(bt_lm *lm, const bt_lm_position *p, char *err, size_t errlen);
 /* Mean loss per scored token over the source's validation data, from a zero
  * state that carries between minibatches only when the source says they
  * continue each other (val_carry_state); BT_ERR_NOT_FOUND when there is none. */

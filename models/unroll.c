@@ -476,6 +476,20 @@ static bt_status optimizer_update(bt_unroller *u, const bt_unroll_opts *opts,
  * (L/C + 2) states + C steps <= budget (every spacing recomputes each step
  * once, so a larger C only saves bookkeeping). Before any step has been
  * measured, sqrt(L) is the safe choice. */
+bt_status bt_unroll_budget_bytes(double mb, size_t *bytes, char *err, size_t errlen)
+{
+    *bytes = 0;
+    double b = mb * 1048576.0;
+    if (mb == 0)
+        return BT_OK;
+    if (!(b >= 1) || !(b < 0x1p63))
+        return bt_error(err, errlen, BT_ERR_ARG, "memory budget %g MB is %s: give at least one "
+                        "byte (%.3g MB), or 0 for none", mb, b < 1 && b >= 0 ? "below one byte"
+                        : "not a size", 1 / 1048576.0);
+    *bytes = (size_t)b;
+    return BT_OK;
+}
+
 static bt_status budget_spacing(bt_unroller *u, long L, size_t budget, int *C, char *err,
                                 size_t errlen)
 {

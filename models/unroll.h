@@ -66,6 +66,12 @@ typedef struct bt_unroll_opts {
     void *update_ctx;
 } bt_unroll_opts;
 
+/* The bytes of a memory budget given in MB (--memory-budget), for
+ * bt_unroll_opts.memory_budget: 0 for none (mb == 0); BT_ERR_ARG for one that
+ * is negative, not finite, beyond size_t, or below one byte (it would round
+ * to 0, which means no budget at all). */
+BT_API bt_status bt_unroll_budget_bytes(double mb, size_t *bytes, char *err, size_t errlen);
+
 typedef struct bt_unroll_result {
     double loss_sum;      /* sum over steps of the step loss (mean over rows) */
     long loss_terms;      /* steps counted in loss_sum */

@@ -3,8 +3,12 @@
  * the same shape, ACTUAL may hold nothing else, and every element must satisfy
  * |a - e| <= atol + rtol |e|. Prints the largest difference of each tensor.
  *
- *   st_compare ACTUAL EXPECTED [--atol A] [--rtol R] [--meta KEY=VALUE]... [--skip NAME]...
+ *   st_compare ACTUAL EXPECTED [--atol A] [--rtol R] [--bitwise] [--meta KEY=VALUE]...
+ *              [--skip NAME]...
  *
+ * --bitwise asks for the same dtype and the very same bytes (no tolerance;
+ * -0 differs from 0, a NaN's payload counts): a resumed run against one
+ * never interrupted (test_crash.sh).
  * --skip leaves a tensor out of the comparison (a checkpoint's `history`
  * holds timings, which no two runs share).
  *
@@ -49,7 +53,7 @@ static bool skipped(const char *name, const char *const *skip, int n)
 }
 
 static int compare(const bt_st_file *act, const bt_st_file *exp, double atol, double rtol,
-                   const char *const *skip, int n_skip)
+                   bool bitwise, const char *const *skip, int n_skip)
 {
     int bad = 0;
     double worst = 0;
@@ -80,6 +84,11 @@ static int compare(const bt_st_file *act, const bt_st_file *exp, double atol, do
             if (!(d <= atol + rtol * fabs(at(e, k))))
                 ok = false;
         }
+        if (bitwise && (a->dtype != e->dtype ||
+                        memcmp(a->data, e->data, e->count * bt_st_dtype_size(e->dtype)) != 0)) {
+            printf("FAIL %-14s not the same bytes\n", e->name);
+            ok = false;
+        }
         printf("%s %-14s max |diff| %.3g at %zu (actual %.10g, expected %.10g)\n",
                ok ? "ok  " : "FAIL", e->name, max_diff, where, e->count ? at(a, where) : 0.0,
                e->count ? at(e, where) : 0.0);
@@ -107,11 +116,14 @@ int main(int argc, char **argv)
 #endif
     const char *files[2] = {0}, *meta[16], *skip[16];
     int nf = 0, nm = 0, ns = 0;
+    bool bitwise = false;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--atol") && i + 1 < argc)
             atol = atof(argv[++i]);
         else if (!strcmp(argv[i], "--rtol") && i + 1 < argc)
             rtol = atof(argv[++i]);
+        else if (!strcmp(argv[i], "--bitwise"))
+            bitwise = true;
         else if (!strcmp(argv[i], "--meta") && i + 1 < argc && nm < 16)
             meta[nm++] = argv[++i];
         else if (!strcmp(argv[i], "--skip") && i + 1 < argc && ns < 16)
@@ -124,7 +136,8 @@ int main(int argc, char **argv)
         }
     }
     if (nf != 2) {
-        fprintf(stderr, "usage: st_compare ACTUAL EXPECTED [--atol A] [--rtol R] [--meta KEY=VALUE]... [--skip NAME]...\n");
+        fprintf(stderr, "usage: st_compare ACTUAL EXPECTED [--atol A] [--rtol R] [--bitwise] "
+                        "[--meta KEY=VALUE]... [--skip NAME]...\n");
         return 2;
     }
     bt_st_file *f[2] = {0};
@@ -135,7 +148,7 @@ int main(int argc, char **argv)
             bt_st_free(f[0]);
             return 2;
         }
-    int rc = compare(f[0], f[1], atol, rtol, skip, ns);
+    int rc = compare(f[0], f[1], atol, rtol, bitwise, skip, ns);
     for (int i = 0; i < nm; i++) {
         const char *eq = strchr(meta[i], '=');
         size_t klen = eq ? (size_t)(eq - meta[i]) : strlen(meta[i]);

@@ -301,9 +301,9 @@ static double influence_run(const char *policy, theta_log *log)
                  BT_OK, "%s", err);
     bt_lm_config cfg;
     bt_lm_config_default(&cfg);
-    snprintf(cfg.cell, sizeof cfg.cell, "influence");
-    snprintf(cfg.optimizer, sizeof cfg.optimizer, "sgd:lr=1e-2");
-    snprintf(cfg.truncation, sizeof cfg.truncation, "%s", policy);
+    cfg.cell = "influence";
+    cfg.optimizer = "sgd:lr=1e-2";
+    cfg.truncation = policy;
     cfg.hidden = 23, cfg.batch = 1, cfg.steps = 200, cfg.clip = 0, cfg.seed = 1;
     memset(log, 0, sizeof *log);
     cr_assert_eq(bt_lm_new(reg, &cfg, &src, &log->lm, err, sizeof err), BT_OK, "%s", err);

@@ -6,7 +6,9 @@
  * - the stored vocabulary is the one this code builds from the same text;
  * - the model, optimizer state, RNG, carried state and history restored into
  *   a run are the tensors in the file;
- * - reading a fixture and writing it again gives the same bytes;
+ * - reading a fixture and writing it again gives the same tensors and
+ *   metadata, plus the checksums it did not have (then the same bytes again);
+ * - they load unverified (no checksums), and say so (bt_checkpoint.verified);
  * - a file of the other precision is refused with a message saying why. */
 #include <errno.h>
 #include <stdio.h>
@@ -114,6 +116,7 @@ Test(compat, chars_checkpoint_reads_resumes_and_matches_the_file)
     cr_assert_eq(ck->cfg.tokens, BT_TOKENS_CHARS);
     cr_assert_eq(ck->epoch, 2);
     cr_assert_str_eq(ck->version, "0.1.0");
+    cr_assert_not(ck->verified, "a file from before checksums cannot be verified");
     assert_vocab_of_text(ck->vocab, BT_TOKENS_CHARS);
 
     bt_corpus *c = NULL;
@@ -201,23 +204,48 @@ Test(compat, letters_and_task_checkpoints_load)
     bt_checkpoint_free(ck);
 }
 
-Test(compat, rewriting_an_old_file_gives_the_same_bytes)
+/* a and b hold the same tensors (bytes) and the same metadata, checksums aside. */
+static void assert_same_content(const bt_st_file *a, const bt_st_file *b, const char *what)
+{
+    cr_assert_eq(bt_st_count(a), bt_st_count(b), "%s: tensor count", what);
+    for (int i = 0; i < bt_st_count(a); i++) {
+        const bt_st_tensor *t = bt_st_at(a, i), *u = bt_st_find(b, t->name);
+        cr_assert_not_null(u, "%s: %s lost", what, t->name);
+        cr_assert(t->dtype == u->dtype && t->count == u->count &&
+                  memcmp(t->data, u->data, t->count * bt_st_dtype_size(t->dtype)) == 0,
+                  "%s: %s differs", what, t->name);
+    }
+    static const char *const keys[] = {"format", "bptt_version", "cell", "hidden", "optimizer",
+                                       "truncation", "seed", "epoch", "data", "vocab", "task"};
+    for (size_t k = 0; k < sizeof keys / sizeof *keys; k++) {
+        const char *x = bt_st_meta(a, keys[k]), *y = bt_st_meta(b, keys[k]);
+        cr_assert((!x && !y) || (x && y && strcmp(x, y) == 0), "%s: metadata %s", what, keys[k]);
+    }
+}
+
+Test(compat, rewriting_an_old_file_keeps_its_content_and_adds_checksums)
 {
     static const char *const names[] = {
         "ckpt_v1_chars_float.safetensors", "ckpt_v1_chars_double.safetensors",
         "ckpt_v1_letters_float.safetensors", "ckpt_v1_task_float.safetensors",
     };
     for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
-        bt_st_file *f = NULL;
+        bt_st_file *f = NULL, *g = NULL;
         cr_assert_eq(bt_st_read(fixture(names[i]), &f, err, sizeof err), BT_OK, "%s", err);
-        char out[128];
+        cr_assert_not(bt_st_checksummed(f), "%s: a file from before checksums", names[i]);
+        char out[128], again[128];
         snprintf(out, sizeof out, "%s/%zu.safetensors", dir, i);
+        snprintf(again, sizeof again, "%s/%zu.again.safetensors", dir, i);
         cr_assert_eq(bt_st_write(f, out, err, sizeof err), BT_OK, "%s", err);
+        cr_assert_eq(bt_st_read(out, &g, err, sizeof err), BT_OK, "%s", err);
+        cr_assert(bt_st_checksummed(g), "%s: rewritten without checksums", names[i]);
+        assert_same_content(f, g, names[i]);
+        cr_assert_eq(bt_st_write(g, again, err, sizeof err), BT_OK, "%s", err);
         bt_st_free(f);
+        bt_st_free(g);
         size_t na, nb;
-        unsigned char *a = slurp(fixture(names[i]), &na), *b = slurp(out, &nb);
-        cr_assert_eq(na, nb, "%s: %zu bytes rewritten as %zu", names[i], na, nb);
-        cr_assert(memcmp(a, b, na) == 0, "%s: rewritten bytes differ", names[i]);
+        unsigned char *a = slurp(out, &na), *b = slurp(again, &nb);
+        cr_assert(na == nb && memcmp(a, b, na) == 0, "%s: a second rewrite differs", names[i]);
         free(a);
         free(b);
     }
@@ -233,6 +261,20 @@ Test(compat, the_other_precision_is_refused_with_the_reason)
     cr_assert_not_null(strstr(err, "-Dreal="), "%s", err);
 }
 
+static bool same_str(const char *a, const char *b) { return !strcmp(a ? a : "", b ? b : ""); }
+
+/* Every setting equal (the strings by value: each checkpoint owns its own). */
+static bool same_config(const bt_lm_config *a, const bt_lm_config *b)
+{
+    return same_str(a->cell, b->cell) && same_str(a->optimizer, b->optimizer) &&
+           same_str(a->truncation, b->truncation) && same_str(a->init, b->init) &&
+           a->hidden == b->hidden && a->batch == b->batch && a->steps == b->steps &&
+           a->clip == b->clip && a->seed == b->seed && a->tokens == b->tokens &&
+           a->sampling == b->sampling && a->max_tokens == b->max_tokens &&
+           a->val_fraction == b->val_fraction && a->checkpoint_every == b->checkpoint_every &&
+           a->memory_budget_mb == b->memory_budget_mb;
+}
+
 /* bt_checkpoint_read_buffer on a file's bytes reads what bt_checkpoint_read
  * reads from the file, and refuses every truncation of them by name. */
 Test(compat, a_buffer_reads_like_the_file)
@@ -243,7 +285,7 @@ Test(compat, a_buffer_reads_like_the_file)
     cr_assert_eq(bt_checkpoint_read(fixture(own_precision()), &a, err, sizeof err), BT_OK, "%s", err);
     cr_assert_eq(bt_checkpoint_read_buffer(bytes, n, "mem", &b, err, sizeof err), BT_OK, "%s", err);
     cr_expect_str_eq(b->path, "mem");
-    cr_expect(memcmp(&a->cfg, &b->cfg, sizeof a->cfg) == 0, "settings differ");
+    cr_expect(same_config(&a->cfg, &b->cfg), "settings differ");
     cr_expect(a->input_size == b->input_size && a->output_size == b->output_size &&
               a->epoch == b->epoch && a->updates == b->updates && a->opt_steps == b->opt_steps);
     cr_expect(bt_vocab_equal(a->vocab, b->vocab));

@@ -651,9 +651,9 @@ static bt_lm *influence_lm(const char *est, bt_source *src)
     char err[1024] = "";
     bt_lm_config cfg;
     bt_lm_config_default(&cfg);
-    snprintf(cfg.cell, sizeof cfg.cell, "influence");
-    snprintf(cfg.optimizer, sizeof cfg.optimizer, "adam:lr=1e-3");
-    snprintf(cfg.estimator, sizeof cfg.estimator, "%s", est);
+    cfg.cell = "influence";
+    cfg.optimizer = "adam:lr=1e-3";
+    cfg.estimator = est;
     cfg.hidden = 23, cfg.batch = 1, cfg.steps = 50, cfg.clip = 0.5, cfg.update_every = 7;
     cr_assert_eq(bt_task_source_new("influence:23,10,len=50,batches=4", 1, 1, src, err,
                                     sizeof err), BT_OK, "%s", err);

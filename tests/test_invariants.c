@@ -95,9 +95,9 @@ static void run_new(run *r, const char *cell, const char *policy, int ckpt, doub
     memset(r, 0, sizeof *r);
     bt_lm_config c;
     bt_lm_config_default(&c);
-    snprintf(c.cell, sizeof c.cell, "%s", cell);
-    snprintf(c.truncation, sizeof c.truncation, "%s", policy);
-    snprintf(c.optimizer, sizeof c.optimizer, "adam:lr=0.01"); /* two state buffers to compare */
+    c.cell = cell;
+    c.truncation = policy;
+    c.optimizer = "adam:lr=0.01"; /* two state buffers to compare */
     c.hidden = 8;
     c.batch = 3;
     c.steps = 20;
@@ -112,7 +112,7 @@ static void run_new(run *r, const char *cell, const char *policy, int ckpt, doub
         c.hidden = 5;
         cr_assert_eq(bt_task_source_new("influence:5,2,len=20,batches=4", c.batch, 3, &r->src, err,
                                         sizeof err), BT_OK, "%s", err);
-        snprintf(c.optimizer, sizeof c.optimizer, "sgd:lr=0.001");
+        c.optimizer = "sgd:lr=0.001";
     } else {
         c.val_fraction = 0.1;
         r->corpus = small_text();
@@ -408,14 +408,14 @@ Test(invariants, validation_equals_a_plain_reevaluation)
     for (int k = 0; k < 2; k++) {
         bt_lm_config c;
         bt_lm_config_default(&c);
-        snprintf(c.cell, sizeof c.cell, "%s", tasks[k].cell);
-        snprintf(c.optimizer, sizeof c.optimizer, "adam:lr=0.02");
+        c.cell = tasks[k].cell;
+        c.optimizer = "adam:lr=0.02";
         c.hidden = 6;
         c.batch = 4;
         c.seed = 2;
         /* A strong recurrent matrix, so a state wrongly carried in from the
          * previous sequence changes the loss well beyond float rounding. */
-        snprintf(c.init, sizeof c.init, "normal:0.8");
+        c.init = "normal:0.8";
         run r = {0};
         cr_assert_eq(bt_task_source_new(tasks[k].spec, c.batch, 5, &r.src, err, sizeof err), BT_OK,
                      "%s", err);

@@ -803,8 +803,11 @@ Test(plugins, split_spec)
     cr_expect_str_eq(name, "tbptt");
     cr_expect_str_eq(opts, "5:35");
     char small[4];
-    bt_split_spec("momentum:0.1", small, sizeof small, &opts);
-    cr_expect_str_eq(small, "mom");
+    cr_expect_not(bt_split_spec("momentum:0.1", small, sizeof small, &opts),
+                  "a name that does not fit is reported");
+    cr_expect_str_eq(small, "", "a name that does not fit is never cut to a prefix");
+    cr_expect_str_eq(opts, "0.1");
+    cr_expect(bt_split_spec("sgd:lr=1", small, sizeof small, &opts));
 }
 
 Test(plugins, optimizer_unknown_name_lists_known)

@@ -341,7 +341,7 @@ Test(safetensors, write_onto_a_directory_fails_cleanly)
     bt_st_file *f = make_sample();
     cr_assert_eq(bt_st_write(f, path, err, sizeof err), BT_ERR_IO);
     cr_assert_not_null(strstr(err, path), "%s", err);
-    cr_assert_not_null(strstr(err, strerror(EISDIR)), "%s", err);
+    cr_assert_not_null(strstr(err, "it is a folder"), "%s", err);
     cr_assert_eq(count_entries(dir), 1, "a temporary file was left behind");
     assert_file_is(in_dir("target/keep"), "keep");
     bt_st_free(f);

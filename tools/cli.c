@@ -9,6 +9,7 @@
 
 #include "bt_assert.h"
 #include "cli.h"
+#include "unroll.h"
 
 /* Options every command takes, after its own tables; cli_args_begin applies them. */
 static const cli_option common_options[] = {
@@ -233,7 +234,15 @@ bool cli_checkpoint(cli_args *a, int *every, double *budget_mb)
             return false;
         }
     }
-    return cli_double(a, "memory-budget", 0, 0, 1e9, budget_mb);
+    if (!cli_double(a, "memory-budget", 0, 0, 1e9, budget_mb))
+        return false;
+    size_t bytes;
+    char err[256];
+    if (bt_unroll_budget_bytes(*budget_mb, &bytes, err, sizeof err) != BT_OK) {
+        fprintf(stderr, "bptt: --memory-budget: %s\n", err);
+        return false;
+    }
+    return true;
 }
 
 /* "  --name ARG   help", the help wrapped at word boundaries to 80 columns. */

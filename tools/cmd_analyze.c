@@ -15,6 +15,7 @@
 #include "cli_cell.h"
 #include "corpus.h"
 #include "model_file.h"
+#include "paths.h"
 #include "stack.h"
 #include "tasks.h"
 
@@ -66,35 +67,6 @@ const cli_command cmd_analyze_spec = {
     .options = {options},
 };
 
-static char *read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        size_t got = fread(buf + n, 1, cap - n - 1, f);
-        n += got;
-        if (got == 0)
-            break;
-        if (n + 1 == cap) {
-            char *nb = realloc(buf, cap *= 2);
-            if (!nb) {
-                free(buf);
-                buf = NULL;
-            } else
-                buf = nb;
-        }
-    }
-    fclose(f);
-    if (buf) {
-        buf[n] = '\0';
-        *len = n;
-    }
-    return buf;
-}
-
 /* B rows of T steps from a text (models/analyze.h: rows at evenly spaced
  * places). The model's vocabulary when it has one, else the text's. */
 static bool text_sequence(const char *path, const bt_checkpoint *ck, int B, int T,
@@ -106,13 +78,13 @@ static bool text_sequence(const char *path, const bt_checkpoint *ck, int B, int 
     bt_corpus *corpus = NULL;
     if (ck && ck->vocab) {
         size_t len;
-        char *text = read_file(path, &len);
-        if (!text) {
-            cli_fail(CMD, "cannot read --data %s: %s", path, strerror(errno));
+        char *text;
+        if (bt_corpus_read_file(path, &text, &len, err, sizeof err) != BT_OK) {
+            cli_fail(CMD, "--data: %s", err);
             return false;
         }
         bt_status st = bt_vocab_encode(ck->vocab, ck->cfg.tokens, text, &ids, &n, err, sizeof err);
-        free(text);
+        bt_free(text);
         if (st != BT_OK) {
             cli_fail(CMD, "--data %s with the model's vocabulary: %s", path, err);
             return false;
@@ -476,8 +448,15 @@ int cmd_analyze(int argc, char **argv)
         return rc;
     probe p = {0};
     bt_analysis an = {0};
+    bt_files *files = NULL;
     char err[2048] = "";
-    if (!(rc = check_options(&o))) {
+    const bt_file_use uses[] = {{"--model", o.model, false, 0}, {"--data", o.data, false, 0},
+                                {"--plot", o.plot, true, 0}};
+    bt_status st;
+    if (!(rc = check_options(&o)) &&
+        (st = bt_files_claim(uses, 3, &files, err, sizeof err)) != BT_OK)
+        rc = st == BT_ERR_ARG ? cli_usage(CMD, "%s", err) : cli_fail(CMD, "%s", err);
+    else if (!rc) {
         rc = 1;
         if (probe_new(&p, reg, &o)) {
             if (o.estimator || o.truncation)
@@ -493,6 +472,7 @@ int cmd_analyze(int argc, char **argv)
     }
     bt_analysis_free(&an);
     probe_free(&p);
+    bt_files_release(files);
     bt_registry_free(reg);
     return rc;
 }

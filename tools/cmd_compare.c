@@ -13,6 +13,7 @@
 #include "compare.h"
 #include "generate.h"
 #include "lm_cli.h"
+#include "paths.h"
 #include "svg.h"
 
 #define CMD "compare"
@@ -253,8 +254,8 @@ static int policy_list(const bt_registry *reg, const compare_opts *o, char (*spe
     for (int k = 0; k < n; k++) {
         bt_lm_config cfg = g->cfg;
         bool online = bt_compare_is_estimator(reg, specs[k]);
-        snprintf(cfg.truncation, sizeof cfg.truncation, "%.255s", online ? "full" : specs[k]);
-        snprintf(cfg.estimator, sizeof cfg.estimator, "%.255s", online ? specs[k] : "");
+        cfg.truncation = online ? "full" : specs[k];
+        cfg.estimator = online ? specs[k] : "";
         if (!lm_cli_validate(CMD, reg, &cfg)) {
             *rc = 1;
             return 0;
@@ -365,18 +366,22 @@ int cmd_compare(int argc, char **argv)
     if (!cli_begin(&cmd_compare_spec, argc, argv, read_options, &o, &reg, &rc))
         return rc;
     static char specs[MAX_POLICIES][256];
-    _Static_assert(sizeof specs[0] == sizeof ((bt_lm_config *)0)->truncation, "spec sizes");
     lm_cli_data d = {.o = &o.lm, .data = o.lm.data, .task = o.lm.task};
     bt_lm_config cfg = o.lm.run.cfg;
     bt_compare_run *runs = NULL;
+    bt_files *files = NULL;
     char err[2048] = "";
     rc = 2;
     if (lm_cli_check_data(CMD, &o.lm, o.lm.data, o.lm.task) &&
         (n = policy_list(reg, &o, specs, &rc)) > 0) {
         rc = 1;
         /* Every run is built first: a bad policy option fails before any training. */
-        if (bt_atomic_check_writable(o.plot, err, sizeof err) != BT_OK)
-            cli_fail(CMD, "--plot: %s", err);
+        const bt_file_use uses[] = {{"--data", o.lm.data, false, 0},
+                                    {"--plot", o.plot, true, 0},
+                                    {"--metrics", o.lm.metrics, true, 0}};
+        bt_status st = bt_files_claim(uses, 3, &files, err, sizeof err);
+        if (st != BT_OK)
+            rc = st == BT_ERR_ARG ? cli_usage(CMD, "%s", err) : cli_fail(CMD, "%s", err);
         else if (bt_compare_new(reg, &cfg, (const char (*)[256])specs, n, lm_cli_source, &d, &runs,
                                 err, sizeof err) != BT_OK)
             cli_fail(CMD, "%s", err);
@@ -388,6 +393,7 @@ int cmd_compare(int argc, char **argv)
         }
     }
     bt_compare_free(runs, n);
+    bt_files_release(files);
     bt_corpus_free(d.corpus);
     bt_registry_free(reg);
     return rc;

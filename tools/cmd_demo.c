@@ -14,6 +14,7 @@
 #include "compare.h"
 #include "generate.h"
 #include "lm.h"
+#include "paths.h"
 #include "svg.h"
 #include "tasks.h"
 #include "text_source.h"
@@ -100,17 +101,19 @@ static bool influence_run(const bt_registry *reg, const char *spec, int i, trace
     /* One epoch of the task is the stream: the state carries between its sequences. */
     bt_lm_config cfg;
     bt_lm_config_default(&cfg);
-    snprintf(cfg.cell, sizeof cfg.cell, "influence");
+    char optimizer[64];
+    snprintf(optimizer, sizeof optimizer, "sgd:lr=%g", inf_lr(i) * INF_LEN);
+    cfg.cell = "influence";
     cfg.hidden = INF_N;
     cfg.batch = 1;
     cfg.steps = INF_LEN;
     cfg.clip = 0;
     cfg.seed = 1;
-    snprintf(cfg.optimizer, sizeof cfg.optimizer, "sgd:lr=%g", inf_lr(i) * INF_LEN);
+    cfg.optimizer = optimizer;
     if (i >= INF_FIRST_ESTIMATOR)
-        snprintf(cfg.estimator, sizeof cfg.estimator, "%s", inf_policies[i]);
+        cfg.estimator = inf_policies[i];
     else
-        snprintf(cfg.truncation, sizeof cfg.truncation, "%s", inf_policies[i]);
+        cfg.truncation = inf_policies[i];
     bt_source src = {0};
     char err[1024] = "";
     double t0 = now();
@@ -414,10 +417,30 @@ static bool read_options(cli_args *a, void *out)
     return true;
 }
 
+/* The figures the demo writes into dir, claimed (checked writable, locked)
+ * before any work: 0, or the exit status with the message printed. */
+static int claim_figures(const char *dir, bt_files **files)
+{
+    static const char *const names[] = {"influence.svg", "lags.svg",
+                                        "analyze-linear-spectral-1.2.svg", "text.svg"};
+    static char paths[4][1024];
+    bt_file_use uses[4];
+    char err[2048];
+    if (strlen(dir) > sizeof paths[0] - 64)
+        return cli_usage(CMD, "--out: a folder name of %zu bytes is too long (at most %zu)",
+                         strlen(dir), sizeof paths[0] - 64);
+    for (int i = 0; i < 4; i++) {
+        snprintf(paths[i], sizeof paths[i], "%s/%s", dir, names[i]);
+        uses[i] = (bt_file_use){"--out", paths[i], true, 0};
+    }
+    return bt_files_claim(uses, 4, files, err, sizeof err) == BT_OK ? 0 : cli_fail(CMD, "%s", err);
+}
+
 int cmd_demo(int argc, char **argv)
 {
     const char *out;
     bt_registry *reg;
+    bt_files *files = NULL;
     int rc;
     if (!cli_begin(&cmd_demo_spec, argc, argv, read_options, &out, &reg, &rc))
         return rc;
@@ -428,6 +451,9 @@ int cmd_demo(int argc, char **argv)
                  errno == EEXIST ? "a file of that name is in the way" : strerror(errno));
         goto done;
     }
+    if ((rc = claim_figures(out, &files)) != 0)
+        goto done;
+    rc = 1;
     double t0 = now();
     clock_t c0 = clock(); /* CPU time of every thread: the fair figure on a busy machine */
     printf("bptt demo: three short experiments; figures go to %s/\n", out);
@@ -438,6 +464,7 @@ int cmd_demo(int argc, char **argv)
            (double)(clock() - c0) / CLOCKS_PER_SEC, out);
     rc = 0;
 done:
+    bt_files_release(files);
     bt_registry_free(reg);
     return rc;
 }

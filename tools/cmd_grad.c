@@ -6,6 +6,7 @@
 #include "cli_cell.h"
 #include "gradfile.h"
 #include "model_file.h"
+#include "paths.h"
 #include "stack.h"
 
 static const char *const CMD = "grad";
@@ -177,6 +178,10 @@ int cmd_grad(int argc, char **argv)
     rc = 1;
     cli_policy pol = {0};
     const bt_cell_def *cell = NULL;
+    const bt_file_use uses[] = {{"--params", o.params, false, 0}, {"--out", o.out, true, 0}};
+    bt_files *files = NULL;
+    char err[2048];
+    bt_status st;
     if (!o.params || !o.out)
         cli_fail(CMD, "--params P.safetensors and --out G.safetensors are required "
                  "(see bptt grad --help)");
@@ -184,9 +189,12 @@ int cmd_grad(int argc, char **argv)
         rc = cli_usage(CMD, "--estimator %s replaces backpropagation through time: it takes no "
                        "--%s", o.estimator, o.truncation ? "truncation"
                        : o.checkpoint_every ? "checkpoint" : "memory-budget");
+    else if ((st = bt_files_claim(uses, 2, &files, err, sizeof err)) != BT_OK)
+        rc = st == BT_ERR_ARG ? cli_usage(CMD, "%s", err) : cli_fail(CMD, "%s", err);
     else if ((cell = stack_spec(reg, &o, layers, sizeof layers, &rc)) &&
              cli_policy_new(reg, o.truncation ? o.truncation : "full", &pol, CMD))
         rc = grad_files(reg, cell, &o, &pol);
+    bt_files_release(files);
     cli_policy_free(&pol);
     bt_registry_free(reg);
     return rc;

@@ -5,13 +5,15 @@
  * sample at the end (texts only). Under mpirun, data-parallel (dist.h): every
  * process trains its block of rows, process 0 alone prints and writes. */
 #include <math.h>
-#include <time.h>
+#include <signal.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "checkpoint.h"
 #include "dist_cli.h"
 #include "lm_cli.h"
+#include "paths.h"
 #include "svg.h"
 
 #define CMD "train"
@@ -38,21 +40,34 @@ const cli_command cmd_train_spec = {
              "rnn_tanh, hidden 512, batch 32 x 35 steps, sgd lr 1, clip 1, full BPTT), or a\n"
              "model of a generated task (real-valued tasks report the loss, not perplexity,\n"
              "and need a cell with real inputs: --cell linear, or influence).",
-    .notes = "Exit status: 0 done, 1 error, 2 bad command line, 3 the loss became NaN/inf (the\n"
-             "last good checkpoint is kept).\n\n"
+    .notes = "Ctrl-C (or SIGTERM) stops after the minibatch under way and saves the run to\n"
+             "--save, where --resume continues it exactly, even within an epoch; a second Ctrl-C\n"
+             "quits at once without saving.\n\n"
+             "Exit status: 0 done, 1 error, 2 bad command line, 3 the loss became NaN/inf (the\n"
+             "last good checkpoint is kept), 130 stopped by Ctrl-C (SIGINT), 143 by SIGTERM.\n\n"
              "Under mpirun -np N (a build with MPI), the same run is trained data-parallel: each\n"
              "process unrolls B/N rows of every minibatch (N must divide --batch) and the\n"
              "gradients are summed at every update; process 0 prints and writes the files.\n"
-             "See docs/distributed.md.",
+             "There, Ctrl-C and SIGTERM are mpirun's to handle: the processes end without\n"
+             "saving. See docs/distributed.md.",
     .options = {lm_cli_options, options},
 };
 
 typedef struct train_ctx {
     const char *save, *metrics, *data;
     int every, target, last_saved;
+    long batches;       /* minibatches trained by this process */
     bool quiet, tty, tokens_out;
     bool writer; /* process 0 of a data-parallel run (or the only one): prints and writes */
 } train_ctx;
+
+static void on_progress(void *vctx, const bt_lm_progress *p)
+{
+    train_ctx *t = vctx;
+    t->batches++;
+    if (t->tty)
+        lm_cli_progress(NULL, p);
+}
 
 static bt_status write_metrics(const char *path, bt_lm *lm, char *err, size_t errlen)
 {
@@ -199,28 +214,33 @@ typedef struct train_run {
     bt_source src;
     bt_lm_config cfg;
     bt_lm *lm;
+    bt_files *files;    /* the outputs, locked for the run */
 } train_run;
 
 static void train_run_free(train_run *r)
 {
+    bt_files_release(r->files);
     bt_lm_free(r->lm);
     bt_source_free(&r->src);
     bt_corpus_free(r->data.corpus);
     bt_checkpoint_free(r->ck);
 }
 
-/* Every file the run will write can be written: checked before the first epoch. */
-static bool check_outputs(const train_opts *o)
+/* Every file the run reads and writes, claimed before the first epoch: no
+ * two the same file (a resume may save over its checkpoint), every output
+ * writable and locked for the run. 0, or the exit status with the message printed. */
+static int claim_files(train_run *r, const train_opts *o)
 {
-    const char *what[] = {"--save", "--plot", "--metrics"};
-    const char *path[] = {o->save, o->plot, o->lm.metrics};
+    const bt_file_use uses[] = {
+        {"--data", r->data.data, false, 0}, {"--resume", o->resume, false, 1},
+        {"--save", o->save, true, 1}, {"--metrics", o->lm.metrics, true, 0},
+        {"--plot", o->plot, true, 0},
+    };
     char err[2048];
-    for (int i = 0; i < 3; i++)
-        if (path[i] && bt_atomic_check_writable(path[i], err, sizeof err) != BT_OK) {
-            cli_fail(CMD, "%s: %s", what[i], err);
-            return false;
-        }
-    return true;
+    bt_status st = bt_files_claim(uses, 5, &r->files, err, sizeof err);
+    if (st == BT_OK)
+        return 0;
+    return st == BT_ERR_ARG ? cli_usage(CMD, "%s", err) : cli_fail(CMD, "%s", err);
 }
 
 /* The run's settings and data: the command line's, or with --resume the
@@ -235,19 +255,19 @@ static int settings(train_run *r, const bt_registry *reg, const train_opts *o, b
     if (o->resume) {
         if (bt_checkpoint_read(o->resume, &r->ck, err, sizeof err) != BT_OK)
             return cli_fail(CMD, "--resume: %s", err);
-        if (bt_checkpoint_check_resume(r->ck, reg, &o->lm.run, &r->data.data, &r->data.task, err,
-                                       sizeof err) != BT_OK)
+        if (bt_checkpoint_check_resume(r->ck, reg, &o->lm.run, &r->data.data, &r->data.task,
+                                       &r->cfg, err, sizeof err) != BT_OK)
             return cli_fail(CMD, "%s", err);
-        r->cfg = r->ck->cfg;
+        lm_cli_resume_notes(CMD, r->ck, &r->cfg);
     }
     if (!lm_cli_validate(CMD, reg, &r->cfg))
         return 1;
-    if (o->lm.run.given[BT_LM_UPDATE_EVERY] && !r->cfg.estimator[0])
+    if (o->lm.run.given[BT_LM_UPDATE_EVERY] && !bt_lm_config_online(&r->cfg))
         return cli_usage(CMD, "--update-every applies to an online estimator (--estimator); "
                          "under BPTT the truncation policy decides when to update");
     if (!lm_cli_check_data(CMD, &o->lm, r->data.data, r->data.task))
         return 2;
-    return !writer || check_outputs(o) ? 0 : 1;
+    return writer ? claim_files(r, o) : 0;
 }
 
 /* Source, model (restored from the checkpoint when resuming), this process's
@@ -295,7 +315,7 @@ static void print_setup(const train_run *r, const train_opts *o, const dist_cli 
                val ? "held-out validation minibatches" : "no validation data");
     }
     char how[192];
-    if (c->estimator[0])
+    if (bt_lm_config_online(c))
         snprintf(how, sizeof how, "estimator %s (an update every %d step%s)",
                  bt_lm_policy_describe(r->lm, pol, sizeof pol), c->update_every,
                  c->update_every == 1 ? "" : "s");
@@ -312,7 +332,8 @@ static void print_setup(const train_run *r, const train_opts *o, const dist_cli 
     fflush(stdout);
 }
 
-/* The greedy sample (texts only) and the last epoch's figures. */
+/* The greedy sample (texts only) and the last epoch's figures; `save` is the
+ * checkpoint this process wrote (NULL when it wrote none). */
 static void print_done(train_run *r, const char *save)
 {
     char *sample = lm_cli_sample(r->lm, r->data.corpus, 60);
@@ -336,6 +357,39 @@ static void print_done(train_run *r, const char *save)
             printf(", val loss %.5g", h[n - 1].val_loss);
     }
     printf("%s%s\n", save ? ", saved " : "", save ? save : "");
+}
+
+/* The run stopped on a signal: its checkpoint (with --save, when anything
+ * was trained), where it stands, and 128 + the signal (1 if it cannot be saved). */
+static int interrupted(train_run *r, const train_opts *o, const train_ctx *t, bt_dist *d)
+{
+    /* Distributed, the processes stopped together, maybe on one's signal. */
+    int code = bt_dist_agree_code(d, lm_cli_stop_signal() ? 128 + lm_cli_stop_signal() : 0);
+    int sig = code > 128 ? code - 128 : SIGINT;
+    const char *name = sig == SIGTERM ? "SIGTERM" : "SIGINT";
+    bt_lm_position p;
+    bt_lm_position_get(r->lm, &p);
+    char where[96], err[2048];
+    int failed = 0;
+    if (p.batches_done)
+        snprintf(where, sizeof where, "in epoch %d after minibatch %d", bt_lm_epochs_done(r->lm) + 1,
+                 p.batches_done);
+    else
+        snprintf(where, sizeof where, "after epoch %d", bt_lm_epochs_done(r->lm));
+    if (!t->writer) /* process 0 alone writes and speaks */
+        ;
+    else if (!t->batches)
+        fprintf(stderr, "bptt train: %s before training began: nothing written\n", name);
+    else if (!o->save)
+        fprintf(stderr, "bptt train: %s: stopped %s; without --save nothing is kept\n", name, where);
+    else if (bt_checkpoint_save(r->lm, o->save, r->data.data, err, sizeof err) != BT_OK)
+        failed = cli_fail(CMD, "%s: stopped %s, but the run could not be saved: %s", name, where,
+                          err);
+    else
+        fprintf(stderr, "bptt train: %s: stopped %s; the run is saved in %s: continue it with "
+                "bptt train --resume %s --epochs %d\n", name, where, o->save, o->save, t->target);
+    failed = bt_dist_agree_code(d, failed);
+    return failed ? failed : 128 + sig;
 }
 
 static double now_s(void)
@@ -366,7 +420,8 @@ static int train_failed(bt_status st, const char *err, const train_ctx *t, const
 }
 
 /* bt_lm_train with progress, per-epoch lines, metrics and checkpoints; the
- * plot once it stops. 0, 1 on an error, 3 when the loss diverged. */
+ * plot once it stops. 0, 1 on an error, 3 when the loss diverged, 128 + the
+ * signal when one stopped it. */
 static int train(train_run *r, const train_opts *o, const dist_cli *dc)
 {
     char err[2048] = "", perr[1024];
@@ -376,7 +431,7 @@ static int train(train_run *r, const train_opts *o, const dist_cli *dc)
         .target = o->lm.epochs, .last_saved = r->ck ? r->ck->epoch : -1, .quiet = o->lm.quiet,
         .tty = writer && isatty(STDERR_FILENO), .tokens_out = r->src.tokens_out, .writer = writer,
     };
-    bt_lm_hooks hooks = {.progress = t.tty ? lm_cli_progress : NULL, .epoch_done = on_epoch, .ctx = &t};
+    bt_lm_hooks hooks = {.progress = on_progress, .epoch_done = on_epoch, .ctx = &t};
     if (bt_lm_epochs_done(r->lm) >= o->lm.epochs)
         printf("the checkpoint is at epoch %d and --epochs is %d (a total): nothing to train\n",
                bt_lm_epochs_done(r->lm), o->lm.epochs);
@@ -388,12 +443,14 @@ static int train(train_run *r, const train_opts *o, const dist_cli *dc)
     if (writer && o->plot && bt_lm_epochs_done(r->lm) > 0 &&
         write_plot(o->plot, r->lm, perr, sizeof perr) != BT_OK)
         fprintf(stderr, "bptt train: --plot: %s\n", perr);
+    if (st == BT_OK && bt_lm_stopped(r->lm))
+        return interrupted(r, o, &t, dc->d);
     if (st != BT_OK)
         return train_failed(st, err, &t, dc->d);
     if (writer)
-        print_done(r, o->save);
+        print_done(r, t.last_saved > (r->ck ? r->ck->epoch : -1) ? o->save : NULL);
     dist_cli_report(dc, seconds);
-    return 0;
+    return lm_cli_stop_signal() ? 128 + lm_cli_stop_signal() : 0; /* it came too late to stop */
 }
 
 int cmd_train(int argc, char **argv)
@@ -408,6 +465,11 @@ int cmd_train(int argc, char **argv)
      * the status (plus one) of the first that cannot go on. */
     train_run r = {0};
     int stop = 0;
+    /* Under mpirun a signal is mpirun's: it ends every process (SIGTERM, then
+     * SIGKILL), one blocked in a collective included, which could never
+     * reach a minibatch boundary to stop there. */
+    if (bt_dist_size(dc.d) == 1)
+        lm_cli_stop_begin(CMD);
     if (!cli_begin(&cmd_train_spec, argc, argv, read_options, &o, &reg, &rc))
         stop = rc + 1;
     else {
@@ -420,8 +482,10 @@ int cmd_train(int argc, char **argv)
         rc = stop - 1;
     else {
         print_setup(&r, &o, &dc);
+        lm_cli_stop_attach(r.lm);
         rc = train(&r, &o, &dc);
     }
+    lm_cli_stop_end();
     train_run_free(&r);
     bt_registry_free(reg);
     dist_cli_end(&dc);

@@ -6,7 +6,7 @@ export DEBIAN_FRONTEND=noninteractive
 # clang also builds the fuzz targets; their runtime (libFuzzer, the clang
 # sanitizers) is libclang-rt-dev, which clang only recommends.
 packages=(meson ninja-build gcc libc6-dev pkg-config python3
-          libcriterion-dev uthash-dev libopenblas-dev libjansson-dev clang libclang-rt-dev
+          libcriterion-dev uthash-dev libopenblas-dev libjansson-dev zlib1g-dev clang libclang-rt-dev
           python3-torch python3-numpy libopenmpi-dev openmpi-bin
           librsvg2-bin fonts-dejavu-core) # rsvg-convert and the fonts: tests/test_figures.py
 missing=()

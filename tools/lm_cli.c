@@ -1,9 +1,11 @@
 /* lm_cli.c: the run options shared by `bptt train` and `bptt compare`, and
  * the bits of output both print (progress line, greedy sample). */
 #include <math.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "generate.h"
 #include "lm_cli.h"
@@ -47,20 +49,15 @@ const cli_option lm_cli_options[] = {
     {NULL, NULL, NULL},
 };
 
-/* A text setting: its value into dst, remembered as given. */
-static bool get_str(cli_args *a, bt_lm_given *g, bt_lm_setting id, char *dst, size_t len)
+/* A text setting: its value (argv's, of any length) into *dst, remembered as given. */
+static void get_str(cli_args *a, bt_lm_given *g, bt_lm_setting id, const char **dst)
 {
-    const char *name = bt_lm_setting_name(id), *v = cli_get(a, name);
+    const char *v = cli_get(a, bt_lm_setting_name(id));
     if (!v)
-        return true;
-    if (strlen(v) >= len) {
-        fprintf(stderr, "bptt: --%s: value too long (at most %zu characters)\n", name, len - 1);
-        return false;
-    }
-    memcpy(dst, v, strlen(v) + 1);
+        return;
+    *dst = v;
     g->given[id] = true;
     g->raw[id] = v;
-    return true;
 }
 
 /* A number setting: read with cli_int / cli_double, remembered as given. */
@@ -106,6 +103,11 @@ static bool get_text_modes(cli_args *a, bt_lm_given *g)
 
 /* --model-file FILE: the model's settings from the file, each marked given
  * (so a resume checks them); refused beside the options it replaces. */
+/* Strings the parser makes rather than finds in argv (a stack's layer-1 cell,
+ * a model file's cell and init): the config borrows them, so they live as long
+ * as the process does, like argv (a command parses its line once). */
+static char made_cell[64], made_init[128];
+
 static bool arch_from_file(cli_args *a, bt_lm_given *g, const char *path)
 {
     static const bt_lm_setting set[] = {BT_LM_CELL, BT_LM_HIDDEN, BT_LM_LAYERS, BT_LM_DROPOUT,
@@ -127,9 +129,11 @@ static bool arch_from_file(cli_args *a, bt_lm_given *g, const char *path)
         fprintf(stderr, "bptt: %s\n", err);
         return false;
     }
-    snprintf(c->cell, sizeof c->cell, "%s", mf.cell);
+    snprintf(made_cell, sizeof made_cell, "%s", mf.cell);
+    snprintf(made_init, sizeof made_init, "%s", mf.init);
+    c->cell = made_cell;
+    c->init = made_init;
     snprintf(c->layers, sizeof c->layers, "%s", mf.layers);
-    snprintf(c->init, sizeof c->init, "%s", mf.init);
     c->hidden = mf.hidden;
     c->dropout = mf.dropout;
     c->variational = mf.variational;
@@ -143,12 +147,19 @@ static bool arch_from_file(cli_args *a, bt_lm_given *g, const char *path)
 bool lm_cli_arch(cli_args *a, bt_lm_given *g)
 {
     bt_lm_config *c = &g->cfg;
-    char err[512];
+    char err[512] = "";
     const char *file = cli_get(a, "model-file");
     if (file)
         return arch_from_file(a, g, file);
-    if (!get_str(a, g, BT_LM_LAYERS, c->layers, sizeof c->layers))
+    const char *layers = cli_get(a, "layers");
+    note_given(a, g, BT_LM_LAYERS);
+    if (layers && strlen(layers) >= sizeof c->layers) {
+        fprintf(stderr, "bptt: --layers: value too long (at most %zu characters)\n",
+                sizeof c->layers - 1);
         return false;
+    }
+    if (layers)
+        memcpy(c->layers, layers, strlen(layers) + 1);
     note_given(a, g, BT_LM_DROPOUT);
     c->variational = cli_flag(a, "variational");
     if (!cli_double(a, "dropout", c->dropout, 0, 0.99, &c->dropout))
@@ -160,11 +171,13 @@ bool lm_cli_arch(cli_args *a, bt_lm_given *g)
     if (c->variational && !g->raw[BT_LM_DROPOUT]) /* a given flag is a given setting */
         g->raw[BT_LM_DROPOUT] = "(variational)";
     g->given[BT_LM_DROPOUT] = g->given[BT_LM_DROPOUT] || c->variational;
-    if (bt_layers_canonical(c->layers, sizeof c->layers, c->cell, sizeof c->cell, &c->hidden, err,
-                            sizeof err) != BT_OK) {
-        fprintf(stderr, "bptt: %s\n", err);
+    if (snprintf(made_cell, sizeof made_cell, "%s", c->cell) >= (int)sizeof made_cell ||
+        bt_layers_canonical(c->layers, sizeof c->layers, made_cell, sizeof made_cell, &c->hidden,
+                            err, sizeof err) != BT_OK) {
+        fprintf(stderr, "bptt: %s\n", made_cell[0] && !err[0] ? "--cell: name too long" : err);
         return false;
     }
+    c->cell = made_cell;
     return true;
 }
 
@@ -188,12 +201,12 @@ bool lm_cli_parse(cli_args *a, lm_cli_opts *o)
     long seed, epochs;
     o->data = cli_get(a, "data");
     o->task = cli_get(a, "task");
-    if (!get_str(a, g, BT_LM_CELL, c->cell, sizeof c->cell) ||
-        !get_str(a, g, BT_LM_OPTIMIZER, c->optimizer, sizeof c->optimizer) ||
-        !get_str(a, g, BT_LM_TRUNCATION, c->truncation, sizeof c->truncation) ||
-        !get_str(a, g, BT_LM_INIT, c->init, sizeof c->init) ||
-        !get_str(a, g, BT_LM_ESTIMATOR, c->estimator, sizeof c->estimator) ||
-        !get_int(a, g, BT_LM_UPDATE_EVERY, 1, 1 << 30, &c->update_every) ||
+    get_str(a, g, BT_LM_CELL, &c->cell);
+    get_str(a, g, BT_LM_OPTIMIZER, &c->optimizer);
+    get_str(a, g, BT_LM_TRUNCATION, &c->truncation);
+    get_str(a, g, BT_LM_INIT, &c->init);
+    get_str(a, g, BT_LM_ESTIMATOR, &c->estimator);
+    if (!get_int(a, g, BT_LM_UPDATE_EVERY, 1, 1 << 30, &c->update_every) ||
         !get_int(a, g, BT_LM_HIDDEN, 1, 1 << 16, &c->hidden) ||
         !get_int(a, g, BT_LM_BATCH, 1, 1 << 20, &c->batch) ||
         !get_int(a, g, BT_LM_STEPS, 1, 1 << 20, &c->steps))
@@ -209,6 +222,8 @@ bool lm_cli_parse(cli_args *a, lm_cli_opts *o)
     o->epochs = (int)epochs;
     note_given(a, g, BT_LM_CLIP);
     note_given(a, g, BT_LM_VAL_FRACTION);
+    note_given(a, g, BT_LM_CHECKPOINT);
+    note_given(a, g, BT_LM_MEMORY_BUDGET);
     if (!cli_double(a, "clip", 1, 0, 1e30, &c->clip) ||
         !cli_checkpoint(a, &c->checkpoint_every, &c->memory_budget_mb) ||
         !cli_double(a, "val-fraction", 0, 0, 0.5, &c->val_fraction) || !get_text_modes(a, g))
@@ -239,7 +254,8 @@ bool lm_cli_validate(const char *command, const bt_registry *r, const bt_lm_conf
     const bt_policy_def *def = bt_registry_policy(r, name);
     void *state = NULL;
     if (!def) {
-        cli_fail(command, "unknown truncation policy '%s' (known: %s)", name,
+        cli_fail(command, "unknown truncation policy '%.*s' (known: %s)",
+                 (int)strcspn(cfg->truncation, ":"), cfg->truncation,
                  bt_registry_names(r, BT_KIND_POLICY, known, sizeof known));
         return false;
     }
@@ -248,7 +264,8 @@ bool lm_cli_validate(const char *command, const bt_registry *r, const bt_lm_conf
         return false;
     }
     def->destroy(state);
-    if (cfg->estimator[0] && bt_estimator_check_spec(r, cfg->estimator, err, sizeof err) != BT_OK) {
+    if (bt_lm_config_online(cfg) &&
+        bt_estimator_check_spec(r, cfg->estimator, err, sizeof err) != BT_OK) {
         cli_fail(command, "--estimator %s: %s", cfg->estimator, err);
         return false;
     }
@@ -262,6 +279,40 @@ bool lm_cli_validate(const char *command, const bt_registry *r, const bt_lm_conf
     bt_optimizer_free(o);
     bt_params_free(p);
     return ok;
+}
+
+void lm_cli_integrity_note(const char *command, const bt_checkpoint *ck)
+{
+    if (!ck->verified)
+        fprintf(stderr, "bptt %s: note: %s was written before checkpoints had checksums (format "
+                "%s): it loads, but damage to it cannot be detected; a new save adds them\n",
+                command, ck->path, BT_CHECKPOINT_FORMAT_V1);
+}
+
+/* "sqrt", "off", "7"; "64 MB", "none" */
+static const char *spacing_text(int every, char *buf, size_t len)
+{
+    if (every <= 0)
+        snprintf(buf, len, "%s", every < 0 ? "sqrt" : "off");
+    else
+        snprintf(buf, len, "%d", every);
+    return buf;
+}
+
+void lm_cli_resume_notes(const char *command, const bt_checkpoint *ck, const bt_lm_config *run)
+{
+    lm_cli_integrity_note(command, ck);
+    char a[32], b[32];
+    if (run->checkpoint_every != ck->cfg.checkpoint_every)
+        fprintf(stderr, "bptt %s: note: --checkpoint %s replaces the checkpoint's %s: the same "
+                "gradients up to rounding, so the run no longer repeats the original bit for bit\n",
+                command, spacing_text(run->checkpoint_every, a, sizeof a),
+                spacing_text(ck->cfg.checkpoint_every, b, sizeof b));
+    if (run->memory_budget_mb != ck->cfg.memory_budget_mb)
+        fprintf(stderr, "bptt %s: note: --memory-budget %g replaces the checkpoint's %g MB%s: the "
+                "same gradients up to rounding, so the run no longer repeats the original bit for "
+                "bit\n", command, run->memory_budget_mb, ck->cfg.memory_budget_mb,
+                ck->cfg.memory_budget_mb == 0 ? " (none)" : "");
 }
 
 bool lm_cli_check_data(const char *command, const lm_cli_opts *o, const char *data,
@@ -360,6 +411,68 @@ const char *lm_cli_duration(double s, char *buf, size_t len)
         snprintf(buf, len, "%.1fs", s);
     return buf;
 }
+
+/* ---- stopping on a signal ---- */
+
+static bt_lm *volatile stop_lm;           /* the run a signal stops */
+static volatile sig_atomic_t stop_sig;    /* the first signal caught */
+static const char *stop_command = "train";
+static struct sigaction stop_old[2];
+static bool stop_installed;
+
+static void on_stop_signal(int sig)
+{
+    if (stop_sig)
+        _exit(128 + stop_sig); /* the second: at once, nothing written */
+    stop_sig = sig;
+    bt_lm *lm = stop_lm;
+    if (lm)
+        bt_lm_request_stop(lm);
+    /* write(2) alone: the only output a handler may make. */
+    static const char a[] = "\nbptt ", b[] = ": stopping after this minibatch to save the run "
+                                              "(press Ctrl-C again to quit at once, unsaved)\n";
+    ssize_t ignored = write(STDERR_FILENO, a, sizeof a - 1);
+    ignored = write(STDERR_FILENO, stop_command, strlen(stop_command));
+    ignored = write(STDERR_FILENO, b, sizeof b - 1);
+    (void)ignored;
+}
+
+void lm_cli_stop_begin(const char *command)
+{
+    stop_command = command;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sa.sa_flags = SA_RESTART; /* reads and writes under way go on */
+    sigemptyset(&sa.sa_mask);
+    /* SIGINT ignored on entry (nohup, a shell's background job) stays ignored. */
+    sigaction(SIGINT, NULL, &stop_old[0]);
+    if (stop_old[0].sa_handler != SIG_IGN)
+        sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, &stop_old[1]);
+    stop_installed = true;
+}
+
+void lm_cli_stop_attach(bt_lm *lm)
+{
+    stop_lm = lm;
+    if (stop_sig && lm)
+        bt_lm_request_stop(lm);
+}
+
+int lm_cli_stop_signal(void) { return (int)stop_sig; }
+
+void lm_cli_stop_end(void)
+{
+    stop_lm = NULL;
+    if (!stop_installed)
+        return;
+    sigaction(SIGINT, &stop_old[0], NULL);
+    sigaction(SIGTERM, &stop_old[1], NULL);
+    stop_installed = false;
+}
+
+/* ---- progress ---- */
 
 static bool progress_shown;
 static double progress_last;

@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 
+#include "checkpoint.h"
 #include "cli.h"
 #include "compare.h"
 #include "lm.h"
@@ -38,6 +39,12 @@ extern const cli_option lm_cli_options[];
 /* Checks cell, truncation and optimizer names and options before any data is
  * read, so a typo is reported first; prints the error and returns false. */
 bool lm_cli_validate(const char *command, const bt_registry *r, const bt_lm_config *cfg);
+/* What a resume should know, on stderr: a checkpoint from before checksums
+ * (its integrity unchecked), a --checkpoint or --memory-budget that replaces
+ * the stored one (same gradients up to rounding, so not bit for bit). */
+void lm_cli_resume_notes(const char *command, const bt_checkpoint *ck, const bt_lm_config *run);
+/* The first of those alone (generate, analyze --model). */
+void lm_cli_integrity_note(const char *command, const bt_checkpoint *ck);
 /* Exactly one of data and task, and no text-only option (--tokens, --sampling,
  * --max-tokens, --val-fraction) with a task; prints the error and returns false. */
 bool lm_cli_check_data(const char *command, const lm_cli_opts *o, const char *data,
@@ -69,6 +76,19 @@ const char *lm_cli_num(double x, char *buf, size_t len);
 const char *lm_cli_si(double x, char *buf, size_t len);
 /* "1h02m", "3m05s", "12.3s" */
 const char *lm_cli_duration(double s, char *buf, size_t len);
+/* Ctrl-C and SIGTERM for a training command. The first asks the attached run
+ * to stop after the minibatch under way (bt_lm_request_stop: the library
+ * installs no handler itself) and says so on stderr; the command then saves
+ * and exits 128 + the signal (130, 143). A second one exits at once with that
+ * status, writing nothing: an atomic write cut short leaves the old file
+ * whole and a temporary the next save removes. begin installs the handlers
+ * (before any work, so a signal during loading is kept too), attach names
+ * the run (a signal already caught stops it at once), signal is the one
+ * caught (0 if none), end restores the previous handlers. */
+void lm_cli_stop_begin(const char *command);
+void lm_cli_stop_attach(bt_lm *lm);
+int lm_cli_stop_signal(void);
+void lm_cli_stop_end(void);
 /* Progress hook: one line on stderr redrawn with \r (for a terminal). */
 void lm_cli_progress(void *ctx, const bt_lm_progress *p);
 /* Clears the progress line if one is shown. */

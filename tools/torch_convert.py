@@ -327,7 +327,7 @@ def cmd_from_bptt(a):
     P, meta = st_read(a.input)
     m = MODULES[a.module]
     cell = meta.get("cell")
-    if cell and cell != m["cell"] and meta.get("format") in (FORMAT, "bptt-grad/1", "bptt-lm-1"):
+    if cell and cell != m["cell"] and meta.get("format") in (FORMAT, "bptt-grad/1", "bptt-lm-1", "bptt-lm-2"):
         raise ConvertError(f"{a.input} holds cell {cell}'s parameters, not {m['cell']}'s "
                            f"(--module {a.module})")
     sd = from_bptt(P, a.module, a.rnn_prefix, a.head_prefix, a.grads, not a.no_head)

@@ -236,10 +236,14 @@ static void fuzz_list(const char *list)
     FUZZ_CHECK(n >= 1 && n <= MAX, "%d policies", n);
     char joined[MAX * 257] = "";
     for (int i = 0; i < n; i++) {
+        /* A policy's name ends at ':', an estimator's at ':' or ','
+         * ("uoro,seed=3"); an option with '=' may follow a ','. */
         char name[BT_NAME_LEN + 1];
-        bt_split_spec(out[i], name, sizeof name, NULL);
-        FUZZ_CHECK(bt_registry_policy(fuzz_registry(), name), "entry %d '%s' does not start with "
-                   "a policy name", i, out[i]);
+        size_t len = strcspn(out[i], ":,");
+        snprintf(name, sizeof name, "%.*s", (int)len, out[i]);
+        FUZZ_CHECK(len <= BT_NAME_LEN && (bt_registry_policy(fuzz_registry(), name) ||
+                                          bt_registry_estimator(fuzz_registry(), name)),
+                   "entry %d '%s' does not start with a policy or estimator name", i, out[i]);
         if (i)
             strcat(joined, ",");
         strcat(joined, out[i]);
@@ -247,10 +251,11 @@ static void fuzz_list(const char *list)
     FUZZ_CHECK(strcmp(joined, list) == 0, "'%s' split into parts that join as '%s'", list, joined);
 }
 
-/* The options `train` takes from lm_cli_options, and --truncation, which each
- * command declares itself. */
+/* The options `train` takes from lm_cli_options, and --truncation and
+ * --estimator, which each command declares itself (lm_cli_parse reads both). */
 static const cli_option truncation_option[] = {
     {"truncation", "SPEC", "truncation policy"},
+    {"estimator", "NAME[,OPTS]", "online gradient estimator"},
     {NULL, NULL, NULL},
 };
 static const cli_command train_like = {
