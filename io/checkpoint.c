@@ -716,9 +716,18 @@ static bool misfit(const bt_checkpoint *c, const char *name, int ndim, const int
  * no more and no fewer), the optimizer state's length (opt.*) and the carried
  * state's rows and widths (state.*). Only the cell's declaration is asked
  * for, which allocates nothing. */
+/* A stack (or a one-layer model with dropout): its layers' shapes are checked
+ * by the model it builds and each tensor by load_params, not by check_shapes. */
+static bool is_stack(const bt_lm_config *cfg)
+{
+    return cfg->layers[0] || cfg->dropout > 0;
+}
+
 static bt_status check_shapes(const bt_checkpoint *c, const bt_cell_def *cell, char *err,
                               size_t errlen)
 {
+    if (is_stack(&c->cfg))
+        return BT_OK;
     bt_model probe = {.cell = cell, .dims = {c->input_size, c->cfg.hidden, c->output_size}};
     char why[BT_ERRMSG_LEN];
     bt_status declared = bt_model_declare(&probe, why, sizeof why);
@@ -775,8 +784,8 @@ bt_status bt_checkpoint_model(const bt_checkpoint *c, const bt_registry *reg, bt
     if (!cell)
         return BT_ERR_NOT_FOUND;
     const bt_lm_config *cfg = &c->cfg;
-    bool stack = cfg->layers[0] || cfg->dropout > 0;
-    bt_status st = stack ? BT_OK : check_shapes(c, cell, err, errlen);
+    bool stack = is_stack(cfg);
+    bt_status st = check_shapes(c, cell, err, errlen);
     if (st != BT_OK)
         return st;
     bt_cell_dims dims = {c->input_size, c->cfg.hidden, c->output_size};
