@@ -316,6 +316,10 @@ bt_status bt_lm_distribute(bt_lm *lm, bt_dist *d, char *err, size_t errlen)
         return bt_error(err, errlen, BT_ERR_ARG, "--estimator %s trains on one process: an "
                         "online estimator's state spans every row, and its data-parallel form "
                         "is not written; run it without mpirun", lm->cfg.estimator);
+    if (lm->cfg.dropout > 0) /* masks are drawn by position within a process's rows */
+        return bt_error(err, errlen, BT_ERR_ARG, "--dropout %g trains on one process: its masks "
+                        "follow the rows a process holds, so N processes would not train the "
+                        "one-process model; run it without mpirun", lm->cfg.dropout);
     char ok[256];
     if (B % N != 0)
         return bt_error(err, errlen, BT_ERR_ARG, "--batch %d does not split into %d equal blocks "

@@ -189,6 +189,10 @@ fault "process 1 cannot read its data" 1 "cannot open 'missing.txt'" 1 -- \
     $MPIRUN -np 1 "$BPTT" train $FAULT : -np 1 "$BPTT" train $FAULT --data missing.txt
 fault "4 processes for a batch of 6" 2 "run with a number of processes that divides the batch (1, 2, 3, 6)" 1 -- \
     $MPIRUN -np 4 "$BPTT" train $FAULT --batch 6
+fault "dropout under mpirun" 2 "--dropout 0.5 trains on one process" 1 -- \
+    $MPIRUN -np 2 "$BPTT" train $FAULT --layers 2 --dropout 0.5
+fault "an online estimator under mpirun" 2 "--estimator uoro trains on one process" 1 -- \
+    $MPIRUN -np 2 "$BPTT" train $FAULT --estimator uoro
 fault "NaN loss in the rows of process 1" 3 "the loss became NaN" 1 -- \
     $MPIRUN -np 2 "$BPTT" train $FAULT --cell fault_nan --plugin "$PLUGIN"
 fault "the same NaN on one process" 3 "the loss became NaN" 1 -- \
