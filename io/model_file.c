@@ -24,6 +24,12 @@ static bool get_str(const json_t *v, const char *what, const char *key, char *ou
     if (!json_is_string(v) || !json_string_length(v) || json_string_length(v) >= len)
         return FAIL("%s: \"%s\" must be a non-empty string of at most %zu characters", what, key,
                     len - 1);
+    /* A cell name goes into the canonical "C:H,C:H" form: its separators
+     * (or a NUL inside the JSON string) would make other layers. */
+    if (!strcmp(key, "cell") && (strpbrk(json_string_value(v), ":,") ||
+                                 strlen(json_string_value(v)) != json_string_length(v)))
+        return FAIL("%s: \"cell\" must be a cell's name (no ':' or ','), not \"%s\"", what,
+                    json_string_value(v));
     snprintf(out, len, "%s", json_string_value(v));
     return true;
 }

@@ -97,6 +97,9 @@ run "analyze --json per layer" 0 '"layers":\[{"layer":1' -- \
 printf '{"cell": "lstm", "hidden": 3, "dropuot": 0.2}\n' >bad.json
 run "model file: unknown key" 2 'unknown key "dropuot"' -- \
     "$BPTT" train $SMALL --model-file bad.json --epochs 1
+printf '{"layers": [{"cell": "gru:5,lstm", "hidden": 3}]}\n' >sneaky.json
+run "model file: a cell name that is a layer list" 2 "must be a cell's name" -- \
+    "$BPTT" train $SMALL --model-file sneaky.json --epochs 1
 printf '{"layers": [{"cell": "lstm"}]}\n' >nowidth.json
 run "model file: no width" 2 "hidden. width" -- "$BPTT" train $SMALL --model-file nowidth.json --epochs 1
 printf '{"cell": "lstm", "hidden": 3,' >cut.json
