@@ -89,10 +89,39 @@ static bt_status check_distinct(const bt_file_use *u, int n, char *err, size_t e
     return BT_OK;
 }
 
+/* Is `path` one of the working files bptt keeps beside output `target`: its
+ * lock file (removed when the run ends) or a temporary of its atomic writes
+ * (removed as stale once its writer is gone)? */
+static bool working_file_of(const char *path, const char *target)
+{
+    size_t n = strlen(target);
+    if (strncmp(path, target, n) == 0 && strncmp(path + n, ".tmp.", 5) == 0)
+        return true;
+    char *lock = bt_file_lock_path(target);
+    bool same = lock && bt_path_same(path, lock);
+    bt_free(lock);
+    return same;
+}
+
+/* An output that names another output's working file, as an error. */
+static bt_status check_working_files(const bt_file_use *u, int n, char *err, size_t errlen)
+{
+    for (int i = 0; i < n; i++)
+        for (int j = 0; u[i].path && j < n; j++)
+            if (i != j && u[j].path && u[j].output && working_file_of(u[i].path, u[j].path))
+                return bt_error(err, errlen, BT_ERR_ARG, "%s %s is a working file bptt keeps "
+                                "beside %s %s (its lock, or a temporary of its writes): give %s "
+                                "another name", u[i].option, u[i].path, u[j].option, u[j].path,
+                                u[i].option);
+    return BT_OK;
+}
+
 bt_status bt_files_claim(const bt_file_use *uses, int n, bt_files **out, char *err, size_t errlen)
 {
     *out = NULL;
     bt_status st = check_distinct(uses, n, err, errlen);
+    if (st == BT_OK)
+        st = check_working_files(uses, n, err, errlen);
     if (st != BT_OK)
         return st;
     bt_files *f = bt_calloc(1, sizeof *f + sizeof(bt_file_lock *) * (size_t)(n > 0 ? n : 1));

@@ -120,6 +120,10 @@ run "1 compare --plot = --metrics" 2 "same file" -- \
 run "1 analyze --plot = --model" 2 "same file" -- "$BPTT" analyze --model m.st --lags 3 --plot m.st
 same m.st m0.st "analyze --plot replaced the model"
 cp "$FIX/rnn_tanh_params.safetensors" p.st
+run "1 --plot named as --save's lock file" 2 "is a working file bptt keeps beside --save x.st" -- \
+    "$BPTT" train --data text.txt $SMALL --epochs 1 --save x.st --plot x.st.lock
+run "1 --metrics named as a temporary of --save" 2 "is a working file" -- \
+    "$BPTT" train --data text.txt $SMALL --epochs 1 --save x.st --metrics x.st.tmp.1.abc
 run "1 grad --out = --params" 2 "same file" -- "$BPTT" grad --cell rnn_tanh --params p.st --out p.st
 same p.st "$FIX/rnn_tanh_params.safetensors" "grad --out replaced its --params"
 
