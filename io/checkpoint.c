@@ -716,18 +716,48 @@ static bool misfit(const bt_checkpoint *c, const char *name, int ndim, const int
  * no more and no fewer), the optimizer state's length (opt.*) and the carried
  * state's rows and widths (state.*). Only the cell's declaration is asked
  * for, which allocates nothing. */
-/* A stack (or a one-layer model with dropout): its layers' shapes are checked
- * by the model it builds and each tensor by load_params, not by check_shapes. */
+/* A stack (or a one-layer model with dropout): check_stack_shapes, not
+ * check_shapes, holds its tensors to its layers. */
 static bool is_stack(const bt_lm_config *cfg)
 {
     return cfg->layers[0] || cfg->dropout > 0;
 }
 
+/* A stack's layers declared (no parameter block yet) and every l<k>.* tensor
+ * and the output layer's held to them, before anything is built: a file
+ * claiming a wide layer is refused before its memory is asked for. */
+static bt_status check_stack_shapes(const bt_checkpoint *c, const bt_registry *reg, char *err,
+                                    size_t errlen)
+{
+    bt_layer_def defs[BT_MAX_LAYERS];
+    const bt_lm_config *cfg = &c->cfg;
+    int n = bt_layers_parse(reg, cfg->layers, cfg->cell, cfg->hidden, defs, err, errlen);
+    if (n < 0)
+        return BT_ERR_FORMAT;
+    char name[BT_NAME_LEN + 24];
+    int64_t shape[BT_MAX_DIMS];
+    int in_w = c->input_size;
+    for (int l = 0; l < n; l++) {
+        bt_model probe = {.cell = defs[l].cell, .dims = {in_w, defs[l].hidden, 0}};
+        bt_status st = bt_model_declare(&probe, err, errlen);
+        if (st != BT_OK)
+            return st;
+        for (int i = 0; i < probe.n_params; i++) {
+            for (int d = 0; d < probe.specs[i].ndim; d++)
+                shape[d] = probe.specs[i].shape[d];
+            snprintf(name, sizeof name, "param.l%d.%s", l + 1, probe.specs[i].name);
+            if (misfit(c, name, probe.specs[i].ndim, shape, err, errlen))
+                return BT_ERR_FORMAT;
+        }
+        in_w = probe.state_width[0]; /* the layer's h, the next one's input */
+    }
+    return misfit(c, "param.out.W_hq", 2, (int64_t[]){in_w, c->output_size}, err, errlen)
+               ? BT_ERR_FORMAT : BT_OK;
+}
+
 static bt_status check_shapes(const bt_checkpoint *c, const bt_cell_def *cell, char *err,
                               size_t errlen)
 {
-    if (is_stack(&c->cfg))
-        return BT_OK;
     bt_model probe = {.cell = cell, .dims = {c->input_size, c->cfg.hidden, c->output_size}};
     char why[BT_ERRMSG_LEN];
     bt_status declared = bt_model_declare(&probe, why, sizeof why);
@@ -785,7 +815,8 @@ bt_status bt_checkpoint_model(const bt_checkpoint *c, const bt_registry *reg, bt
         return BT_ERR_NOT_FOUND;
     const bt_lm_config *cfg = &c->cfg;
     bool stack = is_stack(cfg);
-    bt_status st = check_shapes(c, cell, err, errlen);
+    bt_status st = is_stack(&c->cfg) ? check_stack_shapes(c, reg, err, errlen)
+                                     : check_shapes(c, cell, err, errlen);
     if (st != BT_OK)
         return st;
     bt_cell_dims dims = {c->input_size, c->cfg.hidden, c->output_size};
@@ -1014,7 +1045,8 @@ bt_status bt_checkpoint_check_resume(const bt_checkpoint *c, const bt_registry *
     const bt_cell_def *cell = cell_of(c, reg, err, errlen);
     if (!cell)
         return BT_ERR_NOT_FOUND;
-    bt_status st = check_shapes(c, cell, err, errlen);
+    bt_status st = is_stack(&c->cfg) ? check_stack_shapes(c, reg, err, errlen)
+                                     : check_shapes(c, cell, err, errlen);
     if (st != BT_OK)
         return st;
     for (int s = 0; s < BT_LM_SETTING_COUNT; s++) {

@@ -68,6 +68,26 @@ run "stack resume: other dropout" 1 "conflicts with the checkpoint's dropout 0.3
     "$BPTT" train --resume a.st --dropout 0.5 --epochs 3
 run "stack resume: same settings restated" 0 "" -- \
     "$BPTT" train --resume a.st $STACK --epochs 3
+# A stacked checkpoint whose metadata claims a wide layer (header checksum
+# recomputed, so only the shape check can refuse it) is refused before the
+# model is built, as a one-cell checkpoint is (issue 12, defect 10).
+python3 - a.st wide.st <<'PY'
+import json, struct, sys, zlib
+b = open(sys.argv[1], 'rb').read()
+n = struct.unpack('<Q', b[:8])[0]
+h = json.loads(b[8:8 + n])
+m = h['__metadata__']
+m['layers'] = m['layers'].replace(m['layers'].split(',')[0].split(':')[1], '4000', 1)
+m['checksum_header'] = 'crc32:00000000'
+s = json.dumps(h, separators=(',', ':')).encode()
+s += b' ' * (-(len(s) + 8) % 8)
+l8 = struct.pack('<Q', len(s))
+c = zlib.crc32(l8 + s) & 0xffffffff
+s = s.replace(b'"checksum_header":"crc32:00000000"', b'"checksum_header":"crc32:%08x"' % c)
+open(sys.argv[2], 'wb').write(l8 + s + b[8 + n:])
+PY
+run "stack resume: a layer wider than its tensors" 1 "do not fit tensor 'param.l1" -- \
+    "$BPTT" train --resume wide.st --epochs 3
 
 # ---- gradcheck on stacks ----
 run "gradcheck: mixed stack under tbptt" 0 "PASS" -- \
