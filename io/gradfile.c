@@ -404,24 +404,24 @@ static bt_status load_state_xi(bt_grad_input *in, char *err, size_t errlen)
     return t ? load_xi(in, t, err, errlen) : BT_OK;
 }
 
-bt_status bt_grad_input_new(const bt_cell_def *cell, bt_st_file *f, bt_grad_input **out,
-                            char *err, size_t errlen)
+/* A grad input owning f (freed here when out of memory). */
+static bt_grad_input *input_alloc(bt_st_file *f)
 {
-    *out = NULL;
     bt_grad_input *in = bt_calloc(1, sizeof *in);
-    if (!in) {
+    if (in)
+        in->file = f;
+    else
         bt_st_free(f);
-        return bt_error(err, errlen, BT_ERR_NOMEM, "out of memory");
-    }
-    in->file = f;
-    layout L;
-    probe_layout(cell, &L);
-    bt_cell_dims dims;
-    bt_status st = infer_dims(cell, &L, in, &dims, err, errlen);
+    return in;
+}
+
+/* Once the model is built (st BT_OK): its parameters, the batch, h0 and xi
+ * from the file; in handed to *out, or freed on any failure. */
+static bt_status input_finish(const bt_cell_def *cell, const layout *L, bt_grad_input *in,
+                              bt_status st, bt_grad_input **out, char *err, size_t errlen)
+{
     if (st == BT_OK)
-        st = bt_model_new(cell, dims, &in->model, err, errlen);
-    if (st == BT_OK)
-        st = load_params(cell, &L, in, err, errlen);
+        st = load_params(cell, L, in, err, errlen);
     if (st == BT_OK)
         st = load_batch(cell, in, err, errlen);
     if (st == BT_OK)
@@ -432,6 +432,22 @@ bt_status bt_grad_input_new(const bt_cell_def *cell, bt_st_file *f, bt_grad_inpu
     }
     *out = in;
     return BT_OK;
+}
+
+bt_status bt_grad_input_new(const bt_cell_def *cell, bt_st_file *f, bt_grad_input **out,
+                            char *err, size_t errlen)
+{
+    *out = NULL;
+    bt_grad_input *in = input_alloc(f);
+    if (!in)
+        return bt_error(err, errlen, BT_ERR_NOMEM, "out of memory");
+    layout L;
+    probe_layout(cell, &L);
+    bt_cell_dims dims;
+    bt_status st = infer_dims(cell, &L, in, &dims, err, errlen);
+    if (st == BT_OK)
+        st = bt_model_new(cell, dims, &in->model, err, errlen);
+    return input_finish(cell, &L, in, st, out, err, errlen);
 }
 
 /* The input width of a stack's layer 1 from its parameters in P: declared at
@@ -470,12 +486,9 @@ bt_status bt_grad_input_new_stack(const bt_registry *reg, const char *layers, do
 {
     *out = NULL;
     bt_layer_def defs[BT_MAX_LAYERS];
-    bt_grad_input *in = bt_calloc(1, sizeof *in);
-    if (!in) {
-        bt_st_free(f);
+    bt_grad_input *in = input_alloc(f);
+    if (!in)
         return bt_error(err, errlen, BT_ERR_NOMEM, "out of memory");
-    }
-    in->file = f;
     int n = bt_layers_parse(reg, layers, NULL, 1, defs, err, errlen), D = 0;
     const bt_st_tensor *bq = bt_st_find(f, "out.b_q");
     bt_status st = n < 1 ? BT_ERR_ARG : stack_input_size(&defs[0], in, &D, err, errlen);
@@ -488,18 +501,7 @@ bt_status bt_grad_input_new_stack(const bt_registry *reg, const char *layers, do
                                 err, errlen);
     }
     layout L = {0}; /* names and shapes come from the stack itself */
-    if (st == BT_OK)
-        st = load_params(in->model->cell, &L, in, err, errlen);
-    if (st == BT_OK)
-        st = load_batch(in->model->cell, in, err, errlen);
-    if (st == BT_OK)
-        st = load_state_xi(in, err, errlen);
-    if (st != BT_OK) {
-        bt_grad_input_free(in);
-        return st;
-    }
-    *out = in;
-    return BT_OK;
+    return input_finish(st == BT_OK ? in->model->cell : NULL, &L, in, st, out, err, errlen);
 }
 
 bt_status bt_grad_input_read(const bt_cell_def *cell, const char *path, bt_grad_input **out,
