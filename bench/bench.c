@@ -83,7 +83,7 @@ static void *policy_new(bt_registry *reg, const char *spec, const bt_policy_def 
 /* The command line: mode and sizes. */
 typedef struct bench_args {
     const char *mode, *data;
-    int H, B, T, warmup, steps, every;
+    int H, B, T, warmup, steps, every, threads;
     bool step_mode;
 } bench_args;
 
@@ -139,7 +139,14 @@ static void bench_setup(bench *k, const bench_args *a)
                          sizeof err) != BT_OK)
         fail(err);
     if (bt_unroller_new(k->m, a->B, a->T, &k->u, err, sizeof err) != BT_OK)
-        exit(1);
+        fail(err);
+    /* --threads N > 1: the rows split over N threads (as `bptt train --threads`),
+     * each product on one BLAS thread. */
+    if (a->threads > 1) {
+        if (bt_unroller_set_threads(k->u, a->threads, err, sizeof err) != BT_OK)
+            fail(err);
+        bt_blas_set_threads(1);
+    }
     k->h = calloc((size_t)a->B * a->H, sizeof(bt_real));
 }
 
@@ -242,12 +249,13 @@ static void run_timed(bench *k, const bench_args *a)
            "\"tokens_per_s_max\": %.1f, \"us_per_token\": %.3f, \"peak_rss_mb\": %.1f, "
            "\"rss_start_mb\": %.1f, \"rss_growth_mb\": %.2f, \"window_arena_mb\": %.3f, "
            "\"arena_kb_per_step\": %.2f, \"tokens_per_cpu_s\": %.1f, \"us_cpu_per_token\": %.3f, "
-           "\"blas\": \"%s\", \"kernel\": \"%s\", \"threads\": %d, \"precision\": \"%s\"}\n",
+           "\"blas\": \"%s\", \"kernel\": \"%s\", \"threads\": %d, \"row_threads\": %d, "
+           "\"precision\": \"%s\"}\n",
            a->mode, a->H, B, T, a->every, tok / med, tok / times[steps - 1], tok / times[0],
            med / tok * 1e6, peak_rss_mb(), k->rss_start, peak_rss_mb() - rss_before,
            (double)peak_arena / 1048576.0, (double)peak_arena / 1024.0 / T, tok / cpu[steps / 2],
            cpu[steps / 2] / tok * 1e6, bi.library, bi.kernel, bi.threads,
-           BT_REAL_DOUBLE ? "double" : "float");
+           bt_unroller_threads(k->u), BT_REAL_DOUBLE ? "double" : "float");
     free(times);
     free(X);
     free(Y);
@@ -264,10 +272,12 @@ int main(int argc, char **argv)
         .warmup = atoi(arg(argc, argv, "--warmup", "10")),
         .steps = atoi(arg(argc, argv, "--steps", "50")),
         .every = atoi(arg(argc, argv, "--checkpoint-every", "0")),
+        .threads = atoi(arg(argc, argv, "--threads", "1")),
     };
     if (strcmp(a.mode, "step") && strcmp(a.mode, "fullbptt") && strcmp(a.mode, "ckptcheck")) {
         fprintf(stderr, "usage: bench step|fullbptt|ckptcheck [--hidden H] [--batch B] [--steps-per-seq T] "
-                        "[--warmup N] [--steps N] [--checkpoint-every C|-1] [--data FILE]\n");
+                        "[--warmup N] [--steps N] [--checkpoint-every C|-1] [--threads N] "
+                        "[--data FILE]\n");
         return 2;
     }
     a.step_mode = strcmp(a.mode, "step") == 0;

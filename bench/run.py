@@ -106,7 +106,7 @@ def step_runners(a, H, th, steps, warm, torch_py):
     """name -> command for one measurement of the step at hidden H, th threads."""
     b = a.build
     bptt = [os.path.join(b, 'bench', 'bench'), 'step', '--hidden', str(H), '--warmup', str(warm),
-            '--steps', str(steps), '--data', a.data]
+            '--steps', str(steps), '--data', a.data, '--threads', str(th)]
     r = {'bptt': bptt,
          'roofline': [os.path.join(b, 'bench', 'roofline'), '--hidden', str(H), '--threads', str(th),
                       '--reps', '5' if a.quick else '7']}

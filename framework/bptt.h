@@ -244,6 +244,12 @@ BT_API size_t bt_params_total(const bt_params *p); /* number of scalars */
 BT_API bt_real *bt_params_data(bt_params *p);      /* [total] */
 BT_API bt_real *bt_params_grad(bt_params *p);      /* [total] */
 BT_API void bt_params_zero_grad(bt_params *p);
+/* Makes p a replica of `from` (the same names and sizes, both finalized): its
+ * values become from's, read and stepped through from, while its gradients
+ * stay its own. Threads that each backpropagate part of a batch (unroll.h's
+ * lanes) accumulate apart and are summed once. BT_ERR_ARG if the layouts
+ * differ or p already shares. from must outlive p. */
+BT_API bt_status bt_params_share_values(bt_params *p, bt_params *from);
 /* sqrt(sum grad^2) over every parameter; may be inf or nan. */
 BT_API double bt_params_grad_norm(const bt_params *p);
 

@@ -17,6 +17,7 @@ struct bt_params {
     size_t total;
     bt_real *data, *grad;
     bool finalized;
+    bool shares;      /* data is another block's (bt_params_share_values) */
     bt_status status; /* the first error, kept until the block is freed */
     char error[BT_ERRMSG_LEN];
 };
@@ -32,7 +33,8 @@ void bt_params_free(bt_params *p)
         bt_free(p->tensors[i]);
     }
     bt_free(p->tensors);
-    bt_free(p->data);
+    if (!p->shares)
+        bt_free(p->data);
     bt_free(p->grad);
     bt_free(p);
 }
@@ -120,6 +122,23 @@ bt_status bt_params_finalize(bt_params *p)
         off += p->tensors[i]->size;
     }
     p->finalized = true;
+    return BT_OK;
+}
+
+bt_status bt_params_share_values(bt_params *p, bt_params *from)
+{
+    if (!p || !from || !p->finalized || !from->finalized || p->shares || p->count != from->count ||
+        p->total != from->total)
+        return BT_ERR_ARG;
+    for (int i = 0; i < p->count; i++)
+        if (p->tensors[i]->size != from->tensors[i]->size ||
+            strcmp(p->tensors[i]->name, from->tensors[i]->name) != 0)
+            return BT_ERR_ARG;
+    bt_free(p->data);
+    p->data = from->data;
+    p->shares = true;
+    for (int i = 0; i < p->count; i++)
+        p->tensors[i]->data = from->tensors[i]->data;
     return BT_OK;
 }
 

@@ -342,6 +342,21 @@ bt_status bt_lm_distribute(bt_lm *lm, bt_dist *d, char *err, size_t errlen)
     return BT_OK;
 }
 
+bt_status bt_lm_set_threads(bt_lm *lm, int n, int *lanes, char *err, size_t errlen)
+{
+    *lanes = 1;
+    if (lm->est || n <= 1)
+        return BT_OK;
+    if (lm->cfg.dropout > 0)
+        return bt_error(err, errlen, BT_ERR_ARG, "--dropout %g trains on one thread: its masks "
+                        "follow the rows' places in the batch, so rows split over %d threads "
+                        "would train another model; use --threads 1", lm->cfg.dropout, n);
+    bt_status st = bt_unroller_set_threads(lm->u, n, err, errlen);
+    if (st == BT_OK)
+        *lanes = n;
+    return st;
+}
+
 bool bt_lm_params_finite(const bt_lm *lm)
 {
     const bt_real *p = bt_params_data(lm->m->params);
@@ -357,14 +372,7 @@ bool bt_lm_params_finite(const bt_lm *lm)
 static const bt_sequence *rows_of(const bt_lm *lm, const bt_sequence *seq, int first, int count,
                                   bt_sequence *part)
 {
-    size_t at = (size_t)first * (size_t)seq->T;
-    *part = *seq;
-    part->B = count;
-    part->ids = seq->ids ? seq->ids + at : NULL;
-    part->targets = seq->targets ? seq->targets + at : NULL;
-    part->x = seq->x ? seq->x + at * (size_t)lm->m->dims.input : NULL;
-    part->y = seq->y ? seq->y + at * (size_t)lm->m->dims.output : NULL;
-    return part;
+    return bt_sequence_rows(seq, first, count, lm->m->dims.input, lm->m->dims.output, part);
 }
 
 /* One validation minibatch from the state in eval_block (zeroed first when

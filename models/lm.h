@@ -156,6 +156,12 @@ BT_API void bt_lm_free(bt_lm *lm);
  * carried state (bt_lm_state) holds every row after each epoch, before the
  * epoch_done hook runs; during an epoch only this process's rows are current. */
 BT_API bt_status bt_lm_distribute(bt_lm *lm, bt_dist *d, char *err, size_t errlen);
+/* Splits this process's rows of every training minibatch over n threads
+ * (bt_unroller_set_threads; call it after bt_lm_distribute). *lanes gets the
+ * threads the rows use: n, or 1 for an online estimator, whose state spans
+ * every row (it then keeps its matrix products on BLAS threads). BT_ERR_ARG
+ * for more threads than rows, or with dropout (its masks follow rows). */
+BT_API bt_status bt_lm_set_threads(bt_lm *lm, int n, int *lanes, char *err, size_t errlen);
 
 /* Trains until epoch `epochs` (a total: a resumed run at epoch 5 with epochs
  * 8 trains 3 more). BT_ERR_NUMERIC when the loss or the parameters become

@@ -251,6 +251,27 @@ bt_status bt_model_from_arch(const bt_registry *reg, const char *layers, const c
     return bt_model_new_stack(defs, n, input, output, dropout, variational, out, err, errlen);
 }
 
+bt_status bt_model_replica(bt_model *m, bt_model **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    bt_layer_def defs[BT_MAX_LAYERS];
+    int n = m->n_layers ? m->n_layers : 1;
+    for (int l = 0; l < n; l++)
+        defs[l] = m->n_layers ? (bt_layer_def){m->layer[l]->cell, m->layer[l]->dims.hidden}
+                              : (bt_layer_def){m->cell, m->dims.hidden};
+    bt_status st = bt_model_new_stack(defs, n, m->dims.input, m->dims.output, m->dropout,
+                                      m->variational, out, err, errlen);
+    if (st != BT_OK)
+        return st;
+    if (bt_params_share_values((*out)->params, m->params) != BT_OK) {
+        bt_model_free(*out);
+        *out = NULL;
+        return bt_error(err, errlen, BT_ERR_PLUGIN, "cell %s declared other parameters for a "
+                        "second copy of the same model", m->cell->name);
+    }
+    return BT_OK;
+}
+
 int bt_model_state_layer(const bt_model *m, int k)
 {
     int l = 0;

@@ -59,6 +59,11 @@ BT_API bt_status bt_model_from_arch(const bt_registry *reg, const char *layers, 
                                     int hidden, double dropout, bool variational, int input,
                                     int output, bt_model **out, char *err, size_t errlen);
 
+/* A second model of m's architecture whose values are m's (bt_params_share_values):
+ * its own gradients, for a thread that backpropagates part of a batch. m must
+ * outlive it; free it with bt_model_free. */
+BT_API bt_status bt_model_replica(bt_model *m, bt_model **out, char *err, size_t errlen);
+
 /* The name of initial state k in grad files: "h0", "c0", "s2_0" (classic);
  * "l1.h0", "l1.c0", "l2.h0", ... (a stack, by the layer's own state index). */
 BT_API const char *bt_model_state_name(const bt_model *m, int k, char *buf, size_t len);

@@ -35,7 +35,22 @@ struct bt_unroller {
     double bytes_per_step; /* largest measured arena bytes per step of a stretch */
     bool want_dh0;         /* this run accumulates dL/dh0 (accumulate mode, asked, a buffer) */
     int dh_state;          /* the state whose gradient norms this run reports */
+    int n_lanes;           /* > 1: the rows run split over threads (bt_unroller_set_threads) */
+    struct lane *lanes;    /* [n_lanes] */
 };
+
+/* One thread's share of the rows (see "Lanes" below). */
+typedef struct lane {
+    bt_unroller *u;       /* over rows row0 .. row0 + u->B - 1 */
+    bt_model *replica;    /* its model, beyond lane 0 (which runs on the model itself) */
+    int row0;
+    bt_sequence part;     /* its rows of the running sequence */
+    bt_unroll_result res; /* of the running window */
+    bt_status st;
+    char err[BT_ERRMSG_LEN];
+} lane;
+
+static void lanes_free(bt_unroller *u);
 
 /* The widest state: the per-step gradient buffer fits any of them. */
 static int max_width(const bt_model *m)
@@ -86,6 +101,7 @@ void bt_unroller_free(bt_unroller *u)
 {
     if (!u)
         return;
+    lanes_free(u);
     bt_graph_free(u->g);
     bt_free(u->ring);
     bt_free(u->xi);
@@ -97,6 +113,19 @@ void bt_unroller_free(bt_unroller *u)
 }
 
 bt_graph *bt_unroller_graph(bt_unroller *u) { return u->g; }
+
+const bt_sequence *bt_sequence_rows(const bt_sequence *seq, int first, int count, int D, int Q,
+                                    bt_sequence *part)
+{
+    size_t at = (size_t)first * (size_t)seq->T;
+    *part = *seq;
+    part->B = count;
+    part->ids = seq->ids ? seq->ids + at : NULL;
+    part->targets = seq->targets ? seq->targets + at : NULL;
+    part->x = seq->x ? seq->x + at * (size_t)D : NULL;
+    part->y = seq->y ? seq->y + at * (size_t)Q : NULL;
+    return part;
+}
 
 /* Buffers grow to the largest sequence and policy seen, then stay: steady
  * state allocates nothing. */
@@ -529,23 +558,42 @@ static bt_status check_run(const bt_unroller *u, const bt_sequence *seq,
     return BT_OK;
 }
 
-/* Buffers sized and cleared, the start state in ring slot 0, the policy begun. */
+/* Buffers sized and cleared, and rows row0.. of the start state in ring slot 0. */
+static bt_status begin_rows(bt_unroller *u, int T, int ring_n, bool want_dh,
+                            bt_real *const *state, int row0)
+{
+    if (reserve(u, T, ring_n, want_dh) != BT_OK ||
+        (!u->dh0_flat && !(u->dh0_flat = bt_calloc(u->state_len, sizeof(bt_real)))))
+        return BT_ERR_NOMEM;
+    memset(u->dh0_flat, 0, sizeof(bt_real) * u->state_len);
+    if (want_dh)
+        memset(u->dh, 0, sizeof(bt_real) * (size_t)T * (size_t)u->B * (size_t)max_width(u->m));
+    bt_real *r0 = ring_at(u, 0);
+    for (int k = 0; k < u->m->n_states; k++) {
+        size_t len = (size_t)u->B * (size_t)u->m->state_width[k];
+        memcpy(r0, state[k] + (size_t)row0 * (size_t)u->m->state_width[k], sizeof(bt_real) * len);
+        r0 += len;
+    }
+    return BT_OK;
+}
+
+/* Every lane's buffers and rows (of the sequence and the start state), then
+ * the unroller's own, and the policy begun. */
 static bt_status begin_run(bt_unroller *u, const bt_sequence *seq, bt_real *const *state,
                            const bt_unroll_opts *opts, int max_reach, bool want_dh, char *err,
                            size_t errlen)
 {
-    if (reserve(u, seq->T, (max_reach > 0 ? max_reach : 1) + 1, want_dh) != BT_OK ||
-        (!u->dh0_flat && !(u->dh0_flat = bt_calloc(u->state_len, sizeof(bt_real)))))
-        return bt_error(err, errlen, BT_ERR_NOMEM, "unroll: out of memory for %d steps", seq->T);
-    memset(u->dh0_flat, 0, sizeof(bt_real) * u->state_len);
-    if (want_dh)
-        memset(u->dh, 0, sizeof(bt_real) * (size_t)seq->T * (size_t)u->B * (size_t)max_width(u->m));
-    bt_real *r0 = ring_at(u, 0);
-    for (int k = 0; k < u->m->n_states; k++) {
-        size_t len = (size_t)u->B * (size_t)u->m->state_width[k];
-        memcpy(r0, state[k], sizeof(bt_real) * len);
-        r0 += len;
+    int ring_n = (max_reach > 0 ? max_reach : 1) + 1;
+    bt_status st = BT_OK;
+    for (int l = 0; l < u->n_lanes && st == BT_OK; l++) {
+        lane *ln = &u->lanes[l];
+        ln->u->dh_state = u->dh_state;
+        ln->u->want_dh0 = u->want_dh0;
+        bt_sequence_rows(seq, ln->row0, ln->u->B, u->m->dims.input, u->m->dims.output, &ln->part);
+        st = begin_rows(ln->u, seq->T, ring_n, want_dh, state, ln->row0);
     }
+    if (st != BT_OK || begin_rows(u, seq->T, ring_n, want_dh && !u->n_lanes, state, 0) != BT_OK)
+        return bt_error(err, errlen, BT_ERR_NOMEM, "unroll: out of memory for %d steps", seq->T);
     if (opts->policy && opts->policy->begin)
         opts->policy->begin(opts->policy_state, opts->policy_seed);
     return BT_OK;
@@ -593,6 +641,134 @@ static uint64_t update_digest(const bt_unroller *u, long t, long g0, long loss_f
     return bt_dist_checksum(h, u->xi + g0, sizeof(double) * (size_t)(t - g0 + 1));
 }
 
+/* The checkpoint spacing of a window of `reach` steps: --checkpoint, or the
+ * memory budget's (with lanes, each takes an equal share of it, and lane 0's
+ * measured bytes per step stand for all: the lanes then all use one spacing);
+ * 0 for a plain window. */
+static bt_status window_spacing(bt_unroller *u, const bt_unroll_opts *opts, long reach, int *C,
+                                char *err, size_t errlen)
+{
+    *C = opts->checkpoint_every > 0 ? opts->checkpoint_every
+       : opts->checkpoint_every < 0 ? (int)ceil(sqrt((double)reach)) : 0;
+    if (*C || !opts->memory_budget)
+        return BT_OK;
+    if (!u->n_lanes)
+        return budget_spacing(u, reach, opts->memory_budget, C, err, errlen);
+    size_t share = opts->memory_budget / (size_t)u->n_lanes;
+    return budget_spacing(u->lanes[0].u, reach, share ? share : 1, C, err, errlen);
+}
+
+/* The window of steps t - reach + 1 .. t on this unroller's rows, its losses
+ * from last_update + 1: checkpointed every C steps, or plain. */
+static bt_status window_on_rows(bt_unroller *u, const bt_sequence *seq,
+                                const bt_unroll_opts *opts, long t, long last_update, long reach,
+                                int C, double weight, bt_unroll_result *res, char *err,
+                                size_t errlen)
+{
+    bt_real *d0 = u->want_dh0 ? u->dh0_flat : NULL;
+    if (C > 0 && reach > C)
+        return run_window_checkpointed(u, seq, t - reach + 1, t, last_update + 1, weight, C, opts,
+                                       d0, res, err, errlen);
+    return run_window(u, seq, t - reach + 1, t, last_update + 1, weight, opts, d0, res, err,
+                      errlen);
+}
+
+/* ---- Lanes: a batch's rows split over threads ----------------------------
+ * An RNN's rows never meet before the loss, so each lane runs the whole
+ * window, forward and backward, over its own rows on its own graph, with a
+ * replica of the model that reads the same weights and keeps its own
+ * gradients. The policy decides once for all rows; each lane's losses weigh
+ * by its share of the rows, so after a window the sum of the lanes'
+ * gradients (in lane order: the same sum every run) is the batch's, and the
+ * update hook, clipping and the optimizer run once, as with one lane. Only
+ * the rounding of the split products differs from one lane. */
+
+static void lanes_free(bt_unroller *u)
+{
+    for (int l = 0; l < u->n_lanes; l++) {
+        bt_unroller_free(u->lanes[l].u);
+        bt_model_free(u->lanes[l].replica);
+    }
+    bt_free(u->lanes);
+    u->lanes = NULL;
+    u->n_lanes = 0;
+}
+
+bt_status bt_unroller_set_threads(bt_unroller *u, int n, char *err, size_t errlen)
+{
+    if (n < 1 || n > u->B)
+        return bt_error(err, errlen, BT_ERR_ARG, "%d threads for a batch of %d rows: each "
+                        "thread needs at least one row", n, u->B);
+    lanes_free(u);
+    if (n == 1)
+        return BT_OK;
+    if (!(u->lanes = bt_calloc((size_t)n, sizeof *u->lanes)))
+        return bt_error(err, errlen, BT_ERR_NOMEM, "unroll: out of memory for %d threads", n);
+    u->n_lanes = n;
+    bt_status st = BT_OK;
+    for (int l = 0; l < n && st == BT_OK; l++) {
+        lane *ln = &u->lanes[l];
+        ln->row0 = (int)((long)u->B * l / n);
+        int rows = (int)((long)u->B * (l + 1) / n) - ln->row0;
+        if (l > 0)
+            st = bt_model_replica(u->m, &ln->replica, err, errlen);
+        if (st == BT_OK)
+            st = bt_unroller_new(l > 0 ? ln->replica : u->m, rows, 1, &ln->u, err, errlen);
+    }
+    if (st != BT_OK)
+        lanes_free(u);
+    return st;
+}
+
+int bt_unroller_threads(const bt_unroller *u) { return u->n_lanes ? u->n_lanes : 1; }
+
+/* After the lanes' window: the first failure, else their gradients summed
+ * into the model's (and cleared), losses weighed by rows, arenas added up
+ * (they are alive at once). */
+static bt_status lanes_gather(bt_unroller *u, bt_unroll_result *res, char *err, size_t errlen)
+{
+    bt_real *g = bt_params_grad(u->m->params);
+    size_t P = bt_params_total(u->m->params), arenas = 0;
+    for (int l = 1; l < u->n_lanes; l++) {
+        bt_real *gl = bt_params_grad(u->lanes[l].replica->params);
+        for (size_t i = 0; i < P; i++)
+            g[i] += gl[i];
+        memset(gl, 0, sizeof *gl * P);
+    }
+    for (int l = 0; l < u->n_lanes; l++) {
+        lane *ln = &u->lanes[l];
+        if (ln->st != BT_OK)
+            return bt_error(err, errlen, ln->st, "%s", ln->err);
+        res->loss_sum += ln->res.loss_sum * ((double)ln->u->B / (double)u->B);
+        arenas += ln->res.peak_arena;
+    }
+    res->loss_terms += u->lanes[0].res.loss_terms;
+    if (arenas > res->peak_arena)
+        res->peak_arena = arenas;
+    return BT_OK;
+}
+
+/* One window on every lane at once, each on its own thread. */
+static bt_status lanes_window(bt_unroller *u, const bt_unroll_opts *opts, long t,
+                              long last_update, long reach, int C, double weight,
+                              bt_unroll_result *res, char *err, size_t errlen)
+{
+    long g0 = t - reach + 1;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(u->n_lanes) schedule(static, 1)
+#endif
+    for (int l = 0; l < u->n_lanes; l++) {
+        lane *ln = &u->lanes[l];
+        memcpy(ln->u->xi + g0, u->xi + g0, sizeof(double) * (size_t)reach);
+        memset(&ln->res, 0, sizeof ln->res);
+        ln->err[0] = '\0';
+        double share = (double)ln->u->B / (double)u->B;
+        ln->st = window_on_rows(ln->u, &ln->part, opts, t, last_update, reach, C, weight * share,
+                                &ln->res, ln->err, sizeof ln->err);
+    }
+    return lanes_gather(u, res, err, errlen);
+}
+
 /* The update at step t: one window, plain or checkpointed, then (training)
  * the optimizer step. */
 static bt_status run_update(bt_unroller *u, const bt_sequence *seq, const bt_unroll_opts *opts,
@@ -602,20 +778,14 @@ static bt_status run_update(bt_unroller *u, const bt_sequence *seq, const bt_unr
     if (opts->windows && res->n_windows < opts->windows_cap)
         opts->windows[res->n_windows] = (bt_window){t - reach + 1, t, last_update + 1};
     res->n_windows++;
-    int C = opts->checkpoint_every > 0 ? opts->checkpoint_every
-          : opts->checkpoint_every < 0 ? (int)ceil(sqrt((double)reach)) : 0;
-    bt_status st = BT_OK;
-    if (!C && opts->memory_budget &&
-        (st = budget_spacing(u, reach, opts->memory_budget, &C, err, errlen)) != BT_OK)
+    int C;
+    bt_status st = window_spacing(u, opts, reach, &C, err, errlen);
+    if (st != BT_OK)
         return st;
-    bt_real *d0 = u->want_dh0 ? u->dh0_flat : NULL;
     double loss_before = res->loss_sum;
-    if (C > 0 && reach > C)
-        st = run_window_checkpointed(u, seq, t - reach + 1, t, last_update + 1, weight, C, opts,
-                                     d0, res, err, errlen);
-    else
-        st = run_window(u, seq, t - reach + 1, t, last_update + 1, weight, opts, d0, res, err,
-                        errlen);
+    st = u->n_lanes ? lanes_window(u, opts, t, last_update, reach, C, weight, res, err, errlen)
+                    : window_on_rows(u, seq, opts, t, last_update, reach, C, weight, res, err,
+                                     errlen);
     if (opts->on_update && !opts->accumulate) {
         double loss = res->loss_sum - loss_before;
         st = opts->on_update(opts->update_ctx, u->m->params, st,
@@ -629,27 +799,40 @@ static bt_status run_update(bt_unroller *u, const bt_sequence *seq, const bt_unr
     return st;
 }
 
-/* The final state carried out in value, dL/dh0 added in, and the norms of the
- * per-step state gradients. */
-static void finish_run(bt_unroller *u, int T, bt_real *const *state, bt_real *const *dh0,
-                       double *dh_norms, bool want_dh)
+/* Rows row0.. of the final state carried out in value, dL/dh0 added in, and
+ * the squares of the per-step state gradients added to dh2 (if not NULL). */
+static void finish_rows(bt_unroller *u, int T, bt_real *const *state, bt_real *const *dh0,
+                        double *dh2, int row0)
 {
     const bt_real *d = u->dh0_flat, *rT = ring_at(u, T);
     for (int k = 0; k < u->m->n_states; k++) {
         size_t len = (size_t)u->B * (size_t)u->m->state_width[k];
+        size_t at = (size_t)row0 * (size_t)u->m->state_width[k];
         for (size_t i = 0; dh0 && i < len; i++)
-            dh0[k][i] += d[i];
-        memcpy(state[k], rT, sizeof(bt_real) * len);
+            dh0[k][at + i] += d[i];
+        memcpy(state[k] + at, rT, sizeof(bt_real) * len);
         d += len;
         rT += len;
     }
     size_t w = (size_t)u->B * (size_t)u->m->state_width[u->dh_state];
-    for (int s = 0; want_dh && s < T; s++) {
-        double n2 = 0;
+    for (int s = 0; dh2 && s < T; s++)
         for (size_t i = 0; i < w; i++)
-            n2 += (double)u->dh[(size_t)s * w + i] * (double)u->dh[(size_t)s * w + i];
-        dh_norms[s] = sqrt(n2);
-    }
+            dh2[s] += (double)u->dh[(size_t)s * w + i] * (double)u->dh[(size_t)s * w + i];
+}
+
+/* The final state, dL/dh0 and the norms of the per-step state gradients,
+ * from every lane's rows. */
+static void finish_run(bt_unroller *u, int T, bt_real *const *state, bt_real *const *dh0,
+                       double *dh_norms, bool want_dh)
+{
+    for (int s = 0; want_dh && s < T; s++)
+        dh_norms[s] = 0;
+    int n = u->n_lanes ? u->n_lanes : 1;
+    for (int l = 0; l < n; l++)
+        finish_rows(u->n_lanes ? u->lanes[l].u : u, T, state, dh0, want_dh ? dh_norms : NULL,
+                    u->n_lanes ? u->lanes[l].row0 : 0);
+    for (int s = 0; want_dh && s < T; s++)
+        dh_norms[s] = sqrt(dh_norms[s]);
 }
 
 static bt_status unroll_run(bt_unroller *u, const bt_sequence *seq, bt_real *const *state,
@@ -704,6 +887,10 @@ bt_status bt_unroll_run(bt_unroller *u, const bt_sequence *seq, bt_real *const *
         return bt_error(err, errlen, BT_ERR_ARG, "unroll: dh_state %d is not one of the model's "
                         "%d states", opts->dh_state, u->m->n_states);
     u->dh_state = opts->dh_state;
+    if (u->n_lanes && opts->dropout && u->m->dropout > 0)
+        return bt_error(err, errlen, BT_ERR_ARG, "dropout with %d threads: a mask follows its "
+                        "rows' places in the batch, so split rows would draw other masks (use "
+                        "one thread)", u->n_lanes);
     u->m->dropout_on = opts->dropout && u->m->dropout > 0;
     u->m->dropout_seed = bt_dropout_sequence_seed(opts->policy_seed);
     bt_status st = unroll_run(u, seq, state, opts, xi_used, dh0, dh_norms, res, err, errlen);

@@ -103,6 +103,22 @@ BT_API bt_tensor *bt_unroll_step(bt_graph *g, const bt_model *m, const bt_sequen
 /* The graph's arena (for memory measurements). */
 BT_API bt_graph *bt_unroller_graph(bt_unroller *u);
 
+/* Runs the rows of every batch split over n threads (1 <= n <= B; 1: one
+ * graph, as created). Each thread runs the whole window on its rows with a
+ * replica of the model (same weights, own gradients); the gradients are
+ * summed in thread order before the update hook, clipping and the optimizer,
+ * which run once. Results equal one thread's up to float rounding; a stack's
+ * dropout is refused (its masks follow rows). With OpenMP the threads run at
+ * once, else one after another. Each thread's matrix products should then
+ * run on one BLAS thread (bt_blas_set_threads(1)). */
+BT_API bt_status bt_unroller_set_threads(bt_unroller *u, int n, char *err, size_t errlen);
+BT_API int bt_unroller_threads(const bt_unroller *u);
+
+/* Rows first .. first + count - 1 of seq, as a view (D, Q: the widths of x
+ * and y, when the sequence has them). Returns part. */
+BT_API const bt_sequence *bt_sequence_rows(const bt_sequence *seq, int first, int count, int D,
+                                           int Q, bt_sequence *part);
+
 #ifdef __cplusplus
 }
 #endif

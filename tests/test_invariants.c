@@ -89,12 +89,15 @@ static bt_corpus *small_text(void)
 
 /* cell on a source that suits it: token cells on the text (sequential, state
  * carried, 10% validation), linear on the adding task, influence on its own
- * task (state carried). */
-static void run_new(run *r, const char *cell, const char *policy, int ckpt, double budget_mb)
+ * task (state carried). layers: a stack of token cells ("lstm:8,gru:6"), or NULL. */
+static void run_new_layers(run *r, const char *cell, const char *layers, const char *policy,
+                           int ckpt, double budget_mb)
 {
     memset(r, 0, sizeof *r);
     bt_lm_config c;
     bt_lm_config_default(&c);
+    if (layers)
+        snprintf(c.layers, sizeof c.layers, "%s", layers);
     c.cell = cell;
     c.truncation = policy;
     c.optimizer = "adam:lr=0.01"; /* two state buffers to compare */
@@ -120,6 +123,11 @@ static void run_new(run *r, const char *cell, const char *policy, int ckpt, doub
                                         c.val_fraction, &r->src, err, sizeof err), BT_OK, "%s", err);
     }
     cr_assert_eq(bt_lm_new(reg, &c, &r->src, &r->lm, err, sizeof err), BT_OK, "%s: %s", cell, err);
+}
+
+static void run_new(run *r, const char *cell, const char *policy, int ckpt, double budget_mb)
+{
+    run_new_layers(r, cell, NULL, policy, ckpt, budget_mb);
 }
 
 static void run_free(run *r)
@@ -485,4 +493,188 @@ Test(invariants, reach_beyond_the_declared_bound_is_clamped)
     cr_expect_leq(d, SAME_TOL, "a reach beyond max_reach was not clamped: gradients differ by %.3g", d);
     fixed->destroy(fs);
     bt_model_free(m);
+}
+
+/* ---- rows split over threads (bt_unroller_set_threads, train --threads) ---- */
+
+/* 3 epochs on one thread, then the same run with the rows split over 2 and 3
+ * threads (batch 3: uneven and single-row lanes), also checkpointed and under
+ * a memory budget. layers: a stack, or NULL for the cell alone. */
+static void threaded_matrix(const char *cell, const char *layers)
+{
+    enum { EPOCHS = 3 };
+    worst_seen = 0;
+    for (size_t p = 0; p < sizeof policies / sizeof *policies; p++) {
+        run one;
+        run_new_layers(&one, cell, layers, policies[p], 0, 0);
+        cr_assert_eq(bt_lm_train(one.lm, EPOCHS, NULL, err, sizeof err), BT_OK, "%s", err);
+        const bt_lm_epoch *h;
+        bt_lm_history(one.lm, &h);
+        double budget = (double)h[0].peak_arena / 1048576.0 * 0.6;
+        struct { int threads, every; double mb; const char *name; } modes[] = {
+            {2, 0, 0, "2 threads"}, {3, 0, 0, "3 threads"},
+            {2, -1, 0, "2 threads, --checkpoint sqrt"}, {2, 0, budget, "2 threads, --memory-budget"}};
+        for (size_t k = 0; k < sizeof modes / sizeof *modes; k++) {
+            run many;
+            run_new_layers(&many, cell, layers, policies[p], modes[k].every, modes[k].mb);
+            int lanes = 0;
+            cr_assert_eq(bt_lm_set_threads(many.lm, modes[k].threads, &lanes, err, sizeof err),
+                         BT_OK, "%s", err);
+            cr_assert_eq(lanes, modes[k].threads);
+            cr_assert_eq(bt_lm_train(many.lm, EPOCHS, NULL, err, sizeof err), BT_OK,
+                         "%s %s %s: %s", cell, policies[p], modes[k].name, err);
+            char what[160];
+            snprintf(what, sizeof what, "%s%s%s, %s, %s", cell, layers ? " " : "",
+                     layers ? layers : "", policies[p], modes[k].name);
+            expect_same_run(&many, &one, what);
+            run_free(&many);
+        }
+        run_free(&one);
+    }
+    cr_log_info("%s%s: worst relative difference, threads vs one thread: %.3g", cell,
+                layers ? " stack" : "", worst_seen);
+}
+
+Test(invariants, threaded_training_equals_one_thread_rnn_tanh) { threaded_matrix("rnn_tanh", NULL); }
+Test(invariants, threaded_training_equals_one_thread_gru) { threaded_matrix("gru", NULL); }
+Test(invariants, threaded_training_equals_one_thread_lstm) { threaded_matrix("lstm", NULL); }
+Test(invariants, threaded_training_equals_one_thread_linear) { threaded_matrix("linear", NULL); }
+Test(invariants, threaded_training_equals_one_thread_influence) { threaded_matrix("influence", NULL); }
+Test(invariants, threaded_training_equals_one_thread_stack) { threaded_matrix("lstm", "lstm:8,gru:6"); }
+
+/* What an accumulate-mode run reports: gradients, dL/dh0, per-step norms of
+ * dL/dh_t, the factors used, the final state, the loss. */
+typedef struct grad_report {
+    bt_real grad[1024], dh0[2][5 * 4], state[2][5 * 4];
+    double norms[13], xi[13], loss;
+} grad_report;
+
+/* One sequence of B = 5 rows in accumulate mode, on `threads` threads. */
+static void grad_on_threads(const char *cell, const char *policy, int every, int threads,
+                            grad_report *g)
+{
+    enum { B = 5, T = 13, V = 5, H = 4 };
+    bt_model *m;
+    cr_assert_eq(bt_model_new(bt_registry_cell(reg, cell), (bt_cell_dims){V, H, V}, &m, err,
+                              sizeof err), BT_OK, "%s", err);
+    bt_rng r;
+    bt_rng_seed(&r, 21);
+    for (size_t i = 0; i < bt_params_total(m->params); i++)
+        bt_params_data(m->params)[i] = (bt_real)(0.6 * bt_rng_normal(&r));
+    int32_t ids[B * T], tg[B * T];
+    for (int i = 0; i < B * T; i++) {
+        ids[i] = (int32_t)(bt_rng_next(&r) % V);
+        tg[i] = (int32_t)(bt_rng_next(&r) % V);
+    }
+    memset(g, 0, sizeof *g);
+    bt_real *sp[2] = {g->state[0], g->state[1]}, *dp[2] = {g->dh0[0], g->dh0[1]};
+    for (int k = 0; k < m->n_states; k++)
+        for (int i = 0; i < B * H; i++)
+            g->state[k][i] = (bt_real)(0.3 * bt_rng_normal(&r));
+    char name[32];
+    const char *opts;
+    bt_split_spec(policy, name, sizeof name, &opts);
+    const bt_policy_def *pd = bt_registry_policy(reg, name);
+    void *ps = NULL;
+    cr_assert_eq(bt_policy_create(pd, opts, &ps, err, sizeof err), BT_OK, "%s", err);
+    bt_unroller *u;
+    cr_assert_eq(bt_unroller_new(m, B, T, &u, err, sizeof err), BT_OK, "%s", err);
+    cr_assert_eq(bt_unroller_set_threads(u, threads, err, sizeof err), BT_OK, "%s", err);
+    cr_assert_eq(bt_unroller_threads(u), threads);
+    bt_sequence seq = {.B = B, .T = T, .ids = ids, .targets = tg};
+    bt_unroll_opts o = {.policy = pd, .policy_state = ps, .policy_seed = 7, .accumulate = true,
+                        .want_dh0 = true, .want_dh_norms = true, .checkpoint_every = every};
+    bt_unroll_result res;
+    cr_assert_eq(bt_unroll_run(u, &seq, sp, &o, g->xi, dp, g->norms, &res, err, sizeof err),
+                 BT_OK, "%s", err);
+    g->loss = res.loss_sum;
+    size_t P = bt_params_total(m->params);
+    cr_assert_leq(P, 1024);
+    memcpy(g->grad, bt_params_grad(m->params), sizeof(bt_real) * P);
+    bt_unroller_free(u);
+    pd->destroy(ps);
+    bt_model_free(m);
+}
+
+static void expect_same_report(const grad_report *a, const grad_report *b, const char *what)
+{
+    expect_small(rel_diff(a->grad, b->grad, 1024), what, "gradients");
+    expect_small(rel_diff(a->dh0[0], b->dh0[0], 2 * 5 * 4), what, "dL/dh0");
+    expect_small(rel_diff(a->state[0], b->state[0], 2 * 5 * 4), what, "final states");
+    double dn = 0, dx = 0;
+    for (int s = 0; s < 13; s++) {
+        dn = fmax(dn, fabs(a->norms[s] - b->norms[s]) / fmax(b->norms[s], 1e-30));
+        dx = fmax(dx, fabs(a->xi[s] - b->xi[s]));
+    }
+    expect_small(dn, what, "norms of dL/dh_t");
+    cr_expect_eq(dx, 0, "%s: the factors xi differ by %g", what, dx);
+    expect_small(fabs(a->loss - b->loss) / fabs(b->loss), what, "losses");
+}
+
+Test(invariants, threaded_unroll_reports_the_one_thread_gradients)
+{
+    static grad_report one, many;
+    const char *cells[] = {"rnn_tanh", "gru", "lstm"};
+    worst_seen = 0;
+    for (int c = 0; c < 3; c++)
+        for (size_t p = 0; p < sizeof policies / sizeof *policies; p++) {
+            grad_on_threads(cells[c], policies[p], 0, 1, &one);
+            cr_assert_gt(fabs(one.grad[0]) + fabs(one.dh0[0][0]) + one.norms[0], 0);
+            const int threads[] = {2, 3, 5}, everies[] = {0, 2, -1};
+            for (int t = 0; t < 3; t++)
+                for (int e = 0; e < 3; e++) {
+                    grad_on_threads(cells[c], policies[p], everies[e], threads[t], &many);
+                    char what[128];
+                    snprintf(what, sizeof what, "%s %s, %d threads, checkpoint %d", cells[c],
+                             policies[p], threads[t], everies[e]);
+                    expect_same_report(&many, &one, what);
+                }
+        }
+    cr_log_info("bt_unroll_run on 2, 3 and 5 threads vs one: worst relative difference %.3g",
+                worst_seen);
+}
+
+Test(invariants, threads_are_refused_beyond_the_rows_and_with_dropout)
+{
+    bt_model *m;
+    cr_assert_eq(bt_model_new(bt_registry_cell(reg, "rnn_tanh"), (bt_cell_dims){5, 4, 5}, &m, err,
+                              sizeof err), BT_OK, "%s", err);
+    bt_unroller *u;
+    cr_assert_eq(bt_unroller_new(m, 3, 4, &u, err, sizeof err), BT_OK, "%s", err);
+    cr_expect_eq(bt_unroller_set_threads(u, 4, err, sizeof err), BT_ERR_ARG);
+    cr_expect(strstr(err, "4 threads for a batch of 3 rows"), "%s", err);
+    cr_expect_eq(bt_unroller_set_threads(u, 0, err, sizeof err), BT_ERR_ARG);
+    cr_expect_eq(bt_unroller_threads(u), 1);
+    bt_unroller_free(u);
+    bt_model_free(m);
+    run r;
+    run_new_layers(&r, "lstm", "lstm:8,gru:6", "full", 0, 0);
+    bt_lm_free(r.lm);
+    bt_lm_config c;
+    bt_lm_config_default(&c);
+    c.cell = "lstm";
+    c.hidden = 8;
+    c.batch = 3;
+    c.steps = 20;
+    c.dropout = 0.2;
+    cr_assert_eq(bt_lm_new(reg, &c, &r.src, &r.lm, err, sizeof err), BT_OK, "%s", err);
+    int lanes = 0;
+    cr_expect_eq(bt_lm_set_threads(r.lm, 2, &lanes, err, sizeof err), BT_ERR_ARG);
+    cr_expect(strstr(err, "--dropout 0.2 trains on one thread"), "%s", err);
+    cr_expect_eq(lanes, 1);
+    run_free(&r);
+}
+
+Test(invariants, a_threaded_steady_state_step_allocates_nothing)
+{
+    run r;
+    run_new(&r, "lstm", "tbptt:3,7", -1, 0);
+    int lanes = 0;
+    cr_assert_eq(bt_lm_set_threads(r.lm, 2, &lanes, err, sizeof err), BT_OK, "%s", err);
+    cr_assert_eq(bt_lm_train(r.lm, 2, NULL, err, sizeof err), BT_OK, "%s", err);
+    uint64_t before = bt_alloc_count();
+    cr_assert_eq(bt_lm_train(r.lm, 4, NULL, err, sizeof err), BT_OK, "%s", err); /* 2 more */
+    cr_expect_eq(bt_alloc_count(), before, "two threaded epochs allocated %llu times",
+                 (unsigned long long)(bt_alloc_count() - before));
+    run_free(&r);
 }

@@ -13,8 +13,9 @@
 
 /* Options every command takes, after its own tables; cli_args_begin applies them. */
 static const cli_option common_options[] = {
-    {"threads", "N", "threads for the matrix products (OpenBLAS; default: its own choice, "
-                     "OPENBLAS_NUM_THREADS or the number of cores)"},
+    {"threads", "N", "threads: train splits each minibatch's rows over them (one BLAS thread "
+                     "each); other commands run their matrix products on them (OpenBLAS; "
+                     "default: its own choice, OPENBLAS_NUM_THREADS or the number of cores)"},
     {NULL, NULL, NULL},
 };
 

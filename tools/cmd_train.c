@@ -184,7 +184,7 @@ static bt_status on_epoch(void *vctx, bt_lm *lm, const bt_lm_epoch *e, char *err
 
 typedef struct train_opts {
     lm_cli_opts lm;
-    long every;
+    long every, threads;
     bool every_given;
     const char *save, *resume, *plot;
 } train_opts;
@@ -192,7 +192,8 @@ typedef struct train_opts {
 static bool read_options(cli_args *a, void *vo)
 {
     train_opts *o = vo;
-    if (!lm_cli_parse(a, &o->lm) || !cli_int(a, "every", 1, 1, 100000000, &o->every))
+    if (!lm_cli_parse(a, &o->lm) || !cli_int(a, "every", 1, 1, 100000000, &o->every) ||
+        !cli_int(a, "threads", 0, 0, 1024, &o->threads))
         return false;
     const bt_lm_given *g = &o->lm.run;
     if (g->given[BT_LM_ESTIMATOR] && g->given[BT_LM_TRUNCATION]) {
@@ -215,6 +216,7 @@ typedef struct train_run {
     bt_lm_config cfg;
     bt_lm *lm;
     bt_files *files;    /* the outputs, locked for the run */
+    long threads;       /* --threads (0: not given) */
 } train_run;
 
 static void train_run_free(train_run *r)
@@ -251,6 +253,7 @@ static int settings(train_run *r, const bt_registry *reg, const train_opts *o, b
 {
     char err[2048] = "";
     r->cfg = o->lm.run.cfg;
+    r->threads = o->threads;
     r->data = (lm_cli_data){.o = &o->lm, .data = o->lm.data, .task = o->lm.task};
     if (o->resume) {
         if (bt_checkpoint_read(o->resume, &r->ck, err, sizeof err) != BT_OK)
@@ -283,6 +286,13 @@ static int build(train_run *r, const bt_registry *reg, bt_dist *d)
         return cli_fail(CMD, "--resume: %s", err);
     if (bt_lm_distribute(r->lm, d, err, sizeof err) != BT_OK)
         return cli_usage(CMD, "%s", err);
+    /* --threads N: the rows of each minibatch split over N threads, each of
+     * whose products then runs on one BLAS thread. */
+    int lanes = 1;
+    if (bt_lm_set_threads(r->lm, (int)r->threads, &lanes, err, sizeof err) != BT_OK)
+        return cli_usage(CMD, "%s", err);
+    if (lanes > 1)
+        bt_blas_set_threads(1);
     return 0;
 }
 
