@@ -201,6 +201,28 @@ done
 run "train: budget too small" 1 "checkpointing needs at least" -- "$BPTT" train $LONG --memory-budget 0.0001
 run "train: bad --checkpoint" 2 "use 'sqrt'" -- "$BPTT" train $LONG --checkpoint often
 
+# ---- --threads N: each minibatch's rows split over N threads ----
+# The whole run must agree with one thread's (final checkpoints, as above),
+# for a batch that splits unevenly (5 rows over 2 and 3 threads), plain and
+# checkpointed, with an estimator's --threads left to BLAS.
+THR="--data text.txt --hidden 16 --batch 5 --steps 30 --optimizer momentum:lr=0.1,mu=0.9 --seed 9 --epochs 2"
+for pol in full tbptt:5,20; do
+    run "train $pol, 1 thread" 0 "done: epoch 2" -- \
+        "$BPTT" train $THR --cell lstm --truncation $pol --threads 1 --save one.st
+    for mode in "--threads 2" "--threads 3" "--threads 2 --checkpoint sqrt"; do
+        run "train $pol $mode" 0 "done: epoch 2" -- \
+            "$BPTT" train $THR --cell lstm --truncation $pol $mode --save many.st
+        "$ST_COMPARE" many.st one.st --skip history >cmp.txt 2>&1 ||
+            { fail "$pol $mode: the checkpoint differs from one thread's"; sed 's/^/    /' cmp.txt; }
+    done
+done
+run "train: more threads than rows" 2 "6 threads for a batch of 5 rows" -- \
+    "$BPTT" train $THR --threads 6
+run "train: --threads with --dropout" 2 "trains on one thread" -- \
+    "$BPTT" train $THR --layers 2 --dropout 0.2 --threads 2
+run "train: --threads with an estimator" 0 "done: epoch 1" -- \
+    "$BPTT" train --data text.txt --hidden 8 --batch 2 --steps 10 --estimator uoro --epochs 1 --threads 2
+
 # ---- a finite loss never prints an infinite perplexity ----
 run "huge finite loss: perplexity in full" 0 "train ppl [0-9.]*e+[0-9]" -- \
     "$BPTT" train --data text.txt --hidden 8 --batch 4 --steps 8 --optimizer sgd:lr=1e5 --clip 0 \
