@@ -7,6 +7,7 @@
 #    sums taken in another order), for rnn_tanh and lstm under full,
 #    fixed:K, random:PI,seed=S and tbptt:K1,K2 (sequential sampling), with
 #    validation rows that do not split evenly;
+#  - 2 processes x 3 threads and 4 x 2 (train --threads) end there too;
 #  - a resume under mpirun is bitwise the uninterrupted run with the same
 #    number of processes, and continues correctly with another number;
 #  - a process that fails (bad option, unreadable data, NaN loss or a cell
@@ -111,6 +112,12 @@ train 1 ck-1.st --cell lstm --truncation full --checkpoint 3 &&
 train 1 rs-1.st --sampling random &&
     train 2 rs-2.st --sampling random &&
     same "random sampling: 2 processes vs 1" rs-2.st rs-1.st
+# Each process's rows split further over threads (train --threads): 2
+# processes x 3 threads (6 rows each, 2 per thread) and 4 x 2.
+train 2 thr-2x3.st --cell lstm --truncation tbptt:3,6 --threads 3 &&
+    same "lstm tbptt:3,6: 2 processes x 3 threads vs 1" thr-2x3.st lstm-tbptt_3_6-1.st
+train 4 thr-4x2.st --cell rnn_tanh --truncation tbptt:3,6 --threads 2 &&
+    same "rnn_tanh tbptt:3,6: 4 processes x 2 threads vs 1" thr-4x2.st rnn_tanh-tbptt_3_6-1.st
 grep -q "data parallel: 4 processes" rnn_tanh-tbptt_3_6-4.st.log ||
     fail "a 4-process run does not say it is data-parallel"
 grep -q "all-reduce: .* updates" rnn_tanh-tbptt_3_6-4.st.log ||
