@@ -436,6 +436,27 @@ static bt_status forward_untaped(bt_unroller *u, const bt_sequence *seq, long g0
     return st;
 }
 
+/* A rebuilt stretch ending at b failed (st, err). The plain window would
+ * have stopped at the first failing step, before any backward: its error is
+ * found again by checking the losses from g0 on, and a training window leaves
+ * no gradient behind, as the plain one (it started with none: every update
+ * clears them). In accumulate mode the later stretches' terms stay added, as
+ * any earlier window's do when a run fails. */
+static bt_status window_failed(bt_unroller *u, const bt_sequence *seq, long g0, long b, int C,
+                               long loss_from, const bt_unroll_opts *opts, bt_status st,
+                               char *err, size_t errlen)
+{
+    char why[BT_ERRMSG_LEN];
+    bt_status first = forward_untaped(u, seq, g0, g0, b, C, loss_from, true, why, sizeof why);
+    if (first != BT_OK) {
+        snprintf(err, errlen, "%s", why);
+        st = first;
+    }
+    if (!opts->accumulate)
+        bt_params_zero_grad(u->m->params);
+    return st;
+}
+
 /* Checkpointed window: a forward pass without a tape keeps the state every C
  * steps; backward then rebuilds one stretch of C steps at a time, last first,
  * handing the gradient of each stretch's start state to the stretch before.
@@ -481,15 +502,8 @@ static bt_status run_window_checkpointed(bt_unroller *u, const bt_sequence *seq,
                       .count_losses = true, .store_states = k == nseg - 1,
                       .dfrom = dfrom, .dnext = k < nseg - 1 ? dnext : NULL};
         st = run_segment(u, seq, &sg, opts, res, err, errlen);
-        if (st != BT_OK) {
-            /* The plain window would have stopped at the first failing step. */
-            char why[BT_ERRMSG_LEN];
-            bt_status first_st = forward_untaped(u, seq, g0, g0, b, C, loss_from, true, why,
-                                                 sizeof why);
-            if (first_st != BT_OK)
-                snprintf(err, errlen, "%s", why);
-            return first_st != BT_OK ? first_st : st;
-        }
+        if (st != BT_OK)
+            return window_failed(u, seq, g0, b, C, loss_from, opts, st, err, errlen);
         if (first && want_from)
             for (size_t i = 0; i < u->state_len; i++)
                 dh0[i] += dfrom[i];
