@@ -613,7 +613,8 @@ Test(unroll, checkpointed_window_fails_at_the_plain_window_step)
             bt_status sc = failing_run(cells[c], dims[c], &seqs[c], everies[e], ck, sizeof ck);
             cr_expect_eq(sc, sp, "%s, checkpoint %d: status %d, plain %d", cells[c], everies[e],
                          sc, sp);
-            cr_expect_str_eq(ck, plain, "%s, checkpoint %d", cells[c], everies[e]);
+            cr_expect_str_eq(ck, plain, "%s, checkpoint %d: \"%s\", plain \"%s\"", cells[c],
+                             everies[e], ck, plain);
         }
     }
 }
