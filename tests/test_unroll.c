@@ -620,7 +620,7 @@ Test(unroll, checkpointed_window_fails_at_the_plain_window_step)
 }
 
 /* A training step in steady state (unroll, backward, clip, optimizer step)
- * makes no heap allocation at all. */
+ * makes no heap allocation at all, plain or checkpointed. */
 Test(unroll, steady_state_training_makes_no_heap_allocation)
 {
     enum { B = 4, H = 16, V = 7, T = 35 };
@@ -634,9 +634,10 @@ Test(unroll, steady_state_training_makes_no_heap_allocation)
     bt_optimizer *opt;
     cr_assert_eq(bt_optimizer_new(reg, "adam:lr=0.01", m->params, &opt, err, sizeof err), BT_OK, "%s", err);
     const char *policies[] = {"full", "fixed:5", "random:0.3", "tbptt:5,12"};
-    for (int p = 0; p < 4; p++) {
+    for (int p = 0; p < 8; p++) {
+        int every = p < 4 ? 0 : -1;
         const bt_policy_def *pd;
-        void *ps = make_policy(policies[p], &pd);
+        void *ps = make_policy(policies[p % 4], &pd);
         bt_unroller *u;
         cr_assert_eq(bt_unroller_new(m, B, T, &u, err, sizeof err), BT_OK);
         static int32_t ids[B * T], tg[B * T];
@@ -651,13 +652,13 @@ Test(unroll, steady_state_training_makes_no_heap_allocation)
             }
             bt_sequence seq = {.B = B, .T = T, .ids = ids, .targets = tg};
             bt_unroll_opts o = {.policy = pd, .policy_state = ps, .policy_seed = (uint64_t)it,
-                                .optimizer = opt, .clip = 1};
+                                .optimizer = opt, .clip = 1, .checkpoint_every = every};
             if (it == 10)
                 before = bt_alloc_count(); /* after warm-up: every buffer has its size */
             cr_assert_eq(bt_unroll_run(u, &seq, hp, &o, NULL, NULL, NULL, &res, err, sizeof err), BT_OK, "%s", err);
         }
-        cr_expect_eq(bt_alloc_count(), before, "%s: %llu heap allocations in 20 steady training steps",
-                     policies[p], (unsigned long long)(bt_alloc_count() - before));
+        cr_expect_eq(bt_alloc_count(), before, "%s, checkpoint %d: %llu heap allocations in 20 steady "
+                     "training steps", policies[p % 4], every, (unsigned long long)(bt_alloc_count() - before));
         bt_unroller_free(u);
         pd->destroy(ps);
     }
