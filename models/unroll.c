@@ -136,13 +136,15 @@ static bt_real *ring_at(bt_unroller *u, long s) { return u->ring + u->state_len 
 
 /* Step s of seq: gathers column s of the inputs, runs the cell and returns
  * its output. With tg, the step's targets too (*tg token ids, or *target the
- * rows of y), for its loss; without, none are gathered. */
+ * rows of y), for its loss; without, none are gathered and only next[] may
+ * be read (the cell was asked for the state only: the returned tensor is
+ * not its output). */
 static bt_tensor *step_output(bt_graph *g, const bt_model *m, const bt_sequence *seq, long s,
                               bt_tensor *const *state, bt_tensor **next, int32_t **tg,
                               bt_tensor **target)
 {
     int B = seq->B, T = seq->T, D = m->dims.input, Q = m->dims.output;
-    bt_step_input in = {.batch = B};
+    bt_step_input in = {.batch = B, .state_only = !tg}; /* the cell may skip its output layer */
     bool want_tg = tg && seq->targets, want_y = tg && seq->y;
     if (seq->ids || want_tg) {
         int32_t *ids = bt_arena_alloc(bt_graph_arena(g), sizeof(int32_t) * (size_t)B * 2);
