@@ -232,9 +232,9 @@ typedef struct segment {
     const bt_real *from;
     bool leaf_grad, count_losses;
     /* Store each step's state in the ring. A checkpointed window's forward
-     * pass already stored them; its rebuilt stretches run last-first and
-     * must not overwrite the ring (the slot of h_T would end up holding the
-     * state of an earlier stretch). */
+     * pass stored those before its last stretch, which stores its own; the
+     * other rebuilt stretches run after it and must not overwrite the ring
+     * (the slot of h_T would end up holding the state of an earlier stretch). */
     bool store_states;
     bt_real *dfrom;       /* [state_len] accumulated, or NULL */
     const bt_real *dnext; /* [state_len] or NULL */
@@ -464,11 +464,12 @@ static bt_status window_failed(bt_unroller *u, const bt_sequence *seq, long g0, 
  * handing the gradient of each stretch's start state to the stretch before.
  * Memory: L/C states plus one stretch's graph; C = sqrt(L) gives O(sqrt L).
  * The gradients are those of the plain window (the same terms, added in the
- * same reverse order). The forward pass computes no losses and stops before
- * the last stretch (built with its tape right away): the rebuilt stretches
- * count the losses and check them before any backward of theirs, and a
- * failure is traced back to the first step that fails, as the plain window
- * reports it (before any optimizer step). */
+ * same reverse order). The forward pass computes no losses, asks the cell
+ * for its state only, and stops before the last stretch (built with its tape
+ * right away): the rebuilt stretches count the losses (the same terms as the
+ * plain window, summed stretch by stretch) and check them before any backward
+ * of theirs; a failure is traced back to the first step that fails, as the
+ * plain window reports it, before any optimizer step. */
 static bt_status run_window_checkpointed(bt_unroller *u, const bt_sequence *seq, long g0, long t,
                                          long loss_from, double weight, int C,
                                          const bt_unroll_opts *opts, bt_real *dh0,
