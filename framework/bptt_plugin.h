@@ -24,7 +24,7 @@ extern "C" {
 #endif
 
 #define BT_ABI_MAJOR 2
-#define BT_ABI_MINOR 3
+#define BT_ABI_MINOR 4
 #define BT_PLUGIN_ENTRY_SYMBOL "bt_plugin_entry"
 #define BT_PLUGIN_EXPORT __attribute__((visibility("default")))
 /* Strings a plugin hands over end with a NUL within these many bytes (NUL
@@ -71,6 +71,13 @@ typedef struct bt_step_input {
     int batch;
     const int32_t *ids;
     bt_tensor *x;
+    /* ABI 2.4: the host reads only next_state[] of this step (the forward
+     * pass without a tape of a checkpointed window), so the cell may skip its
+     * output layer and return next_state[0]; the next states must be those of
+     * a full step. A cell may ignore it (one built before 2.4 does): the host
+     * drops the output. */
+    bool state_only;
+    /* New fields go here, and only here. */
 } bt_step_input;
 
 typedef struct bt_cell_def {

@@ -144,13 +144,15 @@ bt_tensor *bt_model_step_at(bt_graph *g, const bt_model *m, const bt_step_input 
     for (int l = 0; l < m->n_layers; l++) {
         int s0 = m->layer_state0[l];
         if (l > 0)
-            li = (bt_step_input){.batch = in->batch, .x = h};
+            li = (bt_step_input){.batch = in->batch, .x = h, .state_only = in->state_only};
         h = bt_model_step(g, m->layer[l], &li, state + s0, next + s0); /* checked there */
         if (!h)
             return NULL;
         if (m->dropout_on && m->dropout > 0)
             h = bt_dropout(g, h, m->dropout, bt_stack_mask_seed(m, l, t));
     }
+    if (in->state_only) /* the next states are all that is read */
+        return h;
     int o = m->n_params - 2; /* out.W_hq, out.b_q */
     return bt_add(g, bt_matmul(g, h, m->ptab[o]), m->ptab[o + 1]);
 }

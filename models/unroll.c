@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "bt_assert.h"
 #include "dist.h"
 #include "stack.h"
 #include "unroll.h"
@@ -162,27 +163,31 @@ static bt_status reserve(bt_unroller *u, int T, int ring_n, bool dh)
 
 static bt_real *ring_at(bt_unroller *u, long s) { return u->ring + u->state_len * (size_t)(s % u->ring_n); }
 
-/* Step s of seq: gathers column s of the inputs and targets, runs the cell
- * and returns the step loss (mean over rows). */
-bt_tensor *bt_unroll_step(bt_graph *g, const bt_model *m, const bt_sequence *seq, long s,
-                          bt_tensor *const *state, bt_tensor **next)
+/* Step s of seq: gathers column s of the inputs, runs the cell and returns
+ * its output. With tg, the step's targets too (*tg token ids, or *target the
+ * rows of y), for its loss; without, none are gathered and only next[] may
+ * be read (the cell was asked for the state only: the returned tensor is
+ * not its output). */
+static bt_tensor *step_output(bt_graph *g, const bt_model *m, const bt_sequence *seq, long s,
+                              bt_tensor *const *state, bt_tensor **next, int32_t **tg,
+                              bt_tensor **target)
 {
     int B = seq->B, T = seq->T, D = m->dims.input, Q = m->dims.output;
-    bt_step_input in = {.batch = B};
-    bt_tensor *target = NULL;
-    int32_t *tg = NULL;
-    if (seq->ids || seq->targets) {
+    bt_step_input in = {.batch = B, .state_only = !tg}; /* the cell may skip its output layer */
+    bool want_tg = tg && seq->targets, want_y = tg && seq->y;
+    if (seq->ids || want_tg) {
         int32_t *ids = bt_arena_alloc(bt_graph_arena(g), sizeof(int32_t) * (size_t)B * 2);
         if (!ids) {
             bt_graph_fail(g, BT_ERR_NOMEM, "out of memory for step inputs");
             return NULL;
         }
-        tg = ids + B;
         for (int b = 0; seq->ids && b < B; b++)
             ids[b] = seq->ids[(size_t)b * T + s];
-        for (int b = 0; seq->targets && b < B; b++)
-            tg[b] = seq->targets[(size_t)b * T + s];
+        for (int b = 0; want_tg && b < B; b++)
+            ids[B + b] = seq->targets[(size_t)b * T + s];
         in.ids = seq->ids ? ids : NULL;
+        if (want_tg)
+            *tg = ids + B;
     }
     if (seq->x) {
         in.x = bt_graph_tensor2(g, B, D);
@@ -192,15 +197,24 @@ bt_tensor *bt_unroll_step(bt_graph *g, const bt_model *m, const bt_sequence *seq
             memcpy(in.x->data + (size_t)b * D, seq->x + ((size_t)b * T + s) * D,
                    sizeof(bt_real) * D);
     }
-    if (seq->y) {
-        target = bt_graph_tensor2(g, B, Q);
-        if (!target)
+    if (want_y) {
+        *target = bt_graph_tensor2(g, B, Q);
+        if (!*target)
             return NULL;
         for (int b = 0; b < B; b++)
-            memcpy(target->data + (size_t)b * Q, seq->y + ((size_t)b * T + s) * Q,
+            memcpy((*target)->data + (size_t)b * Q, seq->y + ((size_t)b * T + s) * Q,
                    sizeof(bt_real) * Q);
     }
-    bt_tensor *o = bt_model_step_at(g, m, &in, s, state, next);
+    return bt_model_step_at(g, m, &in, s, state, next);
+}
+
+/* Step s of seq: the cell's step and the step loss (mean over rows). */
+bt_tensor *bt_unroll_step(bt_graph *g, const bt_model *m, const bt_sequence *seq, long s,
+                          bt_tensor *const *state, bt_tensor **next)
+{
+    int32_t *tg = NULL;
+    bt_tensor *target = NULL;
+    bt_tensor *o = step_output(g, m, seq, s, state, next, &tg, &target);
     if (!o)
         return NULL;
     return seq->targets ? bt_softmax_xent(g, o, tg) : bt_mse(g, o, target);
@@ -247,9 +261,9 @@ typedef struct segment {
     const bt_real *from;
     bool leaf_grad, count_losses;
     /* Store each step's state in the ring. A checkpointed window's forward
-     * pass already stored them; its rebuilt stretches run last-first and
-     * must not overwrite the ring (the slot of h_T would end up holding the
-     * state of an earlier stretch). */
+     * pass stored those before its last stretch, which stores its own; the
+     * other rebuilt stretches run after it and must not overwrite the ring
+     * (the slot of h_T would end up holding the state of an earlier stretch). */
     bool store_states;
     bt_real *dfrom;       /* [state_len] accumulated, or NULL */
     const bt_real *dnext; /* [state_len] or NULL */
@@ -401,19 +415,95 @@ static bt_status run_window(bt_unroller *u, const bt_sequence *seq, long g0, lon
     return run_segment(u, seq, &sg, opts, res, err, errlen);
 }
 
+/* Steps a..b of the window from g0 without a tape. A stretch of C steps
+ * starts at each s = g0 + kC: a fresh graph, its start state read from
+ * ckpt[k]; within a stretch each step reads the last one's state directly
+ * (the graph holds at most one stretch, less than the stretch the backward
+ * pass builds with its tape; resets stay few, and a backend keeps its packed
+ * weights across them less often). Two uses:
+ * - states (!check): ckpt[k] copied from the ring first, each state stored in
+ *   the ring, and the state at b + 1 too if a stretch starts there. No losses.
+ * - check: the losses of steps >= loss_from computed as the plain window
+ *   does, for the first failure (a graph error or a non-finite loss); nothing
+ *   stored. */
+static bt_status forward_untaped(bt_unroller *u, const bt_sequence *seq, long g0, long a, long b,
+                                 int C, long loss_from, bool check, char *err, size_t errlen)
+{
+    bt_model *m = u->m;
+    bt_graph *g = u->g;
+    bt_tensor *state[BT_MAX_STATES], *next[BT_MAX_STATES];
+    bt_status st = BT_OK;
+    BT_ASSERT((a - g0) % C == 0, "an untaped pass starts at a stretch, not at step %ld", a);
+    bt_graph_set_grad(g, false);
+    for (long s = a; s <= b + 1 && st == BT_OK; s++) {
+        bool start = (s - g0) % C == 0;
+        bt_real *ck = u->ckpt + (size_t)((s - g0) / C) * u->state_len;
+        if (start && !check)
+            memcpy(ck, ring_at(u, s), sizeof(bt_real) * u->state_len);
+        if (s > b)
+            break;
+        if (start) {
+            bt_graph_reset(g);
+            for (int k = 0; k < m->n_states; k++) {
+                state[k] = bt_graph_input(g, 2, (int[]){u->B, m->state_width[k]}, ck);
+                ck += (size_t)u->B * m->state_width[k];
+            }
+        }
+        bt_tensor *o = check ? bt_unroll_step(g, m, seq, s, state, next)
+                             : step_output(g, m, seq, s, state, next, NULL, NULL);
+        if (!o) {
+            snprintf(err, errlen, "cell %s: %s", m->cell->name, bt_graph_error(g));
+            st = bt_graph_status(g);
+            break;
+        }
+        double lv, lw;
+        if (check)
+            st = take_loss(seq, s, loss_from, o, &lv, &lw, err, errlen);
+        else
+            store_state(u, s, next);
+        memcpy(state, next, sizeof next);
+    }
+    bt_graph_set_grad(g, true);
+    return st;
+}
+
+/* A rebuilt stretch ending at b failed (st, err). The plain window would
+ * have stopped at the first failing step, before any backward: its error is
+ * found again by checking the losses from g0 on, and a training window leaves
+ * no gradient behind, as the plain one (it started with none: every update
+ * clears them). In accumulate mode the later stretches' terms stay added, as
+ * any earlier window's do when a run fails. */
+static bt_status window_failed(bt_unroller *u, const bt_sequence *seq, long g0, long b, int C,
+                               long loss_from, const bt_unroll_opts *opts, bt_status st,
+                               char *err, size_t errlen)
+{
+    char why[BT_ERRMSG_LEN];
+    bt_status first = forward_untaped(u, seq, g0, g0, b, C, loss_from, true, why, sizeof why);
+    if (first != BT_OK) {
+        snprintf(err, errlen, "%s", why);
+        st = first;
+    }
+    if (!opts->accumulate)
+        bt_params_zero_grad(u->m->params);
+    return st;
+}
+
 /* Checkpointed window: a forward pass without a tape keeps the state every C
  * steps; backward then rebuilds one stretch of C steps at a time, last first,
  * handing the gradient of each stretch's start state to the stretch before.
  * Memory: L/C states plus one stretch's graph; C = sqrt(L) gives O(sqrt L).
  * The gradients are those of the plain window (the same terms, added in the
- * same reverse order). */
+ * same reverse order). The forward pass computes no losses, asks the cell
+ * for its state only, and stops before the last stretch (built with its tape
+ * right away): the rebuilt stretches count the losses (the same terms as the
+ * plain window, summed stretch by stretch) and check them before any backward
+ * of theirs; a failure is traced back to the first step that fails, as the
+ * plain window reports it, before any optimizer step. */
 static bt_status run_window_checkpointed(bt_unroller *u, const bt_sequence *seq, long g0, long t,
                                          long loss_from, double weight, int C,
                                          const bt_unroll_opts *opts, bt_real *dh0,
                                          bt_unroll_result *res, char *err, size_t errlen)
 {
-    bt_model *m = u->m;
-    bt_graph *g = u->g;
     long L = t - g0 + 1, nseg = (L + C - 1) / C;
     size_t need = (size_t)(nseg + 2) * u->state_len;
     if (need > u->ckpt_cap) {
@@ -427,41 +517,13 @@ static bt_status run_window_checkpointed(bt_unroller *u, const bt_sequence *seq,
     }
     bt_real *dnext = u->ckpt + (size_t)nseg * u->state_len, *dfrom = dnext + u->state_len;
 
-    /* Forward: states at every stretch start, losses for the report. */
-    memcpy(u->ckpt, ring_at(u, g0), sizeof(bt_real) * u->state_len);
-    bt_graph_set_grad(g, false);
-    bt_tensor *state[BT_MAX_STATES], *next[BT_MAX_STATES];
-    for (long s = g0; s <= t; s++) {
-        bt_graph_reset(g);
-        const bt_real *src = ring_at(u, s);
-        if ((s - g0) % C == 0)
-            memcpy(u->ckpt + (size_t)((s - g0) / C) * u->state_len, src, sizeof(bt_real) * u->state_len);
-        for (int k = 0; k < m->n_states; k++) {
-            state[k] = bt_graph_input(g, 2, (int[]){u->B, m->state_width[k]}, src);
-            src += (size_t)u->B * m->state_width[k];
-        }
-        bt_tensor *l = bt_unroll_step(g, m, seq, s, state, next);
-        if (!l) {
-            bt_graph_set_grad(g, true);
-            snprintf(err, errlen, "cell %s: %s", m->cell->name, bt_graph_error(g));
-            return bt_graph_status(g);
-        }
-        double lv, lw;
-        bt_status lst = take_loss(seq, s, loss_from, l, &lv, &lw, err, errlen);
-        if (lst != BT_OK) {
-            bt_graph_set_grad(g, true);
-            return lst;
-        }
-        if (lw != 0) {
-            res->loss_sum += lv * lw;
-            res->loss_terms++;
-        }
-        store_state(u, s, next);
-    }
-    bt_graph_set_grad(g, true);
+    /* Forward: the states at every stretch start (ring and checkpoints). */
+    long last = g0 + (nseg - 1) * C;
+    bt_status st = forward_untaped(u, seq, g0, g0, last - 1, C, loss_from, false, err, errlen);
+    if (st != BT_OK)
+        return st;
 
     /* Backward, one stretch at a time from the last. */
-    bool have_next = false;
     for (long k = nseg - 1; k >= 0; k--) {
         long a = g0 + k * C, b = a + C - 1 < t ? a + C - 1 : t;
         bool first = k == 0;
@@ -469,15 +531,15 @@ static bt_status run_window_checkpointed(bt_unroller *u, const bt_sequence *seq,
         memset(dfrom, 0, sizeof(bt_real) * u->state_len);
         segment sg = {.g0 = g0, .a = a, .b = b, .loss_from = loss_from, .weight = weight,
                       .from = u->ckpt + (size_t)k * u->state_len, .leaf_grad = want_from,
-                      .dfrom = dfrom, .dnext = have_next ? dnext : NULL};
-        bt_status st = run_segment(u, seq, &sg, opts, res, err, errlen);
+                      .count_losses = true, .store_states = k == nseg - 1,
+                      .dfrom = dfrom, .dnext = k < nseg - 1 ? dnext : NULL};
+        st = run_segment(u, seq, &sg, opts, res, err, errlen);
         if (st != BT_OK)
-            return st;
+            return window_failed(u, seq, g0, b, C, loss_from, opts, st, err, errlen);
         if (first && want_from)
             for (size_t i = 0; i < u->state_len; i++)
                 dh0[i] += dfrom[i];
         memcpy(dnext, dfrom, sizeof(bt_real) * u->state_len);
-        have_next = true;
     }
     return BT_OK;
 }

@@ -34,7 +34,7 @@ static bt_tensor *gru_step(const bt_host *H, bt_graph *g, bt_tensor *const *p,
     bt_tensor *cand = H->tanh(g, H->add(g, H->slice(g, xg, 2 * h, h),
                                         H->matmul(g, H->mul(g, r, hp), p[3])));
     next[0] = H->add(g, cand, H->mul(g, z, H->sub(g, hp, cand)));
-    if (!p[4]) /* no output layer (output 0): h_t is the output */
+    if (!p[4] || in->state_only) /* no output layer (output 0), or no output read */
         return next[0];
     return H->add(g, H->matmul(g, next[0], p[4]), p[5]);
 }

@@ -41,7 +41,7 @@ static bt_tensor *gru_torch_step(const bt_host *H, bt_graph *g, bt_tensor *const
     bt_tensor *n = H->tanh(g, H->add(g, H->slice(g, gi, 2 * h, h),
                                      H->mul(g, r, H->slice(g, gh, 2 * h, h))));
     next[0] = H->add(g, n, H->mul(g, z, H->sub(g, hp, n)));
-    if (!p[4]) /* no output layer (output 0): h_t is the output */
+    if (!p[4] || in->state_only) /* no output layer (output 0), or no output read */
         return next[0];
     return H->add(g, H->matmul(g, next[0], p[4]), p[5]);              /* [B,V] */
 }

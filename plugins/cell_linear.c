@@ -29,7 +29,7 @@ static bt_tensor *linear_step(const bt_host *H, bt_graph *g, bt_tensor *const *p
     bt_tensor *xh = H->matmul_t(g, in->x, false, p[0], true);        /* [B,H] */
     bt_tensor *hh = H->matmul_t(g, state[0], false, p[1], true);     /* [B,H] */
     next[0] = H->add(g, xh, hh);
-    if (!p[2]) /* no output layer (output 0): h_t is the output */
+    if (!p[2] || in->state_only) /* no output layer (output 0), or no output read */
         return next[0];
     return H->matmul_t(g, next[0], false, p[2], true);               /* [B,Q] */
 }

@@ -43,7 +43,7 @@ static bt_tensor *lstm_step(const bt_host *H, bt_graph *g, bt_tensor *const *p,
     bt_tensor *cand = H->tanh(g, H->slice(g, gates, 2 * h, h));
     next[1] = H->add(g, H->mul(g, f, state[1]), H->mul(g, i, cand));
     next[0] = H->mul(g, o, H->tanh(g, next[1]));
-    if (!p[3]) /* no output layer (output 0): h_t is the output */
+    if (!p[3] || in->state_only) /* no output layer (output 0), or no output read */
         return next[0];
     return H->add(g, H->matmul(g, next[0], p[3]), p[4]);
 }

@@ -26,7 +26,7 @@ static bt_tensor *rnn_step(const bt_host *H, bt_graph *g, bt_tensor *const *p,
     /* One fused op (keeps only h_t); the same as
      * tanh(add(add(cell_input(W_xh), matmul(h, W_hh)), b_h)). */
     next[0] = H->rnn_tanh_step(g, p[0], in->ids, in->x, state[0], p[1], p[2]); /* [B,H] */
-    if (!p[3]) /* no output layer (output 0): h_t is the output */
+    if (!p[3] || in->state_only) /* no output layer (output 0), or no output read */
         return next[0];
     return H->add(g, H->matmul(g, next[0], p[3]), p[4]);              /* [B,V] */
 }

@@ -269,6 +269,62 @@ Test(stack, dropout_masks)
     bt_tensor_free(x);
 }
 
+/* Step t of f's model on a fresh graph, asked for the state only or not:
+ * the next states copied into next_out, the graph's node count returned. */
+static size_t step_states(fixture *f, long t, bool state_only, bt_real next_out[][B * 16])
+{
+    bt_graph *g = bt_graph_new();
+    bt_model *m = f->m;
+    bt_tensor *st[BT_MAX_STATES], *next[BT_MAX_STATES];
+    for (int k = 0; k < m->n_states; k++)
+        st[k] = bt_graph_input(g, 2, (int[]){B, m->state_width[k]}, f->h0[k]);
+    bt_step_input in = {.batch = B, .state_only = state_only};
+    if (f->seq.ids) {
+        static int32_t col[B];
+        for (int b = 0; b < B; b++)
+            col[b] = f->ids[b * T + t];
+        in.ids = col;
+    } else {
+        in.x = bt_graph_tensor2(g, B, V);
+        for (int b = 0; b < B; b++)
+            memcpy(in.x->data + b * V, f->x + (b * T + t) * V, sizeof(bt_real) * V);
+    }
+    cr_assert_not_null(bt_model_step_at(g, m, &in, t, st, next), "%s", bt_graph_error(g));
+    for (int k = 0; k < m->n_states; k++)
+        memcpy(next_out[k], next[k]->data, sizeof(bt_real) * next[k]->size);
+    size_t nodes = bt_graph_node_count(g);
+    bt_graph_free(g);
+    return nodes;
+}
+
+/* A step asked for the state only (a checkpointed window's forward pass
+ * without a tape) gives exactly the next states of a full step, for every
+ * shipped cell and for stacks with dropout on; the shipped cells and the
+ * stack's output layer skip their output (fewer nodes). */
+Test(stack, a_state_only_step_gives_the_full_steps_next_states)
+{
+    const char *archs[] = {"rnn_tanh", "gru", "gru_torch", "lstm", "linear", "lstm:4,gru:3",
+                           "rnn_tanh:16,linear:3,lstm"};
+    for (size_t a = 0; a < sizeof archs / sizeof *archs; a++) {
+        fixture f;
+        make_fixture(&f, archs[a], a >= 5 ? 0.4 : 0, false, 3);
+        f.m->dropout_on = a >= 5;
+        f.m->dropout_seed = 21;
+        for (long t = 0; t < 2; t++) {
+            static bt_real full[BT_MAX_STATES][B * 16], only[BT_MAX_STATES][B * 16];
+            size_t n_full = step_states(&f, t, false, full);
+            size_t n_only = step_states(&f, t, true, only);
+            for (int k = 0; k < f.m->n_states; k++)
+                cr_expect_eq(memcmp(full[k], only[k], sizeof(bt_real) * B * f.m->state_width[k]), 0,
+                             "%s, step %ld: state %d differs when only the state is asked for",
+                             archs[a], t, k);
+            cr_expect_lt(n_only, n_full, "%s: %zu nodes asked for the state only, %zu in full",
+                         archs[a], n_only, n_full);
+        }
+        bt_model_free(f.m);
+    }
+}
+
 /* The output at steps 0 and 1 from the same state and input: with a
  * per-step mask they differ, with a variational one they agree; evaluation
  * (dropout off) agrees with neither. */

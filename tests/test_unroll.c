@@ -543,8 +543,84 @@ Test(unroll, checkpointed_full_bptt_equals_plain)
     }
 }
 
+/* One training run of full BPTT (sgd) on seq, plain (every 0) or
+ * checkpointed; its status and message. The parameters must not move and no
+ * gradient may be left behind when the run fails. */
+static bt_status failing_run(const char *cell, int D, const bt_sequence *seq, int every,
+                             char *err, size_t errlen)
+{
+    enum { H = 3 };
+    bt_model *m;
+    cr_assert_eq(bt_model_new(bt_registry_cell(reg, cell), (bt_cell_dims){D, H, D}, &m, err,
+                              errlen), BT_OK, "%s", err);
+    bt_rng r;
+    bt_rng_seed(&r, 3);
+    cr_assert_eq(bt_model_init(m, NULL, &r, err, errlen), BT_OK, "%s", err);
+    size_t P = bt_params_total(m->params);
+    bt_real before[64];
+    cr_assert_leq(P, 64);
+    memcpy(before, bt_params_data(m->params), sizeof(bt_real) * P);
+    bt_optimizer *opt;
+    cr_assert_eq(bt_optimizer_new(reg, "sgd:lr=0.1", m->params, &opt, err, errlen), BT_OK);
+    const bt_policy_def *pd;
+    void *ps = make_policy("full", &pd);
+    bt_unroller *u;
+    cr_assert_eq(bt_unroller_new(m, seq->B, seq->T, &u, err, errlen), BT_OK);
+    bt_real h[2 * H] = {0}, *hp[1] = {h};
+    bt_unroll_opts o = {.policy = pd, .policy_state = ps, .optimizer = opt, .clip = 1,
+                        .checkpoint_every = every};
+    bt_unroll_result res;
+    bt_status st = bt_unroll_run(u, seq, hp, &o, NULL, NULL, NULL, &res, err, errlen);
+    cr_expect_eq(memcmp(before, bt_params_data(m->params), sizeof(bt_real) * P), 0,
+                 "%s, checkpoint %d: a failed window moved the parameters", cell, every);
+    for (size_t i = 0; i < P; i++)
+        cr_expect_eq(bt_params_grad(m->params)[i], 0, "%s, checkpoint %d: gradient %zu is %g "
+                     "after the failed window", cell, every, i, (double)bt_params_grad(m->params)[i]);
+    bt_unroller_free(u);
+    pd->destroy(ps);
+    bt_optimizer_free(opt);
+    bt_model_free(m);
+    return st;
+}
+
+/* A checkpointed window checks its losses while it rebuilds its stretches,
+ * last first; it must still fail as the plain window does, at the first
+ * failing step: a NaN input at step 6 makes every loss from step 6 on NaN,
+ * and two bad targets (steps 6 and 17) are refused at the first. */
+Test(unroll, checkpointed_window_fails_at_the_plain_window_step)
+{
+    enum { B = 2, T = 20, D = 2, V = 4 };
+    bt_real x[B * T * D], y[B * T * D];
+    for (int i = 0; i < B * T * D; i++)
+        x[i] = y[i] = (bt_real)(0.1 * (i % 7));
+    x[(1 * T + 6) * D] = (bt_real)NAN; /* row 1, step 6 */
+    int32_t ids[B * T], tg[B * T];
+    for (int i = 0; i < B * T; i++)
+        ids[i] = tg[i] = i % V;
+    tg[6] = 99;           /* row 0, step 6 */
+    tg[T + 17] = 77;      /* row 1, step 17 */
+    const bt_sequence seqs[2] = {{.B = B, .T = T, .x = x, .y = y},
+                                 {.B = B, .T = T, .ids = ids, .targets = tg}};
+    const char *cells[2] = {"linear", "rnn_tanh"};
+    const int dims[2] = {D, V};
+    for (int c = 0; c < 2; c++) {
+        char plain[256], ck[256];
+        bt_status sp = failing_run(cells[c], dims[c], &seqs[c], 0, plain, sizeof plain);
+        cr_assert_neq(sp, BT_OK, "%s: the plain run must fail", cells[c]);
+        cr_assert(strstr(plain, c ? "target 99" : "NaN at step 6"), "%s", plain);
+        const int everies[] = {1, 4, -1, 19};
+        for (int e = 0; e < 4; e++) {
+            bt_status sc = failing_run(cells[c], dims[c], &seqs[c], everies[e], ck, sizeof ck);
+            cr_expect_eq(sc, sp, "%s, checkpoint %d: status %d, plain %d", cells[c], everies[e],
+                         sc, sp);
+            cr_expect_str_eq(ck, plain, "%s, checkpoint %d: \"%s\", plain \"%s\"", cells[c],
+                             everies[e], ck, plain);
+        }
+    }
+}
+
 /* A training step in steady state (unroll, backward, clip, optimizer step)
- * makes no heap allocation at all. */
+ * makes no heap allocation at all, plain or checkpointed. */
 Test(unroll, steady_state_training_makes_no_heap_allocation)
 {
     enum { B = 4, H = 16, V = 7, T = 35 };
@@ -558,9 +634,10 @@ Test(unroll, steady_state_training_makes_no_heap_allocation)
     bt_optimizer *opt;
     cr_assert_eq(bt_optimizer_new(reg, "adam:lr=0.01", m->params, &opt, err, sizeof err), BT_OK, "%s", err);
     const char *policies[] = {"full", "fixed:5", "random:0.3", "tbptt:5,12"};
-    for (int p = 0; p < 4; p++) {
+    for (int p = 0; p < 8; p++) {
+        int every = p < 4 ? 0 : -1;
         const bt_policy_def *pd;
-        void *ps = make_policy(policies[p], &pd);
+        void *ps = make_policy(policies[p % 4], &pd);
         bt_unroller *u;
         cr_assert_eq(bt_unroller_new(m, B, T, &u, err, sizeof err), BT_OK);
         static int32_t ids[B * T], tg[B * T];
@@ -575,13 +652,13 @@ Test(unroll, steady_state_training_makes_no_heap_allocation)
             }
             bt_sequence seq = {.B = B, .T = T, .ids = ids, .targets = tg};
             bt_unroll_opts o = {.policy = pd, .policy_state = ps, .policy_seed = (uint64_t)it,
-                                .optimizer = opt, .clip = 1};
+                                .optimizer = opt, .clip = 1, .checkpoint_every = every};
             if (it == 10)
                 before = bt_alloc_count(); /* after warm-up: every buffer has its size */
             cr_assert_eq(bt_unroll_run(u, &seq, hp, &o, NULL, NULL, NULL, &res, err, sizeof err), BT_OK, "%s", err);
         }
-        cr_expect_eq(bt_alloc_count(), before, "%s: %llu heap allocations in 20 steady training steps",
-                     policies[p], (unsigned long long)(bt_alloc_count() - before));
+        cr_expect_eq(bt_alloc_count(), before, "%s, checkpoint %d: %llu heap allocations in 20 steady "
+                     "training steps", policies[p % 4], every, (unsigned long long)(bt_alloc_count() - before));
         bt_unroller_free(u);
         pd->destroy(ps);
     }
