@@ -144,7 +144,10 @@ bt_tensor *bt_model_step_at(bt_graph *g, const bt_model *m, const bt_step_input 
     for (int l = 0; l < m->n_layers; l++) {
         int s0 = m->layer_state0[l];
         if (l > 0)
-            li = (bt_step_input){.batch = in->batch, .x = h, .state_only = in->state_only};
+            li = (bt_step_input){.batch = in->batch, .x = h};
+        /* A lower layer's output is the next layer's input: only the top
+         * layer's may be skipped. */
+        li.state_only = in->state_only && l == m->n_layers - 1;
         h = bt_model_step(g, m->layer[l], &li, state + s0, next + s0); /* checked there */
         if (!h)
             return NULL;

@@ -10,6 +10,7 @@
  * is bounded by the window, never by the length of the stream.
  *
  * Dimension letters: B rows, T steps, H (state width), D input, Q output. */
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -36,6 +37,7 @@ struct bt_unroller {
     double bytes_per_step; /* largest measured arena bytes per step of a stretch */
     bool want_dh0;         /* this run accumulates dL/dh0 (accumulate mode, asked, a buffer) */
     int dh_state;          /* the state whose gradient norms this run reports */
+    long failed_at;        /* the step a failed window stopped at (lanes report the earliest) */
     int n_lanes;           /* > 1: the rows run split over threads (bt_unroller_set_threads) */
     struct lane *lanes;    /* [n_lanes] */
 };
@@ -302,6 +304,7 @@ static bt_status segment_forward(bt_unroller *u, const bt_sequence *seq, const s
                          : xi == 0 ? bt_detach(g, state[k])
                                    : bt_grad_scale(g, state[k], xi);
         bt_tensor *l = bt_unroll_step(g, m, seq, s, state, next);
+        u->failed_at = s;
         if (!l)
             return BT_OK; /* the graph holds the error */
         double lv, lw;
@@ -451,6 +454,7 @@ static bt_status forward_untaped(bt_unroller *u, const bt_sequence *seq, long g0
         }
         bt_tensor *o = check ? bt_unroll_step(g, m, seq, s, state, next)
                              : step_output(g, m, seq, s, state, next, NULL, NULL);
+        u->failed_at = s;
         if (!o) {
             snprintf(err, errlen, "cell %s: %s", m->cell->name, bt_graph_error(g));
             st = bt_graph_status(g);
@@ -654,7 +658,10 @@ static bt_status begin_run(bt_unroller *u, const bt_sequence *seq, bt_real *cons
         bt_sequence_rows(seq, ln->row0, ln->u->B, u->m->dims.input, u->m->dims.output, &ln->part);
         st = begin_rows(ln->u, seq->T, ring_n, want_dh, state, ln->row0);
     }
-    if (st != BT_OK || begin_rows(u, seq->T, ring_n, want_dh && !u->n_lanes, state, 0) != BT_OK)
+    /* With lanes, the unroller itself keeps only the factors xi. */
+    st = st != BT_OK ? st
+       : u->n_lanes ? reserve(u, seq->T, 0, false) : begin_rows(u, seq->T, ring_n, want_dh, state, 0);
+    if (st != BT_OK)
         return bt_error(err, errlen, BT_ERR_NOMEM, "unroll: out of memory for %d steps", seq->T);
     if (opts->policy && opts->policy->begin)
         opts->policy->begin(opts->policy_state, opts->policy_seed);
@@ -704,9 +711,9 @@ static uint64_t update_digest(const bt_unroller *u, long t, long g0, long loss_f
 }
 
 /* The checkpoint spacing of a window of `reach` steps: --checkpoint, or the
- * memory budget's (with lanes, each takes an equal share of it, and lane 0's
- * measured bytes per step stand for all: the lanes then all use one spacing);
- * 0 for a plain window. */
+ * memory budget's; 0 for a plain window. With lanes, the one with the most
+ * rows (the last) must fit an equal share of the budget: the others need no
+ * more, and all lanes use one spacing. */
 static bt_status window_spacing(bt_unroller *u, const bt_unroll_opts *opts, long reach, int *C,
                                 char *err, size_t errlen)
 {
@@ -717,7 +724,7 @@ static bt_status window_spacing(bt_unroller *u, const bt_unroll_opts *opts, long
     if (!u->n_lanes)
         return budget_spacing(u, reach, opts->memory_budget, C, err, errlen);
     size_t share = opts->memory_budget / (size_t)u->n_lanes;
-    return budget_spacing(u->lanes[0].u, reach, share ? share : 1, C, err, errlen);
+    return budget_spacing(u->lanes[u->n_lanes - 1].u, reach, share ? share : 1, C, err, errlen);
 }
 
 /* The window of steps t - reach + 1 .. t on this unroller's rows, its losses
@@ -759,8 +766,9 @@ static void lanes_free(bt_unroller *u)
 bt_status bt_unroller_set_threads(bt_unroller *u, int n, char *err, size_t errlen)
 {
     if (n < 1 || n > u->B)
-        return bt_error(err, errlen, BT_ERR_ARG, "%d threads for a batch of %d rows: each "
-                        "thread needs at least one row", n, u->B);
+        return bt_error(err, errlen, BT_ERR_ARG, "%d threads for %d row%s: each thread takes at "
+                        "least one row of the batch (use at most %d threads, or a larger batch)",
+                        n, u->B, u->B == 1 ? "" : "s", u->B);
     lanes_free(u);
     if (n == 1)
         return BT_OK;
@@ -784,11 +792,33 @@ bt_status bt_unroller_set_threads(bt_unroller *u, int n, char *err, size_t errle
 
 int bt_unroller_threads(const bt_unroller *u) { return u->n_lanes ? u->n_lanes : 1; }
 
-/* After the lanes' window: the first failure, else their gradients summed
- * into the model's (and cleared), losses weighed by rows, arenas added up
- * (they are alive at once). */
-static bt_status lanes_gather(bt_unroller *u, bt_unroll_result *res, char *err, size_t errlen)
+/* A failed lanes' window: the failure at the earliest step (the one a single
+ * graph would have stopped at), its rows named; no gradient of the window is
+ * kept in training, as with one lane. */
+static bt_status lanes_failed(bt_unroller *u, bool training, char *err, size_t errlen)
 {
+    const lane *first = NULL;
+    for (int l = 0; l < u->n_lanes; l++) {
+        const lane *ln = &u->lanes[l];
+        if (ln->st != BT_OK && (!first || ln->u->failed_at < first->u->failed_at))
+            first = ln;
+        if (ln->replica)
+            bt_params_zero_grad(ln->replica->params);
+    }
+    if (training)
+        bt_params_zero_grad(u->m->params);
+    return bt_error(err, errlen, first->st, "rows %d-%d of the batch: %s", first->row0,
+                    first->row0 + first->u->B - 1, first->err);
+}
+
+/* After the lanes' window: their gradients summed into the model's (and
+ * cleared), losses weighed by rows, arenas added up (they are alive at once). */
+static bt_status lanes_gather(bt_unroller *u, bool training, bt_unroll_result *res, char *err,
+                              size_t errlen)
+{
+    for (int l = 0; l < u->n_lanes; l++)
+        if (u->lanes[l].st != BT_OK)
+            return lanes_failed(u, training, err, errlen);
     bt_real *g = bt_params_grad(u->m->params);
     size_t P = bt_params_total(u->m->params), arenas = 0;
     for (int l = 1; l < u->n_lanes; l++) {
@@ -798,9 +828,7 @@ static bt_status lanes_gather(bt_unroller *u, bt_unroll_result *res, char *err, 
         memset(gl, 0, sizeof *gl * P);
     }
     for (int l = 0; l < u->n_lanes; l++) {
-        lane *ln = &u->lanes[l];
-        if (ln->st != BT_OK)
-            return bt_error(err, errlen, ln->st, "%s", ln->err);
+        const lane *ln = &u->lanes[l];
         res->loss_sum += ln->res.loss_sum * ((double)ln->u->B / (double)u->B);
         arenas += ln->res.peak_arena;
     }
@@ -824,11 +852,12 @@ static bt_status lanes_window(bt_unroller *u, const bt_unroll_opts *opts, long t
         memcpy(ln->u->xi + g0, u->xi + g0, sizeof(double) * (size_t)reach);
         memset(&ln->res, 0, sizeof ln->res);
         ln->err[0] = '\0';
+        ln->u->failed_at = LONG_MAX;
         double share = (double)ln->u->B / (double)u->B;
         ln->st = window_on_rows(ln->u, &ln->part, opts, t, last_update, reach, C, weight * share,
                                 &ln->res, ln->err, sizeof ln->err);
     }
-    return lanes_gather(u, res, err, errlen);
+    return lanes_gather(u, !opts->accumulate, res, err, errlen);
 }
 
 /* The update at step t: one window, plain or checkpointed, then (training)

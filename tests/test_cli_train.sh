@@ -216,7 +216,7 @@ for pol in full tbptt:5,20; do
             { fail "$pol $mode: the checkpoint differs from one thread's"; sed 's/^/    /' cmp.txt; }
     done
 done
-run "train: more threads than rows" 2 "6 threads for a batch of 5 rows" -- \
+run "train: more threads than rows" 2 "6 threads for 5 rows" -- \
     "$BPTT" train $THR --threads 6
 run "train: --threads with --dropout" 2 "trains on one thread" -- \
     "$BPTT" train $THR --layers 2 --dropout 0.2 --threads 2

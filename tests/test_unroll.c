@@ -5,6 +5,7 @@
  * - fixed, random and tbptt equal hand-built reference graphs;
  * - random truncation is unbiased (mean over 2,000 seeds), fixed is not;
  * - a 10,000-step stream under fixed:35 keeps its memory flat. */
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -792,5 +793,108 @@ Test(unroll, non_finite_gradient_skips_the_update_and_counts_it)
     bt_unroller_free(u);
     pd->destroy(ps);
     bt_optimizer_free(opt);
+    bt_model_free(m);
+}
+
+/* ---- rows split over threads: failures and budgets -------------------------- */
+
+/* A training run of seq (rnn_tanh, full BPTT, sgd) on `threads` threads: its
+ * status and message, and the sum of |gradient| it leaves behind. */
+static bt_status threaded_training(int threads, const bt_sequence *seq, char *msg, size_t len,
+                                   double *left)
+{
+    enum { H = 3, V = 4 };
+    bt_model *m;
+    cr_assert_eq(bt_model_new(bt_registry_cell(reg, "rnn_tanh"), (bt_cell_dims){V, H, V}, &m, msg,
+                              len), BT_OK, "%s", msg);
+    bt_rng r;
+    bt_rng_seed(&r, 3);
+    cr_assert_eq(bt_model_init(m, NULL, &r, msg, len), BT_OK, "%s", msg);
+    bt_optimizer *opt;
+    cr_assert_eq(bt_optimizer_new(reg, "sgd:lr=0.1", m->params, &opt, msg, len), BT_OK);
+    const bt_policy_def *pd;
+    void *ps = make_policy("full", &pd);
+    bt_unroller *u;
+    cr_assert_eq(bt_unroller_new(m, seq->B, seq->T, &u, msg, len), BT_OK);
+    cr_assert_eq(bt_unroller_set_threads(u, threads, msg, len), BT_OK, "%s", msg);
+    bt_real h[4 * H] = {0}, *hp[1] = {h};
+    bt_unroll_opts o = {.policy = pd, .policy_state = ps, .optimizer = opt, .clip = 1};
+    bt_unroll_result res;
+    msg[0] = '\0';
+    bt_status st = bt_unroll_run(u, seq, hp, &o, NULL, NULL, NULL, &res, msg, len);
+    *left = 0;
+    for (size_t i = 0; i < bt_params_total(m->params); i++)
+        *left += fabs((double)bt_params_grad(m->params)[i]);
+    bt_unroller_free(u);
+    pd->destroy(ps);
+    bt_optimizer_free(opt);
+    bt_model_free(m);
+    return st;
+}
+
+Test(unroll, a_failed_threaded_window_reports_the_earliest_step_and_keeps_no_gradient)
+{
+    enum { B = 2, T = 20, V = 4 };
+    int32_t ids[B * T], tg[B * T];
+    for (int i = 0; i < B * T; i++)
+        ids[i] = tg[i] = i % V;
+    tg[T + 6] = 77;  /* row 1, step 6: the earliest failure */
+    tg[0 + 17] = 99; /* row 0, step 17: lane 0 fails too, later */
+    bt_sequence seq = {.B = B, .T = T, .ids = ids, .targets = tg};
+    char one[512], two[512];
+    double left1, left2;
+    bt_status s1 = threaded_training(1, &seq, one, sizeof one, &left1);
+    bt_status s2 = threaded_training(2, &seq, two, sizeof two, &left2);
+    cr_expect_neq(s1, BT_OK);
+    cr_expect_eq(s2, s1, "one thread: %s; two: %s", one, two);
+    cr_expect(strstr(one, "77"), "one thread reports the earliest step: %s", one);
+    cr_expect(strstr(two, "rows 1-1 of the batch") && strstr(two, "77"),
+              "two threads report the earliest step and its rows: %s", two);
+    cr_expect_eq(left1, 0, "one thread left gradients after a failed window");
+    cr_expect_eq(left2, 0, "two threads left gradients after a failed window");
+}
+
+Test(unroll, a_memory_budget_holds_for_threads_with_uneven_rows)
+{
+    enum { B = 3, H = 16, V = 5, T = 400 };
+    bt_model *m;
+    char err[256];
+    cr_assert_eq(bt_model_new(bt_registry_cell(reg, "rnn_tanh"), (bt_cell_dims){V, H, V}, &m, err,
+                              sizeof err), BT_OK);
+    bt_rng r;
+    bt_rng_seed(&r, 8);
+    for (size_t i = 0; i < bt_params_total(m->params); i++)
+        bt_params_data(m->params)[i] = (bt_real)(0.3 * bt_rng_normal(&r));
+    static int32_t ids[B * T], tg[B * T];
+    for (int i = 0; i < B * T; i++) {
+        ids[i] = (int32_t)(bt_rng_next(&r) % V);
+        tg[i] = (int32_t)(bt_rng_next(&r) % V);
+    }
+    bt_sequence seq = {.B = B, .T = T, .ids = ids, .targets = tg};
+    const bt_policy_def *pd;
+    void *ps = make_policy("full", &pd);
+    bt_unroller *u;
+    cr_assert_eq(bt_unroller_new(m, B, T, &u, err, sizeof err), BT_OK);
+    cr_assert_eq(bt_unroller_set_threads(u, 2, err, sizeof err), BT_OK, "%s", err); /* rows 1 + 2 */
+    size_t P = bt_params_total(m->params), budget = 0, peaks[2];
+    static bt_real grads[2][1024];
+    cr_assert_leq(P, 1024);
+    for (int k = 0; k < 2; k++) { /* plain (measured), then a fifth of its memory */
+        bt_real h[B * H] = {0}, *hp[1] = {h};
+        bt_unroll_opts o = {.policy = pd, .policy_state = ps, .accumulate = true,
+                            .memory_budget = budget};
+        bt_unroll_result res;
+        bt_params_zero_grad(m->params);
+        cr_assert_eq(bt_unroll_run(u, &seq, hp, &o, NULL, NULL, NULL, &res, err, sizeof err),
+                     BT_OK, "%s", err);
+        memcpy(grads[k], bt_params_grad(m->params), sizeof(bt_real) * P);
+        peaks[k] = res.peak_arena;
+        budget = peaks[0] / 5;
+    }
+    cr_expect_leq(peaks[1], budget, "the threads' windows used %zu bytes, budget %zu", peaks[1],
+                  budget);
+    expect_same(grads[1], grads[0], P, "gradients under the budget");
+    bt_unroller_free(u);
+    pd->destroy(ps);
     bt_model_free(m);
 }
