@@ -136,6 +136,11 @@ BT_API void bt_graph_free(bt_graph *g);
 /* Releases every node and activation of the window in O(1) (arena reset).
  * Tensors made by this graph are invalid afterwards. Clears the error. */
 BT_API void bt_graph_reset(bt_graph *g);
+/* bt_graph_reset, except that weights packed for this window's products stay
+ * packed (-Dblas=dnnl): for a pass that releases every step's activations
+ * while the parameters stay as they are (a checkpointed window's forward pass
+ * without a tape). After a parameter changes, call bt_graph_reset. */
+BT_API void bt_graph_rewind(bt_graph *g);
 /* With grad disabled, ops compute their outputs but record nothing. */
 BT_API void bt_graph_set_grad(bt_graph *g, bool enabled);
 BT_API bool bt_graph_grad_enabled(const bt_graph *g);

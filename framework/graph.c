@@ -59,15 +59,22 @@ void bt_graph_free(bt_graph *g)
     bt_free(g);
 }
 
-void bt_graph_reset(bt_graph *g)
+/* Everything of the window but the packed weights. */
+void bt_graph_rewind(bt_graph *g)
 {
-    BT_ASSERT(g, "bt_graph_reset: no graph (a window needs the graph it was built on)");
+    BT_ASSERT(g, "bt_graph_rewind: no graph (a window needs the graph it was built on)");
     bt_arena_reset(g->arena);
     bt_wgrad_reset(g->wgrad);
-    bt_packs_reset(g->packs); /* parameters may change between windows */
     g->first = g->last = NULL;
     g->n_nodes = 0;
     bt_graph_clear_error(g);
+}
+
+void bt_graph_reset(bt_graph *g)
+{
+    BT_ASSERT(g, "bt_graph_reset: no graph (a window needs the graph it was built on)");
+    bt_graph_rewind(g);
+    bt_packs_reset(g->packs); /* parameters may change between windows */
 }
 
 void bt_graph_set_grad(bt_graph *g, bool enabled) { g->grad_enabled = enabled; }

@@ -418,17 +418,15 @@ static bt_status run_window(bt_unroller *u, const bt_sequence *seq, long g0, lon
     return run_segment(u, seq, &sg, opts, res, err, errlen);
 }
 
-/* Steps a..b of the window from g0 without a tape. A stretch of C steps
- * starts at each s = g0 + kC: a fresh graph, its start state read from
- * ckpt[k]; within a stretch each step reads the last one's state directly
- * (the graph holds at most one stretch, less than the stretch the backward
- * pass builds with its tape; resets stay few, and a backend keeps its packed
- * weights across them less often). Two uses:
- * - states (!check): ckpt[k] copied from the ring first, each state stored in
- *   the ring, and the state at b + 1 too if a stretch starts there. No losses.
- * - check: the losses of steps >= loss_from computed as the plain window
- *   does, for the first failure (a graph error or a non-finite loss); nothing
- *   stored. */
+/* Steps a..b of the window from g0 without a tape, each on the graph
+ * rewound (its arena stays one step small and in cache; a backend keeps the
+ * window's packed weights). Each state goes through the ring; a stretch of C
+ * steps starts at each s = g0 + kC from ckpt[k]. Two uses:
+ * - states (!check): ckpt[k] copied from the ring first, and the state at
+ *   b + 1 too if a stretch starts there. No losses.
+ * - check (a failed window): the losses of steps >= loss_from computed as the
+ *   plain window does, for the first failure (a graph error or a non-finite
+ *   loss). The ring is scratch then: the run stops. */
 static bt_status forward_untaped(bt_unroller *u, const bt_sequence *seq, long g0, long a, long b,
                                  int C, long loss_from, bool check, char *err, size_t errlen)
 {
@@ -440,17 +438,15 @@ static bt_status forward_untaped(bt_unroller *u, const bt_sequence *seq, long g0
     bt_graph_set_grad(g, false);
     for (long s = a; s <= b + 1 && st == BT_OK; s++) {
         bool start = (s - g0) % C == 0;
-        bt_real *ck = u->ckpt + (size_t)((s - g0) / C) * u->state_len;
+        bt_real *src = start ? u->ckpt + (size_t)((s - g0) / C) * u->state_len : ring_at(u, s);
         if (start && !check)
-            memcpy(ck, ring_at(u, s), sizeof(bt_real) * u->state_len);
+            memcpy(src, ring_at(u, s), sizeof(bt_real) * u->state_len);
         if (s > b)
             break;
-        if (start) {
-            bt_graph_reset(g);
-            for (int k = 0; k < m->n_states; k++) {
-                state[k] = bt_graph_input(g, 2, (int[]){u->B, m->state_width[k]}, ck);
-                ck += (size_t)u->B * m->state_width[k];
-            }
+        (s == a ? bt_graph_reset : bt_graph_rewind)(g); /* parameters are as they were */
+        for (int k = 0; k < m->n_states; k++) {
+            state[k] = bt_graph_input(g, 2, (int[]){u->B, m->state_width[k]}, src);
+            src += (size_t)u->B * m->state_width[k];
         }
         bt_tensor *o = check ? bt_unroll_step(g, m, seq, s, state, next)
                              : step_output(g, m, seq, s, state, next, NULL, NULL);
@@ -463,9 +459,7 @@ static bt_status forward_untaped(bt_unroller *u, const bt_sequence *seq, long g0
         double lv, lw;
         if (check)
             st = take_loss(seq, s, loss_from, o, &lv, &lw, err, errlen);
-        else
-            store_state(u, s, next);
-        memcpy(state, next, sizeof next);
+        store_state(u, s, next);
     }
     bt_graph_set_grad(g, true);
     return st;

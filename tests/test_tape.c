@@ -340,6 +340,33 @@ static void expect_internal_error(void (*fn)(void), const char *file, const char
 
 static void reset_no_graph(void) { bt_graph_reset(NULL); }
 
+/* A rewind releases the tape, the activations and the error as a reset
+ * does (it only keeps a backend's packed weights, which no build without one
+ * has to show). */
+Test(tape, rewind_releases_the_window)
+{
+    bt_graph *g = bt_graph_new();
+    bt_tensor *x = test_tensor2(4, 4, true);
+    for (size_t i = 0; i < x->size; i++)
+        x->data[i] = (bt_real)(0.1 * (double)i - 0.5);
+    bt_tensor *y = bt_tanh(g, bt_mul(g, x, x));
+    cr_assert_not_null(y);
+    bt_graph_fail(g, BT_ERR_ARG, "a sticky error");
+    cr_assert_gt(bt_graph_node_count(g), 0);
+    cr_assert_gt(bt_arena_used(bt_graph_arena(g)), 0);
+    bt_graph_rewind(g);
+    cr_expect_eq(bt_graph_node_count(g), 0);
+    cr_expect_eq(bt_arena_used(bt_graph_arena(g)), 0);
+    cr_expect_eq(bt_graph_status(g), BT_OK, "%s", bt_graph_error(g));
+    /* The graph takes a new window: its backward sees only the new nodes. */
+    y = bt_mul(g, x, x);
+    cr_assert_eq(bt_backward(g, bt_sum(g, y)), BT_OK, "%s", bt_graph_error(g));
+    for (size_t i = 0; i < x->size; i++)
+        cr_expect_float_eq(x->grad[i], 2 * x->data[i], 1e-6);
+    bt_tensor_free(x);
+    bt_graph_free(g);
+}
+
 Test(tape, reset_of_no_graph_is_an_internal_error)
 {
     expect_internal_error(reset_no_graph, "graph.c", "bt_graph_reset: no graph");
