@@ -579,10 +579,10 @@ bt_status bt_unroll_budget_bytes(double mb, size_t *bytes, char *err, size_t err
     return BT_OK;
 }
 
-static bt_status budget_spacing(bt_unroller *u, long L, size_t budget, int *C, char *err,
+static bt_status budget_spacing(double p, double s, long L, size_t budget, int *C, char *err,
                                 size_t errlen)
 {
-    double p = u->bytes_per_step, s = (double)u->state_len * sizeof(bt_real), b = (double)budget;
+    double b = (double)budget; /* p: bytes per step (0: none measured yet), s: per state */
     *C = 0;
     if (p <= 0) {
         *C = (int)ceil(sqrt((double)L));
@@ -705,9 +705,9 @@ static uint64_t update_digest(const bt_unroller *u, long t, long g0, long loss_f
 }
 
 /* The checkpoint spacing of a window of `reach` steps: --checkpoint, or the
- * memory budget's; 0 for a plain window. With lanes, the one with the most
- * rows (the last) must fit an equal share of the budget: the others need no
- * more, and all lanes use one spacing. */
+ * memory budget's; 0 for a plain window. With lanes, whose windows are alive
+ * at once, their bytes per step and states add up against the one budget,
+ * and all use one spacing. */
 static bt_status window_spacing(bt_unroller *u, const bt_unroll_opts *opts, long reach, int *C,
                                 char *err, size_t errlen)
 {
@@ -715,10 +715,17 @@ static bt_status window_spacing(bt_unroller *u, const bt_unroll_opts *opts, long
        : opts->checkpoint_every < 0 ? (int)ceil(sqrt((double)reach)) : 0;
     if (*C || !opts->memory_budget)
         return BT_OK;
-    if (!u->n_lanes)
-        return budget_spacing(u, reach, opts->memory_budget, C, err, errlen);
-    size_t share = opts->memory_budget / (size_t)u->n_lanes;
-    return budget_spacing(u->lanes[u->n_lanes - 1].u, reach, share ? share : 1, C, err, errlen);
+    double per_step = u->n_lanes ? 0 : u->bytes_per_step;
+    for (int l = 0; l < u->n_lanes; l++) {
+        double p = u->lanes[l].u->bytes_per_step;
+        if (p <= 0) { /* a lane not measured yet: sqrt spacing */
+            per_step = 0;
+            break;
+        }
+        per_step += p;
+    }
+    return budget_spacing(per_step, (double)u->state_len * sizeof(bt_real), reach,
+                          opts->memory_budget, C, err, errlen);
 }
 
 /* The window of steps t - reach + 1 .. t on this unroller's rows, its losses
