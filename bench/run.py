@@ -170,7 +170,9 @@ def print_blas(got, coretype):
     for n, rs in got.items():
         for r in rs:
             if n == 'bptt':
-                seen.add(f"bptt: {r.get('blas')} {r.get('kernel')}, {r.get('threads')} thread(s)")
+                rows = r.get('row_threads', 1)
+                seen.add(f"bptt: {r.get('blas')} {r.get('kernel')}, {r.get('threads')} BLAS thread(s)"
+                         + (f", rows split over {rows} threads (--threads {rows})" if rows > 1 else ''))
             elif n == 'roofline':
                 seen.add(f"roofline: {r.get('libraries')}, OpenBLAS kernel {r.get('corename')}")
             elif n == 'bptt-openblas':
