@@ -216,6 +216,7 @@ for pol in full tbptt:5,20; do
             { fail "$pol $mode: the checkpoint differs from one thread's"; sed 's/^/    /' cmp.txt; }
     done
 done
+run "train: --threads says so" 0 "split over 2 threads" -- "$BPTT" train $THR --epochs 1 --threads 2
 run "train: more threads than rows" 2 "6 threads for 5 rows" -- \
     "$BPTT" train $THR --threads 6
 run "train: --threads with --dropout" 2 "trains on one thread" -- \

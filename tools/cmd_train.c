@@ -217,6 +217,7 @@ typedef struct train_run {
     bt_lm *lm;
     bt_files *files;    /* the outputs, locked for the run */
     long threads;       /* --threads (0: not given) */
+    int lanes;          /* the threads the rows split over (1: none) */
 } train_run;
 
 static void train_run_free(train_run *r)
@@ -288,10 +289,9 @@ static int build(train_run *r, const bt_registry *reg, bt_dist *d)
         return cli_usage(CMD, "%s", err);
     /* --threads N: the rows of each minibatch split over N threads, each of
      * whose products then runs on one BLAS thread. */
-    int lanes = 1;
-    if (bt_lm_set_threads(r->lm, (int)r->threads, &lanes, err, sizeof err) != BT_OK)
+    if (bt_lm_set_threads(r->lm, (int)r->threads, &r->lanes, err, sizeof err) != BT_OK)
         return cli_usage(CMD, "%s", err);
-    if (lanes > 1)
+    if (r->lanes > 1)
         bt_blas_set_threads(1);
     return 0;
 }
@@ -338,6 +338,9 @@ static void print_setup(const train_run *r, const train_opts *o, const dist_cli 
     if (r->ck)
         printf("  from epoch %d (%llu updates); --epochs %d is the total\n", r->ck->epoch,
                (unsigned long long)r->ck->updates, o->lm.epochs);
+    if (r->lanes > 1)
+        printf("  the rows of each minibatch split over %d threads, one BLAS thread each\n",
+               r->lanes);
     dist_cli_describe(dc, c->batch, n_params);
     fflush(stdout);
 }
