@@ -8,6 +8,7 @@ export DEBIAN_FRONTEND=noninteractive
 packages=(meson ninja-build gcc libc6-dev pkg-config python3
           libcriterion-dev uthash-dev libopenblas-dev libjansson-dev zlib1g-dev clang libclang-rt-dev
           python3-torch python3-numpy libopenmpi-dev openmpi-bin
+          libdnnl-dev # -Dblas=dnnl (CI builds it) and oneDNN's side of bench/run.py
           librsvg2-bin fonts-dejavu-core) # rsvg-convert and the fonts: tests/test_figures.py
 missing=()
 for p in "${packages[@]}"; do
