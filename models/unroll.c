@@ -262,6 +262,7 @@ typedef struct segment {
     double weight;
     const bt_real *from;
     bool leaf_grad, count_losses;
+    bool rewind; /* a later stretch of the window: the weights and their packs are as they were */
     /* Store each step's state in the ring. A checkpointed window's forward
      * pass stored those before its last stretch, which stores its own; the
      * other rebuilt stretches run after it and must not overwrite the ring
@@ -383,7 +384,7 @@ static bt_status run_segment(bt_unroller *u, const bt_sequence *seq, const segme
                              size_t errlen)
 {
     bt_graph *g = u->g;
-    bt_graph_reset(g);
+    (sg->rewind ? bt_graph_rewind : bt_graph_reset)(g);
     bt_tensor *state[BT_MAX_STATES], *leaves[BT_MAX_STATES], *total = NULL;
     segment_leaves(u, sg, state, leaves);
     bt_status st = segment_forward(u, seq, sg, opts, res, state, &total, err, errlen);
@@ -518,8 +519,9 @@ static bt_status run_window_checkpointed(bt_unroller *u, const bt_sequence *seq,
     /* Forward: the states at every stretch start (ring and checkpoints). */
     long last = g0 + (nseg - 1) * C;
     bt_status st = forward_untaped(u, seq, g0, g0, last - 1, C, loss_from, false, err, errlen);
-    if (st != BT_OK)
-        return st;
+    if (st != BT_OK) /* an earlier step's loss may fail first, as the plain window reports */
+        return window_failed(u, seq, g0, u->failed_at < last ? u->failed_at : last - 1, C,
+                             loss_from, opts, st, err, errlen);
 
     /* Backward, one stretch at a time from the last. */
     for (long k = nseg - 1; k >= 0; k--) {
@@ -529,7 +531,7 @@ static bt_status run_window_checkpointed(bt_unroller *u, const bt_sequence *seq,
         memset(dfrom, 0, sizeof(bt_real) * u->state_len);
         segment sg = {.g0 = g0, .a = a, .b = b, .loss_from = loss_from, .weight = weight,
                       .from = u->ckpt + (size_t)k * u->state_len, .leaf_grad = want_from,
-                      .count_losses = true, .store_states = k == nseg - 1,
+                      .count_losses = true, .store_states = k == nseg - 1, .rewind = true,
                       .dfrom = dfrom, .dnext = k < nseg - 1 ? dnext : NULL};
         st = run_segment(u, seq, &sg, opts, res, err, errlen);
         if (st != BT_OK)
@@ -766,7 +768,9 @@ static void lanes_free(bt_unroller *u)
 
 bt_status bt_unroller_set_threads(bt_unroller *u, int n, char *err, size_t errlen)
 {
-    if (n < 1 || n > u->B)
+    if (n < 1)
+        return bt_error(err, errlen, BT_ERR_ARG, "%d threads: at least one is needed", n);
+    if (n > u->B)
         return bt_error(err, errlen, BT_ERR_ARG, "%d threads for %d row%s: each thread takes at "
                         "least one row of the batch (use at most %d threads, or a larger batch)",
                         n, u->B, u->B == 1 ? "" : "s", u->B);
@@ -808,8 +812,10 @@ static bt_status lanes_failed(bt_unroller *u, bool training, char *err, size_t e
     }
     if (training)
         bt_params_zero_grad(u->m->params);
-    return bt_error(err, errlen, first->st, "rows %d-%d of the batch: %s", first->row0,
-                    first->row0 + first->u->B - 1, first->err);
+    int r0 = first->row0, r1 = first->row0 + first->u->B - 1;
+    if (r0 == r1)
+        return bt_error(err, errlen, first->st, "row %d of %d: %s", r0, u->B, first->err);
+    return bt_error(err, errlen, first->st, "rows %d-%d of %d: %s", r0, r1, u->B, first->err);
 }
 
 /* After the lanes' window: their gradients summed into the model's (and
@@ -878,6 +884,8 @@ static bt_status run_update(bt_unroller *u, const bt_sequence *seq, const bt_unr
     st = u->n_lanes ? lanes_window(u, opts, t, last_update, reach, C, weight, res, err, errlen)
                     : window_on_rows(u, seq, opts, t, last_update, reach, C, weight, res, err,
                                      errlen);
+    if (st != BT_OK && !opts->accumulate) /* a failed window teaches nothing, whatever ran */
+        bt_params_zero_grad(u->m->params);
     if (opts->on_update && !opts->accumulate) {
         double loss = res->loss_sum - loss_before;
         st = opts->on_update(opts->update_ctx, u->m->params, st,
