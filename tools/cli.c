@@ -14,8 +14,8 @@
 /* Options every command takes, after its own tables; cli_args_begin applies them. */
 static const cli_option common_options[] = {
     {"threads", "N", "threads: train splits each minibatch's rows (a process's, under "
-                     "mpirun) over them, one BLAS thread each (not with --estimator, which "
-                     "keeps its rows together); other commands run their matrix products on "
+                     "mpirun) over them, one BLAS thread each (not with an online estimator, "
+                     "which keeps its rows together); other commands run their matrix products on "
                      "them (OpenBLAS; default: its own choice, OPENBLAS_NUM_THREADS or the "
                      "number of cores)"},
     {NULL, NULL, NULL},
