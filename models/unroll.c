@@ -468,13 +468,11 @@ static bt_status forward_untaped(bt_unroller *u, const bt_sequence *seq, long g0
 
 /* A rebuilt stretch ending at b failed (st, err). The plain window would
  * have stopped at the first failing step, before any backward: its error is
- * found again by checking the losses from g0 on, and a training window leaves
- * no gradient behind, as the plain one (it started with none: every update
- * clears them). In accumulate mode the later stretches' terms stay added, as
- * any earlier window's do when a run fails. */
+ * found again by checking the losses from g0 on. (run_update clears what a
+ * failed training window left; in accumulate mode the later stretches' terms
+ * stay added, as any earlier window's do when a run fails.) */
 static bt_status window_failed(bt_unroller *u, const bt_sequence *seq, long g0, long b, int C,
-                               long loss_from, const bt_unroll_opts *opts, bt_status st,
-                               char *err, size_t errlen)
+                               long loss_from, bt_status st, char *err, size_t errlen)
 {
     char why[BT_ERRMSG_LEN];
     bt_status first = forward_untaped(u, seq, g0, g0, b, C, loss_from, true, why, sizeof why);
@@ -482,8 +480,6 @@ static bt_status window_failed(bt_unroller *u, const bt_sequence *seq, long g0, 
         snprintf(err, errlen, "%s", why);
         st = first;
     }
-    if (!opts->accumulate)
-        bt_params_zero_grad(u->m->params);
     return st;
 }
 
@@ -521,7 +517,7 @@ static bt_status run_window_checkpointed(bt_unroller *u, const bt_sequence *seq,
     bt_status st = forward_untaped(u, seq, g0, g0, last - 1, C, loss_from, false, err, errlen);
     if (st != BT_OK) /* an earlier step's loss may fail first, as the plain window reports */
         return window_failed(u, seq, g0, u->failed_at < last ? u->failed_at : last - 1, C,
-                             loss_from, opts, st, err, errlen);
+                             loss_from, st, err, errlen);
 
     /* Backward, one stretch at a time from the last. */
     for (long k = nseg - 1; k >= 0; k--) {
@@ -535,7 +531,7 @@ static bt_status run_window_checkpointed(bt_unroller *u, const bt_sequence *seq,
                       .dfrom = dfrom, .dnext = k < nseg - 1 ? dnext : NULL};
         st = run_segment(u, seq, &sg, opts, res, err, errlen);
         if (st != BT_OK)
-            return window_failed(u, seq, g0, b, C, loss_from, opts, st, err, errlen);
+            return window_failed(u, seq, g0, b, C, loss_from, st, err, errlen);
         if (first && want_from)
             for (size_t i = 0; i < u->state_len; i++)
                 dh0[i] += dfrom[i];
@@ -798,9 +794,9 @@ bt_status bt_unroller_set_threads(bt_unroller *u, int n, char *err, size_t errle
 int bt_unroller_threads(const bt_unroller *u) { return u->n_lanes ? u->n_lanes : 1; }
 
 /* A failed lanes' window: the failure at the earliest step (the one a single
- * graph would have stopped at), its rows named; no gradient of the window is
- * kept in training, as with one lane. */
-static bt_status lanes_failed(bt_unroller *u, bool training, char *err, size_t errlen)
+ * graph would have stopped at), its rows named; the replicas' gradients
+ * cleared (run_update clears the model's in training, as with one lane). */
+static bt_status lanes_failed(bt_unroller *u, char *err, size_t errlen)
 {
     const lane *first = NULL;
     for (int l = 0; l < u->n_lanes; l++) {
@@ -810,8 +806,6 @@ static bt_status lanes_failed(bt_unroller *u, bool training, char *err, size_t e
         if (ln->replica)
             bt_params_zero_grad(ln->replica->params);
     }
-    if (training)
-        bt_params_zero_grad(u->m->params);
     int r0 = first->row0, r1 = first->row0 + first->u->B - 1;
     if (r0 == r1)
         return bt_error(err, errlen, first->st, "row %d of %d: %s", r0, u->B, first->err);
@@ -820,12 +814,11 @@ static bt_status lanes_failed(bt_unroller *u, bool training, char *err, size_t e
 
 /* After the lanes' window: their gradients summed into the model's (and
  * cleared), losses weighed by rows, arenas added up (they are alive at once). */
-static bt_status lanes_gather(bt_unroller *u, bool training, bt_unroll_result *res, char *err,
-                              size_t errlen)
+static bt_status lanes_gather(bt_unroller *u, bt_unroll_result *res, char *err, size_t errlen)
 {
     for (int l = 0; l < u->n_lanes; l++)
         if (u->lanes[l].st != BT_OK)
-            return lanes_failed(u, training, err, errlen);
+            return lanes_failed(u, err, errlen);
     bt_real *g = bt_params_grad(u->m->params);
     size_t P = bt_params_total(u->m->params), arenas = 0;
     for (int l = 1; l < u->n_lanes; l++) {
@@ -864,7 +857,7 @@ static bt_status lanes_window(bt_unroller *u, const bt_unroll_opts *opts, long t
         ln->st = window_on_rows(ln->u, &ln->part, opts, t, last_update, reach, C, weight * share,
                                 &ln->res, ln->err, sizeof ln->err);
     }
-    return lanes_gather(u, !opts->accumulate, res, err, errlen);
+    return lanes_gather(u, res, err, errlen);
 }
 
 /* The update at step t: one window, plain or checkpointed, then (training)
