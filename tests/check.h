@@ -1,12 +1,18 @@
-/* check.h: helpers shared by the tests: deterministic fills and a gradient
- * check assertion that reports the worst element when it fails. */
+/* check.h: helpers shared by the tests: the default registry, a scratch
+ * folder, deterministic fills and a gradient check assertion that reports
+ * the worst element when it fails. */
 #ifndef BPTT_TEST_CHECK_H
 #define BPTT_TEST_CHECK_H
 
 #include <criterion/criterion.h>
+#include <errno.h>
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "bptt.h"
+#include "registry.h"
 
 /* Double build: tight central differences; float build: a tolerance that a
  * wrong sign, factor or index still breaks by orders of magnitude. */
@@ -19,6 +25,48 @@
 #define GC_FLOOR 1e-1
 #define GC_TOL 3e-2
 #endif
+
+/* A registry with the default plugins, failing the test with its message. */
+static inline bt_registry *test_registry(void)
+{
+    char err[2048] = "";
+    bt_registry *reg = bt_registry_new();
+    cr_assert_not_null(reg);
+    cr_assert_eq(bt_registry_load_default(reg, err, sizeof err), BT_OK, "%s", err);
+    return reg;
+}
+
+/* A fresh folder /tmp/bptt-NAME-XXXXXX into dir (64 bytes), and its removal
+ * with everything in it. */
+static inline void test_tmpdir(char dir[64], const char *name)
+{
+    snprintf(dir, 64, "/tmp/bptt-%s-XXXXXX", name);
+    cr_assert_not_null(mkdtemp(dir), "mkdtemp: %s", strerror(errno));
+}
+
+static inline void test_rmdir(const char *dir)
+{
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", dir);
+}
+
+/* Every parameter of p drawn N(0, scale^2) from r. */
+static inline void fill_params_normal(bt_params *p, double scale, bt_rng *r)
+{
+    for (size_t i = 0; i < bt_params_total(p); i++)
+        bt_params_data(p)[i] = (bt_real)(scale * bt_rng_normal(r));
+}
+
+/* n token ids and n targets, uniform in [0, V), drawn from r in turn. */
+static inline void fill_tokens(int32_t *ids, int32_t *targets, int n, int V, bt_rng *r)
+{
+    for (int i = 0; i < n; i++) {
+        ids[i] = (int32_t)(bt_rng_next(r) % (uint64_t)V);
+        targets[i] = (int32_t)(bt_rng_next(r) % (uint64_t)V);
+    }
+}
 
 /* A heap tensor for a test: bt_tensor_new, failing the test with its message. */
 static inline bt_tensor *test_tensor(int ndim, const int *shape, bool requires_grad)

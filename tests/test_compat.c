@@ -31,19 +31,13 @@ static char err[2048];
 
 static void setup(void)
 {
-    reg = bt_registry_new();
-    cr_assert_not_null(reg);
-    cr_assert_eq(bt_registry_load_default(reg, err, sizeof err), BT_OK, "%s", err);
-    snprintf(dir, sizeof dir, "/tmp/bptt-compat-XXXXXX");
-    cr_assert_not_null(mkdtemp(dir), "mkdtemp: %s", strerror(errno));
+    reg = test_registry();
+    test_tmpdir(dir, "compat");
 }
 
 static void teardown(void)
 {
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", dir);
+    test_rmdir(dir);
     bt_registry_free(reg);
 }
 

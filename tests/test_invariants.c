@@ -232,8 +232,7 @@ static void unroll_stream(const char *cell, const char *policy, int every, bt_re
     cr_assert_eq(bt_model_new(def, (bt_cell_dims){V, H, V}, &m, err, sizeof err), BT_OK, "%s", err);
     bt_rng r;
     bt_rng_seed(&r, 99);
-    for (size_t i = 0; i < bt_params_total(m->params); i++)
-        bt_params_data(m->params)[i] = (bt_real)(0.6 * bt_rng_normal(&r));
+    fill_params_normal(m->params, 0.6, &r);
     char name[32];
     const char *opts;
     bt_split_spec(policy, name, sizeof name, &opts);
@@ -246,10 +245,7 @@ static void unroll_stream(const char *cell, const char *policy, int every, bt_re
     bt_real *sp[2] = {st[0], st[1]};
     int32_t ids[B * T], tg[B * T];
     for (int s = 0; s < SEQS; s++) {
-        for (int i = 0; i < B * T; i++) {
-            ids[i] = (int32_t)(bt_rng_next(&r) % V);
-            tg[i] = (int32_t)(bt_rng_next(&r) % V);
-        }
+        fill_tokens(ids, tg, B * T, V, &r);
         bt_sequence seq = {.B = B, .T = T, .ids = ids, .targets = tg};
         bt_unroll_opts o = {.policy = pd, .policy_state = ps, .policy_seed = (uint64_t)s + 1,
                             .accumulate = true, .checkpoint_every = every};
@@ -461,13 +457,9 @@ Test(invariants, reach_beyond_the_declared_bound_is_clamped)
                               sizeof err), BT_OK, "%s", err);
     bt_rng r;
     bt_rng_seed(&r, 4);
-    for (size_t i = 0; i < bt_params_total(m->params); i++)
-        bt_params_data(m->params)[i] = (bt_real)(0.6 * bt_rng_normal(&r));
+    fill_params_normal(m->params, 0.6, &r);
     int32_t ids[B * T], tg[B * T];
-    for (int i = 0; i < B * T; i++) {
-        ids[i] = (int32_t)(bt_rng_next(&r) % V);
-        tg[i] = (int32_t)(bt_rng_next(&r) % V);
-    }
+    fill_tokens(ids, tg, B * T, V, &r);
     bt_sequence seq = {.B = B, .T = T, .ids = ids, .targets = tg};
     const bt_policy_def *fixed = bt_registry_policy(reg, "fixed");
     void *fs = NULL;
@@ -565,13 +557,9 @@ static void grad_on_threads(const char *cell, const char *policy, int every, int
                               sizeof err), BT_OK, "%s", err);
     bt_rng r;
     bt_rng_seed(&r, 21);
-    for (size_t i = 0; i < bt_params_total(m->params); i++)
-        bt_params_data(m->params)[i] = (bt_real)(0.6 * bt_rng_normal(&r));
+    fill_params_normal(m->params, 0.6, &r);
     int32_t ids[B * T], tg[B * T];
-    for (int i = 0; i < B * T; i++) {
-        ids[i] = (int32_t)(bt_rng_next(&r) % V);
-        tg[i] = (int32_t)(bt_rng_next(&r) % V);
-    }
+    fill_tokens(ids, tg, B * T, V, &r);
     memset(g, 0, sizeof *g);
     bt_real *sp[2] = {g->state[0], g->state[1]}, *dp[2] = {g->dh0[0], g->dh0[1]};
     for (int k = 0; k < m->n_states; k++)

@@ -25,11 +25,8 @@ static bt_corpus *corpus;
 
 static void setup(void)
 {
-    reg = bt_registry_new();
-    cr_assert_not_null(reg);
-    cr_assert_eq(bt_registry_load_default(reg, err, sizeof err), BT_OK, "%s", err);
-    snprintf(dir, sizeof dir, "/tmp/bptt-stop-XXXXXX");
-    cr_assert_not_null(mkdtemp(dir), "mkdtemp: %s", strerror(errno));
+    reg = test_registry();
+    test_tmpdir(dir, "stop");
     static const char *unit = "the cat sat on the mat. a dog ran to the log.\n";
     char text[47 * 16 + 1] = "";
     for (int i = 0; i < 16; i++)
@@ -40,10 +37,7 @@ static void setup(void)
 
 static void teardown(void)
 {
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", dir);
+    test_rmdir(dir);
     bt_corpus_free(corpus);
     bt_registry_free(reg);
 }

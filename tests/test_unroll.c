@@ -126,8 +126,7 @@ Test(unroll, linear_rnn_matches_closed_forms)
     cr_assert_eq(bt_model_new(def, (bt_cell_dims){D, H, Q}, &m, err, sizeof err), BT_OK);
     bt_rng r;
     bt_rng_seed(&r, 9);
-    for (size_t i = 0; i < bt_params_total(m->params); i++)
-        bt_params_data(m->params)[i] = (bt_real)(0.6 * bt_rng_normal(&r));
+    fill_params_normal(m->params, 0.6, &r);
     const bt_real *Whx = m->ptab[0]->data, *Whh = m->ptab[1]->data, *Wqh = m->ptab[2]->data;
     bt_real x[B * T * D], y[B * T * Q], h0[B * H];
     for (int i = 0; i < B * T * D; i++) x[i] = (bt_real)bt_rng_normal(&r);
@@ -373,8 +372,7 @@ Test(unroll, random_truncation_is_unbiased_fixed_is_not, .timeout = 240)
     cr_assert_eq(bt_model_new(def, (bt_cell_dims){D, H, Q}, &m, err, sizeof err), BT_OK);
     bt_rng r;
     bt_rng_seed(&r, 4);
-    for (size_t i = 0; i < bt_params_total(m->params); i++)
-        bt_params_data(m->params)[i] = (bt_real)(0.5 * bt_rng_normal(&r));
+    fill_params_normal(m->params, 0.5, &r);
     /* W_hh = 0.9 * rotation-ish, so dependencies last many steps */
     bt_real *whh = m->ptab[1]->data;
     const double c = cos(0.3), s = sin(0.3);
@@ -490,13 +488,9 @@ static void full_bptt_grads(const char *cell, int every, bt_real *g_out, bt_real
     cr_assert_eq(bt_model_new(def, (bt_cell_dims){V, H, V}, &m, err, sizeof err), BT_OK);
     bt_rng r;
     bt_rng_seed(&r, 77);
-    for (size_t i = 0; i < bt_params_total(m->params); i++)
-        bt_params_data(m->params)[i] = (bt_real)(0.4 * bt_rng_normal(&r));
+    fill_params_normal(m->params, 0.4, &r);
     static int32_t ids[B * T], tg[B * T];
-    for (int i = 0; i < B * T; i++) {
-        ids[i] = (int32_t)(bt_rng_next(&r) % V);
-        tg[i] = (int32_t)(bt_rng_next(&r) % V);
-    }
+    fill_tokens(ids, tg, B * T, V, &r);
     bt_real h[2][B * H], d[2][B * H];
     memset(d, 0, sizeof d);
     for (int i = 0; i < B * H; i++)
@@ -684,13 +678,9 @@ Test(unroll, memory_budget_checkpoints_only_when_needed)
     cr_assert_eq(bt_model_new(def, (bt_cell_dims){V, H, V}, &m, err, sizeof err), BT_OK);
     bt_rng r;
     bt_rng_seed(&r, 8);
-    for (size_t i = 0; i < bt_params_total(m->params); i++)
-        bt_params_data(m->params)[i] = (bt_real)(0.3 * bt_rng_normal(&r));
+    fill_params_normal(m->params, 0.3, &r);
     static int32_t ids[B * T], tg[B * T];
-    for (int i = 0; i < B * T; i++) {
-        ids[i] = (int32_t)(bt_rng_next(&r) % V);
-        tg[i] = (int32_t)(bt_rng_next(&r) % V);
-    }
+    fill_tokens(ids, tg, B * T, V, &r);
     bt_sequence seq = {.B = B, .T = T, .ids = ids, .targets = tg};
     const bt_policy_def *pd;
     void *ps = make_policy("full", &pd);
@@ -869,13 +859,9 @@ Test(unroll, a_memory_budget_holds_for_threads_with_uneven_rows)
                               sizeof err), BT_OK);
     bt_rng r;
     bt_rng_seed(&r, 8);
-    for (size_t i = 0; i < bt_params_total(m->params); i++)
-        bt_params_data(m->params)[i] = (bt_real)(0.3 * bt_rng_normal(&r));
+    fill_params_normal(m->params, 0.3, &r);
     static int32_t ids[B * T], tg[B * T];
-    for (int i = 0; i < B * T; i++) {
-        ids[i] = (int32_t)(bt_rng_next(&r) % V);
-        tg[i] = (int32_t)(bt_rng_next(&r) % V);
-    }
+    fill_tokens(ids, tg, B * T, V, &r);
     bt_sequence seq = {.B = B, .T = T, .ids = ids, .targets = tg};
     const bt_policy_def *pd;
     void *ps = make_policy("full", &pd);
