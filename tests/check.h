@@ -52,6 +52,22 @@ static inline void test_rmdir(const char *dir)
         fprintf(stderr, "could not remove %s\n", dir);
 }
 
+/* A whole file into a new buffer (one spare byte; free it); *n its size. */
+static inline unsigned char *slurp(const char *path, size_t *n)
+{
+    FILE *f = fopen(path, "rb");
+    cr_assert_not_null(f, "%s: %s", path, strerror(errno));
+    fseek(f, 0, SEEK_END);
+    long len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *p = malloc((size_t)len + 1);
+    cr_assert_not_null(p);
+    cr_assert_eq(fread(p, 1, (size_t)len, f), (size_t)len);
+    fclose(f);
+    *n = (size_t)len;
+    return p;
+}
+
 /* Every parameter of p drawn N(0, scale^2) from r. */
 static inline void fill_params_normal(bt_params *p, double scale, bt_rng *r)
 {

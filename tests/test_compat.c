@@ -57,19 +57,6 @@ static const char *own_precision(void)
     return BT_REAL_DOUBLE ? "ckpt_v1_chars_double.safetensors" : "ckpt_v1_chars_float.safetensors";
 }
 
-static unsigned char *slurp(const char *path, size_t *n)
-{
-    FILE *f = fopen(path, "rb");
-    cr_assert_not_null(f, "%s: %s", path, strerror(errno));
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *p = malloc((size_t)len + 1);
-    cr_assert_eq(fread(p, 1, (size_t)len, f), (size_t)len);
-    fclose(f);
-    *n = (size_t)len;
-    return p;
-}
 
 /* The vocabulary this code builds from the fixture's text equals the stored one. */
 static void assert_vocab_of_text(const bt_vocab *stored, bt_tokens_kind kind)

@@ -373,19 +373,6 @@ Test(lm, task_checkpoint_resumes_on_its_task)
 
 /* ---- checkpoint safety ------------------------------------------------------------------ */
 
-static unsigned char *slurp(const char *path, size_t *n)
-{
-    FILE *f = fopen(path, "rb");
-    cr_assert_not_null(f, "%s: %s", path, strerror(errno));
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *buf = malloc((size_t)len + 1);
-    cr_assert_eq(fread(buf, 1, (size_t)len, f), (size_t)len);
-    fclose(f);
-    *n = (size_t)len;
-    return buf;
-}
 
 static void write_bytes(const char *path, const void *data, size_t n)
 {

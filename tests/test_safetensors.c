@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "check.h"
 #include "bptt.h"
 #include "safetensors.h"
 
@@ -81,18 +82,6 @@ static void write_bytes(const char *path, const void *p, size_t n)
     cr_assert_eq(fclose(fp), 0);
 }
 
-static unsigned char *slurp(const char *path, size_t *n)
-{
-    FILE *fp = fopen(path, "rb");
-    cr_assert_not_null(fp);
-    fseek(fp, 0, SEEK_END);
-    *n = (size_t)ftell(fp);
-    fseek(fp, 0, SEEK_SET);
-    unsigned char *p = malloc(*n + 1);
-    cr_assert_eq(fread(p, 1, *n, fp), *n);
-    fclose(fp);
-    return p;
-}
 
 /* A file from a header string and data bytes; hlen overrides the length field. */
 static const char *craft(const char *header, const void *data, size_t ndata, uint64_t hlen)
