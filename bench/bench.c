@@ -5,6 +5,8 @@
  *              and detached between minibatches, SGD lr 1, clip 1;
  *   fullbptt   one sequence of T steps (fresh zero state), hidden 256, batch 32;
  *   fullbptt --checkpoint-every C|-1: the same with the checkpointed unroller;
+ *   ckptpair   fullbptt plain and checkpointed alternating in one process, and
+ *              the median ratio of their times;
  *   ckptcheck  the gradients of one T-step sequence, plain and checkpointed
  *              (sqrt T), and their largest difference relative to the largest
  *              gradient component.
@@ -204,36 +206,47 @@ static void run_ckptcheck(bench *k, const bench_args *a)
     free(plain);
 }
 
+/* Runs minibatch `it` (step mode: row b continues row b of the previous one;
+ * fullbptt: the same sequence from a zero state) with checkpoint spacing
+ * `every`; its wall and CPU seconds, and the arena it used. */
+static void time_window(bench *k, const bench_args *a, int it, int every, int32_t *X, int32_t *Y,
+                        double *wall, double *cpu, size_t *arena)
+{
+    int B = a->B, T = a->T, n = a->warmup + a->steps;
+    char err[2048] = "";
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            long pos = a->step_mode ? ((long)b * n + it) * T + t : (long)b * T + t;
+            X[b * T + t] = k->stream[pos % (k->n_tokens - 1)];
+            Y[b * T + t] = k->stream[(pos + 1) % (k->n_tokens - 1)];
+        }
+    if (!a->step_mode)
+        memset(k->h, 0, sizeof(bt_real) * (size_t)B * a->H);
+    bt_real *hp[1] = {k->h};
+    bt_sequence seq = {.B = B, .T = T, .ids = X, .targets = Y};
+    bt_unroll_opts o = {.policy = k->pd, .policy_state = k->ps, .optimizer = k->opt, .clip = 1,
+                        .checkpoint_every = every};
+    bt_unroll_result res;
+    double t0 = now(), c0 = cpu_now();
+    if (bt_unroll_run(k->u, &seq, hp, &o, NULL, NULL, NULL, &res, err, sizeof err) != BT_OK)
+        fail(err);
+    *wall = now() - t0;
+    *cpu = cpu_now() - c0;
+    if (res.peak_arena > *arena)
+        *arena = res.peak_arena;
+}
+
 /* step and fullbptt: warmup + steps timed unroller runs; the median and the spread. */
 static void run_timed(bench *k, const bench_args *a)
 {
     int B = a->B, T = a->T, steps = a->steps, warmup = a->warmup;
-    char err[2048] = "";
     int32_t *X = malloc(sizeof(int32_t) * (size_t)B * T), *Y = malloc(sizeof(int32_t) * (size_t)B * T);
     double *times = malloc(sizeof(double) * 2 * (size_t)(steps > 0 ? steps : 1)), *cpu = times + steps;
-    bt_real *hp[1] = {k->h};
-    bt_unroll_result res;
     size_t peak_arena = 0;
     double rss_before = current_rss_mb();
     for (int it = 0; it < warmup + steps; it++) {
-        /* Row b of minibatch `it` continues row b of the previous one. */
-        for (int b = 0; b < B; b++)
-            for (int t = 0; t < T; t++) {
-                long pos = a->step_mode ? ((long)b * (warmup + steps) + it) * T + t : (long)b * T + t;
-                X[b * T + t] = k->stream[pos % (k->n_tokens - 1)];
-                Y[b * T + t] = k->stream[(pos + 1) % (k->n_tokens - 1)];
-            }
-        if (!a->step_mode)
-            memset(k->h, 0, sizeof(bt_real) * (size_t)B * a->H);
-        bt_sequence seq = {.B = B, .T = T, .ids = X, .targets = Y};
-        bt_unroll_opts o = {.policy = k->pd, .policy_state = k->ps, .optimizer = k->opt, .clip = 1,
-                            .checkpoint_every = a->every};
-        double t0 = now(), c0 = cpu_now();
-        if (bt_unroll_run(k->u, &seq, hp, &o, NULL, NULL, NULL, &res, err, sizeof err) != BT_OK)
-            fail(err);
-        double dt = now() - t0, dc = cpu_now() - c0;
-        if (res.peak_arena > peak_arena)
-            peak_arena = res.peak_arena;
+        double dt, dc;
+        time_window(k, a, it, a->every, X, Y, &dt, &dc, &peak_arena);
         if (it >= warmup) {
             times[it - warmup] = dt;
             cpu[it - warmup] = dc;
@@ -261,6 +274,57 @@ static void run_timed(bench *k, const bench_args *a)
     free(Y);
 }
 
+static double median(double *x, int n)
+{
+    qsort(x, (size_t)n, sizeof *x, cmp_double);
+    return n % 2 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]);
+}
+
+/* ckptpair: plain and checkpointed (spacing --checkpoint-every, default sqrt T)
+ * full BPTT of the same sequence in one process, alternating which goes first,
+ * so that both see the same machine; the ratio is the median of each pair's
+ * ratio (CPU time, and wall clock). The warm-up pairs pay the page faults. */
+static void run_pair(bench *k, const bench_args *a)
+{
+    int B = a->B, T = a->T, n = a->steps;
+    int every = a->every ? a->every : -1;
+    int32_t *X = malloc(sizeof(int32_t) * (size_t)B * T), *Y = malloc(sizeof(int32_t) * (size_t)B * T);
+    double *v = malloc(sizeof(double) * 6 * (size_t)(n > 0 ? n : 1));
+    double *pc = v, *cc = v + n, *rc = v + 2 * n, *rw = v + 3 * n, *pw = v + 4 * n, *cw = v + 5 * n;
+    size_t arena[2] = {0, 0};
+    for (int it = 0; it < a->warmup + n; it++) {
+        double wall[2], cpu[2];
+        for (int j = 0; j < 2; j++) {
+            int c = (it + j) % 2; /* 0 plain, 1 checkpointed; who goes first alternates */
+            time_window(k, a, 0, c ? every : 0, X, Y, &wall[c], &cpu[c], &arena[c]);
+        }
+        int i = it - a->warmup;
+        if (i >= 0) {
+            pc[i] = cpu[0], cc[i] = cpu[1], pw[i] = wall[0], cw[i] = wall[1];
+            rc[i] = cpu[1] / cpu[0], rw[i] = wall[1] / wall[0];
+        }
+        fprintf(stderr, "bench: pair %d of %d: checkpointed/plain %.3f (CPU)\n", it + 1,
+                a->warmup + n, cpu[1] / cpu[0]);
+    }
+    double tok = (double)B * T, ratio = median(rc, n); /* sorts rc: min and max follow */
+    bt_blas_info bi;
+    bt_blas_info_get(&bi);
+    printf("{\"impl\": \"bptt\", \"mode\": \"ckptpair\", \"hidden\": %d, \"batch\": %d, "
+           "\"T\": %d, \"checkpoint_every\": %d, \"pairs\": %d, \"plain_us_cpu_per_token\": %.3f, "
+           "\"ckpt_us_cpu_per_token\": %.3f, \"plain_us_per_token\": %.3f, "
+           "\"ckpt_us_per_token\": %.3f, \"ratio_cpu\": %.4f, \"ratio_wall\": %.4f, "
+           "\"ratio_cpu_min\": %.4f, \"ratio_cpu_max\": %.4f, \"plain_arena_mb\": %.3f, "
+           "\"ckpt_arena_mb\": %.3f, \"peak_rss_mb\": %.1f, \"blas\": \"%s\", \"kernel\": \"%s\", "
+           "\"precision\": \"%s\"}\n",
+           a->H, B, T, every, n, median(pc, n) / tok * 1e6, median(cc, n) / tok * 1e6,
+           median(pw, n) / tok * 1e6, median(cw, n) / tok * 1e6, ratio, median(rw, n),
+           rc[0], rc[n - 1], (double)arena[0] / 1048576.0, (double)arena[1] / 1048576.0,
+           peak_rss_mb(), bi.library, bi.kernel, BT_REAL_DOUBLE ? "double" : "float");
+    free(v);
+    free(X);
+    free(Y);
+}
+
 int main(int argc, char **argv)
 {
     bench_args a = {
@@ -274,8 +338,9 @@ int main(int argc, char **argv)
         .every = atoi(arg(argc, argv, "--checkpoint-every", "0")),
         .threads = atoi(arg(argc, argv, "--threads", "1")),
     };
-    if (strcmp(a.mode, "step") && strcmp(a.mode, "fullbptt") && strcmp(a.mode, "ckptcheck")) {
-        fprintf(stderr, "usage: bench step|fullbptt|ckptcheck [--hidden H] [--batch B] [--steps-per-seq T] "
+    if (strcmp(a.mode, "step") && strcmp(a.mode, "fullbptt") && strcmp(a.mode, "ckptcheck") &&
+        strcmp(a.mode, "ckptpair")) {
+        fprintf(stderr, "usage: bench step|fullbptt|ckptcheck|ckptpair [--hidden H] [--batch B] [--steps-per-seq T] "
                         "[--warmup N] [--steps N] [--checkpoint-every C|-1] [--threads N] "
                         "[--data FILE]\n");
         return 2;
@@ -285,6 +350,8 @@ int main(int argc, char **argv)
     bench_setup(&k, &a);
     if (strcmp(a.mode, "ckptcheck") == 0)
         run_ckptcheck(&k, &a);
+    else if (strcmp(a.mode, "ckptpair") == 0)
+        run_pair(&k, &a);
     else
         run_timed(&k, &a);
     bench_free(&k);

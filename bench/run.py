@@ -11,7 +11,9 @@ Workloads (step and fullbptt read data/timemachine.txt as d2l's letters tokens, 
               oneDNN's vanilla RNN primitive on the same step (build/bench/dnnl_rnn, --input narrow:
               bptt's FLOPs minus the embedding lookup), and PyTorch's nn.RNN.
   fullbptt    one sequence of T = 35..2240 steps, hidden 256, batch 32: time per token and memory vs T
-  checkpoint  bptt's exact checkpointed full BPTT (O(sqrt T) memory) against plain, up to T = 100,000
+  checkpoint  bptt's exact checkpointed full BPTT (O(sqrt T) memory) against plain, up to T = 100,000:
+              both in one process (bench ckptpair), alternating; plain at T = 100,000 needs about
+              4.5 GB and is skipped, with a line saying so, where that much memory is not free
 
 Rates: at one thread the tables print tokens per CPU second of the measured process (the median of
 per-step CPU times; the roofline's per-batch CPU times), which do not count time spent waiting for a
@@ -246,46 +248,43 @@ def section_fullbptt(a, torch_py, coretype, steps):
               f"{fmt(t['us_per_token'] / r['us_per_token'] if r and t else None, 2):>11}")
 
 
+def mem_available_mb():
+    try:
+        with open('/proc/meminfo') as f:
+            for line in f:
+                if line.startswith('MemAvailable:'):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
 def section_checkpoint(a, coretype):
     Ts = (2240, 10000) if a.quick else (2240, 10000, 100000)
     env = env_threads(1, coretype, a.build)
     bench = os.path.join(a.build, 'bench', 'bench')
     print('\n## exact full BPTT, plain vs checkpointed (sqrt T), hidden 256, batch 32, 1 thread')
-    print('   CPU-time us/token (median over passes; plain and checkpointed alternate in each pass); '
-          'the time ratio by CPU time and by wall clock')
+    print('   plain and checkpointed alternate in one process (bench ckptpair), after a warm-up pair;')
+    print('   us/token: median CPU time; time ratio: median of the pairs\' ratios (min-max), CPU and wall')
     print(f"{'T':>7} | {'plain us/tok':>12} {'plain arena MB':>14} | {'ckpt us/tok':>11} {'ckpt arena MB':>13} | "
-          f"{'memory ratio':>12} {'time ratio':>10} {'(wall)':>6}")
-    per_step = plain_cpu = plain_wall = None
+          f"{'memory ratio':>12} {'time ratio':>10} {'(min-max)':>11} {'(wall)':>6}")
+    per_step = None
     for T in Ts:
-        # Both sides warm up once (the first pass pays page faults for the
-        # arena); T = 100,000 runs once, cold, and is compared with the warm
-        # plain time per token at the largest T that fits (plain cannot: about 8 GB).
-        warm_up, n = ('1', '2') if T <= 10000 else ('0', '1')
-        plains, cks = [], []
-        for p in range(a.passes if T <= 10000 else 1):
-            pair = []
-            if T <= 10000:
-                pair.append(('plain', [bench, 'fullbptt', '--hidden', '256', '--steps-per-seq', str(T),
-                                       '--warmup', warm_up, '--steps', n]))
-            pair.append(('ckpt', [bench, 'fullbptt', '--hidden', '256', '--steps-per-seq', str(T),
-                                  '--warmup', warm_up, '--steps', n, '--checkpoint-every', '-1']))
-            for kind, cmd in (pair if p % 2 == 0 else pair[::-1]):
-                r = run_json(cmd, env)
-                if r:
-                    (plains if kind == 'plain' else cks).append(r)
-        if plains:
-            per_step = plains[0]['window_arena_mb'] / T
-            plain_cpu = med([r['us_cpu_per_token'] for r in plains])
-            plain_wall = med([r['us_per_token'] for r in plains])
-        ck_cpu = med([r['us_cpu_per_token'] for r in cks])
-        ck_wall = med([r['us_per_token'] for r in cks])
-        ck_mb = max((r['window_arena_mb'] for r in cks), default=None)
-        plain_mb = plains[0]['window_arena_mb'] if plains else (per_step * T if per_step else None)
-        tag = '' if plains else ' (plain extrapolated)'
-        print(f"{T:>7} | {fmt(plain_cpu if plains else None, 2):>12} {fmt(plain_mb):>14} | "
-              f"{fmt(ck_cpu, 2):>11} {fmt(ck_mb, 2):>13} | "
-              f"{fmt(ratio(ck_mb, plain_mb), 3):>12} {fmt(ratio(ck_cpu, plain_cpu), 2):>10} "
-              f"{fmt(ratio(ck_wall, plain_wall), 2):>6}{tag}")
+        pairs = max(a.passes, 5) if T <= 10000 else max(a.passes, 3)
+        need = per_step * T * 1.3 if per_step else 0   # plain's graph, from the smaller T
+        avail = mem_available_mb()
+        if avail is not None and need > avail:
+            print(f"{T:>7} | plain needs about {need / 1024:.1f} GB and {avail / 1024:.1f} GB is free: skipped")
+            continue
+        r = run_json([bench, 'ckptpair', '--hidden', '256', '--steps-per-seq', str(T),
+                      '--warmup', '1', '--steps', str(pairs)], env)
+        if not r:
+            continue
+        per_step = r['plain_arena_mb'] / T
+        print(f"{T:>7} | {fmt(r['plain_us_cpu_per_token'], 2):>12} {fmt(r['plain_arena_mb']):>14} | "
+              f"{fmt(r['ckpt_us_cpu_per_token'], 2):>11} {fmt(r['ckpt_arena_mb'], 2):>13} | "
+              f"{fmt(ratio(r['ckpt_arena_mb'], r['plain_arena_mb']), 3):>12} {fmt(r['ratio_cpu'], 2):>10} "
+              f"{fmt(r['ratio_cpu_min'], 2) + '-' + fmt(r['ratio_cpu_max'], 2):>11} {fmt(r['ratio_wall'], 2):>6}")
     print('   target: time ratio <= 1.25 at T = 2,240 and 100,000')
     eq = run_json([bench, 'ckptcheck', '--hidden', '256', '--steps-per-seq', '2240'], env)
     if eq:
