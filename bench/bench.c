@@ -124,7 +124,10 @@ static void bench_setup(bench *k, const bench_args *a)
     if (bt_registry_load_default(k->reg, err, sizeof err) != BT_OK)
         fail(err);
     const bt_cell_def *cell = bt_registry_cell(k->reg, "rnn_tanh");
-    if (!cell || bt_model_new(cell, (bt_cell_dims){V, a->H, V}, &k->m, err, sizeof err) != BT_OK)
+    if (!cell)
+        fail("no cell rnn_tanh among the plugins: set BPTT_PLUGIN_PATH to a build's plugins "
+             "folder (bench/run.py does)");
+    if (bt_model_new(cell, (bt_cell_dims){V, a->H, V}, &k->m, err, sizeof err) != BT_OK)
         fail(err);
     bt_rng_seed(&k->rng, 1);
     bt_model_init(k->m, "normal:0.01", &k->rng, err, sizeof err);
