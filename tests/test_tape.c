@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -439,6 +440,86 @@ Test(tape, only_parameters_have_their_weight_gradient_batched)
     }
     bt_tensor_free(leaf);
     bt_params_free(p);
+}
+
+/* dW of y = sum_s x_s W backward from dy is sum_s x_s^T dy, whatever chunks
+ * the sweep's batched products (framework/wgrad.c) split it into: one GEMM
+ * (small), at the cache bound (1,280 rows of 256 + 256), at the memory bound
+ * before the row floor ([1536, 1024]: 832 rows, then 128). Checked against
+ * double sums along two random vectors (Freivalds): dW v and u^T dW, so a
+ * chunk lost, doubled or overwritten shows. */
+static void check_chunked_wgrad(int K, int N, int B, int S)
+{
+    bt_rng r;
+    bt_rng_seed(&r, (uint64_t)(K + N + S));
+    bt_params *p = bt_params_new();
+    bt_tensor *w = bt_params_add(p, "W", 2, (int[]){K, N});
+    cr_assert_eq(bt_params_finalize(p), BT_OK, "%s", bt_params_error(p));
+    fill_params_normal(p, 0.1, &r);
+    bt_real *x = malloc(sizeof(bt_real) * (size_t)S * B * K), *dy = malloc(sizeof(bt_real) * (size_t)B * N);
+    double *u = malloc(sizeof(double) * (size_t)(K + N + 2 * B + K + N)), *v = u + K;
+    double *dyv = v + N, *xu = dyv + B, *want_v = xu + B, *want_u = want_v + K;
+    for (size_t i = 0; i < (size_t)S * B * K; i++)
+        x[i] = (bt_real)(bt_rng_uniform(&r) - 0.5);
+    for (int i = 0; i < B * N; i++)
+        dy[i] = (bt_real)(bt_rng_uniform(&r) - 0.5);
+    for (int i = 0; i < K + N; i++)
+        u[i] = bt_rng_uniform(&r) - 0.5; /* u [K] then v [N] */
+    bt_graph *g = bt_graph_new();
+    bt_tensor *y = NULL;
+    for (int s = 0; s < S; s++) {
+        bt_tensor *xw = bt_matmul(g, bt_graph_input(g, 2, (int[]){B, K}, x + (size_t)s * B * K), w);
+        y = y ? bt_add(g, y, xw) : xw;
+    }
+    cr_assert_eq(bt_backward_from(g, y, dy), BT_OK, "%s", bt_graph_error(g));
+    /* want dW v = sum_s x_s^T (dy v), u^T dW = sum_s (u^T x_s^T) dy */
+    for (int b = 0; b < B; b++) {
+        dyv[b] = 0;
+        for (int j = 0; j < N; j++)
+            dyv[b] += (double)dy[b * N + j] * v[j];
+    }
+    memset(want_v, 0, sizeof(double) * (size_t)(K + N));
+    for (int s = 0; s < S; s++)
+        for (int b = 0; b < B; b++) {
+            const bt_real *row = x + ((size_t)s * B + b) * K;
+            xu[b] = 0;
+            for (int k = 0; k < K; k++) {
+                want_v[k] += (double)row[k] * dyv[b];
+                xu[b] += (double)row[k] * u[k];
+            }
+            for (int j = 0; j < N; j++)
+                want_u[j] += xu[b] * (double)dy[b * N + j];
+        }
+    double worst = 0, scale = 0;
+    for (int k = 0; k < K; k++) {
+        double got = 0;
+        for (int j = 0; j < N; j++)
+            got += (double)w->grad[(size_t)k * N + j] * v[j];
+        worst = fmax(worst, fabs(got - want_v[k]));
+        scale = fmax(scale, fabs(want_v[k]));
+    }
+    for (int j = 0; j < N; j++) {
+        double got = 0;
+        for (int k = 0; k < K; k++)
+            got += u[k] * (double)w->grad[(size_t)k * N + j];
+        worst = fmax(worst, fabs(got - want_u[j]));
+        scale = fmax(scale, fabs(want_u[j]));
+    }
+    double tol = BT_REAL_DOUBLE ? 1e-12 : 1e-5;
+    cr_expect_leq(worst / scale, tol, "W [%d,%d], %d steps of %d rows: dW off by %.3g of %.3g", K, N, S, B,
+                  worst, scale);
+    bt_graph_free(g);
+    bt_params_free(p);
+    free(x);
+    free(dy);
+    free(u);
+}
+
+Test(tape, weight_gradients_of_long_sweeps_sum_every_chunk)
+{
+    check_chunked_wgrad(64, 48, 32, 10);    /* 320 rows: one GEMM */
+    check_chunked_wgrad(256, 256, 32, 40);  /* 1,280 rows: 1,024 at the cache bound, then 256 */
+    check_chunked_wgrad(1536, 1024, 32, 30); /* 960 rows: 832 at the memory bound, then 128 */
 }
 
 /* ---- weight products (framework/packed.c) ------------------------------------ */
