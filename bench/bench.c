@@ -284,9 +284,10 @@ static double median(double *x, int n)
 }
 
 /* ckptpair: plain and checkpointed (spacing --checkpoint-every, default sqrt T)
- * full BPTT of the same sequence in one process, alternating which goes first,
- * so that both see the same machine; the ratio is the median of each pair's
- * ratio (CPU time, and wall clock). The warm-up pairs pay the page faults. */
+ * full BPTT of the same sequence from a zero state in one process, alternating
+ * which goes first, so that both see the same machine; the ratio is the median
+ * of each pair's ratio (CPU time, and wall clock). The warm-up pairs pay the
+ * page faults. (SGD runs with lr 0, so the weights stay as they are.) */
 static void run_pair(bench *k, const bench_args *a)
 {
     int B = a->B, T = a->T, n = a->steps;
@@ -298,7 +299,9 @@ static void run_pair(bench *k, const bench_args *a)
     for (int it = 0; it < a->warmup + n; it++) {
         double wall[2], cpu[2];
         for (int j = 0; j < 2; j++) {
-            int c = (it + j) % 2; /* 0 plain, 1 checkpointed; who goes first alternates */
+            /* 0 plain, 1 checkpointed; who goes first alternates, plain first in
+             * the first measured pair (it - warmup has the parity of it + warmup) */
+            int c = (it + a->warmup + j) % 2;
             time_window(k, a, 0, c ? every : 0, X, Y, &wall[c], &cpu[c], &arena[c]);
         }
         int i = it - a->warmup;
@@ -346,6 +349,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: bench step|fullbptt|ckptcheck|ckptpair [--hidden H] [--batch B] [--steps-per-seq T] "
                         "[--warmup N] [--steps N] [--checkpoint-every C|-1] [--threads N] "
                         "[--data FILE]\n");
+        return 2;
+    }
+    if (a.steps < 1 || a.warmup < 0 || a.H < 1 || a.B < 1 || a.T < 1) {
+        fprintf(stderr, "bench: --steps, --hidden, --batch and --steps-per-seq need at least 1, "
+                        "--warmup at least 0\n");
         return 2;
     }
     a.step_mode = strcmp(a.mode, "step") == 0;

@@ -32,9 +32,9 @@
  * `bench step`): per step h W_hh, h_t W_hq, dlogits W_hq^T, dA W_hh^T (T - 1
  * times: the window's first state is a detached leaf), and once per window the
  * deferred weight gradients h^T dA for W_hh and W_hq (framework/wgrad.c splits
- * a group when it is full, mirrored below). W_xh is a
- * row lookup and scatter, no product. Rates are the median of --reps timed
- * batches of repeated calls on warm operands: a best case, as a ceiling should be.
+ * a group when it is full, mirrored below). W_xh is a row lookup and scatter,
+ * no product. Rates are the median of --reps timed batches of repeated calls
+ * on warm operands: a best case, as a ceiling should be.
  * Dimension letters: B batch, T steps, H hidden, V vocabulary (28). */
 #include <stdio.h>
 #include <stdlib.h>

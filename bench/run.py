@@ -13,7 +13,8 @@ Workloads (step and fullbptt read data/timemachine.txt as d2l's letters tokens, 
   fullbptt    one sequence of T = 35..2240 steps, hidden 256, batch 32: time per token and memory vs T
   checkpoint  bptt's exact checkpointed full BPTT (O(sqrt T) memory) against plain, up to T = 100,000:
               both in one process (bench ckptpair), alternating; plain at T = 100,000 needs about
-              4.5 GB and is skipped, with a line saying so, where that much memory is not free
+              4.5 GB: where that much memory is not free, it is skipped with a line saying so, and
+              the checkpointed run is timed alone
 
 Rates: at one thread the tables print tokens per CPU second of the measured process (the median of
 per-step CPU times; the roofline's per-batch CPU times), which do not count time spent waiting for a
@@ -32,7 +33,7 @@ the rest runs. The machine may be shared: compare the ratios of one run. Usage:
 (--dnnl-off, with a -Dblas=dnnl build: bptt also runs with BPTT_DNNL=off, every product on OpenBLAS,
 as a fifth side of each pass: the backend's gain in the same run.)
 """
-import argparse, json, os, re, statistics, subprocess, sys
+import argparse, json, math, os, re, statistics, subprocess, sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -249,14 +250,26 @@ def section_fullbptt(a, torch_py, coretype, steps):
 
 
 def mem_available_mb():
+    """Free memory: MemAvailable, or less under a cgroup (container) limit."""
+    avail = None
     try:
         with open('/proc/meminfo') as f:
             for line in f:
                 if line.startswith('MemAvailable:'):
-                    return int(line.split()[1]) / 1024
+                    avail = int(line.split()[1]) / 1024
     except OSError:
         pass
-    return None
+    try:
+        with open('/sys/fs/cgroup/memory.max') as f:
+            limit = f.read().strip()
+        with open('/sys/fs/cgroup/memory.current') as f:
+            used = int(f.read())
+        if limit != 'max':
+            room = (int(limit) - used) / 2**20
+            avail = room if avail is None else min(avail, room)
+    except (OSError, ValueError):
+        pass
+    return avail
 
 
 def section_checkpoint(a, coretype):
@@ -266,24 +279,33 @@ def section_checkpoint(a, coretype):
     print('\n## exact full BPTT, plain vs checkpointed (sqrt T), hidden 256, batch 32, 1 thread')
     print('   plain and checkpointed alternate in one process (bench ckptpair), after a warm-up pair;')
     print('   us/token: median CPU time; time ratio: median of the pairs\' ratios (min-max), CPU and wall')
-    print(f"{'T':>7} | {'plain us/tok':>12} {'plain arena MB':>14} | {'ckpt us/tok':>11} {'ckpt arena MB':>13} | "
+    print('   ckpt MB: its arena (one stretch\'s graph) + its checkpoints (ceil(T / C) + 2 states, C = ceil(sqrt T))')
+    print(f"{'T':>7} | {'plain us/tok':>12} {'plain arena MB':>14} | {'ckpt us/tok':>11} {'ckpt MB':>13} | "
           f"{'memory ratio':>12} {'time ratio':>10} {'(min-max)':>11} {'(wall)':>6}")
     per_step = None
     for T in Ts:
-        pairs = max(a.passes, 5) if T <= 10000 else max(a.passes, 3)
+        # an even number of pairs: plain and checkpointed go first equally often
+        pairs = 2 * ((max(a.passes, 5 if T <= 10000 else 3) + 1) // 2)
         need = per_step * T * 1.3 if per_step else 0   # plain's graph, from the smaller T
         avail = mem_available_mb()
         if avail is not None and need > avail:
-            print(f"{T:>7} | plain needs about {need / 1024:.1f} GB and {avail / 1024:.1f} GB is free: skipped")
+            r = run_json([bench, 'fullbptt', '--hidden', '256', '--steps-per-seq', str(T), '--warmup', '1',
+                          '--steps', str(pairs), '--checkpoint-every', '-1'], env)
+            print(f"{T:>7} | plain skipped: it needs about {need / 1024:.1f} GB, "
+                  f"{avail / 1024:.1f} GB is free | checkpointed "
+                  f"{fmt(r and r['us_cpu_per_token'], 2)} us/tok, arena {fmt(r and r['window_arena_mb'], 1)} MB")
             continue
         r = run_json([bench, 'ckptpair', '--hidden', '256', '--steps-per-seq', str(T),
                       '--warmup', '1', '--steps', str(pairs)], env)
         if not r:
             continue
         per_step = r['plain_arena_mb'] / T
+        C = math.ceil(math.sqrt(T))  # models/unroll.c, window_spacing
+        states_mb = (math.ceil(T / C) + 2) * r['batch'] * r['hidden'] * (8 if r['precision'] == 'double' else 4) / 2**20
+        ck_mb = r['ckpt_arena_mb'] + states_mb
         print(f"{T:>7} | {fmt(r['plain_us_cpu_per_token'], 2):>12} {fmt(r['plain_arena_mb']):>14} | "
-              f"{fmt(r['ckpt_us_cpu_per_token'], 2):>11} {fmt(r['ckpt_arena_mb'], 2):>13} | "
-              f"{fmt(ratio(r['ckpt_arena_mb'], r['plain_arena_mb']), 3):>12} {fmt(r['ratio_cpu'], 2):>10} "
+              f"{fmt(r['ckpt_us_cpu_per_token'], 2):>11} {fmt(r['ckpt_arena_mb'], 1) + ' + ' + fmt(states_mb, 1):>13} | "
+              f"{fmt(ratio(ck_mb, r['plain_arena_mb']), 3):>12} {fmt(r['ratio_cpu'], 2):>10} "
               f"{fmt(r['ratio_cpu_min'], 2) + '-' + fmt(r['ratio_cpu_max'], 2):>11} {fmt(r['ratio_wall'], 2):>6}")
     print('   target: time ratio <= 1.25 at T = 2,240 and 100,000')
     eq = run_json([bench, 'ckptcheck', '--hidden', '256', '--steps-per-seq', '2240'], env)

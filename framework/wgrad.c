@@ -224,7 +224,7 @@ static group *group_of(bt_wgrad *wg, bt_tensor *w)
  * has MIN_ROWS rows. Why the cache bound: the stack is copied from the
  * sweep's most recent gradients and states, and a stack larger than the cache
  * copies them cold. A checkpointed stretch of 100-400 steps at hidden 256 ran
- * 10-12% faster with it (bench fullbptt --checkpoint-every). Why the row
+ * 7-12% faster with it (bench fullbptt --checkpoint-every). Why the row
  * floor: a GEMM over fewer rows re-reads dW more often per product; splitting
  * hidden 1024's window at 256 rows slowed the classic step by 5%. (The
  * benchmark's roofline, bench/roofline.c, mirrors this rule.) */
