@@ -309,8 +309,8 @@ static void run_pair(bench *k, const bench_args *a)
             pc[i] = cpu[0], cc[i] = cpu[1], pw[i] = wall[0], cw[i] = wall[1];
             rc[i] = cpu[1] / cpu[0], rw[i] = wall[1] / wall[0];
         }
-        fprintf(stderr, "bench: pair %d of %d: checkpointed/plain %.3f (CPU)\n", it + 1,
-                a->warmup + n, cpu[1] / cpu[0]);
+        fprintf(stderr, "bench: T = %d, pair %d of %d%s: checkpointed/plain %.3f (CPU)\n", T, it + 1,
+                a->warmup + n, i < 0 ? " (warm-up)" : "", cpu[1] / cpu[0]);
     }
     double tok = (double)B * T, ratio = median(rc, n); /* sorts rc: min and max follow */
     bt_blas_info bi;

@@ -41,11 +41,13 @@ TORCH_REF = os.path.join(HERE, 'torch_ref.py')
 BASE_ENV = dict(os.environ)
 
 
-def run_json(cmd, env, want=None):
-    """The last JSON line of cmd's output (the last one with every key in `want`), or None."""
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+def run_json(cmd, env, want=None, progress=False):
+    """The last JSON line of cmd's output (the last one with every key in `want`), or None.
+    progress: cmd's stderr goes to ours as it comes (long runs say how far they are)."""
+    out = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=None if progress else subprocess.PIPE,
+                         text=True)
     if out.returncode != 0:
-        sys.stderr.write(f"failed: {' '.join(cmd)}\n{out.stderr[-2000:]}\n")
+        sys.stderr.write(f"failed: {' '.join(cmd)}\n{(out.stderr or '')[-2000:]}\n")
         return None
     lines = [json.loads(x) for x in out.stdout.splitlines() if x.startswith('{')]
     if want:
@@ -296,7 +298,7 @@ def section_checkpoint(a, coretype):
                   f"{fmt(r and r['us_cpu_per_token'], 2)} us/tok, arena {fmt(r and r['window_arena_mb'], 1)} MB")
             continue
         r = run_json([bench, 'ckptpair', '--hidden', '256', '--steps-per-seq', str(T),
-                      '--warmup', '1', '--steps', str(pairs)], env)
+                      '--warmup', '1', '--steps', str(pairs)], env, progress=True)
         if not r:
             continue
         per_step = r['plain_arena_mb'] / T
