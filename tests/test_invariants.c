@@ -21,7 +21,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "check.h"
+#include "check_model.h"
 #include "lm.h"
 #include "tasks.h"
 #include "text_source.h"
@@ -452,12 +452,8 @@ Test(invariants, reach_beyond_the_declared_bound_is_clamped)
                                             .decide = overreach_decide,
                                             .max_reach = overreach_max};
     enum { B = 2, T = 13, V = 5, H = 4 };
-    bt_model *m;
-    cr_assert_eq(bt_model_new(bt_registry_cell(reg, "rnn_tanh"), (bt_cell_dims){V, H, V}, &m, err,
-                              sizeof err), BT_OK, "%s", err);
     bt_rng r;
-    bt_rng_seed(&r, 4);
-    fill_params_normal(m->params, 0.6, &r);
+    bt_model *m = test_model(reg, "rnn_tanh", (bt_cell_dims){V, H, V}, 4, 0.6, &r);
     int32_t ids[B * T], tg[B * T];
     fill_tokens(ids, tg, B * T, V, &r);
     bt_sequence seq = {.B = B, .T = T, .ids = ids, .targets = tg};
@@ -552,12 +548,8 @@ static void grad_on_threads(const char *cell, const char *policy, int every, int
                             grad_report *g)
 {
     enum { B = 5, T = 13, V = 5, H = 4 };
-    bt_model *m;
-    cr_assert_eq(bt_model_new(bt_registry_cell(reg, cell), (bt_cell_dims){V, H, V}, &m, err,
-                              sizeof err), BT_OK, "%s", err);
     bt_rng r;
-    bt_rng_seed(&r, 21);
-    fill_params_normal(m->params, 0.6, &r);
+    bt_model *m = test_model(reg, cell, (bt_cell_dims){V, H, V}, 21, 0.6, &r);
     int32_t ids[B * T], tg[B * T];
     fill_tokens(ids, tg, B * T, V, &r);
     memset(g, 0, sizeof *g);

@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "cellcheck.h"
-#include "check.h"
+#include "check_model.h"
 
 static bt_registry *reg;
 
@@ -120,13 +120,9 @@ Test(unroll, every_cell_passes_gradcheck_under_every_policy)
 Test(unroll, linear_rnn_matches_closed_forms)
 {
     enum { B = 2, T = 5, D = 3, H = 4, Q = 2 };
-    const bt_cell_def *def = bt_registry_cell(reg, "linear");
-    bt_model *m;
     char err[256];
-    cr_assert_eq(bt_model_new(def, (bt_cell_dims){D, H, Q}, &m, err, sizeof err), BT_OK);
     bt_rng r;
-    bt_rng_seed(&r, 9);
-    fill_params_normal(m->params, 0.6, &r);
+    bt_model *m = test_model(reg, "linear", (bt_cell_dims){D, H, Q}, 9, 0.6, &r);
     const bt_real *Whx = m->ptab[0]->data, *Whh = m->ptab[1]->data, *Wqh = m->ptab[2]->data;
     bt_real x[B * T * D], y[B * T * Q], h0[B * H];
     for (int i = 0; i < B * T * D; i++) x[i] = (bt_real)bt_rng_normal(&r);
@@ -366,13 +362,9 @@ Test(unroll, policies_report_their_xi)
 Test(unroll, random_truncation_is_unbiased_fixed_is_not, .timeout = 240)
 {
     enum { B = 1, T = 12, D = 2, H = 3, Q = 1, N = 2000 };
-    const bt_cell_def *def = bt_registry_cell(reg, "linear");
-    bt_model *m;
     char err[256];
-    cr_assert_eq(bt_model_new(def, (bt_cell_dims){D, H, Q}, &m, err, sizeof err), BT_OK);
     bt_rng r;
-    bt_rng_seed(&r, 4);
-    fill_params_normal(m->params, 0.5, &r);
+    bt_model *m = test_model(reg, "linear", (bt_cell_dims){D, H, Q}, 4, 0.5, &r);
     /* W_hh = 0.9 * rotation-ish, so dependencies last many steps */
     bt_real *whh = m->ptab[1]->data;
     const double c = cos(0.3), s = sin(0.3);
@@ -482,13 +474,9 @@ static void full_bptt_grads(const char *cell, int every, bt_real *g_out, bt_real
                             double *norms, double *loss)
 {
     enum { B = 3, T = 50, V = 6, H = 5 };
-    const bt_cell_def *def = bt_registry_cell(reg, cell);
-    bt_model *m;
     char err[256];
-    cr_assert_eq(bt_model_new(def, (bt_cell_dims){V, H, V}, &m, err, sizeof err), BT_OK);
     bt_rng r;
-    bt_rng_seed(&r, 77);
-    fill_params_normal(m->params, 0.4, &r);
+    bt_model *m = test_model(reg, cell, (bt_cell_dims){V, H, V}, 77, 0.4, &r);
     static int32_t ids[B * T], tg[B * T];
     fill_tokens(ids, tg, B * T, V, &r);
     bt_real h[2][B * H], d[2][B * H];
@@ -672,13 +660,9 @@ Test(unroll, steady_state_training_makes_no_heap_allocation)
 Test(unroll, memory_budget_checkpoints_only_when_needed)
 {
     enum { B = 2, H = 16, V = 5, T = 400 };
-    const bt_cell_def *def = bt_registry_cell(reg, "rnn_tanh");
-    bt_model *m;
     char err[256];
-    cr_assert_eq(bt_model_new(def, (bt_cell_dims){V, H, V}, &m, err, sizeof err), BT_OK);
     bt_rng r;
-    bt_rng_seed(&r, 8);
-    fill_params_normal(m->params, 0.3, &r);
+    bt_model *m = test_model(reg, "rnn_tanh", (bt_cell_dims){V, H, V}, 8, 0.3, &r);
     static int32_t ids[B * T], tg[B * T];
     fill_tokens(ids, tg, B * T, V, &r);
     bt_sequence seq = {.B = B, .T = T, .ids = ids, .targets = tg};
@@ -853,13 +837,9 @@ Test(unroll, a_failed_threaded_window_reports_the_earliest_step_and_keeps_no_gra
 Test(unroll, a_memory_budget_holds_for_threads_with_uneven_rows)
 {
     enum { B = 3, H = 16, V = 5, T = 400 };
-    bt_model *m;
     char err[256];
-    cr_assert_eq(bt_model_new(bt_registry_cell(reg, "rnn_tanh"), (bt_cell_dims){V, H, V}, &m, err,
-                              sizeof err), BT_OK);
     bt_rng r;
-    bt_rng_seed(&r, 8);
-    fill_params_normal(m->params, 0.3, &r);
+    bt_model *m = test_model(reg, "rnn_tanh", (bt_cell_dims){V, H, V}, 8, 0.3, &r);
     static int32_t ids[B * T], tg[B * T];
     fill_tokens(ids, tg, B * T, V, &r);
     bt_sequence seq = {.B = B, .T = T, .ids = ids, .targets = tg};
