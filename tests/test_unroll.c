@@ -655,6 +655,22 @@ Test(unroll, steady_state_training_makes_no_heap_allocation)
     bt_model_free(m);
 }
 
+/* One accumulate-mode run of seq from a zero state under `budget` bytes
+ * (0: none): the gradient into grad [P], and the window's peak arena. */
+static size_t run_under_budget(bt_unroller *u, bt_model *m, const bt_sequence *seq,
+                               const bt_policy_def *pd, void *ps, size_t budget, bt_real *grad)
+{
+    char err[256];
+    bt_real h[256] = {0}, *hp[1] = {h};
+    cr_assert_leq((size_t)seq->B * m->state_width[0], 256);
+    bt_unroll_opts o = {.policy = pd, .policy_state = ps, .accumulate = true, .memory_budget = budget};
+    bt_unroll_result res;
+    bt_params_zero_grad(m->params);
+    cr_assert_eq(bt_unroll_run(u, seq, hp, &o, NULL, NULL, NULL, &res, err, sizeof err), BT_OK, "%s", err);
+    memcpy(grad, bt_params_grad(m->params), sizeof(bt_real) * bt_params_total(m->params));
+    return res.peak_arena;
+}
+
 /* Under a memory budget, a window that does not fit is checkpointed with the
  * same gradients; a budget no spacing can meet is refused with its minimum. */
 Test(unroll, memory_budget_checkpoints_only_when_needed)
@@ -676,15 +692,7 @@ Test(unroll, memory_budget_checkpoints_only_when_needed)
     size_t P = bt_params_total(m->params);
     cr_assert_leq(P, 1024);
     for (int k = 0; k < 3; k++) {
-        bt_real h[B * H] = {0};
-        bt_real *hp[1] = {h};
-        bt_unroll_opts o = {.policy = pd, .policy_state = ps, .accumulate = true,
-                            .memory_budget = budgets[k]};
-        bt_unroll_result res;
-        bt_params_zero_grad(m->params);
-        cr_assert_eq(bt_unroll_run(u, &seq, hp, &o, NULL, NULL, NULL, &res, err, sizeof err), BT_OK, "%s", err);
-        memcpy(grads[k], bt_params_grad(m->params), sizeof(bt_real) * P);
-        peaks[k] = res.peak_arena;
+        peaks[k] = run_under_budget(u, m, &seq, pd, ps, budgets[k], grads[k]);
         if (k == 0) { /* plain: measure, then ask for a fifth, and for plenty */
             budgets[1] = peaks[0] / 5;
             budgets[2] = peaks[0] * 2;
@@ -852,15 +860,7 @@ Test(unroll, a_memory_budget_holds_for_threads_with_uneven_rows)
     static bt_real grads[2][1024];
     cr_assert_leq(P, 1024);
     for (int k = 0; k < 2; k++) { /* plain (measured), then a fifth of its memory */
-        bt_real h[B * H] = {0}, *hp[1] = {h};
-        bt_unroll_opts o = {.policy = pd, .policy_state = ps, .accumulate = true,
-                            .memory_budget = budget};
-        bt_unroll_result res;
-        bt_params_zero_grad(m->params);
-        cr_assert_eq(bt_unroll_run(u, &seq, hp, &o, NULL, NULL, NULL, &res, err, sizeof err),
-                     BT_OK, "%s", err);
-        memcpy(grads[k], bt_params_grad(m->params), sizeof(bt_real) * P);
-        peaks[k] = res.peak_arena;
+        peaks[k] = run_under_budget(u, m, &seq, pd, ps, budget, grads[k]);
         budget = peaks[0] / 5;
     }
     cr_expect_leq(peaks[1], budget, "the threads' windows used %zu bytes, budget %zu", peaks[1],
