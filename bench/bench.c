@@ -7,6 +7,8 @@
  *   fullbptt --checkpoint-every C|-1: the same with the checkpointed unroller;
  *   ckptpair   fullbptt plain and checkpointed alternating in one process, and
  *              the median ratio of their times;
+ *   threadpair the step on one thread and on --threads N alternating in one
+ *              process, and the median ratio of their times;
  *   ckptcheck  the gradients of one T-step sequence, plain and checkpointed
  *              (sqrt T), and their largest difference relative to the largest
  *              gradient component.
@@ -331,6 +333,55 @@ static void run_pair(bench *k, const bench_args *a)
     free(Y);
 }
 
+/* threadpair: the classic step on one thread and on --threads N, two models
+ * trained side by side in one process, alternating in rounds of `group`
+ * windows each (enough for about 0.25 s on one thread, from the warm-up),
+ * which goes first alternating; the speedup is the median of the rounds'
+ * wall-clock ratios, so a stretch of time when the machine gives us less
+ * (seen here: 2-thread runs of 68k and 109k tokens/s back to back) moves a
+ * few rounds, not the figure. Run it with OMP_NUM_THREADS=1: the lanes ask
+ * for their N threads themselves, and one thread must mean one. */
+static void run_threadpair(bench *one, bench *many, const bench_args *a)
+{
+    int B = a->B, T = a->T, n = a->steps, group = 1, it[2] = {0, 0};
+    int32_t *X = malloc(sizeof(int32_t) * (size_t)B * T), *Y = malloc(sizeof(int32_t) * (size_t)B * T);
+    double *v = malloc(sizeof(double) * 4 * (size_t)n), *sp = v, *w1 = v + n, *wn = v + 2 * n,
+           *un = v + 3 * n;
+    bench *k[2] = {one, many};
+    size_t arena = 0;
+    for (int r = 0; r < a->warmup + n; r++) {
+        double wall[2] = {0, 0}, cpu[2] = {0, 0};
+        for (int j = 0; j < 2; j++) {
+            int c = (r + a->warmup + j) % 2; /* 0: one thread; first in the first measured round */
+            for (int g = 0; g < group; g++) {
+                double dt, dc;
+                time_window(k[c], a, it[c]++, 0, X, Y, &dt, &dc, &arena);
+                wall[c] += dt, cpu[c] += dc;
+            }
+        }
+        int i = r - a->warmup;
+        if (i >= 0)
+            sp[i] = wall[0] / wall[1], w1[i] = wall[0] / group, wn[i] = wall[1] / group,
+            un[i] = cpu[1] / wall[1];
+        else if (wall[0] / group < 0.25) /* warm-up: size the rounds */
+            group = (int)ceil(0.25 / (wall[0] / group));
+        fprintf(stderr, "bench: hidden %d, round %d of %d%s: %d threads / 1 = %.3f (wall), "
+                "cpu/wall %.2f\n", a->H, r + 1, a->warmup + n, i < 0 ? " (warm-up)" : "", a->threads,
+                wall[0] / wall[1], cpu[1] / wall[1]);
+    }
+    double tok = (double)B * T, speedup = median(sp, n); /* sorts sp: min and max follow */
+    printf("{\"impl\": \"bptt\", \"mode\": \"threadpair\", \"hidden\": %d, \"batch\": %d, "
+           "\"T\": %d, \"threads\": %d, \"rounds\": %d, \"windows_per_round\": %d, "
+           "\"speedup\": %.4f, \"speedup_min\": %.4f, \"speedup_max\": %.4f, "
+           "\"one_tokens_per_s\": %.1f, \"many_tokens_per_s\": %.1f, \"many_cpu_per_wall\": %.2f, "
+           "\"precision\": \"%s\"}\n",
+           a->H, B, T, a->threads, n, group, speedup, sp[0], sp[n - 1], tok / median(w1, n),
+           tok / median(wn, n), median(un, n), BT_REAL_DOUBLE ? "double" : "float");
+    free(v);
+    free(X);
+    free(Y);
+}
+
 int main(int argc, char **argv)
 {
     bench_args a = {
@@ -345,8 +396,8 @@ int main(int argc, char **argv)
         .threads = atoi(arg(argc, argv, "--threads", "1")),
     };
     if (strcmp(a.mode, "step") && strcmp(a.mode, "fullbptt") && strcmp(a.mode, "ckptcheck") &&
-        strcmp(a.mode, "ckptpair")) {
-        fprintf(stderr, "usage: bench step|fullbptt|ckptcheck|ckptpair [--hidden H] [--batch B] [--steps-per-seq T] "
+        strcmp(a.mode, "ckptpair") && strcmp(a.mode, "threadpair")) {
+        fprintf(stderr, "usage: bench step|fullbptt|ckptcheck|ckptpair|threadpair [--hidden H] [--batch B] [--steps-per-seq T] "
                         "[--warmup N] [--steps N] [--checkpoint-every C|-1] [--threads N] "
                         "[--data FILE]\n");
         return 2;
@@ -356,10 +407,21 @@ int main(int argc, char **argv)
                         "--warmup at least 0\n");
         return 2;
     }
-    a.step_mode = strcmp(a.mode, "step") == 0;
+    a.step_mode = strcmp(a.mode, "step") == 0 || strcmp(a.mode, "threadpair") == 0;
+    if (strcmp(a.mode, "threadpair") == 0 && a.threads < 2) {
+        fprintf(stderr, "bench: threadpair needs --threads 2 or more\n");
+        return 2;
+    }
     bench k = {0};
     bench_setup(&k, &a);
-    if (strcmp(a.mode, "ckptcheck") == 0)
+    if (strcmp(a.mode, "threadpair") == 0) {
+        bench_args a1 = a;
+        a1.threads = 1;
+        bench one = {0};
+        bench_setup(&one, &a1);
+        run_threadpair(&one, &k, &a);
+        bench_free(&one);
+    } else if (strcmp(a.mode, "ckptcheck") == 0)
         run_ckptcheck(&k, &a);
     else if (strcmp(a.mode, "ckptpair") == 0)
         run_pair(&k, &a);

@@ -9,7 +9,9 @@ Workloads (step and fullbptt read data/timemachine.txt as d2l's letters tokens, 
               the roofline (build/bench/roofline: every GEMM shape of the step timed through bptt's
               own bt_gemm, and the tokens/s the step would reach if its products were all it did),
               oneDNN's vanilla RNN primitive on the same step (build/bench/dnnl_rnn, --input narrow:
-              bptt's FLOPs minus the embedding lookup), and PyTorch's nn.RNN.
+              bptt's FLOPs minus the embedding lookup), and PyTorch's nn.RNN. With more than one
+              thread, the scaling is measured again paired: 1 and N threads alternate in one
+              process (bench threadpair), median of the rounds' ratios.
   fullbptt    one sequence of T = 35..2240 steps, hidden 256, batch 32: time per token and memory vs T
   checkpoint  bptt's exact checkpointed full BPTT (O(sqrt T) memory) against plain, up to T = 100,000:
               both in one process (bench ckptpair), alternating; plain at T = 100,000 needs about
@@ -228,6 +230,28 @@ def section_step(a, torch_py, coretype, steps, warm):
                 tgt = '>=1.7' if H >= 512 else ''
                 print(f'  hidden {H:>5}: {th} threads {fmt(ratio(mn, m1), 2)}x (median), '
                       f'{fmt(ratio(bn, b1), 2)}x (fastest step) {tgt}')
+            thread_pairs(a, coretype, th)
+
+
+def thread_pairs(a, coretype, th):
+    """The scaling again, paired: one thread and th alternate in one process
+    (bench threadpair), so both see the same machine; median of the rounds."""
+    env = env_threads(1, coretype, a.build)  # the lanes ask for their threads; one must mean one
+    bench = os.path.join(a.build, 'bench', 'bench')
+    rounds = 2 * ((max(a.passes, 12) + 1) // 2)
+    print(f'\n## thread scaling, paired (bench threadpair): 1 and {th} threads alternate in one process, '
+          f'{rounds} rounds of >= 0.25 s each after 2 warm-up rounds;')
+    print('   speedup: median of the rounds\' wall-clock ratios (min-max); cpu/wall: the threads\' use of their cores')
+    for H in a.hidden:
+        r = run_json([bench, 'threadpair', '--hidden', str(H), '--threads', str(th), '--warmup', '2',
+                      '--steps', str(rounds), '--data', a.data], env, progress=True)
+        if not r:
+            continue
+        tgt = '>=1.7' if H >= 512 else ''
+        print(f"  hidden {H:>5}: {th} threads {fmt(r['speedup'], 2)}x "
+              f"({fmt(r['speedup_min'], 2)}-{fmt(r['speedup_max'], 2)}) {tgt:>5}   "
+              f"1 thread {fmt(r['one_tokens_per_s'], 0)} tok/s, {th} threads {fmt(r['many_tokens_per_s'], 0)} tok/s, "
+              f"cpu/wall {fmt(r['many_cpu_per_wall'], 2)}")
 
 
 def section_fullbptt(a, torch_py, coretype, steps):
@@ -286,8 +310,10 @@ def section_checkpoint(a, coretype):
           f"{'memory ratio':>12} {'time ratio':>10} {'(min-max)':>11} {'(wall)':>6}")
     per_step = None
     for T in Ts:
-        # an even number of pairs: plain and checkpointed go first equally often
-        pairs = 2 * ((max(a.passes, 5 if T <= 10000 else 3) + 1) // 2)
+        # An even number of pairs: plain and checkpointed go first equally often.
+        # Pairs at T <= 10,000 take seconds: 16 of them keep the median steady on
+        # a noisy machine (single pairs at T = 2,240 ranged 0.97-1.42).
+        pairs = 2 * ((max(a.passes, 16 if T <= 10000 else 3) + 1) // 2)
         need = per_step * T * 1.3 if per_step else 0   # plain's graph, from the smaller T
         avail = mem_available_mb()
         if avail is not None and need > avail:
