@@ -335,22 +335,26 @@ static void run_pair(bench *k, const bench_args *a)
 
 /* threadpair: the classic step on one thread and on --threads N, two models
  * trained side by side in one process, alternating in rounds of `group`
- * windows each (enough for about 0.25 s on one thread, from the warm-up),
- * which goes first alternating; the speedup is the median of the rounds'
- * wall-clock ratios, so a stretch of time when the machine gives us less
- * (seen here: 2-thread runs of 68k and 109k tokens/s back to back) moves a
- * few rounds, not the figure. Run it with OMP_NUM_THREADS=1: the lanes ask
- * for their N threads themselves, and one thread must mean one. */
+ * windows each (sized in the warm-up so that a round's one-thread half takes
+ * at least 0.25 s), which goes first alternating; the speedup is the median
+ * of the rounds' wall-clock ratios, so a stretch of time when the machine
+ * gives us less (seen here: 2-thread runs of 68k and 109k tokens/s back to
+ * back) moves a few rounds, not the figure. Each round's rates go to stderr.
+ * The windows of both models read the stream from the start and wrap around
+ * it (rows then reread text other rows saw: the same work, for timing). */
 static void run_threadpair(bench *one, bench *many, const bench_args *a)
 {
     int B = a->B, T = a->T, n = a->steps, group = 1, it[2] = {0, 0};
     int32_t *X = malloc(sizeof(int32_t) * (size_t)B * T), *Y = malloc(sizeof(int32_t) * (size_t)B * T);
     double *v = malloc(sizeof(double) * 4 * (size_t)n), *sp = v, *w1 = v + n, *wn = v + 2 * n,
-           *un = v + 3 * n;
+           *un = v + 3 * n, tok = (double)B * T;
     bench *k[2] = {one, many};
     size_t arena = 0;
+    /* One thread must mean one inside oneDNN and OpenBLAS too (they would take
+     * OMP_NUM_THREADS); the lanes ask for their own N threads. */
+    bt_blas_set_threads(1);
     for (int r = 0; r < a->warmup + n; r++) {
-        double wall[2] = {0, 0}, cpu[2] = {0, 0};
+        double wall[2] = {0, 0}, cpu[2] = {0, 0}, wins = group; /* this round's windows */
         for (int j = 0; j < 2; j++) {
             int c = (r + a->warmup + j) % 2; /* 0: one thread; first in the first measured round */
             for (int g = 0; g < group; g++) {
@@ -361,15 +365,16 @@ static void run_threadpair(bench *one, bench *many, const bench_args *a)
         }
         int i = r - a->warmup;
         if (i >= 0)
-            sp[i] = wall[0] / wall[1], w1[i] = wall[0] / group, wn[i] = wall[1] / group,
+            sp[i] = wall[0] / wall[1], w1[i] = wall[0] / wins, wn[i] = wall[1] / wins,
             un[i] = cpu[1] / wall[1];
-        else if (wall[0] / group < 0.25) /* warm-up: size the rounds */
-            group = (int)ceil(0.25 / (wall[0] / group));
+        else if (wall[0] < 0.25) /* warm-up: windows per round for 0.25 s on one thread */
+            group = (int)ceil(0.25 / (wall[0] / wins));
         fprintf(stderr, "bench: hidden %d, round %d of %d%s: %d threads / 1 = %.3f (wall), "
-                "cpu/wall %.2f\n", a->H, r + 1, a->warmup + n, i < 0 ? " (warm-up)" : "", a->threads,
-                wall[0] / wall[1], cpu[1] / wall[1]);
+                "1 thread %.0f tok/s, %d threads %.0f tok/s, cpu/wall %.2f\n", a->H, r + 1,
+                a->warmup + n, i < 0 ? " (warm-up)" : "", a->threads, wall[0] / wall[1],
+                tok * wins / wall[0], a->threads, tok * wins / wall[1], cpu[1] / wall[1]);
     }
-    double tok = (double)B * T, speedup = median(sp, n); /* sorts sp: min and max follow */
+    double speedup = median(sp, n); /* sorts sp: min and max follow */
     printf("{\"impl\": \"bptt\", \"mode\": \"threadpair\", \"hidden\": %d, \"batch\": %d, "
            "\"T\": %d, \"threads\": %d, \"rounds\": %d, \"windows_per_round\": %d, "
            "\"speedup\": %.4f, \"speedup_min\": %.4f, \"speedup_max\": %.4f, "
@@ -408,8 +413,9 @@ int main(int argc, char **argv)
         return 2;
     }
     a.step_mode = strcmp(a.mode, "step") == 0 || strcmp(a.mode, "threadpair") == 0;
-    if (strcmp(a.mode, "threadpair") == 0 && a.threads < 2) {
-        fprintf(stderr, "bench: threadpair needs --threads 2 or more\n");
+    if (strcmp(a.mode, "threadpair") == 0 && (a.threads < 2 || a.warmup < 1)) {
+        fprintf(stderr, "bench: threadpair needs --threads 2 or more and --warmup 1 or more (the "
+                        "warm-up sizes its rounds)\n");
         return 2;
     }
     bench k = {0};

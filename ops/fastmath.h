@@ -68,19 +68,20 @@ static inline float bt_exp_0_to_19(float x)
 }
 
 /* tanh: an odd polynomial near 0 (where 1 - 2/(e^2x + 1) would cancel),
- * the exponential form elsewhere, on |x| clamped at 9.5, where 2/(e^19 + 1)
- * is below half an ulp of 1, so saturation gives exactly +-1 (and +-inf too)
- * with no separate test. The sign comes back by copysign (a bit operation). */
+ * the exponential form elsewhere, both on |x|, and x's sign put back last (a
+ * bit operation, so tanh(-0) = -0). |x| is clamped at 9.5, where
+ * 2/(e^19 + 1) is below half an ulp of 1: saturation gives exactly 1 (and
+ * inf too) with no separate test. */
 static inline float bt_fast_tanhf(float x)
 {
     float ax = fabsf(x);
     float z = x * x;
     float small = ((((-5.70498872745e-3f * z + 2.06390887954e-2f) * z - 5.37397155531e-2f) * z +
-                    1.33314422036e-1f) * z - 3.33332819422e-1f) * z * x + x;
+                    1.33314422036e-1f) * z - 3.33332819422e-1f) * z * ax + ax;
     float e = bt_exp_0_to_19(2.0f * (ax < 9.5f ? ax : 9.5f));
-    float big = copysignf(1.0f - 2.0f / (e + 1.0f), x);
+    float big = 1.0f - 2.0f / (e + 1.0f);
     float y = ax < 0.625f ? small : big;
-    return x != x ? x : y; /* NaN stays NaN: a diverged run must not look finite */
+    return x != x ? x : copysignf(y, x); /* NaN stays NaN: a diverged run must not look finite */
 }
 
 static inline float bt_fast_sigmoidf(float x) { return 1.0f / (1.0f + bt_fast_expf(-x)); }

@@ -118,11 +118,13 @@ Test(ops, fast_math_matches_libm)
         double e = exp((double)x);
         worst_exp = fmax(worst_exp, fabs((double)bt_fast_expf(x) - e) / e);
     }
-    cr_expect_leq(worst_tanh, 1.5e-7, "tanh: max abs error %.3g", worst_tanh); /* measures 7.1e-8 */
+    /* measures 7.1e-8 on this grid; 7.93e-8 over every float (at 0.628, checked once) */
+    cr_expect_leq(worst_tanh, 1.5e-7, "tanh: max abs error %.3g", worst_tanh);
     cr_expect_leq(worst_sig, 3e-7, "sigmoid: max abs error %.3g", worst_sig);
     cr_expect_leq(worst_exp, 3e-7, "exp: max rel error %.3g", worst_exp);
     /* tiny arguments keep their relative accuracy; saturation is exact */
     cr_expect_float_eq(bt_fast_tanhf(1e-6f), 1e-6f, 1e-12);
+    cr_expect(signbit(bt_fast_tanhf(-0.0f)) && bt_fast_tanhf(-0.0f) == 0, "tanh(-0) is -0");
     cr_expect_eq(bt_fast_tanhf(50.0f), 1.0f);
     cr_expect_eq(bt_fast_tanhf(-50.0f), -1.0f);
     cr_expect_eq(bt_fast_sigmoidf(-200.0f) >= 0, 1);
