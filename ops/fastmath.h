@@ -24,34 +24,13 @@
 #endif
 
 /* e^x by x = k ln2 + r, |r| <= ln2/2, e^r by a degree-7 polynomial (Cephes
- * coefficients), 2^k assembled in the exponent bits. */
-static inline float bt_fast_expf(float x)
+ * coefficients), 2^k assembled in the exponent bits. Only for x in
+ * [-87.34, 88.38] (no NaN): callers clamp, as bt_fast_expf does; tanh, whose
+ * argument is clamped already, calls it directly (the clamps and NaN test
+ * cost it a third of its time). */
+static inline float bt_exp_in_range(float x)
 {
-    float in = x;
-    x = x != x ? 0.0f : x; /* NaN: compute on 0, hand the NaN back at the end */
-    x = x > 88.3762626647949f ? 88.3762626647949f : x;
-    x = x < -87.3365478515625f ? -87.3365478515625f : x;
     /* round(x / ln2) with the 1.5 * 2^23 trick: SSE2 has no rounding instruction */
-    float kf = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-    float r = x - kf * 0.693359375f - kf * -2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    int32_t k = (int32_t)kf;
-    int32_t bits = (k + 127) << 23;
-    float scale;
-    memcpy(&scale, &bits, sizeof scale);
-    return in != in ? in : p * scale;
-}
-
-/* e^x for 0 <= x <= 19 only: bt_fast_expf without its clamps and NaN test,
- * which cost tanh a third of its time (its argument is clamped already). */
-static inline float bt_exp_0_to_19(float x)
-{
     float kf = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
     float r = x - kf * 0.693359375f - kf * -2.12194440e-4f;
     float p = 1.9875691500e-4f;
@@ -67,6 +46,17 @@ static inline float bt_exp_0_to_19(float x)
     return p * scale;
 }
 
+/* e^x for any float: clamped to where the result is a normal float, NaN
+ * handed back. */
+static inline float bt_fast_expf(float x)
+{
+    float c = x != x ? 0.0f : x; /* NaN: compute on 0, hand the NaN back at the end */
+    c = c > 88.3762626647949f ? 88.3762626647949f : c;
+    c = c < -87.3365478515625f ? -87.3365478515625f : c;
+    float y = bt_exp_in_range(c);
+    return x != x ? x : y;
+}
+
 /* tanh: an odd polynomial near 0 (where 1 - 2/(e^2x + 1) would cancel),
  * the exponential form elsewhere, both on |x|, and x's sign put back last (a
  * bit operation, so tanh(-0) = -0). |x| is clamped at 9.5, where
@@ -78,7 +68,7 @@ static inline float bt_fast_tanhf(float x)
     float z = x * x;
     float small = ((((-5.70498872745e-3f * z + 2.06390887954e-2f) * z - 5.37397155531e-2f) * z +
                     1.33314422036e-1f) * z - 3.33332819422e-1f) * z * ax + ax;
-    float e = bt_exp_0_to_19(2.0f * (ax < 9.5f ? ax : 9.5f));
+    float e = bt_exp_in_range(2.0f * (ax < 9.5f ? ax : 9.5f));
     float big = 1.0f - 2.0f / (e + 1.0f);
     float y = ax < 0.625f ? small : big;
     return x != x ? x : copysignf(y, x); /* NaN stays NaN: a diverged run must not look finite */
