@@ -31,10 +31,11 @@
  * The shapes are those bptt calls (checked once by logging cblas_sgemm under
  * `bench step`): per step h W_hh, h_t W_hq, dlogits W_hq^T, dA W_hh^T (T - 1
  * times: the window's first state is a detached leaf), and once per window the
- * deferred weight gradients h^T dA for W_hh and W_hq (framework/wgrad.c splits
- * a group when it is full, mirrored below). W_xh is a row lookup and scatter,
- * no product. Rates are the median of --reps timed batches of repeated calls
- * on warm operands: a best case, as a ceiling should be.
+ * deferred weight gradients h^T dA for W_hh and W_hq (split where a group is
+ * full, by the library's own rule: bt_wgrad_group_full, framework/wgrad.h).
+ * W_xh is a row lookup and scatter, no product. Rates are the median of
+ * --reps timed batches of repeated calls on warm operands: a best case, as a
+ * ceiling should be.
  * Dimension letters: B batch, T steps, H hidden, V vocabulary (28). */
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,6 +44,7 @@
 #include <time.h>
 
 #include "bptt.h"
+#include "wgrad.h"
 
 #if BT_HAVE_CBLAS
 #include <cblas.h>
@@ -51,12 +53,6 @@
 #include <oneapi/dnnl/dnnl.h>
 #endif
 
-/* framework/wgrad.c's group_full: a deferred weight-gradient group of rows
- * stacked rows of K + N values runs at FLUSH_VALUES, or at CACHE_VALUES once
- * it has MIN_ROWS rows. Keep the two in step. */
-#define FLUSH_VALUES ((size_t)1 << 21)
-#define CACHE_VALUES ((size_t)1 << 19)
-#define MIN_ROWS 1024
 #define MAX_SHAPES 16
 #define MAX_HIDDEN 16
 
@@ -105,15 +101,11 @@ static shape shape_of(const char *name, bool ta, bool tb, int m, int n, int k, b
 static int add_wgrad(shape *s, int ns, const char *name, const char *rest, int K, int N, int rows,
                      int step_rows)
 {
-    /* Each step defers step_rows rows; a group runs at the first full count. */
-    size_t width = (size_t)(K + N);
+    /* Each step defers step_rows rows; a group runs at the first full count
+     * (the library's own rule, framework/wgrad.h). */
     int chunk = step_rows;
-    while (chunk < rows) {
-        size_t values = (size_t)chunk * width;
-        if (values >= FLUSH_VALUES || (chunk >= MIN_ROWS && values >= CACHE_VALUES))
-            break;
+    while (chunk < rows && !bt_wgrad_group_full((size_t)chunk, (size_t)(K + N)))
         chunk += step_rows;
-    }
     if (chunk >= rows) /* never flushed early: one product over the window */
         chunk = rows;
     s[ns++] = shape_of(name, true, false, K, N, chunk, 1, rows / chunk);

@@ -5,8 +5,8 @@
  * dW += A_t^T D_t once per step, each a thin GEMM. The products of one weight
  * wait in a group and run as one GEMM over their stacked rows (oldest first, the
  * order per-step accumulation would use) at the end of the sweep, or earlier
- * once the group is full (group_full), so long windows keep a bounded number
- * of gradients alive and their stacks in cache. Only weights (tensors marked
+ * once the group is full (bt_wgrad_group_full, wgrad.h), so long windows
+ * keep a bounded number of gradients alive and their stacks in cache. Only weights (tensors marked
  * param by bt_params_add) wait: their gradients are read after backward,
  * never during it.
  *
@@ -21,9 +21,6 @@
 #include "wgrad.h"
 
 #define POOL_CLASSES 16
-#define FLUSH_VALUES ((size_t)1 << 21)
-#define CACHE_VALUES ((size_t)1 << 19)
-#define MIN_ROWS 1024
 
 /* A node's output gradient that waiting products still read. */
 typedef struct hold {
@@ -219,21 +216,6 @@ static group *group_of(bt_wgrad *wg, bt_tensor *w)
     return &wg->groups[wg->n_groups++];
 }
 
-/* A group of `rows` stacked rows of K + N values runs now: at FLUSH_VALUES
- * (memory), or at CACHE_VALUES (2 MB in float, about one core's L2) once it
- * has MIN_ROWS rows. Why the cache bound: the stack is copied from the
- * sweep's most recent gradients and states, and a stack larger than the cache
- * copies them cold. A checkpointed stretch of 100-400 steps at hidden 256 ran
- * 7-12% faster with it (bench fullbptt --checkpoint-every). Why the row
- * floor: a GEMM over fewer rows re-reads dW more often per product; splitting
- * hidden 1024's window at 256 rows slowed the classic step by 5%. (The
- * benchmark's roofline, bench/roofline.c, mirrors this rule.) */
-static bool group_full(size_t rows, size_t width)
-{
-    size_t values = rows * width;
-    return values >= FLUSH_VALUES || (rows >= MIN_ROWS && values >= CACHE_VALUES);
-}
-
 /* Queues the product in w's group; false (nothing queued) without memory. */
 static bool defer(bt_wgrad *wg, bt_tensor *w, const bt_real *a, const bt_real *d, int m)
 {
@@ -250,7 +232,7 @@ static bool defer(bt_wgrad *wg, bt_tensor *w, const bt_real *a, const bt_real *d
     grp->head = p;
     grp->rows += (size_t)m;
     wg->waiting++;
-    if (group_full(grp->rows, (size_t)(w->shape[0] + w->shape[1])))
+    if (bt_wgrad_group_full(grp->rows, (size_t)(w->shape[0] + w->shape[1])))
         flush_group(wg, grp);
     return true;
 }

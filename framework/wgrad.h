@@ -9,6 +9,27 @@
 
 typedef struct bt_wgrad bt_wgrad;
 
+#define BT_WGRAD_FLUSH_VALUES ((size_t)1 << 21)
+#define BT_WGRAD_CACHE_VALUES ((size_t)1 << 19)
+#define BT_WGRAD_MIN_ROWS 1024
+
+/* A group of `rows` stacked rows of K + N (`width`) values runs now: at
+ * BT_WGRAD_FLUSH_VALUES (memory), or at BT_WGRAD_CACHE_VALUES (2 MB in float,
+ * about one core's L2) once it has BT_WGRAD_MIN_ROWS rows. Why the cache
+ * bound: the stack is copied from the sweep's most recent gradients and
+ * states, and a stack larger than the cache copies them cold. A checkpointed
+ * stretch of 100-400 steps at hidden 256 ran 7-12% faster with it (bench
+ * fullbptt --checkpoint-every). Why the row floor: a GEMM over fewer rows
+ * re-reads dW more often per product; splitting hidden 1024's window at 256
+ * rows slowed the classic step by 5%. Here, not in wgrad.c, so that the
+ * benchmark's roofline (bench/roofline.c) splits its shapes by the same rule. */
+static inline bool bt_wgrad_group_full(size_t rows, size_t width)
+{
+    size_t values = rows * width;
+    return values >= BT_WGRAD_FLUSH_VALUES ||
+           (rows >= BT_WGRAD_MIN_ROWS && values >= BT_WGRAD_CACHE_VALUES);
+}
+
 /* dW[K,N] += A[M,K]^T D[M,N], called from an op's backward. For a weight
  * (w->param) the product waits and runs with the sweep's other products of w
  * as one GEMM over their stacked rows; a and d must stay valid until backward
