@@ -20,13 +20,23 @@
 #define R_TANH bt_fast_tanhf
 #endif
 
-/* o[B,H] = tanh(o + b), row by row. */
-BT_VECTOR_CLONES static void tanh_bias_rows(bt_real *o, const bt_real *b, int B, int H)
+/* o[B,H] = tanh(o + x + b), row by row, where x is row ids[r] of W_x (the
+ * token's column of x W_x) when ids are given, and nothing otherwise. Adding
+ * the row here rather than copying it into o before the product saves a pass
+ * over o and lets the product overwrite o instead of adding to it. */
+BT_VECTOR_CLONES static void tanh_rows(bt_real *o, const bt_real *wx, const int32_t *ids,
+                                       const bt_real *b, int B, int H)
 {
     for (int r = 0; r < B; r++) {
         bt_real *row = o + (size_t)r * H;
-        for (int j = 0; j < H; j++)
-            row[j] = R_TANH(row[j] + b[j]);
+        if (ids) {
+            const bt_real *x = wx + (size_t)ids[r] * H;
+            for (int j = 0; j < H; j++)
+                row[j] = R_TANH(row[j] + x[j] + b[j]);
+        } else {
+            for (int j = 0; j < H; j++)
+                row[j] = R_TANH(row[j] + b[j]);
+        }
     }
 }
 
@@ -46,14 +56,11 @@ static void rnn_step_forward(bt_node *n)
     bt_tensor *wx = n->in[0], *h = n->in[1], *whh = n->in[2], *b = n->in[3], *out = n->out;
     int B = out->shape[0], H = out->shape[1];
     bt_real *o = out->data;
-    if (n->ids)
-        for (int r = 0; r < B; r++)
-            memcpy(o + (size_t)r * H, wx->data + (size_t)n->ids[r] * H, sizeof(bt_real) * H);
-    else
+    if (!n->ids)
         bt_gemm_weight(n->graph, B, n->in[4]->data, wx, false, 0, o);
     /* W_hh packed once per window where the backend keeps packs (packed.c) */
-    bt_gemm_weight(n->graph, B, h->data, whh, false, 1, o);
-    tanh_bias_rows(o, b->data, B, H);
+    bt_gemm_weight(n->graph, B, h->data, whh, false, n->ids ? 0 : 1, o);
+    tanh_rows(o, wx->data, n->ids, b->data, B, H);
 }
 
 static void rnn_step_backward(bt_node *n)
