@@ -117,14 +117,28 @@ const char *bt_optimizer_name(const bt_optimizer *o) { return o->name; }
 
 /* ---- clipping ------------------------------------------------------------------- */
 
+/* sum g_i^2 in double, in 8 partial sums: a single chain of n dependent adds
+ * ran 2.8x slower (about 1% of the classic step at hidden 256). */
+static double sum_squares(const bt_real *g, size_t n)
+{
+    double lane[8] = {0};
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int l = 0; l < 8; l++)
+            lane[l] += (double)g[i + l] * (double)g[i + l];
+    for (; i < n; i++)
+        lane[i % 8] += (double)g[i] * (double)g[i];
+    double ss = 0;
+    for (int l = 0; l < 8; l++)
+        ss += lane[l];
+    return ss;
+}
+
 bt_status bt_clip_grad_norm(bt_params *p, double theta, double *norm)
 {
     size_t n = bt_params_total(p);
     bt_real *g = bt_params_grad(p);
-    double ss = 0;
-    for (size_t i = 0; i < n; i++)
-        ss += (double)g[i] * (double)g[i];
-    double nrm = sqrt(ss);
+    double nrm = sqrt(sum_squares(g, n));
     if (isinf(nrm)) {
         /* Finite gradients whose squares overflow (double reals above ~1e154):
          * measure again relative to the largest magnitude. */
@@ -132,7 +146,7 @@ bt_status bt_clip_grad_norm(bt_params *p, double theta, double *norm)
         for (size_t i = 0; i < n && isfinite(big); i++)
             big = fmax(big, fabs((double)g[i]));
         if (isfinite(big) && big > 0) {
-            ss = 0;
+            double ss = 0;
             for (size_t i = 0; i < n; i++)
                 ss += ((double)g[i] / big) * ((double)g[i] / big);
             nrm = big * sqrt(ss);
