@@ -821,11 +821,21 @@ static bt_status lanes_gather(bt_unroller *u, bt_unroll_result *res, char *err, 
             return lanes_failed(u, err, errlen);
     bt_real *g = bt_params_grad(u->m->params);
     size_t P = bt_params_total(u->m->params), arenas = 0;
-    for (int l = 1; l < u->n_lanes; l++) {
-        bt_real *gl = bt_params_grad(u->lanes[l].replica->params);
-        for (size_t i = 0; i < P; i++)
-            g[i] += gl[i];
-        memset(gl, 0, sizeof *gl * P);
+    int n = u->n_lanes;
+    /* Each thread sums a slice of the parameters over the lanes, in lane
+     * order: the same sum as one thread's, and no core idles through it (it
+     * reads and writes every gradient: 4 MB per lane at hidden 1024). */
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(n) schedule(static, 1)
+#endif
+    for (int c = 0; c < n; c++) {
+        size_t lo = P * (size_t)c / (size_t)n, hi = P * (size_t)(c + 1) / (size_t)n;
+        for (int l = 1; l < n; l++) {
+            bt_real *gl = bt_params_grad(u->lanes[l].replica->params);
+            for (size_t i = lo; i < hi; i++)
+                g[i] += gl[i];
+            memset(gl + lo, 0, sizeof *gl * (hi - lo));
+        }
     }
     for (int l = 0; l < u->n_lanes; l++) {
         const lane *ln = &u->lanes[l];
