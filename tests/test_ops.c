@@ -118,7 +118,8 @@ Test(ops, fast_math_matches_libm)
         double e = exp((double)x);
         worst_exp = fmax(worst_exp, fabs((double)bt_fast_expf(x) - e) / e);
     }
-    /* measures 7.1e-8 on this grid; 7.93e-8 over every float (at 0.628, checked once) */
+    /* tanh measures 7.1e-8 on this grid; over every float (checked once) tanh
+     * 7.93e-8 at 0.628, sigmoid 8.93e-8, exp 8.46e-8 relative */
     cr_expect_leq(worst_tanh, 1.5e-7, "tanh: max abs error %.3g", worst_tanh);
     cr_expect_leq(worst_sig, 3e-7, "sigmoid: max abs error %.3g", worst_sig);
     cr_expect_leq(worst_exp, 3e-7, "exp: max rel error %.3g", worst_exp);
