@@ -24,7 +24,7 @@ extern "C" {
 #endif
 
 #define BT_ABI_MAJOR 2
-#define BT_ABI_MINOR 4
+#define BT_ABI_MINOR 5
 #define BT_PLUGIN_ENTRY_SYMBOL "bt_plugin_entry"
 #define BT_PLUGIN_EXPORT __attribute__((visibility("default")))
 /* Strings a plugin hands over end with a NUL within these many bytes (NUL
@@ -153,8 +153,17 @@ typedef struct bt_optimizer_def {
                  bt_real *const *state, size_t n);
     const char *(*describe)(void *cfg, char *buf, size_t len);
     const char *doc; /* ABI 2.1: as bt_cell_def's (the update, options, state), or NULL */
+    /* ABI 2.5: BT_OPTIMIZER_* below (read only from a def whose size covers
+     * it; an older plugin's optimizers have none set). */
+    unsigned flags;
     /* New fields go here, and only here. */
 } bt_optimizer_def;
+
+/* step updates each scalar from its own param, grad and state entries (and
+ * cfg and step, which it only reads), so the host may call it on disjoint
+ * slices of the parameters from several threads at once: training with
+ * --threads N then runs the update on N threads. Without it, one call. */
+#define BT_OPTIMIZER_ELEMENTWISE 1u
 
 /* ---- online gradient estimators (ABI 2.3, docs/estimators.md) ------------------ */
 

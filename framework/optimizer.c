@@ -114,8 +114,21 @@ const char *bt_optimizer_describe(const bt_optimizer *o, char *buf, size_t len)
 }
 
 const char *bt_optimizer_name(const bt_optimizer *o) { return o->name; }
+bt_params *bt_optimizer_params(const bt_optimizer *o) { return o->params; }
 
-/* ---- clipping ------------------------------------------------------------------- */
+/* ---- clipping and the update ----------------------------------------------- */
+
+/* Gradients are walked in BLOCKS fixed pieces, so that threads can take them
+ * in any split and the sums (added in block order) come out the same. */
+#define BLOCKS 64
+
+/* Block b of n values: [*lo, *hi), starting at a multiple of 16 values. */
+static void block_of(size_t n, int b, size_t *lo, size_t *hi)
+{
+    size_t w = ((n + BLOCKS - 1) / BLOCKS + 15) & ~(size_t)15;
+    *lo = (size_t)b * w < n ? (size_t)b * w : n;
+    *hi = *lo + w < n ? *lo + w : n;
+}
 
 /* sum g_i^2 in double, in 8 partial sums: a single chain of n dependent adds
  * ran 2.8x slower (about 1% of the classic step at hidden 256). */
@@ -134,11 +147,23 @@ static double sum_squares(const bt_real *g, size_t n)
     return ss;
 }
 
-bt_status bt_clip_grad_norm(bt_params *p, double theta, double *norm)
+/* ||g||: the blocks' sums of squares on `threads` threads, added in order. */
+static double grad_norm(const bt_real *g, size_t n, int threads)
 {
-    size_t n = bt_params_total(p);
-    bt_real *g = bt_params_grad(p);
-    double nrm = sqrt(sum_squares(g, n));
+    double part[BLOCKS];
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+#endif
+    for (int b = 0; b < BLOCKS; b++) {
+        size_t lo, hi;
+        block_of(n, b, &lo, &hi);
+        part[b] = sum_squares(g + lo, hi - lo);
+    }
+    (void)threads;
+    double ss = 0;
+    for (int b = 0; b < BLOCKS; b++)
+        ss += part[b];
+    double nrm = sqrt(ss);
     if (isinf(nrm)) {
         /* Finite gradients whose squares overflow (double reals above ~1e154):
          * measure again relative to the largest magnitude. */
@@ -146,20 +171,90 @@ bt_status bt_clip_grad_norm(bt_params *p, double theta, double *norm)
         for (size_t i = 0; i < n && isfinite(big); i++)
             big = fmax(big, fabs((double)g[i]));
         if (isfinite(big) && big > 0) {
-            double ss = 0;
+            ss = 0;
             for (size_t i = 0; i < n; i++)
                 ss += ((double)g[i] / big) * ((double)g[i] / big);
             nrm = big * sqrt(ss);
         }
     }
+    return nrm;
+}
+
+/* The factor that clips a gradient of norm nrm to theta (1: none). */
+static double clip_factor(double nrm, double theta)
+{
+    return theta > 0 && nrm > theta ? theta / nrm : 1;
+}
+
+static void scale(bt_real *g, size_t n, double c)
+{
+    for (size_t i = 0; i < n && c != 1; i++)
+        g[i] = (bt_real)((double)g[i] * c);
+}
+
+bt_status bt_clip_grad_norm(bt_params *p, double theta, double *norm)
+{
+    size_t n = bt_params_total(p);
+    bt_real *g = bt_params_grad(p);
+    double nrm = grad_norm(g, n, 1);
     if (norm)
         *norm = nrm;
     if (!isfinite(nrm))
         return BT_ERR_NUMERIC;
-    if (theta > 0 && nrm > theta) {
-        double c = theta / nrm;
-        for (size_t i = 0; i < n; i++)
-            g[i] = (bt_real)((double)g[i] * c);
-    }
+    scale(g, n, clip_factor(nrm, theta));
     return BT_OK;
+}
+
+static bool elementwise(const bt_optimizer *o)
+{
+    const bt_optimizer_def *d = o->def;
+    return d->size >= offsetof(bt_optimizer_def, flags) + sizeof d->flags &&
+           (d->flags & BT_OPTIMIZER_ELEMENTWISE);
+}
+
+/* Block b of the update: clipped by c, stepped when `step` (an elementwise
+ * optimizer's slice), zeroed when `zero`. */
+static void update_block(bt_optimizer *o, int b, double c, bool step, bool zero)
+{
+    size_t n = bt_params_total(o->params), lo, hi;
+    block_of(n, b, &lo, &hi);
+    bt_real *g = bt_params_grad(o->params) + lo;
+    scale(g, hi - lo, c);
+    if (step) {
+        bt_real *st[16]; /* n_state <= 16: the registry refuses more */
+        for (int i = 0; i < o->def->n_state; i++)
+            st[i] = o->state[i] + lo;
+        o->def->step(o->cfg, o->steps, bt_params_data(o->params) + lo, g, st, hi - lo);
+    }
+    if (zero)
+        memset(g, 0, sizeof *g * (hi - lo));
+}
+
+/* Why threads: with --threads N the rest of a window runs on N threads, and
+ * one thread clipping, stepping and zeroing 4 MB of gradients (hidden 1024)
+ * left the others idle for 5-6% of the time. */
+bt_status bt_optimizer_update(bt_optimizer *o, double theta, int threads, double *norm)
+{
+    size_t n = bt_params_total(o->params);
+    double nrm = grad_norm(bt_params_grad(o->params), n, threads);
+    if (norm)
+        *norm = nrm;
+    bool ok = isfinite(nrm), sliced = ok && threads > 1 && elementwise(o);
+    double c = ok ? clip_factor(nrm, theta) : 1;
+    o->steps += ok;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+#endif
+    for (int b = 0; b < BLOCKS; b++)
+        update_block(o, b, c, sliced, sliced || !ok);
+    if (ok && !sliced) { /* one call, then the zeroing */
+        o->def->step(o->cfg, o->steps, bt_params_data(o->params), bt_params_grad(o->params),
+                     o->state, n);
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+#endif
+        for (int b = 0; b < BLOCKS; b++)
+            update_block(o, b, 1, false, true);
+    }
+    return ok ? BT_OK : BT_ERR_NUMERIC;
 }

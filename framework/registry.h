@@ -113,6 +113,7 @@ BT_API void bt_optimizer_set_steps(bt_optimizer *o, uint64_t steps);
 /* The optimizer's describe, terminated within len and free of control bytes. */
 BT_API const char *bt_optimizer_describe(const bt_optimizer *o, char *buf, size_t len);
 BT_API const char *bt_optimizer_name(const bt_optimizer *o);
+BT_API bt_params *bt_optimizer_params(const bt_optimizer *o); /* the block it updates */
 
 /* ---- clipping ------------------------------------------------------------------- */
 
@@ -121,6 +122,13 @@ BT_API const char *bt_optimizer_name(const bt_optimizer *o);
  * and returns BT_ERR_NUMERIC: the caller skips the step and counts it.
  * theta <= 0 disables clipping (the norm is still checked). */
 BT_API bt_status bt_clip_grad_norm(bt_params *p, double theta, double *norm);
+
+/* A training update: clipping as bt_clip_grad_norm (theta), then the step
+ * unless the norm is not finite (BT_ERR_NUMERIC: the caller counts it), then
+ * the gradients zeroed. threads > 1 splits the work over that many OpenMP
+ * threads (the step only for a BT_OPTIMIZER_ELEMENTWISE optimizer); the result
+ * is the same for every thread count, bit for bit. */
+BT_API bt_status bt_optimizer_update(bt_optimizer *o, double theta, int threads, double *norm);
 
 #ifdef __cplusplus
 }

@@ -177,16 +177,16 @@ static void update(bt_online *o, const bt_online_opts *op, bt_unroll_result *res
     bt_params *p = o->m->params;
     memcpy(bt_params_grad(p), o->acc, sizeof(bt_real) * o->P);
     double norm = 0;
-    if (bt_clip_grad_norm(p, op->clip, &norm) != BT_OK)
+    BT_ASSERT(bt_optimizer_params(op->optimizer) == p,
+              "the optimizer is bound to other parameters than the model's");
+    if (bt_optimizer_update(op->optimizer, op->clip, 1, &norm) != BT_OK)
         res->skipped++;
     else {
-        bt_optimizer_step(op->optimizer);
         res->grad_norm_sum += norm;
         if (norm > res->grad_norm_max)
             res->grad_norm_max = norm;
     }
     res->updates++;
-    bt_params_zero_grad(p);
     memset(o->acc, 0, sizeof(bt_real) * o->P);
 }
 

@@ -544,17 +544,17 @@ static bt_status optimizer_update(bt_unroller *u, const bt_unroll_opts *opts,
                                   bt_unroll_result *res)
 {
     double norm = 0;
-    bt_params *p = u->m->params;
-    if (bt_clip_grad_norm(p, opts->clip, &norm) != BT_OK)
+    BT_ASSERT(bt_optimizer_params(opts->optimizer) == u->m->params,
+              "the optimizer is bound to other parameters than the model's");
+    /* on the lanes' threads: the same update, bit for bit, as on one */
+    if (bt_optimizer_update(opts->optimizer, opts->clip, bt_unroller_threads(u), &norm) != BT_OK)
         res->skipped++; /* non-finite gradient: no step, as promised by clipping */
     else {
-        bt_optimizer_step(opts->optimizer);
         res->grad_norm_sum += norm;
         if (norm > res->grad_norm_max)
             res->grad_norm_max = norm;
     }
     res->updates++;
-    bt_params_zero_grad(p);
     return BT_OK;
 }
 

@@ -112,6 +112,7 @@ static const bt_optimizer_def adam_def = {
     .step = adam_step,
     .describe = adam_describe,
     .doc = doc,
+    .flags = BT_OPTIMIZER_ELEMENTWISE,
 };
 
 static int adam_init(const bt_host *host, bt_registrar *reg, char *err, size_t errlen)

@@ -102,6 +102,7 @@ static const bt_optimizer_def momentum_def = {
     .step = momentum_step,
     .describe = momentum_describe,
     .doc = doc,
+    .flags = BT_OPTIMIZER_ELEMENTWISE,
 };
 
 static int momentum_init(const bt_host *host, bt_registrar *reg, char *err, size_t errlen)

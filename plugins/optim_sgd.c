@@ -84,6 +84,7 @@ static const bt_optimizer_def sgd_def = {
     .step = sgd_step,
     .describe = sgd_describe,
     .doc = doc,
+    .flags = BT_OPTIMIZER_ELEMENTWISE,
 };
 
 static int sgd_init(const bt_host *host, bt_registrar *reg, char *err, size_t errlen)

@@ -380,3 +380,83 @@ Test(optim, clip_huge_finite_gradient_is_not_infinite)
     bt_params_free(p);
 }
 #endif
+
+/* ---- the update on threads ------------------------------------------------------- */
+
+#define BIG_ROWS 61
+#define BIG_COLS 83 /* 5,063 values: blocks of 80, the last one short */
+
+static bt_params *big_params(void)
+{
+    bt_params *p = bt_params_new();
+    cr_assert_not_null(bt_params_add(p, "w", 2, (int[]){BIG_ROWS, BIG_COLS}));
+    cr_assert_eq(bt_params_finalize(p), BT_OK);
+    for (size_t i = 0; i < bt_params_total(p); i++)
+        bt_params_data(p)[i] = (bt_real)(0.5 * sin((double)i + 1.0));
+    return p;
+}
+
+static void big_grads(bt_params *p, int t)
+{
+    for (size_t i = 0; i < bt_params_total(p); i++)
+        bt_params_grad(p)[i] = (bt_real)(cos(0.7 * (double)i + 1.3 * t) * (1 + 1e-3 * (double)i));
+}
+
+/* One run of `steps` updates with threads (0: the separate calls a caller made
+ * before bt_optimizer_update: clip, step, zero); gradients non-finite at step
+ * bad. Returns the norms' sum and leaves params and state in p and o. */
+static double big_run(bt_params *p, bt_optimizer *o, int threads, int steps, int bad, double theta)
+{
+    double sum = 0;
+    for (int t = 1; t <= steps; t++) {
+        big_grads(p, t);
+        if (t == bad)
+            bt_params_grad(p)[4000] = (bt_real)NAN;
+        double norm = 0;
+        bt_status st;
+        if (threads == 0) {
+            st = bt_clip_grad_norm(p, theta, &norm);
+            if (st == BT_OK)
+                bt_optimizer_step(o);
+            bt_params_zero_grad(p);
+        } else
+            st = bt_optimizer_update(o, theta, threads, &norm);
+        cr_expect_eq(st, t == bad ? BT_ERR_NUMERIC : BT_OK, "step %d: %s", t, bt_status_name(st));
+        sum += t == bad ? 0 : norm;
+        for (size_t i = 0; i < bt_params_total(p); i++)
+            cr_assert_eq(bt_params_grad(p)[i], 0, "gradient %zu not zeroed after step %d", i, t);
+    }
+    return sum;
+}
+
+/* Clipping (theta 192.27 clips steps 1 and 5, norms 192.29, and not 2 and 4,
+ * 192.25), the step and the zeroing give the same bits on 1, 2 and 3 threads as the separate calls, and
+ * a non-finite gradient (step 3) skips the step on every thread count. */
+Test(optim, update_is_the_same_bits_on_any_thread_count)
+{
+    const char *specs[] = {"sgd:0.1", "momentum:0.05,nesterov=1", "adam:0.01,weight_decay=0.05"};
+    for (int s = 0; s < 3; s++) {
+        bt_params *ref = big_params();
+        bt_optimizer *ro = optim_make(specs[s], ref);
+        double want = big_run(ref, ro, 0, 5, 3, 192.27);
+        for (int threads = 1; threads <= 3; threads++) {
+            bt_params *p = big_params();
+            bt_optimizer *o = optim_make(specs[s], p);
+            double got = big_run(p, o, threads, 5, 3, 192.27);
+            size_t n = bt_params_total(p);
+            cr_expect_eq(got, want, "%s, %d threads: norms %.17g, want %.17g", specs[s], threads, got,
+                         want);
+            cr_expect_eq(bt_optimizer_steps(o), 4, "%s: %d steps", specs[s], (int)bt_optimizer_steps(o));
+            cr_expect_eq(memcmp(bt_params_data(p), bt_params_data(ref), sizeof(bt_real) * n), 0,
+                         "%s, %d threads: parameters differ", specs[s], threads);
+            for (int i = 0; i < bt_optimizer_state_count(o); i++)
+                cr_expect_eq(memcmp(bt_optimizer_state(o, i), bt_optimizer_state(ro, i),
+                                    sizeof(bt_real) * n), 0,
+                             "%s, %d threads: state %d differs", specs[s], threads, i);
+            bt_optimizer_free(o);
+            bt_params_free(p);
+        }
+        bt_optimizer_free(ro);
+        bt_params_free(ref);
+    }
+}

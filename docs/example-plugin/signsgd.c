@@ -75,6 +75,7 @@ static const bt_optimizer_def signsgd_def = {
            "  p = p - lr * (sign(m) + weight_decay * p)\n"
            "Options: lr (positional, default 1e-3), mu (default 0), weight_decay (0).\n"
            "State: one buffer per parameter, m.\n",
+    .flags = BT_OPTIMIZER_ELEMENTWISE, /* each scalar alone: --threads may split the step */
 };
 
 static int signsgd_init(const bt_host *host, bt_registrar *reg, char *err, size_t errlen)

@@ -122,7 +122,7 @@ UNUSED static int est_step(void *cfg, const bt_estimator_ctx *c, char *e, size_t
 /* A complete optimizer def under a given name. */
 #define OPT(NAME) \
     {sizeof(bt_optimizer_def), NAME, "test optimizer", 0, opt_create, opt_destroy, opt_step, \
-     opt_describe, NULL}
+     opt_describe, NULL, 0}
 
 UNUSED static int test_init(const bt_host *host, bt_registrar *reg, char *err, size_t errlen)
 {
