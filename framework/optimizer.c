@@ -218,6 +218,8 @@ static void update_block(bt_optimizer *o, int b, double c, bool step, bool zero)
 {
     size_t n = bt_params_total(o->params), lo, hi;
     block_of(n, b, &lo, &hi);
+    if (hi == lo) /* fewer values than blocks: no call with nothing to do */
+        return;
     bt_real *g = bt_params_grad(o->params) + lo;
     scale(g, hi - lo, c);
     if (step) {
@@ -230,9 +232,20 @@ static void update_block(bt_optimizer *o, int b, double c, bool step, bool zero)
         memset(g, 0, sizeof *g * (hi - lo));
 }
 
+/* update_block over every block, on `threads` threads. */
+static void update_blocks(bt_optimizer *o, int threads, double c, bool step, bool zero)
+{
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+#endif
+    for (int b = 0; b < BLOCKS; b++)
+        update_block(o, b, c, step, zero);
+    (void)threads;
+}
+
 /* Why threads: with --threads N the rest of a window runs on N threads, and
  * one thread clipping, stepping and zeroing 4 MB of gradients (hidden 1024)
- * left the others idle for 5-6% of the time. */
+ * left the others idle (OpenMP's spin-wait in a two-thread profile). */
 bt_status bt_optimizer_update(bt_optimizer *o, double theta, int threads, double *norm)
 {
     size_t n = bt_params_total(o->params);
@@ -242,19 +255,12 @@ bt_status bt_optimizer_update(bt_optimizer *o, double theta, int threads, double
     bool ok = isfinite(nrm), sliced = ok && threads > 1 && elementwise(o);
     double c = ok ? clip_factor(nrm, theta) : 1;
     o->steps += ok;
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
-#endif
-    for (int b = 0; b < BLOCKS; b++)
-        update_block(o, b, c, sliced, sliced || !ok);
+    if (!ok || sliced || c != 1) /* clip; step and zero, or zero alone */
+        update_blocks(o, threads, c, sliced, !ok || sliced);
     if (ok && !sliced) { /* one call, then the zeroing */
         o->def->step(o->cfg, o->steps, bt_params_data(o->params), bt_params_grad(o->params),
                      o->state, n);
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
-#endif
-        for (int b = 0; b < BLOCKS; b++)
-            update_block(o, b, 1, false, true);
+        update_blocks(o, threads, 1, false, true);
     }
     return ok ? BT_OK : BT_ERR_NUMERIC;
 }

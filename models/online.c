@@ -96,6 +96,9 @@ static bt_status check_run(const bt_online *o, const bt_sequence *seq, const bt_
                         d->S, d->P, d->B, o->S, o->P, o->B);
     if (!op->accumulate && !op->optimizer)
         return bt_error(err, errlen, BT_ERR_ARG, "online: training needs an optimizer");
+    if (!op->accumulate && bt_optimizer_params(op->optimizer) != o->m->params)
+        return bt_error(err, errlen, BT_ERR_ARG, "online: the optimizer is bound to other "
+                        "parameters than the model's");
     if (op->update_every < 0)
         return bt_error(err, errlen, BT_ERR_ARG, "online: update_every (%d) must be >= 0",
                         op->update_every);
@@ -177,8 +180,6 @@ static void update(bt_online *o, const bt_online_opts *op, bt_unroll_result *res
     bt_params *p = o->m->params;
     memcpy(bt_params_grad(p), o->acc, sizeof(bt_real) * o->P);
     double norm = 0;
-    BT_ASSERT(bt_optimizer_params(op->optimizer) == p,
-              "the optimizer is bound to other parameters than the model's");
     if (bt_optimizer_update(op->optimizer, op->clip, 1, &norm) != BT_OK)
         res->skipped++;
     else {

@@ -33,7 +33,7 @@ typedef struct bt_online_opts {
     /* accumulate: parameters fixed; on return their gradients hold the sum of
      * the estimates, the estimate of dL/dtheta (set, not added to). */
     bool accumulate;
-    bt_optimizer *optimizer;  /* training: required */
+    bt_optimizer *optimizer;  /* training: required, bound to the model's parameters */
     double clip;              /* global-norm theta before each update; <= 0 disables */
     int update_every;         /* training: an update after every N steps (and after the
                                  last step); 0 means once, at the end */

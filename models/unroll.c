@@ -544,8 +544,6 @@ static bt_status optimizer_update(bt_unroller *u, const bt_unroll_opts *opts,
                                   bt_unroll_result *res)
 {
     double norm = 0;
-    BT_ASSERT(bt_optimizer_params(opts->optimizer) == u->m->params,
-              "the optimizer is bound to other parameters than the model's");
     /* on the lanes' threads: the same update, bit for bit, as on one */
     if (bt_optimizer_update(opts->optimizer, opts->clip, bt_unroller_threads(u), &norm) != BT_OK)
         res->skipped++; /* non-finite gradient: no step, as promised by clipping */
@@ -613,6 +611,9 @@ static bt_status check_run(const bt_unroller *u, const bt_sequence *seq,
         return bt_error(err, errlen, BT_ERR_ARG, "unroll: no truncation policy");
     if (!opts->accumulate && !opts->optimizer)
         return bt_error(err, errlen, BT_ERR_ARG, "unroll: training needs an optimizer");
+    if (!opts->accumulate && bt_optimizer_params(opts->optimizer) != u->m->params)
+        return bt_error(err, errlen, BT_ERR_ARG, "unroll: the optimizer is bound to other "
+                        "parameters than the model's");
     return BT_OK;
 }
 

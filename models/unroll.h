@@ -27,7 +27,8 @@ typedef struct bt_unroll_opts {
     void *policy_state;
     uint64_t policy_seed;    /* handed to policy->begin */
     const double *xi;        /* [T] replaces the policy's xi draws (updates still follow xi == 0 cuts) */
-    bt_optimizer *optimizer; /* NULL: accumulate gradients only (bptt grad) */
+    bt_optimizer *optimizer; /* NULL: accumulate gradients only (bptt grad); else
+                                bound to the model's parameters (BT_ERR_ARG if not) */
     double clip;             /* global-norm theta; <= 0 disables */
     /* Every step's loss weighs 1/T of the sequence in both modes, so the
      * gradients of all windows add up to those of L = mean_t l_t, and random

@@ -460,3 +460,38 @@ Test(optim, update_is_the_same_bits_on_any_thread_count)
         bt_params_free(ref);
     }
 }
+
+/* Splitting the step over threads needs the flag, read only from a def whose
+ * size covers it: a probe step writes the size of its call into its
+ * parameters (tests/plugins/bad_plugin.c, PROBE_OPTIM). 5,063 values split
+ * in 64 blocks of 80 (the last 23); 9 values fill one block and leave 63 empty,
+ * which must not be called (the probe aborts on an empty call). */
+Test(optim, only_elementwise_optimizers_are_split)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/probe_optim.so", BT_TEST_PLUGIN_DIR);
+    cr_assert_eq(bt_registry_load(reg, path, err, sizeof err), BT_OK, "%s", err);
+    const struct { const char *name; bool split; } cases[] = {
+        {"probe_each", true}, {"probe_whole", false}, {"probe_old", false}};
+    for (int c = 0; c < 3; c++)
+        for (int big = 0; big < 2; big++) {
+            bt_params *p = big ? big_params() : params_make();
+            size_t n = bt_params_total(p);
+            bt_optimizer *o = optim_make(cases[c].name, p);
+            for (int threads = 1; threads <= 2; threads++) {
+                double norm;
+                for (size_t i = 0; i < n; i++)
+                    bt_params_grad(p)[i] = 1;
+                cr_assert_eq(bt_optimizer_update(o, 0, threads, &norm), BT_OK);
+                bool split = cases[c].split && threads > 1;
+                for (size_t i = 0; i < n; i++) {
+                    double want = !split ? (double)n : !big ? 9 : i < 63 * 80 ? 80 : 23;
+                    cr_assert_eq(bt_params_data(p)[i], want, "%s on %d threads, %zu values: "
+                                 "parameter %zu saw a call of %g", cases[c].name, threads, n,
+                                 i, (double)bt_params_data(p)[i]);
+                }
+            }
+            bt_optimizer_free(o);
+            bt_params_free(p);
+        }
+}

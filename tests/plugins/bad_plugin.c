@@ -30,6 +30,17 @@ UNUSED static void opt_step(void *cfg, uint64_t t, bt_real *p, const bt_real *g,
 {
     (void)cfg, (void)t, (void)p, (void)g, (void)s, (void)n;
 }
+/* Writes how many scalars its call received into each of their parameters,
+ * so a test sees how the host split the step; a call with none aborts. */
+UNUSED static void probe_step(void *cfg, uint64_t t, bt_real *p, const bt_real *g,
+                              bt_real *const *s, size_t n)
+{
+    (void)cfg, (void)t, (void)g, (void)s;
+    if (n == 0)
+        abort();
+    for (size_t i = 0; i < n; i++)
+        p[i] = (bt_real)n;
+}
 UNUSED static const char *opt_describe(void *cfg, char *buf, size_t len)
 {
     (void)cfg;
@@ -271,6 +282,16 @@ UNUSED static int test_init(const bt_host *host, bt_registrar *reg, char *err, s
     o.def.doc = "not this plugin's doc";
     c.def.size = offsetof(bt_cell_def, doc);
     return host->register_optimizer(reg, &o.def) || host->register_cell(reg, &c.def);
+#elif defined(VARIANT_PROBE_OPTIM)
+    /* ABI 2.5 flags (tests/test_optim.c): the same step elementwise, not, and
+     * flagged in a def sized for ABI 2.4, whose flags the host must not read. */
+    static bt_optimizer_def each = OPT("probe_each"), whole = OPT("probe_whole"),
+                            old = OPT("probe_old");
+    each.step = whole.step = old.step = probe_step;
+    each.flags = old.flags = BT_OPTIMIZER_ELEMENTWISE;
+    old.size = offsetof(bt_optimizer_def, flags);
+    return host->register_optimizer(reg, &each) || host->register_optimizer(reg, &whole) ||
+           host->register_optimizer(reg, &old);
 #elif defined(VARIANT_DOC)
     /* ABI 2.1 defs with a description. */
     static const bt_policy_def p = {sizeof p, "doc_policy", "", pol_create, opt_destroy,
