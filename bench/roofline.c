@@ -101,10 +101,6 @@ static shape shape_of(const char *name, bool ta, bool tb, int m, int n, int k, b
 static int add_wgrad(shape *s, int ns, const char *name, const char *rest, int K, int N, int rows,
                      int step_rows)
 {
-    if (!bt_wgrad_batched((size_t)K, (size_t)N)) { /* small: one product per step (wgrad.h) */
-        s[ns++] = shape_of(name, true, false, K, N, step_rows, 1, rows / step_rows);
-        return ns;
-    }
     /* Each step defers step_rows rows; a group runs at the first full count
      * (the library's own rule, framework/wgrad.h). */
     int chunk = step_rows;

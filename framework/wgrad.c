@@ -3,14 +3,12 @@
  *
  * Weight gradients in batches: a weight W used at every step of a window gets
  * dW += A_t^T D_t once per step, each a thin GEMM. The products of one weight
- * wait in a group and run as one GEMM over their stacked rows (in the order
- * they came: the sweep's newest step first, as per-step accumulation would
- * add them) at the end of the sweep, or earlier once the group is full
- * (bt_wgrad_group_full, wgrad.h), so long windows keep a bounded number of
- * gradients alive and their stacks in cache. Only weights (tensors marked
+ * wait in a group and run as one GEMM over their stacked rows (oldest first, the
+ * order per-step accumulation would use) at the end of the sweep, or earlier
+ * once the group is full (bt_wgrad_group_full, wgrad.h), so long windows
+ * keep a bounded number of gradients alive and their stacks in cache. Only weights (tensors marked
  * param by bt_params_add) wait: their gradients are read after backward,
- * never during it; and only weights too large to stay in cache from one
- * product to the next (bt_wgrad_batched, wgrad.h).
+ * never during it.
  *
  * The pool: a node's output gradient is dead once its backward has run and no
  * waiting product reads it; it goes to a free list by byte size, and the next
@@ -246,8 +244,7 @@ void bt_wgrad_add(bt_graph *g, bt_tensor *w, const bt_real *a, const bt_real *d,
     BT_ASSERT(w->ndim == 2 && w->grad && m > 0, "weight gradient of %s for %d rows",
               w->name ? w->name : "a tensor", m);
     /* Without memory to wait, the product now is just as correct. */
-    if (!w->param || !bt_wgrad_batched((size_t)w->shape[0], (size_t)w->shape[1]) ||
-        !defer(wg, w, a, d, m))
+    if (!w->param || !defer(wg, w, a, d, m))
         gemm_now(w, a, d, m);
 }
 

@@ -30,22 +30,9 @@ static inline bool bt_wgrad_group_full(size_t rows, size_t width)
            (rows >= BT_WGRAD_MIN_ROWS && values >= BT_WGRAD_CACHE_VALUES);
 }
 
-/* Weights of at most this many values (128 KB in float) get their per-step
- * products at once, not batched: their dW stays in a core's L2 from one
- * product to the next, and stacking the operands cost more than it saved
- * (dW [H,28], the output layer's: 35 products 1.5x faster than copying them
- * into a stack and one GEMM at H = 256-1024; [128,128] 1.2x; [256,256] even;
- * [512,512] 1.1-1.3x slower; OpenBLAS SkylakeX, microbenchmark). */
-#define BT_WGRAD_BATCH_MIN_VALUES 32768
-
-static inline bool bt_wgrad_batched(size_t k, size_t n)
-{
-    return k * n > BT_WGRAD_BATCH_MIN_VALUES;
-}
-
 /* dW[K,N] += A[M,K]^T D[M,N], called from an op's backward. For a weight
- * (w->param) larger than BT_WGRAD_BATCH_MIN_VALUES the product waits and runs
- * with the sweep's other products of w as one GEMM over their stacked rows; a and d must stay valid until backward
+ * (w->param) the product waits and runs with the sweep's other products of w
+ * as one GEMM over their stacked rows; a and d must stay valid until backward
  * returns (arena memory, or the running node's output gradient, which is kept
  * for it). Any other w gets the product at once. */
 void bt_wgrad_add(bt_graph *g, bt_tensor *w, const bt_real *a, const bt_real *d, int m);

@@ -12,7 +12,6 @@
 
 #include "bptt_op.h"
 #include "check.h"
-#include "wgrad.h"
 
 Test(tape, fan_out_accumulates)
 {
@@ -406,7 +405,7 @@ static bt_tensor *probe(bt_graph *g, bt_tensor *w)
     return out;
 }
 
-/* loss = sum(probe(W)) + sum(x W), x [2,3], W [3,N]. The probe is recorded
+/* loss = sum(probe(W)) + sum(x W), x [2,3], W [3,2]. The probe is recorded
  * first, so its backward runs after matmul's: it sees dW[0][0] = x00 + x10 if
  * matmul added its product at once, 0 if the product waits for the end of
  * the sweep. Returns what the probe saw; W->grad holds the final gradient. */
@@ -422,43 +421,31 @@ static bt_real grad_seen_after_matmul(bt_tensor *w)
     return probe_seen;
 }
 
-/* W [3,N]: dW[k][j] = sum_i x[i][k] from the product (5, 7, 9 by k), + 1 from the probe. */
-static void expect_probe_grad(const bt_tensor *w, int n)
-{
-    for (int k = 0; k < 3; k++)
-        for (int j = 0; j < n; j++)
-            cr_expect_eq(w->grad[k * n + j], 1 + 5 + 2 * k, "dW[%d][%d] = %g", k, j,
-                         (double)w->grad[k * n + j]);
-}
-
 Test(tape, only_parameters_have_their_weight_gradient_batched)
 {
+    /* dW[k][j] = sum_i x[i][k] from the product, + 1 from the probe. */
+    const bt_real want[6] = {1 + 5, 1 + 5, 1 + 7, 1 + 7, 1 + 9, 1 + 9};
     bt_tensor *leaf = test_tensor2(3, 2, true); /* a leaf, but not a parameter */
     cr_expect_eq(leaf->param, false);
     cr_expect_eq(grad_seen_after_matmul(leaf), 5, "a plain leaf's product must run at once");
-    expect_probe_grad(leaf, 2);
-    bt_tensor_free(leaf);
 
-    /* 36,000 values, above BT_WGRAD_BATCH_MIN_VALUES: batched */
-    enum { BIG = 12000 };
-    _Static_assert(3 * BIG > BT_WGRAD_BATCH_MIN_VALUES, "W [3,BIG] is batched");
     bt_params *p = bt_params_new();
-    bt_tensor *w = bt_params_add(p, "W", 2, (int[]){3, BIG});
-    bt_tensor *small = bt_params_add(p, "S", 2, (int[]){3, 2});
+    bt_tensor *w = bt_params_add(p, "W", 2, (int[]){3, 2});
     cr_assert_eq(bt_params_finalize(p), BT_OK, "%s", bt_params_error(p));
     cr_expect_eq(w->param, true, "bt_params_add marks its tensors");
     cr_expect_eq(grad_seen_after_matmul(w), 0, "a parameter's product waits for the sweep's end");
-    expect_probe_grad(w, BIG);
-    /* small enough to stay in cache: each product at once (wgrad.h) */
-    cr_expect_eq(grad_seen_after_matmul(small), 5, "a small parameter's product runs at once");
-    expect_probe_grad(small, 2);
+    for (int i = 0; i < 6; i++) {
+        cr_expect_eq(leaf->grad[i], want[i], "leaf dW[%d] = %g", i, (double)leaf->grad[i]);
+        cr_expect_eq(w->grad[i], want[i], "param dW[%d] = %g", i, (double)w->grad[i]);
+    }
+    bt_tensor_free(leaf);
     bt_params_free(p);
 }
 
 /* dW of y = sum_s x_s W backward from dy is sum_s x_s^T dy, whatever chunks
- * the sweep's batched products (framework/wgrad.c) split it into: none (a
- * weight small enough for a product per step), one GEMM, at the cache bound
- * (1,280 rows of 256 + 256), at the memory bound before the row floor ([1536, 1024]: 832 rows, then 128). Checked against
+ * the sweep's batched products (framework/wgrad.c) split it into: one GEMM
+ * (small), at the cache bound (1,280 rows of 256 + 256), at the memory bound
+ * before the row floor ([1536, 1024]: 832 rows, then 128). Checked against
  * double sums along two random vectors (Freivalds): dW v and u^T dW, so a
  * chunk lost, doubled or overwritten shows. */
 static void check_chunked_wgrad(int K, int N, int B, int S)
@@ -530,8 +517,7 @@ static void check_chunked_wgrad(int K, int N, int B, int S)
 
 Test(tape, weight_gradients_of_long_sweeps_sum_every_chunk)
 {
-    check_chunked_wgrad(64, 48, 32, 10);    /* 3,072 values: a product per step, none batched */
-    check_chunked_wgrad(192, 192, 32, 10);  /* 320 rows: one GEMM */
+    check_chunked_wgrad(64, 48, 32, 10);    /* 320 rows: one GEMM */
     check_chunked_wgrad(256, 256, 32, 40);  /* 1,280 rows: 1,024 at the cache bound, then 256 */
     check_chunked_wgrad(1536, 1024, 32, 30); /* 960 rows: 832 at the memory bound, then 128 */
 }
