@@ -319,9 +319,10 @@ Test(plugins, load_dir_reports_every_error_and_loads_the_rest, .timeout = 120)
     cr_expect_null(bt_registry_optimizer(reg, "staged_opt"));
     cr_expect_not_null(bt_registry_cell(reg, "big_cell"));
     /* dupopt, good_mixed's four, big_cell, good_def_2_0's two, doc_policy, the
-     * 15 cells of bad_cell.c (they misbehave only when used) and str_describe's
-     * optimizer and policy. */
-    cr_expect_eq(bt_registry_count(reg), 26);
+     * 15 cells of bad_cell.c (they misbehave only when used), str_describe's
+     * optimizer and policy, and probe_optim's three optimizers. */
+    cr_expect_eq(bt_registry_count(reg), 29);
+    cr_expect_not_null(bt_registry_optimizer(reg, "probe_old"));
 }
 
 Test(plugins, load_dir_missing_folder)
