@@ -188,7 +188,9 @@ static double clip_factor(double nrm, double theta)
 
 static void scale(bt_real *g, size_t n, double c)
 {
-    for (size_t i = 0; i < n && c != 1; i++)
+    if (c == 1)
+        return;
+    for (size_t i = 0; i < n; i++)
         g[i] = (bt_real)((double)g[i] * c);
 }
 
@@ -223,7 +225,7 @@ static void update_block(bt_optimizer *o, int b, double c, bool step, bool zero)
     bt_real *g = bt_params_grad(o->params) + lo;
     scale(g, hi - lo, c);
     if (step) {
-        bt_real *st[16]; /* n_state <= 16: the registry refuses more */
+        bt_real *st[BT_OPTIMIZER_MAX_STATE]; /* the registry refuses more */
         for (int i = 0; i < o->def->n_state; i++)
             st[i] = o->state[i] + lo;
         o->def->step(o->cfg, o->steps, bt_params_data(o->params) + lo, g, st, hi - lo);

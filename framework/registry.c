@@ -449,7 +449,8 @@ static def_facts optimizer_facts(const void *def)
     return (def_facts){
         !d->create ? BT_MISSING(create) : !d->destroy ? BT_MISSING(destroy)
         : !d->step ? BT_MISSING(step) : !d->describe ? BT_MISSING(describe)
-        : (d->n_state < 0 || d->n_state > 16) ? "asks for a number of state buffers outside 0 to 16"
+        : (d->n_state < 0 || d->n_state > BT_OPTIMIZER_MAX_STATE)
+            ? "asks for a number of state buffers outside 0 to 16"
         : NULL,
         BT_FIELD_IF_COVERED(d, bt_optimizer_def, doc)};
 }

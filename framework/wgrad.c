@@ -3,10 +3,11 @@
  *
  * Weight gradients in batches: a weight W used at every step of a window gets
  * dW += A_t^T D_t once per step, each a thin GEMM. The products of one weight
- * wait in a group and run as one GEMM over their stacked rows (oldest first, the
- * order per-step accumulation would use) at the end of the sweep, or earlier
- * once the group is full (bt_wgrad_group_full, wgrad.h), so long windows
- * keep a bounded number of gradients alive and their stacks in cache. Only weights (tensors marked
+ * wait in a group and run as one GEMM over their stacked rows (in the order
+ * they came: the sweep's newest step first, as per-step accumulation would
+ * add them) at the end of the sweep, or earlier once the group is full
+ * (bt_wgrad_group_full, wgrad.h), so long windows keep a bounded number of
+ * gradients alive and their stacks in cache. Only weights (tensors marked
  * param by bt_params_add) wait: their gradients are read after backward,
  * never during it.
  *
@@ -39,7 +40,7 @@ typedef struct product {
 } product;
 _Static_assert(sizeof(product) <= 64, "a product with its hold fits one 64-byte arena block");
 
-/* The waiting products of one weight, newest first. */
+/* The waiting products of one weight, last added (the oldest step) first. */
 typedef struct group {
     bt_tensor *w;
     product *head;
@@ -176,7 +177,7 @@ static void flush_group(bt_wgrad *wg, group *grp)
     if (several && stack_room(wg, grp->rows * (k + n))) {
         bt_real *a = wg->stack, *d = wg->stack + grp->rows * k;
         size_t at = grp->rows;
-        for (product *p = grp->head; p; p = p->next) { /* newest first: fill bottom up */
+        for (product *p = grp->head; p; p = p->next) { /* oldest step first: fill bottom up */
             BT_ASSERT(at >= (size_t)p->m, "group of %s holds more rows than counted",
                       w->name ? w->name : "a weight");
             at -= (size_t)p->m;
