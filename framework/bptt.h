@@ -141,6 +141,12 @@ BT_API void bt_graph_reset(bt_graph *g);
  * while the parameters stay as they are (a checkpointed window's forward pass
  * without a tape). After a parameter changes, call bt_graph_reset. */
 BT_API void bt_graph_rewind(bt_graph *g);
+/* A hint: the graph is about to run `steps` steps of a recurrent cell (until
+ * the next reset or rewind). Ops that run once per step may then place their
+ * outputs side by side (bt_op_output_lane), in a block the arena gives at the
+ * first step, which the weight gradients read without copying. Results are the
+ * same with or without it. */
+BT_API void bt_graph_plan_steps(bt_graph *g, int steps);
 /* With grad disabled, ops compute their outputs but record nothing. */
 BT_API void bt_graph_set_grad(bt_graph *g, bool enabled);
 BT_API bool bt_graph_grad_enabled(const bt_graph *g);

@@ -67,6 +67,12 @@ BT_API bt_real *bt_graph_grad_of(bt_graph *g, bt_tensor *t);
 BT_API bt_real *bt_node_tangent(bt_node *n);
 /* An op's output tensor in the graph's arena (data not zeroed). */
 BT_API bt_tensor *bt_op_output(bt_graph *g, int ndim, const int *shape);
+/* bt_op_output for an op that runs once per step on the same recurrent weight
+ * (key): within the steps planned by bt_graph_plan_steps, its outputs lie side
+ * by side in one block, in step order, so batched weight gradients that read
+ * them read them in place. Anything else (nothing planned, the lane full, a
+ * different size) gets an ordinary output: the place changes, not the result. */
+BT_API bt_tensor *bt_op_output_lane(bt_graph *g, int ndim, const int *shape, const void *key);
 /* Scratch memory in the graph's arena, alive until bt_graph_reset. */
 BT_API void *bt_op_scratch(bt_graph *g, size_t bytes);
 

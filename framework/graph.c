@@ -20,12 +20,27 @@ typedef struct tape_node {
     bt_real *tangent; /* its output's tangent buffer, kept across forward-mode sweeps */
 } tape_node;
 
+/* The outputs of one recurrent op (key: its recurrent weight) for the steps
+ * the unroller planned, side by side in one block of the arena, so that the
+ * batched weight gradients read them in place (wgrad.c) instead of stacking
+ * a copy. */
+#define MAX_LANES 4
+typedef struct lane {
+    const void *key;
+    bt_real *base;
+    size_t slot; /* values per output */
+    int used;
+} lane;
+
 struct bt_graph {
     bt_arena *arena;
     bt_wgrad *wgrad;
     bt_packs *packs;         /* weights packed for this window's products, or NULL */
     tape_node *first, *last; /* oldest and newest node; ->prev walks back in time */
     tape_node *jvp_running;  /* the node whose tangent rule runs, inside bt_jvp */
+    int planned_steps;       /* bt_graph_plan_steps since the last rewind, or 0 */
+    lane lanes[MAX_LANES];
+    int n_lanes;
     size_t n_nodes;
     bool grad_enabled;
     bt_status status;
@@ -67,6 +82,8 @@ void bt_graph_rewind(bt_graph *g)
     bt_wgrad_reset(g->wgrad);
     g->first = g->last = NULL;
     g->n_nodes = 0;
+    g->planned_steps = 0;
+    g->n_lanes = 0;
     bt_graph_clear_error(g);
 }
 
@@ -103,7 +120,8 @@ bt_status bt_graph_fail(bt_graph *g, bt_status s, const char *fmt, ...)
 
 /* ---- tensors in the arena ------------------------------------------------------ */
 
-static bt_tensor *tensor_in_arena(bt_graph *g, int ndim, const int *shape, bool zero)
+/* in_lane: the data's place when a lane gave one (its size checked by the caller). */
+static bt_tensor *tensor_at(bt_graph *g, int ndim, const int *shape, bool zero, bt_real *in_lane)
 {
     size_t size;
     char why[BT_ERRMSG_LEN];
@@ -113,7 +131,8 @@ static bt_tensor *tensor_in_arena(bt_graph *g, int ndim, const int *shape, bool 
         return NULL;
     }
     bt_tensor *t = bt_arena_alloc(g->arena, sizeof *t);
-    bt_real *data = t ? (zero ? bt_arena_calloc : bt_arena_alloc)(g->arena, size * sizeof(bt_real)) : NULL;
+    bt_real *data = !t ? NULL : in_lane ? in_lane : zero ? bt_arena_calloc(g->arena, size * sizeof(bt_real))
+                                                   : bt_arena_alloc(g->arena, size * sizeof(bt_real));
     if (!data) {
         bt_graph_fail(g, BT_ERR_NOMEM, "out of memory for a tensor of %zu values", size);
         return NULL;
@@ -125,6 +144,11 @@ static bt_tensor *tensor_in_arena(bt_graph *g, int ndim, const int *shape, bool 
     t->size = size;
     t->data = data;
     return t;
+}
+
+static bt_tensor *tensor_in_arena(bt_graph *g, int ndim, const int *shape, bool zero)
+{
+    return tensor_at(g, ndim, shape, zero, NULL);
 }
 
 bt_tensor *bt_graph_tensor(bt_graph *g, int ndim, const int *shape)
@@ -149,6 +173,49 @@ bt_tensor *bt_graph_input(bt_graph *g, int ndim, const int *shape, const bt_real
 bt_tensor *bt_op_output(bt_graph *g, int ndim, const int *shape)
 {
     return tensor_in_arena(g, ndim, shape, false);
+}
+
+/* ---- lanes: one recurrent op's outputs side by side ------------------------------ */
+
+void bt_graph_plan_steps(bt_graph *g, int steps)
+{
+    g->planned_steps = steps;
+    g->n_lanes = 0;
+}
+
+/* The next free slot of size values in key's lane (made, planned_steps slots
+ * long, on key's first output); NULL when nothing was planned, the lane is
+ * full or holds another size, there are MAX_LANES lanes already, or the arena
+ * has no room for one (then the output goes where any other would). */
+static bt_real *lane_slot(bt_graph *g, const void *key, size_t size)
+{
+    if (g->planned_steps < 2 || size == 0)
+        return NULL;
+    lane *l = NULL;
+    for (int i = 0; i < g->n_lanes && !l; i++)
+        if (g->lanes[i].key == key)
+            l = &g->lanes[i];
+    if (!l) {
+        bt_real *base = g->n_lanes < MAX_LANES
+                            ? bt_arena_alloc(g->arena, sizeof(bt_real) * size * (size_t)g->planned_steps)
+                            : NULL;
+        if (!base)
+            return NULL;
+        l = &g->lanes[g->n_lanes++];
+        *l = (lane){.key = key, .base = base, .slot = size, .used = 0};
+    }
+    if (l->slot != size || l->used == g->planned_steps)
+        return NULL;
+    return l->base + size * (size_t)l->used++;
+}
+
+bt_tensor *bt_op_output_lane(bt_graph *g, int ndim, const int *shape, const void *key)
+{
+    size_t size;
+    char why[BT_ERRMSG_LEN];
+    if (bt_shape_size(ndim, shape, &size, why, sizeof why) != BT_OK)
+        return tensor_in_arena(g, ndim, shape, false); /* which reports it */
+    return tensor_at(g, ndim, shape, false, lane_slot(g, key, size));
 }
 
 void *bt_op_scratch(bt_graph *g, size_t bytes)

@@ -3,13 +3,15 @@
  *
  * Weight gradients in batches: a weight W used at every step of a window gets
  * dW += A_t^T D_t once per step, each a thin GEMM. The products of one weight
- * wait in a group and run as one GEMM over their stacked rows (in the order
- * they came: the sweep's newest step first, as per-step accumulation would
- * add them) at the end of the sweep, or earlier once the group is full
+ * wait in a group and run as one GEMM over their stacked rows (oldest step
+ * first, the order of a lane: see below) at the end of the sweep, or earlier
+ * once the group is full
  * (bt_wgrad_group_full, wgrad.h), so long windows keep a bounded number of
  * gradients alive and their stacks in cache. Only weights (tensors marked
  * param by bt_params_add) wait: their gradients are read after backward,
- * never during it.
+ * never during it. Stacking copies the rows, except where they already lie
+ * side by side in step order: a recurrent op's outputs within the steps the
+ * unroller planned (bt_op_output_lane), which the GEMM then reads in place.
  *
  * The pool: a node's output gradient is dead once its backward has run and no
  * waiting product reads it; it goes to a free list by byte size, and the next
@@ -34,7 +36,7 @@ typedef struct product {
     const bt_real *a, *d; /* [m,K], [m,N] */
     int m;
     hold *h;              /* on the gradient of the node that deferred it */
-    struct product *next; /* older */
+    struct product *next; /* added before it: the next newer step */
     hold own;             /* that hold, in the node's first product (the arena's
                              64-byte blocks have room for it anyway) */
 } product;
@@ -167,6 +169,27 @@ static bool stack_room(bt_wgrad *wg, size_t values)
     return true;
 }
 
+/* One operand of a group's products (the a rows when `a`, else the d rows;
+ * width values each), oldest step first: read in place where consecutive
+ * products' rows already lie side by side (an op's outputs in a lane,
+ * bt_op_output_lane), else copied into dst. */
+static const bt_real *stacked(const product *head, bool a, size_t width, size_t rows,
+                              bt_real *dst)
+{
+    bool side_by_side = true;
+    for (const product *p = head; p->next && side_by_side; p = p->next)
+        side_by_side = (a ? p->a : p->d) + (size_t)p->m * width == (a ? p->next->a : p->next->d);
+    if (side_by_side)
+        return a ? head->a : head->d;
+    size_t at = 0;
+    for (const product *p = head; p; p = p->next) {
+        memcpy(dst + at * width, a ? p->a : p->d, sizeof(bt_real) * (size_t)p->m * width);
+        at += (size_t)p->m;
+    }
+    BT_ASSERT(at == rows, "a group counted %zu rows and stacked %zu", rows, at);
+    return dst;
+}
+
 /* Runs one group's products as a single GEMM over the stacked rows, then lets
  * go of the gradients they read. */
 static void flush_group(bt_wgrad *wg, group *grp)
@@ -175,17 +198,8 @@ static void flush_group(bt_wgrad *wg, group *grp)
     size_t k = (size_t)w->shape[0], n = (size_t)w->shape[1];
     bool several = grp->head && grp->head->next;
     if (several && stack_room(wg, grp->rows * (k + n))) {
-        bt_real *a = wg->stack, *d = wg->stack + grp->rows * k;
-        size_t at = grp->rows;
-        for (product *p = grp->head; p; p = p->next) { /* oldest step first: fill bottom up */
-            BT_ASSERT(at >= (size_t)p->m, "group of %s holds more rows than counted",
-                      w->name ? w->name : "a weight");
-            at -= (size_t)p->m;
-            memcpy(a + at * k, p->a, sizeof(bt_real) * (size_t)p->m * k);
-            memcpy(d + at * n, p->d, sizeof(bt_real) * (size_t)p->m * n);
-        }
-        BT_ASSERT(at == 0, "group of %s counted %zu rows, stacked %zu",
-                  w->name ? w->name : "a weight", grp->rows, grp->rows - at);
+        const bt_real *a = stacked(grp->head, true, k, grp->rows, wg->stack);
+        const bt_real *d = stacked(grp->head, false, n, grp->rows, wg->stack + grp->rows * k);
         gemm_now(w, a, d, (int)grp->rows);
     } else { /* one product, or no memory to stack: each as it is (same sum) */
         for (product *p = grp->head; p; p = p->next)

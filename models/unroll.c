@@ -385,6 +385,7 @@ static bt_status run_segment(bt_unroller *u, const bt_sequence *seq, const segme
 {
     bt_graph *g = u->g;
     (sg->rewind ? bt_graph_rewind : bt_graph_reset)(g);
+    bt_graph_plan_steps(g, (int)(sg->b - sg->a + 1)); /* states side by side for wgrad */
     bt_tensor *state[BT_MAX_STATES], *leaves[BT_MAX_STATES], *total = NULL;
     segment_leaves(u, sg, state, leaves);
     bt_status st = segment_forward(u, seq, sg, opts, res, state, &total, err, errlen);

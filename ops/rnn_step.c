@@ -159,7 +159,7 @@ bt_tensor *bt_rnn_tanh_step(bt_graph *g, bt_tensor *w_x, const int32_t *ids, bt_
             return NULL;
         memcpy(copy, ids, sizeof(int32_t) * (size_t)B);
     }
-    bt_tensor *out = bt_op_output(g, 2, (int[]){B, H});
+    bt_tensor *out = bt_op_output_lane(g, 2, (int[]){B, H}, w_hh); /* h_t beside h_{t-1} */
     if (!out)
         return NULL;
     bt_node *n = bt_graph_record(g, &op_rnn_step, out, in, n_in);

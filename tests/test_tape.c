@@ -447,8 +447,11 @@ Test(tape, only_parameters_have_their_weight_gradient_batched)
  * (small), at the cache bound (1,280 rows of 256 + 256), at the memory bound
  * before the row floor ([1536, 1024]: 832 rows, then 128). Checked against
  * double sums along two random vectors (Freivalds): dW v and u^T dW, so a
- * chunk lost, doubled or overwritten shows. */
-static void check_chunked_wgrad(int K, int N, int B, int S)
+ * chunk lost, doubled or overwritten shows. With `lane`, the steps' inputs
+ * are placed side by side (bt_op_output_lane), as a recurrent op's outputs
+ * are, so the products read them in place; lane 2 leaves the first step's
+ * input outside (a window's start state), so the group holding it copies. */
+static void check_chunked_wgrad(int K, int N, int B, int S, int lane)
 {
     bt_rng r;
     bt_rng_seed(&r, (uint64_t)(K + N + S));
@@ -466,9 +469,22 @@ static void check_chunked_wgrad(int K, int N, int B, int S)
     for (int i = 0; i < K + N; i++)
         u[i] = bt_rng_uniform(&r) - 0.5; /* u [K] then v [N] */
     bt_graph *g = bt_graph_new();
-    bt_tensor *y = NULL;
+    bt_tensor *y = NULL, *prev = NULL;
+    if (lane)
+        bt_graph_plan_steps(g, S);
     for (int s = 0; s < S; s++) {
-        bt_tensor *xw = bt_matmul(g, bt_graph_input(g, 2, (int[]){B, K}, x + (size_t)s * B * K), w);
+        const bt_real *xs = x + (size_t)s * B * K;
+        bt_tensor *in = lane && !(lane == 2 && s == 0)
+                            ? bt_op_output_lane(g, 2, (int[]){B, K}, w)
+                            : bt_graph_input(g, 2, (int[]){B, K}, xs);
+        cr_assert(in, "step %d's input", s);
+        if (in->data != xs)
+            memcpy(in->data, xs, sizeof(bt_real) * (size_t)B * K);
+        if (lane && prev && (lane == 1 || s > 1))
+            cr_assert_eq(in->data, prev->data + (size_t)B * K, "step %d's input is not beside step %d's",
+                         s, s - 1);
+        prev = in;
+        bt_tensor *xw = bt_matmul(g, in, w);
         y = y ? bt_add(g, y, xw) : xw;
     }
     cr_assert_eq(bt_backward_from(g, y, dy), BT_OK, "%s", bt_graph_error(g));
@@ -506,8 +522,8 @@ static void check_chunked_wgrad(int K, int N, int B, int S)
         scale = fmax(scale, fabs(want_u[j]));
     }
     double tol = BT_REAL_DOUBLE ? 1e-12 : 1e-5;
-    cr_expect_leq(worst / scale, tol, "W [%d,%d], %d steps of %d rows: dW off by %.3g of %.3g", K, N, S, B,
-                  worst, scale);
+    cr_expect_leq(worst / scale, tol, "W [%d,%d], %d steps of %d rows (lane %d): dW off by %.3g of %.3g",
+                  K, N, S, B, lane, worst, scale);
     bt_graph_free(g);
     bt_params_free(p);
     free(x);
@@ -517,9 +533,11 @@ static void check_chunked_wgrad(int K, int N, int B, int S)
 
 Test(tape, weight_gradients_of_long_sweeps_sum_every_chunk)
 {
-    check_chunked_wgrad(64, 48, 32, 10);    /* 320 rows: one GEMM */
-    check_chunked_wgrad(256, 256, 32, 40);  /* 1,280 rows: 1,024 at the cache bound, then 256 */
-    check_chunked_wgrad(1536, 1024, 32, 30); /* 960 rows: 832 at the memory bound, then 128 */
+    for (int lane = 0; lane <= 2; lane++) {
+        check_chunked_wgrad(64, 48, 32, 10, lane);     /* 320 rows: one GEMM */
+        check_chunked_wgrad(256, 256, 32, 40, lane);   /* 1,280 rows: 1,024 at the cache bound, then 256 */
+        check_chunked_wgrad(1536, 1024, 32, 30, lane); /* 960 rows: 832 at the memory bound, then 128 */
+    }
 }
 
 /* ---- weight products (framework/packed.c) ------------------------------------ */
