@@ -47,6 +47,11 @@ typedef struct group {
     bt_tensor *w;
     product *head;
     size_t rows;
+    /* Where ops write the d rows of w's products (bt_wgrad_slot), filled from
+     * the top down as the sweep goes back in time, so that they lie oldest
+     * step first, side by side. Heap, kept with this slot of the array. */
+    bt_real *region;
+    size_t region_values;
 } group;
 
 struct bt_wgrad {
@@ -73,6 +78,8 @@ void bt_wgrad_free(bt_wgrad *wg)
 {
     if (!wg)
         return;
+    for (int i = 0; i < wg->cap_groups; i++)
+        bt_free(wg->groups[i].region);
     bt_free(wg->groups);
     bt_free(wg->stack);
     bt_free(wg);
@@ -173,13 +180,18 @@ static bool stack_room(bt_wgrad *wg, size_t values)
  * width values each), oldest step first: read in place where consecutive
  * products' rows already lie side by side (an op's outputs in a lane,
  * bt_op_output_lane), else copied into dst. */
+static bool side_by_side(const product *head, bool a, size_t width)
+{
+    for (const product *p = head; p && p->next; p = p->next)
+        if ((a ? p->a : p->d) + (size_t)p->m * width != (a ? p->next->a : p->next->d))
+            return false;
+    return true;
+}
+
 static const bt_real *stacked(const product *head, bool a, size_t width, size_t rows,
                               bt_real *dst)
 {
-    bool side_by_side = true;
-    for (const product *p = head; p->next && side_by_side; p = p->next)
-        side_by_side = (a ? p->a : p->d) + (size_t)p->m * width == (a ? p->next->a : p->next->d);
-    if (side_by_side)
+    if (side_by_side(head, a, width))
         return a ? head->a : head->d;
     size_t at = 0;
     for (const product *p = head; p; p = p->next) {
@@ -197,16 +209,20 @@ static void flush_group(bt_wgrad *wg, group *grp)
     bt_tensor *w = grp->w;
     size_t k = (size_t)w->shape[0], n = (size_t)w->shape[1];
     bool several = grp->head && grp->head->next;
-    if (several && stack_room(wg, grp->rows * (k + n))) {
+    size_t copied = (side_by_side(grp->head, true, k) ? 0 : k) +
+                    (side_by_side(grp->head, false, n) ? 0 : n);
+    if (several && stack_room(wg, grp->rows * copied)) {
         const bt_real *a = stacked(grp->head, true, k, grp->rows, wg->stack);
-        const bt_real *d = stacked(grp->head, false, n, grp->rows, wg->stack + grp->rows * k);
+        const bt_real *d = stacked(grp->head, false, n, grp->rows,
+                                   a == wg->stack ? wg->stack + grp->rows * k : wg->stack);
         gemm_now(w, a, d, (int)grp->rows);
     } else { /* one product, or no memory to stack: each as it is (same sum) */
         for (product *p = grp->head; p; p = p->next)
             gemm_now(w, p->a, p->d, p->m);
     }
     for (product *p = grp->head; p; p = p->next) {
-        unhold(wg, p->h);
+        if (p->h) /* none for d rows in the region */
+            unhold(wg, p->h);
         wg->waiting--;
     }
     grp->head = NULL;
@@ -224,11 +240,49 @@ static group *group_of(bt_wgrad *wg, bt_tensor *w)
         group *grown = bt_realloc(wg->groups, sizeof *grown * (size_t)cap);
         if (!grown)
             return NULL;
+        memset(grown + wg->cap_groups, 0, sizeof *grown * (size_t)(cap - wg->cap_groups));
         wg->groups = grown;
         wg->cap_groups = cap;
     }
-    wg->groups[wg->n_groups] = (group){w, NULL, 0};
-    return &wg->groups[wg->n_groups++];
+    group *grp = &wg->groups[wg->n_groups++];
+    grp->w = w, grp->head = NULL, grp->rows = 0; /* its region stays for the next weight here */
+    return grp;
+}
+
+static bool in_region(const group *grp, const bt_real *d)
+{
+    return grp->region && d >= grp->region && d < grp->region + grp->region_values;
+}
+
+/* The most rows a group of this width holds: it runs at the first product
+ * that makes it full, which has m rows. */
+static size_t most_rows(size_t width, size_t m)
+{
+    size_t by_memory = (BT_WGRAD_FLUSH_VALUES + width - 1) / width;
+    size_t by_cache = (BT_WGRAD_CACHE_VALUES + width - 1) / width;
+    if (by_cache < BT_WGRAD_MIN_ROWS)
+        by_cache = BT_WGRAD_MIN_ROWS;
+    return (by_memory < by_cache ? by_memory : by_cache) - 1 + m;
+}
+
+bt_real *bt_wgrad_slot(bt_graph *g, bt_tensor *w, int m)
+{
+    bt_wgrad *wg = bt_graph_wgrad(g);
+    group *grp = w->param && w->ndim == 2 && m > 0 && wg->running ? group_of(wg, w) : NULL;
+    if (!grp)
+        return NULL;
+    size_t n = (size_t)w->shape[1], need = n * most_rows((size_t)w->shape[0] + n, (size_t)m);
+    if (grp->region_values < need && grp->rows == 0) { /* none of its rows is waiting there */
+        bt_real *r = bt_realloc(grp->region, sizeof(bt_real) * need);
+        if (!r)
+            return NULL;
+        grp->region = r;
+        grp->region_values = need;
+    }
+    size_t top = grp->region_values / n; /* rows; fixed while the group waits */
+    if (grp->rows + (size_t)m > top)
+        return NULL;
+    return grp->region + (top - grp->rows - (size_t)m) * n;
 }
 
 /* Queues the product in w's group; false (nothing queued) without memory. */
@@ -238,12 +292,16 @@ static bool defer(bt_wgrad *wg, bt_tensor *w, const bt_real *a, const bt_real *d
     product *p = grp ? bt_arena_alloc(wg->arena, sizeof *p) : NULL;
     if (!p)
         return false;
-    if (!wg->held) {
-        p->own = (hold){wg->running->out, 1}; /* 1: the running backward */
-        wg->held = &p->own;
+    p->h = NULL; /* d in w's region: no gradient to hold */
+    if (!in_region(grp, d)) {
+        if (!wg->held) {
+            p->own = (hold){wg->running->out, 1}; /* 1: the running backward */
+            wg->held = &p->own;
+        }
+        wg->held->readers++;
+        p->h = wg->held;
     }
-    wg->held->readers++;
-    p->a = a, p->d = d, p->m = m, p->h = wg->held, p->next = grp->head;
+    p->a = a, p->d = d, p->m = m, p->next = grp->head;
     grp->head = p;
     grp->rows += (size_t)m;
     wg->waiting++;
@@ -258,6 +316,9 @@ void bt_wgrad_add(bt_graph *g, bt_tensor *w, const bt_real *a, const bt_real *d,
     BT_ASSERT(wg->running, "a weight gradient outside a backward sweep");
     BT_ASSERT(w->ndim == 2 && w->grad && m > 0, "weight gradient of %s for %d rows",
               w->name ? w->name : "a tensor", m);
+    for (int i = 0; i < wg->n_groups; i++)
+        BT_ASSERT(wg->groups[i].w == w || !in_region(&wg->groups[i], d),
+                  "a product of %s reads rows from another weight's slot", w->name ? w->name : "a weight");
     /* Without memory to wait, the product now is just as correct. */
     if (!w->param || !defer(wg, w, a, d, m))
         gemm_now(w, a, d, m);

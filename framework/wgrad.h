@@ -37,6 +37,15 @@ static inline bool bt_wgrad_group_full(size_t rows, size_t width)
  * for it). Any other w gets the product at once. */
 void bt_wgrad_add(bt_graph *g, bt_tensor *w, const bt_real *a, const bt_real *d, int m);
 
+/* Where the d rows (m of them) of w's next product go: write them there and
+ * pass that pointer to bt_wgrad_add(g, w, a, it, m) before another product
+ * of w is added. The GEMM then reads them in place, and the op's output
+ * gradient need not be held until it runs. Only this backward and that
+ * product may read the slot: never pass it to another weight's product (it
+ * is overwritten once w's group has run). NULL when w waits for nothing
+ * (not a weight) or without memory: use a buffer of your own. */
+bt_real *bt_wgrad_slot(bt_graph *g, bt_tensor *w, int m);
+
 /* ---- for graph.c ---- */
 bt_wgrad *bt_wgrad_new(bt_arena *arena);
 void bt_wgrad_free(bt_wgrad *wg);

@@ -67,14 +67,15 @@ static void rnn_step_backward(bt_node *n)
 {
     bt_tensor *wx = n->in[0], *h = n->in[1], *whh = n->in[2], *b = n->in[3], *out = n->out;
     int B = out->shape[0], H = out->shape[1];
-    /* dA in place of dout: nothing reads this gradient after this node,
-     * unless the caller asked to keep it. */
-    bt_real *da = out->grad;
-    if (out->retain_grad) {
-        da = bt_op_scratch(n->graph, sizeof(bt_real) * out->size);
-        if (!da)
-            return;
-    }
+    /* dA where W_hh's batched product reads it (no copy, and dout can go at
+     * once), unless x's own weight product would read it too; else in place of
+     * dout, which nothing reads after this node unless the caller keeps it. */
+    bt_real *da = whh->requires_grad && (n->ids || !wx->requires_grad)
+                      ? bt_wgrad_slot(n->graph, whh, B) : NULL;
+    if (!da && !out->retain_grad)
+        da = out->grad;
+    else if (!da && !(da = bt_op_scratch(n->graph, sizeof(bt_real) * out->size)))
+        return;
     dtanh_rows(da, out->grad, out->data, b->requires_grad ? b->grad : NULL, B, H);
     if (h->requires_grad) /* dh += dA W_hh^T: the recursion through time */
         bt_gemm_weight(n->graph, B, da, whh, true, 1, h->grad);
