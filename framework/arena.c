@@ -58,27 +58,68 @@ void bt_arena_free(bt_arena *a)
     bt_free(a);
 }
 
+/* A block larger than a chunk gets a chunk of its own, put right after c
+ * (the chunks after c hold nothing of this window yet). One kept from an
+ * earlier window is taken if big enough; kept ones too small for it are
+ * freed on the way. Without that, windows that grow (a lane of step outputs
+ * per window, graph.c) would keep one dead chunk per length ever seen:
+ * memory quadratic in the window. Same-size windows free and make nothing. */
+static chunk *own_chunk(bt_arena *a, chunk *c, size_t need)
+{
+    chunk *found = NULL;
+    for (chunk **at = c ? &c->next : &a->first; *at;) {
+        chunk *q = *at;
+        if (q->cap > a->chunk_bytes && q->cap < need) {
+            *at = q->next;
+            a->reserved -= q->cap;
+            bt_free(q);
+        } else if (q->cap >= need && !found) {
+            *at = q->next;
+            found = q;
+        } else {
+            at = &q->next;
+        }
+    }
+    if (!found && (found = chunk_new(need)))
+        a->reserved += need;
+    if (found) {
+        chunk **after = c ? &c->next : &a->first;
+        found->next = *after;
+        *after = found;
+        found->used = 0;
+    }
+    return found;
+}
+
 void *bt_arena_alloc(bt_arena *a, size_t bytes)
 {
     size_t need = (bytes + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1);
     if (need == 0)
         need = ARENA_ALIGN;
     chunk *c = a->current;
-    /* Move along the kept chunks until one has room; grow the list if none. */
+    size_t before = a->used_before;
+    /* Move along the kept chunks until one has room; grow the list if none.
+     * The counts change only once the block has a place. */
+    if (need > a->chunk_bytes && (!c || c->used + need > c->cap)) {
+        chunk *own = own_chunk(a, c, need);
+        if (!own)
+            return NULL;
+        before += c ? c->used : 0;
+        c = own;
+    }
     while (!c || c->used + need > c->cap) {
         if (c && c->next) {
-            a->used_before += c->used;
+            before += c->used;
             c = c->next;
             c->used = 0;
             continue;
         }
-        size_t cap = need > a->chunk_bytes ? need : a->chunk_bytes;
-        chunk *fresh = chunk_new(cap);
+        chunk *fresh = chunk_new(a->chunk_bytes);
         if (!fresh)
             return NULL;
-        a->reserved += cap;
+        a->reserved += a->chunk_bytes;
         if (c) {
-            a->used_before += c->used;
+            before += c->used;
             fresh->next = c->next;
             c->next = fresh;
         } else {
@@ -88,6 +129,7 @@ void *bt_arena_alloc(bt_arena *a, size_t bytes)
         c = fresh;
     }
     a->current = c;
+    a->used_before = before;
     void *p = c->base + c->used;
     c->used += need;
     size_t used = a->used_before + c->used;

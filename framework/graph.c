@@ -199,8 +199,11 @@ static bt_real *lane_slot(bt_graph *g, const void *key, size_t size)
         bt_real *base = g->n_lanes < MAX_LANES
                             ? bt_arena_alloc(g->arena, sizeof(bt_real) * size * (size_t)g->planned_steps)
                             : NULL;
-        if (!base)
+        if (!base) {
+            if (g->n_lanes < MAX_LANES)
+                g->planned_steps = 0; /* no room for a block: not again at every step */
             return NULL;
+        }
         l = &g->lanes[g->n_lanes++];
         *l = (lane){.key = key, .base = base, .slot = size, .used = 0};
     }

@@ -52,6 +52,7 @@ typedef struct group {
      * step first, side by side. Heap, kept with this slot of the array. */
     bt_real *region;
     size_t region_values;
+    const bt_tensor *region_of; /* the weight it was made for */
 } group;
 
 struct bt_wgrad {
@@ -176,10 +177,9 @@ static bool stack_room(bt_wgrad *wg, size_t values)
     return true;
 }
 
-/* One operand of a group's products (the a rows when `a`, else the d rows;
- * width values each), oldest step first: read in place where consecutive
- * products' rows already lie side by side (an op's outputs in a lane,
- * bt_op_output_lane), else copied into dst. */
+/* Whether consecutive products' rows of one operand (a when `a`, else d;
+ * width values each) lie side by side, oldest step first: an op's outputs in
+ * a lane (bt_op_output_lane), or d rows in the group's region (bt_wgrad_slot). */
 static bool side_by_side(const product *head, bool a, size_t width)
 {
     for (const product *p = head; p && p->next; p = p->next)
@@ -188,6 +188,8 @@ static bool side_by_side(const product *head, bool a, size_t width)
     return true;
 }
 
+/* That operand's rows, oldest step first: in place where they lie side by
+ * side, else copied into dst. */
 static const bt_real *stacked(const product *head, bool a, size_t width, size_t rows,
                               bt_real *dst)
 {
@@ -244,8 +246,17 @@ static group *group_of(bt_wgrad *wg, bt_tensor *w)
         wg->groups = grown;
         wg->cap_groups = cap;
     }
+    /* A region made for w in an earlier sweep comes back to w, wherever w
+     * now comes in the order (a stretch without losses meets W_hh first). */
+    for (int i = wg->n_groups + 1; i < wg->cap_groups; i++)
+        if (wg->groups[i].region_of == w) {
+            group t = wg->groups[i];
+            wg->groups[i] = wg->groups[wg->n_groups];
+            wg->groups[wg->n_groups] = t;
+            break;
+        }
     group *grp = &wg->groups[wg->n_groups++];
-    grp->w = w, grp->head = NULL, grp->rows = 0; /* its region stays for the next weight here */
+    grp->w = w, grp->head = NULL, grp->rows = 0;
     return grp;
 }
 
@@ -255,14 +266,10 @@ static bool in_region(const group *grp, const bt_real *d)
 }
 
 /* The most rows a group of this width holds: it runs at the first product
- * that makes it full, which has m rows. */
+ * that makes it full (wgrad.h's rule), which has m rows. */
 static size_t most_rows(size_t width, size_t m)
 {
-    size_t by_memory = (BT_WGRAD_FLUSH_VALUES + width - 1) / width;
-    size_t by_cache = (BT_WGRAD_CACHE_VALUES + width - 1) / width;
-    if (by_cache < BT_WGRAD_MIN_ROWS)
-        by_cache = BT_WGRAD_MIN_ROWS;
-    return (by_memory < by_cache ? by_memory : by_cache) - 1 + m;
+    return bt_wgrad_rows_when_full(width) - 1 + m;
 }
 
 bt_real *bt_wgrad_slot(bt_graph *g, bt_tensor *w, int m)
@@ -273,12 +280,14 @@ bt_real *bt_wgrad_slot(bt_graph *g, bt_tensor *w, int m)
         return NULL;
     size_t n = (size_t)w->shape[1], need = n * most_rows((size_t)w->shape[0] + n, (size_t)m);
     if (grp->region_values < need && grp->rows == 0) { /* none of its rows is waiting there */
-        bt_real *r = bt_realloc(grp->region, sizeof(bt_real) * need);
-        if (!r)
+        bt_free(grp->region);
+        grp->region_values = 0;
+        grp->region = bt_malloc(sizeof(bt_real) * need);
+        if (!grp->region)
             return NULL;
-        grp->region = r;
         grp->region_values = need;
     }
+    grp->region_of = w;
     size_t top = grp->region_values / n; /* rows; fixed while the group waits */
     if (grp->rows + (size_t)m > top)
         return NULL;

@@ -30,11 +30,21 @@ static inline bool bt_wgrad_group_full(size_t rows, size_t width)
            (rows >= BT_WGRAD_MIN_ROWS && values >= BT_WGRAD_CACHE_VALUES);
 }
 
+/* The rows at which a group of this width is first full (the rule above). */
+static inline size_t bt_wgrad_rows_when_full(size_t width)
+{
+    size_t by_memory = (BT_WGRAD_FLUSH_VALUES + width - 1) / width;
+    size_t by_cache = (BT_WGRAD_CACHE_VALUES + width - 1) / width;
+    if (by_cache < BT_WGRAD_MIN_ROWS)
+        by_cache = BT_WGRAD_MIN_ROWS;
+    return by_memory < by_cache ? by_memory : by_cache;
+}
+
 /* dW[K,N] += A[M,K]^T D[M,N], called from an op's backward. For a weight
  * (w->param) the product waits and runs with the sweep's other products of w
  * as one GEMM over their stacked rows; a and d must stay valid until backward
- * returns (arena memory, or the running node's output gradient, which is kept
- * for it). Any other w gets the product at once. */
+ * returns (arena memory, the running node's output gradient, which is kept
+ * for it, or d in w's slot from bt_wgrad_slot). Any other w gets the product at once. */
 void bt_wgrad_add(bt_graph *g, bt_tensor *w, const bt_real *a, const bt_real *d, int m);
 
 /* Where the d rows (m of them) of w's next product go: write them there and
@@ -43,7 +53,8 @@ void bt_wgrad_add(bt_graph *g, bt_tensor *w, const bt_real *a, const bt_real *d,
  * gradient need not be held until it runs. Only this backward and that
  * product may read the slot: never pass it to another weight's product (it
  * is overwritten once w's group has run). NULL when w waits for nothing
- * (not a weight) or without memory: use a buffer of your own. */
+ * (not a weight), when w's waiting rows leave no room for m more (m changed
+ * within the sweep) or without memory: use a buffer of your own. */
 bt_real *bt_wgrad_slot(bt_graph *g, bt_tensor *w, int m);
 
 /* ---- for graph.c ---- */

@@ -540,6 +540,36 @@ Test(tape, weight_gradients_of_long_sweeps_sum_every_chunk)
     }
 }
 
+/* Windows that grow (a policy's first windows, capped by the steps seen so
+ * far) each plan a longer lane, a block of its own past the arena's chunk
+ * size. The arena frees the dead smaller blocks instead of keeping one per
+ * length: its reserved memory stays within twice its high-water mark (it was
+ * 12x here before the fix). */
+Test(tape, growing_windows_keep_no_dead_lane_blocks)
+{
+    bt_params *p = bt_params_new();
+    bt_tensor *w = bt_params_add(p, "W", 2, (int[]){128, 128});
+    cr_assert_eq(bt_params_finalize(p), BT_OK, "%s", bt_params_error(p));
+    bt_graph *g = bt_graph_new();
+    for (int steps = 64; steps <= 200; steps += 8) {
+        bt_graph_reset(g);
+        bt_graph_plan_steps(g, steps);
+        bt_tensor *prev = NULL;
+        for (int s = 0; s < steps; s++) {
+            bt_tensor *h = bt_op_output_lane(g, 2, (int[]){32, 128}, w);
+            cr_assert(h && bt_op_scratch(g, 256), "window of %d steps, step %d", steps, s);
+            cr_assert(!prev || h->data == prev->data + 32 * 128, "step %d not beside step %d", s, s - 1);
+            prev = h;
+        }
+    }
+    bt_arena *a = bt_graph_arena(g);
+    cr_expect_leq(bt_arena_reserved(a), 2 * bt_arena_high_water(a),
+                  "arena holds %zu bytes for a high-water mark of %zu", bt_arena_reserved(a),
+                  bt_arena_high_water(a));
+    bt_graph_free(g);
+    bt_params_free(p);
+}
+
 /* ---- weight products (framework/packed.c) ------------------------------------ */
 
 /* Largest |got - want| relative to the largest |want|. */
