@@ -120,8 +120,11 @@ bt_status bt_graph_fail(bt_graph *g, bt_status s, const char *fmt, ...)
 
 /* ---- tensors in the arena ------------------------------------------------------ */
 
-/* in_lane: the data's place when a lane gave one (its size checked by the caller). */
-static bt_tensor *tensor_at(bt_graph *g, int ndim, const int *shape, bool zero, bt_real *in_lane)
+static bt_real *lane_slot(bt_graph *g, const void *key, size_t size);
+
+/* lane_key: the recurrent weight whose lane holds the data, if it has room
+ * (bt_op_output_lane); NULL for an ordinary place in the arena. */
+static bt_tensor *tensor_at(bt_graph *g, int ndim, const int *shape, bool zero, const void *lane_key)
 {
     size_t size;
     char why[BT_ERRMSG_LEN];
@@ -131,8 +134,9 @@ static bt_tensor *tensor_at(bt_graph *g, int ndim, const int *shape, bool zero, 
         return NULL;
     }
     bt_tensor *t = bt_arena_alloc(g->arena, sizeof *t);
-    bt_real *data = !t ? NULL : in_lane ? in_lane : zero ? bt_arena_calloc(g->arena, size * sizeof(bt_real))
-                                                   : bt_arena_alloc(g->arena, size * sizeof(bt_real));
+    bt_real *data = t && lane_key ? lane_slot(g, lane_key, size) : NULL;
+    if (t && !data)
+        data = (zero ? bt_arena_calloc : bt_arena_alloc)(g->arena, size * sizeof(bt_real));
     if (!data) {
         bt_graph_fail(g, BT_ERR_NOMEM, "out of memory for a tensor of %zu values", size);
         return NULL;
@@ -214,11 +218,7 @@ static bt_real *lane_slot(bt_graph *g, const void *key, size_t size)
 
 bt_tensor *bt_op_output_lane(bt_graph *g, int ndim, const int *shape, const void *key)
 {
-    size_t size;
-    char why[BT_ERRMSG_LEN];
-    if (bt_shape_size(ndim, shape, &size, why, sizeof why) != BT_OK)
-        return tensor_in_arena(g, ndim, shape, false); /* which reports it */
-    return tensor_at(g, ndim, shape, false, lane_slot(g, key, size));
+    return tensor_at(g, ndim, shape, false, key);
 }
 
 void *bt_op_scratch(bt_graph *g, size_t bytes)

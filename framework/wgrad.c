@@ -189,11 +189,11 @@ static bool side_by_side(const product *head, bool a, size_t width)
 }
 
 /* That operand's rows, oldest step first: in place where they lie side by
- * side, else copied into dst. */
-static const bt_real *stacked(const product *head, bool a, size_t width, size_t rows,
-                              bt_real *dst)
+ * side (in_place, from side_by_side), else copied into dst. */
+static const bt_real *stacked(const product *head, bool a, bool in_place, size_t width,
+                              size_t rows, bt_real *dst)
 {
-    if (side_by_side(head, a, width))
+    if (in_place)
         return a ? head->a : head->d;
     size_t at = 0;
     for (const product *p = head; p; p = p->next) {
@@ -211,12 +211,12 @@ static void flush_group(bt_wgrad *wg, group *grp)
     bt_tensor *w = grp->w;
     size_t k = (size_t)w->shape[0], n = (size_t)w->shape[1];
     bool several = grp->head && grp->head->next;
-    size_t copied = (side_by_side(grp->head, true, k) ? 0 : k) +
-                    (side_by_side(grp->head, false, n) ? 0 : n);
+    bool a_in_place = side_by_side(grp->head, true, k), d_in_place = side_by_side(grp->head, false, n);
+    size_t copied = (a_in_place ? 0 : k) + (d_in_place ? 0 : n);
     if (several && stack_room(wg, grp->rows * copied)) {
-        const bt_real *a = stacked(grp->head, true, k, grp->rows, wg->stack);
-        const bt_real *d = stacked(grp->head, false, n, grp->rows,
-                                   a == wg->stack ? wg->stack + grp->rows * k : wg->stack);
+        const bt_real *a = stacked(grp->head, true, a_in_place, k, grp->rows, wg->stack);
+        const bt_real *d = stacked(grp->head, false, d_in_place, n, grp->rows,
+                                   a_in_place ? wg->stack : wg->stack + grp->rows * k);
         gemm_now(w, a, d, (int)grp->rows);
     } else { /* one product, or no memory to stack: each as it is (same sum) */
         for (product *p = grp->head; p; p = p->next)
