@@ -141,11 +141,16 @@ typedef struct bt_policy_def {
 
 /* ---- optimizers ------------------------------------------------------------- */
 
+/* The most state buffers an optimizer may ask for (n_state); a def asking for
+ * more is refused when its plugin loads. */
+#define BT_OPTIMIZER_MAX_STATE 16
+
 typedef struct bt_optimizer_def {
     size_t size; /* sizeof(bt_optimizer_def) */
     const char *name;
     const char *summary;
-    int n_state; /* state buffers per parameter, each as long as the parameters; owned by the host */
+    int n_state; /* state buffers per parameter (0 to BT_OPTIMIZER_MAX_STATE), each as long as the
+                    parameters; owned by the host */
     int (*create)(const bt_host *host, const char *options, void **cfg, char *err, size_t errlen);
     void (*destroy)(void *cfg);
     /* One update of n scalars; step counts from 1 (Adam's bias correction). */

@@ -443,6 +443,10 @@ static def_facts policy_facts(const void *def)
         BT_FIELD_IF_COVERED(d, bt_policy_def, doc)};
 }
 
+/* A constant's value as a string literal, so the message follows the limit. */
+#define BT_DIGITS_(x) #x
+#define BT_DIGITS(x) BT_DIGITS_(x)
+
 static def_facts optimizer_facts(const void *def)
 {
     const bt_optimizer_def *d = def;
@@ -450,7 +454,7 @@ static def_facts optimizer_facts(const void *def)
         !d->create ? BT_MISSING(create) : !d->destroy ? BT_MISSING(destroy)
         : !d->step ? BT_MISSING(step) : !d->describe ? BT_MISSING(describe)
         : (d->n_state < 0 || d->n_state > BT_OPTIMIZER_MAX_STATE)
-            ? "asks for a number of state buffers outside 0 to 16"
+            ? "asks for a number of state buffers outside 0 to " BT_DIGITS(BT_OPTIMIZER_MAX_STATE)
         : NULL,
         BT_FIELD_IF_COVERED(d, bt_optimizer_def, doc)};
 }

@@ -100,8 +100,6 @@ BT_API const char *bt_policy_describe(const bt_policy_def *def, void *state, cha
 /* An optimizer bound to a parameter block; its state buffers are host-owned,
  * n_state blocks laid out like the parameters, so checkpoints can save them. */
 typedef struct bt_optimizer bt_optimizer;
-/* The most state buffers an optimizer may ask for (n_state); more is refused. */
-#define BT_OPTIMIZER_MAX_STATE 16
 /* spec: "adam:lr=0.002,beta2=0.98" */
 BT_API bt_status bt_optimizer_new(const bt_registry *r, const char *spec, bt_params *p,
                                   bt_optimizer **out, char *err, size_t errlen);

@@ -584,6 +584,17 @@ Test(plugins, optimizer_with_null_callback)
                       "optimizer 'nostep' has no step callback");
 }
 
+/* The host keeps BT_OPTIMIZER_MAX_STATE buffers per parameter (optimizer.c);
+ * the message names the limit the host was built with. */
+Test(plugins, optimizer_asking_for_too_many_state_buffers)
+{
+    char needle[96];
+    snprintf(needle, sizeof needle, "optimizer 'hoarder' asks for a number of state buffers "
+             "outside 0 to %d", BT_OPTIMIZER_MAX_STATE);
+    expect_load_fails(broken("bad_many_states.so"), BT_ERR_PLUGIN, "plugin 'bad_many_states'",
+                      needle);
+}
+
 Test(plugins, policy_missing_callback)
 {
     expect_load_fails(broken("bad_policy.so"), BT_ERR_PLUGIN, "plugin 'bad_policy'",

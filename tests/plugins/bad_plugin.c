@@ -165,6 +165,10 @@ UNUSED static int test_init(const bt_host *host, bt_registrar *reg, char *err, s
     bt_optimizer_def d = OPT("nostep"); /* from the stack: the host copies defs */
     d.step = NULL;
     return host->register_optimizer(reg, &d) != 0;
+#elif defined(VARIANT_MANY_STATES)
+    bt_optimizer_def d = OPT("hoarder"); /* one state buffer more than the host keeps */
+    d.n_state = BT_OPTIMIZER_MAX_STATE + 1;
+    return host->register_optimizer(reg, &d) != 0;
 #elif defined(VARIANT_POLICY_NO_DECIDE)
     static const bt_policy_def d = {.size = sizeof d, .name = "nodecide", .summary = "",
                                     .create = pol_create, .destroy = opt_destroy, .begin = pol_begin};
