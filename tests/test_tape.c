@@ -638,3 +638,144 @@ Test(tape, weight_products_follow_the_weight_between_windows)
     bt_params_free(p);
     bt_graph_free(g);
 }
+
+/* ---- dA slots (bt_wgrad_slot) ------------------------------------------------ */
+
+/* One chain of fused tanh steps from token ids, as the unroller records it,
+ * and its textbook BPTT in double: h_t = tanh(W_x[ids_t] + h_{t-1} W_hh + b),
+ * loss = sum_t <h_t, c_t>. The reference sums its gradients into ref_*. */
+typedef struct {
+    int rows, steps;
+    int32_t *ids;    /* [steps, rows] */
+    bt_real *h0, *c; /* [rows, H], [steps, rows, H] */
+    bt_tensor *h;    /* the graph's running state */
+} slot_chain;
+
+static void slot_chain_init(slot_chain *ch, int rows, int steps, int V, int H, bt_rng *r)
+{
+    ch->rows = rows;
+    ch->steps = steps;
+    ch->ids = malloc(sizeof(int32_t) * (size_t)steps * rows);
+    ch->h0 = malloc(sizeof(bt_real) * (size_t)rows * H * (1 + (size_t)steps));
+    ch->c = ch->h0 + (size_t)rows * H;
+    for (int i = 0; i < steps * rows; i++)
+        ch->ids[i] = (int32_t)(bt_rng_uniform(r) * V);
+    for (size_t i = 0; i < (size_t)rows * H * (1 + (size_t)steps); i++)
+        ch->h0[i] = (bt_real)(bt_rng_uniform(r) - 0.5);
+}
+
+static void slot_chain_reference(const slot_chain *ch, const bt_params *p, int H, double *ref)
+{
+    const bt_real *wx = bt_params_find((bt_params *)p, "W_x")->data;
+    const bt_real *whh = bt_params_find((bt_params *)p, "W_hh")->data;
+    const bt_real *b = bt_params_find((bt_params *)p, "b")->data;
+    int R = ch->rows, S = ch->steps, V = bt_params_find((bt_params *)p, "W_x")->shape[0];
+    double *hs = calloc((size_t)(S + 1) * R * H, sizeof(double)), *dh = calloc((size_t)2 * R * H, sizeof(double));
+    double *da = dh + (size_t)R * H, *d_wx = ref, *d_whh = ref + (size_t)V * H, *d_b = d_whh + (size_t)H * H;
+    for (int i = 0; i < R * H; i++)
+        hs[i] = ch->h0[i];
+    for (int t = 0; t < S; t++)
+        for (int r = 0; r < R; r++) {
+            const double *hp = hs + ((size_t)t * R + r) * H;
+            double *a = hs + ((size_t)(t + 1) * R + r) * H;
+            for (int j = 0; j < H; j++)
+                a[j] = (double)wx[(size_t)ch->ids[t * R + r] * H + j] + (double)b[j];
+            for (int k = 0; k < H; k++)
+                for (int j = 0; j < H; j++)
+                    a[j] += hp[k] * (double)whh[(size_t)k * H + j];
+            for (int j = 0; j < H; j++)
+                a[j] = tanh(a[j]);
+        }
+    for (int t = S - 1; t >= 0; t--) {
+        const double *h = hs + (size_t)(t + 1) * R * H, *hp = hs + (size_t)t * R * H;
+        for (int i = 0; i < R * H; i++)
+            da[i] = (dh[i] + (double)ch->c[(size_t)t * R * H + i]) * (1 - h[i] * h[i]);
+        for (int r = 0; r < R; r++) {
+            for (int j = 0; j < H; j++) {
+                d_wx[(size_t)ch->ids[t * R + r] * H + j] += da[r * H + j];
+                d_b[j] += da[r * H + j];
+            }
+            for (int k = 0; k < H; k++)
+                for (int j = 0; j < H; j++)
+                    d_whh[(size_t)k * H + j] += hp[r * H + k] * da[r * H + j];
+        }
+        for (int r = 0; r < R; r++)
+            for (int k = 0; k < H; k++) {
+                double s = 0;
+                for (int j = 0; j < H; j++)
+                    s += da[r * H + j] * (double)whh[(size_t)k * H + j];
+                dh[r * H + k] = s;
+            }
+    }
+    free(hs);
+    free(dh);
+}
+
+/* The fused step's backward writes dA into W_hh's slot, where the batched
+ * product reads it in place. Long sweeps fill several groups (the cache
+ * bound); two chains of different row counts share the weights, stepping in
+ * turn, so a slot sized for one count meets the other (the op then uses a
+ * buffer of its own); with `plan` the states lie in lanes. dW_x, dW_hh and
+ * db against the double reference: a slot one row off, or a group that reads
+ * a slot after it was reused, shows here. */
+static void check_slots(int H, int rows_a, int steps_a, int rows_b, int steps_b, bool plan)
+{
+    enum { V = 11 };
+    bt_rng r;
+    bt_rng_seed(&r, (uint64_t)(H + rows_a + steps_a + rows_b + steps_b + plan));
+    bt_params *p = bt_params_new();
+    bt_tensor *wx = bt_params_add(p, "W_x", 2, (int[]){V, H}), *whh = bt_params_add(p, "W_hh", 2, (int[]){H, H});
+    bt_tensor *b = bt_params_add(p, "b", 1, (int[]){H});
+    cr_assert_eq(bt_params_finalize(p), BT_OK, "%s", bt_params_error(p));
+    fill_params_normal(p, 1.0 / sqrt(H), &r);
+    slot_chain ch[2];
+    slot_chain_init(&ch[0], rows_a, steps_a, V, H, &r);
+    slot_chain_init(&ch[1], rows_b, steps_b, V, H, &r);
+    bt_graph *g = bt_graph_new();
+    if (plan)
+        bt_graph_plan_steps(g, steps_a);
+    bt_tensor *loss = NULL;
+    for (int c = 0; c < 2; c++)
+        ch[c].h = ch[c].steps ? bt_graph_input(g, 2, (int[]){ch[c].rows, H}, ch[c].h0) : NULL;
+    for (int t = 0; t < steps_a || t < steps_b; t++)
+        for (int c = 0; c < 2; c++) {
+            slot_chain *k = &ch[c];
+            if (t >= k->steps)
+                continue;
+            k->h = bt_rnn_tanh_step(g, wx, k->ids + (size_t)t * k->rows, NULL, k->h, whh, b);
+            bt_tensor *ct = bt_graph_input(g, 2, (int[]){k->rows, H}, k->c + (size_t)t * k->rows * H);
+            bt_tensor *l = bt_sum(g, bt_mul(g, k->h, ct));
+            loss = loss ? bt_add(g, loss, l) : l;
+        }
+    cr_assert(loss, "%s", bt_graph_error(g));
+    cr_assert_eq(bt_backward_from(g, loss, (bt_real[]){1}), BT_OK, "%s", bt_graph_error(g));
+    size_t n = bt_params_total(p);
+    double *ref = calloc(n, sizeof(double));
+    for (int c = 0; c < 2; c++)
+        slot_chain_reference(&ch[c], p, H, ref);
+    double tol = BT_REAL_DOUBLE ? 1e-12 : 2e-5;
+    const char *names[] = {"dW_x", "dW_hh", "db"};
+    bt_tensor *ts[] = {wx, whh, b};
+    for (int i = 0, off = 0; i < 3; off += (int)ts[i]->size, i++)
+        cr_expect_leq(rel_err(ts[i]->grad, ref + off, (int)ts[i]->size), tol,
+                      "H %d, chains %dx%d and %dx%d%s: %s off by %.3g", H, rows_a, steps_a, rows_b,
+                      steps_b, plan ? ", planned" : "", names[i],
+                      rel_err(ts[i]->grad, ref + off, (int)ts[i]->size));
+    free(ref);
+    for (int c = 0; c < 2; c++) {
+        free(ch[c].ids);
+        free(ch[c].h0);
+    }
+    bt_graph_free(g);
+    bt_params_free(p);
+}
+
+Test(tape, weight_gradient_slots_hold_every_step_of_a_tanh_sweep)
+{
+    for (int plan = 0; plan <= 1; plan++) {
+        check_slots(64, 32, 10, 0, 0, plan);   /* one group */
+        check_slots(256, 32, 40, 0, 0, plan);  /* 1,280 rows: 1,024, then 256 */
+        check_slots(256, 32, 40, 7, 25, plan); /* 7-row steps between the 32-row ones */
+        check_slots(96, 5, 30, 32, 12, plan);  /* the short chain has the larger rows */
+    }
+}
