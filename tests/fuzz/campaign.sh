@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# campaign.sh: runs the libFuzzer targets one after the other and prints, per
+# campaign.sh: runs the libFuzzer targets (one per CPU at a time) and prints, per
 # target, the executions, coverage (libFuzzer's cov: and ft:), the working
 # corpus and the findings. Exit status 1 when any target found something.
 #
@@ -64,16 +64,15 @@ run_once() { # TARGET CORPUS ARTIFACTS SECS LOG
 
 printf '%-17s %8s %8s %11s %11s %6s %7s %16s %s\n' target wall_s cpu_s executions execs/cpu_s cov ft \
     corpus findings
-total_findings=0
-for t in "${targets[@]}"; do
+# One target's whole budget; its exit status and wall time go to $work/$t.rc.
+fuzz_target() { # TARGET
+    local t=$1 corpus art log rc=0 start=$SECONDS spent owed
     corpus=${FUZZ_KEEP:+$FUZZ_KEEP/$t}
     corpus=${corpus:-$work/corpus/$t}
     art=$work/artifacts/$t
     log=$work/$t.log
     mkdir -p "$corpus" "$art"
     : >"$work/$t.cpu"
-    start=$SECONDS
-    rc=0
     if [ $mode = wall ]; then
         run_once "$t" "$corpus" "$art" "$budget" "$log" || rc=$?
     else
@@ -85,7 +84,17 @@ for t in "${targets[@]}"; do
             run_once "$t" "$corpus" "$art" "$owed" "$log" || { rc=$?; break; }
         done
     fi
-    wall=$((SECONDS - start))
+    echo "$rc $((SECONDS - start))" >"$work/$t.rc"
+}
+
+# Its line of the table; the number of findings goes to $work/$t.found.
+report_target() { # TARGET
+    local t=$1 corpus art log rc wall cpu execs last cov ft files bytes found
+    corpus=${FUZZ_KEEP:+$FUZZ_KEEP/$t}
+    corpus=${corpus:-$work/corpus/$t}
+    art=$work/artifacts/$t
+    log=$work/$t.log
+    read -r rc wall <"$work/$t.rc"
     cpu=$(awk '{s += $1 + $2} END {printf "%.0f", s}' "$work/$t.cpu")
     execs=$(awk '/^stat::number_of_executed_units/ {s += $2} END {print s + 0}' "$log")
     last=$(grep -E '^#[0-9]+.*cov: ' "$log" | tail -1 || true)
@@ -102,7 +111,7 @@ for t in "${targets[@]}"; do
         mkdir -p "$findings_dir/$t"
         cp "$art"/* "$log" "$findings_dir/$t/" 2>/dev/null || true
     fi
-    total_findings=$((total_findings + found))
+    echo "$found" >"$work/$t.found"
     printf '%-17s %8d %8d %11d %11d %6s %7s %16s %s\n' "$t" "$wall" "$cpu" "$execs" \
         $((execs / (cpu > 0 ? cpu : 1))) "${cov:-?}" "${ft:-?}" "$files/${bytes}b" \
         "$found$([ "$found" -gt 0 ] && echo " (see $findings_dir/$t)")"
@@ -110,6 +119,23 @@ for t in "${targets[@]}"; do
         grep -E -m3 -A12 'invariant broken|ERROR: (AddressSanitizer|LeakSanitizer|libFuzzer)|runtime error' \
             "$log" | head -40 | sed 's/^/    /'
     fi
+}
+
+# Each target is one single-threaded process: run $FUZZ_JOBS of them at once
+# (default: one per CPU), so a 2-core CI machine fuzzes two targets at a time
+# for the same time each. The table is printed once all have run.
+jobs_max=${FUZZ_JOBS:-$(nproc)}
+for t in "${targets[@]}"; do
+    while [ "$(jobs -rp | wc -l)" -ge "$jobs_max" ]; do
+        wait -n || true
+    done
+    fuzz_target "$t" &
+done
+wait
+total_findings=0
+for t in "${targets[@]}"; do
+    report_target "$t"
+    total_findings=$((total_findings + $(cat "$work/$t.found")))
 done
 if [ "$(seeds_sum)" != "$seeds_before" ]; then
     echo "campaign: the committed seed corpora in $here/corpus changed during the run" >&2
