@@ -12,6 +12,7 @@
 #include <stdlib.h>
 
 #include "bptt_plugin.h"
+#include "vector_clones.h" /* the step runs in AVX-512 or AVX2 where the CPU has it */
 
 typedef struct adam_cfg {
     double lr, beta1, beta2, eps, weight_decay;
@@ -51,7 +52,7 @@ static int adam_create(const bt_host *host, const char *options, void **cfg, cha
 
 static void adam_destroy(void *cfg) { free(cfg); }
 
-static void adam_step(void *cfg, uint64_t step, bt_real *param, const bt_real *grad,
+BT_VECTOR_CLONES static void adam_step(void *cfg, uint64_t step, bt_real *param, const bt_real *grad,
                       bt_real *const *state, size_t n)
 {
     const adam_cfg *c = cfg;

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 
 #include "bptt_plugin.h"
+#include "vector_clones.h" /* the step runs in AVX-512 or AVX2 where the CPU has it */
 
 typedef struct momentum_cfg {
     double lr, mu, nesterov, weight_decay;
@@ -44,7 +45,7 @@ static int momentum_create(const bt_host *host, const char *options, void **cfg,
 
 static void momentum_destroy(void *cfg) { free(cfg); }
 
-static void momentum_step(void *cfg, uint64_t step, bt_real *param, const bt_real *grad,
+BT_VECTOR_CLONES static void momentum_step(void *cfg, uint64_t step, bt_real *param, const bt_real *grad,
                           bt_real *const *state, size_t n)
 {
     (void)step;

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 
 #include "bptt_plugin.h"
+#include "vector_clones.h" /* the step runs in AVX-512 or AVX2 where the CPU has it */
 
 typedef struct sgd_cfg {
     double lr, weight_decay;
@@ -34,7 +35,7 @@ static int sgd_create(const bt_host *host, const char *options, void **cfg, char
 
 static void sgd_destroy(void *cfg) { free(cfg); }
 
-static void sgd_step(void *cfg, uint64_t step, bt_real *param, const bt_real *grad,
+BT_VECTOR_CLONES static void sgd_step(void *cfg, uint64_t step, bt_real *param, const bt_real *grad,
                      bt_real *const *state, size_t n)
 {
     (void)step;
