@@ -570,6 +570,42 @@ Test(tape, growing_windows_keep_no_dead_lane_blocks)
     bt_params_free(p);
 }
 
+/* A second sweep over the same tape (no rewind between) starts from fresh
+ * intermediate gradients: the leaf's gradient doubles, exactly, and the
+ * first sweep's gradient of h (kept: retain_grad) is not added into the
+ * second's. The
+ * sweep after a rewind skips the forgetting walk (graph.c): the same holds. */
+Test(tape, a_second_sweep_forgets_the_first_ones_intermediate_gradients)
+{
+    bt_tensor *x = test_tensor2(2, 3, true);
+    for (int i = 0; i < 6; i++)
+        x->data[i] = (bt_real)(0.1 * i - 0.2);
+    bt_graph *g = bt_graph_new();
+    for (int window = 0; window < 2; window++) {
+        bt_graph_reset(g);
+        bt_tensor_zero_grad(x);
+        bt_tensor *h = bt_tanh(g, x), *y = bt_sum(g, bt_mul(g, h, h));
+        h->retain_grad = true; /* read after backward, as the unroller reads dh */
+        bt_real once[6], dh_once[6];
+        for (int sweep = 0; sweep < 3; sweep++) {
+            cr_assert_eq(bt_backward(g, y), BT_OK, "%s", bt_graph_error(g));
+            for (int i = 0; i < 6; i++) {
+                if (sweep == 0) {
+                    once[i] = x->grad[i];
+                    dh_once[i] = h->grad[i];
+                }
+                cr_expect_eq(h->grad[i], dh_once[i], "window %d, sweep %d: dh[%d] = %g, want %g",
+                             window, sweep, i, (double)h->grad[i], (double)dh_once[i]);
+                cr_expect_eq(x->grad[i], (bt_real)(sweep + 1) * once[i],
+                             "window %d, sweep %d: dx[%d] = %g, want %d x %g", window, sweep, i,
+                             (double)x->grad[i], sweep + 1, (double)once[i]);
+            }
+        }
+    }
+    bt_graph_free(g);
+    bt_tensor_free(x);
+}
+
 /* ---- weight products (framework/packed.c) ------------------------------------ */
 
 /* Largest |got - want| relative to the largest |want|. */
