@@ -77,7 +77,8 @@ typedef struct bt_tensor {
     int shape[BT_MAX_DIMS];
     size_t size;          /* product of shape */
     bt_real *data;        /* [size] */
-    bt_real *grad;        /* [size] or NULL; accumulated by bt_backward */
+    bt_real *grad;        /* [size] or NULL; accumulated by bt_backward. An op output's
+                             belongs to its graph's tape: read it, never set it */
     bool requires_grad;   /* leaf: wants a gradient; op output: some input does */
     bool retain_grad;     /* op output: keep grad readable after backward (ops may
                              otherwise reuse it in place once it has been consumed) */

@@ -52,7 +52,8 @@ static int adam_create(const bt_host *host, const char *options, void **cfg, cha
 
 static void adam_destroy(void *cfg) { free(cfg); }
 
-BT_VECTOR_CLONES static void adam_step(void *cfg, uint64_t step, bt_real *param, const bt_real *grad,
+BT_VECTOR_CLONES
+static void adam_step(void *cfg, uint64_t step, bt_real *param, const bt_real *grad,
                       bt_real *const *state, size_t n)
 {
     const adam_cfg *c = cfg;

@@ -45,7 +45,8 @@ static int momentum_create(const bt_host *host, const char *options, void **cfg,
 
 static void momentum_destroy(void *cfg) { free(cfg); }
 
-BT_VECTOR_CLONES static void momentum_step(void *cfg, uint64_t step, bt_real *param, const bt_real *grad,
+BT_VECTOR_CLONES
+static void momentum_step(void *cfg, uint64_t step, bt_real *param, const bt_real *grad,
                           bt_real *const *state, size_t n)
 {
     (void)step;

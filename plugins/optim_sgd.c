@@ -35,7 +35,8 @@ static int sgd_create(const bt_host *host, const char *options, void **cfg, char
 
 static void sgd_destroy(void *cfg) { free(cfg); }
 
-BT_VECTOR_CLONES static void sgd_step(void *cfg, uint64_t step, bt_real *param, const bt_real *grad,
+BT_VECTOR_CLONES
+static void sgd_step(void *cfg, uint64_t step, bt_real *param, const bt_real *grad,
                      bt_real *const *state, size_t n)
 {
     (void)step;

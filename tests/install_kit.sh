@@ -56,7 +56,7 @@ libs=$(pkg-config --libs bptt) || fail "pkg-config --libs bptt"
 libdir=$(pkg-config --variable=libdir bptt)
 plugindir=$(pkg-config --variable=plugindir bptt)
 echo "== pkg-config: $cflags | $libs | plugindir $plugindir"
-for h in bptt.h bptt_op.h bptt_plugin.h registry.h options.h bptt_config.h corpus.h safetensors.h checkpoint.h lm.h; do
+for h in bptt.h bptt_op.h bptt_plugin.h registry.h options.h vector_clones.h bptt_config.h corpus.h safetensors.h checkpoint.h lm.h; do
     [ -f "$prefix/include/bptt/$h" ] || fail "header $h not installed"
 done
 # Internal headers stay in the tree: the program's presentation (SVG charts),
@@ -80,6 +80,11 @@ for p in signsgd mgu geoseg; do
     exported=$(nm -D --defined-only "$work/$p.so" | awk '{print $3}' | grep -v '^_' | tr '\n' ' ')
     [ "$exported" = "bt_plugin_entry " ] || fail "the example plugin $p exports: $exported"
 done
+# The shipped optimizers are templates too: one builds from the installed
+# headers alone (it uses vector_clones.h).
+# shellcheck disable=SC2086
+run plugin_sgd.log cc -std=c11 -O2 -Wall -Wextra -Werror -shared -fPIC -fvisibility=hidden \
+    $cflags "$src/plugins/optim_sgd.c" -o "$work/optim_sgd.so"
 # shellcheck disable=SC2086
 run try.log cc -std=c11 -O2 -Wall -Wextra -Werror $cflags "$ex/try_plugin.c" -o "$work/try_plugin" \
     $libs -lm

@@ -6,6 +6,8 @@
 #   tests/fuzz/campaign.sh MINUTES [TARGET...]       CPU-minutes per target
 #   tests/fuzz/campaign.sh --seconds S [TARGET...]   S wall seconds per target (CI)
 #
+# Targets run FUZZ_JOBS at a time (default: one per CPU), each its whole
+# budget; the table comes once all have run.
 # Targets default to all five (fuzz_safetensors fuzz_checkpoint fuzz_spec
 # fuzz_vocab fuzz_corpus). The build folder is $FUZZ_BUILD (default
 # build-fuzz), configured and built here when missing (clang, ASan, UBSan).
@@ -43,7 +45,16 @@ ninja -C "$build" fuzz >"$build/fuzz-build.log" 2>&1 || { tail -40 "$build/fuzz-
 seeds_sum() { (cd "$here/corpus" && find . -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum); }
 seeds_before=$(seeds_sum)
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+# An interrupted campaign stops its fuzzers too: timeout gives each its own
+# process group, so they would not see the terminal's signal.
+kill_tree() { # PID: its descendants first, then itself
+    local c
+    for c in $(pgrep -P "$1" || true); do kill_tree "$c"; done
+    kill -TERM "$1" 2>/dev/null || true
+}
+stop_jobs() { local p; for p in $(jobs -p); do kill_tree "$p"; done; }
+trap 'stop_jobs; rm -rf "$work"' EXIT
+trap 'exit 130' INT TERM
 findings_dir=$build/fuzz-findings
 # Sanitizer findings end the run with a report (UBSan is built not to recover).
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
@@ -94,7 +105,9 @@ report_target() { # TARGET
     corpus=${corpus:-$work/corpus/$t}
     art=$work/artifacts/$t
     log=$work/$t.log
-    read -r rc wall <"$work/$t.rc"
+    read -r rc wall <"$work/$t.rc" 2>/dev/null || { rc=1; wall=0; } # its job died early
+    : >>"$log"
+    : >>"$work/$t.cpu"
     cpu=$(awk '{s += $1 + $2} END {printf "%.0f", s}' "$work/$t.cpu")
     execs=$(awk '/^stat::number_of_executed_units/ {s += $2} END {print s + 0}' "$log")
     last=$(grep -E '^#[0-9]+.*cov: ' "$log" | tail -1 || true)
@@ -116,8 +129,8 @@ report_target() { # TARGET
         $((execs / (cpu > 0 ? cpu : 1))) "${cov:-?}" "${ft:-?}" "$files/${bytes}b" \
         "$found$([ "$found" -gt 0 ] && echo " (see $findings_dir/$t)")"
     if [ "$found" -gt 0 ]; then
-        grep -E -m3 -A12 'invariant broken|ERROR: (AddressSanitizer|LeakSanitizer|libFuzzer)|runtime error' \
-            "$log" | head -40 | sed 's/^/    /'
+        { grep -E -m3 -A12 'invariant broken|ERROR: (AddressSanitizer|LeakSanitizer|libFuzzer)|runtime error' \
+            "$log" || true; } | head -40 | sed 's/^/    /'
     fi
 }
 
@@ -125,6 +138,10 @@ report_target() { # TARGET
 # (default: one per CPU), so a 2-core CI machine fuzzes two targets at a time
 # for the same time each. The table is printed once all have run.
 jobs_max=${FUZZ_JOBS:-$(nproc)}
+if ! [[ $jobs_max =~ ^[1-9][0-9]*$ ]]; then
+    echo "campaign: FUZZ_JOBS must be a positive whole number, not '$jobs_max'" >&2
+    exit 2
+fi
 for t in "${targets[@]}"; do
     while [ "$(jobs -rp | wc -l)" -ge "$jobs_max" ]; do
         wait -n || true
