@@ -73,13 +73,15 @@ run_once() { # TARGET CORPUS ARTIFACTS SECS LOG
     return $rc
 }
 
-printf '%-17s %8s %8s %11s %11s %6s %7s %16s %s\n' target wall_s cpu_s executions execs/cpu_s cov ft \
-    corpus findings
+# A target's working corpus: kept in $FUZZ_KEEP if set, else temporary.
+corpus_of() { # TARGET
+    if [ -n "${FUZZ_KEEP:-}" ]; then echo "$FUZZ_KEEP/$1"; else echo "$work/corpus/$1"; fi
+}
+
 # One target's whole budget; its exit status and wall time go to $work/$t.rc.
 fuzz_target() { # TARGET
     local t=$1 corpus art log rc=0 start=$SECONDS spent owed
-    corpus=${FUZZ_KEEP:+$FUZZ_KEEP/$t}
-    corpus=${corpus:-$work/corpus/$t}
+    corpus=$(corpus_of "$t")
     art=$work/artifacts/$t
     log=$work/$t.log
     mkdir -p "$corpus" "$art"
@@ -101,8 +103,7 @@ fuzz_target() { # TARGET
 # Its line of the table; the number of findings goes to $work/$t.found.
 report_target() { # TARGET
     local t=$1 corpus art log rc wall cpu execs last cov ft files bytes found
-    corpus=${FUZZ_KEEP:+$FUZZ_KEEP/$t}
-    corpus=${corpus:-$work/corpus/$t}
+    corpus=$(corpus_of "$t")
     art=$work/artifacts/$t
     log=$work/$t.log
     read -r rc wall <"$work/$t.rc" 2>/dev/null || { rc=1; wall=0; } # its job died early
@@ -149,6 +150,8 @@ for t in "${targets[@]}"; do
     fuzz_target "$t" &
 done
 wait
+printf '%-17s %8s %8s %11s %11s %6s %7s %16s %s\n' target wall_s cpu_s executions execs/cpu_s cov ft \
+    corpus findings
 total_findings=0
 for t in "${targets[@]}"; do
     report_target "$t"
