@@ -298,22 +298,36 @@ def mem_available_mb():
     return avail
 
 
+def product_us(a, env, H=256, B=32):
+    """Microseconds of one forward W_hh product [B,H] x [H,H] on its own (bench/roofline, the
+    faster of OpenBLAS and oneDNN, CPU time): what recomputing a step costs at the least."""
+    r = run_json([os.path.join(a.build, 'bench', 'roofline'), '--hidden', str(H), '--batch', str(B)],
+                 env, want={'kind': 'shape', 'name': 'fwd h*W_hh'})
+    rate = r and max(r.get('gflops_cpu') or 0, r.get('gflops_onednn_cpu') or 0)
+    return 2.0 * B * H * H / (rate * 1e3) if rate else None
+
+
 def section_checkpoint(a, coretype):
     Ts = (2240, 10000) if a.quick else (2240, 10000, 100000)
     env = env_threads(1, coretype, a.build)
     bench = os.path.join(a.build, 'bench', 'bench')
+    mm_us = product_us(a, env)
     print('\n## exact full BPTT, plain vs checkpointed (sqrt T), hidden 256, batch 32, 1 thread')
     print('   plain and checkpointed alternate in one process (bench ckptpair), after a warm-up pair;')
     print('   us/token: median CPU time; time ratio: median of the pairs\' ratios (min-max), CPU and wall')
     print('   ckpt MB: its arena (one stretch\'s graph) + its checkpoints (ceil(T / C) + 2 states, C = ceil(sqrt T))')
+    print('   floor: the ratio if recomputing a step cost only its W_hh product, [32,256] x [256,256]'
+          + (f' ({mm_us:.1f} us, bench/roofline)' if mm_us else ' (no roofline)') + ':')
+    print('          1 + (T - C) products / plain\'s time (the last stretch is not recomputed)')
     print(f"{'T':>7} | {'plain us/tok':>12} {'plain arena MB':>14} | {'ckpt us/tok':>11} {'ckpt MB':>13} | "
-          f"{'memory ratio':>12} {'time ratio':>10} {'(min-max)':>11} {'(wall)':>6}")
+          f"{'memory ratio':>12} {'time ratio':>10} {'(min-max)':>11} {'(wall)':>6} {'floor':>6}")
     per_step = None
     for T in Ts:
         # An even number of pairs: plain and checkpointed go first equally often.
         # Pairs at T <= 10,000 take seconds: 16 of them keep the median steady on
-        # a noisy machine (single pairs at T = 2,240 ranged 0.97-1.42).
-        pairs = 2 * ((max(a.passes, 16 if T <= 10000 else 3) + 1) // 2)
+        # a noisy machine (single pairs at T = 2,240 ranged 0.97-1.42). At T = 100,000
+        # a pair takes about 20 s; 4 of them ranged 1.15-1.32 (2026-12-02-d): 8.
+        pairs = 2 * ((max(a.passes, 16 if T <= 10000 else 8) + 1) // 2)
         need = per_step * T * 1.3 if per_step else 0   # plain's graph, from the smaller T
         avail = mem_available_mb()
         if avail is not None and need > avail:
@@ -331,10 +345,12 @@ def section_checkpoint(a, coretype):
         C = math.ceil(math.sqrt(T))  # models/unroll.c, window_spacing
         states_mb = (math.ceil(T / C) + 2) * r['batch'] * r['hidden'] * (8 if r['precision'] == 'double' else 4) / 2**20
         ck_mb = r['ckpt_arena_mb'] + states_mb
+        floor = 1 + (T - C) * mm_us / (r['plain_us_cpu_per_token'] * r['batch'] * T) if mm_us else None
         print(f"{T:>7} | {fmt(r['plain_us_cpu_per_token'], 2):>12} {fmt(r['plain_arena_mb']):>14} | "
               f"{fmt(r['ckpt_us_cpu_per_token'], 2):>11} {fmt(r['ckpt_arena_mb'], 1) + ' + ' + fmt(states_mb, 1):>13} | "
               f"{fmt(ratio(ck_mb, r['plain_arena_mb']), 3):>12} {fmt(r['ratio_cpu'], 2):>10} "
-              f"{fmt(r['ratio_cpu_min'], 2) + '-' + fmt(r['ratio_cpu_max'], 2):>11} {fmt(r['ratio_wall'], 2):>6}")
+              f"{fmt(r['ratio_cpu_min'], 2) + '-' + fmt(r['ratio_cpu_max'], 2):>11} {fmt(r['ratio_wall'], 2):>6} "
+              f"{fmt(floor, 2):>6}")
     print('   target: time ratio <= 1.25 at T = 2,240 and 100,000')
     eq = run_json([bench, 'ckptcheck', '--hidden', '256', '--steps-per-seq', '2240'], env)
     if eq:
