@@ -233,6 +233,16 @@ BT_API double bt_dropout_uniform(uint64_t seed, uint64_t i);
 BT_API bt_tensor *bt_rnn_tanh_step(bt_graph *g, bt_tensor *w_x, const int32_t *ids,
                                    bt_tensor *x, bt_tensor *h, bt_tensor *w_hh, bt_tensor *b);
 
+/* The LSTM step in three fused ops (torch.nn.LSTM's gate order i, f, g, o,
+ * blocks of H columns): act [B,4H] = [s(a_i) s(a_f) tanh(a_g) s(a_o)] with
+ * a = xw + h W_h + b (xw [B,4H]: the input's x W_x or its row lookup, W_h
+ * [H,4H], b [4H]); then c' = f c + i g and h' = o tanh(c'), each reading
+ * act's blocks in place (c, c', h' [B,H]). */
+BT_API bt_tensor *bt_lstm_gates(bt_graph *g, bt_tensor *xw, bt_tensor *h, bt_tensor *w_h,
+                                bt_tensor *b);
+BT_API bt_tensor *bt_lstm_cell(bt_graph *g, bt_tensor *act, bt_tensor *c);
+BT_API bt_tensor *bt_lstm_hidden(bt_graph *g, bt_tensor *act, bt_tensor *c);
+
 /* ---- parameters: the model-lifetime block -------------------------------- */
 
 /* All parameters in one allocation, their gradients in a second with the same

@@ -24,7 +24,7 @@ extern "C" {
 #endif
 
 #define BT_ABI_MAJOR 2
-#define BT_ABI_MINOR 5
+#define BT_ABI_MINOR 6
 #define BT_PLUGIN_ENTRY_SYMBOL "bt_plugin_entry"
 #define BT_PLUGIN_EXPORT __attribute__((visibility("default")))
 /* Strings a plugin hands over end with a NUL within these many bytes (NUL
@@ -327,6 +327,10 @@ struct bt_host {
     bt_status (*backward_from)(bt_graph *g, bt_tensor *out, const bt_real *dout);
     /* ABI 2.3: online gradient estimators (bt_estimator_def above). */
     bt_status (*register_estimator)(bt_registrar *r, const bt_estimator_def *def);
+    /* ABI 2.6: the LSTM step as three fused ops (bptt.h, bt_lstm_gates). */
+    bt_tensor *(*lstm_gates)(bt_graph *g, bt_tensor *xw, bt_tensor *h, bt_tensor *w_h, bt_tensor *b);
+    bt_tensor *(*lstm_cell)(bt_graph *g, bt_tensor *act, bt_tensor *c);
+    bt_tensor *(*lstm_hidden)(bt_graph *g, bt_tensor *act, bt_tensor *c);
     /* New entries go here, and only here. */
 };
 

@@ -533,6 +533,9 @@ static const bt_host bt_host_v2 = {
     .jvp = bt_jvp,                     /* ABI 2.2 */
     .backward_from = bt_backward_from, /* ABI 2.2 */
     .register_estimator = bt_host_register_estimator, /* ABI 2.3 */
+    .lstm_gates = bt_lstm_gates,   /* ABI 2.6 */
+    .lstm_cell = bt_lstm_cell,     /* ABI 2.6 */
+    .lstm_hidden = bt_lstm_hidden, /* ABI 2.6 */
 };
 
 const bt_host *bt_host_table(void) { return &bt_host_v2; }

@@ -1,4 +1,5 @@
-/* cell_lstm.c: long short-term memory, from ops only. Its state is (h, c):
+/* cell_lstm.c: long short-term memory, from the host's fused LSTM ops
+ * (ops/lstm_step.c). Its state is (h, c):
  * truncation acts on both, since the unroller treats every state alike.
  *   [i f g o] = x_t W_x + h W_h + b   (sigmoid on i, f, o; tanh on g)
  *   c_t = sigmoid(f) * c + sigmoid(i) * tanh(g),  h_t = sigmoid(o) * tanh(c_t)
@@ -34,15 +35,11 @@ static int lstm_states(const bt_cell_dims *d, int *widths, int max)
 static bt_tensor *lstm_step(const bt_host *H, bt_graph *g, bt_tensor *const *p,
                             const bt_step_input *in, bt_tensor *const *state, bt_tensor **next)
 {
-    int h = p[1]->shape[0];
-    bt_tensor *gates = H->add(g, H->add(g, cell_input(H, g, p[0], in),
-                                        H->matmul(g, state[0], p[1])), p[2]); /* [B,4H] */
-    bt_tensor *ifo = H->sigmoid(g, H->concat(g, (bt_tensor *[]){H->slice(g, gates, 0, 2 * h),
-                                                             H->slice(g, gates, 3 * h, h)}, 2));
-    bt_tensor *i = H->slice(g, ifo, 0, h), *f = H->slice(g, ifo, h, h), *o = H->slice(g, ifo, 2 * h, h);
-    bt_tensor *cand = H->tanh(g, H->slice(g, gates, 2 * h, h));
-    next[1] = H->add(g, H->mul(g, f, state[1]), H->mul(g, i, cand));
-    next[0] = H->mul(g, o, H->tanh(g, next[1]));
+    /* the host's fused ops (ABI 2.6): the same cell as slices, a concat,
+     * sigmoid, tanh, products and sums, in three ops instead of seventeen */
+    bt_tensor *act = H->lstm_gates(g, cell_input(H, g, p[0], in), state[0], p[1], p[2]);
+    next[1] = H->lstm_cell(g, act, state[1]);   /* c_t = f c + i g */
+    next[0] = H->lstm_hidden(g, act, next[1]);  /* h_t = o tanh(c_t) */
     if (!p[3] || in->state_only) /* no output layer (output 0), or no output read */
         return next[0];
     return H->add(g, H->matmul(g, next[0], p[3]), p[4]);

@@ -206,6 +206,94 @@ Test(grad, rnn_tanh_step_tokens) { check_fused((fused_ctx){true, false, false});
 Test(grad, rnn_tanh_step_real_input) { check_fused((fused_ctx){false, false, false}); }
 Test(grad, rnn_tanh_step_retain_grad) { check_fused((fused_ctx){true, true, false}); }
 
+/* ---- the fused LSTM step ------------------------------------------------------ */
+
+/* Two steps of lstm_gates, lstm_cell and lstm_hidden (H = 3), or of the
+ * seventeen primitive ops cell_lstm.c was made of before; both states reach the
+ * loss, so every path into c and h is checked. Inputs: W_x, W_h, b, h0, c0, x. */
+static bt_tensor *fused_lstm(bt_graph *g, bt_tensor *const *in, int n, void *vctx)
+{
+    (void)n;
+    const fused_ctx *c = vctx;
+    static const int32_t ids[2][3] = {{2, 0, 2}, {1, 3, 0}};
+    bt_tensor *wx = in[0], *wh = in[1], *b = in[2], *h = in[3], *cs = in[4], *x = in[5];
+    const int H = 3;
+    for (int t = 0; t < 2; t++) {
+        bt_tensor *xw = c->tokens ? bt_embedding(g, wx, ids[t], 3)
+                                  : bt_matmul(g, bt_slice(g, x, 2 * t, 2), wx);
+        if (c->composite) {
+            bt_tensor *a = bt_add(g, bt_add(g, xw, bt_matmul(g, h, wh)), b);
+            bt_tensor *i = bt_sigmoid(g, bt_slice(g, a, 0, H)), *f = bt_sigmoid(g, bt_slice(g, a, H, H));
+            bt_tensor *gg = bt_tanh(g, bt_slice(g, a, 2 * H, H));
+            bt_tensor *o = bt_sigmoid(g, bt_slice(g, a, 3 * H, H));
+            cs = bt_add(g, bt_mul(g, f, cs), bt_mul(g, i, gg));
+            h = bt_mul(g, o, bt_tanh(g, cs));
+        } else {
+            bt_tensor *act = bt_lstm_gates(g, xw, h, wh, b);
+            if (act && c->retain)
+                act->retain_grad = true;
+            cs = bt_lstm_cell(g, act, cs);
+            h = bt_lstm_hidden(g, act, cs);
+        }
+    }
+    return bt_add(g, weighted_sum(g, h), weighted_sum(g, bt_scale(g, cs, 0.7)));
+}
+
+static void check_fused_lstm(fused_ctx c)
+{
+    bt_rng r;
+    bt_rng_seed(&r, 77);
+    bt_tensor *in[6] = {test_tensor2(c.tokens ? 4 : 2, 12, true), test_tensor2(3, 12, true),
+                        test_tensor(1, (int[]){12}, true), test_tensor2(3, 3, true),
+                        test_tensor2(3, 3, true), test_tensor2(3, 4, true)};
+    for (int i = 0; i < 6; i++)
+        fill_uniform(in[i], &r, -1.5, 1.5);
+    char what[64];
+    snprintf(what, sizeof what, "lstm ops (%s%s)", c.tokens ? "tokens" : "real x",
+             c.retain ? ", retain_grad" : "");
+    assert_gradcheck(what, fused_lstm, &c, in, 6);
+    /* and the same gradients as the primitive ops they replace */
+    bt_real fused[6][48];
+    for (int i = 0; i < 6; i++)
+        memcpy(fused[i], in[i]->grad, sizeof(bt_real) * in[i]->size);
+    fused_ctx comp = c;
+    comp.composite = true;
+    bt_graph *g = bt_graph_new();
+    for (int i = 0; i < 6; i++)
+        bt_tensor_zero_grad(in[i]);
+    cr_assert_eq(bt_backward(g, fused_lstm(g, in, 6, &comp)), BT_OK);
+    for (int i = 0; i < 6; i++)
+        for (size_t j = 0; j < in[i]->size; j++)
+            cr_expect_float_eq(fused[i][j], in[i]->grad[j], BT_REAL_DOUBLE ? 1e-12 : 2e-6,
+                               "%s: input %d element %zu", what, i, j);
+    bt_graph_free(g);
+    for (int i = 0; i < 6; i++)
+        bt_tensor_free(in[i]);
+}
+
+Test(grad, lstm_ops_tokens) { check_fused_lstm((fused_ctx){true, false, false}); }
+Test(grad, lstm_ops_real_input) { check_fused_lstm((fused_ctx){false, false, false}); }
+Test(grad, lstm_ops_retain_grad) { check_fused_lstm((fused_ctx){true, true, false}); }
+
+Test(grad, lstm_ops_reject_bad_shapes)
+{
+    bt_graph *g = bt_graph_new();
+    bt_tensor *xw = bt_graph_tensor2(g, 2, 12), *h = bt_graph_tensor2(g, 2, 3),
+              *wh = bt_graph_tensor2(g, 3, 9), *b = bt_graph_tensor(g, 1, (int[]){12});
+    cr_assert_null(bt_lstm_gates(g, xw, h, wh, b));
+    cr_assert(strstr(bt_graph_error(g), "W_h [3,9]") != NULL, "%s", bt_graph_error(g));
+    bt_graph_reset(g);
+    bt_tensor *act = bt_graph_tensor2(g, 2, 12), *c = bt_graph_tensor2(g, 2, 4);
+    cr_assert_null(bt_lstm_cell(g, act, c));
+    cr_assert(strstr(bt_graph_error(g), "lstm_cell") != NULL, "%s", bt_graph_error(g));
+    bt_graph_reset(g);
+    act = bt_graph_tensor2(g, 3, 12);
+    c = bt_graph_tensor2(g, 2, 3);
+    cr_assert_null(bt_lstm_hidden(g, act, c));
+    cr_assert(strstr(bt_graph_error(g), "lstm_hidden") != NULL, "%s", bt_graph_error(g));
+    bt_graph_free(g);
+}
+
 Test(grad, rnn_tanh_step_rejects_bad_shapes)
 {
     bt_graph *g = bt_graph_new();
