@@ -318,7 +318,7 @@ def section_checkpoint(a, coretype):
     print('   ckpt MB: its arena (one stretch\'s graph) + its checkpoints (ceil(T / C) + 2 states, C = ceil(sqrt T))')
     print('   floor: the ratio if recomputing a step cost only its W_hh product, [32,256] x [256,256]'
           + (f' ({mm_us:.1f} us, bench/roofline)' if mm_us else ' (no roofline)') + ':')
-    print('          1 + (T - C) products / plain\'s time (the last stretch is not recomputed)')
+    print('          1 + C (ceil(T / C) - 1) products / plain\'s time (the last stretch is not recomputed)')
     print(f"{'T':>7} | {'plain us/tok':>12} {'plain arena MB':>14} | {'ckpt us/tok':>11} {'ckpt MB':>13} | "
           f"{'memory ratio':>12} {'time ratio':>10} {'(min-max)':>11} {'(wall)':>6} {'floor':>6}")
     per_step = None
@@ -345,7 +345,9 @@ def section_checkpoint(a, coretype):
         C = math.ceil(math.sqrt(T))  # models/unroll.c, window_spacing
         states_mb = (math.ceil(T / C) + 2) * r['batch'] * r['hidden'] * (8 if r['precision'] == 'double' else 4) / 2**20
         ck_mb = r['ckpt_arena_mb'] + states_mb
-        floor = 1 + (T - C) * mm_us / (r['plain_us_cpu_per_token'] * r['batch'] * T) if mm_us else None
+        # the forward pass that stores checkpoints runs every stretch but the last
+        recomputed = C * (math.ceil(T / C) - 1)
+        floor = 1 + recomputed * mm_us / (r['plain_us_cpu_per_token'] * r['batch'] * T) if mm_us else None
         print(f"{T:>7} | {fmt(r['plain_us_cpu_per_token'], 2):>12} {fmt(r['plain_arena_mb']):>14} | "
               f"{fmt(r['ckpt_us_cpu_per_token'], 2):>11} {fmt(r['ckpt_arena_mb'], 1) + ' + ' + fmt(states_mb, 1):>13} | "
               f"{fmt(ratio(ck_mb, r['plain_arena_mb']), 3):>12} {fmt(r['ratio_cpu'], 2):>10} "

@@ -28,9 +28,13 @@
 #define R_SIGMOID bt_fast_sigmoidf
 #endif
 
-/* The derivative of gate column j's activation at its output y (tanh on the
- * g block [2H, 3H), the logistic function elsewhere). */
-#define DACT(y, j, H) ((j) >= 2 * (H) && (j) < 3 * (H) ? 1 - (y) * (y) : (y) * (1 - (y)))
+/* The derivative of gate column j's activation at its output y: tanh on the
+ * g block [2H, 3H), the logistic function elsewhere. (dactivate_rows applies
+ * the same rule block by block, so that its loops vectorise.) */
+static inline bt_real gate_derivative(bt_real y, int j, int H)
+{
+    return j >= 2 * H && j < 3 * H ? 1 - y * y : y * (1 - y);
+}
 
 /* ---- lstm_gates ----------------------------------------------------------------- */
 
@@ -50,7 +54,8 @@ BT_VECTOR_CLONES static void activate_rows(bt_real *act, const bt_real *xw, cons
     }
 }
 
-/* da = dact * act'(act); dxw += da and db += its column sums where given. */
+/* da = dact * act'(act) (gate_derivative, block by block); dxw += da and
+ * db += its column sums where given. da may be dact itself (in place). */
 BT_VECTOR_CLONES static void dactivate_rows(bt_real *da, const bt_real *dact, const bt_real *act,
                                             bt_real *dxw, bt_real *db, int B, int H)
 {
@@ -117,7 +122,7 @@ static void gates_jvp(bt_node *n)
     for (int r = 0; r < B; r++)
         for (int j = 0; j < N; j++) {
             size_t i = (size_t)r * N + j;
-            ta[i] = (ta[i] + (b->tangent ? b->tangent[j] : 0)) * DACT(out->data[i], j, H);
+            ta[i] = (ta[i] + (b->tangent ? b->tangent[j] : 0)) * gate_derivative(out->data[i], j, H);
         }
 }
 
@@ -190,7 +195,7 @@ BT_VECTOR_CLONES static void cell_forward(bt_node *n)
 /* One row of lstm_cell's backward: di += d g, df += d c, dg += d i (da, when
  * given) and dc += d f (dc, when given). restrict: the gradients are other
  * buffers than the values, which lets the compiler vectorise without
- * checking every pair of the seven pointers for overlap. */
+ * checking every pair of the five pointers for overlap. */
 static inline void cell_backward_row(bt_real *restrict da, bt_real *restrict dc,
                                      const bt_real *restrict a, const bt_real *restrict c,
                                      const bt_real *restrict d, int H)

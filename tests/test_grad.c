@@ -208,13 +208,23 @@ Test(grad, rnn_tanh_step_retain_grad) { check_fused((fused_ctx){true, true, fals
 
 /* ---- the fused LSTM step ------------------------------------------------------ */
 
-/* Two steps of lstm_gates, lstm_cell and lstm_hidden (H = 3), or of the
- * seventeen primitive ops cell_lstm.c was made of before; both states reach the
- * loss, so every path into c and h is checked. Inputs: W_x, W_h, b, h0, c0, x. */
+typedef struct lstm_ctx {
+    bool tokens, retain, composite;
+    bt_tensor *act, *c_prev; /* the last step's gates and incoming c (fused) */
+} lstm_ctx;
+
+/* The loss both builds end with: every path into c and h is checked. */
+static bt_tensor *lstm_loss(bt_graph *g, bt_tensor *h, bt_tensor *c)
+{
+    return bt_add(g, weighted_sum(g, h), weighted_sum(g, bt_scale(g, c, 0.7)));
+}
+
+/* Two steps of lstm_gates, lstm_cell and lstm_hidden (H = 3), or of the same
+ * cell written with primitive ops. Inputs: W_x, W_h, b, h0, c0, x. */
 static bt_tensor *fused_lstm(bt_graph *g, bt_tensor *const *in, int n, void *vctx)
 {
     (void)n;
-    const fused_ctx *c = vctx;
+    lstm_ctx *c = vctx;
     static const int32_t ids[2][3] = {{2, 0, 2}, {1, 3, 0}};
     bt_tensor *wx = in[0], *wh = in[1], *b = in[2], *h = in[3], *cs = in[4], *x = in[5];
     const int H = 3;
@@ -232,48 +242,88 @@ static bt_tensor *fused_lstm(bt_graph *g, bt_tensor *const *in, int n, void *vct
             bt_tensor *act = bt_lstm_gates(g, xw, h, wh, b);
             if (act && c->retain)
                 act->retain_grad = true;
+            c->act = act, c->c_prev = cs;
             cs = bt_lstm_cell(g, act, cs);
             h = bt_lstm_hidden(g, act, cs);
         }
     }
-    return bt_add(g, weighted_sum(g, h), weighted_sum(g, bt_scale(g, cs, 0.7)));
+    return lstm_loss(g, h, cs);
 }
 
-static void check_fused_lstm(fused_ctx c)
+/* A retained act->grad is dL/d(act) (lstm_gates must not write its dA over
+ * it): the last step's, against lstm_cell and lstm_hidden on a leaf copy. */
+static void expect_retained_act_grad(const lstm_ctx *c)
+{
+    bt_tensor *act = test_tensor2(3, 12, true), *cp = test_tensor2(3, 3, true);
+    memcpy(act->data, c->act->data, sizeof(bt_real) * act->size);
+    memcpy(cp->data, c->c_prev->data, sizeof(bt_real) * cp->size);
+    bt_graph *g = bt_graph_new();
+    bt_tensor *cn = bt_lstm_cell(g, act, cp);
+    cr_assert_eq(bt_backward(g, lstm_loss(g, bt_lstm_hidden(g, act, cn), cn)), BT_OK);
+    cr_assert_not_null(c->act->grad, "the retained act has no gradient");
+    for (size_t j = 0; j < act->size; j++)
+        cr_expect_float_eq(c->act->grad[j], act->grad[j], BT_REAL_DOUBLE ? 1e-12 : 2e-6,
+                           "retained dL/d(act) element %zu", j);
+    bt_graph_free(g);
+    bt_tensor_free(act);
+    bt_tensor_free(cp);
+}
+
+/* With param_wh, W_h is a weight of a bt_params block: its gradient waits
+ * for the sweep's batched product and lstm_gates writes dA into its slot
+ * (framework/wgrad.c), the path the cell takes in training. */
+static void check_fused_lstm(lstm_ctx c, bool param_wh)
 {
     bt_rng r;
     bt_rng_seed(&r, 77);
-    bt_tensor *in[6] = {test_tensor2(c.tokens ? 4 : 2, 12, true), test_tensor2(3, 12, true),
+    bt_params *p = bt_params_new();
+    bt_tensor *wh_param = bt_params_add(p, "W_h", 2, (int[]){3, 12});
+    cr_assert_eq(bt_params_finalize(p), BT_OK);
+    bt_tensor *in[6] = {test_tensor2(c.tokens ? 4 : 2, 12, true),
+                        param_wh ? wh_param : test_tensor2(3, 12, true),
                         test_tensor(1, (int[]){12}, true), test_tensor2(3, 3, true),
                         test_tensor2(3, 3, true), test_tensor2(3, 4, true)};
     for (int i = 0; i < 6; i++)
         fill_uniform(in[i], &r, -1.5, 1.5);
     char what[64];
-    snprintf(what, sizeof what, "lstm ops (%s%s)", c.tokens ? "tokens" : "real x",
-             c.retain ? ", retain_grad" : "");
+    snprintf(what, sizeof what, "lstm ops (%s%s%s)", c.tokens ? "tokens" : "real x",
+             c.retain ? ", retain_grad" : "", param_wh ? ", W_h a parameter" : "");
     assert_gradcheck(what, fused_lstm, &c, in, 6);
-    /* and the same gradients as the primitive ops they replace */
+    /* and the same gradients as the primitive ops; then the retained one */
     bt_real fused[6][48];
-    for (int i = 0; i < 6; i++)
-        memcpy(fused[i], in[i]->grad, sizeof(bt_real) * in[i]->size);
-    fused_ctx comp = c;
+    lstm_ctx comp = c;
     comp.composite = true;
     bt_graph *g = bt_graph_new();
-    for (int i = 0; i < 6; i++)
-        bt_tensor_zero_grad(in[i]);
-    cr_assert_eq(bt_backward(g, fused_lstm(g, in, 6, &comp)), BT_OK);
+    for (int pass = 0; pass < 2; pass++) {
+        bt_graph_reset(g);
+        for (int i = 0; i < 6; i++)
+            bt_tensor_zero_grad(in[i]);
+        cr_assert_eq(bt_backward(g, fused_lstm(g, in, 6, pass ? &comp : &c)), BT_OK);
+        for (int i = 0; i < 6; i++)
+            for (size_t j = 0; j < in[i]->size && pass == 0; j++)
+                fused[i][j] = in[i]->grad[j];
+        if (pass == 0 && c.retain)
+            expect_retained_act_grad(&c);
+    }
     for (int i = 0; i < 6; i++)
         for (size_t j = 0; j < in[i]->size; j++)
             cr_expect_float_eq(fused[i][j], in[i]->grad[j], BT_REAL_DOUBLE ? 1e-12 : 2e-6,
                                "%s: input %d element %zu", what, i, j);
     bt_graph_free(g);
     for (int i = 0; i < 6; i++)
-        bt_tensor_free(in[i]);
+        if (in[i] != wh_param)
+            bt_tensor_free(in[i]);
+    bt_params_free(p);
 }
 
-Test(grad, lstm_ops_tokens) { check_fused_lstm((fused_ctx){true, false, false}); }
-Test(grad, lstm_ops_real_input) { check_fused_lstm((fused_ctx){false, false, false}); }
-Test(grad, lstm_ops_retain_grad) { check_fused_lstm((fused_ctx){true, true, false}); }
+Test(grad, lstm_ops_tokens) { check_fused_lstm((lstm_ctx){.tokens = true}, false); }
+Test(grad, lstm_ops_real_input) { check_fused_lstm((lstm_ctx){.tokens = false}, false); }
+Test(grad, lstm_ops_retain_grad) { check_fused_lstm((lstm_ctx){.tokens = true, .retain = true}, false); }
+Test(grad, lstm_ops_weight_in_a_params_block)
+{
+    check_fused_lstm((lstm_ctx){.tokens = true}, true);
+    check_fused_lstm((lstm_ctx){.tokens = true, .retain = true}, true);
+}
 
 Test(grad, lstm_ops_reject_bad_shapes)
 {

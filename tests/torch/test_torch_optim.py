@@ -7,10 +7,12 @@ scalars: the plugins' AVX-512 and AVX2 loops run their bodies and their
 tails) with bt_optimizer_update, the call `bptt train` makes, on one thread
 and on two. PyTorch runs the same updates with torch.optim.SGD, Adam and
 AdamW on the same gradients. Compared after every step: each parameter
-tensor, and after the last step each state buffer (momentum_buffer, exp_avg,
-exp_avg_sq); the gradient norm bptt reports before clipping against the
-reference's. One and two threads must give the same bits (the update's own
-promise).
+tensor, each tensor's update (p_t - p_{t-1}, on its own scale, so a small step
+cannot hide behind large parameters), and the gradient norm bptt reports
+before clipping; after the last step each state buffer (momentum_buffer,
+exp_avg, exp_avg_sq). One and two threads must give the same bits in all of
+it (the update's own promise), and every update must leave the gradients
+zeroed.
 
 Clipping is written here from bptt's documented rule (g *= theta / ||g||
 when ||g|| > theta), since torch.nn.utils.clip_grad_norm_ divides by
@@ -24,8 +26,9 @@ torch (meson counts it as skipped).
 Error metric, per tensor: max |bptt - ref| / max |ref|. Tolerance: double
 build 1e-12 (the same arithmetic in another order). Float build 2e-6: the
 plugins keep parameters and state in float32, so each step rounds them
-(2^-24 relative, 6e-8) and the rounding carries on; the worst case measured
-on the float build is printed with --verbose."""
+(2^-24 relative, 6e-8) and the rounding carries on. The updates have their
+own tolerances (STEP_TOL). The worst check, as a fraction of its tolerance,
+is printed at the end."""
 import ctypes
 import os
 import sys
@@ -42,6 +45,13 @@ SHAPES = [(37, 29), (29,), (1,), (16, 3), (5, 7)]
 STEPS = 12
 SEED = 20261202
 TOL = {"double": 1e-12, "float": 2e-6}
+# Each step's update p_t - p_{t-1} against torch's, relative to the update's
+# own size, after taking off what rounding the new parameter may do (float:
+# half a unit in the last place, at most 2^-24 of the tensor's largest
+# magnitude, counted 8 times over): an update wrong by 1e-4 of itself fails
+# even where it is too small for the parameters' own check to see.
+STEP_TOL = {"double": 1e-10, "float": 1e-4}
+ROUNDING = {"double": 0.0, "float": 2.0 ** -21}
 
 # (bptt spec, torch optimizer, its arguments, clip theta; 0 = no clipping)
 CASES = [
@@ -135,7 +145,7 @@ def run_bptt(lib, spec, theta, threads, p0, grads):
     o = ctypes.c_void_p()
     if L.bt_optimizer_new(lib.reg, spec.encode(), p, ctypes.byref(o), lib.err, len(lib.err)) != 0:
         sys.exit(f"test_torch_optim: {spec}: {lib.err.value.decode()}")
-    params, norms = [], []
+    params, norms, zeroed = [], [], True
     for g in grads:
         grad[:] = np.concatenate([a.ravel() for a in g])
         norm = ctypes.c_double()
@@ -144,11 +154,12 @@ def run_bptt(lib, spec, theta, threads, p0, grads):
             sys.exit(f"test_torch_optim: {spec}: bt_optimizer_update returned {st}")
         params.append(data.astype(np.float64))
         norms.append(norm.value)
+        zeroed = zeroed and not grad.any()  # the update zeroes the gradients
     state = [lib.view(L.bt_optimizer_state(o, k), n).astype(np.float64)
              for k in range(L.bt_optimizer_state_count(o))]
     L.bt_optimizer_free(o)
     L.bt_params_free(p)
-    return params, norms, state
+    return params, norms, state, zeroed
 
 
 def run_torch(make, kwargs, theta, p0, grads):
@@ -191,18 +202,22 @@ def main():
     if len(sys.argv) < 3 or sys.argv[2] not in TOL:
         sys.exit("usage: test_torch_optim.py LIBBPTT float|double [--verbose]")
     lib, precision, verbose = Lib(sys.argv[1], sys.argv[2]), sys.argv[2], "--verbose" in sys.argv
-    tol, failures, worst, n_checks, case_worst = TOL[precision], 0, (0.0, ""), 0, 0.0
+    tol, failures, worst, n_checks, case_worst = TOL[precision], 0, (0.0, "", 0.0), 0, 0.0
     rng = np.random.default_rng(SEED)
 
-    def check(label, err):
+    def check(label, err, limit=None):
+        """err against limit (the parameters' tolerance by default); the worst
+        is kept as a fraction of its own tolerance."""
         nonlocal failures, worst, n_checks, case_worst
+        limit = limit or tol
         n_checks += 1
-        case_worst = max(case_worst, err) if err == err else err
-        if not err <= tol:
+        used = err / limit
+        case_worst = max(case_worst, used) if used == used else used
+        if not err <= limit:
             failures += 1
-            print(f"FAIL {label}: relative error {err:.3g} > {tol:g}")
-        if err > worst[0] or err != err:
-            worst = (err, label)
+            print(f"FAIL {label}: relative error {err:.3g} > {limit:g}")
+        if used > worst[0] or used != used:
+            worst = (used, label, err)
 
     for spec, make, kwargs, theta in CASES:
         case_worst = 0.0
@@ -210,14 +225,29 @@ def main():
         ref_p, ref_n, ref_s = run_torch(make, kwargs, theta, p0, grads)
         one = run_bptt(lib, spec, theta, 1, p0, grads)
         two = run_bptt(lib, spec, theta, 2, p0, grads)
+        same = (all(np.array_equal(a, b) for a, b in zip(one[0], two[0])) and one[1] == two[1]
+                and all(np.array_equal(a, b) for a, b in zip(one[2], two[2])))
+        if not same:
+            failures += 1
+            print(f"FAIL {spec}: 1 and 2 threads differ (parameters, norms or state)")
+        params, norms, state, zeroed = one
+        if not (zeroed and two[3]):
+            failures += 1
+            print(f"FAIL {spec}: a gradient was not zeroed by the update")
+        before, ref_before = np.concatenate([a.ravel() for a in p0]).astype(np.float64), None
         for t in range(STEPS):
-            if not np.array_equal(one[0][t], two[0][t]):
-                failures += 1
-                print(f"FAIL {spec}: step {t + 1}: 1 and 2 threads differ")
-        params, norms, state = one
-        for t in range(STEPS):
+            ref_before = before if ref_before is None else ref_p[t - 1]
+            mine_before = before if t == 0 else params[t - 1]
             for i, (a, b) in enumerate(zip(split(params[t]), split(ref_p[t]))):
                 check(f"{spec} clip {theta:g}: step {t + 1}, tensor {SHAPES[i]}", rel_err(a, b))
+            # the step itself, on its own scale: a small update is not hidden by
+            # the parameters' size (float: plus the rounding of two parameters)
+            steps = zip(split(params[t] - mine_before), split(ref_p[t] - ref_before),
+                        split(ref_p[t]))
+            for i, (d, dref, p_ref) in enumerate(steps):
+                excess = np.abs(d - dref).max() - ROUNDING[precision] * np.abs(p_ref).max()
+                check(f"{spec} clip {theta:g}: step {t + 1}, update of tensor {SHAPES[i]}",
+                      max(excess, 0.0) / np.abs(dref).max(), STEP_TOL[precision])
             check(f"{spec}: step {t + 1}, gradient norm",
                   abs(norms[t] - ref_n[t]) / ref_n[t])
         names = STATE_NAMES[spec.split(":")[0]]
@@ -229,11 +259,12 @@ def main():
                 check(f"{spec}: {name}, tensor {SHAPES[i]}", rel_err(a, b))
         clipped = sum(theta > 0 and n > theta for n in ref_n)
         if verbose:
-            print(f"{spec}, clip {theta:g} ({clipped} of {STEPS} steps clipped): worst relative "
-                  f"error {case_worst:.3g}")
+            print(f"{spec}, clip {theta:g} ({clipped} of {STEPS} steps clipped): worst check "
+                  f"at {case_worst:.3g} of its tolerance")
     print(f"{len(CASES)} optimizer cases x {STEPS} steps x {sum(int(np.prod(s)) for s in SHAPES)} "
-          f"parameters, {precision}: {n_checks} checks against torch.optim, worst relative "
-          f"error {worst[0]:.3g} ({worst[1]}), tolerance {tol:g}; {failures} failures")
+          f"parameters, {precision}: {n_checks} checks against torch.optim; the worst, "
+          f"{worst[1]}, relative error {worst[2]:.3g} = {worst[0]:.3g} of its tolerance; "
+          f"{failures} failures")
     sys.exit(1 if failures else 0)
 
 
