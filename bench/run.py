@@ -152,6 +152,13 @@ def rates(results, key_cpu, key_wall, cpu):
     return (statistics.median(xs), min(xs), max(xs)) if xs else (None, None, None)
 
 
+def mark(x, target):
+    """A target beside its figure, and whether the figure meets it (the figure unrounded)."""
+    if target is None:
+        return ''
+    return f">={target:g}" + ('' if x is None else ' ok' if x >= target else ' MISS')
+
+
 def print_step_row(H, th, got, cpu, targets):
     b = rates(got['bptt'], 'tokens_per_cpu_s', 'tokens_per_s', cpu)
     c = rates(got['roofline'], 'ceiling_cpu_tokens_per_s', 'ceiling_tokens_per_s', cpu)
@@ -163,9 +170,9 @@ def print_step_row(H, th, got, cpu, targets):
     rss = max((r['peak_rss_mb'] for r in got['bptt']), default=None)
     ft, ot = targets.get(H, (None, None)) if th == 1 else (None, None)
     print(f"{H:>6} | {fmt(b[0], 0):>9} ({fmt(b[1], 0)}-{fmt(b[2], 0)}) | {fmt(c[0], 0):>9} | "
-          f"{fmt(ratio(b[0], c[0]), 3):>5} {('>=' + str(ft)) if ft else '':>6} | "
+          f"{fmt(ratio(b[0], c[0]), 3):>5} {mark(ratio(b[0], c[0]), ft):>10} | "
           f"{fmt(ratio(b[0], cb[0]), 3):>6} | "
-          f"{fmt(o[0], 0):>9} | {fmt(ratio(b[0], o[0]), 2):>5} {('>=' + str(ot)) if ot else '':>6} | "
+          f"{fmt(o[0], 0):>9} | {fmt(ratio(b[0], o[0]), 3):>5} {mark(ratio(b[0], o[0]), ot):>9} | "
           f"{fmt(t[0], 0):>9} | {fmt(ratio(b[0], t[0]), 2):>5} | {fmt(bw, 0):>10} | {fmt(rss):>7}"
           + (f" | {fmt(off[0], 0):>9} {fmt(ratio(b[0], off[0]), 2):>5}" if off[0] else ''))
     return b[0]
@@ -204,8 +211,8 @@ def section_step(a, torch_py, coretype, steps, warm):
                 'min-max over passes)' if cpu else
                 'wall-clock tokens/s (CPU time counts both threads at 2)')
         print(f'\n## training step, {th} thread(s): {kind}; {a.passes} passes of {steps} steps after {warm} warm-up')
-        print(f"{'hidden':>6} | {'bptt':>9} {'(min-max)':>17} | {'roofline':>9} | {'frac':>5} {'target':>6} | "
-              f"{'frac_o':>6} | {'oneDNN':>9} | {'vs':>5} {'target':>6} | {'torch':>9} | {'vs':>5} | "
+        print(f"{'hidden':>6} | {'bptt':>9} {'(min-max)':>17} | {'roofline':>9} | {'frac':>5} {'target':>10} | "
+              f"{'frac_o':>6} | {'oneDNN':>9} | {'vs':>5} {'target':>9} | {'torch':>9} | {'vs':>5} | "
               f"{'bptt wall':>10} | {'RSS MB':>7}" + (f" | {'BPTT_DNNL=off':>13} {'vs':>5}" if a.dnnl_off else ''))
         all_got = {}
         for H in a.hidden:
@@ -227,7 +234,7 @@ def section_step(a, torch_py, coretype, steps, warm):
                 m1, mn = med([r['tokens_per_s'] for r in one]), med([r['tokens_per_s'] for r in many])
                 b1 = max((r['tokens_per_s_max'] for r in one), default=None)
                 bn = max((r['tokens_per_s_max'] for r in many), default=None)
-                tgt = '>=1.7' if H >= 512 else ''
+                tgt = mark(ratio(mn, m1), 1.7) if H >= 512 else ''
                 print(f'  hidden {H:>5}: {th} threads {fmt(ratio(mn, m1), 2)}x (median), '
                       f'{fmt(ratio(bn, b1), 2)}x (fastest step) {tgt}')
             thread_pairs(a, coretype, th)
@@ -247,9 +254,9 @@ def thread_pairs(a, coretype, th):
                       '--steps', str(rounds), '--data', a.data], env, progress=True)
         if not r:
             continue
-        tgt = '>=1.7' if H >= 512 else ''
-        print(f"  hidden {H:>5}: {th} threads {fmt(r['speedup'], 2)}x "
-              f"({fmt(r['speedup_min'], 2)}-{fmt(r['speedup_max'], 2)}) {tgt:>5}   "
+        tgt = mark(r['speedup'], 1.7) if H >= 512 else ''
+        print(f"  hidden {H:>5}: {th} threads {fmt(r['speedup'], 3)}x "
+              f"({fmt(r['speedup_min'], 2)}-{fmt(r['speedup_max'], 2)}) {tgt:>10}   "
               f"1 thread {fmt(r['one_tokens_per_s'], 0)} tok/s, {th} threads {fmt(r['many_tokens_per_s'], 0)} tok/s, "
               f"cpu/wall {fmt(r['many_cpu_per_wall'], 2)}")
 
