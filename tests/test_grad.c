@@ -146,6 +146,24 @@ Test(grad, composite_rnn_fan_out)
         bt_tensor_free(in[i]);
 }
 
+/* ---- the fused ops against the primitive ops they replace -------------------------- */
+
+/* The inputs' gradients from a fresh backward of fn against saved ones (input
+ * i's at saved + i * stride): a fused op's against its primitive ops'. */
+static void expect_same_grads(const char *what, bt_loss_fn fn, void *ctx, bt_tensor *const *in,
+                              int n, const bt_real *saved, size_t stride)
+{
+    bt_graph *g = bt_graph_new();
+    for (int i = 0; i < n; i++)
+        bt_tensor_zero_grad(in[i]);
+    cr_assert_eq(bt_backward(g, fn(g, in, n, ctx)), BT_OK);
+    for (int i = 0; i < n; i++)
+        for (size_t j = 0; j < in[i]->size; j++)
+            cr_expect_float_eq(saved[(size_t)i * stride + j], in[i]->grad[j],
+                               BT_REAL_DOUBLE ? 1e-12 : 2e-6, "%s: input %d element %zu", what, i, j);
+    bt_graph_free(g);
+}
+
 /* ---- the fused tanh RNN step ---------------------------------------------------- */
 
 typedef struct fused_ctx { bool tokens, retain, composite; } fused_ctx;
@@ -189,15 +207,7 @@ static void check_fused(fused_ctx c)
         memcpy(fused[i], in[i]->grad, sizeof(bt_real) * in[i]->size);
     fused_ctx comp = c;
     comp.composite = true;
-    bt_graph *g = bt_graph_new();
-    for (int i = 0; i < 5; i++)
-        bt_tensor_zero_grad(in[i]);
-    cr_assert_eq(bt_backward(g, fused_rnn(g, in, 5, &comp)), BT_OK);
-    for (int i = 0; i < 5; i++)
-        for (size_t j = 0; j < in[i]->size; j++)
-            cr_expect_float_eq(fused[i][j], in[i]->grad[j], BT_REAL_DOUBLE ? 1e-12 : 2e-6,
-                               "%s: input %d element %zu", what, i, j);
-    bt_graph_free(g);
+    expect_same_grads(what, fused_rnn, &comp, in, 5, fused[0], 12);
     for (int i = 0; i < 5; i++)
         bt_tensor_free(in[i]);
 }
@@ -289,27 +299,21 @@ static void check_fused_lstm(lstm_ctx c, bool param_wh)
     snprintf(what, sizeof what, "lstm ops (%s%s%s)", c.tokens ? "tokens" : "real x",
              c.retain ? ", retain_grad" : "", param_wh ? ", W_h a parameter" : "");
     assert_gradcheck(what, fused_lstm, &c, in, 6);
-    /* and the same gradients as the primitive ops; then the retained one */
+    /* the retained gradient (while its graph lives), then the same gradients
+     * as the primitive ops */
     bt_real fused[6][48];
+    bt_graph *g = bt_graph_new();
+    for (int i = 0; i < 6; i++)
+        bt_tensor_zero_grad(in[i]);
+    cr_assert_eq(bt_backward(g, fused_lstm(g, in, 6, &c)), BT_OK);
+    if (c.retain)
+        expect_retained_act_grad(&c);
+    for (int i = 0; i < 6; i++)
+        memcpy(fused[i], in[i]->grad, sizeof(bt_real) * in[i]->size);
+    bt_graph_free(g);
     lstm_ctx comp = c;
     comp.composite = true;
-    bt_graph *g = bt_graph_new();
-    for (int pass = 0; pass < 2; pass++) {
-        bt_graph_reset(g);
-        for (int i = 0; i < 6; i++)
-            bt_tensor_zero_grad(in[i]);
-        cr_assert_eq(bt_backward(g, fused_lstm(g, in, 6, pass ? &comp : &c)), BT_OK);
-        for (int i = 0; i < 6; i++)
-            for (size_t j = 0; j < in[i]->size && pass == 0; j++)
-                fused[i][j] = in[i]->grad[j];
-        if (pass == 0 && c.retain)
-            expect_retained_act_grad(&c);
-    }
-    for (int i = 0; i < 6; i++)
-        for (size_t j = 0; j < in[i]->size; j++)
-            cr_expect_float_eq(fused[i][j], in[i]->grad[j], BT_REAL_DOUBLE ? 1e-12 : 2e-6,
-                               "%s: input %d element %zu", what, i, j);
-    bt_graph_free(g);
+    expect_same_grads(what, fused_lstm, &comp, in, 6, fused[0], 48);
     for (int i = 0; i < 6; i++)
         if (in[i] != wh_param)
             bt_tensor_free(in[i]);
