@@ -375,17 +375,30 @@ static json_t *st_header_json(const bt_st_file *f, uLong data_crc)
     return ok ? root : NULL;
 }
 
-/* The position of the one raw occurrence of key in hdr[0..n) as
- * "key":"crc32:, the offset of its eight digits into *at; false when there
- * is none or more than one. Inside a JSON string a quote is always escaped,
- * so the bytes ":" only ever separate a key from its value. */
+/* True when hdr[i] opens or closes a JSON string. A quote inside a string is
+ * still the byte '"', written \" (after an odd run of backslashes: \\\" is an
+ * escaped backslash, then an escaped quote); a structural one follows an even
+ * run, none at all outside strings, or an escaped backslash at a string's end. */
+static bool is_string_quote(const char *hdr, size_t i)
+{
+    size_t run = 0;
+    while (run < i && hdr[i - 1 - run] == '\\')
+        run++;
+    return hdr[i] == '"' && run % 2 == 0;
+}
+
+/* The position of the one occurrence of key as a key, "key":"crc32:, in
+ * hdr[0..n): the offset of its eight digits into *at; false when there is
+ * none or more than one. Only a quote that opens a string can start it, so a
+ * metadata key such as x"checksum_header (written "x\"checksum_header") is
+ * not taken for the real one. */
 static bool find_crc_digits(const char *hdr, size_t n, const char *key, size_t *at)
 {
     char pat[64];
     int plen = snprintf(pat, sizeof pat, "\"%s\":\"" CK_PREFIX, key);
     int found = 0;
     for (size_t i = 0; i + (size_t)plen + 8 <= n; i++)
-        if (hdr[i] == '"' && memcmp(hdr + i, pat, (size_t)plen) == 0) {
+        if (hdr[i] == '"' && memcmp(hdr + i, pat, (size_t)plen) == 0 && is_string_quote(hdr, i)) {
             *at = i + (size_t)plen;
             found++;
         }

@@ -215,6 +215,37 @@ Test(safetensors, empty_file_round_trip)
     bt_st_free(f);
 }
 
+/* Metadata that spells the header checksum's key inside other strings: as
+ * written, "x\"checksum_header":"crc32:..." holds the bytes of the real key
+ * and value, behind an escaped quote. The writer must seal the one real
+ * placeholder (a fuzzer's file once made it assert) and the reader check it. */
+Test(safetensors, checksum_key_spelled_inside_other_strings)
+{
+    static const char *const keys[] = {"x\"checksum_header", "y\\\"checksum_header", "z\\",
+                                       "v"};
+    static const char *const values[] = {"crc32:00000000", "crc32:12345678", "crc32:00000000",
+                                         "\"checksum_header\":\"crc32:00000000\""};
+    bt_st_file *f = bt_st_new();
+    float x[2] = {1, 2};
+    int64_t s2[1] = {2};
+    cr_assert_eq(bt_st_add(f, "w", BT_ST_F32, 1, s2, x, err, sizeof err), BT_OK, "%s", err);
+    for (int i = 0; i < 4; i++)
+        cr_assert_eq(bt_st_set_meta(f, keys[i], values[i]), BT_OK);
+    const char *path = in_dir("spelled.safetensors");
+    cr_assert_eq(bt_st_write(f, path, err, sizeof err), BT_OK, "%s", err);
+    bt_st_free(f);
+    cr_assert_eq(bt_st_read(path, &f, err, sizeof err), BT_OK, "%s", err);
+    cr_assert(bt_st_checksummed(f));
+    for (int i = 0; i < 4; i++)
+        cr_assert_str_eq(bt_st_meta(f, keys[i]), values[i]);
+    bt_st_free(f);
+    /* A byte changed in the data still fails the check: the real checksum was found. */
+    FILE *fp = fopen(path, "r+b");
+    cr_assert(fp && fseek(fp, -1, SEEK_END) == 0 && fputc(0x55, fp) != EOF && fclose(fp) == 0);
+    cr_assert_eq(bt_st_read(path, &f, err, sizeof err), BT_ERR_FORMAT);
+    cr_assert(strstr(err, "does not match its checksum"), "%s", err);
+}
+
 Test(safetensors, real_round_trip)
 {
     bt_real v[6] = {1, 2, 3, 4, 5, 6.5};

@@ -111,6 +111,10 @@ write(d + "/dtypes.safetensors", [
 ], {"format": "bptt-lm-1", "note": "caf\u00e9 \ud83d\ude00"})
 write(d + "/meta_only.safetensors", [], {"k": "v"})
 write(d + "/empty.safetensors", [])
+# The header checksum's key spelled inside a metadata key, behind an escaped
+# quote: the writer once took it for its own placeholder and asserted.
+write(d + "/spelled_checksum_key.safetensors", [("w", "F32", [1], struct.pack("<f", 1.0))],
+      {'x"checksum_header': "crc32:00000000"})
 PY
 
 # ---- vocabularies: the JSON a checkpoint stores (first byte: 'c' chars,
