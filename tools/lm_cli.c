@@ -467,6 +467,10 @@ void lm_cli_stop_end(void)
     stop_lm = NULL;
     if (!stop_installed)
         return;
+    /* From here a signal ends the process at once, as it would anywhere: what
+     * the run printed must be out first, not left in stdout's buffer (a
+     * Ctrl-C during the cleanup once lost the "done:" line of a saved run). */
+    fflush(stdout);
     sigaction(SIGINT, &stop_old[0], NULL);
     sigaction(SIGTERM, &stop_old[1], NULL);
     stop_installed = false;
