@@ -25,6 +25,8 @@ them, and the reference tries every o in [0, T] for each epoch: exactly one
 must give that loss. Then the real run is compared with the reference's:
 every parameter, the carried state, the optimizer's buffers, and each
 epoch's mean loss and mean and largest gradient norm (before clipping).
+Two cases also split the rows over two threads (--threads 2) or recompute
+stretches (--checkpoint 2): the same run, so the same reference.
 
 usage: test_torch_train.py BPTT [--verbose]
 Exit 0: all agree; 1: a disagreement (each printed); 77: no torch (skipped).
@@ -66,30 +68,31 @@ B, T, H, EPOCHS, SEED = 3, 5, 6, 3, 7
 TOL = {"double": 1e-12, "float": 1e-5}
 LOSS_MATCH = {"double": 1e-12, "float": 2e-6}  # an epoch's loss at the initial parameters
 
-# (cell, bptt optimizer, torch optimizer from its parameter list, clip, truncation, init)
+# (cell, bptt optimizer, torch optimizer from its parameter list, clip, truncation, init,
+#  more bptt options: none of them changes the run beyond rounding)
 CASES = [
-    ("rnn_tanh", "sgd:lr=1", lambda ps: torch.optim.SGD(ps, lr=1.0), 1.0, "full", "normal:0.5"),
+    ("rnn_tanh", "sgd:lr=1", lambda ps: torch.optim.SGD(ps, lr=1.0), 1.0, "full", "normal:0.5", []),
     ("rnn_tanh", "sgd:lr=0.5", lambda ps: torch.optim.SGD(ps, lr=0.5), 0.5, "fixed:2",
-     "normal:0.8"),
+     "normal:0.8", []),
     ("gru", "momentum:lr=0.3,mu=0.9", lambda ps: torch.optim.SGD(ps, lr=0.3, momentum=0.9), 1.0,
-     "full", "normal:0.5"),
+     "full", "normal:0.5", []),
     ("gru_torch", "adam:lr=0.01", lambda ps: torch.optim.Adam(ps, lr=0.01), 0.5, "full",
-     "normal:0.5"),
+     "normal:0.5", ["--threads", "2"]),
     ("lstm", "adam:lr=0.02,beta1=0.8,beta2=0.95,eps=1e-6",
      lambda ps: torch.optim.Adam(ps, lr=0.02, betas=(0.8, 0.95), eps=1e-6), 1.0, "full",
-     "normal:0.5"),
-    ("lstm", "sgd:lr=1", lambda ps: torch.optim.SGD(ps, lr=1.0), 1.0, "fixed:3", "normal:0.3"),
+     "normal:0.5", ["--checkpoint", "2"]),
+    ("lstm", "sgd:lr=1", lambda ps: torch.optim.SGD(ps, lr=1.0), 1.0, "fixed:3", "normal:0.3", []),
 ]
 STATE_NAMES = {"sgd": [], "momentum": ["momentum_buffer"], "adam": ["exp_avg", "exp_avg_sq"]}
 HIST_LOSS, HIST_NORM_MEAN, HIST_NORM_MAX, HIST_UPDATES = 1, 4, 5, 6  # io/checkpoint.c add_history
 
 
 def bptt_train(bptt, tmp, case, optimizer, clip, out):
-    cell, _, _, _, truncation, init = case
+    cell, _, _, _, truncation, init, more = case
     cmd = [bptt, "train", "--data", os.path.join(tmp, "text.txt"), "--cell", cell,
            "--hidden", str(H), "--batch", str(B), "--steps", str(T), "--epochs", str(EPOCHS),
            "--seed", str(SEED), "--init", init, "--truncation", truncation,
-           "--optimizer", optimizer, "--clip", str(clip), "--save", out, "--quiet"]
+           "--optimizer", optimizer, "--clip", str(clip), "--save", out, "--quiet"] + more
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         sys.exit(f"FAIL: {' '.join(cmd)}: exit {r.returncode}\n{r.stderr}")
@@ -160,7 +163,7 @@ def find_offsets(cell, p, ids, hist0, precision, problems):
 def train_reference(case, p, ids, offsets):
     """The whole run in float64: per-epoch (mean loss, mean norm, max norm, updates), the
     final states, the optimizer."""
-    cell, _, make_opt, clip, truncation, _ = case
+    cell, _, make_opt, clip, truncation = case[:5]
     names, n_states, _, step = ref.CELLS[cell]
     opt = make_opt([p[k] for k in names])
     hist = []
@@ -220,9 +223,9 @@ def compare(got_t, case, p0, ids, offsets):
 
 
 def run_case(bptt, tmp, case, verbose):
-    cell, optimizer, _, clip, truncation, _ = case
+    cell, optimizer, _, clip, truncation, _, more = case
     names = ref.CELLS[cell][0]
-    tag = f"{cell} {optimizer} clip {clip} {truncation}"
+    tag = " ".join([cell, optimizer, f"clip {clip}", truncation] + more)
     zero_t, zero_m = bptt_train(bptt, tmp, case, "sgd:lr=0", 0, os.path.join(tmp, "zero.st"))
     precision = zero_m["precision"]
     vocab = json.loads(zero_m["vocab"])
