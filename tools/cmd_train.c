@@ -497,6 +497,10 @@ int cmd_train(int argc, char **argv)
         print_setup(&r, &o, &dc);
         lm_cli_stop_attach(r.lm);
         rc = train(&r, &o, &dc);
+        /* A signal after train() looked (the plot, the sample) came too late
+         * to stop the run as well: the same 128 + the signal. */
+        if (rc == 0 && lm_cli_stop_signal())
+            rc = 128 + lm_cli_stop_signal();
     }
     lm_cli_stop_end();
     train_run_free(&r);
