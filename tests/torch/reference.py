@@ -14,14 +14,36 @@ Q output width. Batches are row vectors: a product reads h W."""
 import os
 import sys
 
-import numpy as np
-import torch
-import torch.nn.functional as F
+try:
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+except ImportError as e:  # every test here imports this first: meson counts exit 77 as skipped
+    print(f"SKIP: /usr/bin/python3 cannot import torch/numpy ({e}); "
+          "install python3-torch python3-numpy (tools/install-deps.sh)")
+    sys.exit(77)
 
 # ---- safetensors (the shared reader and writer in tools/) ---------------------------
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools"))
 from safetensors_np import st_read, st_write  # noqa: E402,F401
+
+# ---- comparing ---------------------------------------------------------------------
+
+
+def rel_err(a, b):
+    """max |a - b| / max |b| (absolute where b is all zeros); a shape mismatch, NaN or inf
+    is inf, so it fails every tolerance."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.shape != b.shape:
+        return float("inf")
+    if a.size == 0:
+        return 0.0
+    scale = np.abs(b).max()
+    d = np.abs(a - b).max()
+    if not np.isfinite(d):
+        return float("inf")
+    return float(d / scale) if scale > 0 else float(d)
 
 # ---- truncation nodes --------------------------------------------------------------
 

@@ -33,13 +33,11 @@ import ctypes
 import os
 import sys
 
-try:
-    import numpy as np
-    import torch
-except ImportError as e:  # meson: exit 77 is a skipped test
-    print(f"SKIP: /usr/bin/python3 cannot import torch/numpy ({e}); "
-          "install python3-torch python3-numpy (tools/install-deps.sh)")
-    sys.exit(77)
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import reference as ref  # noqa: E402  (exits 77, skipped, without torch)
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 SHAPES = [(37, 29), (29,), (1,), (16, 3), (5, 7)]
 STEPS = 12
@@ -192,12 +190,6 @@ def split(flat):
     return out
 
 
-def rel_err(a, b):
-    """max |a - b| / max |b|; NaN compares as a failure."""
-    scale, d = np.abs(b).max(initial=0.0), np.abs(a - b).max(initial=0.0)
-    return float(d / scale) if scale > 0 else float(d)
-
-
 def main():
     if len(sys.argv) < 3 or sys.argv[2] not in TOL:
         sys.exit("usage: test_torch_optim.py LIBBPTT float|double [--verbose]")
@@ -239,7 +231,7 @@ def main():
             ref_before = before if ref_before is None else ref_p[t - 1]
             mine_before = before if t == 0 else params[t - 1]
             for i, (a, b) in enumerate(zip(split(params[t]), split(ref_p[t]))):
-                check(f"{spec} clip {theta:g}: step {t + 1}, tensor {SHAPES[i]}", rel_err(a, b))
+                check(f"{spec} clip {theta:g}: step {t + 1}, tensor {SHAPES[i]}", ref.rel_err(a, b))
             # the step itself, on its own scale: a small update is not hidden by
             # the parameters' size (float: plus the rounding of two parameters)
             steps = zip(split(params[t] - mine_before), split(ref_p[t] - ref_before),
@@ -256,7 +248,7 @@ def main():
             print(f"FAIL {spec}: {len(state)} state buffers, torch keeps {names}")
         for name, buf in zip(names, state):
             for i, (a, b) in enumerate(zip(split(buf), split(ref_s[name]))):
-                check(f"{spec}: {name}, tensor {SHAPES[i]}", rel_err(a, b))
+                check(f"{spec}: {name}, tensor {SHAPES[i]}", ref.rel_err(a, b))
         clipped = sum(theta > 0 and n > theta for n in ref_n)
         if verbose:
             print(f"{spec}, clip {theta:g} ({clipped} of {STEPS} steps clipped): worst check "

@@ -24,17 +24,13 @@ import subprocess
 import sys
 import tempfile
 
-try:
-    import numpy as np
-    import torch
-    import torch.nn.functional as F
-except ImportError as e:
-    print(f"SKIP: /usr/bin/python3 cannot import torch/numpy ({e})")
-    sys.exit(77)
-
-sys.dont_write_bytecode = True
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools"))
-from safetensors_np import st_read, st_write  # noqa: E402
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import reference as ref  # noqa: E402  (exits 77, skipped, without torch)
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from safetensors_np import st_read, st_write  # noqa: E402  (tools/, on the path reference set)
 
 MODULES = {"lstm": ("lstm", ["W_x", "W_h", "b"]), "rnn": ("rnn_tanh", ["W_xh", "W_hh", "b_h"])}
 
@@ -136,15 +132,6 @@ def grad_of(t):
     return t.grad.numpy() if t.grad is not None else np.zeros(tuple(t.shape))
 
 
-def rel_err(a, b):
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    if a.shape != b.shape:
-        return float("inf")
-    s = np.abs(b).max()
-    d = np.abs(a - b).max()
-    return d / s if s > 0 else d
-
-
 def same_with_checkpoints(bptt, tmp, P, cell, H):
     """With dropout (no torch counterpart: its masks are bptt's), checkpointed
     windows recompute each stretch with the same masks: --checkpoint 2 gives
@@ -163,7 +150,7 @@ def same_with_checkpoints(bptt, tmp, P, cell, H):
             return 1
         G.append(st_read(gfile)[0])
     tol = 1e-12 if st_read(gfile)[1].get("precision") == "double" else 1e-5
-    errs = {n: rel_err(G[1][n], G[0][n]) for n in G[0]}
+    errs = {n: ref.rel_err(G[1][n], G[0][n]) for n in G[0]}
     worst = max(errs.values())
     print(f"{'ok  ' if worst <= tol else 'FAIL'} {cell} dropout 0.4 tbptt:2,5: --checkpoint 2 "
           f"= plain windows, largest relative difference {worst:.3g}")
@@ -232,9 +219,9 @@ def main():
                 tol = 1e-9 if precision == "double" else 1e-4
                 Gt, loss = torch_grads(kind, rnn, head, X, Y, h0, c0,
                                        "full" if policy == "rtrl" else policy, xi)
-                errs = {"loss": rel_err(Gb["loss"].reshape(()), np.float64(loss))}
+                errs = {"loss": ref.rel_err(Gb["loss"].reshape(()), np.float64(loss))}
                 for n, g in Gt.items():
-                    errs[n] = rel_err(Gb["grad." + n], g) if "grad." + n in Gb else float("inf")
+                    errs[n] = ref.rel_err(Gb["grad." + n], g) if "grad." + n in Gb else float("inf")
                 for n, e in errs.items():
                     checks += 1
                     worst = max(worst, e)
