@@ -463,7 +463,7 @@ static int train(train_run *r, const train_opts *o, const dist_cli *dc)
     if (writer)
         print_done(r, t.last_saved > (r->ck ? r->ck->epoch : -1) ? o->save : NULL);
     dist_cli_report(dc, seconds);
-    return lm_cli_stop_signal() ? 128 + lm_cli_stop_signal() : 0; /* it came too late to stop */
+    return 0; /* a signal that came too late to stop the run: cmd_train's exit status says so */
 }
 
 int cmd_train(int argc, char **argv)
@@ -497,8 +497,9 @@ int cmd_train(int argc, char **argv)
         print_setup(&r, &o, &dc);
         lm_cli_stop_attach(r.lm);
         rc = train(&r, &o, &dc);
-        /* A signal after train() looked (the plot, the sample) came too late
-         * to stop the run as well: the same 128 + the signal. */
+        /* A signal during the last minibatch, or later, came too late to
+         * stop the run: it finished, and exits 128 + the signal to say one
+         * came. Checked here, the last moment the handler records one. */
         if (rc == 0 && lm_cli_stop_signal())
             rc = 128 + lm_cli_stop_signal();
     }
