@@ -1,6 +1,7 @@
 /* arena.c: bump allocation for one truncation window.
  * Chunks are kept across resets, so once a window has fitted, later windows
  * of the same size make no heap allocation at all. */
+#include <stdint.h>
 #include <string.h>
 
 #include "bptt.h"
@@ -14,11 +15,21 @@ typedef struct chunk {
     unsigned char *base; /* aligned start */
 } chunk;
 
+/* The chain holds chunks of chunk_bytes, filled in order and refilled from
+ * the first after a reset. A block larger than a chunk (a window's lane of
+ * step outputs, graph.c) gets a chunk of its own, on one of two short lists
+ * of its own: finding one never walks the chain, however long a longer
+ * window left it. (When they sat in the chain, each search walked it to its
+ * end: every stretch of a checkpointed window after a plain 100,000-step
+ * window on the same graph visited about 1,250 chunk headers.) */
 struct bt_arena {
     chunk *first;
     chunk *current;
+    chunk *own_free;    /* own chunks no block of this window is in */
+    chunk *own_taken;   /* own chunks this window took */
     size_t chunk_bytes;
     size_t used_before; /* bytes used in chunks before current */
+    size_t own_used;    /* bytes of the blocks in own_taken */
     size_t high_water;
     size_t reserved;
 };
@@ -38,6 +49,14 @@ static chunk *chunk_new(size_t cap)
     return c;
 }
 
+static void chunks_free(chunk *c)
+{
+    for (chunk *next; c; c = next) {
+        next = c->next;
+        bt_free(c);
+    }
+}
+
 bt_arena *bt_arena_new(size_t chunk_bytes)
 {
     bt_arena *a = bt_calloc(1, sizeof *a);
@@ -51,62 +70,65 @@ void bt_arena_free(bt_arena *a)
 {
     if (!a)
         return;
-    for (chunk *c = a->first, *next; c; c = next) {
-        next = c->next;
-        bt_free(c);
-    }
+    chunks_free(a->first);
+    chunks_free(a->own_free);
+    chunks_free(a->own_taken);
     bt_free(a);
 }
 
-/* A block larger than a chunk gets a chunk of its own, put right after c
- * (the chunks after c hold nothing of this window yet). One kept from an
- * earlier window is taken if big enough; kept ones too small for it are
- * freed on the way. Without that, windows that grow (a lane of step outputs
- * per window, graph.c) would keep one dead chunk per length ever seen:
- * memory quadratic in the window. Same-size windows free and make nothing. */
-static chunk *own_chunk(bt_arena *a, chunk *c, size_t need)
+static void note_use(bt_arena *a)
 {
-    chunk *found = NULL;
-    for (chunk **at = c ? &c->next : &a->first; *at;) {
-        chunk *q = *at;
-        if (q->cap > a->chunk_bytes && q->cap < need) {
-            *at = q->next;
+    size_t used = bt_arena_used(a);
+    if (used > a->high_water)
+        a->high_water = used;
+}
+
+/* A block larger than a chunk: the smallest free own chunk that holds it
+ * (an exact fit ends the search: same-size windows take theirs at once),
+ * else a new one. Smallest, so that a small block does not take the chunk a
+ * larger one of the same window needs. When none holds it, the free ones
+ * are all too small and are freed first: without that, windows that grow (a
+ * lane per window, longer each time) would keep one dead chunk per length
+ * ever seen, memory quadratic in the window. */
+static void *own_block(bt_arena *a, size_t need)
+{
+    chunk **best = NULL;
+    for (chunk **at = &a->own_free; *at && !(best && (*best)->cap == need); at = &(*at)->next)
+        if ((*at)->cap >= need && (!best || (*at)->cap < (*best)->cap))
+            best = at;
+    chunk *c;
+    if (best) {
+        c = *best;
+        *best = c->next;
+    } else {
+        for (chunk *q = a->own_free; q; q = q->next)
             a->reserved -= q->cap;
-            bt_free(q);
-        } else if (q->cap >= need && !found) {
-            *at = q->next;
-            found = q;
-        } else {
-            at = &q->next;
-        }
-    }
-    if (!found && (found = chunk_new(need)))
+        chunks_free(a->own_free);
+        a->own_free = NULL;
+        if (!(c = chunk_new(need)))
+            return NULL;
         a->reserved += need;
-    if (found) {
-        chunk **after = c ? &c->next : &a->first;
-        found->next = *after;
-        *after = found;
-        found->used = 0;
     }
-    return found;
+    c->next = a->own_taken;
+    a->own_taken = c;
+    a->own_used += need;
+    note_use(a);
+    return c->base;
 }
 
 void *bt_arena_alloc(bt_arena *a, size_t bytes)
 {
+    if (bytes > SIZE_MAX / 2)
+        return NULL; /* no such block; and its rounding below would wrap */
     size_t need = (bytes + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1);
     if (need == 0)
         need = ARENA_ALIGN;
+    if (need > a->chunk_bytes)
+        return own_block(a, need);
     chunk *c = a->current;
     size_t before = a->used_before;
     /* Move along the kept chunks until one has room; grow the list if none.
      * The counts change only once the block has a place. */
-    if (need > a->chunk_bytes && (!c || c->used + need > c->cap)) {
-        chunk *own = own_chunk(a, c, need);
-        if (!own)
-            return NULL;
-        before += c ? c->used : 0;
-        c = own;
-    }
     while (!c || c->used + need > c->cap) {
         if (c && c->next) {
             before += c->used;
@@ -132,9 +154,7 @@ void *bt_arena_alloc(bt_arena *a, size_t bytes)
     a->used_before = before;
     void *p = c->base + c->used;
     c->used += need;
-    size_t used = a->used_before + c->used;
-    if (used > a->high_water)
-        a->high_water = used;
+    note_use(a);
     return p;
 }
 
@@ -152,11 +172,21 @@ void bt_arena_reset(bt_arena *a)
     if (a->first)
         a->first->used = 0;
     a->used_before = 0;
+    /* every own chunk is free again: the taken ones join the free list */
+    if (a->own_taken) {
+        chunk *last = a->own_taken;
+        while (last->next)
+            last = last->next;
+        last->next = a->own_free;
+        a->own_free = a->own_taken;
+        a->own_taken = NULL;
+    }
+    a->own_used = 0;
 }
 
 size_t bt_arena_used(const bt_arena *a)
 {
-    return a->used_before + (a->current ? a->current->used : 0);
+    return a->used_before + (a->current ? a->current->used : 0) + a->own_used;
 }
 
 size_t bt_arena_high_water(const bt_arena *a) { return a->high_water; }

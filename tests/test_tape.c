@@ -233,6 +233,75 @@ Test(tape, arena_reuses_chunks)
     bt_arena_free(a);
 }
 
+/* Fills `bytes` at p with a pattern of its own and checks it is still there:
+ * blocks handed out in one window must not overlap. */
+static void stamp(unsigned char *p, size_t bytes, unsigned char v) { memset(p, v, bytes); }
+static bool stamped(const unsigned char *p, size_t bytes, unsigned char v)
+{
+    for (size_t i = 0; i < bytes; i++)
+        if (p[i] != v)
+            return false;
+    return true;
+}
+
+/* Two kinds of window in turn on one arena, as a checkpointed run's stretches
+ * after a long plain window on the same graph (or a memory budget mixing
+ * both): a long one (a small block, an own block of lf chunks, a chain of 40
+ * chunks, an own block of ll) and a short one (a small block, own blocks of
+ * sf and sl chunks). Once both have run, each window takes blocks the arena
+ * keeps: no heap allocation, and no more memory than the 41 chunks and the
+ * own blocks the windows need (`own`, in chunks). Every block is stamped and
+ * checked after all are out: none overlaps another. */
+static void check_two_kinds(size_t lf, size_t ll, size_t sf, size_t sl, size_t own)
+{
+    const size_t K = 4096, small_need = 128, chain_block = K - 64;
+    bt_arena *a = bt_arena_new(K);
+    unsigned char *blk[43];
+    size_t len[43];
+    uint64_t before = 0;
+    for (int w = 0; w < 12; w++) {
+        if (w == 4)
+            before = bt_alloc_count();
+        bt_arena_reset(a);
+        bool is_long = w % 2 == 0;
+        int n = 0;
+        blk[n] = bt_arena_alloc(a, len[n] = 100), n++;
+        blk[n] = bt_arena_alloc(a, len[n] = (is_long ? lf : sf) * K), n++;
+        for (int i = 0; is_long && i < 40; i++)
+            blk[n] = bt_arena_alloc(a, len[n] = chain_block), n++;
+        blk[n] = bt_arena_alloc(a, len[n] = (is_long ? ll : sl) * K), n++;
+        for (int i = 0; i < n; i++) {
+            cr_assert_not_null(blk[i], "window %d, block %d", w, i);
+            cr_assert_eq((uintptr_t)blk[i] % 64, 0);
+            stamp(blk[i], len[i], (unsigned char)(i + 1));
+        }
+        for (int i = 0; i < n; i++)
+            cr_assert(stamped(blk[i], len[i], (unsigned char)(i + 1)),
+                      "window %d: block %d overlaps a later one", w, i);
+        size_t used = small_need + (is_long ? 40 * chain_block + (lf + ll) * K : (sf + sl) * K);
+        cr_assert_eq(bt_arena_used(a), used, "window %d", w);
+    }
+    cr_expect_eq(bt_alloc_count(), before, "%llu heap allocations in 8 windows after the first 4",
+                 (unsigned long long)(bt_alloc_count() - before));
+    cr_expect_eq(bt_arena_reserved(a), (41 + own) * K, "reserved %zu chunks, need %zu",
+                 bt_arena_reserved(a) / K, 41 + own);
+    cr_expect_eq(bt_arena_high_water(a), small_need + 40 * chain_block + (lf + ll) * K);
+    bt_arena_free(a);
+}
+
+/* The smallest fit: the first fit hands the short window's 2-chunk block the
+ * 8-chunk one, finds nothing for its 8-chunk block and makes a second (16
+ * own chunks held, not 11). And nothing freed and made again: the old
+ * arena freed a kept block whenever a larger one was wanted, so with 8 then
+ * 2 in the long window and 3 then 2 in the short one it freed the 2-chunk
+ * block in every short window and made it again in every long one (4 heap
+ * allocations in 8 windows). */
+Test(tape, arena_own_blocks_are_kept_across_windows_of_two_kinds)
+{
+    check_two_kinds(3, 8, 2, 8, 11);
+    check_two_kinds(8, 2, 3, 2, 10);
+}
+
 /* ---- errors: one convention (status + message), and BT_ASSERT for our bugs ---- */
 
 Test(tape, params_report_duplicate_names_and_bad_shapes)
