@@ -49,12 +49,16 @@ static chunk *chunk_new(size_t cap)
     return c;
 }
 
-static void chunks_free(chunk *c)
+/* Frees a list of chunks; returns the bytes they held (for `reserved`). */
+static size_t chunks_free(chunk *c)
 {
+    size_t held = 0;
     for (chunk *next; c; c = next) {
         next = c->next;
+        held += c->cap;
         bt_free(c);
     }
+    return held;
 }
 
 bt_arena *bt_arena_new(size_t chunk_bytes)
@@ -101,9 +105,7 @@ static void *own_block(bt_arena *a, size_t need)
         c = *best;
         *best = c->next;
     } else {
-        for (chunk *q = a->own_free; q; q = q->next)
-            a->reserved -= q->cap;
-        chunks_free(a->own_free);
+        a->reserved -= chunks_free(a->own_free);
         a->own_free = NULL;
         if (!(c = chunk_new(need)))
             return NULL;

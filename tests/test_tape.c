@@ -233,9 +233,8 @@ Test(tape, arena_reuses_chunks)
     bt_arena_free(a);
 }
 
-/* Fills `bytes` at p with a pattern of its own and checks it is still there:
- * blocks handed out in one window must not overlap. */
-static void stamp(unsigned char *p, size_t bytes, unsigned char v) { memset(p, v, bytes); }
+/* Whether `bytes` at p still hold v everywhere: blocks of one window, each
+ * filled with a value of its own, must not overlap. */
 static bool stamped(const unsigned char *p, size_t bytes, unsigned char v)
 {
     for (size_t i = 0; i < bytes; i++)
@@ -273,7 +272,7 @@ static void check_two_kinds(size_t lf, size_t ll, size_t sf, size_t sl, size_t o
         for (int i = 0; i < n; i++) {
             cr_assert_not_null(blk[i], "window %d, block %d", w, i);
             cr_assert_eq((uintptr_t)blk[i] % 64, 0);
-            stamp(blk[i], len[i], (unsigned char)(i + 1));
+            memset(blk[i], i + 1, len[i]);
         }
         for (int i = 0; i < n; i++)
             cr_assert(stamped(blk[i], len[i], (unsigned char)(i + 1)),
