@@ -103,13 +103,14 @@ static inline bool bt_op_finite(bt_graph *g, double v, const char *what)
     return true;
 }
 
-/* "[2,3]" for an error message: four rotating buffers, so one message can
- * name up to four shapes. Inline, so it is the op file's own. */
+/* "[2,3]" for an error message: eight rotating buffers, so one message can
+ * name up to eight shapes (rnn_tanh_step's and gru_gates' name five).
+ * Inline, so it is the op file's own. */
 static inline const char *bt_shp(const bt_tensor *t)
 {
-    static __thread char bufs[4][64]; /* __thread: C and C++ alike (GCC, Clang) */
-    static __thread int next;
-    return bt_shape_str(t, bufs[next++ & 3], sizeof bufs[0]);
+    static __thread char bufs[8][64]; /* __thread: C and C++ alike (GCC, Clang) */
+    static __thread unsigned next;
+    return bt_shape_str(t, bufs[next++ & 7], sizeof bufs[0]);
 }
 
 #ifdef __cplusplus

@@ -361,5 +361,14 @@ Test(grad, rnn_tanh_step_rejects_bad_shapes)
     wh = bt_graph_tensor2(g, 3, 3); b = bt_graph_tensor(g, 1, (int[]){3});
     cr_assert_null(bt_rnn_tanh_step(g, wx, (int32_t[]){0, 7}, NULL, h, wh, b));
     cr_assert(strstr(bt_graph_error(g), "outside") != NULL, "%s", bt_graph_error(g));
+    /* real x: the message names five shapes, each its own (bt_shp kept four
+     * buffers, and the fifth overwrote the first) */
+    bt_graph_reset(g);
+    bt_tensor *x = bt_graph_tensor2(g, 2, 5);
+    wx = bt_graph_tensor2(g, 4, 3); h = bt_graph_tensor2(g, 2, 3);
+    wh = bt_graph_tensor2(g, 3, 3); b = bt_graph_tensor(g, 1, (int[]){3});
+    cr_assert_null(bt_rnn_tanh_step(g, wx, NULL, x, h, wh, b));
+    cr_assert(strstr(bt_graph_error(g), "got h [2,3], W_x [4,3], W_hh [3,3], b [3], x [2,5]") != NULL,
+              "%s", bt_graph_error(g));
     bt_graph_free(g);
 }
