@@ -243,6 +243,16 @@ BT_API bt_tensor *bt_lstm_gates(bt_graph *g, bt_tensor *xw, bt_tensor *h, bt_ten
 BT_API bt_tensor *bt_lstm_cell(bt_graph *g, bt_tensor *act, bt_tensor *c);
 BT_API bt_tensor *bt_lstm_hidden(bt_graph *g, bt_tensor *act, bt_tensor *c);
 
+/* The GRU step of torch.nn.GRU in two fused ops (gates r, z, n, blocks of H
+ * columns): act [B,3H] = [r z n] with r, z = sigmoid((xw + b_ih) +
+ * (h W_hh + b_hh)) on their blocks and n = tanh((xw + b_ih)'s n block + r hn),
+ * hn = (h W_hh + b_hh)'s n block (xw [B,3H]: the input's x W_ih or its row
+ * lookup, W_hh [H,3H], b_ih and b_hh [3H]); then h' = n + z (h - n), reading
+ * act's blocks in place (h, h' [B,H]). */
+BT_API bt_tensor *bt_gru_gates(bt_graph *g, bt_tensor *xw, bt_tensor *h, bt_tensor *w_hh,
+                               bt_tensor *b_ih, bt_tensor *b_hh);
+BT_API bt_tensor *bt_gru_hidden(bt_graph *g, bt_tensor *act, bt_tensor *h);
+
 /* ---- parameters: the model-lifetime block -------------------------------- */
 
 /* All parameters in one allocation, their gradients in a second with the same

@@ -24,7 +24,7 @@ extern "C" {
 #endif
 
 #define BT_ABI_MAJOR 2
-#define BT_ABI_MINOR 6
+#define BT_ABI_MINOR 7
 #define BT_PLUGIN_ENTRY_SYMBOL "bt_plugin_entry"
 #define BT_PLUGIN_EXPORT __attribute__((visibility("default")))
 /* Strings a plugin hands over end with a NUL within these many bytes (NUL
@@ -331,6 +331,10 @@ struct bt_host {
     bt_tensor *(*lstm_gates)(bt_graph *g, bt_tensor *xw, bt_tensor *h, bt_tensor *w_h, bt_tensor *b);
     bt_tensor *(*lstm_cell)(bt_graph *g, bt_tensor *act, bt_tensor *c);
     bt_tensor *(*lstm_hidden)(bt_graph *g, bt_tensor *act, bt_tensor *c);
+    /* ABI 2.7: torch.nn.GRU's step as two fused ops (bptt.h, bt_gru_gates). */
+    bt_tensor *(*gru_gates)(bt_graph *g, bt_tensor *xw, bt_tensor *h, bt_tensor *w_hh,
+                            bt_tensor *b_ih, bt_tensor *b_hh);
+    bt_tensor *(*gru_hidden)(bt_graph *g, bt_tensor *act, bt_tensor *h);
     /* New entries go here, and only here. */
 };
 

@@ -536,6 +536,8 @@ static const bt_host bt_host_v2 = {
     .lstm_gates = bt_lstm_gates,   /* ABI 2.6 */
     .lstm_cell = bt_lstm_cell,     /* ABI 2.6 */
     .lstm_hidden = bt_lstm_hidden, /* ABI 2.6 */
+    .gru_gates = bt_gru_gates,     /* ABI 2.7 */
+    .gru_hidden = bt_gru_hidden,   /* ABI 2.7 */
 };
 
 const bt_host *bt_host_table(void) { return &bt_host_v2; }

@@ -1,6 +1,7 @@
 /* cell_gru_torch.c: gated recurrent unit with torch.nn.GRU's equations, from
- * ops only (no backward of its own). Gates in nn.GRU's order r, z, n; the
- * reset gate multiplies the recurrent product and its bias; two biases.
+ * the host's two fused GRU ops (ops/gru_step.c; no backward of its own).
+ * Gates in nn.GRU's order r, z, n; the reset gate multiplies the recurrent
+ * product and its bias; two biases.
  *   [ir iz in] = x_t W_ih + b_ih,   [hr hz hn] = h W_hh + b_hh      [B,3H] each
  *   r = sigmoid(ir + hr),  z = sigmoid(iz + hz),  n = tanh(in + r * hn)
  *   h_t = (1 - z) * n + z * h = n + z * (h - n),   o_t = h_t W_hq + b_q
@@ -31,16 +32,11 @@ static bt_tensor *gru_torch_step(const bt_host *H, bt_graph *g, bt_tensor *const
                                  const bt_step_input *in, bt_tensor *const *state,
                                  bt_tensor **next)
 {
-    int h = p[1]->shape[0];
-    bt_tensor *hp = state[0];                                           /* [B,H] */
-    bt_tensor *gi = H->add(g, cell_input(H, g, p[0], in), p[2]);      /* [B,3H] */
-    bt_tensor *gh = H->add(g, H->matmul(g, hp, p[1]), p[3]);          /* [B,3H] */
-    /* r and z in one sigmoid: their blocks are adjacent in both halves. */
-    bt_tensor *rz = H->sigmoid(g, H->add(g, H->slice(g, gi, 0, 2 * h), H->slice(g, gh, 0, 2 * h)));
-    bt_tensor *r = H->slice(g, rz, 0, h), *z = H->slice(g, rz, h, h);
-    bt_tensor *n = H->tanh(g, H->add(g, H->slice(g, gi, 2 * h, h),
-                                     H->mul(g, r, H->slice(g, gh, 2 * h, h))));
-    next[0] = H->add(g, n, H->mul(g, z, H->sub(g, hp, n)));
+    /* the host's fused ops (ABI 2.7): the same cell as a product, sums,
+     * slices, sigmoid, tanh and elementwise products, in two ops instead of
+     * seventeen */
+    bt_tensor *act = H->gru_gates(g, cell_input(H, g, p[0], in), state[0], p[1], p[2], p[3]);
+    next[0] = H->gru_hidden(g, act, state[0]); /* h_t = n + z (h - n) */
     if (!p[4] || in->state_only) /* no output layer (output 0), or no output read */
         return next[0];
     return H->add(g, H->matmul(g, next[0], p[4]), p[5]);              /* [B,V] */

@@ -348,6 +348,165 @@ Test(grad, lstm_ops_reject_bad_shapes)
     bt_graph_free(g);
 }
 
+/* ---- the fused GRU step (torch.nn.GRU's equations) ------------------------------ */
+
+typedef struct gru_ctx {
+    bool tokens, retain, composite;
+    bt_tensor *act, *h_prev; /* the last step's gates and incoming h (fused) */
+} gru_ctx;
+
+/* Two steps of gru_gates and gru_hidden (H = 3), or of the same cell written
+ * with primitive ops (cell_gru_torch.c before the fused ops). The loss reads
+ * act ([r z n], concatenated in the primitive cell) as well as h, so the
+ * gradient that reaches act from other readers than gru_hidden (its r block)
+ * is checked too. Inputs: W_ih, W_hh, b_ih, b_hh, h0, x. */
+static bt_tensor *fused_gru(bt_graph *g, bt_tensor *const *in, int n, void *vctx)
+{
+    (void)n;
+    gru_ctx *c = vctx;
+    static const int32_t ids[2][3] = {{2, 0, 2}, {1, 3, 0}};
+    bt_tensor *wi = in[0], *wh = in[1], *bi = in[2], *bh = in[3], *h = in[4], *x = in[5];
+    bt_tensor *act = NULL;
+    const int H = 3;
+    for (int t = 0; t < 2; t++) {
+        bt_tensor *xw = c->tokens ? bt_embedding(g, wi, ids[t], 3)
+                                  : bt_matmul(g, bt_slice(g, x, 2 * t, 2), wi);
+        if (c->composite) {
+            bt_tensor *gi = bt_add(g, xw, bi), *gh = bt_add(g, bt_matmul(g, h, wh), bh);
+            bt_tensor *rz = bt_sigmoid(g, bt_add(g, bt_slice(g, gi, 0, 2 * H),
+                                                 bt_slice(g, gh, 0, 2 * H)));
+            bt_tensor *r = bt_slice(g, rz, 0, H), *z = bt_slice(g, rz, H, H);
+            bt_tensor *nn = bt_tanh(g, bt_add(g, bt_slice(g, gi, 2 * H, H),
+                                              bt_mul(g, r, bt_slice(g, gh, 2 * H, H))));
+            act = bt_concat(g, (bt_tensor *[]){r, z, nn}, 3);
+            h = bt_add(g, nn, bt_mul(g, z, bt_sub(g, h, nn)));
+        } else {
+            act = bt_gru_gates(g, xw, h, wh, bi, bh);
+            if (act && c->retain)
+                act->retain_grad = true;
+            c->act = act, c->h_prev = h;
+            h = bt_gru_hidden(g, act, h);
+        }
+    }
+    return bt_add(g, weighted_sum(g, h), weighted_sum(g, bt_scale(g, act, 0.3)));
+}
+
+/* A retained act->grad is dL/d(act) (gru_gates must not write over it): the
+ * last step's, against gru_hidden and the loss's own read of act on a leaf
+ * copy. */
+static void expect_retained_gru_act_grad(const gru_ctx *c)
+{
+    bt_tensor *act = test_tensor2(3, 9, true), *hp = test_tensor2(3, 3, true);
+    memcpy(act->data, c->act->data, sizeof(bt_real) * act->size);
+    memcpy(hp->data, c->h_prev->data, sizeof(bt_real) * hp->size);
+    bt_graph *g = bt_graph_new();
+    bt_tensor *loss = bt_add(g, weighted_sum(g, bt_gru_hidden(g, act, hp)),
+                             weighted_sum(g, bt_scale(g, act, 0.3)));
+    cr_assert_eq(bt_backward(g, loss), BT_OK);
+    cr_assert_not_null(c->act->grad, "the retained act has no gradient");
+    for (size_t j = 0; j < act->size; j++)
+        cr_expect_float_eq(c->act->grad[j], act->grad[j], BT_REAL_DOUBLE ? 1e-12 : 2e-6,
+                           "retained dL/d(act) element %zu", j);
+    bt_graph_free(g);
+    bt_tensor_free(act);
+    bt_tensor_free(hp);
+}
+
+/* The fused ops' h and act equal the primitive cell's bit for bit: the same
+ * sums in the same order, the same product, the same sigmoid and tanh. */
+static void expect_same_gru_values(gru_ctx c, bt_tensor *const *in)
+{
+    bt_graph *g = bt_graph_new();
+    bt_real fused = fused_gru(g, in, 6, &c)->data[0];
+    bt_graph_reset(g);
+    c.composite = true;
+    bt_real comp = fused_gru(g, in, 6, &c)->data[0];
+    cr_expect(fused == comp, "gru loss %.17g, primitive ops %.17g", (double)fused, (double)comp);
+    bt_graph_free(g);
+}
+
+/* With param_wh, W_hh is a weight of a bt_params block: its gradient waits
+ * for the sweep's batched product and gru_gates writes its rows into its slot
+ * (framework/wgrad.c), the path the cell takes in training. */
+static void check_fused_gru(gru_ctx c, bool param_wh)
+{
+    bt_rng r;
+    bt_rng_seed(&r, 55);
+    bt_params *p = bt_params_new();
+    bt_tensor *wh_param = bt_params_add(p, "W_hh", 2, (int[]){3, 9});
+    cr_assert_eq(bt_params_finalize(p), BT_OK);
+    bt_tensor *in[6] = {test_tensor2(c.tokens ? 4 : 2, 9, true),
+                        param_wh ? wh_param : test_tensor2(3, 9, true),
+                        test_tensor(1, (int[]){9}, true), test_tensor(1, (int[]){9}, true),
+                        test_tensor2(3, 3, true), test_tensor2(3, 4, true)};
+    for (int i = 0; i < 6; i++)
+        fill_uniform(in[i], &r, -1.5, 1.5);
+    char what[64];
+    snprintf(what, sizeof what, "gru ops (%s%s%s)", c.tokens ? "tokens" : "real x",
+             c.retain ? ", retain_grad" : "", param_wh ? ", W_hh a parameter" : "");
+    expect_same_gru_values(c, in);
+    assert_gradcheck(what, fused_gru, &c, in, 6);
+    /* the retained gradient (while its graph lives), then the same gradients
+     * as the primitive ops */
+    bt_real fused[6][36];
+    bt_graph *g = bt_graph_new();
+    for (int i = 0; i < 6; i++)
+        bt_tensor_zero_grad(in[i]);
+    cr_assert_eq(bt_backward(g, fused_gru(g, in, 6, &c)), BT_OK);
+    if (c.retain)
+        expect_retained_gru_act_grad(&c);
+    for (int i = 0; i < 6; i++)
+        memcpy(fused[i], in[i]->grad, sizeof(bt_real) * in[i]->size);
+    bt_graph_free(g);
+    gru_ctx comp = c;
+    comp.composite = true;
+    expect_same_grads(what, fused_gru, &comp, in, 6, fused[0], 36);
+    for (int i = 0; i < 6; i++)
+        if (in[i] != wh_param)
+            bt_tensor_free(in[i]);
+    bt_params_free(p);
+}
+
+Test(grad, gru_ops_tokens) { check_fused_gru((gru_ctx){.tokens = true}, false); }
+Test(grad, gru_ops_real_input) { check_fused_gru((gru_ctx){.tokens = false}, false); }
+Test(grad, gru_ops_retain_grad) { check_fused_gru((gru_ctx){.tokens = true, .retain = true}, false); }
+Test(grad, gru_ops_weight_in_a_params_block)
+{
+    check_fused_gru((gru_ctx){.tokens = true}, true);
+    check_fused_gru((gru_ctx){.tokens = false, .retain = true}, true);
+}
+
+Test(grad, gru_ops_reject_bad_shapes)
+{
+    bt_graph *g = bt_graph_new();
+    bt_tensor *xw = bt_graph_tensor2(g, 2, 9), *h = bt_graph_tensor2(g, 2, 3),
+              *wh = bt_graph_tensor2(g, 3, 12), *b = bt_graph_tensor(g, 1, (int[]){9});
+    cr_assert_null(bt_gru_gates(g, xw, h, wh, b, b));
+    cr_assert(strstr(bt_graph_error(g), "W_hh [3,12]") != NULL, "%s", bt_graph_error(g));
+    bt_graph_reset(g);
+    xw = bt_graph_tensor2(g, 2, 9), h = bt_graph_tensor2(g, 2, 3);
+    wh = bt_graph_tensor2(g, 3, 9);
+    bt_tensor *b8 = bt_graph_tensor(g, 1, (int[]){8}), *b9 = bt_graph_tensor(g, 1, (int[]){9});
+    cr_assert_null(bt_gru_gates(g, xw, h, wh, b9, b8));
+    cr_assert(strstr(bt_graph_error(g), "b_hh [8]") != NULL, "%s", bt_graph_error(g));
+    bt_graph_reset(g);
+    xw = bt_graph_tensor2(g, 3, 9), h = bt_graph_tensor2(g, 2, 3); /* rows differ */
+    wh = bt_graph_tensor2(g, 3, 9), b9 = bt_graph_tensor(g, 1, (int[]){9});
+    cr_assert_null(bt_gru_gates(g, xw, h, wh, b9, b9));
+    cr_assert(strstr(bt_graph_error(g), "got xw [3,9], h [2,3]") != NULL, "%s", bt_graph_error(g));
+    bt_graph_reset(g);
+    xw = bt_graph_tensor2(g, 2, 9), h = bt_graph_tensor(g, 1, (int[]){3}); /* h not 2-D */
+    wh = bt_graph_tensor2(g, 3, 9), b9 = bt_graph_tensor(g, 1, (int[]){9});
+    cr_assert_null(bt_gru_gates(g, xw, h, wh, b9, b9));
+    cr_assert(strstr(bt_graph_error(g), "h [3]") != NULL, "%s", bt_graph_error(g));
+    bt_graph_reset(g);
+    bt_tensor *act = bt_graph_tensor2(g, 2, 12);
+    h = bt_graph_tensor2(g, 2, 3);
+    cr_assert_null(bt_gru_hidden(g, act, h));
+    cr_assert(strstr(bt_graph_error(g), "gru_hidden") != NULL, "%s", bt_graph_error(g));
+    bt_graph_free(g);
+}
+
 Test(grad, rnn_tanh_step_rejects_bad_shapes)
 {
     bt_graph *g = bt_graph_new();

@@ -215,6 +215,7 @@ static void checkpointed_matrix(const char *cell)
 
 Test(invariants, checkpointed_training_equals_plain_rnn_tanh) { checkpointed_matrix("rnn_tanh"); }
 Test(invariants, checkpointed_training_equals_plain_gru) { checkpointed_matrix("gru"); }
+Test(invariants, checkpointed_training_equals_plain_gru_torch) { checkpointed_matrix("gru_torch"); }
 Test(invariants, checkpointed_training_equals_plain_lstm) { checkpointed_matrix("lstm"); }
 Test(invariants, checkpointed_training_equals_plain_linear) { checkpointed_matrix("linear"); }
 Test(invariants, checkpointed_training_equals_plain_influence) { checkpointed_matrix("influence"); }
@@ -531,6 +532,7 @@ static void threaded_matrix(const char *cell, const char *layers)
 
 Test(invariants, threaded_training_equals_one_thread_rnn_tanh) { threaded_matrix("rnn_tanh", NULL); }
 Test(invariants, threaded_training_equals_one_thread_gru) { threaded_matrix("gru", NULL); }
+Test(invariants, threaded_training_equals_one_thread_gru_torch) { threaded_matrix("gru_torch", NULL); }
 Test(invariants, threaded_training_equals_one_thread_lstm) { threaded_matrix("lstm", NULL); }
 Test(invariants, threaded_training_equals_one_thread_linear) { threaded_matrix("linear", NULL); }
 Test(invariants, threaded_training_equals_one_thread_influence) { threaded_matrix("influence", NULL); }

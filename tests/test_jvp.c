@@ -283,7 +283,7 @@ typedef struct opctx {
 enum { V_ADD, V_SUB, V_MUL, V_NEG, V_SCALE, V_EXP, V_LOG, V_TANH, V_SIGMOID, V_RELU, V_SUM,
        V_MEAN, V_CONCAT, V_SLICE, V_EMBEDDING, V_XENT, V_MSE, V_MSE_CONST_Y, V_MATMUL,
        V_MATMUL_CONST_A, V_DETACH, V_GRAD_SCALE, V_GRAD_SCALE0, V_RNN_IDS, V_RNN_REAL, V_DROPOUT,
-       V_LSTM_GATES, V_LSTM_CELL, V_LSTM_HIDDEN };
+       V_LSTM_GATES, V_LSTM_CELL, V_LSTM_HIDDEN, V_GRU_GATES, V_GRU_HIDDEN };
 
 static int build_op(bt_graph *g, bt_tensor *const *L, void *ctx, bt_tensor **outs)
 {
@@ -319,6 +319,8 @@ static int build_op(bt_graph *g, bt_tensor *const *L, void *ctx, bt_tensor **out
     case V_LSTM_GATES: y = bt_lstm_gates(g, L[0], L[1], L[2], L[3]); break;
     case V_LSTM_CELL: y = bt_lstm_cell(g, L[0], L[1]); break;
     case V_LSTM_HIDDEN: y = bt_lstm_hidden(g, L[0], L[1]); break;
+    case V_GRU_GATES: y = bt_gru_gates(g, L[0], L[1], L[2], L[3], L[4]); break;
+    case V_GRU_HIDDEN: y = bt_gru_hidden(g, L[0], L[1]); break;
     default: cr_assert_fail("variant %d", o->variant);
     }
     outs[0] = y;
@@ -588,6 +590,34 @@ static void fam_lstm_gates(jreport *w) { fam_lstm(w, "lstm_gates", V_LSTM_GATES,
 static void fam_lstm_cell(jreport *w) { fam_lstm(w, "lstm_cell", V_LSTM_CELL, 2); }
 static void fam_lstm_hidden(jreport *w) { fam_lstm(w, "lstm_hidden", V_LSTM_HIDDEN, 2); }
 
+/* The two GRU ops, each with every input and with each one lacking a
+ * tangent. Pre-activations span both sides of 0; act (gru_hidden's first
+ * input) holds activations in (0, 1) (its n block may be anything). */
+static void fam_gru(jreport *w, const char *op, int variant, int n_in)
+{
+    enum { B = 3, H = 4 };
+    opctx o = {.variant = variant};
+    for (int none = -1; none < n_in; none++) {
+        char what[64];
+        snprintf(what, sizeof what, none < 0 ? "%s" : "%s, input %d without tangent", op, none);
+        CASE(what, op);
+        if (variant == V_GRU_GATES) {
+            leaf(&c, B, 3 * H, 0, -1, 1, none == 0 ? LEAF_NONE : 0);
+            leaf(&c, B, H, 0, -1, 1, none == 1 ? LEAF_NONE : 0);
+            leaf(&c, H, 3 * H, 0, -0.8, 0.8, none == 2 ? LEAF_NONE : 0);
+            leaf(&c, 3 * H, 0, 0, -0.5, 0.5, none == 3 ? LEAF_NONE : 0);
+            leaf(&c, 3 * H, 0, 0, -0.5, 0.5, none == 4 ? LEAF_NONE : 0);
+        } else {
+            leaf(&c, B, 3 * H, 0, 0.05, 0.95, none == 0 ? LEAF_NONE : 0);
+            leaf(&c, B, H, 0, -1.5, 1.5, none == 1 ? LEAF_NONE : 0);
+        }
+        run_op_case(&c, w);
+    }
+}
+
+static void fam_gru_gates(jreport *w) { fam_gru(w, "gru_gates", V_GRU_GATES, 5); }
+static void fam_gru_hidden(jreport *w) { fam_gru(w, "gru_hidden", V_GRU_HIDDEN, 2); }
+
 /* Every op of ops/, by name, with the function that checks it. */
 typedef void (*family_fn)(jreport *w);
 static const struct family {
@@ -601,7 +631,7 @@ static const struct family {
     {"embedding", fam_embedding}, {"softmax_xent", fam_xent}, {"mse", fam_mse},
     {"detach", fam_detach}, {"grad_scale", fam_grad_scale}, {"rnn_tanh_step", fam_rnn_step},
     {"dropout", fam_dropout}, {"lstm_gates", fam_lstm_gates}, {"lstm_cell", fam_lstm_cell},
-    {"lstm_hidden", fam_lstm_hidden},
+    {"lstm_hidden", fam_lstm_hidden}, {"gru_gates", fam_gru_gates}, {"gru_hidden", fam_gru_hidden},
 };
 #define N_FAMILIES ((int)(sizeof families / sizeof *families))
 

@@ -664,9 +664,11 @@ Test(plugins, host_table_is_complete)
     cr_expect_eq((void *)(uintptr_t)h->graph_fail, (void *)(uintptr_t)bt_graph_fail);
     cr_expect_eq((void *)(uintptr_t)h->lstm_gates, (void *)(uintptr_t)bt_lstm_gates);
     cr_expect_eq((void *)(uintptr_t)h->lstm_cell, (void *)(uintptr_t)bt_lstm_cell);
-    /* ABI 2.6 appended the LSTM ops: lstm_hidden is the last entry. */
     cr_expect_eq((void *)(uintptr_t)h->lstm_hidden, (void *)(uintptr_t)bt_lstm_hidden);
-    cr_expect_eq(offsetof(bt_host, lstm_hidden) + sizeof h->lstm_hidden, sizeof(bt_host));
+    cr_expect_eq((void *)(uintptr_t)h->gru_gates, (void *)(uintptr_t)bt_gru_gates);
+    /* ABI 2.7 appended the GRU ops: gru_hidden is the last entry. */
+    cr_expect_eq((void *)(uintptr_t)h->gru_hidden, (void *)(uintptr_t)bt_gru_hidden);
+    cr_expect_eq(offsetof(bt_host, gru_hidden) + sizeof h->gru_hidden, sizeof(bt_host));
 }
 
 /* Plugin authors copy from docs/writing-a-plugin.md: its descriptor line must
