@@ -49,7 +49,7 @@ struct bt_node {
     double scalar;   /* scale factor, xi */
     int iarg[4];     /* slice start/len, matmul transposes */
     int32_t *ids;    /* embedding ids, xent targets (copied into the arena) */
-    bt_real *saved;  /* op-owned scratch in the arena (softmax probabilities) */
+    bt_real *saved;  /* op-owned scratch in the arena (softmax probabilities, the GRU's hn) */
 };
 
 /* Records an op: makes a node for out (put on the tape if grad is enabled and

@@ -65,10 +65,11 @@ static void gates_forward(bt_node *n)
 /* One row of the backward: dgh [3H], the gradient of h W_hh + b_hh; the n
  * block of xw + b_ih's, dn, is added to dxn and dbn where given (its r and z
  * blocks are dgh's). dact's r block holds dL/dr from other readers of act,
- * if any. */
-static inline void dactivate_row(bt_real *restrict dgh, bt_real *restrict dxn,
-                                 bt_real *restrict dbn, const bt_real *restrict a,
-                                 const bt_real *restrict hn, const bt_real *restrict dact, int H)
+ * if any. dgh may be dact itself: each column j reads dact's three blocks
+ * before it writes dgh's (so those two are not restrict). */
+static inline void dactivate_row(bt_real *dgh, bt_real *restrict dxn, bt_real *restrict dbn,
+                                 const bt_real *restrict a, const bt_real *restrict hn,
+                                 const bt_real *dact, int H)
 {
     for (int j = 0; j < H; j++) {
         bt_real r = a[j], z = a[H + j], nv = a[2 * H + j];
@@ -106,10 +107,13 @@ static void gates_backward(bt_node *n)
 {
     bt_tensor *xw = n->in[0], *h = n->in[1], *whh = n->in[2], *bi = n->in[3], *bh = n->in[4];
     int B = n->out->shape[0], H = h->shape[1];
-    /* dgh where W_hh's batched product reads it (no copy); else scratch (act's
-     * gradient may be read after this node: retain_grad) */
+    /* dgh where W_hh's batched product reads it (no copy, and dact can go at
+     * once); else in place of dact, which nothing reads after this node unless
+     * the caller keeps it (retain_grad: then scratch). */
     bt_real *dgh = whh->requires_grad ? bt_wgrad_slot(n->graph, whh, B) : NULL;
-    if (!dgh && !(dgh = bt_op_scratch(n->graph, sizeof(bt_real) * n->out->size)))
+    if (!dgh && !n->out->retain_grad)
+        dgh = n->out->grad;
+    else if (!dgh && !(dgh = bt_op_scratch(n->graph, sizeof(bt_real) * n->out->size)))
         return;
     dactivate_rows(dgh, n->out->data, n->saved, n->out->grad,
                    xw->requires_grad ? xw->grad : NULL, bi->requires_grad ? bi->grad : NULL,
@@ -230,12 +234,12 @@ static void hidden_jvp(bt_node *n)
     for (int r = 0; t && r < B; r++) {
         const bt_real *z = act->data + (size_t)r * 3 * H + H, *nv = z + H;
         const bt_real *hr = h->data + (size_t)r * H;
-        const bt_real *tz = act->tangent ? act->tangent + (size_t)r * 3 * H + H : NULL;
+        const bt_real *tzn = act->tangent ? act->tangent + (size_t)r * 3 * H + H : NULL;
         const bt_real *th = h->tangent ? h->tangent + (size_t)r * H : NULL;
         bt_real *y = t + (size_t)r * H;
         for (int j = 0; j < H; j++) {
-            if (tz)
-                y[j] += tz[H + j] * (1 - z[j]) + tz[j] * (hr[j] - nv[j]);
+            if (tzn) /* z', n' */
+                y[j] += tzn[H + j] * (1 - z[j]) + tzn[j] * (hr[j] - nv[j]);
             if (th)
                 y[j] += z[j] * th[j];
         }

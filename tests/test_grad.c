@@ -352,7 +352,7 @@ Test(grad, lstm_ops_reject_bad_shapes)
 
 typedef struct gru_ctx {
     bool tokens, retain, composite;
-    bt_tensor *act, *h_prev; /* the last step's gates and incoming h (fused) */
+    bt_tensor *act, *h_prev, *h; /* the last step's gates, incoming h and h' */
 } gru_ctx;
 
 /* Two steps of gru_gates and gru_hidden (H = 3), or of the same cell written
@@ -379,14 +379,16 @@ static bt_tensor *fused_gru(bt_graph *g, bt_tensor *const *in, int n, void *vctx
             bt_tensor *nn = bt_tanh(g, bt_add(g, bt_slice(g, gi, 2 * H, H),
                                               bt_mul(g, r, bt_slice(g, gh, 2 * H, H))));
             act = bt_concat(g, (bt_tensor *[]){r, z, nn}, 3);
+            c->h_prev = h;
             h = bt_add(g, nn, bt_mul(g, z, bt_sub(g, h, nn)));
         } else {
             act = bt_gru_gates(g, xw, h, wh, bi, bh);
             if (act && c->retain)
                 act->retain_grad = true;
-            c->act = act, c->h_prev = h;
+            c->h_prev = h;
             h = bt_gru_hidden(g, act, h);
         }
+        c->act = act, c->h = h;
     }
     return bt_add(g, weighted_sum(g, h), weighted_sum(g, bt_scale(g, act, 0.3)));
 }
@@ -412,17 +414,22 @@ static void expect_retained_gru_act_grad(const gru_ctx *c)
     bt_tensor_free(hp);
 }
 
-/* The fused ops' h and act equal the primitive cell's bit for bit: the same
- * sums in the same order, the same product, the same sigmoid and tanh. */
+/* The fused ops' act and h (the last step's, after a step from the fused
+ * ops' own h) equal the primitive cell's bit for bit: the same sums in the
+ * same order, the same product, the same sigmoid and tanh. */
 static void expect_same_gru_values(gru_ctx c, bt_tensor *const *in)
 {
-    bt_graph *g = bt_graph_new();
-    bt_real fused = fused_gru(g, in, 6, &c)->data[0];
-    bt_graph_reset(g);
-    c.composite = true;
-    bt_real comp = fused_gru(g, in, 6, &c)->data[0];
-    cr_expect(fused == comp, "gru loss %.17g, primitive ops %.17g", (double)fused, (double)comp);
+    gru_ctx comp = c;
+    comp.composite = true;
+    bt_graph *g = bt_graph_new(), *gc = bt_graph_new();
+    cr_assert_not_null(fused_gru(g, in, 6, &c));
+    cr_assert_not_null(fused_gru(gc, in, 6, &comp));
+    cr_expect(memcmp(c.act->data, comp.act->data, sizeof(bt_real) * c.act->size) == 0,
+              "gru act differs from the primitive ops' [r z n]");
+    cr_expect(memcmp(c.h->data, comp.h->data, sizeof(bt_real) * c.h->size) == 0,
+              "gru h' differs from the primitive ops'");
     bt_graph_free(g);
+    bt_graph_free(gc);
 }
 
 /* With param_wh, W_hh is a weight of a bt_params block: its gradient waits
@@ -470,6 +477,38 @@ static void check_fused_gru(gru_ctx c, bool param_wh)
 Test(grad, gru_ops_tokens) { check_fused_gru((gru_ctx){.tokens = true}, false); }
 Test(grad, gru_ops_real_input) { check_fused_gru((gru_ctx){.tokens = false}, false); }
 Test(grad, gru_ops_retain_grad) { check_fused_gru((gru_ctx){.tokens = true, .retain = true}, false); }
+/* Inputs that take no gradient (frozen biases, a fixed input's product, a
+ * start state that is data): the others' gradients are the primitive ops',
+ * and the frozen ones get none. */
+Test(grad, gru_ops_with_frozen_inputs)
+{
+    bt_rng r;
+    bt_rng_seed(&r, 56);
+    bt_tensor *in[6] = {test_tensor2(2, 9, true), test_tensor2(3, 9, true),
+                        test_tensor(1, (int[]){9}, false), test_tensor(1, (int[]){9}, false),
+                        test_tensor2(3, 3, false), test_tensor2(3, 4, false)};
+    for (int i = 0; i < 6; i++)
+        fill_uniform(in[i], &r, -1.5, 1.5);
+    bt_real grads[2][45]; /* W_ih [2,9], W_hh [3,9] */
+    for (int k = 0; k < 2; k++) {
+        gru_ctx c = {.tokens = false, .composite = k == 1};
+        bt_graph *g = bt_graph_new();
+        bt_tensor_zero_grad(in[0]);
+        bt_tensor_zero_grad(in[1]);
+        cr_assert_eq(bt_backward(g, fused_gru(g, in, 6, &c)), BT_OK);
+        memcpy(grads[k], in[0]->grad, sizeof(bt_real) * 18);
+        memcpy(grads[k] + 18, in[1]->grad, sizeof(bt_real) * 27);
+        for (int i = 2; i < 6; i++)
+            cr_expect_null(in[i]->grad, "frozen input %d got a gradient", i);
+        bt_graph_free(g);
+    }
+    for (int j = 0; j < 45; j++)
+        cr_expect_float_eq(grads[0][j], grads[1][j], BT_REAL_DOUBLE ? 1e-12 : 2e-6,
+                           "gru ops with frozen inputs: gradient %d", j);
+    for (int i = 0; i < 6; i++)
+        bt_tensor_free(in[i]);
+}
+
 Test(grad, gru_ops_weight_in_a_params_block)
 {
     check_fused_gru((gru_ctx){.tokens = true}, true);
