@@ -1,3 +1,5 @@
+/* Throwaway probe (ninth session), not built by meson: one core's FMA peak,
+ * 12 independent chains of 512-bit FMAs. gcc -O2 probe-fma-peak.c. */
 #include <stdio.h>
 #include <time.h>
 #include <immintrin.h>

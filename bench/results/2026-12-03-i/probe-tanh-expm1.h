@@ -1,3 +1,7 @@
+/* Throwaway probe (ninth session): tanh(|x|) = m / (m + 2) written as
+ * 1 / (1 + 2 / m), m = e^(2|x|) - 1 = 2^k (e^r - 1) + 2^k - 1 with no
+ * cancellation (bt_exp_in_range's reduction and polynomial). The first
+ * form, m / (m + 2), was not monotone (probe-tanh-monotone.c). */
 static inline float new_tanhf(float x)
 {
     float ax = fabsf(x);

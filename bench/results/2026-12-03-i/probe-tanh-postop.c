@@ -1,3 +1,9 @@
+/* Throwaway probe (ninth session), not built by meson: [32,H] x [H,H] on a
+ * packed oneDNN matmul plus tanh_rows' loop, against the same matmul with a
+ * sum and an eltwise_tanh post-op (row lookup and bias written first), and
+ * the post-op's tanh against libm. gcc -std=gnu11 -O3 -fno-trapping-math
+ * -ffp-contract=off -Iops -Iframework probe-tanh-postop.c -ldnnl -lm; run
+ * with OMP_NUM_THREADS=1 and H as its argument. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
