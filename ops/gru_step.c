@@ -18,7 +18,7 @@
 #include "fastmath.h"
 #include "bptt_op.h"
 #include "packed.h"
-#include "wgrad.h"
+#include "recurrent_grad.h"
 
 #if BT_REAL_DOUBLE
 #include <math.h>
@@ -107,21 +107,13 @@ static void gates_backward(bt_node *n)
 {
     bt_tensor *xw = n->in[0], *h = n->in[1], *whh = n->in[2], *bi = n->in[3], *bh = n->in[4];
     int B = n->out->shape[0], H = h->shape[1];
-    /* dgh where W_hh's batched product reads it (no copy, and dact can go at
-     * once); else in place of dact, which nothing reads after this node unless
-     * the caller keeps it (retain_grad: then scratch). */
-    bt_real *dgh = whh->requires_grad ? bt_wgrad_slot(n->graph, whh, B) : NULL;
-    if (!dgh && !n->out->retain_grad)
-        dgh = n->out->grad;
-    else if (!dgh && !(dgh = bt_op_scratch(n->graph, sizeof(bt_real) * n->out->size)))
+    bt_real *dgh = bt_recurrent_d(n, whh, B, true);
+    if (!dgh)
         return;
     dactivate_rows(dgh, n->out->data, n->saved, n->out->grad,
                    xw->requires_grad ? xw->grad : NULL, bi->requires_grad ? bi->grad : NULL,
                    bh->requires_grad ? bh->grad : NULL, B, H);
-    if (h->requires_grad) /* dh += dgh W_hh^T: the recursion through time */
-        bt_gemm_weight(n->graph, B, dgh, whh, true, 1, h->grad);
-    if (whh->requires_grad) /* dW_hh += h^T dgh, batched over the sweep */
-        bt_wgrad_add(n->graph, whh, h->data, dgh, B);
+    bt_recurrent_backward(n, h, whh, dgh, B);
 }
 
 /* With a = (xw + b_ih) + (h W_hh + b_hh) on the r, z blocks:

@@ -17,7 +17,7 @@
 #include "fastmath.h"
 #include "bptt_op.h"
 #include "packed.h"
-#include "wgrad.h"
+#include "recurrent_grad.h"
 
 #if BT_REAL_DOUBLE
 #include <math.h>
@@ -89,20 +89,12 @@ static void gates_backward(bt_node *n)
 {
     bt_tensor *xw = n->in[0], *h = n->in[1], *wh = n->in[2], *b = n->in[3], *out = n->out;
     int B = out->shape[0], H = h->shape[1];
-    /* da where W_h's batched product reads it (no copy, and dact can go at
-     * once); else in place of dact, which nothing reads after this node unless
-     * the caller keeps it. */
-    bt_real *da = wh->requires_grad ? bt_wgrad_slot(n->graph, wh, B) : NULL;
-    if (!da && !out->retain_grad)
-        da = out->grad;
-    else if (!da && !(da = bt_op_scratch(n->graph, sizeof(bt_real) * out->size)))
+    bt_real *da = bt_recurrent_d(n, wh, B, true);
+    if (!da)
         return;
     dactivate_rows(da, out->grad, out->data, xw->requires_grad ? xw->grad : NULL,
                    b->requires_grad ? b->grad : NULL, B, H);
-    if (h->requires_grad) /* dh += da W_h^T: the recursion through time */
-        bt_gemm_weight(n->graph, B, da, wh, true, 1, h->grad);
-    if (wh->requires_grad) /* dW_h += h^T da, batched over the sweep */
-        bt_wgrad_add(n->graph, wh, h->data, da, B);
+    bt_recurrent_backward(n, h, wh, da, B);
 }
 
 /* act' = act'(act) * (xw' + h' W_h + h W_h' + b') */

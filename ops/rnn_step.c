@@ -11,7 +11,7 @@
 #include "fastmath.h"
 #include "bptt_op.h"
 #include "packed.h"
-#include "wgrad.h"
+#include "recurrent_grad.h"
 
 #if BT_REAL_DOUBLE
 #include <math.h>
@@ -67,20 +67,13 @@ static void rnn_step_backward(bt_node *n)
 {
     bt_tensor *wx = n->in[0], *h = n->in[1], *whh = n->in[2], *b = n->in[3], *out = n->out;
     int B = out->shape[0], H = out->shape[1];
-    /* dA where W_hh's batched product reads it (no copy, and dout can go at
-     * once), unless x's own weight product would read it too; else in place of
-     * dout, which nothing reads after this node unless the caller keeps it. */
-    bt_real *da = whh->requires_grad && (n->ids || !wx->requires_grad)
-                      ? bt_wgrad_slot(n->graph, whh, B) : NULL;
-    if (!da && !out->retain_grad)
-        da = out->grad;
-    else if (!da && !(da = bt_op_scratch(n->graph, sizeof(bt_real) * out->size)))
+    /* dA in W_hh's slot unless x's own weight product would read it too (a
+     * slot is for one weight's product only) */
+    bt_real *da = bt_recurrent_d(n, whh, B, n->ids || !wx->requires_grad);
+    if (!da)
         return;
     dtanh_rows(da, out->grad, out->data, b->requires_grad ? b->grad : NULL, B, H);
-    if (h->requires_grad) /* dh += dA W_hh^T: the recursion through time */
-        bt_gemm_weight(n->graph, B, da, whh, true, 1, h->grad);
-    if (whh->requires_grad) /* dW_hh += h^T dA, batched over the sweep for a weight */
-        bt_wgrad_add(n->graph, whh, h->data, da, B);
+    bt_recurrent_backward(n, h, whh, da, B);
     if (wx->requires_grad) {
         if (n->ids)
             for (int r = 0; r < B; r++) {

@@ -216,6 +216,30 @@ Test(grad, rnn_tanh_step_tokens) { check_fused((fused_ctx){true, false, false});
 Test(grad, rnn_tanh_step_real_input) { check_fused((fused_ctx){false, false, false}); }
 Test(grad, rnn_tanh_step_retain_grad) { check_fused((fused_ctx){true, true, false}); }
 
+/* A fused op family's six inputs against its primitive ops: the gradient
+ * check of fn, then one backward of it (during which retained(ctx) checks a
+ * retained gradient, when given), then the same gradients from comp, the
+ * primitive build. */
+static void expect_fused_like_primitive(const char *what, bt_loss_fn fn, void *ctx, void *comp,
+                                        void (*retained)(const void *ctx), bt_tensor *const *in)
+{
+    enum { N = 6, MAX = 48 };
+    assert_gradcheck(what, fn, ctx, in, N);
+    bt_real fused[N][MAX];
+    bt_graph *g = bt_graph_new();
+    for (int i = 0; i < N; i++)
+        bt_tensor_zero_grad(in[i]);
+    cr_assert_eq(bt_backward(g, fn(g, in, N, ctx)), BT_OK);
+    if (retained)
+        retained(ctx);
+    for (int i = 0; i < N; i++) {
+        cr_assert_leq(in[i]->size, (size_t)MAX);
+        memcpy(fused[i], in[i]->grad, sizeof(bt_real) * in[i]->size);
+    }
+    bt_graph_free(g);
+    expect_same_grads(what, fn, comp, in, N, fused[0], MAX);
+}
+
 /* ---- the fused LSTM step ------------------------------------------------------ */
 
 typedef struct lstm_ctx {
@@ -262,8 +286,9 @@ static bt_tensor *fused_lstm(bt_graph *g, bt_tensor *const *in, int n, void *vct
 
 /* A retained act->grad is dL/d(act) (lstm_gates must not write its dA over
  * it): the last step's, against lstm_cell and lstm_hidden on a leaf copy. */
-static void expect_retained_act_grad(const lstm_ctx *c)
+static void expect_retained_act_grad(const void *ctx)
 {
+    const lstm_ctx *c = ctx;
     bt_tensor *act = test_tensor2(3, 12, true), *cp = test_tensor2(3, 3, true);
     memcpy(act->data, c->act->data, sizeof(bt_real) * act->size);
     memcpy(cp->data, c->c_prev->data, sizeof(bt_real) * cp->size);
@@ -298,22 +323,10 @@ static void check_fused_lstm(lstm_ctx c, bool param_wh)
     char what[64];
     snprintf(what, sizeof what, "lstm ops (%s%s%s)", c.tokens ? "tokens" : "real x",
              c.retain ? ", retain_grad" : "", param_wh ? ", W_h a parameter" : "");
-    assert_gradcheck(what, fused_lstm, &c, in, 6);
-    /* the retained gradient (while its graph lives), then the same gradients
-     * as the primitive ops */
-    bt_real fused[6][48];
-    bt_graph *g = bt_graph_new();
-    for (int i = 0; i < 6; i++)
-        bt_tensor_zero_grad(in[i]);
-    cr_assert_eq(bt_backward(g, fused_lstm(g, in, 6, &c)), BT_OK);
-    if (c.retain)
-        expect_retained_act_grad(&c);
-    for (int i = 0; i < 6; i++)
-        memcpy(fused[i], in[i]->grad, sizeof(bt_real) * in[i]->size);
-    bt_graph_free(g);
     lstm_ctx comp = c;
     comp.composite = true;
-    expect_same_grads(what, fused_lstm, &comp, in, 6, fused[0], 48);
+    expect_fused_like_primitive(what, fused_lstm, &c, &comp,
+                                c.retain ? expect_retained_act_grad : NULL, in);
     for (int i = 0; i < 6; i++)
         if (in[i] != wh_param)
             bt_tensor_free(in[i]);
@@ -396,8 +409,9 @@ static bt_tensor *fused_gru(bt_graph *g, bt_tensor *const *in, int n, void *vctx
 /* A retained act->grad is dL/d(act) (gru_gates must not write over it): the
  * last step's, against gru_hidden and the loss's own read of act on a leaf
  * copy. */
-static void expect_retained_gru_act_grad(const gru_ctx *c)
+static void expect_retained_gru_act_grad(const void *ctx)
 {
+    const gru_ctx *c = ctx;
     bt_tensor *act = test_tensor2(3, 9, true), *hp = test_tensor2(3, 3, true);
     memcpy(act->data, c->act->data, sizeof(bt_real) * act->size);
     memcpy(hp->data, c->h_prev->data, sizeof(bt_real) * hp->size);
@@ -452,22 +466,10 @@ static void check_fused_gru(gru_ctx c, bool param_wh)
     snprintf(what, sizeof what, "gru ops (%s%s%s)", c.tokens ? "tokens" : "real x",
              c.retain ? ", retain_grad" : "", param_wh ? ", W_hh a parameter" : "");
     expect_same_gru_values(c, in);
-    assert_gradcheck(what, fused_gru, &c, in, 6);
-    /* the retained gradient (while its graph lives), then the same gradients
-     * as the primitive ops */
-    bt_real fused[6][36];
-    bt_graph *g = bt_graph_new();
-    for (int i = 0; i < 6; i++)
-        bt_tensor_zero_grad(in[i]);
-    cr_assert_eq(bt_backward(g, fused_gru(g, in, 6, &c)), BT_OK);
-    if (c.retain)
-        expect_retained_gru_act_grad(&c);
-    for (int i = 0; i < 6; i++)
-        memcpy(fused[i], in[i]->grad, sizeof(bt_real) * in[i]->size);
-    bt_graph_free(g);
     gru_ctx comp = c;
     comp.composite = true;
-    expect_same_grads(what, fused_gru, &comp, in, 6, fused[0], 36);
+    expect_fused_like_primitive(what, fused_gru, &c, &comp,
+                                c.retain ? expect_retained_gru_act_grad : NULL, in);
     for (int i = 0; i < 6; i++)
         if (in[i] != wh_param)
             bt_tensor_free(in[i]);

@@ -562,61 +562,39 @@ static void fam_rnn_step(jreport *w)
     }
 }
 
-/* The three LSTM ops, each with every input and with each one lacking a
- * tangent. Gate pre-activations span both sides of 0; act (the cell and
- * hidden ops' first input) holds activations: in (0, 1), the g block in (-1, 1). */
-static void fam_lstm(jreport *w, const char *op, int variant, int n_in)
+/* The fused LSTM ops (gates = 4 blocks) and GRU ops (3), each with every
+ * input and with each one lacking a tangent. The gate ops take xw [B,gH],
+ * h, W [H,gH] and their biases [gH]: pre-activations span both sides of 0.
+ * The others take act [B,gH], which holds activations (in (0, 1); tanh's
+ * blocks may be anything), and a state [B,H]. */
+static void fam_gated(jreport *w, const char *op, int variant, int n_in, int gates)
 {
     enum { B = 3, H = 4 };
+    const int G = gates * H;
     opctx o = {.variant = variant};
     for (int none = -1; none < n_in; none++) {
         char what[64];
         snprintf(what, sizeof what, none < 0 ? "%s" : "%s, input %d without tangent", op, none);
         CASE(what, op);
-        if (variant == V_LSTM_GATES) {
-            leaf(&c, B, 4 * H, 0, -1, 1, none == 0 ? LEAF_NONE : 0);
+        if (variant == V_LSTM_GATES || variant == V_GRU_GATES) {
+            leaf(&c, B, G, 0, -1, 1, none == 0 ? LEAF_NONE : 0);
             leaf(&c, B, H, 0, -1, 1, none == 1 ? LEAF_NONE : 0);
-            leaf(&c, H, 4 * H, 0, -0.8, 0.8, none == 2 ? LEAF_NONE : 0);
-            leaf(&c, 4 * H, 0, 0, -0.5, 0.5, none == 3 ? LEAF_NONE : 0);
+            leaf(&c, H, G, 0, -0.8, 0.8, none == 2 ? LEAF_NONE : 0);
+            for (int k = 3; k < n_in; k++) /* the biases */
+                leaf(&c, G, 0, 0, -0.5, 0.5, none == k ? LEAF_NONE : 0);
         } else {
-            leaf(&c, B, 4 * H, 0, 0.05, 0.95, none == 0 ? LEAF_NONE : 0);
+            leaf(&c, B, G, 0, 0.05, 0.95, none == 0 ? LEAF_NONE : 0);
             leaf(&c, B, H, 0, -1.5, 1.5, none == 1 ? LEAF_NONE : 0);
         }
         run_op_case(&c, w);
     }
 }
 
-static void fam_lstm_gates(jreport *w) { fam_lstm(w, "lstm_gates", V_LSTM_GATES, 4); }
-static void fam_lstm_cell(jreport *w) { fam_lstm(w, "lstm_cell", V_LSTM_CELL, 2); }
-static void fam_lstm_hidden(jreport *w) { fam_lstm(w, "lstm_hidden", V_LSTM_HIDDEN, 2); }
-
-/* The two GRU ops, each with every input and with each one lacking a
- * tangent. Pre-activations span both sides of 0; act (gru_hidden's first
- * input) holds activations in (0, 1) (its n block may be anything). */
-static void fam_gru(jreport *w, const char *op, int variant, int n_in)
-{
-    enum { B = 3, H = 4 };
-    opctx o = {.variant = variant};
-    for (int none = -1; none < n_in; none++) {
-        char what[64];
-        snprintf(what, sizeof what, none < 0 ? "%s" : "%s, input %d without tangent", op, none);
-        CASE(what, op);
-        if (variant == V_GRU_GATES) {
-            leaf(&c, B, 3 * H, 0, -1, 1, none == 0 ? LEAF_NONE : 0);
-            leaf(&c, B, H, 0, -1, 1, none == 1 ? LEAF_NONE : 0);
-            leaf(&c, H, 3 * H, 0, -0.8, 0.8, none == 2 ? LEAF_NONE : 0);
-            leaf(&c, 3 * H, 0, 0, -0.5, 0.5, none == 3 ? LEAF_NONE : 0);
-            leaf(&c, 3 * H, 0, 0, -0.5, 0.5, none == 4 ? LEAF_NONE : 0);
-        } else {
-            leaf(&c, B, 3 * H, 0, 0.05, 0.95, none == 0 ? LEAF_NONE : 0);
-            leaf(&c, B, H, 0, -1.5, 1.5, none == 1 ? LEAF_NONE : 0);
-        }
-        run_op_case(&c, w);
-    }
-}
-
-static void fam_gru_gates(jreport *w) { fam_gru(w, "gru_gates", V_GRU_GATES, 5); }
-static void fam_gru_hidden(jreport *w) { fam_gru(w, "gru_hidden", V_GRU_HIDDEN, 2); }
+static void fam_lstm_gates(jreport *w) { fam_gated(w, "lstm_gates", V_LSTM_GATES, 4, 4); }
+static void fam_lstm_cell(jreport *w) { fam_gated(w, "lstm_cell", V_LSTM_CELL, 2, 4); }
+static void fam_lstm_hidden(jreport *w) { fam_gated(w, "lstm_hidden", V_LSTM_HIDDEN, 2, 4); }
+static void fam_gru_gates(jreport *w) { fam_gated(w, "gru_gates", V_GRU_GATES, 5, 3); }
+static void fam_gru_hidden(jreport *w) { fam_gated(w, "gru_hidden", V_GRU_HIDDEN, 2, 3); }
 
 /* Every op of ops/, by name, with the function that checks it. */
 typedef void (*family_fn)(jreport *w);
