@@ -15,19 +15,10 @@
  * run in the order the primitive ops ran them, so the forward values are
  * theirs. Each op is gradient-checked and has its tangent rule, like every
  * other (tests/test_grad.c, tests/test_jvp.c). */
-#include "fastmath.h"
+#include "activations.h"
 #include "bptt_op.h"
 #include "packed.h"
 #include "recurrent_grad.h"
-
-#if BT_REAL_DOUBLE
-#include <math.h>
-#define R_TANH tanh
-#define R_SIGMOID(x) (1 / (1 + exp(-(x))))
-#else
-#define R_TANH bt_fast_tanhf
-#define R_SIGMOID bt_fast_sigmoidf
-#endif
 
 /* ---- gru_gates -------------------------------------------------------------------- */
 

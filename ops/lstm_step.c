@@ -14,19 +14,10 @@
  * gradient-checked and has its tangent rule, like every other. */
 #include <string.h>
 
-#include "fastmath.h"
+#include "activations.h"
 #include "bptt_op.h"
 #include "packed.h"
 #include "recurrent_grad.h"
-
-#if BT_REAL_DOUBLE
-#include <math.h>
-#define R_TANH tanh
-#define R_SIGMOID(x) (1 / (1 + exp(-(x))))
-#else
-#define R_TANH bt_fast_tanhf
-#define R_SIGMOID bt_fast_sigmoidf
-#endif
 
 /* The derivative of gate column j's activation at its output y: tanh on the
  * g block [2H, 3H), the logistic function elsewhere. (dactivate_rows applies

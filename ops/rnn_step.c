@@ -8,17 +8,10 @@
  * (W_x [D,H]). Inputs: W_x, h [B,H], W_hh [H,H], b [H], then x if real. */
 #include <string.h>
 
-#include "fastmath.h"
+#include "activations.h"
 #include "bptt_op.h"
 #include "packed.h"
 #include "recurrent_grad.h"
-
-#if BT_REAL_DOUBLE
-#include <math.h>
-#define R_TANH tanh
-#else
-#define R_TANH bt_fast_tanhf
-#endif
 
 /* o[B,H] = tanh(o + x + b), row by row, where x is row ids[r] of W_x (the
  * token's column of x W_x) when ids are given, and nothing otherwise. Adding

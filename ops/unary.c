@@ -5,19 +5,15 @@
  * (a diagonal Jacobian is its own transpose). */
 #include <math.h>
 
-#include "fastmath.h"
+#include "activations.h"
 #include "bptt_op.h"
 
 #if BT_REAL_DOUBLE
 #define R_EXP exp
 #define R_LOG log
-#define R_TANH tanh
-#define R_SIGMOID(x) (1 / (1 + exp(-(x))))
 #else
 #define R_EXP expf
 #define R_LOG logf
-#define R_TANH bt_fast_tanhf
-#define R_SIGMOID bt_fast_sigmoidf
 #endif
 
 #define UNARY(NAME, FWD, DF)                                                    \
