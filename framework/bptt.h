@@ -253,6 +253,18 @@ BT_API bt_tensor *bt_gru_gates(bt_graph *g, bt_tensor *xw, bt_tensor *h, bt_tens
                                bt_tensor *b_ih, bt_tensor *b_hh);
 BT_API bt_tensor *bt_gru_hidden(bt_graph *g, bt_tensor *act, bt_tensor *h);
 
+/* The GRU step of Cho et al. (2014) and d2l.ai, where the reset gate multiplies
+ * h before the candidate's product, in three fused ops (xw [B,3H]: the
+ * input's x W_x or its row lookup, and b [3H], both in blocks z | r | n):
+ * zr [B,2H] = sigmoid((xw + b)'s z, r blocks + h W_hzr) (W_hzr [H,2H], blocks
+ * z | r); rh = r h (r read in place from zr); h' = n + z (h - n) with
+ * n = tanh((xw + b)'s n block + rh W_hh) (W_hh [H,H]; h, rh, h' [B,H]). */
+BT_API bt_tensor *bt_gru_cho_gates(bt_graph *g, bt_tensor *xw, bt_tensor *h, bt_tensor *w_hzr,
+                                   bt_tensor *b);
+BT_API bt_tensor *bt_gru_cho_reset(bt_graph *g, bt_tensor *zr, bt_tensor *h);
+BT_API bt_tensor *bt_gru_cho_hidden(bt_graph *g, bt_tensor *xw, bt_tensor *h, bt_tensor *zr,
+                                    bt_tensor *rh, bt_tensor *w_hh, bt_tensor *b);
+
 /* ---- parameters: the model-lifetime block -------------------------------- */
 
 /* All parameters in one allocation, their gradients in a second with the same

@@ -24,7 +24,7 @@ extern "C" {
 #endif
 
 #define BT_ABI_MAJOR 2
-#define BT_ABI_MINOR 7
+#define BT_ABI_MINOR 8
 #define BT_PLUGIN_ENTRY_SYMBOL "bt_plugin_entry"
 #define BT_PLUGIN_EXPORT __attribute__((visibility("default")))
 /* Strings a plugin hands over end with a NUL within these many bytes (NUL
@@ -335,6 +335,13 @@ struct bt_host {
     bt_tensor *(*gru_gates)(bt_graph *g, bt_tensor *xw, bt_tensor *h, bt_tensor *w_hh,
                             bt_tensor *b_ih, bt_tensor *b_hh);
     bt_tensor *(*gru_hidden)(bt_graph *g, bt_tensor *act, bt_tensor *h);
+    /* ABI 2.8: the GRU step of Cho et al. and d2l.ai as three fused ops (bptt.h,
+     * bt_gru_cho_gates). */
+    bt_tensor *(*gru_cho_gates)(bt_graph *g, bt_tensor *xw, bt_tensor *h, bt_tensor *w_hzr,
+                                bt_tensor *b);
+    bt_tensor *(*gru_cho_reset)(bt_graph *g, bt_tensor *zr, bt_tensor *h);
+    bt_tensor *(*gru_cho_hidden)(bt_graph *g, bt_tensor *xw, bt_tensor *h, bt_tensor *zr,
+                                 bt_tensor *rh, bt_tensor *w_hh, bt_tensor *b);
     /* New entries go here, and only here. */
 };
 

@@ -538,6 +538,9 @@ static const bt_host bt_host_v2 = {
     .lstm_hidden = bt_lstm_hidden, /* ABI 2.6 */
     .gru_gates = bt_gru_gates,     /* ABI 2.7 */
     .gru_hidden = bt_gru_hidden,   /* ABI 2.7 */
+    .gru_cho_gates = bt_gru_cho_gates,   /* ABI 2.8 */
+    .gru_cho_reset = bt_gru_cho_reset,   /* ABI 2.8 */
+    .gru_cho_hidden = bt_gru_cho_hidden, /* ABI 2.8 */
 };
 
 const bt_host *bt_host_table(void) { return &bt_host_v2; }

@@ -1,7 +1,9 @@
-/* cell_gru.c: gated recurrent unit, from ops only (no backward of its own).
- *   [xz xr xh] = x_t W_x + b          (one lookup for the three gates)
- *   [z r] = sigmoid([xz xr] + h W_hzr)
- *   h~ = tanh(xh + (r * h) W_hh),   h_t = z * h + (1 - z) * h~ = h~ + z * (h - h~)
+/* cell_gru.c: gated recurrent unit in the form of Cho et al. and d2l.ai, from
+ * the host's three fused ops (ops/gru_cho_step.c; no backward of its own).
+ *   [xz xr xh] = x_t W_x              (one lookup for the three gates; b is
+ *                                      added inside the ops, as x W_x + b)
+ *   [z r] = sigmoid([xz xr] + b_zr + h W_hzr)
+ *   h~ = tanh(xh + b_h + (r * h) W_hh),   h_t = z * h + (1 - z) * h~ = h~ + z * (h - h~)
  *   o_t = h_t W_hq + b_q
  * Shapes: W_x [V,3H], b [3H], W_hzr [H,2H], W_hh [H,H], W_hq [H,V], b_q [V]. */
 #include "cell_common.h"
@@ -26,14 +28,14 @@ static int gru_params(const bt_cell_dims *d, bt_param_spec *s, int max, char *er
 static bt_tensor *gru_step(const bt_host *H, bt_graph *g, bt_tensor *const *p,
                            const bt_step_input *in, bt_tensor *const *state, bt_tensor **next)
 {
-    int h = p[3]->shape[0];
+    /* the host's fused ops (ABI 2.8): the same cell as four sums, four slices,
+     * two products, a sigmoid, a tanh, two elementwise products and a
+     * difference, in three ops instead of fifteen */
     bt_tensor *hp = state[0];
-    bt_tensor *xg = H->add(g, cell_input(H, g, p[0], in), p[1]);     /* [B,3H] */
-    bt_tensor *zr = H->sigmoid(g, H->add(g, H->slice(g, xg, 0, 2 * h), H->matmul(g, hp, p[2])));
-    bt_tensor *z = H->slice(g, zr, 0, h), *r = H->slice(g, zr, h, h);
-    bt_tensor *cand = H->tanh(g, H->add(g, H->slice(g, xg, 2 * h, h),
-                                        H->matmul(g, H->mul(g, r, hp), p[3])));
-    next[0] = H->add(g, cand, H->mul(g, z, H->sub(g, hp, cand)));
+    bt_tensor *xw = cell_input(H, g, p[0], in);                      /* [B,3H] */
+    bt_tensor *zr = H->gru_cho_gates(g, xw, hp, p[2], p[1]);         /* [B,2H] */
+    bt_tensor *rh = H->gru_cho_reset(g, zr, hp);                     /* r * h */
+    next[0] = H->gru_cho_hidden(g, xw, hp, zr, rh, p[3], p[1]);      /* h~ + z (h - h~) */
     if (!p[4] || in->state_only) /* no output layer (output 0), or no output read */
         return next[0];
     return H->add(g, H->matmul(g, next[0], p[4]), p[5]);

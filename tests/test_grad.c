@@ -548,6 +548,191 @@ Test(grad, gru_ops_reject_bad_shapes)
     bt_graph_free(g);
 }
 
+/* ---- the fused GRU step (the form of Cho et al. and d2l.ai) ------------------------ */
+
+typedef struct cho_ctx {
+    bool tokens, retain, composite;
+    bt_tensor *zr, *rh, *h; /* the last step's gates, r h and h' */
+} cho_ctx;
+
+/* Two steps of gru_cho_gates, gru_cho_reset and gru_cho_hidden (H = 3), or of
+ * the same cell written with primitive ops (cell_gru.c before the fused ops).
+ * The loss reads zr and rh as well as h, so the gradients that reach them
+ * from other readers are checked too. Inputs: W_x, W_hzr, W_hh, b, h0, x. */
+static bt_tensor *fused_cho(bt_graph *g, bt_tensor *const *in, int n, void *vctx)
+{
+    (void)n;
+    cho_ctx *c = vctx;
+    static const int32_t ids[2][3] = {{2, 0, 2}, {1, 3, 0}};
+    bt_tensor *wx = in[0], *wzr = in[1], *wh = in[2], *b = in[3], *h = in[4], *x = in[5];
+    bt_tensor *zr = NULL, *rh = NULL;
+    const int H = 3;
+    for (int t = 0; t < 2; t++) {
+        bt_tensor *xw = c->tokens ? bt_embedding(g, wx, ids[t], 3)
+                                  : bt_matmul(g, bt_slice(g, x, 2 * t, 2), wx);
+        if (c->composite) {
+            bt_tensor *xg = bt_add(g, xw, b);
+            zr = bt_sigmoid(g, bt_add(g, bt_slice(g, xg, 0, 2 * H), bt_matmul(g, h, wzr)));
+            bt_tensor *z = bt_slice(g, zr, 0, H), *r = bt_slice(g, zr, H, H);
+            rh = bt_mul(g, r, h);
+            bt_tensor *cand = bt_tanh(g, bt_add(g, bt_slice(g, xg, 2 * H, H),
+                                                bt_matmul(g, rh, wh)));
+            h = bt_add(g, cand, bt_mul(g, z, bt_sub(g, h, cand)));
+        } else {
+            zr = bt_gru_cho_gates(g, xw, h, wzr, b);
+            rh = bt_gru_cho_reset(g, zr, h);
+            h = bt_gru_cho_hidden(g, xw, h, zr, rh, wh, b);
+        }
+        if (zr && rh && c->retain)
+            zr->retain_grad = rh->retain_grad = true;
+        c->zr = zr, c->rh = rh, c->h = h;
+    }
+    return bt_add(g, bt_add(g, weighted_sum(g, h), weighted_sum(g, bt_scale(g, zr, 0.3))),
+                  weighted_sum(g, bt_scale(g, rh, -0.4)));
+}
+
+/* The fused ops' zr, rh and h' (the last step's, after a step from the fused
+ * ops' own h) equal the primitive cell's bit for bit; and with retain, so do
+ * nearly the retained gradients of zr and rh (the ops must not write over
+ * them): dL/dzr and dL/d(rh), against the primitive graph's. */
+static void expect_cho_like_primitive_values(cho_ctx c, bt_tensor *const *in)
+{
+    cho_ctx comp = c;
+    comp.composite = true;
+    bt_graph *g = bt_graph_new(), *gc = bt_graph_new();
+    bt_tensor *loss = fused_cho(g, in, 6, &c), *lossc = fused_cho(gc, in, 6, &comp);
+    cr_assert(loss && lossc);
+    const char *name[3] = {"zr", "rh", "h'"};
+    bt_tensor *f[3] = {c.zr, c.rh, c.h}, *p[3] = {comp.zr, comp.rh, comp.h};
+    for (int k = 0; k < 3; k++)
+        cr_expect(memcmp(f[k]->data, p[k]->data, sizeof(bt_real) * f[k]->size) == 0,
+                  "Cho GRU %s differs from the primitive ops'", name[k]);
+    if (c.retain) {
+        for (int i = 0; i < 6; i++)
+            bt_tensor_zero_grad(in[i]);
+        cr_assert_eq(bt_backward(g, loss), BT_OK);
+        cr_assert_eq(bt_backward(gc, lossc), BT_OK);
+        for (int k = 0; k < 2; k++) {
+            cr_assert(f[k]->grad && p[k]->grad, "the retained %s has no gradient", name[k]);
+            for (size_t j = 0; j < f[k]->size; j++)
+                cr_expect_float_eq(f[k]->grad[j], p[k]->grad[j], BT_REAL_DOUBLE ? 1e-12 : 2e-6,
+                                   "retained dL/d%s element %zu", name[k], j);
+        }
+    }
+    bt_graph_free(g);
+    bt_graph_free(gc);
+}
+
+/* With params, W_hzr and W_hh are weights of a bt_params block: their
+ * gradients wait for the sweep's batched products and the ops write theirs
+ * into their slots (framework/wgrad.c), the path the cell takes in training. */
+static void check_fused_cho(cho_ctx c, bool params)
+{
+    bt_rng r;
+    bt_rng_seed(&r, 57);
+    bt_params *p = bt_params_new();
+    bt_tensor *wzr_param = bt_params_add(p, "W_hzr", 2, (int[]){3, 6});
+    bt_tensor *wh_param = bt_params_add(p, "W_hh", 2, (int[]){3, 3});
+    cr_assert_eq(bt_params_finalize(p), BT_OK);
+    bt_tensor *in[6] = {test_tensor2(c.tokens ? 4 : 2, 9, true),
+                        params ? wzr_param : test_tensor2(3, 6, true),
+                        params ? wh_param : test_tensor2(3, 3, true),
+                        test_tensor(1, (int[]){9}, true), test_tensor2(3, 3, true),
+                        test_tensor2(3, 4, true)};
+    for (int i = 0; i < 6; i++)
+        fill_uniform(in[i], &r, -1.5, 1.5);
+    char what[80];
+    snprintf(what, sizeof what, "Cho GRU ops (%s%s%s)", c.tokens ? "tokens" : "real x",
+             c.retain ? ", retain_grad" : "", params ? ", weights in a params block" : "");
+    expect_cho_like_primitive_values(c, in);
+    cho_ctx comp = c;
+    comp.composite = true;
+    expect_fused_like_primitive(what, fused_cho, &c, &comp, NULL, in);
+    for (int i = 0; i < 6; i++)
+        if (in[i] != wh_param && in[i] != wzr_param)
+            bt_tensor_free(in[i]);
+    bt_params_free(p);
+}
+
+Test(grad, gru_cho_ops_tokens) { check_fused_cho((cho_ctx){.tokens = true}, false); }
+Test(grad, gru_cho_ops_real_input) { check_fused_cho((cho_ctx){.tokens = false}, false); }
+Test(grad, gru_cho_ops_retain_grad)
+{
+    check_fused_cho((cho_ctx){.tokens = true, .retain = true}, false);
+    check_fused_cho((cho_ctx){.tokens = false, .retain = true}, true);
+}
+Test(grad, gru_cho_ops_weights_in_a_params_block)
+{
+    check_fused_cho((cho_ctx){.tokens = true}, true);
+    check_fused_cho((cho_ctx){.tokens = false}, true);
+}
+
+/* Inputs that take no gradient (a frozen bias, a fixed input's product, a
+ * start state that is data): the others' gradients are the primitive ops',
+ * and the frozen ones get none. */
+Test(grad, gru_cho_ops_with_frozen_inputs)
+{
+    bt_rng r;
+    bt_rng_seed(&r, 58);
+    bt_tensor *in[6] = {test_tensor2(2, 9, true), test_tensor2(3, 6, true),
+                        test_tensor2(3, 3, true), test_tensor(1, (int[]){9}, false),
+                        test_tensor2(3, 3, false), test_tensor2(3, 4, false)};
+    for (int i = 0; i < 6; i++)
+        fill_uniform(in[i], &r, -1.5, 1.5);
+    bt_real grads[2][45]; /* W_x [2,9], W_hzr [3,6], W_hh [3,3] */
+    for (int k = 0; k < 2; k++) {
+        cho_ctx c = {.tokens = false, .composite = k == 1};
+        bt_graph *g = bt_graph_new();
+        for (int i = 0; i < 3; i++)
+            bt_tensor_zero_grad(in[i]);
+        cr_assert_eq(bt_backward(g, fused_cho(g, in, 6, &c)), BT_OK);
+        memcpy(grads[k], in[0]->grad, sizeof(bt_real) * 18);
+        memcpy(grads[k] + 18, in[1]->grad, sizeof(bt_real) * 18);
+        memcpy(grads[k] + 36, in[2]->grad, sizeof(bt_real) * 9);
+        for (int i = 3; i < 6; i++)
+            cr_expect_null(in[i]->grad, "frozen input %d got a gradient", i);
+        bt_graph_free(g);
+    }
+    for (int j = 0; j < 45; j++)
+        cr_expect_float_eq(grads[0][j], grads[1][j], BT_REAL_DOUBLE ? 1e-12 : 2e-6,
+                           "Cho GRU ops with frozen inputs: gradient %d", j);
+    for (int i = 0; i < 6; i++)
+        bt_tensor_free(in[i]);
+}
+
+Test(grad, gru_cho_ops_reject_bad_shapes)
+{
+    bt_graph *g = bt_graph_new();
+    bt_tensor *xw = bt_graph_tensor2(g, 2, 9), *h = bt_graph_tensor2(g, 2, 3),
+              *wzr = bt_graph_tensor2(g, 3, 9), *b = bt_graph_tensor(g, 1, (int[]){9});
+    cr_assert_null(bt_gru_cho_gates(g, xw, h, wzr, b));
+    cr_assert(strstr(bt_graph_error(g), "W_hzr [3,9]") != NULL, "%s", bt_graph_error(g));
+    bt_graph_reset(g);
+    xw = bt_graph_tensor2(g, 2, 6), h = bt_graph_tensor2(g, 2, 3); /* xw [B,2H]: no n block */
+    wzr = bt_graph_tensor2(g, 3, 6), b = bt_graph_tensor(g, 1, (int[]){9});
+    cr_assert_null(bt_gru_cho_gates(g, xw, h, wzr, b));
+    cr_assert(strstr(bt_graph_error(g), "got xw [2,6]") != NULL, "%s", bt_graph_error(g));
+    bt_graph_reset(g);
+    bt_tensor *zr = bt_graph_tensor2(g, 2, 3);
+    h = bt_graph_tensor2(g, 2, 3);
+    cr_assert_null(bt_gru_cho_reset(g, zr, h));
+    cr_assert(strstr(bt_graph_error(g), "gru_cho_reset") != NULL, "%s", bt_graph_error(g));
+    bt_graph_reset(g);
+    xw = bt_graph_tensor2(g, 2, 9), h = bt_graph_tensor2(g, 2, 3), zr = bt_graph_tensor2(g, 2, 6);
+    bt_tensor *rh = bt_graph_tensor2(g, 3, 3), *wh = bt_graph_tensor2(g, 3, 3); /* rh's rows */
+    b = bt_graph_tensor(g, 1, (int[]){9});
+    cr_assert_null(bt_gru_cho_hidden(g, xw, h, zr, rh, wh, b));
+    cr_assert(strstr(bt_graph_error(g), "rh [3,3], W_hh [3,3], b [9]") != NULL, "%s",
+              bt_graph_error(g));
+    bt_graph_reset(g);
+    xw = bt_graph_tensor2(g, 2, 9), h = bt_graph_tensor2(g, 2, 3), zr = bt_graph_tensor2(g, 2, 6);
+    rh = bt_graph_tensor2(g, 2, 3), wh = bt_graph_tensor2(g, 3, 6); /* W_hh [H,2H] */
+    b = bt_graph_tensor(g, 1, (int[]){9});
+    cr_assert_null(bt_gru_cho_hidden(g, xw, h, zr, rh, wh, b));
+    cr_assert(strstr(bt_graph_error(g), "W_hh [3,6]") != NULL, "%s", bt_graph_error(g));
+    bt_graph_free(g);
+}
+
 Test(grad, rnn_tanh_step_rejects_bad_shapes)
 {
     bt_graph *g = bt_graph_new();

@@ -283,7 +283,8 @@ typedef struct opctx {
 enum { V_ADD, V_SUB, V_MUL, V_NEG, V_SCALE, V_EXP, V_LOG, V_TANH, V_SIGMOID, V_RELU, V_SUM,
        V_MEAN, V_CONCAT, V_SLICE, V_EMBEDDING, V_XENT, V_MSE, V_MSE_CONST_Y, V_MATMUL,
        V_MATMUL_CONST_A, V_DETACH, V_GRAD_SCALE, V_GRAD_SCALE0, V_RNN_IDS, V_RNN_REAL, V_DROPOUT,
-       V_LSTM_GATES, V_LSTM_CELL, V_LSTM_HIDDEN, V_GRU_GATES, V_GRU_HIDDEN };
+       V_LSTM_GATES, V_LSTM_CELL, V_LSTM_HIDDEN, V_GRU_GATES, V_GRU_HIDDEN, V_GRU_CHO_GATES,
+       V_GRU_CHO_RESET, V_GRU_CHO_HIDDEN };
 
 static int build_op(bt_graph *g, bt_tensor *const *L, void *ctx, bt_tensor **outs)
 {
@@ -321,6 +322,9 @@ static int build_op(bt_graph *g, bt_tensor *const *L, void *ctx, bt_tensor **out
     case V_LSTM_HIDDEN: y = bt_lstm_hidden(g, L[0], L[1]); break;
     case V_GRU_GATES: y = bt_gru_gates(g, L[0], L[1], L[2], L[3], L[4]); break;
     case V_GRU_HIDDEN: y = bt_gru_hidden(g, L[0], L[1]); break;
+    case V_GRU_CHO_GATES: y = bt_gru_cho_gates(g, L[0], L[1], L[2], L[3]); break;
+    case V_GRU_CHO_RESET: y = bt_gru_cho_reset(g, L[0], L[1]); break;
+    case V_GRU_CHO_HIDDEN: y = bt_gru_cho_hidden(g, L[0], L[1], L[2], L[3], L[4], L[5]); break;
     default: cr_assert_fail("variant %d", o->variant);
     }
     outs[0] = y;
@@ -596,6 +600,39 @@ static void fam_lstm_hidden(jreport *w) { fam_gated(w, "lstm_hidden", V_LSTM_HID
 static void fam_gru_gates(jreport *w) { fam_gated(w, "gru_gates", V_GRU_GATES, 5, 3); }
 static void fam_gru_hidden(jreport *w) { fam_gated(w, "gru_hidden", V_GRU_HIDDEN, 2, 3); }
 
+/* The Cho GRU's gates and hidden ops, each with every input and with each one
+ * lacking a tangent: xw [B,3H] and b [3H] (blocks z | r | n) and the state
+ * span both sides of 0; zr holds gates, in (0, 1). (gru_cho_reset takes zr
+ * and h: fam_gated's shape with two blocks.) */
+static void fam_gru_cho(jreport *w, const char *op, int variant)
+{
+    enum { B = 3, H = 4 };
+    const bool gates = variant == V_GRU_CHO_GATES;
+    const int n_in = gates ? 4 : 6;
+    opctx o = {.variant = variant};
+    for (int none = -1; none < n_in; none++) {
+        char what[64];
+        snprintf(what, sizeof what, none < 0 ? "%s" : "%s, input %d without tangent", op, none);
+        CASE(what, op);
+        int k = 0;
+        leaf(&c, B, 3 * H, 0, -1, 1, none == k++ ? LEAF_NONE : 0);       /* xw */
+        leaf(&c, B, H, 0, -1, 1, none == k++ ? LEAF_NONE : 0);           /* h */
+        if (gates) {
+            leaf(&c, H, 2 * H, 0, -0.8, 0.8, none == k++ ? LEAF_NONE : 0); /* W_hzr */
+        } else {
+            leaf(&c, B, 2 * H, 0, 0.05, 0.95, none == k++ ? LEAF_NONE : 0); /* zr */
+            leaf(&c, B, H, 0, -1, 1, none == k++ ? LEAF_NONE : 0);        /* rh */
+            leaf(&c, H, H, 0, -0.8, 0.8, none == k++ ? LEAF_NONE : 0);    /* W_hh */
+        }
+        leaf(&c, 3 * H, 0, 0, -0.5, 0.5, none == k++ ? LEAF_NONE : 0);   /* b */
+        run_op_case(&c, w);
+    }
+}
+
+static void fam_gru_cho_gates(jreport *w) { fam_gru_cho(w, "gru_cho_gates", V_GRU_CHO_GATES); }
+static void fam_gru_cho_reset(jreport *w) { fam_gated(w, "gru_cho_reset", V_GRU_CHO_RESET, 2, 2); }
+static void fam_gru_cho_hidden(jreport *w) { fam_gru_cho(w, "gru_cho_hidden", V_GRU_CHO_HIDDEN); }
+
 /* Every op of ops/, by name, with the function that checks it. */
 typedef void (*family_fn)(jreport *w);
 static const struct family {
@@ -610,6 +647,8 @@ static const struct family {
     {"detach", fam_detach}, {"grad_scale", fam_grad_scale}, {"rnn_tanh_step", fam_rnn_step},
     {"dropout", fam_dropout}, {"lstm_gates", fam_lstm_gates}, {"lstm_cell", fam_lstm_cell},
     {"lstm_hidden", fam_lstm_hidden}, {"gru_gates", fam_gru_gates}, {"gru_hidden", fam_gru_hidden},
+    {"gru_cho_gates", fam_gru_cho_gates}, {"gru_cho_reset", fam_gru_cho_reset},
+    {"gru_cho_hidden", fam_gru_cho_hidden},
 };
 #define N_FAMILIES ((int)(sizeof families / sizeof *families))
 

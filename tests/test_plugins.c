@@ -666,9 +666,12 @@ Test(plugins, host_table_is_complete)
     cr_expect_eq((void *)(uintptr_t)h->lstm_cell, (void *)(uintptr_t)bt_lstm_cell);
     cr_expect_eq((void *)(uintptr_t)h->lstm_hidden, (void *)(uintptr_t)bt_lstm_hidden);
     cr_expect_eq((void *)(uintptr_t)h->gru_gates, (void *)(uintptr_t)bt_gru_gates);
-    /* ABI 2.7 appended the GRU ops: gru_hidden is the last entry. */
     cr_expect_eq((void *)(uintptr_t)h->gru_hidden, (void *)(uintptr_t)bt_gru_hidden);
-    cr_expect_eq(offsetof(bt_host, gru_hidden) + sizeof h->gru_hidden, sizeof(bt_host));
+    cr_expect_eq((void *)(uintptr_t)h->gru_cho_gates, (void *)(uintptr_t)bt_gru_cho_gates);
+    cr_expect_eq((void *)(uintptr_t)h->gru_cho_reset, (void *)(uintptr_t)bt_gru_cho_reset);
+    /* ABI 2.8 appended the Cho GRU ops: gru_cho_hidden is the last entry. */
+    cr_expect_eq((void *)(uintptr_t)h->gru_cho_hidden, (void *)(uintptr_t)bt_gru_cho_hidden);
+    cr_expect_eq(offsetof(bt_host, gru_cho_hidden) + sizeof h->gru_cho_hidden, sizeof(bt_host));
 }
 
 /* Plugin authors copy from docs/writing-a-plugin.md: its descriptor line must
