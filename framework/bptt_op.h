@@ -49,7 +49,8 @@ struct bt_node {
     double scalar;   /* scale factor, xi */
     int iarg[4];     /* slice start/len, matmul transposes */
     int32_t *ids;    /* embedding ids, xent targets (copied into the arena) */
-    bt_real *saved;  /* op-owned scratch in the arena (softmax probabilities, the GRU's hn) */
+    bt_real *saved;  /* op-owned scratch in the arena (softmax probabilities, gru_gates' hn,
+                        gru_cho_hidden's n) */
 };
 
 /* Records an op: makes a node for out (put on the tape if grad is enabled and
@@ -104,7 +105,7 @@ static inline bool bt_op_finite(bt_graph *g, double v, const char *what)
 }
 
 /* "[2,3]" for an error message: eight rotating buffers, so one message can
- * name up to eight shapes (rnn_tanh_step's and gru_gates' name five).
+ * name up to eight shapes (gru_cho_hidden's names six).
  * Inline, so it is the op file's own. */
 static inline const char *bt_shp(const bt_tensor *t)
 {

@@ -23,7 +23,8 @@
 
 /* ---- gru_cho_gates: zr = sigmoid((xw + b)_zr + h W_hzr) -------------------------- */
 
-/* One row: a holds h W_hzr on entry and [z r] on return. */
+/* One row: a holds h W_hzr on entry and [z r] on return. restrict: the
+ * buffers do not overlap, so the loop vectorises. */
 static inline void gates_row(bt_real *restrict a, const bt_real *restrict xw,
                              const bt_real *restrict b, int H)
 {
@@ -77,7 +78,8 @@ static void gates_backward(bt_node *n)
     bt_recurrent_backward(n, h, w, d, B);
 }
 
-/* zr' = zr (1 - zr) (xw_zr' + b_zr' + h' W_hzr + h W_hzr') */
+/* Tangents: a prime marks one, u is h's. zr' = zr (1 - zr) (xw_zr' + b_zr' +
+ * u W_hzr + h W_hzr') */
 static void gates_jvp(bt_node *n)
 {
     bt_tensor *xw = n->in[0], *h = n->in[1], *w = n->in[2], *b = n->in[3];
@@ -136,22 +138,23 @@ BT_VECTOR_CLONES static void reset_forward(bt_node *n)
             rh[r * H + j] = zr[r * 2 * H + H + j] * h[r * H + j];
 }
 
-/* dr += d h, dh += d r, each where wanted */
+/* dr += d h, dh += d r, each where wanted (dr: zr's gradient's r block) */
 BT_VECTOR_CLONES static void reset_backward(bt_node *n)
 {
     bt_tensor *zr = n->in[0], *h = n->in[1];
-    const bt_real *d = n->out->grad;
+    const bt_real *d = n->out->grad, *hv = h->data, *rv = zr->data + h->shape[1];
+    bt_real *dr = zr->requires_grad ? zr->grad + h->shape[1] : NULL;
+    bt_real *dh = h->requires_grad ? h->grad : NULL;
     int B = n->out->shape[0], H = n->out->shape[1];
-    for (size_t r = 0; r < (size_t)B; r++)
-        for (int j = 0; j < H; j++) {
-            if (zr->requires_grad)
-                zr->grad[r * 2 * H + H + j] += d[r * H + j] * h->data[r * H + j];
-            if (h->requires_grad)
-                h->grad[r * H + j] += d[r * H + j] * zr->data[r * 2 * H + H + j];
-        }
+    for (size_t r = 0; dr && r < (size_t)B; r++)
+        for (int j = 0; j < H; j++)
+            dr[r * 2 * H + j] += d[r * H + j] * hv[r * H + j];
+    for (size_t r = 0; dh && r < (size_t)B; r++)
+        for (int j = 0; j < H; j++)
+            dh[r * H + j] += d[r * H + j] * rv[r * 2 * H + j];
 }
 
-/* rh' = r' h + r h' */
+/* (r h)' = r' h + r u   (u: h's tangent) */
 static void reset_jvp(bt_node *n)
 {
     bt_tensor *zr = n->in[0], *h = n->in[1];
@@ -265,14 +268,14 @@ static void hidden_backward(bt_node *n)
     bt_recurrent_backward(n, rh, w, d, n->out->shape[0]); /* d(rh) += d W_hh^T, dW_hh += rh^T d */
 }
 
-/* n' = (1 - n^2) (xw_n' + b_n' + rh' W_hh + rh W_hh'),
- * h'' = n' + z' (h - n) + z (h~ - n')   (h~: h's tangent) */
+/* With h_t the output and u h's tangent: n' = (1 - n^2) (xw_n' + b_n' +
+ * (r h)' W_hh + r h W_hh'), h_t' = n' + z' (h - n) + z (u - n') */
 static void hidden_jvp(bt_node *n)
 {
     bt_tensor *xw = n->in[0], *h = n->in[1], *zr = n->in[2], *rh = n->in[3], *w = n->in[4];
     bt_tensor *b = n->in[5];
     int B = n->out->shape[0], H = n->out->shape[1];
-    bt_real *t = bt_node_tangent(n); /* the product's tangent, then h'' in place */
+    bt_real *t = bt_node_tangent(n); /* the product's tangent, then h_t' in place */
     if (!t)
         return;
     if (rh->tangent)

@@ -1,7 +1,8 @@
 /* recurrent_grad.h: the backward a fused recurrent op shares (rnn_tanh_step,
- * lstm_gates, gru_gates): where the gradient of its product h W goes, and
- * the two products that read it. Written once here so that the three ops
- * keep one rule for reusing buffers. Internal to ops/. */
+ * lstm_gates, gru_gates, gru_cho_gates, gru_cho_hidden): where the gradient
+ * of its product h W goes, and the two products that read it. Written once
+ * here so that the five ops keep one rule for reusing buffers. Internal to
+ * ops/. */
 #ifndef BPTT_RECURRENT_GRAD_H
 #define BPTT_RECURRENT_GRAD_H
 

@@ -555,10 +555,11 @@ typedef struct cho_ctx {
     bt_tensor *zr, *rh, *h; /* the last step's gates, r h and h' */
 } cho_ctx;
 
-/* Two steps of gru_cho_gates, gru_cho_reset and gru_cho_hidden (H = 3), or of
- * the same cell written with primitive ops (cell_gru.c before the fused ops).
- * The loss reads zr and rh as well as h, so the gradients that reach them
- * from other readers are checked too. Inputs: W_x, W_hzr, W_hh, b, h0, x. */
+/* Two steps of gru_cho_gates, gru_cho_reset and gru_cho_hidden (B = 3, H = 4:
+ * a stride that mixed them up would show), or of the same cell written with
+ * primitive ops (cell_gru.c before the fused ops). The loss reads zr and rh
+ * as well as h, so the gradients that reach them from other readers are
+ * checked too. Inputs: W_x, W_hzr, W_hh, b, h0, x. */
 static bt_tensor *fused_cho(bt_graph *g, bt_tensor *const *in, int n, void *vctx)
 {
     (void)n;
@@ -566,7 +567,7 @@ static bt_tensor *fused_cho(bt_graph *g, bt_tensor *const *in, int n, void *vctx
     static const int32_t ids[2][3] = {{2, 0, 2}, {1, 3, 0}};
     bt_tensor *wx = in[0], *wzr = in[1], *wh = in[2], *b = in[3], *h = in[4], *x = in[5];
     bt_tensor *zr = NULL, *rh = NULL;
-    const int H = 3;
+    const int H = 4;
     for (int t = 0; t < 2; t++) {
         bt_tensor *xw = c->tokens ? bt_embedding(g, wx, ids[t], 3)
                                   : bt_matmul(g, bt_slice(g, x, 2 * t, 2), wx);
@@ -583,8 +584,8 @@ static bt_tensor *fused_cho(bt_graph *g, bt_tensor *const *in, int n, void *vctx
             rh = bt_gru_cho_reset(g, zr, h);
             h = bt_gru_cho_hidden(g, xw, h, zr, rh, wh, b);
         }
-        if (zr && rh && c->retain)
-            zr->retain_grad = rh->retain_grad = true;
+        if (zr && rh && h && c->retain)
+            zr->retain_grad = rh->retain_grad = h->retain_grad = true;
         c->zr = zr, c->rh = rh, c->h = h;
     }
     return bt_add(g, bt_add(g, weighted_sum(g, h), weighted_sum(g, bt_scale(g, zr, 0.3))),
@@ -592,9 +593,10 @@ static bt_tensor *fused_cho(bt_graph *g, bt_tensor *const *in, int n, void *vctx
 }
 
 /* The fused ops' zr, rh and h' (the last step's, after a step from the fused
- * ops' own h) equal the primitive cell's bit for bit; and with retain, so do
- * nearly the retained gradients of zr and rh (the ops must not write over
- * them): dL/dzr and dL/d(rh), against the primitive graph's. */
+ * ops' own h) equal the primitive cell's bit for bit; and with retain, the
+ * retained gradients dL/dzr, dL/d(rh) and dL/dh' equal the primitive
+ * graph's to rounding (gru_cho_gates and gru_cho_hidden must not write
+ * theirs over them). */
 static void expect_cho_like_primitive_values(cho_ctx c, bt_tensor *const *in)
 {
     cho_ctx comp = c;
@@ -612,7 +614,7 @@ static void expect_cho_like_primitive_values(cho_ctx c, bt_tensor *const *in)
             bt_tensor_zero_grad(in[i]);
         cr_assert_eq(bt_backward(g, loss), BT_OK);
         cr_assert_eq(bt_backward(gc, lossc), BT_OK);
-        for (int k = 0; k < 2; k++) {
+        for (int k = 0; k < 3; k++) {
             cr_assert(f[k]->grad && p[k]->grad, "the retained %s has no gradient", name[k]);
             for (size_t j = 0; j < f[k]->size; j++)
                 cr_expect_float_eq(f[k]->grad[j], p[k]->grad[j], BT_REAL_DOUBLE ? 1e-12 : 2e-6,
@@ -631,13 +633,13 @@ static void check_fused_cho(cho_ctx c, bool params)
     bt_rng r;
     bt_rng_seed(&r, 57);
     bt_params *p = bt_params_new();
-    bt_tensor *wzr_param = bt_params_add(p, "W_hzr", 2, (int[]){3, 6});
-    bt_tensor *wh_param = bt_params_add(p, "W_hh", 2, (int[]){3, 3});
+    bt_tensor *wzr_param = bt_params_add(p, "W_hzr", 2, (int[]){4, 8});
+    bt_tensor *wh_param = bt_params_add(p, "W_hh", 2, (int[]){4, 4});
     cr_assert_eq(bt_params_finalize(p), BT_OK);
-    bt_tensor *in[6] = {test_tensor2(c.tokens ? 4 : 2, 9, true),
-                        params ? wzr_param : test_tensor2(3, 6, true),
-                        params ? wh_param : test_tensor2(3, 3, true),
-                        test_tensor(1, (int[]){9}, true), test_tensor2(3, 3, true),
+    bt_tensor *in[6] = {test_tensor2(c.tokens ? 4 : 2, 12, true),
+                        params ? wzr_param : test_tensor2(4, 8, true),
+                        params ? wh_param : test_tensor2(4, 4, true),
+                        test_tensor(1, (int[]){12}, true), test_tensor2(3, 4, true),
                         test_tensor2(3, 4, true)};
     for (int i = 0; i < 6; i++)
         fill_uniform(in[i], &r, -1.5, 1.5);
@@ -667,37 +669,52 @@ Test(grad, gru_cho_ops_weights_in_a_params_block)
     check_fused_cho((cho_ctx){.tokens = false}, true);
 }
 
-/* Inputs that take no gradient (a frozen bias, a fixed input's product, a
- * start state that is data): the others' gradients are the primitive ops',
- * and the frozen ones get none. */
-Test(grad, gru_cho_ops_with_frozen_inputs)
+/* Inputs that take no gradient, frozen[i] for input i (W_x, W_hzr, W_hh, b,
+ * h0, x): the others' gradients are the primitive ops', and the frozen ones
+ * get none. */
+static void expect_cho_frozen_like_primitive(const bool frozen[6])
 {
+    static const int rows[6] = {2, 4, 4, 12, 3, 3}, cols[6] = {12, 8, 4, 0, 4, 4};
     bt_rng r;
     bt_rng_seed(&r, 58);
-    bt_tensor *in[6] = {test_tensor2(2, 9, true), test_tensor2(3, 6, true),
-                        test_tensor2(3, 3, true), test_tensor(1, (int[]){9}, false),
-                        test_tensor2(3, 3, false), test_tensor2(3, 4, false)};
-    for (int i = 0; i < 6; i++)
+    bt_tensor *in[6];
+    for (int i = 0; i < 6; i++) {
+        in[i] = cols[i] ? test_tensor2(rows[i], cols[i], !frozen[i])
+                        : test_tensor(1, (int[]){rows[i]}, !frozen[i]);
         fill_uniform(in[i], &r, -1.5, 1.5);
-    bt_real grads[2][45]; /* W_x [2,9], W_hzr [3,6], W_hh [3,3] */
+    }
+    bt_real grads[2][6][32]; /* the largest input, W_hzr [4,8] */
     for (int k = 0; k < 2; k++) {
         cho_ctx c = {.tokens = false, .composite = k == 1};
         bt_graph *g = bt_graph_new();
-        for (int i = 0; i < 3; i++)
-            bt_tensor_zero_grad(in[i]);
+        for (int i = 0; i < 6; i++)
+            if (!frozen[i])
+                bt_tensor_zero_grad(in[i]);
         cr_assert_eq(bt_backward(g, fused_cho(g, in, 6, &c)), BT_OK);
-        memcpy(grads[k], in[0]->grad, sizeof(bt_real) * 18);
-        memcpy(grads[k] + 18, in[1]->grad, sizeof(bt_real) * 18);
-        memcpy(grads[k] + 36, in[2]->grad, sizeof(bt_real) * 9);
-        for (int i = 3; i < 6; i++)
-            cr_expect_null(in[i]->grad, "frozen input %d got a gradient", i);
+        for (int i = 0; i < 6; i++) {
+            if (frozen[i])
+                cr_expect_null(in[i]->grad, "frozen input %d got a gradient", i);
+            else
+                memcpy(grads[k][i], in[i]->grad, sizeof(bt_real) * in[i]->size);
+        }
         bt_graph_free(g);
     }
-    for (int j = 0; j < 45; j++)
-        cr_expect_float_eq(grads[0][j], grads[1][j], BT_REAL_DOUBLE ? 1e-12 : 2e-6,
-                           "Cho GRU ops with frozen inputs: gradient %d", j);
+    for (int i = 0; i < 6; i++)
+        for (size_t j = 0; !frozen[i] && j < in[i]->size; j++)
+            cr_expect_float_eq(grads[0][i][j], grads[1][i][j], BT_REAL_DOUBLE ? 1e-12 : 2e-6,
+                               "Cho GRU ops with frozen inputs: input %d element %zu", i, j);
     for (int i = 0; i < 6; i++)
         bt_tensor_free(in[i]);
+}
+
+/* A frozen bias, input and start state; then xw without a gradient (W_x
+ * frozen) and a frozen W_hh; then zr without one in the first step (W_x,
+ * W_hzr, b and h0 frozen: only W_hh learns). */
+Test(grad, gru_cho_ops_with_frozen_inputs)
+{
+    expect_cho_frozen_like_primitive((bool[6]){false, false, false, true, true, true});
+    expect_cho_frozen_like_primitive((bool[6]){true, false, true, false, false, true});
+    expect_cho_frozen_like_primitive((bool[6]){true, true, false, true, true, true});
 }
 
 Test(grad, gru_cho_ops_reject_bad_shapes)
