@@ -21,6 +21,9 @@
 #  - a SIGINT after training, during the cleanup (raised by the preloaded
 #    SHIM, tests/sigint_at_cleanup.c): the "done:" line is out, the
 #    checkpoint whole.
+#  - a SIGINT right after training ends, before the output is finished
+#    (SHIM_LATE, tests/sigint_after_training.c): the run is not reported as
+#    stopping, its "done:" line is out, exit 130.
 #  - a full disk: a 4 MB tmpfs filled up (mounted when running as root and
 #    allowed; otherwise skipped with a message), and a file-size limit
 #    (RLIMIT_FSIZE, with SIGXFSZ ignored: write fails with EFBIG), which
@@ -32,15 +35,17 @@
 # where they can, and fractions of a warm reference run's duration where
 # they must, so a slow build or a busy machine gets the same spread.
 #
-#   test_crash.sh BPTT ST_COMPARE [SHIM]   (BPTT_PLUGIN_PATH set by meson)
+#   test_crash.sh BPTT ST_COMPARE [SHIM [SHIM_LATE]]   (BPTT_PLUGIN_PATH set by meson)
 set -u
 set -m # background jobs keep SIGINT (a shell without job control ignores it for them)
 BPTT=$1
 ST_COMPARE=$2
 SHIM=${3:-}
+SHIM_LATE=${4:-}
 case $BPTT in /*) ;; *) BPTT=$(pwd)/$BPTT ;; esac
 case $ST_COMPARE in /*) ;; *) ST_COMPARE=$(pwd)/$ST_COMPARE ;; esac
 case $SHIM in /* | "") ;; *) SHIM=$(pwd)/$SHIM ;; esac
+case $SHIM_LATE in /* | "") ;; *) SHIM_LATE=$(pwd)/$SHIM_LATE ;; esac
 KILLS=${CRASH_KILLS:-21}
 SIGINTS=${CRASH_SIGINTS:-5}
 SEED=${CRASH_SEED:-$$}
@@ -257,6 +262,23 @@ if [ -n "$SHIM" ]; then
     else
         fail "SIGINT during the cleanup: exit status $rc, or no 'done:' line, or no whole checkpoint"
         cat run.txt resume.txt 2>/dev/null | sed 's/^/    /'
+    fi
+fi
+
+# ---- a SIGINT right after training: the finished run is not "stopping" ---------------------
+if [ -n "$SHIM_LATE" ]; then
+    rm -f ck.st ck.st.*
+    LD_PRELOAD=$SHIM_LATE ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0 \
+        launch train $BASE --epochs 1 --save ck.st
+    wait $pid
+    rc=$?
+    if [ "$rc" = 130 ] && grep -q "^done: epoch 1, .*saved ck.st" run.txt &&
+        grep -q "bptt train: training has ended" run.txt &&
+        ! grep -q "stopping after this minibatch\|SIGINT: stopped" run.txt && [ -s ck.st ]; then
+        echo "ok: SIGINT right after training: exit $rc, $(grep -o 'training has ended[^(]*' run.txt)"
+    else
+        fail "SIGINT right after training: exit status $rc, or no 'done:' line, or the wrong message"
+        sed 's/^/    /' run.txt
     fi
 fi
 

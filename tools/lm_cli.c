@@ -416,6 +416,7 @@ const char *lm_cli_duration(double s, char *buf, size_t len)
 
 static bt_lm *volatile stop_lm;           /* the run a signal stops */
 static volatile sig_atomic_t stop_sig;    /* the first signal caught */
+static volatile sig_atomic_t stop_late;   /* training has ended: nothing left to stop */
 static const char *stop_command = "train";
 static struct sigaction stop_old[2];
 static bool stop_installed;
@@ -431,9 +432,12 @@ static void on_stop_signal(int sig)
     /* write(2) alone: the only output a handler may make. */
     static const char a[] = "\nbptt ", b[] = ": stopping after this minibatch to save the run "
                                               "(press Ctrl-C again to quit at once, unsaved)\n";
+    static const char late[] = ": training has ended; finishing the output, then exiting with "
+                               "the signal's status (press Ctrl-C again to quit at once)\n";
     ssize_t ignored = write(STDERR_FILENO, a, sizeof a - 1);
     ignored = write(STDERR_FILENO, stop_command, strlen(stop_command));
-    ignored = write(STDERR_FILENO, b, sizeof b - 1);
+    ignored = stop_late ? write(STDERR_FILENO, late, sizeof late - 1)
+                        : write(STDERR_FILENO, b, sizeof b - 1);
     (void)ignored;
 }
 
@@ -458,6 +462,12 @@ void lm_cli_stop_attach(bt_lm *lm)
     stop_lm = lm;
     if (stop_sig && lm)
         bt_lm_request_stop(lm);
+}
+
+void lm_cli_stop_finished(void)
+{
+    stop_lm = NULL;
+    stop_late = 1;
 }
 
 int lm_cli_stop_signal(void) { return (int)stop_sig; }

@@ -87,6 +87,9 @@ const char *lm_cli_duration(double s, char *buf, size_t len);
  * caught (0 if none), end restores the previous handlers. */
 void lm_cli_stop_begin(const char *command);
 void lm_cli_stop_attach(bt_lm *lm);
+/* Training has ended: a signal from here on stops nothing and says so; the
+ * command finishes its output and exits with the signal's status. */
+void lm_cli_stop_finished(void);
 int lm_cli_stop_signal(void);
 void lm_cli_stop_end(void);
 /* Progress hook: one line on stderr redrawn with \r (for a terminal). */
