@@ -1,7 +1,8 @@
 /* sigint_after_training.c: preloaded into `bptt train` by test_crash.sh, a
  * Ctrl-C in the moment after training has ended and before the command has
  * finished its output: bt_lm_stopped is the first library call after
- * bt_lm_train returns (tools/cmd_train.c). The run is complete by then; the
+ * bt_lm_train returns (tools/cmd_train.c; without --plot, as the test runs
+ * it), and the only one. The run is complete by then; the
  * signal must neither stop nor re-save it, its message must say so (it once
  * said "stopping after this minibatch"), and the exit status says that a
  * signal came (130). */

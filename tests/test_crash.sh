@@ -274,11 +274,13 @@ if [ -n "$SHIM_LATE" ]; then
     rc=$?
     if [ "$rc" = 130 ] && grep -q "^done: epoch 1, .*saved ck.st" run.txt &&
         grep -q "bptt train: training has ended" run.txt &&
-        ! grep -q "stopping after this minibatch\|SIGINT: stopped" run.txt && [ -s ck.st ]; then
+        ! grep -q "stopping after this minibatch\|SIGINT: stopped\|the run is saved in" run.txt &&
+        [ -s ck.st ] && ! ls ck.st.tmp.* >/dev/null 2>&1 &&
+        "$BPTT" train --resume ck.st --epochs 1 >resume.txt 2>&1; then
         echo "ok: SIGINT right after training: exit $rc, $(grep -o 'training has ended[^(]*' run.txt)"
     else
-        fail "SIGINT right after training: exit status $rc, or no 'done:' line, or the wrong message"
-        sed 's/^/    /' run.txt
+        fail "SIGINT right after training: exit status $rc, no 'done:' line, the wrong message, or no whole checkpoint"
+        cat run.txt resume.txt 2>/dev/null | sed 's/^/    /'
     fi
 fi
 

@@ -450,7 +450,7 @@ static int train(train_run *r, const train_opts *o, const dist_cli *dc)
                bt_lm_epochs_done(r->lm), o->lm.epochs);
     double t0 = now_s();
     bt_status st = bt_lm_train(r->lm, o->lm.epochs, &hooks, err, sizeof err);
-    lm_cli_stop_finished(); /* a signal from here on is late: the run is complete */
+    lm_cli_stop_finished(); /* a signal from here on is late: training is over */
     double seconds = now_s() - t0;
     if (t.tty)
         lm_cli_progress_clear();

@@ -432,8 +432,8 @@ static void on_stop_signal(int sig)
     /* write(2) alone: the only output a handler may make. */
     static const char a[] = "\nbptt ", b[] = ": stopping after this minibatch to save the run "
                                               "(press Ctrl-C again to quit at once, unsaved)\n";
-    static const char late[] = ": training has ended; finishing the output, then exiting with "
-                               "the signal's status (press Ctrl-C again to quit at once)\n";
+    static const char late[] = ": training has ended; finishing the output, then exiting "
+                               "(press Ctrl-C again to quit at once)\n";
     ssize_t ignored = write(STDERR_FILENO, a, sizeof a - 1);
     ignored = write(STDERR_FILENO, stop_command, strlen(stop_command));
     ignored = stop_late ? write(STDERR_FILENO, late, sizeof late - 1)
@@ -466,8 +466,8 @@ void lm_cli_stop_attach(bt_lm *lm)
 
 void lm_cli_stop_finished(void)
 {
+    stop_late = 1; /* first: a signal between the two still says the truth */
     stop_lm = NULL;
-    stop_late = 1;
 }
 
 int lm_cli_stop_signal(void) { return (int)stop_sig; }

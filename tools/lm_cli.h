@@ -88,7 +88,8 @@ const char *lm_cli_duration(double s, char *buf, size_t len);
 void lm_cli_stop_begin(const char *command);
 void lm_cli_stop_attach(bt_lm *lm);
 /* Training has ended: a signal from here on stops nothing and says so; the
- * command finishes its output and exits with the signal's status. */
+ * command finishes its output (a finished run then exits 128 + the signal,
+ * a failed one with its own status). */
 void lm_cli_stop_finished(void);
 int lm_cli_stop_signal(void);
 void lm_cli_stop_end(void);
