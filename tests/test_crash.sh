@@ -242,22 +242,31 @@ else
     cat run.txt
 fi
 
-# ---- a SIGINT during the cleanup after a saved run: what it printed is out ------------------
-# Timed signals land there rarely (once in CI): the shim raises one there.
-# A sanitized build wants its runtime first among the preloads; the shim is
-# built with it, so the order check can go.
-if [ -n "$SHIM" ]; then
+# ---- a SIGINT raised by a preloaded shim at a moment timed signals rarely hit ---------------
+# shim_run SHIM: one saved epoch of training with SHIM preloaded, in the
+# background and waited for (a foreground child that dies of SIGINT makes
+# bash act as if it had been interrupted itself); its exit status in $rc.
+# A sanitized build wants its runtime first among the preloads; the shims
+# are built with it, so the order check can go.
+shim_run() {
     rm -f ck.st ck.st.* resume.txt
-    # In the background and waited for: a foreground child that dies of
-    # SIGINT makes bash act as if it had been interrupted itself.
-    LD_PRELOAD=$SHIM ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0 \
+    LD_PRELOAD=$1 ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0 \
         launch train $BASE --epochs 1 --save ck.st
     wait $pid
     rc=$?
-    # 130: the shim's signal arrived (exit 0 would mean it never fired).
-    if [ "$rc" = 130 ] && grep -q "^done: epoch 1, .*saved ck.st" run.txt &&
-        [ -s ck.st ] && ! ls ck.st.tmp.* >/dev/null 2>&1 &&
-        "$BPTT" train --resume ck.st --epochs 1 >resume.txt 2>&1; then
+}
+# saved_whole: the run printed its "done:" line and left a whole checkpoint that loads.
+saved_whole() {
+    grep -q "^done: epoch 1, .*saved ck.st" run.txt && [ -s ck.st ] &&
+        ! ls ck.st.tmp.* >/dev/null 2>&1 && "$BPTT" train --resume ck.st --epochs 1 >resume.txt 2>&1
+}
+
+# During the cleanup after a saved run (timed signals land there rarely, once
+# in CI): what it printed is out. 130: the shim's signal arrived (exit 0
+# would mean it never fired).
+if [ -n "$SHIM" ]; then
+    shim_run "$SHIM"
+    if [ "$rc" = 130 ] && saved_whole; then
         echo "ok: SIGINT during the cleanup: exit $rc, $(grep -o '^done: epoch 1' run.txt), the checkpoint loads"
     else
         fail "SIGINT during the cleanup: exit status $rc, or no 'done:' line, or no whole checkpoint"
@@ -265,18 +274,12 @@ if [ -n "$SHIM" ]; then
     fi
 fi
 
-# ---- a SIGINT right after training: the finished run is not "stopping" ---------------------
+# Right after training: the finished run is not "stopping", nor saved again.
 if [ -n "$SHIM_LATE" ]; then
-    rm -f ck.st ck.st.*
-    LD_PRELOAD=$SHIM_LATE ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0 \
-        launch train $BASE --epochs 1 --save ck.st
-    wait $pid
-    rc=$?
-    if [ "$rc" = 130 ] && grep -q "^done: epoch 1, .*saved ck.st" run.txt &&
-        grep -q "bptt train: training has ended" run.txt &&
+    shim_run "$SHIM_LATE"
+    if [ "$rc" = 130 ] && grep -q "bptt train: training has ended" run.txt &&
         ! grep -q "stopping after this minibatch\|SIGINT: stopped\|the run is saved in" run.txt &&
-        [ -s ck.st ] && ! ls ck.st.tmp.* >/dev/null 2>&1 &&
-        "$BPTT" train --resume ck.st --epochs 1 >resume.txt 2>&1; then
+        saved_whole; then
         echo "ok: SIGINT right after training: exit $rc, $(grep -o 'training has ended[^(]*' run.txt)"
     else
         fail "SIGINT right after training: exit status $rc, no 'done:' line, the wrong message, or no whole checkpoint"
