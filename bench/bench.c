@@ -219,9 +219,10 @@ static void run_ckptcheck(bench *k, const bench_args *a)
 
 /* Runs minibatch `it` (step mode: row b continues row b of the previous one;
  * fullbptt: the same sequence from a zero state) with checkpoint spacing
- * `every`; its wall and CPU seconds, and the arena it used. */
+ * `every`; its wall and CPU seconds, the arena it used and (untaped, may be
+ * NULL) the wall seconds of its forward passes without a tape and their steps. */
 static void time_window(bench *k, const bench_args *a, int it, int every, int32_t *X, int32_t *Y,
-                        double *wall, double *cpu, size_t *arena)
+                        double *wall, double *cpu, size_t *arena, double *untaped)
 {
     int B = a->B, T = a->T, n = a->warmup + a->steps;
     char err[2048] = "";
@@ -246,6 +247,10 @@ static void time_window(bench *k, const bench_args *a, int it, int every, int32_
     *cpu = cpu_now() - c0;
     if (res.peak_arena > *arena)
         *arena = res.peak_arena;
+    if (untaped) {
+        untaped[0] = res.untaped_s;
+        untaped[1] = (double)res.untaped_steps;
+    }
 }
 
 /* step and fullbptt: warmup + steps timed unroller runs; the median and the spread. */
@@ -258,7 +263,7 @@ static void run_timed(bench *k, const bench_args *a)
     double rss_before = current_rss_mb();
     for (int it = 0; it < warmup + steps; it++) {
         double dt, dc;
-        time_window(k, a, it, a->every, X, Y, &dt, &dc, &peak_arena);
+        time_window(k, a, it, a->every, X, Y, &dt, &dc, &peak_arena, NULL);
         if (it >= warmup) {
             times[it - warmup] = dt;
             cpu[it - warmup] = dc;
@@ -295,7 +300,9 @@ static double median(double *x, int n)
 /* ckptpair: plain and checkpointed (spacing --checkpoint-every, default sqrt T)
  * full BPTT of the same sequence from a zero state in one process, alternating
  * which goes first, so that both see the same machine; the ratio is the median
- * of each pair's ratio (CPU time, and wall clock). The warm-up pairs pay the
+ * of each pair's ratio (CPU time, and wall clock). Beside it, the median of
+ * 1 + (the checkpointed run's untaped forward pass) / (plain's time), wall
+ * clock: the ratio were recomputing all it cost. The warm-up pairs pay the
  * page faults. (SGD runs with lr 0, so the weights stay as they are.) The
  * checkpointed runs have an unroller, so a graph and arena, of their own, as
  * a checkpointed training run has: on the plain run's they would work in
@@ -305,24 +312,31 @@ static void run_pair(bench *k, const bench_args *a)
     int B = a->B, T = a->T, n = a->steps;
     int every = a->every ? a->every : -1;
     int32_t *X = malloc(sizeof(int32_t) * (size_t)B * T), *Y = malloc(sizeof(int32_t) * (size_t)B * T);
-    double *v = malloc(sizeof(double) * 6 * (size_t)(n > 0 ? n : 1));
+    double *v = malloc(sizeof(double) * 8 * (size_t)(n > 0 ? n : 1));
     double *pc = v, *cc = v + n, *rc = v + 2 * n, *rw = v + 3 * n, *pw = v + 4 * n, *cw = v + 5 * n;
+    double *uw = v + 6 * n, *fw = v + 7 * n;
     size_t arena[2] = {0, 0};
     for (int it = 0; it < a->warmup + n; it++) {
-        double wall[2], cpu[2];
+        double wall[2], cpu[2], untaped[2] = {0, 0};
         for (int j = 0; j < 2; j++) {
             /* 0 plain, 1 checkpointed; who goes first alternates, plain first in
              * the first measured pair (it - warmup has the parity of it + warmup) */
             int c = (it + a->warmup + j) % 2;
-            time_window(k, a, 0, c ? every : 0, X, Y, &wall[c], &cpu[c], &arena[c]);
+            time_window(k, a, 0, c ? every : 0, X, Y, &wall[c], &cpu[c], &arena[c],
+                        c ? untaped : NULL);
         }
         int i = it - a->warmup;
         if (i >= 0) {
             pc[i] = cpu[0], cc[i] = cpu[1], pw[i] = wall[0], cw[i] = wall[1];
             rc[i] = cpu[1] / cpu[0], rw[i] = wall[1] / wall[0];
+            /* the pair's ratio had checkpointing cost nothing but its untaped pass */
+            uw[i] = untaped[1] > 0 ? untaped[0] / untaped[1] * 1e6 : 0;
+            fw[i] = 1 + untaped[0] / wall[0];
         }
-        fprintf(stderr, "bench: T = %d, pair %d of %d%s: checkpointed/plain %.3f (CPU)\n", T, it + 1,
-                a->warmup + n, i < 0 ? " (warm-up)" : "", cpu[1] / cpu[0]);
+        fprintf(stderr, "bench: T = %d, pair %d of %d%s: checkpointed/plain %.3f (CPU), %.3f (wall); "
+                "untaped pass %.2f us/step, 1 + its time / plain's %.3f\n", T, it + 1,
+                a->warmup + n, i < 0 ? " (warm-up)" : "", cpu[1] / cpu[0], wall[1] / wall[0],
+                untaped[1] > 0 ? untaped[0] / untaped[1] * 1e6 : 0, 1 + untaped[0] / wall[0]);
     }
     double tok = (double)B * T, ratio = median(rc, n); /* sorts rc: min and max follow */
     bt_blas_info bi;
@@ -332,12 +346,12 @@ static void run_pair(bench *k, const bench_args *a)
            "\"ckpt_us_cpu_per_token\": %.3f, \"plain_us_per_token\": %.3f, "
            "\"ckpt_us_per_token\": %.3f, \"ratio_cpu\": %.4f, \"ratio_wall\": %.4f, "
            "\"ratio_cpu_min\": %.4f, \"ratio_cpu_max\": %.4f, \"plain_arena_mb\": %.3f, "
-           "\"ckpt_arena_mb\": %.3f, \"peak_rss_mb\": %.1f, \"blas\": \"%s\", \"kernel\": \"%s\", "
-           "\"precision\": \"%s\"}\n",
+           "\"ckpt_arena_mb\": %.3f, \"untaped_us_per_step\": %.3f, \"untaped_floor_wall\": %.4f, "
+           "\"peak_rss_mb\": %.1f, \"blas\": \"%s\", \"kernel\": \"%s\", \"precision\": \"%s\"}\n",
            a->H, B, T, every, n, median(pc, n) / tok * 1e6, median(cc, n) / tok * 1e6,
            median(pw, n) / tok * 1e6, median(cw, n) / tok * 1e6, ratio, median(rw, n),
            rc[0], rc[n - 1], (double)arena[0] / 1048576.0, (double)arena[1] / 1048576.0,
-           peak_rss_mb(), bi.library, bi.kernel, BT_REAL_DOUBLE ? "double" : "float");
+           median(uw, n), median(fw, n), peak_rss_mb(), bi.library, bi.kernel, BT_REAL_DOUBLE ? "double" : "float");
     free(v);
     free(X);
     free(Y);
@@ -369,7 +383,7 @@ static void run_threadpair(bench *one, bench *many, const bench_args *a)
             int c = (r + a->warmup + j) % 2; /* 0: one thread; first in the first measured round */
             for (int g = 0; g < group; g++) {
                 double dt, dc;
-                time_window(k[c], a, it[c]++, 0, X, Y, &dt, &dc, &arena);
+                time_window(k[c], a, it[c]++, 0, X, Y, &dt, &dc, &arena, NULL);
                 wall[c] += dt, cpu[c] += dc;
             }
         }

@@ -328,8 +328,13 @@ def section_checkpoint(a, coretype):
           ' (bench/roofline\'s best,')
     print('          before the table and after each row, the least so far): 1 + C (ceil(T / C) - 1)'
           ' products / plain\'s time')
+    print('   untaped: the checkpointed run\'s forward pass without a tape, the work plain does not do'
+          ' (us per step, median);')
+    print('          its floor: median over pairs of 1 + that pass\'s time / plain\'s time (wall): the'
+          ' ratio were it all checkpointing cost')
     print(f"{'T':>7} | {'plain us/tok':>12} {'plain arena MB':>14} | {'ckpt us/tok':>11} {'ckpt MB':>13} | "
-          f"{'memory ratio':>12} {'time ratio':>10} {'(min-max)':>11} {'(wall)':>6} {'floor':>6}")
+          f"{'memory ratio':>12} {'time ratio':>10} {'(min-max)':>11} {'(wall)':>6} {'floor':>6} "
+          f"{'untaped us/step':>15} {'its floor':>9}")
     per_step = None
     for T in Ts:
         # An even number of pairs: plain and checkpointed go first equally often.
@@ -363,7 +368,7 @@ def section_checkpoint(a, coretype):
               f"{fmt(r['ckpt_us_cpu_per_token'], 2):>11} {fmt(r['ckpt_arena_mb'], 1) + ' + ' + fmt(states_mb, 1):>13} | "
               f"{fmt(ratio(ck_mb, r['plain_arena_mb']), 3):>12} {fmt(r['ratio_cpu'], 2):>10} "
               f"{fmt(r['ratio_cpu_min'], 2) + '-' + fmt(r['ratio_cpu_max'], 2):>11} {fmt(r['ratio_wall'], 2):>6} "
-              f"{fmt(floor, 2):>6}")
+              f"{fmt(floor, 2):>6} {fmt(r.get('untaped_us_per_step'), 2):>15} {fmt(r.get('untaped_floor_wall'), 2):>9}")
     if mm_us:
         print(f'   the W_hh product at its best: {mm_us:.1f} us ({2 * 32 * 256 * 256 / mm_us / 1e3:.0f} GFLOP/s)')
     print('   target: time ratio <= 1.25 at T = 2,240 and 100,000')

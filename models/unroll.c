@@ -14,6 +14,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "bt_assert.h"
 #include "dist.h"
@@ -484,6 +485,13 @@ static bt_status window_failed(bt_unroller *u, const bt_sequence *seq, long g0, 
     return st;
 }
 
+static double monotonic_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 /* Checkpointed window: a forward pass without a tape keeps the state every C
  * steps; backward then rebuilds one stretch of C steps at a time, last first,
  * handing the gradient of each stretch's start state to the stretch before.
@@ -515,7 +523,10 @@ static bt_status run_window_checkpointed(bt_unroller *u, const bt_sequence *seq,
 
     /* Forward: the states at every stretch start (ring and checkpoints). */
     long last = g0 + (nseg - 1) * C;
+    double t0 = monotonic_s();
     bt_status st = forward_untaped(u, seq, g0, g0, last - 1, C, loss_from, false, err, errlen);
+    res->untaped_s += monotonic_s() - t0;
+    res->untaped_steps += last - g0;
     if (st != BT_OK) /* an earlier step's loss may fail first, as the plain window reports */
         return window_failed(u, seq, g0, u->failed_at < last ? u->failed_at : last - 1, C,
                              loss_from, st, err, errlen);

@@ -81,6 +81,12 @@ typedef struct bt_unroll_result {
     double grad_norm_sum, grad_norm_max; /* over the updates (before clipping) */
     size_t peak_arena;    /* largest window arena, bytes */
     int n_windows;        /* windows run (entries written: min(n_windows, windows_cap)) */
+    /* Checkpointed windows: wall seconds of their forward passes without a
+     * tape, and the steps those ran. What checkpointing costs beyond the plain
+     * window is, at the least, this pass: every other step is one the plain
+     * window runs too. */
+    double untaped_s;
+    long untaped_steps;
 } bt_unroll_result;
 
 typedef struct bt_unroller bt_unroller;

@@ -498,6 +498,13 @@ static void full_bptt_grads(const char *cell, int every, bt_real *g_out, bt_real
     memcpy(g_out, bt_params_grad(m->params), sizeof(bt_real) * bt_params_total(m->params));
     memcpy(dh0_out, d, sizeof d);
     *loss = ur.loss_sum;
+    /* The untaped pass runs every stretch but the last; a plain window has none. */
+    int C = every > 0 ? every : every < 0 ? (int)ceil(sqrt((double)T)) : 0;
+    long untaped = C ? (long)C * ((T + C - 1) / C - 1) : 0;
+    cr_expect_eq(ur.untaped_steps, untaped, "%s, checkpoint %d: %ld untaped steps, not %ld", cell,
+                 every, ur.untaped_steps, untaped);
+    cr_expect(untaped ? ur.untaped_s > 0 : ur.untaped_s == 0, "%s, checkpoint %d: untaped %g s",
+              cell, every, ur.untaped_s);
     pd->destroy(ps);
     bt_unroller_free(u);
     bt_model_free(m);
