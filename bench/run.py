@@ -24,7 +24,11 @@ core when the machine is shared; wall-clock medians are printed beside them. At 
 sums both threads, so those rows are wall-clock (median, and the fastest step: what an idle machine
 gives). Every child runs with the same OPENBLAS_CORETYPE (the kernel `bptt --version` chooses for
 this CPU unless the environment names one: Debian's OpenBLAS 0.3.21 falls back to SSE3 kernels on
-CPUs it does not know), OPENBLAS_NUM_THREADS and OMP_NUM_THREADS, printed at the top.
+CPUs it does not know), OPENBLAS_NUM_THREADS and OMP_NUM_THREADS, printed at the top. Every
+one-thread process, of every side, runs on one CPU (--cpu auto: the one where bench/roofline's W_hh
+product runs fastest, measured at the start; --cpu N; --cpu none leaves it to the scheduler): the two
+virtual CPUs of a KVM guest have differed by 15-20% for every side, and a run whose processes
+landed on either mixed the two speeds into its ratios.
 
 The PyTorch side is the repository's own reference, bench/torch_ref.py, run by the first of this
 Python and /usr/bin/python3 that can import torch (--python PATH picks one). Without PyTorch, or
@@ -32,6 +36,7 @@ without oneDNN (build/bench/dnnl_rnn is built when libdnnl-dev is installed), on
 the rest runs. The machine may be shared: compare the ratios of one run. Usage:
   python3 bench/run.py [--build build] [--quick] [--threads 1,2] [--passes 2] [--hidden 64,256,512,1024]
                        [--only step,fullbptt,checkpoint] [--python PATH] [--data FILE] [--dnnl-off]
+                       [--cpu auto|N|none]
 (--dnnl-off, with a -Dblas=dnnl build: bptt also runs with BPTT_DNNL=off, every product on OpenBLAS,
 as a fifth side of each pass: the backend's gain in the same run.)
 """
@@ -43,11 +48,13 @@ TORCH_REF = os.path.join(HERE, 'torch_ref.py')
 BASE_ENV = dict(os.environ)
 
 
-def run_json(cmd, env, want=None, progress=False):
+def run_json(cmd, env, want=None, progress=False, cpus=None):
     """The last JSON line of cmd's output (the last one with every key in `want`), or None.
-    progress: cmd's stderr goes to ours as it comes (long runs say how far they are)."""
+    progress: cmd's stderr goes to ours as it comes (long runs say how far they are).
+    cpus: the set of CPUs cmd may run on (None: any)."""
+    pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
     out = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=None if progress else subprocess.PIPE,
-                         text=True)
+                         text=True, preexec_fn=pin)
     if out.returncode != 0:
         sys.stderr.write(f"failed: {' '.join(cmd)}\n{(out.stderr or '')[-2000:]}\n")
         return None
@@ -139,7 +146,8 @@ def measure_step(a, H, th, steps, warm, torch_py, coretype):
     got = {n: [] for n in names}
     for p in range(a.passes):
         for n in names[p % len(names):] + names[:p % len(names)]:
-            r = run_json(runners[n], env_threads(th, coretype, a.build), WANT.get(n))
+            r = run_json(runners[n], env_threads(th, coretype, a.build), WANT.get(n),
+                         cpus=a.pin if th == 1 else None)
             if r:
                 got[n].append(r)
     return got
@@ -270,12 +278,12 @@ def section_fullbptt(a, torch_py, coretype, steps):
     for T in Ts:
         n = max(3, min(steps, 20000 // T))
         r = run_json([bench, 'fullbptt', '--hidden', '256', '--steps-per-seq', str(T), '--warmup', '1',
-                      '--steps', str(n), '--data', a.data], env)
+                      '--steps', str(n), '--data', a.data], env, cpus=a.pin)
         t = None
         if torch_py:
             t = run_json([torch_py, TORCH_REF, 'fullbptt', '--variant', 'loop', '--data', a.data,
                           '--hidden', '256', '--threads', '1', '--num-steps', str(T), '--warmup', '1',
-                          '--steps', str(n)], env)
+                          '--steps', str(n)], env, cpus=a.pin)
         tg = (t['peak_rss_mb'] - t['rss_before_train_mb']) if t else None
         print(f"{T:>6} | {fmt(r and r['us_per_token'], 2):>11} {fmt(r and r['arena_kb_per_step']):>8} "
               f"{fmt(r and r['rss_growth_mb']):>13} | {fmt(t and t['us_per_token'], 2):>12} {fmt(tg):>13} | "
@@ -305,14 +313,45 @@ def mem_available_mb():
     return avail
 
 
-def product_us(a, env, H=256, B=32):
+def product_us(a, env, H=256, B=32, cpus=None):
     """Microseconds of one forward W_hh product [B,H] x [H,H] on its own (bench/roofline, the
     faster of OpenBLAS and oneDNN, its best repetition): what recomputing a step costs at the
     least. Its best, not its median: a floor taken in a slow minute would lie above the ratios."""
     r = run_json([os.path.join(a.build, 'bench', 'roofline'), '--hidden', str(H), '--batch', str(B)],
-                 env, want={'kind': 'shape', 'name': 'fwd h*W_hh'})
+                 env, want={'kind': 'shape', 'name': 'fwd h*W_hh'}, cpus=cpus or a.pin)
     rate = r and max(r.get('gflops_best') or 0, r.get('gflops_onednn_best') or 0)
     return 2.0 * B * H * H / (rate * 1e3) if rate else None
+
+
+def choose_cpu(a, coretype):
+    """The CPU every one-thread process runs on (a set of one), or None (--cpu none, or only one
+    CPU to run on). With --cpu auto, the one where the W_hh product runs fastest, two rounds
+    alternating, each CPU's best: virtual CPUs can differ (2026-12-03: 15-20% on every side, the
+    roofline, oneDNN and bptt alike, on a 2-vCPU KVM guest), and a process the scheduler put on
+    the slower one made the ratios of a run swing with its placement."""
+    allowed = sorted(os.sched_getaffinity(0))
+    if a.cpu == 'none' or len(allowed) < 2:
+        return None
+    if a.cpu != 'auto':
+        c = int(a.cpu)
+        if c not in allowed:
+            sys.exit(f'--cpu {c}: not among the CPUs this process may use ({allowed})')
+        print(f'one-thread processes pinned to CPU {c} (--cpu)')
+        return {c}
+    env = env_threads(1, coretype, a.build)
+    best = {}
+    for _ in range(2):
+        for c in allowed:
+            us = product_us(a, env, cpus={c})
+            if us:
+                best[c] = min(best.get(c, us), us)
+    if not best:
+        return None
+    c = min(best, key=best.get)
+    rates = ', '.join(f'CPU {k} {2 * 32 * 256 * 256 / v / 1e3:.0f}' for k, v in sorted(best.items()))
+    print(f'W_hh product [32,256] x [256,256] per CPU, best of two: {rates} GFLOP/s; '
+          f'every one-thread process (all sides) runs on CPU {c}')
+    return {c}
 
 
 def section_checkpoint(a, coretype):
@@ -346,13 +385,13 @@ def section_checkpoint(a, coretype):
         avail = mem_available_mb()
         if avail is not None and need > avail:
             r = run_json([bench, 'fullbptt', '--hidden', '256', '--steps-per-seq', str(T), '--warmup', '1',
-                          '--steps', str(pairs), '--checkpoint-every', '-1'], env)
+                          '--steps', str(pairs), '--checkpoint-every', '-1'], env, cpus=a.pin)
             print(f"{T:>7} | plain skipped: it needs about {need / 1024:.1f} GB, "
                   f"{avail / 1024:.1f} GB is free | checkpointed "
                   f"{fmt(r and r['us_cpu_per_token'], 2)} us/tok, arena {fmt(r and r['window_arena_mb'], 1)} MB")
             continue
         r = run_json([bench, 'ckptpair', '--hidden', '256', '--steps-per-seq', str(T),
-                      '--warmup', '1', '--steps', str(pairs)], env, progress=True)
+                      '--warmup', '1', '--steps', str(pairs)], env, progress=True, cpus=a.pin)
         again = product_us(a, env)  # the product once more, right after the pairs: the best counts
         mm_us = min(filter(None, (mm_us, again)), default=None)
         if not r:
@@ -372,7 +411,7 @@ def section_checkpoint(a, coretype):
     if mm_us:
         print(f'   the W_hh product at its best: {mm_us:.1f} us ({2 * 32 * 256 * 256 / mm_us / 1e3:.0f} GFLOP/s)')
     print('   target: time ratio <= 1.25 at T = 2,240 and 100,000')
-    eq = run_json([bench, 'ckptcheck', '--hidden', '256', '--steps-per-seq', '2240'], env)
+    eq = run_json([bench, 'ckptcheck', '--hidden', '256', '--steps-per-seq', '2240'], env, cpus=a.pin)
     if eq:
         print(f"gradients at T = 2240, checkpointed vs plain: largest difference {eq['max_rel_diff']:.2g} "
               f"of the largest component ({eq['precision']}; target <= 1e-6)")
@@ -392,7 +431,11 @@ def main():
                     help='interpreter for the PyTorch side (default: this one, else /usr/bin/python3)')
     ap.add_argument('--data', default=os.path.join(ROOT, 'data', 'timemachine.txt'),
                     help='the text both sides read (default: data/timemachine.txt)')
+    ap.add_argument('--cpu', default='auto',
+                    help='where one-thread processes run: auto (the CPU with the fastest product), '
+                         'a CPU number, or none (wherever the scheduler puts them)')
     a = ap.parse_args()
+    a.pin = None
     a.build = os.path.abspath(a.build)
     a.hidden = [int(x) for x in a.hidden.split(',')]
     bench = os.path.join(a.build, 'bench', 'bench')
@@ -413,6 +456,7 @@ def main():
     print(f'PyTorch {torch_version} ({py}, bench/torch_ref.py)' if py else
           f'PyTorch: not available ({torch_version} cannot import torch: apt-get install python3-torch, '
           f'or --python PATH); running without it')
+    a.pin = choose_cpu(a, coretype)
     dnnl = os.path.join(a.build, 'bench', 'dnnl_rnn')
     if not os.path.exists(dnnl):
         print('oneDNN: not available (build/bench/dnnl_rnn is built when libdnnl-dev is installed)')
