@@ -27,8 +27,9 @@ this CPU unless the environment names one: Debian's OpenBLAS 0.3.21 falls back t
 CPUs it does not know), OPENBLAS_NUM_THREADS and OMP_NUM_THREADS, printed at the top. Every
 one-thread process, of every side, runs on one CPU (--cpu auto: the one where bench/roofline's W_hh
 product runs fastest, measured at the start; --cpu N; --cpu none leaves it to the scheduler): the two
-virtual CPUs of a KVM guest have differed by 15-20% for every side, and a run whose processes
-landed on either mixed the two speeds into its ratios.
+virtual CPUs of a KVM guest have differed by 7-23%, at times for every side, at times for bptt's
+step alone, and a run whose processes landed on either mixed the two speeds into its ratios. The
+probe is neutral, not infallible: when only bptt's step differs, it may pick the slower CPU.
 
 The PyTorch side is the repository's own reference, bench/torch_ref.py, run by the first of this
 Python and /usr/bin/python3 that can import torch (--python PATH picks one). Without PyTorch, or
@@ -323,12 +324,20 @@ def product_us(a, env, H=256, B=32, cpus=None):
     return 2.0 * B * H * H / (rate * 1e3) if rate else None
 
 
+def cpu_choice(text):
+    """--cpu's value: auto, none or a CPU number."""
+    if text in ('auto', 'none') or text.isdigit():
+        return text
+    raise argparse.ArgumentTypeError(f'{text!r}: auto, none or a CPU number')
+
+
 def choose_cpu(a, coretype):
     """The CPU every one-thread process runs on (a set of one), or None (--cpu none, or only one
     CPU to run on). With --cpu auto, the one where the W_hh product runs fastest, two rounds
-    alternating, each CPU's best: virtual CPUs can differ (2026-12-03: 15-20% on every side, the
-    roofline, oneDNN and bptt alike, on a 2-vCPU KVM guest), and a process the scheduler put on
-    the slower one made the ratios of a run swing with its placement."""
+    alternating, each CPU's best: a probe no side owns. Virtual CPUs can differ (2026-12-03, a
+    2-vCPU KVM guest: 7-23%, at times for every side, at times for bptt's step alone), and a
+    process the scheduler put on the slower one made the ratios of a run swing with its
+    placement (bench/results/2026-12-03-m/cpu-placement.txt)."""
     allowed = sorted(os.sched_getaffinity(0))
     if a.cpu == 'none' or len(allowed) < 2:
         return None
@@ -369,11 +378,12 @@ def section_checkpoint(a, coretype):
           ' products / plain\'s time')
     print('   untaped: the checkpointed run\'s forward pass without a tape, the work plain does not do'
           ' (us per step, median);')
-    print('          its floor: median over pairs of 1 + that pass\'s time / plain\'s time (wall): the'
-          ' ratio were it all checkpointing cost')
+    print('          plain+pass: median over pairs of 1 + that pass\'s time / plain\'s time (wall): the'
+          ' ratio were the rest as fast as plain')
+    print('          (it is faster while a stretch\'s graph stays in cache)')
     print(f"{'T':>7} | {'plain us/tok':>12} {'plain arena MB':>14} | {'ckpt us/tok':>11} {'ckpt MB':>13} | "
           f"{'memory ratio':>12} {'time ratio':>10} {'(min-max)':>11} {'(wall)':>6} {'floor':>6} "
-          f"{'untaped us/step':>15} {'its floor':>9}")
+          f"{'untaped us/step':>15} {'plain+pass':>10}")
     per_step = None
     for T in Ts:
         # An even number of pairs: plain and checkpointed go first equally often.
@@ -407,7 +417,7 @@ def section_checkpoint(a, coretype):
               f"{fmt(r['ckpt_us_cpu_per_token'], 2):>11} {fmt(r['ckpt_arena_mb'], 1) + ' + ' + fmt(states_mb, 1):>13} | "
               f"{fmt(ratio(ck_mb, r['plain_arena_mb']), 3):>12} {fmt(r['ratio_cpu'], 2):>10} "
               f"{fmt(r['ratio_cpu_min'], 2) + '-' + fmt(r['ratio_cpu_max'], 2):>11} {fmt(r['ratio_wall'], 2):>6} "
-              f"{fmt(floor, 2):>6} {fmt(r.get('untaped_us_per_step'), 2):>15} {fmt(r.get('untaped_floor_wall'), 2):>9}")
+              f"{fmt(floor, 2):>6} {fmt(r.get('untaped_us_per_step'), 2):>15} {fmt(r.get('untaped_ratio_wall'), 2):>10}")
     if mm_us:
         print(f'   the W_hh product at its best: {mm_us:.1f} us ({2 * 32 * 256 * 256 / mm_us / 1e3:.0f} GFLOP/s)')
     print('   target: time ratio <= 1.25 at T = 2,240 and 100,000')
@@ -431,7 +441,7 @@ def main():
                     help='interpreter for the PyTorch side (default: this one, else /usr/bin/python3)')
     ap.add_argument('--data', default=os.path.join(ROOT, 'data', 'timemachine.txt'),
                     help='the text both sides read (default: data/timemachine.txt)')
-    ap.add_argument('--cpu', default='auto',
+    ap.add_argument('--cpu', default='auto', type=cpu_choice,
                     help='where one-thread processes run: auto (the CPU with the fastest product), '
                          'a CPU number, or none (wherever the scheduler puts them)')
     a = ap.parse_args()
@@ -456,7 +466,9 @@ def main():
     print(f'PyTorch {torch_version} ({py}, bench/torch_ref.py)' if py else
           f'PyTorch: not available ({torch_version} cannot import torch: apt-get install python3-torch, '
           f'or --python PATH); running without it')
-    a.pin = choose_cpu(a, coretype)
+    one_thread = 'fullbptt' in only or 'checkpoint' in only or ('step' in only and 1 in
+                                                                    [int(x) for x in a.threads.split(',')])
+    a.pin = choose_cpu(a, coretype) if one_thread else None
     dnnl = os.path.join(a.build, 'bench', 'dnnl_rnn')
     if not os.path.exists(dnnl):
         print('oneDNN: not available (build/bench/dnnl_rnn is built when libdnnl-dev is installed)')

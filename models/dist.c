@@ -8,9 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "bt_assert.h"
+#include "bt_clock.h"
 #include "dist.h"
 #include "dist_net.h"
 
@@ -25,13 +25,6 @@ struct bt_dist {
     uint64_t *words;    /* agreement frame [2N] */
     bt_dist_stats stats;
 };
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static int env_int(const char *name, int def)
 {
@@ -215,11 +208,11 @@ bt_status bt_dist_reduce_grad(bt_dist *d, bt_params *p, bt_status st, uint64_t d
     memset(f + P + 1, 0, sizeof *f * 2 * N);
     f[P + 1 + d->rank] = (bt_real)st;
     f[P + 1 + N + d->rank] = (bt_real)(digest >> 40);
-    double t0 = now_s();
+    double t0 = bt_monotonic_s();
     if (N > 1)
         bt_net_sum_real(f, n);
     if (g) { /* the figures are of updates, not markers */
-        d->stats.seconds += now_s() - t0;
+        d->stats.seconds += bt_monotonic_s() - t0;
         d->stats.reduces++;
         d->stats.values = P;
     }

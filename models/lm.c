@@ -10,8 +10,8 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
+#include "bt_clock.h"
 #include "lm.h"
 #include "stack.h"
 
@@ -56,13 +56,6 @@ struct bt_lm {
     int batch_at;
     uint64_t batch_sum;
 };
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 void bt_lm_config_default(bt_lm_config *c)
 {
@@ -504,7 +497,7 @@ static void add_batch(bt_lm *lm, epoch_sums *a, const bt_sequence *seq, const bt
         a->peak = r->peak_arena;
     if (!hooks || !hooks->progress)
         return;
-    double dt = now_s() - a->t0, mean = a->terms ? a->loss_sum / (double)a->terms : NAN;
+    double dt = bt_monotonic_s() - a->t0, mean = a->terms ? a->loss_sum / (double)a->terms : NAN;
     int left = a->batches - a->done + a->batches * (epochs_target - lm->epochs_done - 1);
     bt_lm_progress p = {
         .epoch = lm->epochs_done + 1,
@@ -528,7 +521,7 @@ static void keep_position(bt_lm *lm, const epoch_sums *a)
     v[BT_LM_SUM_LOSS] = a->loss_sum, v[BT_LM_SUM_TERMS] = (double)a->terms;
     v[BT_LM_SUM_TOKENS] = (double)a->tokens, v[BT_LM_SUM_UPDATES] = a->updates;
     v[BT_LM_SUM_SKIPPED] = a->skipped, v[BT_LM_SUM_GNORM] = a->gsum, v[BT_LM_SUM_GMAX] = a->gmax;
-    v[BT_LM_SUM_PEAK] = (double)a->peak, v[BT_LM_SUM_SECONDS] = now_s() - a->t0;
+    v[BT_LM_SUM_PEAK] = (double)a->peak, v[BT_LM_SUM_SECONDS] = bt_monotonic_s() - a->t0;
 }
 
 /* An epoch continued where a restored run stopped: its order replayed from
@@ -557,7 +550,7 @@ static bt_status replay_epoch(bt_lm *lm, epoch_sums *a, char *err, size_t errlen
     a->tokens = (long)v[BT_LM_SUM_TOKENS], a->updates = (int)v[BT_LM_SUM_UPDATES];
     a->skipped = (int)v[BT_LM_SUM_SKIPPED], a->gsum = v[BT_LM_SUM_GNORM];
     a->gmax = v[BT_LM_SUM_GMAX], a->peak = (size_t)v[BT_LM_SUM_PEAK];
-    a->t0 = now_s() - v[BT_LM_SUM_SECONDS];
+    a->t0 = bt_monotonic_s() - v[BT_LM_SUM_SECONDS];
     lm->pos.batches_done = 0; /* consumed: the next epoch starts afresh */
     return BT_OK;
 }
@@ -713,7 +706,7 @@ static bt_status finish_epoch(bt_lm *lm, const epoch_sums *a, double t_train, bt
     e->skipped = a->skipped;
     e->grad_norm_mean = a->updates - a->skipped > 0 ? a->gsum / (a->updates - a->skipped) : 0;
     e->grad_norm_max = a->gmax;
-    e->seconds = now_s() - a->t0;
+    e->seconds = bt_monotonic_s() - a->t0;
     e->elapsed = (lm->n_hist ? lm->hist[lm->n_hist - 1].elapsed : 0) + e->seconds;
     e->peak_arena = a->peak;
     if (a->peak > lm->peak_arena)
@@ -788,7 +781,7 @@ bt_status bt_lm_train_epoch(bt_lm *lm, int epochs_target, const bt_lm_hooks *hoo
     bt_status st = stop_requested(lm, err, errlen); /* before anything: the position stands */
     if (st != BT_OK || lm->stopped)
         return st;
-    epoch_sums a = {.t0 = now_s()};
+    epoch_sums a = {.t0 = bt_monotonic_s()};
     st = lm->dist ? dist_epoch_begin(lm, err, errlen) : BT_OK;
     if (st == BT_OK)
         st = begin_epoch(lm, &a, err, errlen);
@@ -796,7 +789,7 @@ bt_status bt_lm_train_epoch(bt_lm *lm, int epochs_target, const bt_lm_hooks *hoo
         st = train_batches(lm, &a, epochs_target, hooks, err, errlen);
     if (st != BT_OK || lm->stopped)
         return st;
-    double t_train = now_s() - a.t0;
+    double t_train = bt_monotonic_s() - a.t0;
     if (!bt_lm_params_finite(lm))
         st = bt_error(err, errlen, BT_ERR_NUMERIC, "epoch %d: the parameters became non-finite: "
                       "lower the learning rate or clip gradients (--clip)", lm->epochs_done + 1);

@@ -14,9 +14,9 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
 #include "bt_assert.h"
+#include "bt_clock.h"
 #include "dist.h"
 #include "stack.h"
 #include "unroll.h"
@@ -485,13 +485,6 @@ static bt_status window_failed(bt_unroller *u, const bt_sequence *seq, long g0, 
     return st;
 }
 
-static double monotonic_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* Checkpointed window: a forward pass without a tape keeps the state every C
  * steps; backward then rebuilds one stretch of C steps at a time, last first,
  * handing the gradient of each stretch's start state to the stretch before.
@@ -523,9 +516,9 @@ static bt_status run_window_checkpointed(bt_unroller *u, const bt_sequence *seq,
 
     /* Forward: the states at every stretch start (ring and checkpoints). */
     long last = g0 + (nseg - 1) * C;
-    double t0 = monotonic_s();
+    double t0 = bt_monotonic_s();
     bt_status st = forward_untaped(u, seq, g0, g0, last - 1, C, loss_from, false, err, errlen);
-    res->untaped_s += monotonic_s() - t0;
+    res->untaped_s += bt_monotonic_s() - t0;
     res->untaped_steps += last - g0;
     if (st != BT_OK) /* an earlier step's loss may fail first, as the plain window reports */
         return window_failed(u, seq, g0, u->failed_at < last ? u->failed_at : last - 1, C,
@@ -858,6 +851,12 @@ static bt_status lanes_gather(bt_unroller *u, bt_unroll_result *res, char *err, 
     res->loss_terms += u->lanes[0].res.loss_terms;
     if (arenas > res->peak_arena)
         res->peak_arena = arenas;
+    /* every lane runs the same steps; the window waits for the slowest pass */
+    double untaped = 0;
+    for (int l = 0; l < u->n_lanes; l++)
+        untaped = fmax(untaped, u->lanes[l].res.untaped_s);
+    res->untaped_s += untaped;
+    res->untaped_steps += u->lanes[0].res.untaped_steps;
     return BT_OK;
 }
 

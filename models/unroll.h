@@ -82,9 +82,10 @@ typedef struct bt_unroll_result {
     size_t peak_arena;    /* largest window arena, bytes */
     int n_windows;        /* windows run (entries written: min(n_windows, windows_cap)) */
     /* Checkpointed windows: wall seconds of their forward passes without a
-     * tape, and the steps those ran. What checkpointing costs beyond the plain
-     * window is, at the least, this pass: every other step is one the plain
-     * window runs too. */
+     * tape (with lanes, the slowest lane's), and the steps those ran: the work
+     * a plain window does not do. (The rest of a checkpointed window does
+     * what the plain one does, in stretches, and may run faster or slower
+     * than it, as its graph stays in cache or not.) */
     double untaped_s;
     long untaped_steps;
 } bt_unroll_result;

@@ -7,9 +7,9 @@
 #include <math.h>
 #include <signal.h>
 #include <stdlib.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "bt_clock.h"
 #include "checkpoint.h"
 #include "dist_cli.h"
 #include "lm_cli.h"
@@ -405,13 +405,6 @@ static int interrupted(train_run *r, const train_opts *o, const train_ctx *t, bt
     return failed ? failed : 128 + sig;
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* The message of a failed run, from the process that reports it; its exit
  * status (the same on every process: the failure was agreed on). */
 static int train_failed(bt_status st, const char *err, const train_ctx *t, const bt_dist *d)
@@ -448,10 +441,10 @@ static int train(train_run *r, const train_opts *o, const dist_cli *dc)
     if (bt_lm_epochs_done(r->lm) >= o->lm.epochs)
         printf("the checkpoint is at epoch %d and --epochs is %d (a total): nothing to train\n",
                bt_lm_epochs_done(r->lm), o->lm.epochs);
-    double t0 = now_s();
+    double t0 = bt_monotonic_s();
     bt_status st = bt_lm_train(r->lm, o->lm.epochs, &hooks, err, sizeof err);
     lm_cli_stop_finished(); /* a signal from here on is late: training is over */
-    double seconds = now_s() - t0;
+    double seconds = bt_monotonic_s() - t0;
     if (t.tty)
         lm_cli_progress_clear();
     if (writer && o->plot && bt_lm_epochs_done(r->lm) > 0 &&
