@@ -317,7 +317,7 @@ def mem_available_mb():
 def product_us(a, env, H=256, B=32, cpus=None):
     """Microseconds of one forward W_hh product [B,H] x [H,H] on its own (bench/roofline, the
     faster of OpenBLAS and oneDNN, its best repetition): what recomputing a step costs at the
-    least. Its best, not its median: a floor taken in a slow minute would lie above the ratios."""
+    least. Its best, not its median: taken in a slow minute, plain+prod would lie above the ratios."""
     r = run_json([os.path.join(a.build, 'bench', 'roofline'), '--hidden', str(H), '--batch', str(B)],
                  env, want={'kind': 'shape', 'name': 'fwd h*W_hh'}, cpus=cpus or a.pin)
     rate = r and max(r.get('gflops_best') or 0, r.get('gflops_onednn_best') or 0)
@@ -372,7 +372,7 @@ def section_checkpoint(a, coretype):
     print('   plain and checkpointed alternate in one process (bench ckptpair), after a warm-up pair;')
     print('   us/token: median CPU time; time ratio: median of the pairs\' ratios (min-max), CPU and wall')
     print('   ckpt MB: its arena (one stretch\'s graph) + its checkpoints (ceil(T / C) + 2 states, C = ceil(sqrt T))')
-    print('   floor: the ratio if recomputing a step cost only its W_hh product, [32,256] x [256,256]'
+    print('   plain+prod: the ratio if recomputing a step cost only its W_hh product, [32,256] x [256,256]'
           ' (bench/roofline\'s best,')
     print('          before the table and after each row, the least so far): 1 + C (ceil(T / C) - 1)'
           ' products / plain\'s time')
@@ -380,9 +380,9 @@ def section_checkpoint(a, coretype):
           ' (us per step, median);')
     print('          plain+pass: median over pairs of 1 + that pass\'s time / plain\'s time (wall): the'
           ' ratio were the rest as fast as plain')
-    print('          (it is faster while a stretch\'s graph stays in cache)')
+    print('          (the rest can be faster than plain, probably while a stretch\'s graph stays in cache)')
     print(f"{'T':>7} | {'plain us/tok':>12} {'plain arena MB':>14} | {'ckpt us/tok':>11} {'ckpt MB':>13} | "
-          f"{'memory ratio':>12} {'time ratio':>10} {'(min-max)':>11} {'(wall)':>6} {'floor':>6} "
+          f"{'memory ratio':>12} {'time ratio':>10} {'(min-max)':>11} {'(wall)':>6} {'plain+prod':>10} "
           f"{'untaped us/step':>15} {'plain+pass':>10}")
     per_step = None
     for T in Ts:
@@ -412,12 +412,12 @@ def section_checkpoint(a, coretype):
         ck_mb = r['ckpt_arena_mb'] + states_mb
         # the forward pass that stores checkpoints runs every stretch but the last
         recomputed = C * (math.ceil(T / C) - 1)
-        floor = 1 + recomputed * mm_us / (r['plain_us_cpu_per_token'] * r['batch'] * T) if mm_us else None
+        plain_prod = 1 + recomputed * mm_us / (r['plain_us_cpu_per_token'] * r['batch'] * T) if mm_us else None
         print(f"{T:>7} | {fmt(r['plain_us_cpu_per_token'], 2):>12} {fmt(r['plain_arena_mb']):>14} | "
               f"{fmt(r['ckpt_us_cpu_per_token'], 2):>11} {fmt(r['ckpt_arena_mb'], 1) + ' + ' + fmt(states_mb, 1):>13} | "
               f"{fmt(ratio(ck_mb, r['plain_arena_mb']), 3):>12} {fmt(r['ratio_cpu'], 2):>10} "
               f"{fmt(r['ratio_cpu_min'], 2) + '-' + fmt(r['ratio_cpu_max'], 2):>11} {fmt(r['ratio_wall'], 2):>6} "
-              f"{fmt(floor, 2):>6} {fmt(r.get('untaped_us_per_step'), 2):>15} {fmt(r.get('untaped_ratio_wall'), 2):>10}")
+              f"{fmt(plain_prod, 2):>10} {fmt(r.get('untaped_us_per_step'), 2):>15} {fmt(r.get('untaped_ratio_wall'), 2):>10}")
     if mm_us:
         print(f'   the W_hh product at its best: {mm_us:.1f} us ({2 * 32 * 256 * 256 / mm_us / 1e3:.0f} GFLOP/s)')
     print('   target: time ratio <= 1.25 at T = 2,240 and 100,000')

@@ -851,10 +851,15 @@ static bt_status lanes_gather(bt_unroller *u, bt_unroll_result *res, char *err, 
     res->loss_terms += u->lanes[0].res.loss_terms;
     if (arenas > res->peak_arena)
         res->peak_arena = arenas;
-    /* every lane runs the same steps; the window waits for the slowest pass */
+    /* every lane runs the same steps; the window waits for the slowest pass
+     * (without OpenMP the lanes run one after another: for all of them) */
     double untaped = 0;
     for (int l = 0; l < u->n_lanes; l++)
+#ifdef _OPENMP
         untaped = fmax(untaped, u->lanes[l].res.untaped_s);
+#else
+        untaped += u->lanes[l].res.untaped_s;
+#endif
     res->untaped_s += untaped;
     res->untaped_steps += u->lanes[0].res.untaped_steps;
     return BT_OK;
