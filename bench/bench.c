@@ -260,13 +260,15 @@ static void run_timed(bench *k, const bench_args *a)
     int32_t *X = malloc(sizeof(int32_t) * (size_t)B * T), *Y = malloc(sizeof(int32_t) * (size_t)B * T);
     double *times = malloc(sizeof(double) * 2 * (size_t)(steps > 0 ? steps : 1)), *cpu = times + steps;
     size_t peak_arena = 0;
-    double rss_before = current_rss_mb();
+    double rss_before = current_rss_mb(), untaped_s = 0, untaped_steps = 0;
     for (int it = 0; it < warmup + steps; it++) {
-        double dt, dc;
-        time_window(k, a, it, a->every, X, Y, &dt, &dc, &peak_arena, NULL);
+        double dt, dc, untaped[2];
+        time_window(k, a, it, a->every, X, Y, &dt, &dc, &peak_arena, untaped);
         if (it >= warmup) {
             times[it - warmup] = dt;
             cpu[it - warmup] = dc;
+            untaped_s += untaped[0];
+            untaped_steps += untaped[1];
         }
     }
     qsort(times, (size_t)steps, sizeof *times, cmp_double);
@@ -279,12 +281,14 @@ static void run_timed(bench *k, const bench_args *a)
            "\"tokens_per_s_max\": %.1f, \"us_per_token\": %.3f, \"peak_rss_mb\": %.1f, "
            "\"rss_start_mb\": %.1f, \"rss_growth_mb\": %.2f, \"window_arena_mb\": %.3f, "
            "\"arena_kb_per_step\": %.2f, \"tokens_per_cpu_s\": %.1f, \"us_cpu_per_token\": %.3f, "
+           "\"untaped_us_per_step\": %.3f, "
            "\"blas\": \"%s\", \"kernel\": \"%s\", \"threads\": %d, \"row_threads\": %d, "
            "\"precision\": \"%s\"}\n",
            a->mode, a->H, B, T, a->every, tok / med, tok / times[steps - 1], tok / times[0],
            med / tok * 1e6, peak_rss_mb(), k->rss_start, peak_rss_mb() - rss_before,
            (double)peak_arena / 1048576.0, (double)peak_arena / 1024.0 / T, tok / cpu[steps / 2],
-           cpu[steps / 2] / tok * 1e6, bi.library, bi.kernel, bi.threads,
+           cpu[steps / 2] / tok * 1e6, untaped_steps > 0 ? untaped_s / untaped_steps * 1e6 : 0,
+           bi.library, bi.kernel, bi.threads,
            bt_unroller_threads(k->u), BT_REAL_DOUBLE ? "double" : "float");
     free(times);
     free(X);
