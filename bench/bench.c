@@ -18,23 +18,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <time.h>
 
+#include "bt_clock.h"
 #include "corpus.h"
 #include "unroll.h"
-
-static double clock_s(clockid_t id)
-{
-    struct timespec ts;
-    clock_gettime(id, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static double now(void) { return clock_s(CLOCK_MONOTONIC); }
-/* Process CPU time (all threads): blind to time spent waiting for a core on a
- * shared machine, so a steadier rate at one thread; at N threads it counts
- * every thread's time and is no measure of speed. */
-static double cpu_now(void) { return clock_s(CLOCK_PROCESS_CPUTIME_ID); }
 
 static double peak_rss_mb(void)
 {
@@ -195,10 +182,10 @@ static void run_ckptcheck(bench *k, const bench_args *a)
         bt_unroll_opts o = {.policy = k->pd, .policy_state = k->ps, .accumulate = true,
                             .checkpoint_every = c ? -1 : 0};
         bt_unroll_result res;
-        double t0 = now();
+        double t0 = bt_monotonic_s();
         if (bt_unroll_run(k->u, &seq, hp, &o, NULL, NULL, NULL, &res, err, sizeof err) != BT_OK)
             fail(err);
-        secs[c] = now() - t0;
+        secs[c] = bt_monotonic_s() - t0;
         const bt_real *g = bt_params_grad(k->m->params);
         for (size_t i = 0; i < P; i++) {
             if (c == 0) {
@@ -239,12 +226,12 @@ static void time_window(bench *k, const bench_args *a, int it, int every, int32_
     bt_unroll_opts o = {.policy = k->pd, .policy_state = k->ps, .optimizer = k->opt, .clip = 1,
                         .checkpoint_every = every};
     bt_unroll_result res;
-    double t0 = now(), c0 = cpu_now();
+    double t0 = bt_monotonic_s(), c0 = bt_process_cpu_s();
     bt_unroller *u = every && k->uc ? k->uc : k->u;
     if (bt_unroll_run(u, &seq, hp, &o, NULL, NULL, NULL, &res, err, sizeof err) != BT_OK)
         fail(err);
-    *wall = now() - t0;
-    *cpu = cpu_now() - c0;
+    *wall = bt_monotonic_s() - t0;
+    *cpu = bt_process_cpu_s() - c0;
     if (res.peak_arena > *arena)
         *arena = res.peak_arena;
     if (untaped) {
@@ -331,17 +318,17 @@ static void run_pair(bench *k, const bench_args *a)
                         c ? untaped : NULL);
         }
         int i = it - a->warmup;
+        double us = untaped[1] > 0 ? untaped[0] / untaped[1] * 1e6 : 0;
+        double plain_pass = 1 + untaped[0] / wall[0]; /* the ratio were the rest as fast as plain */
         if (i >= 0) {
             pc[i] = cpu[0], cc[i] = cpu[1], pw[i] = wall[0], cw[i] = wall[1];
             rc[i] = cpu[1] / cpu[0], rw[i] = wall[1] / wall[0];
-            /* the pair's ratio were the rest of the checkpointed run as fast as plain */
-            uw[i] = untaped[1] > 0 ? untaped[0] / untaped[1] * 1e6 : 0;
-            fw[i] = 1 + untaped[0] / wall[0];
+            uw[i] = us, fw[i] = plain_pass;
         }
         fprintf(stderr, "bench: T = %d, pair %d of %d%s: checkpointed/plain %.3f (CPU), %.3f (wall); "
                 "untaped pass %.2f us/step, 1 + its time / plain's %.3f\n", T, it + 1,
-                a->warmup + n, i < 0 ? " (warm-up)" : "", cpu[1] / cpu[0], wall[1] / wall[0],
-                untaped[1] > 0 ? untaped[0] / untaped[1] * 1e6 : 0, 1 + untaped[0] / wall[0]);
+                a->warmup + n, i < 0 ? " (warm-up)" : "", cpu[1] / cpu[0], wall[1] / wall[0], us,
+                plain_pass);
     }
     double tok = (double)B * T, ratio = median(rc, n); /* sorts rc: min and max follow */
     bt_blas_info bi;

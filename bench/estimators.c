@@ -19,18 +19,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "bt_clock.h"
 #include "online.h"
 
 enum { V = 28, MAX_H = 16, N_METHODS = 6 };
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static void fail(const char *what, const char *err)
 {
@@ -147,7 +140,7 @@ static double run_once(bench_h *b, int k)
     bt_real *hp[1] = {b->h};
     memset(b->h, 0, sizeof(bt_real) * (size_t)b->B * b->H);
     bt_unroll_result res;
-    double t0 = now();
+    double t0 = bt_process_cpu_s();
     if (k < FIRST_ONLINE) {
         bt_unroll_opts o = {.policy = b->pd[k], .policy_state = b->ps[k], .policy_seed = 1,
                             .accumulate = true};
@@ -159,7 +152,7 @@ static double run_once(bench_h *b, int k)
         if (bt_online_run(b->on, &seq, hp, &o, NULL, &res, err, sizeof err) != BT_OK)
             fail(method_name[k], err);
     }
-    double secs = (now() - t0) / b->T[k];
+    double secs = (bt_process_cpu_s() - t0) / b->T[k];
     b->bytes[k] = res.peak_arena + (b->est[k] ? bt_estimator_bytes(b->est[k]) : 0);
     return secs;
 }

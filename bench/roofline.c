@@ -41,9 +41,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <time.h>
 
 #include "bptt.h"
+#include "bt_clock.h"
 #include "wgrad.h"
 
 #if BT_HAVE_CBLAS
@@ -74,16 +74,6 @@ typedef struct opts {
     double min_ms, measured;
     const char *bench;
 } opts;
-
-static double clock_s(clockid_t id)
-{
-    struct timespec ts;
-    clock_gettime(id, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static double now(void) { return clock_s(CLOCK_MONOTONIC); }
-static double cpu_now(void) { return clock_s(CLOCK_PROCESS_CPUTIME_ID); }
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -163,19 +153,19 @@ static void time_batches(product_fn fn, void *ctx, double flops, int reps, doubl
     double *rate = malloc(sizeof(double) * 2 * (size_t)reps), *cpu = rate + reps;
     long calls = 1;
     for (;;) { /* warm up and size a batch */
-        double t0 = now();
+        double t0 = bt_monotonic_s();
         for (long i = 0; i < calls; i++)
             fn(ctx);
-        if (now() - t0 >= min_ms * 1e-3 || calls > (1L << 24))
+        if (bt_monotonic_s() - t0 >= min_ms * 1e-3 || calls > (1L << 24))
             break;
         calls *= 2;
     }
     for (int r = 0; r < reps; r++) {
-        double t0 = now(), c0 = cpu_now();
+        double t0 = bt_monotonic_s(), c0 = bt_process_cpu_s();
         for (long i = 0; i < calls; i++)
             fn(ctx);
-        rate[r] = flops * (double)calls / (now() - t0) * 1e-9;
-        cpu[r] = flops * (double)calls / (cpu_now() - c0) * 1e-9;
+        rate[r] = flops * (double)calls / (bt_monotonic_s() - t0) * 1e-9;
+        cpu[r] = flops * (double)calls / (bt_process_cpu_s() - c0) * 1e-9;
     }
     qsort(rate, (size_t)reps, sizeof *rate, cmp_double);
     qsort(cpu, (size_t)reps, sizeof *cpu, cmp_double);

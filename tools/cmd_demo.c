@@ -8,9 +8,9 @@
 #include <math.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 
 #include "analysis_report.h"
+#include "bt_clock.h"
 #include "compare.h"
 #include "generate.h"
 #include "lm.h"
@@ -45,13 +45,6 @@ const cli_command cmd_demo_spec = {
              "     fixed and random truncation.",
     .options = {options},
 };
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static const char *path_in(const char *dir, const char *name)
 {
@@ -116,12 +109,12 @@ static bool influence_run(const bt_registry *reg, const char *spec, int i, trace
         cfg.truncation = inf_policies[i];
     bt_source src = {0};
     char err[1024] = "";
-    double t0 = now();
+    double t0 = bt_monotonic_s();
     bool ok = bt_task_source_new(spec, 1, 1, &src, err, sizeof err) == BT_OK &&
               bt_lm_new(reg, &cfg, &src, &tr->lm, err, sizeof err) == BT_OK &&
               bt_lm_train(tr->lm, 1, &(bt_lm_hooks){.progress = trace_add, .ctx = tr}, err,
                           sizeof err) == BT_OK;
-    *secs = now() - t0;
+    *secs = bt_monotonic_s() - t0;
     *updates = tr->lm ? (int)bt_lm_updates(tr->lm) : 0;
     bt_lm_free(tr->lm);
     bt_source_free(&src);
@@ -310,10 +303,10 @@ static bool text_train(const bt_registry *reg, bt_corpus *corpus, text_result *r
     bool ok = true;
     for (int s = 0; s < TEXT_NS && ok; s++) {
         text_result *r = &res[s];
-        double t0 = now();
+        double t0 = bt_monotonic_s();
         ok = bt_compare_train(&runs[s], TEXT_EPOCHS, NULL, err, sizeof err) == BT_OK &&
              !runs[s].diverged;
-        r->secs = now() - t0;
+        r->secs = bt_monotonic_s() - t0;
         if (!ok) {
             cli_fail(CMD, "training under %s: %s", text_specs[s], runs[s].diverged ? runs[s].why : err);
             break;
@@ -454,13 +447,13 @@ int cmd_demo(int argc, char **argv)
     if ((rc = claim_figures(out, &files)) != 0)
         goto done;
     rc = 1;
-    double t0 = now();
+    double t0 = bt_monotonic_s();
     clock_t c0 = clock(); /* CPU time of every thread: the fair figure on a busy machine */
     printf("bptt demo: three short experiments; figures go to %s/\n", out);
     if (!influence_part(reg, out) || !lag_part(reg, out) || !text_part(reg, out))
         goto done;
     printf("\ndemo finished in %.1f s (%.1f s of CPU time); figures in %s/: influence.svg, "
-           "lags.svg, analyze-linear-spectral-1.2.svg, text.svg\n", now() - t0,
+           "lags.svg, analyze-linear-spectral-1.2.svg, text.svg\n", bt_monotonic_s() - t0,
            (double)(clock() - c0) / CLOCKS_PER_SEC, out);
     rc = 0;
 done:

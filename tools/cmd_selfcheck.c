@@ -5,9 +5,9 @@
  * an sgd optimizer), so this check depends on nothing but the engine. */
 #include <math.h>
 #include <string.h>
-#include <time.h>
 
 #include "batcher.h"
+#include "bt_clock.h"
 #include "cli_cell.h"
 #include "corpus.h"
 #include "unroll.h"
@@ -27,13 +27,6 @@ static const char *const SENTENCES[] = {
 #define PPL_BOUND 1.5
 #define TIME_BUDGET 20 /* seconds: a slow sanitizer build still finishes */
 #define MAX_EPOCHS 400
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static void make_text(char *buf, size_t len)
 {
@@ -111,9 +104,9 @@ static int check_training(const bt_registry *reg)
 
     bt_unroll_opts opts = {.policy = t.pol.def, .policy_state = t.pol.state,
                            .optimizer = t.opt, .clip = 1};
-    double start = now(), ppl = INFINITY;
+    double start = bt_monotonic_s(), ppl = INFINITY;
     int epoch = 0;
-    while (epoch < MAX_EPOCHS && ppl >= PPL_BOUND && now() - start < TIME_BUDGET) {
+    while (epoch < MAX_EPOCHS && ppl >= PPL_BOUND && bt_monotonic_s() - start < TIME_BUDGET) {
         bt_batcher_epoch(t.batches, &rng);
         memset(h, 0, sizeof h); /* a new offset: the carried state no longer matches */
         double sum = 0;
@@ -134,12 +127,12 @@ static int check_training(const bt_registry *reg)
         epoch++;
         ppl = terms ? exp(sum / (double)terms) : INFINITY;
         if (epoch % 5 == 0 || ppl < PPL_BOUND)
-            printf("  epoch %3d  perplexity %7.3f  (%.1f s)\n", epoch, ppl, now() - start);
+            printf("  epoch %3d  perplexity %7.3f  (%.1f s)\n", epoch, ppl, bt_monotonic_s() - start);
         fflush(stdout);
     }
     bool pass = ppl < PPL_BOUND;
     printf("%s  training: perplexity %.3f %s %.2f after %d epochs (%.1f s)\n",
-           pass ? "PASS" : "FAIL", ppl, pass ? "<" : ">=", PPL_BOUND, epoch, now() - start);
+           pass ? "PASS" : "FAIL", ppl, pass ? "<" : ">=", PPL_BOUND, epoch, bt_monotonic_s() - start);
     train_free(&t);
     return pass ? 0 : 1;
 }

@@ -4,9 +4,9 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "bt_clock.h"
 #include "generate.h"
 #include "lm_cli.h"
 #include "model_file.h"
@@ -494,9 +494,7 @@ static double progress_last;
 void lm_cli_progress(void *ctx, const bt_lm_progress *p)
 {
     (void)ctx;
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    double now = (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+    double now = bt_monotonic_s();
     if (p->batch != p->batches && now - progress_last < 0.1)
         return; /* a terminal line ten times a second is plenty */
     progress_last = now;
