@@ -87,10 +87,7 @@ static void gates_jvp(bt_node *n)
     bt_real *t = bt_node_tangent(n); /* the product's tangent, then zr' in place */
     if (!t)
         return;
-    if (h->tangent)
-        bt_gemm(false, false, B, N, H, 1, h->tangent, H, w->data, N, 1, t, N);
-    if (w->tangent)
-        bt_gemm(false, false, B, N, H, 1, h->data, H, w->tangent, N, 1, t, N);
+    bt_recurrent_tangent(h, w, B, H, N, t);
     for (size_t r = 0; r < (size_t)B; r++) {
         bt_real *tr = t + r * N;
         const bt_real *y = n->out->data + r * N;
@@ -278,10 +275,7 @@ static void hidden_jvp(bt_node *n)
     bt_real *t = bt_node_tangent(n); /* the product's tangent, then h_t' in place */
     if (!t)
         return;
-    if (rh->tangent)
-        bt_gemm(false, false, B, H, H, 1, rh->tangent, H, w->data, H, 1, t, H);
-    if (w->tangent)
-        bt_gemm(false, false, B, H, H, 1, rh->data, H, w->tangent, H, 1, t, H);
+    bt_recurrent_tangent(rh, w, B, H, H, t);
     for (size_t r = 0; r < (size_t)B; r++)
         for (int j = 0; j < H; j++) {
             size_t i = r * H + j;

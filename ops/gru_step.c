@@ -118,10 +118,7 @@ static void gates_jvp(bt_node *n)
     bt_real *ta = bt_node_tangent(n); /* (h W_hh)', then act' in place */
     if (!ta)
         return;
-    if (h->tangent)
-        bt_gemm(false, false, B, N, H, 1, h->tangent, H, whh->data, N, 1, ta, N);
-    if (whh->tangent)
-        bt_gemm(false, false, B, N, H, 1, h->data, H, whh->tangent, N, 1, ta, N);
+    bt_recurrent_tangent(h, whh, B, H, N, ta);
     const bt_real *tbi = bi->tangent, *tbh = bh->tangent;
     for (size_t r = 0; r < (size_t)B; r++) {
         bt_real *t = ta + r * N;

@@ -98,10 +98,7 @@ static void gates_jvp(bt_node *n)
         return;
     if (xw->tangent)
         memcpy(ta, xw->tangent, sizeof(bt_real) * out->size);
-    if (h->tangent)
-        bt_gemm(false, false, B, N, H, 1, h->tangent, H, wh->data, N, 1, ta, N);
-    if (wh->tangent)
-        bt_gemm(false, false, B, N, H, 1, h->data, H, wh->tangent, N, 1, ta, N);
+    bt_recurrent_tangent(h, wh, B, H, N, ta);
     for (int r = 0; r < B; r++)
         for (int j = 0; j < N; j++) {
             size_t i = (size_t)r * N + j;

@@ -1,6 +1,7 @@
 /* recurrent_grad.h: the backward a fused recurrent op shares (rnn_tanh_step,
  * lstm_gates, gru_gates, gru_cho_gates, gru_cho_hidden): where the gradient
- * of its product h W goes, and the two products that read it. Written once
+ * of its product h W goes, and the two products that read it; and the
+ * product's forward tangent. Written once
  * here so that the five ops keep one rule for reusing buffers. Internal to
  * ops/. */
 #ifndef BPTT_RECURRENT_GRAD_H
@@ -38,6 +39,17 @@ static inline void bt_recurrent_backward(bt_node *n, bt_tensor *h, bt_tensor *w,
         bt_gemm_weight(n->graph, m, d, w, true, 1, h->grad);
     if (w->requires_grad)
         bt_wgrad_add(n->graph, w, h->data, d, m);
+}
+
+/* The forward tangent of the product h W (h [B,K], W [K,N]) added into t
+ * [B,N]: h' W + h W', each where that input has a tangent. */
+static inline void bt_recurrent_tangent(const bt_tensor *h, const bt_tensor *w, int B, int K, int N,
+                                        bt_real *t)
+{
+    if (h->tangent)
+        bt_gemm(false, false, B, N, K, 1, h->tangent, K, w->data, N, 1, t, N);
+    if (w->tangent)
+        bt_gemm(false, false, B, N, K, 1, h->data, K, w->tangent, N, 1, t, N);
 }
 
 #endif

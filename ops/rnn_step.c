@@ -99,10 +99,7 @@ static void rnn_step_jvp(bt_node *n)
         bt_gemm(false, false, B, H, D, 1, x->data, D, wx->tangent, H, 1, ta, H);
     if (x && x->tangent)
         bt_gemm(false, false, B, H, D, 1, x->tangent, D, wx->data, H, 1, ta, H);
-    if (h->tangent)
-        bt_gemm(false, false, B, H, H, 1, h->tangent, H, whh->data, H, 1, ta, H);
-    if (whh->tangent)
-        bt_gemm(false, false, B, H, H, 1, h->data, H, whh->tangent, H, 1, ta, H);
+    bt_recurrent_tangent(h, whh, B, H, H, ta);
     for (int r = 0; r < B; r++) {
         bt_real *row = ta + (size_t)r * H;
         const bt_real *y = out->data + (size_t)r * H;
